@@ -1,0 +1,109 @@
+"""Builds the aiohttp application: routes of every dialect, middleware, and the parts' lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import Authenticator
+from gateway.catalog.file import FileBackend
+from gateway.catalog.store import Catalog
+from gateway.config import Settings
+from gateway.context import GATEWAY, Gateway
+from gateway.dialects import ops, timeplus
+from gateway.ingest.schema import SchemaCache
+from gateway.middleware import observe
+from gateway.pipeline import Pipeline
+from gateway.queues import Limits, Queues
+from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.kafka import KafkaSink
+from gateway.sinks.local import LocalSink
+from gateway.streams import StreamDefaults, StreamService
+
+log = logging.getLogger(__name__)
+RECORD_OVERHEAD = 1024  # room a record batch needs around one record
+# Options for aiohttp's AppRunner. Bodies are decompressed by gateway.ingest.body, which caps the
+# decompressed size as it goes; aiohttp's own decompression would bypass that cap.
+RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None,
+                                     "handle_signals": False}
+
+
+def make_sink(settings: Settings) -> Sink:
+    """Kafka when a bootstrap address is configured, else the embedded local sink."""
+    if settings.embedded:
+        return LocalSink(settings.data_dir / "sink")
+    return KafkaSink(settings.kafka_bootstrap, batch_max_bytes=settings.batch_max_bytes,
+                     probe_interval_s=settings.kafka_probe_interval_s)
+
+
+def build_gateway(settings: Settings, admin_key: str) -> Gateway:
+    """Wire the parts together (nothing is started yet)."""
+    catalog = Catalog(FileBackend(settings.data_dir / "catalog.json"))
+    sink = make_sink(settings)
+    queues = Queues(sink, Limits(
+        max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
+        memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
+        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes))
+    schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
+    pipeline = Pipeline(sink, queues, schemas, wait_timeout_s=settings.wait_timeout_s,
+                        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD)
+    streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
+        settings.topic_prefix, settings.default_shards, settings.replication_factor))
+    return Gateway(settings, catalog, sink, queues, pipeline, streams,
+                   Authenticator(catalog, admin_key))
+
+
+async def _connect(gw: Gateway) -> None:
+    """Start the sink, retrying until it is reachable (readiness stays 503 meanwhile)."""
+    delay = 0.5
+    while True:
+        try:
+            await gw.sink.start()
+        except SinkUnavailable as exc:
+            log.warning("%s; retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        gw.sink_ready = True
+        log.info("sink %s connected", gw.sink.name)
+        return
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Load the catalog and connect the sink; on shutdown drain the queues, then close the sink."""
+    gw = app[GATEWAY]
+    await gw.catalog.load()
+    connecting = asyncio.create_task(_connect(gw), name="sink-connect")
+    yield
+    gw.pipeline.draining = True
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await connecting
+    drained = await gw.queues.drain(gw.settings.drain_timeout_s)
+    if not drained:
+        log.error("drain timed out after %.0f s: %d acknowledged rows were NOT written",
+                  gw.settings.drain_timeout_s, gw.queues.total_rows())
+        app["drain_failed"] = True
+    await gw.queues.stop()
+    if gw.sink_ready:
+        await gw.sink.close()
+
+
+def build_app(settings: Settings, admin_key: str) -> web.Application:
+    """The aiohttp application with every dialect's routes."""
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    gw = build_gateway(settings, admin_key)
+    app[GATEWAY] = gw
+    gw.renderers["default"] = timeplus.render_error
+    for method, path, handler in ops.routes():
+        app.router.add_route(method, path, handler)
+    for method, path, handler in timeplus.routes():
+        route = app.router.add_route(method, path, handler)
+        gw.renderers[route.resource.canonical if route.resource else path] = timeplus.render_error
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,114 @@
+"""API keys: extraction from every header style, salted hashing, constant-time checks, scopes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.catalog.model import ApiKey
+from gateway.catalog.store import Catalog
+from gateway.errors import Forbidden, Unauthenticated
+
+ADMIN = "admin"
+APPEND = "DATASOURCE:APPEND"
+CREATE = "DATASOURCE:CREATE"
+DEFAULT_SCOPES = (CREATE, APPEND)
+ID_LEN = 12
+_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made a request: a key id and name (never the key) and its scopes."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+    @property
+    def admin(self) -> bool:
+        """True for the admin key and keys with the admin scope."""
+        return ADMIN in self.scopes
+
+    def require_append(self, stream: str) -> None:
+        """403 unless the key may write rows into `stream`."""
+        if not (self.admin or CREATE in self.scopes or APPEND in self.scopes
+                or f"{APPEND}:{stream}" in self.scopes):
+            raise Forbidden(f"this key may not append to stream {stream!r}")
+
+    def require_manage(self) -> None:
+        """403 unless the key may create, change and delete streams."""
+        if not (self.admin or CREATE in self.scopes):
+            raise Forbidden("this key may not manage streams (needs DATASOURCE:CREATE)")
+
+    def require_admin(self) -> None:
+        """403 unless the key is an admin key."""
+        if not self.admin:
+            raise Forbidden("this key may not manage API keys (needs admin)")
+
+
+def key_from_headers(headers: Mapping[str, str], query: Mapping[str, str] | None = None
+                     ) -> str | None:
+    """The key of `X-Api-Key: K`, `Authorization: ApiKey K` / `Bearer K`, or `?token=K`."""
+    key = headers.get("X-Api-Key")
+    if key:
+        return key.strip()
+    auth = headers.get("Authorization", "")
+    scheme, _, value = auth.strip().partition(" ")
+    if scheme.lower() in ("apikey", "bearer") and value.strip():
+        return value.strip()
+    if query is not None and query.get("token"):
+        return query["token"].strip()
+    return None
+
+
+def _digest(salt: str, key: str) -> str:
+    return hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()
+
+
+def mask(key: str) -> str:
+    """The displayable form of a key: first and last four characters (`vthm****OjXG`)."""
+    return f"{key[:4]}****{key[-4:]}"
+
+
+def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str
+            ) -> tuple[str, ApiKey]:
+    """A fresh key and the record that stores it (hashed). The key is shown to its owner once."""
+    key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LEN))
+    secret = "".join(secrets.choice(_ALPHABET) for _ in range(48))
+    key = key_id + secret
+    salt = secrets.token_hex(16)
+    display = f"{name} ({mask(key)})" if name else mask(key)
+    record = ApiKey(id=key_id, name=display, salt=salt, digest=_digest(salt, key),
+                    masked=mask(key), created_at=int(time.time()), expire_at=expire_at,
+                    permissions=list(scopes), created_by=created_by)
+    return key, record
+
+
+class Authenticator:
+    """Checks keys against the admin key and the catalog's hashed keys."""
+
+    def __init__(self, catalog: Catalog, admin_key: str) -> None:
+        self._catalog = catalog
+        self._admin_salt = secrets.token_hex(16)
+        self._admin_digest = _digest(self._admin_salt, admin_key)
+        self._admin = Principal("admin", "admin", frozenset({ADMIN}))
+
+    def authenticate(self, key: str | None) -> Principal:
+        """The principal of a key; 401 when it is missing, unknown, expired or revoked."""
+        if not key:
+            raise Unauthenticated("missing API key: send `X-Api-Key: KEY` or "
+                                  "`Authorization: ApiKey KEY`")
+        if hmac.compare_digest(_digest(self._admin_salt, key), self._admin_digest):
+            return self._admin
+        record = self._catalog.api_key(key[:ID_LEN]) if len(key) > ID_LEN else None
+        if record is None or not hmac.compare_digest(_digest(record.salt, key), record.digest):
+            raise Unauthenticated("invalid API key")
+        if record.expire_at and record.expire_at <= time.time():
+            raise Unauthenticated("API key has expired")
+        return Principal(record.id, record.name, frozenset(record.permissions))

@@ -1,0 +1,1 @@
+"""Stream schemas and API keys: the records, their in-memory cache and where they persist."""

@@ -1,0 +1,81 @@
+"""The catalog's records: streams with their columns, and API keys (stored only as salted hashes)."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+MODES = ("append", "changelog", "changelog_kv", "versioned_kv")
+KEYED_MODES = ("changelog_kv", "versioned_kv")
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+DEFAULT_RETENTION_BYTES = 10 * 1024**3
+
+
+def valid_stream_name(name: str) -> bool:
+    """Letters, digits and `_`, starting with a letter, at most 64 characters (the reference's rule)."""
+    return STREAM_NAME.fullmatch(name) is not None
+
+
+class Column(msgspec.Struct, omit_defaults=False):
+    """One column of a stream: its name, type (e.g. `int64`, `nullable(string)`) and default."""
+
+    name: str
+    type: str
+    default: str | None = None
+    nullable: bool = False
+    description: str = ""
+
+
+class Stream(msgspec.Struct):
+    """A stream: a schema, the Kafka topic holding its rows, and its storage settings."""
+
+    name: str
+    columns: list[Column]
+    topic: str
+    description: str = ""
+    mode: str = "append"
+    primary_key: str = ""
+    shards: int = 1
+    replication_factor: int = 1
+    logstore_retention_ms: int = DEFAULT_RETENTION_MS
+    logstore_retention_bytes: int = DEFAULT_RETENTION_BYTES
+    event_time_column: str = ""
+    event_time_timezone: str = ""
+    ttl_expression: str = ""
+    archived: bool = False
+    created_at: str = ""
+    created_by: str = ""
+    last_updated_at: str = ""
+    last_updated_by: str = ""
+
+    @property
+    def keyed(self) -> bool:
+        """True for `*_kv` modes, whose rows carry the primary key as the Kafka record key."""
+        return self.mode in KEYED_MODES
+
+    def key_columns(self) -> list[str]:
+        """The primary key's column names, in order (empty for unkeyed streams)."""
+        return [c.strip() for c in self.primary_key.split(",") if c.strip()] if self.keyed else []
+
+
+class ApiKey(msgspec.Struct):
+    """An API key as stored: never the key itself, only a salted hash of it."""
+
+    id: str
+    name: str
+    salt: str
+    digest: str
+    masked: str
+    created_at: int
+    expire_at: int = 0
+    permissions: list[str] = msgspec.field(default_factory=list)
+    created_by: str = ""
+
+
+class CatalogState(msgspec.Struct):
+    """Everything the catalog holds, as persisted."""
+
+    streams: dict[str, Stream] = msgspec.field(default_factory=dict)
+    keys: dict[str, ApiKey] = msgspec.field(default_factory=dict)

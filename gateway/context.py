@@ -1,0 +1,48 @@
+"""The running gateway's parts, reachable from handlers through one typed application key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.auth import Authenticator
+from gateway.catalog.store import Catalog
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.pipeline import Pipeline
+from gateway.queues import Queues
+from gateway.sinks.base import Sink
+from gateway.streams import StreamService
+
+ErrorRenderer = Callable[[GatewayError, str], web.Response]
+
+
+@dataclass(eq=False)
+class Gateway:
+    """Settings, catalog, sink, queues and services of one gateway process."""
+
+    settings: Settings
+    catalog: Catalog
+    sink: Sink
+    queues: Queues
+    pipeline: Pipeline
+    streams: StreamService
+    auth: Authenticator
+    renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
+    sink_ready: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Catalog loaded, sink connected and reachable, and not draining."""
+        return (self.catalog.loaded and self.sink_ready and self.sink.available()
+                and not self.pipeline.draining)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def gateway_of(request: web.Request) -> Gateway:
+    """The gateway serving `request`."""
+    return request.app[GATEWAY]

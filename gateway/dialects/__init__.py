@@ -1,0 +1,1 @@
+"""One module per API dialect, each only translating HTTP ⇄ the shared pipeline and services."""

@@ -1,0 +1,72 @@
+"""Helpers every dialect uses: JSON replies, request bodies into typed structs, flags, auth."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from gateway.auth import Principal, key_from_headers
+from gateway.context import gateway_of
+from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
+from gateway.ingest.body import read_chunks
+
+T = TypeVar("T")
+MAX_JSON_BODY = 1024 * 1024
+_encoder = msgspec.json.Encoder()
+
+
+def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None
+               ) -> web.Response:
+    """A JSON response encoded with msgspec."""
+    return web.Response(body=_encoder.encode(body), status=status, headers=headers,
+                        content_type="application/json")
+
+
+async def json_body(request: web.Request, kind: type[T]) -> T:
+    """A small JSON request body (management APIs) decoded into `kind`; 400 when it does not fit."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise PayloadTooLarge(f"body exceeds {MAX_JSON_BODY} bytes")
+    body = bytearray()
+    async for chunk in read_chunks(request.content,
+                                   content_encoding=request.headers.get("Content-Encoding", ""),
+                                   max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY):
+        body += chunk
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request body: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+
+
+def flag(request: web.Request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter (`true`/`false`/`1`/`0`); 400 for anything else."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"query parameter {name!r} must be true or false, got {raw!r}")
+
+
+def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
+    """The authenticated caller; 401 when the key is missing or invalid."""
+    key = key_from_headers(request.headers, request.query if allow_query_token else None)
+    return gateway_of(request).auth.authenticate(key)
+
+
+def body_chunks(request: web.Request) -> Any:
+    """The request body as decompressed chunks, with the configured limits."""
+    settings = gateway_of(request).settings
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds "
+                              f"{settings.max_body_bytes} bytes")
+    return read_chunks(request.content,
+                       content_encoding=request.headers.get("Content-Encoding", ""),
+                       max_bytes=settings.max_body_bytes,
+                       max_decompressed=settings.max_decompressed_bytes)

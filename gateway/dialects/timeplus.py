@@ -1,0 +1,308 @@
+"""The Timeplus dialect: `/[{workspace}/]api/v1beta{1,2}/streams…` ingest and management, API keys."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from gateway.auth import DEFAULT_SCOPES, new_key
+from gateway.catalog.model import (
+    DEFAULT_RETENTION_BYTES,
+    DEFAULT_RETENTION_MS,
+    ApiKey,
+    Column,
+    Stream,
+)
+from gateway.context import gateway_of
+from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, UnsupportedMediaType
+from gateway.ingest.formats import Format
+
+PREFIXES = ("/api/{version:v1beta[12]}", "/{workspace:[A-Za-z0-9_-]{1,128}}/api/{version:v1beta[12]}")
+DefaultValue = str | int | float | bool | None
+
+
+# ---- request bodies -------------------------------------------------------------------------
+class ColumnIn(msgspec.Struct):
+    """A column in a create-stream request (`default` may be a SQL literal or a JSON scalar)."""
+
+    name: str
+    type: str
+    default: DefaultValue = None
+    nullable: bool | None = None
+    description: str | None = None
+
+
+class CreateStreamIn(msgspec.Struct):
+    """The create-stream request; explicit nulls mean "use the default"."""
+
+    name: str
+    columns: list[ColumnIn] | None = None
+    description: str | None = None
+    mode: str | None = None
+    primary_key: str | None = None
+    shards: int | None = None
+    replication_factor: int | None = None
+    logstore_retention_ms: int | None = None
+    logstore_retention_bytes: int | None = None
+    event_time_column: str | None = None
+    event_time_timezone: str | None = None
+    ttl_expression: str | None = None
+
+
+class CreateKeyIn(msgspec.Struct):
+    """The create-API-key request."""
+
+    name: str | None = None
+    expire_at: str | None = None
+    expire_in: str | None = None
+    permissions: list[str] | None = None
+
+
+def _default_text(value: DefaultValue) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+def stream_from_request(req: CreateStreamIn) -> Stream:
+    """The catalog record a create request describes (topic and defaults filled in later)."""
+    columns = [Column(c.name, c.type, _default_text(c.default), bool(c.nullable),
+                      c.description or "") for c in req.columns or []]
+    return Stream(
+        name=req.name, columns=columns, topic="", description=req.description or "",
+        mode=req.mode or "append", primary_key=req.primary_key or "", shards=req.shards or 0,
+        replication_factor=req.replication_factor or 0,
+        logstore_retention_ms=(DEFAULT_RETENTION_MS if req.logstore_retention_ms is None
+                               else req.logstore_retention_ms),
+        logstore_retention_bytes=(DEFAULT_RETENTION_BYTES if req.logstore_retention_bytes is None
+                                  else req.logstore_retention_bytes),
+        event_time_column=req.event_time_column or "",
+        event_time_timezone=req.event_time_timezone or "",
+        ttl_expression=req.ttl_expression or "",
+    )
+
+
+# ---- replies --------------------------------------------------------------------------------
+def stream_body(s: Stream) -> dict[str, Any]:
+    """A stream as the reference's response sample shows it, plus `topic` and gateway fields."""
+    return {
+        "name": s.name,
+        "columns": [{"name": c.name, "type": c.type, "default": c.default or "",
+                     "nullable": c.nullable, "description": c.description} for c in s.columns],
+        "column_families": [],
+        "description": s.description,
+        "engine": "Stream",
+        "is_external": False,
+        "mode": s.mode,
+        "primary_key": s.primary_key,
+        "secondary_indexes": [],
+        "logstore_retention_bytes": s.logstore_retention_bytes,
+        "logstore_retention_ms": s.logstore_retention_ms,
+        "ttl": s.ttl_expression,
+        "ttl_expression": s.ttl_expression,
+        "event_time_column": s.event_time_column,
+        "event_time_timezone": s.event_time_timezone,
+        "shards": s.shards,
+        "replication_factor": s.replication_factor,
+        "archived": s.archived,
+        "topic": s.topic,
+        "created_at": s.created_at,
+        "created_by": {"name": s.created_by},
+        "last_updated_at": s.last_updated_at,
+        "last_updated_by": {"name": s.last_updated_by},
+    }
+
+
+def key_body(k: ApiKey, key: str | None = None) -> dict[str, Any]:
+    """An API key record as the reference shows it; the key itself only at creation."""
+    body: dict[str, Any] = {"id": k.id, "name": k.name, "created_at": k.created_at,
+                            "created_by": {"name": k.created_by}, "expire_at": k.expire_at,
+                            "permissions": k.permissions}
+    if key is not None:
+        body["api_key"] = key
+    return body
+
+
+def render_error(err: GatewayError, request_id: str) -> web.Response:
+    """Timeplus error shape: `{"code": status, "message": …}` plus row/column and the request id."""
+    body: dict[str, Any] = {"code": err.status, "message": err.message, **err.details(),
+                            "request_id": request_id}
+    headers = {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    return json_reply(body, status=err.status, headers=headers)
+
+
+# ---- formats --------------------------------------------------------------------------------
+_BY_QUERY = {f.value: f for f in Format}
+_BY_TYPE = {
+    "application/json": Format.COMPACT,
+    "application/vnd.timeplus+json": Format.COMPACT,
+    "application/x-ndjson": Format.STREAMING,
+    "application/ndjson": Format.STREAMING,
+    "application/jsonlines": Format.STREAMING,
+    "application/x-jsonlines": Format.STREAMING,
+    "text/plain": Format.RAW,
+}
+# Clients that cannot set a content type (curl -d, HTML forms) get the API's default format.
+_UNSPECIFIED = ("", "application/octet-stream", "application/x-www-form-urlencoded")
+_FORMAT_PARAM = re.compile(r"format\s*=\s*\"?([a-z]+)", re.I)
+
+
+def choose_format(request: web.Request) -> Format:
+    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown)."""
+    q = request.query.get("format")
+    if q:
+        fmt = _BY_QUERY.get(q.strip().lower())
+        if fmt is None:
+            raise BadRequest(f"unknown format {q!r}; one of compact, streaming, raw, lines")
+        return fmt
+    raw_type = request.headers.get("Content-Type", "")
+    media = raw_type.split(";", 1)[0].strip().lower()
+    if media in _UNSPECIFIED:
+        return Format.COMPACT
+    base = _BY_TYPE.get(media)
+    if base is None:
+        raise UnsupportedMediaType(f"unsupported Content-Type {raw_type!r}; use application/json,"
+                                   " application/x-ndjson or text/plain (see the format parameter)")
+    m = _FORMAT_PARAM.search(raw_type)
+    if m is None:
+        return base
+    sub = m.group(1).lower()
+    if base is Format.RAW:
+        if sub in ("raw", "lines"):
+            return Format(sub)
+    elif sub in ("compact", "compat", "streaming"):
+        return Format.STREAMING if sub == "streaming" else Format.COMPACT
+    raise UnsupportedMediaType(f"unsupported format {sub!r} for {media}")
+
+
+# ---- handlers -------------------------------------------------------------------------------
+async def ingest(request: web.Request) -> web.Response:
+    """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
+    gw = gateway_of(request)
+    who = principal(request)
+    gw.pipeline.check_open()  # before anything else: a 503 must mean "retry", whatever the body
+    stream = gw.streams.get(request.match_info["name"])
+    who.require_append(stream.name)
+    if stream.archived:
+        raise Conflict(f"stream {stream.name!r} is archived")
+    fmt = choose_format(request)
+    wait = flag(request, "wait")
+    rows = await gw.pipeline.decode(stream, fmt, body_chunks(request))
+    if not rows:
+        raise BadRequest("the body holds no rows")
+    done = await gw.pipeline.admit(stream, rows, wait=wait)
+    return json_reply({"stream": stream.name, "rows": done.rows,
+                       "acknowledged": done.acknowledged},
+                      status=200 if done.acknowledged else 202)
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    """GET …/streams."""
+    principal(request)
+    return json_reply([stream_body(s) for s in gateway_of(request).catalog.streams()])
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    """POST …/streams: 201 with the stream; creates its Kafka topic."""
+    gw = gateway_of(request)
+    who = principal(request)
+    who.require_manage()
+    req = await json_body(request, CreateStreamIn)
+    stream = await gw.streams.create(stream_from_request(req), created_by=who.name)
+    return json_reply(stream_body(stream), status=201)
+
+
+async def get_stream(request: web.Request) -> web.Response:
+    """GET …/streams/{name}."""
+    principal(request)
+    return json_reply(stream_body(gateway_of(request).streams.get(request.match_info["name"])))
+
+
+async def delete_stream(request: web.Request) -> web.Response:
+    """DELETE …/streams/{name}: 204; refuses new rows, then deletes the topic."""
+    gw = gateway_of(request)
+    principal(request).require_manage()
+    await gw.streams.delete(request.match_info["name"])
+    return web.Response(status=204)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as `24h`, `1h30m`, `90s`; ValueError otherwise."""
+    parts = _DURATION.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(text)
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def expiry(req: CreateKeyIn) -> int:
+    """The expiry (epoch seconds, 0 = never) from `expire_at` (RFC 3339) or `expire_in`."""
+    if req.expire_at and req.expire_in:
+        raise BadRequest("use expire_at or expire_in, not both")
+    if req.expire_in:
+        try:
+            return int(time.time() + parse_duration(req.expire_in))
+        except ValueError:
+            raise BadRequest(f"invalid expire_in {req.expire_in!r}; e.g. 24h or 30m") from None
+    if req.expire_at:
+        try:
+            when = datetime.datetime.fromisoformat(req.expire_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"invalid expire_at {req.expire_at!r}; use RFC 3339") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return int(when.timestamp())
+    return 0
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    """GET …/apikeys (admin)."""
+    principal(request).require_admin()
+    return json_reply([key_body(k) for k in gateway_of(request).catalog.api_keys()])
+
+
+async def create_key(request: web.Request) -> web.Response:
+    """POST …/apikeys (admin): 201 with the key, shown this once."""
+    gw = gateway_of(request)
+    who = principal(request)
+    who.require_admin()
+    req = await json_body(request, CreateKeyIn) if request.can_read_body else CreateKeyIn()
+    key, record = new_key(req.name or "", scopes=req.permissions or list(DEFAULT_SCOPES),
+                          expire_at=expiry(req), created_by=who.name)
+    await gw.catalog.put_key(record)
+    return json_reply(key_body(record, key), status=201)
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    """DELETE …/apikeys/{id} (admin): 204."""
+    gw = gateway_of(request)
+    principal(request).require_admin()
+    if await gw.catalog.delete_key(request.match_info["id"]) is None:
+        raise NotFound(f"API key {request.match_info['id']!r} does not exist")
+    return web.Response(status=204)
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    """(method, path, handler) of every Timeplus route, with and without the workspace prefix."""
+    table = [
+        ("GET", "/streams", list_streams),
+        ("POST", "/streams", create_stream),
+        ("GET", "/streams/{name}", get_stream),
+        ("DELETE", "/streams/{name}", delete_stream),
+        ("POST", "/streams/{name}/ingest", ingest),
+        ("GET", "/apikeys", list_keys),
+        ("POST", "/apikeys", create_key),
+        ("DELETE", "/apikeys/{id}", delete_key),
+    ]
+    return [(m, prefix + p, h) for prefix in PREFIXES for m, p, h in table]

@@ -1,0 +1,109 @@
+"""One error type per outcome. Dialects decide how an error looks on the wire; the status lives here."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """An outcome that ends a request with a non-2xx reply."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.row = row
+        self.column = column
+        self.retry_after = retry_after
+
+    def details(self) -> dict[str, object]:
+        """The machine-readable fields of the error body (besides the message)."""
+        out: dict[str, object] = {"error": self.code}
+        if self.row is not None:
+            out["row"] = self.row
+        if self.column is not None:
+            out["column"] = self.column
+        return out
+
+
+class BadRequest(GatewayError):
+    """The request is malformed; nothing was written; retrying it unchanged will fail again."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidRow(BadRequest):
+    """A row does not match the stream's schema."""
+
+    code = "invalid_row"
+
+
+class MalformedBody(BadRequest):
+    """The body is not valid JSON / UTF-8 / gzip, or is truncated."""
+
+    code = "malformed_body"
+
+
+class Unauthenticated(GatewayError):
+    """No key, or a key that is unknown, expired or revoked."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(GatewayError):
+    """The key is valid but lacks the scope the route needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    """The stream (or key, or route) does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    """The resource already exists, or is in a state that forbids the request."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    """The body, or the body after decompression, exceeds the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    """The content type or content encoding is not one the route accepts."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(GatewayError):
+    """The stream's queue (or the memory cap) cannot take the request's rows; nothing was queued."""
+
+    status = 429
+    code = "queue_full"
+
+
+class Unavailable(GatewayError):
+    """Kafka is unreachable or the gateway is draining; nothing was written; safe to retry."""
+
+    status = 503
+    code = "unavailable"
+
+
+class NotConfirmed(GatewayError):
+    """wait=true timed out: the rows are queued and may still be written. Retrying may duplicate."""
+
+    status = 504
+    code = "not_confirmed"

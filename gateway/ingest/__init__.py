@@ -1,0 +1,1 @@
+"""Request bodies to validated rows: body reading, framing per format, and compiled schemas."""

@@ -1,0 +1,85 @@
+"""Streamed request bodies: chunks as they arrive, incremental gzip/deflate, size limits (413)."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from gateway.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+
+ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+             "deflate": zlib.MAX_WBITS}
+
+
+class ChunkSource(Protocol):
+    """Anything that hands out the body in chunks, `b""` at the end (aiohttp's StreamReader is one)."""
+
+    async def readany(self) -> bytes: ...
+
+
+def check_encoding(content_encoding: str) -> int | None:
+    """The zlib window bits for a Content-Encoding, None for identity; 415 for anything else."""
+    enc = content_encoding.strip().lower()
+    if enc not in ENCODINGS:
+        raise UnsupportedMediaType(f"unsupported Content-Encoding {content_encoding!r}; "
+                                   "use gzip, deflate or none")
+    return ENCODINGS[enc]
+
+
+async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float | None
+                      ) -> AsyncIterator[bytes]:
+    total = 0
+    while True:
+        if read_timeout is None:
+            chunk = await source.readany()
+        else:
+            try:
+                async with asyncio.timeout(read_timeout):
+                    chunk = await source.readany()
+            except TimeoutError:
+                raise MalformedBody(f"no body data for {read_timeout:g} s; request dropped"
+                                    ) from None
+        if not chunk:
+            return
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
+        yield chunk
+
+
+async def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
+                      max_decompressed: int, read_timeout: float | None = None
+                      ) -> AsyncIterator[bytes]:
+    """Yield the body's (decompressed) chunks as they arrive, enforcing both size limits."""
+    wbits = check_encoding(content_encoding)
+    raw = _raw_chunks(source, max_bytes, read_timeout)
+    if wbits is None:
+        async for chunk in raw:
+            yield chunk
+        return
+    inflater = zlib.decompressobj(wbits)
+    produced = 0
+    seen_any = False
+    async for chunk in raw:
+        seen_any = True
+        data = chunk
+        while data:
+            try:
+                out = inflater.decompress(data, max_decompressed - produced + 1)
+            except zlib.error as exc:
+                raise MalformedBody(f"body is not valid {content_encoding}: {exc}") from None
+            produced += len(out)
+            if produced > max_decompressed:
+                raise PayloadTooLarge(f"body exceeds {max_decompressed} bytes after decompression")
+            if out:
+                yield out
+            if inflater.eof:  # concatenated gzip members are one body (as `cat a.gz b.gz`)
+                data = inflater.unused_data
+                if data:
+                    inflater = zlib.decompressobj(wbits)
+            else:
+                data = inflater.unconsumed_tail
+    if seen_any and not inflater.eof:
+        raise MalformedBody(f"{content_encoding} body is truncated")

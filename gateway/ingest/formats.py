@@ -1,0 +1,151 @@
+"""Framing: how each ingest format splits a body into rows, handing them to the compiled schema."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterable
+from typing import Any
+
+import msgspec
+
+from gateway.errors import BadRequest, MalformedBody
+from gateway.ingest.schema import CompiledSchema
+
+BOM = b"\xef\xbb\xbf"
+
+
+class Format(enum.Enum):
+    """The four body formats of the Timeplus ingest API."""
+
+    COMPACT = "compact"
+    STREAMING = "streaming"
+    RAW = "raw"
+    LINES = "lines"
+
+
+class CompactBody(msgspec.Struct):
+    """`{"columns": [...], "data": [[...], ...]}`; `data` is kept raw and decoded with typed tuples."""
+
+    columns: list[str]
+    data: msgspec.Raw
+
+
+_compact_decoder = msgspec.json.Decoder(CompactBody)
+
+
+def _malformed(exc: msgspec.DecodeError, consumed: int, segment: bytes | bytearray | memoryview
+               ) -> MalformedBody:
+    text = str(exc)
+    if "truncated" in text:
+        return MalformedBody("body is truncated: it ends inside a JSON value")
+    line = None
+    if "(byte " in text:
+        pos = int(text.rsplit("(byte ", 1)[1].rstrip(")"))
+        prefix = bytes(segment[:pos])
+        line = prefix.count(b"\n")
+        text = text.split(" (byte ")[0] + f" (byte {consumed + pos})"
+    err = MalformedBody(text)
+    if line is not None:
+        err.message += f" (line {line + 1} of the part being decoded)"
+    return err
+
+
+async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema) -> list[Any]:
+    """NDJSON, decoded as it arrives: every run of whole lines is decoded as soon as it is complete.
+
+    Objects may span lines or run together; a run whose last object is cut off is retried once the
+    buffer has doubled, which keeps the work linear.
+    """
+    rows: list[Any] = []
+    buf = bytearray()
+    consumed = 0
+    retry_at = 0
+    first = True
+    async for chunk in chunks:
+        if first:
+            first = False
+            if chunk.startswith(BOM):
+                chunk = chunk[len(BOM):]
+        buf += chunk
+        if len(buf) < retry_at:
+            continue
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            continue
+        try:
+            with memoryview(buf) as view, view[:cut] as part:
+                got = schema.decode_ndjson(part, len(rows))
+        except msgspec.DecodeError as exc:
+            if "truncated" not in str(exc):
+                with memoryview(buf) as view, view[:cut] as part:
+                    raise _malformed(exc, consumed, part) from None
+            retry_at = 2 * len(buf)
+            continue
+        rows += got
+        consumed += cut
+        del buf[:cut]
+        retry_at = 0
+    if buf.strip():
+        try:
+            rows += schema.decode_ndjson(bytes(buf), len(rows))
+        except msgspec.DecodeError as exc:
+            raise _malformed(exc, consumed, buf) from None
+    return rows
+
+
+async def _whole(chunks: AsyncIterable[bytes]) -> bytes:
+    parts = [c async for c in chunks]
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    return body[len(BOM):] if body.startswith(BOM) else body
+
+
+async def decode_compact(chunks: AsyncIterable[bytes], schema: CompiledSchema) -> list[Any]:
+    """`{"columns": [...], "data": [[...], ...]}`: rows as arrays in the order of `columns`."""
+    body = await _whole(chunks)
+    if not body.strip():
+        return []
+    try:
+        compact = _compact_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"compact body must be {{\"columns\": [...], \"data\": [[...], ...]}}: "
+                         f"{exc}") from None
+    except msgspec.DecodeError as exc:
+        raise _malformed(exc, 0, body) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
+    return schema.decode_compact_data(compact.columns, compact.data)
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"body is not valid UTF-8 at byte {exc.start}") from None
+
+
+async def decode_raw(chunks: AsyncIterable[bytes], schema: CompiledSchema) -> list[Any]:
+    """The whole body is one row's value (stream with one string column)."""
+    body = await _whole(chunks)
+    return schema.rows_from_strings([_text(body)]) if body else []
+
+
+async def decode_lines(chunks: AsyncIterable[bytes], schema: CompiledSchema) -> list[Any]:
+    """Each line of the body is one row's value (stream with one string column)."""
+    text = _text(await _whole(chunks))
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return schema.rows_from_strings([ln[:-1] if ln.endswith("\r") else ln for ln in lines])
+
+
+DECODERS = {
+    Format.COMPACT: decode_compact,
+    Format.STREAMING: decode_streaming,
+    Format.RAW: decode_raw,
+    Format.LINES: decode_lines,
+}
+
+
+async def decode(fmt: Format, chunks: AsyncIterable[bytes], schema: CompiledSchema) -> list[Any]:
+    """Decode and validate a whole body in the given format; raise a 4xx GatewayError when invalid."""
+    return await DECODERS[fmt](chunks, schema)

@@ -1,0 +1,114 @@
+"""Column type names (`int64`, `nullable(string)`, `map(string, array(float64))`, …) → msgspec types."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
+
+import msgspec
+from msgspec import Meta
+
+_IPV4 = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
+_H = "[0-9a-fA-F]{1,4}"
+_IPV6 = (
+    f"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
+    f"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
+    f"|{_H}:((:{_H}){{1,6}})|:((:{_H}){{1,7}}|:)|::(ffff(:0{{1,4}})?:)?{_IPV4}"
+    f"|({_H}:){{1,4}}:{_IPV4})"
+)
+
+
+def _int(bits: int, signed: bool) -> Any:
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return Annotated[int, Meta(ge=lo, le=hi)]
+
+
+_F32 = 3.4028234663852886e38
+SCALARS: dict[str, Any] = {
+    **{f"int{b}": _int(b, True) for b in (8, 16, 32, 64)},
+    **{f"uint{b}": _int(b, False) for b in (8, 16, 32, 64)},
+    "float32": Annotated[float, Meta(ge=-_F32, le=_F32)],
+    "float64": float,
+    "bool": bool,
+    "boolean": bool,
+    "string": str,
+    "date": datetime.date,
+    "date32": datetime.date,
+    "uuid": uuid.UUID,
+    "ipv4": Annotated[str, Meta(pattern=f"^{_IPV4}$")],
+    "ipv6": Annotated[str, Meta(pattern=f"^{_IPV6}$")],
+    "json": msgspec.Raw,
+}
+DATETIMES = ("datetime", "datetime64")
+WRAPPERS = ("nullable", "low_cardinality", "lowcardinality")
+
+
+class TypeError_(ValueError):
+    """A column type name that the gateway does not understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnType:
+    """A parsed column type: the msgspec type to decode with, and facts the schema compiler needs."""
+
+    name: str
+    py: Any
+    nullable: bool
+    is_datetime: bool
+    is_stringlike: bool
+
+
+def _split_args(inner: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(inner):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(inner[start:i].strip())
+            start = i + 1
+    parts.append(inner[start:].strip())
+    return parts
+
+
+def _parse(text: str) -> tuple[Any, bool, bool, bool]:
+    """Return (msgspec type, nullable, is top-level datetime, is string-like) for a type name."""
+    t = text.strip().lower()
+    if "(" in t:
+        if not t.endswith(")"):
+            raise TypeError_(f"unknown column type {text!r}")
+        head, inner = t[: t.index("(")].strip(), t[t.index("(") + 1 : -1]
+        args = _split_args(inner)
+        if head in WRAPPERS and len(args) == 1:
+            py, _, is_dt, strlike = _parse(args[0])
+            return (Optional[py] if head == "nullable" else py), head == "nullable", is_dt, strlike  # noqa: UP045
+        if head == "array" and len(args) == 1:
+            return list[_parse(args[0])[0]], False, False, False  # type: ignore[misc]
+        if head == "map" and len(args) == 2:
+            key = _parse(args[0])
+            if key[0] is not str:
+                raise TypeError_(f"map keys must be string in {text!r}")
+            return dict[str, _parse(args[1])[0]], False, False, False  # type: ignore[misc]
+        if head in DATETIMES:
+            return datetime.datetime, False, True, True
+        if head == "fixed_string" and len(args) == 1 and args[0].isdigit():
+            return Annotated[str, Meta(max_length=int(args[0]))], False, False, True
+        if head == "decimal" and 1 <= len(args) <= 2 and all(a.isdigit() for a in args):
+            return decimal.Decimal, False, False, False
+        raise TypeError_(f"unknown column type {text!r}")
+    if t in DATETIMES:
+        return datetime.datetime, False, True, True
+    if t in SCALARS:
+        py = SCALARS[t]
+        return py, False, False, py is str or t in ("date", "date32", "uuid", "ipv4", "ipv6")
+    raise TypeError_(f"unknown column type {text!r}")
+
+
+def parse_type(text: str) -> ColumnType:
+    """Parse a column type name; raise `TypeError_` with a clear message when it is unknown."""
+    py, nullable, is_dt, strlike = _parse(text)
+    return ColumnType(text, py, nullable, is_dt, strlike)

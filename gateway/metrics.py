@@ -1,0 +1,35 @@
+"""Every Prometheus metric of the gateway, declared in one place."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUESTS = Counter("gateway_http_requests_total", "HTTP requests by route and status",
+                   ["route", "method", "status"])
+REQUEST_LATENCY = Histogram("gateway_http_request_duration_seconds",
+                            "HTTP request latency by route", ["route"], buckets=_LATENCY)
+ROWS_ACCEPTED = Counter("gateway_rows_accepted_total",
+                        "rows accepted into a stream's queue", ["stream"])
+BYTES_ACCEPTED = Counter("gateway_bytes_accepted_total",
+                         "encoded bytes of rows accepted into a stream's queue", ["stream"])
+ROWS_REJECTED = Counter("gateway_rows_rejected_total",
+                        "rows of requests answered with an error, by cause", ["stream", "cause"])
+BYTES_REJECTED = Counter("gateway_bytes_rejected_total",
+                         "request body bytes answered with an error, by cause", ["stream", "cause"])
+ROWS_DELIVERED = Counter("gateway_rows_delivered_total",
+                         "rows acknowledged by the sink (Kafka or local)", ["stream"])
+QUEUE_ROWS = Gauge("gateway_queue_rows", "rows queued or in flight, per stream", ["stream"])
+QUEUE_BYTES = Gauge("gateway_queue_bytes", "bytes queued or in flight, per stream", ["stream"])
+BATCH_ROWS = Histogram("gateway_sink_batch_rows", "records per record batch sent to the sink",
+                       buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000))
+BATCH_BYTES = Histogram("gateway_sink_batch_bytes", "bytes per record batch sent to the sink",
+                        buckets=(1e3, 1e4, 6.4e4, 2.56e5, 5.12e5, 1.05e6, 4.2e6, 1.68e7))
+PRODUCE_LATENCY = Histogram("gateway_sink_produce_duration_seconds",
+                            "time from handing a flush to the sink to its acknowledgement",
+                            buckets=_LATENCY)
+SINK_ERRORS = Counter("gateway_sink_errors_total", "sink (Kafka) errors by kind", ["kind"])
+SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable")
+THROTTLED = Counter("gateway_throttled_requests_total",
+                    "requests refused with 429 or 503, by cause", ["status", "cause"])

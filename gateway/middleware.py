@@ -1,0 +1,64 @@
+"""Cross-cutting HTTP concerns: request ids, metrics, and turning errors into each dialect's body."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.context import gateway_of
+from gateway.errors import GatewayError, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def route_name(request: web.Request) -> str:
+    """The matched route's path template (bounded cardinality for metric labels)."""
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound(f"no route {request.method} {request.path}")
+    err = GatewayError(exc.reason)
+    err.status = exc.status
+    err.code = exc.reason.lower().replace(" ", "_")
+    return err
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, latency and status metrics, JSON errors in the route's dialect."""
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    request["request_id"] = request_id
+    route = route_name(request)
+    started = time.perf_counter()
+    gw = gateway_of(request)
+    try:
+        if gw.pipeline.draining and request.path not in OPS_PATHS:
+            raise Unavailable("the gateway is shutting down; retry on another replica",
+                              retry_after=1.0)
+        response = await handler(request)
+    except GatewayError as err:
+        response = gw.renderers.get(route, gw.renderers["default"])(err, request_id)
+    except web.HTTPException as exc:
+        response = gw.renderers["default"](_from_http_exception(request, exc), request_id)
+        for name in ("Allow",):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except Exception:
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
+                      request_id)
+        response = gw.renderers["default"](GatewayError("internal error"), request_id)
+    response.headers["X-Request-ID"] = request_id
+    metrics.REQUEST_LATENCY.labels(route=route).observe(time.perf_counter() - started)
+    metrics.REQUESTS.labels(route=route, method=request.method, status=str(response.status)).inc()
+    return response

@@ -1,0 +1,84 @@
+"""The ingest path every dialect shares: decode → validate → encode → admit to the queue → (wait)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+
+from gateway import metrics
+from gateway.catalog.model import Stream
+from gateway.errors import NotConfirmed, PayloadTooLarge, TooManyRequests, Unavailable
+from gateway.ingest.formats import Format, decode
+from gateway.ingest.schema import CompiledSchema, SchemaCache
+from gateway.queues import Entry, QueueFull, Queues
+from gateway.sinks.base import Sink
+
+RETRY_AFTER_S = 1.0
+
+
+@dataclass(slots=True)
+class Accepted:
+    """What an accepted request did: rows queued, and whether Kafka has acknowledged them."""
+
+    rows: int
+    acknowledged: bool
+
+
+class Pipeline:
+    """Admits requests' rows into the queues; refuses them whole (429/503) when it cannot."""
+
+    def __init__(self, sink: Sink, queues: Queues, schemas: SchemaCache, *, wait_timeout_s: float,
+                 max_record_bytes: int) -> None:
+        self.sink = sink
+        self.queues = queues
+        self.schemas = schemas
+        self.wait_timeout_s = wait_timeout_s
+        self.max_record_bytes = max_record_bytes
+        self.draining = False
+
+    def check_open(self) -> None:
+        """503 (nothing written, safe to retry) while draining or while the sink is unreachable."""
+        if self.draining:
+            metrics.THROTTLED.labels(status="503", cause="draining").inc()
+            raise Unavailable("the gateway is shutting down; retry on another replica",
+                              retry_after=RETRY_AFTER_S)
+        if not self.sink.available():
+            metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
+            raise Unavailable("Kafka is unreachable; nothing was written, retry later",
+                              retry_after=RETRY_AFTER_S)
+
+    async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
+        """Decode and validate a body into rows of the stream's schema."""
+        return await decode(fmt, chunks, self.schemas.get(stream))
+
+    async def admit(self, stream: Stream, rows: list[object], *, wait: bool) -> Accepted:
+        """Queue validated rows whole; with `wait`, return once the sink has acknowledged them."""
+        self.check_open()
+        schema: CompiledSchema = self.schemas.get(stream)
+        encoded = schema.encode(rows)
+        if encoded.values and max(map(len, encoded.values)) > self.max_record_bytes:
+            big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
+            raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
+                                  f"largest row is {self.max_record_bytes} bytes", row=big)
+        done = asyncio.get_running_loop().create_future() if wait else None
+        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
+        try:
+            self.queues.queue(stream.name, stream.topic).offer(entry)
+        except QueueFull as full:
+            metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
+            metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
+            raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
+                                  "nothing was written, retry later",
+                                  retry_after=RETRY_AFTER_S) from None
+        metrics.ROWS_ACCEPTED.labels(stream=stream.name).inc(entry.rows)
+        metrics.BYTES_ACCEPTED.labels(stream=stream.name).inc(entry.nbytes)
+        if done is None:
+            return Accepted(entry.rows, acknowledged=False)
+        try:
+            async with asyncio.timeout(self.wait_timeout_s):
+                await asyncio.shield(done)
+        except TimeoutError:
+            raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
+                               " s; they stay queued and will be written when it does") from None
+        return Accepted(entry.rows, acknowledged=True)

@@ -1,0 +1,286 @@
+"""Bounded per-stream queues between requests and the sink, and the flushers that drain them.
+
+A request's rows enter a queue whole or not at all (429). Rows stay counted against the limits until
+the sink acknowledges them, so the limits bound memory including flushes in flight. A flush that
+fails goes back to the front of its queue and is retried: an accepted row is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway import metrics
+from gateway.sinks.base import Sink, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One request's records, and the future a wait=true request awaits."""
+
+    values: list[bytes]
+    keys: list[bytes] | None
+    nbytes: int
+    done: asyncio.Future[None] | None = None
+
+    @property
+    def rows(self) -> int:
+        """How many records the entry holds."""
+        return len(self.values)
+
+
+@dataclass(slots=True)
+class Limits:
+    """Queue bounds: per stream (rows, bytes) and for all streams together (bytes)."""
+
+    max_rows: int
+    max_bytes: int
+    memory_cap: int
+    batch_max_bytes: int
+    linger_s: float
+    max_in_flight: int
+
+
+@dataclass(slots=True)
+class MemoryBudget:
+    """Bytes buffered by all queues together."""
+
+    cap: int
+    used: int = 0
+
+
+class QueueFull(Exception):
+    """The rows do not fit; `cause` says which bound (rows, bytes, memory)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+@dataclass(eq=False)
+class StreamQueue:
+    """The queue of one stream's topic, with its flusher task."""
+
+    stream: str
+    topic: str
+    sink: Sink
+    limits: Limits
+    budget: MemoryBudget
+    rows: int = 0
+    nbytes: int = 0
+    _pending: deque[Entry] = field(default_factory=deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _flush_now: asyncio.Event = field(default_factory=asyncio.Event)
+    _in_flight: int = 0
+    _in_flight_nbytes: int = 0
+    _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _closed: bool = False
+    _draining: bool = False
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+        self._slot_free.set()
+        self._gauge_rows = metrics.QUEUE_ROWS.labels(stream=self.stream)
+        self._gauge_bytes = metrics.QUEUE_BYTES.labels(stream=self.stream)
+        self._delivered = metrics.ROWS_DELIVERED.labels(stream=self.stream)
+
+    def start(self) -> None:
+        """Start the flusher."""
+        self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}")
+
+    def offer(self, entry: Entry) -> None:
+        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+        if self._closed:
+            raise QueueFull("closed")
+        if self.rows + entry.rows > self.limits.max_rows:
+            raise QueueFull("stream_rows")
+        if self.nbytes + entry.nbytes > self.limits.max_bytes:
+            raise QueueFull("stream_bytes")
+        if self.budget.used + entry.nbytes > self.budget.cap:
+            raise QueueFull("memory")
+        self.rows += entry.rows
+        self.nbytes += entry.nbytes
+        self.budget.used += entry.nbytes
+        self._pending.append(entry)
+        self._idle.clear()
+        self._wakeup.set()
+        if self.nbytes - self._in_flight_nbytes >= self.limits.batch_max_bytes:
+            self._flush_now.set()
+        self._gauge_rows.set(self.rows)
+        self._gauge_bytes.set(self.nbytes)
+
+    def _release(self, entries: list[Entry]) -> None:
+        rows = sum(e.rows for e in entries)
+        nbytes = sum(e.nbytes for e in entries)
+        self.rows -= rows
+        self.nbytes -= nbytes
+        self.budget.used -= nbytes
+        self._gauge_rows.set(self.rows)
+        self._gauge_bytes.set(self.nbytes)
+        self._delivered.inc(rows)
+        if self.rows == 0:
+            self._idle.set()
+
+    def _take(self) -> list[Entry]:
+        """Entries for one flush: whole entries up to a few batches' worth of bytes."""
+        budget = self.limits.batch_max_bytes * 4
+        taken: list[Entry] = []
+        size = 0
+        while self._pending and (not taken or size + self._pending[0].nbytes <= budget):
+            entry = self._pending.popleft()
+            taken.append(entry)
+            size += entry.nbytes
+        return taken
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._linger()
+            while self._in_flight >= self.limits.max_in_flight:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+            entries = self._take()
+            if not self._draining:
+                self._flush_now.clear()
+            if not entries:
+                continue
+            try:
+                delivered = await self._hand_over(entries)
+            except SinkUnavailable as exc:
+                self._requeue(entries, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            self._in_flight += 1
+            self._in_flight_nbytes += sum(e.nbytes for e in entries)
+            delivered.add_done_callback(functools.partial(self._settle, entries))
+
+    async def _linger(self) -> None:
+        """Wait up to linger_s for more rows, unless a full batch is waiting or a drain began."""
+        if not self.limits.linger_s or self._flush_now.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.limits.linger_s):
+                await self._flush_now.wait()
+
+    async def _hand_over(self, entries: list[Entry]) -> asyncio.Future[None]:
+        if len(entries) == 1:
+            values, keys = entries[0].values, entries[0].keys
+        else:
+            values = []
+            for e in entries:
+                values += e.values
+            keys = None
+            if entries[0].keys is not None:
+                keys = []
+                for e in entries:
+                    keys += e.keys or []
+        return await self.sink.send(self.topic, values, keys)
+
+    def _settle(self, entries: list[Entry], fut: asyncio.Future[None]) -> None:
+        self._in_flight -= 1
+        self._in_flight_nbytes -= sum(e.nbytes for e in entries)
+        self._slot_free.set()
+        if fut.cancelled() or fut.exception() is not None:
+            exc = fut.exception() if not fut.cancelled() else SinkUnavailable("cancelled")
+            self._requeue(entries, exc)
+            return
+        self._release(entries)
+        for e in entries:
+            if e.done is not None and not e.done.done():
+                e.done.set_result(None)
+
+    def _requeue(self, entries: list[Entry], exc: BaseException | None) -> None:
+        log.warning("flush of %d rows to %s failed (%s); retrying", sum(e.rows for e in entries),
+                    self.topic, exc)
+        metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
+        self._pending.extendleft(reversed(entries))
+        self._wakeup.set()
+
+    def flush_now(self) -> None:
+        """Stop lingering: from now on every row is flushed as soon as it is queued."""
+        self._draining = True
+        self._flush_now.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Flush without lingering until everything queued is acknowledged; False on timeout."""
+        self.flush_now()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop the flusher (after `drain`); rows still queued are not flushed any more."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Queues:
+    """All streams' queues: admission for requests, draining for shutdown."""
+
+    def __init__(self, sink: Sink, limits: Limits) -> None:
+        self.sink = sink
+        self.limits = limits
+        self.budget = MemoryBudget(limits.memory_cap)
+        self._queues: dict[str, StreamQueue] = {}
+
+    def queue(self, stream: str, topic: str) -> StreamQueue:
+        """The stream's queue, created (and its flusher started) on first use."""
+        q = self._queues.get(stream)
+        if q is None or q.topic != topic:
+            q = StreamQueue(stream, topic, self.sink, self.limits, self.budget)
+            q.start()
+            self._queues[stream] = q
+        return q
+
+    def get(self, stream: str) -> StreamQueue | None:
+        """The stream's queue if it exists."""
+        return self._queues.get(stream)
+
+    async def remove(self, stream: str) -> None:
+        """Stop and forget a (deleted) stream's queue; its unflushed rows are discarded."""
+        q = self._queues.pop(stream, None)
+        if q is not None:
+            await q.stop()
+
+    def flush_now(self) -> None:
+        """Stop lingering in every queue (shutdown has begun)."""
+        for q in self._queues.values():
+            q.flush_now()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queue is acknowledged, up to `timeout` in total."""
+        deadline = time.monotonic() + timeout
+        ok = True
+        for q in list(self._queues.values()):
+            ok = await q.drain(max(0.0, deadline - time.monotonic())) and ok
+        return ok
+
+    async def stop(self) -> None:
+        """Stop every flusher."""
+        for q in list(self._queues.values()):
+            await q.stop()
+        self._queues.clear()
+
+    def total_rows(self) -> int:
+        """Rows queued or in flight over all streams."""
+        return sum(q.rows for q in self._queues.values())

@@ -1,0 +1,1 @@
+"""Where queued rows go: a tiny interface with a Kafka implementation and an embedded local one."""

@@ -1,0 +1,72 @@
+"""The embedded development sink: an append-only NDJSON file per topic, fsynced before acknowledging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gateway.catalog.model import Stream
+
+log = logging.getLogger(__name__)
+
+
+class LocalSink:
+    """Writes each topic's record values, one per line, to `<dir>/<topic>.ndjson`."""
+
+    name = "local"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # One thread keeps each file's appends in hand-over order and off the event loop.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-sink")
+        self._files: dict[str, int] = {}
+
+    def path_of(self, topic: str) -> Path:
+        """The file holding a topic's records."""
+        return self.directory / f"{topic}.ndjson"
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log.warning("no Kafka configured: using the embedded DEVELOPMENT sink in %s "
+                    "(one NDJSON file per stream; not for production)", self.directory)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._close_files)
+        self._pool.shutdown(wait=True)
+
+    def _close_files(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def available(self) -> bool:
+        return True
+
+    async def ensure_topic(self, stream: Stream) -> None:
+        self.path_of(stream.topic).touch()
+
+    async def delete_topic(self, stream: Stream) -> None:
+        def remove() -> None:
+            fd = self._files.pop(stream.topic, None)
+            if fd is not None:
+                os.close(fd)
+            self.path_of(stream.topic).unlink(missing_ok=True)
+        await asyncio.get_running_loop().run_in_executor(self._pool, remove)
+
+    def _append(self, topic: str, data: bytes) -> None:
+        fd = self._files.get(topic)
+        if fd is None:
+            fd = os.open(self.path_of(topic), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._files[topic] = fd
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
+                   ) -> asyncio.Future[None]:
+        data = b"\n".join(values) + b"\n"
+        return asyncio.wrap_future(self._pool.submit(self._append, topic, data))

@@ -1,0 +1,99 @@
+"""Stream management shared by the dialects: create, update and delete streams with their topics."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+import msgspec
+
+from gateway.catalog.model import MODES, Stream, valid_stream_name
+from gateway.catalog.store import Catalog
+from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.ingest.schema import SchemaCache, SchemaError, check_columns
+from gateway.queues import Queues
+from gateway.sinks.base import Sink, SinkUnavailable
+
+
+def now_text() -> str:
+    """The catalog's timestamp format (`2023-02-01 23:22:59`, UTC)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dataclass(slots=True)
+class StreamDefaults:
+    """Settings applied where a create request leaves a field out (or sends null / 0)."""
+
+    topic_prefix: str
+    shards: int
+    replication_factor: int
+
+
+class StreamService:
+    """Validates stream definitions, manages their topics, and keeps the catalog in step."""
+
+    def __init__(self, catalog: Catalog, sink: Sink, queues: Queues, schemas: SchemaCache,
+                 defaults: StreamDefaults) -> None:
+        self.catalog = catalog
+        self.sink = sink
+        self.queues = queues
+        self.schemas = schemas
+        self.defaults = defaults
+
+    def get(self, name: str) -> Stream:
+        """The stream, or 404."""
+        stream = self.catalog.stream(name)
+        if stream is None:
+            raise NotFound(f"stream {name!r} does not exist")
+        return stream
+
+    def prepare(self, stream: Stream) -> Stream:
+        """Fill defaults and validate a stream definition; 400 with the reason when invalid."""
+        if not valid_stream_name(stream.name):
+            raise BadRequest(f"invalid stream name {stream.name!r}: use at most 64 letters, digits"
+                             " or _, starting with a letter")
+        if stream.mode not in MODES:
+            raise BadRequest(f"invalid mode {stream.mode!r}; one of {', '.join(MODES)}")
+        stream = msgspec.structs.replace(
+            stream,
+            topic=self.defaults.topic_prefix + stream.name,
+            shards=stream.shards if stream.shards > 0 else self.defaults.shards,
+            replication_factor=(stream.replication_factor if stream.replication_factor > 0
+                                else self.defaults.replication_factor),
+        )
+        try:
+            check_columns(stream)
+        except SchemaError as exc:
+            raise BadRequest(str(exc)) from None
+        return stream
+
+    async def create(self, stream: Stream, created_by: str) -> Stream:
+        """Validate, create the topic, then record the stream; 409 when the name is taken."""
+        stream = self.prepare(stream)
+        if self.catalog.stream(stream.name) is not None:
+            raise Conflict(f"stream {stream.name!r} exists")
+        now = now_text()
+        stream = msgspec.structs.replace(stream, created_at=now, last_updated_at=now,
+                                         created_by=created_by, last_updated_by=created_by)
+        try:
+            await self.sink.ensure_topic(stream)
+        except SinkUnavailable as exc:
+            raise Unavailable(f"could not create the stream's topic: {exc}",
+                              retry_after=1.0) from None
+        if not await self.catalog.put_stream(stream, create=True):
+            raise Conflict(f"stream {stream.name!r} exists")
+        return stream
+
+    async def delete(self, name: str) -> Stream:
+        """Refuse new rows (catalog first), discard the queue, then delete the topic."""
+        stream = await self.catalog.delete_stream(name)
+        if stream is None:
+            raise NotFound(f"stream {name!r} does not exist")
+        await self.queues.remove(name)
+        self.schemas.forget(name)
+        try:
+            await self.sink.delete_topic(stream)
+        except SinkUnavailable as exc:
+            raise Unavailable(f"stream removed, but its topic could not be deleted: {exc}",
+                              retry_after=1.0) from None
+        return stream
