@@ -94,6 +94,10 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gw.sink.close()
 
 
+# Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
+DIALECTS: tuple[Any, ...] = (timeplus,)
+
+
 def build_app(settings: Settings, admin_key: str) -> web.Application:
     """The aiohttp application with every dialect's routes."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
@@ -102,8 +106,10 @@ def build_app(settings: Settings, admin_key: str) -> web.Application:
     gw.renderers["default"] = timeplus.render_error
     for method, path, handler in ops.routes():
         app.router.add_route(method, path, handler)
-    for method, path, handler in timeplus.routes():
-        route = app.router.add_route(method, path, handler)
-        gw.renderers[route.resource.canonical if route.resource else path] = timeplus.render_error
+    for dialect in DIALECTS:
+        for method, path, handler in dialect.routes():
+            route = app.router.add_route(method, path, handler)
+            canonical = route.resource.canonical if route.resource else path
+            gw.renderers[canonical] = dialect.render_error
     app.cleanup_ctx.append(lifecycle)
     return app
