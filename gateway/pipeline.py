@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import metrics
 from gateway.catalog.model import Stream
@@ -23,6 +25,12 @@ class Accepted:
 
     rows: int
     acknowledged: bool
+
+
+@functools.lru_cache(maxsize=65536)
+def _accepted_metrics(stream: str) -> tuple[Any, Any]:
+    """The stream's labelled accepted-rows and accepted-bytes counters (looked up once)."""
+    return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
 
 
 class _CountingChunks:
@@ -75,7 +83,8 @@ class Pipeline:
         self.check_open()
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
-        if encoded.values and max(map(len, encoded.values)) > self.max_record_bytes:
+        if encoded.nbytes > self.max_record_bytes and max(map(len, encoded.values)) > \
+                self.max_record_bytes:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
@@ -89,8 +98,9 @@ class Pipeline:
             raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
                                   "nothing was written, retry later",
                                   retry_after=RETRY_AFTER_S) from None
-        metrics.ROWS_ACCEPTED.labels(stream=stream.name).inc(entry.rows)
-        metrics.BYTES_ACCEPTED.labels(stream=stream.name).inc(entry.nbytes)
+        rows_accepted, bytes_accepted = _accepted_metrics(stream.name)
+        rows_accepted.inc(entry.rows)
+        bytes_accepted.inc(entry.nbytes)
         if done is None:
             return Accepted(entry.rows, acknowledged=False)
         try:
