@@ -12,10 +12,12 @@ from aiohttp import web
 
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
-from gateway.catalog.store import Catalog
+from gateway.catalog.kafka_log import KafkaLog
+from gateway.catalog.store import Backend, Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
 from gateway.dialects import ops, timeplus
+from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
 from gateway.middleware import observe
 from gateway.pipeline import Pipeline
@@ -41,9 +43,17 @@ def make_sink(settings: Settings) -> Sink:
                      probe_interval_s=settings.kafka_probe_interval_s)
 
 
+def make_catalog_backend(settings: Settings) -> Backend:
+    """The compacted Kafka topic shared by every replica, else a local file (embedded mode)."""
+    if settings.embedded:
+        return FileBackend(settings.data_dir / "catalog.json")
+    return KafkaLog(settings.kafka_bootstrap, settings.catalog_topic,
+                    replication_factor=settings.replication_factor)
+
+
 def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     """Wire the parts together (nothing is started yet)."""
-    catalog = Catalog(FileBackend(settings.data_dir / "catalog.json"))
+    catalog = Catalog(make_catalog_backend(settings))
     sink = make_sink(settings)
     queues = Queues(sink, Limits(
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
@@ -74,16 +84,33 @@ async def _connect(gw: Gateway) -> None:
         return
 
 
+async def _load_catalog(gw: Gateway) -> None:
+    """Read the catalog, retrying until its store is reachable (readiness stays 503 meanwhile)."""
+    delay = 0.5
+    while True:
+        try:
+            await gw.catalog.start()
+        except Unavailable as exc:
+            log.warning("catalog: %s; retrying in %.1f s", exc.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
+                 len(gw.catalog.api_keys()))
+        return
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Load the catalog and connect the sink; on shutdown drain the queues, then close the sink."""
     gw = app[GATEWAY]
-    await gw.catalog.load()
+    loading = asyncio.create_task(_load_catalog(gw), name="catalog-load")
     connecting = asyncio.create_task(_connect(gw), name="sink-connect")
     yield
     gw.pipeline.draining = True
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await connecting
+    for task in (loading, connecting):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     drained = await gw.queues.drain(gw.settings.drain_timeout_s)
     if not drained:
         log.error("drain timed out after %.0f s: %d acknowledged rows were NOT written",
@@ -92,6 +119,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     await gw.queues.stop()
     if gw.sink_ready:
         await gw.sink.close()
+    await gw.catalog.close()
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.

@@ -27,6 +27,10 @@ class Settings:
     admin_key: str = field(
         default="", metadata={"help": "admin API key; generated and printed once when empty"}
     )
+    catalog_topic: str = field(
+        default="_ingest_gateway_catalog",
+        metadata={"help": "compacted topic holding the catalog shared by replicas (Kafka mode)"},
+    )
     topic_prefix: str = field(default="ingest.", metadata={"help": "prefix of stream topics"})
     default_shards: int = field(default=3, metadata={"help": "partitions of a new stream's topic"})
     replication_factor: int = field(default=1, metadata={"help": "default topic replication"})

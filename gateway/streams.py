@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from dataclasses import dataclass
 
@@ -39,6 +40,20 @@ class StreamService:
         self.queues = queues
         self.schemas = schemas
         self.defaults = defaults
+        self._dropping: set[asyncio.Task[None]] = set()
+        catalog.watch_streams(self._changed)
+
+    def _changed(self, name: str, before: Stream | None, after: Stream | None) -> None:
+        """A stream changed in the catalog (here or on another replica): drop what is stale."""
+        self.schemas.forget(name)  # recompiled from the new definition on next use
+        if before is None or after is not None:
+            return
+        # Deleted: its queue goes now, so rows for a stream re-created meanwhile get a new one.
+        queue = self.queues.detach(name, before.topic)
+        if queue is not None:
+            task = asyncio.get_running_loop().create_task(queue.stop())
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
 
     def get(self, name: str) -> Stream:
         """The stream, or 404."""
