@@ -8,8 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from gateway import __version__
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
 from gateway.catalog.kafka_log import KafkaLog
@@ -20,6 +22,7 @@ from gateway.dialects import ops, timeplus
 from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
 from gateway.middleware import observe
+from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Limits, Queues
 from gateway.sinks.base import Sink, SinkUnavailable
@@ -132,12 +135,17 @@ def build_app(settings: Settings, admin_key: str) -> web.Application:
     gw = build_gateway(settings, admin_key)
     app[GATEWAY] = gw
     gw.renderers["default"] = timeplus.render_error
-    for method, path, handler in ops.routes():
+    registered = list(ops.routes())
+    for method, path, handler in registered:
         app.router.add_route(method, path, handler)
     for dialect in DIALECTS:
         for method, path, handler in dialect.routes():
             route = app.router.add_route(method, path, handler)
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
+            registered.append((method, path, handler))
+    app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
+        registered, title="ingest-gateway", version=__version__,
+        description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))
     app.cleanup_ctx.append(lifecycle)
     return app
