@@ -142,5 +142,7 @@ def _check(s: Settings) -> None:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.kafka_probe_interval_s <= 0:
         raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
+    if not s.catalog_topic.strip():
+        raise ValueError("catalog_topic must not be empty")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
