@@ -11,7 +11,8 @@ from gateway.catalog.model import Stream
 from gateway.errors import NotConfirmed, PayloadTooLarge, TooManyRequests, Unavailable
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.schema import CompiledSchema, SchemaCache
-from gateway.queues import Entry, QueueFull, Queues
+from gateway.queues import Entry, QueueFull, Queues, StreamQueue
+from gateway.rates import WriteRates
 from gateway.sinks.base import Sink
 
 RETRY_AFTER_S = 1.0
@@ -23,6 +24,7 @@ class Accepted:
 
     rows: int
     acknowledged: bool
+    quarantined: int = 0
 
 
 class Pipeline:
@@ -36,6 +38,7 @@ class Pipeline:
         self.wait_timeout_s = wait_timeout_s
         self.max_record_bytes = max_record_bytes
         self.draining = False
+        self.rates = WriteRates()
 
     def check_open(self) -> None:
         """503 (nothing written, safe to retry) while draining or while the sink is unreachable."""
@@ -52,8 +55,10 @@ class Pipeline:
         """Decode and validate a body into rows of the stream's schema."""
         return await decode(fmt, chunks, self.schemas.get(stream))
 
-    async def admit(self, stream: Stream, rows: list[object], *, wait: bool) -> Accepted:
-        """Queue validated rows whole; with `wait`, return once the sink has acknowledged them."""
+    async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
+                    quarantine: list[bytes] | None = None) -> Accepted:
+        """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
+        has acknowledged all of them."""
         self.check_open()
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
@@ -61,10 +66,22 @@ class Pipeline:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
-        done = asyncio.get_running_loop().create_future() if wait else None
-        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
+        loop = asyncio.get_running_loop()
+        entry = Entry(encoded.values, encoded.keys, encoded.nbytes,
+                      loop.create_future() if wait else None)
+        offers: list[tuple[StreamQueue, Entry]] = []
+        if entry.rows:
+            offers.append((self.queues.queue(stream.name, stream.topic), entry))
+        if quarantine:
+            if max(map(len, quarantine)) > self.max_record_bytes:
+                raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row "
+                                      f"is {self.max_record_bytes} bytes")
+            side = Entry(quarantine, None, sum(map(len, quarantine)),
+                         loop.create_future() if wait else None)
+            # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
+            offers.append((self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side))
         try:
-            self.queues.queue(stream.name, stream.topic).offer(entry)
+            self.queues.offer_all(offers)
         except QueueFull as full:
             metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
@@ -73,12 +90,18 @@ class Pipeline:
                                   retry_after=RETRY_AFTER_S) from None
         metrics.ROWS_ACCEPTED.labels(stream=stream.name).inc(entry.rows)
         metrics.BYTES_ACCEPTED.labels(stream=stream.name).inc(entry.nbytes)
-        if done is None:
-            return Accepted(entry.rows, acknowledged=False)
+        if quarantine:
+            metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
+        if entry.rows:
+            self.rates.record(stream.name, entry.rows, entry.nbytes)
+        done = Accepted(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
+        waits = [e.done for _, e in offers if e.done is not None]
+        if not waits:
+            return done
         try:
             async with asyncio.timeout(self.wait_timeout_s):
-                await asyncio.shield(done)
+                await asyncio.shield(asyncio.gather(*waits))
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
-        return Accepted(entry.rows, acknowledged=True)
+        return done

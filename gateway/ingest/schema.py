@@ -4,6 +4,7 @@ and one C pass encodes them as the JSON values (and keys) of their Kafka records
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,12 @@ class CompiledSchema:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
         self._normalise(rows, first_row)
         return rows
+
+    @functools.cached_property
+    def array_decoder(self) -> msgspec.json.Decoder[list[Any]]:
+        """A decoder for a JSON array of row objects (made on first use). Raises msgspec's
+        ValidationError as it is, so that a dialect can word the `$[i].column` path its own way."""
+        return msgspec.json.Decoder(list[self.row_type])  # type: ignore[name-defined]
 
     def compact_decoder(self, columns: Sequence[str]) -> tuple[msgspec.json.Decoder[Any],
                                                               Callable[..., Any]]:
