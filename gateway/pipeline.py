@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from gateway import metrics
 from gateway.catalog.model import Stream
-from gateway.errors import NotConfirmed, PayloadTooLarge, TooManyRequests, Unavailable
+from gateway.errors import GatewayError, NotConfirmed, PayloadTooLarge, TooManyRequests, Unavailable
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Entry, QueueFull, Queues, StreamQueue
@@ -25,6 +25,19 @@ class Accepted:
     rows: int
     acknowledged: bool
     quarantined: int = 0
+
+
+class _CountingChunks:
+    """Passes chunks through, counting their bytes (for the rejected-bytes metric)."""
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = chunks
+        self.nbytes = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self.nbytes += len(chunk)
+            yield chunk
 
 
 class Pipeline:
@@ -53,7 +66,12 @@ class Pipeline:
 
     async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
         """Decode and validate a body into rows of the stream's schema."""
-        return await decode(fmt, chunks, self.schemas.get(stream))
+        counted = _CountingChunks(chunks)
+        try:
+            return await decode(fmt, counted, self.schemas.get(stream))
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
+            raise
 
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
                     quarantine: list[bytes] | None = None) -> Accepted:

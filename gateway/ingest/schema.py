@@ -20,7 +20,7 @@ from gateway.ingest.types import ColumnType, parse_type
 
 UTC = datetime.UTC
 _PATH = re.compile(r"^(.*?)(?: - at `\$\[(\d+)\](.*)`)?$", re.S)
-_MISSING_FIELD = re.compile(r"missing required field `(.+)`")
+_MISSING_FIELD = re.compile(r"(?:missing required field|contains unknown field) `(.+)`")
 NOW_DEFAULTS = ("now()", "now64()", "now64(3)", "now64(6)", "now64(9)")
 
 
@@ -105,6 +105,9 @@ class CompiledSchema:
         self.ndjson_decoder = msgspec.json.Decoder(self.row_type)
         self.encoder = msgspec.json.Encoder()
         self._datetime_attrs = [self._attr[f.column.name] for f in self.fields if f.ctype.is_datetime]
+        self._checks = [(self._attr[f.column.name], f.ctype.check, f.column)
+                        for f in self.fields if f.ctype.check is not None]
+        self._has_raw = any("json" in f.column.type.lower() for f in self.fields)
         self._compact: dict[tuple[str, ...], tuple[msgspec.json.Decoder[Any], Callable[..., Any]]] = {}
         key_cols = stream.key_columns()
         for k in key_cols:
@@ -130,14 +133,17 @@ class CompiledSchema:
         )
 
     # ---- decoding ---------------------------------------------------------------------------
-    def decode_ndjson(self, data: bytes | memoryview, first_row: int) -> list[Any]:
+    def decode_ndjson(self, data: bytes | bytearray | memoryview, first_row: int) -> list[Any]:
         """Decode and validate a run of whole JSON objects (NDJSON, or `{..}{..}` unseparated)."""
+        self.check_utf8(data)
         try:
             rows: list[Any] = self.ndjson_decoder.decode_lines(data)
         except msgspec.ValidationError as exc:
             raise self.row_error(str(exc), first_row, None) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
+        except RecursionError:
+            raise MalformedBody("JSON is nested too deeply") from None
         self._normalise(rows, first_row)
         return rows
 
@@ -146,6 +152,17 @@ class CompiledSchema:
         """A decoder for a JSON array of row objects (made on first use). Raises msgspec's
         ValidationError as it is, so that a dialect can word the `$[i].column` path its own way."""
         return msgspec.json.Decoder(list[self.row_type])  # type: ignore[name-defined]
+
+    def check_utf8(self, data: bytes | bytearray | memoryview) -> None:
+        """`json` columns keep their bytes as they are (msgspec.Raw checks no UTF-8): check here."""
+        if not self._has_raw:
+            return
+        raw = data if isinstance(data, bytes | bytearray) else bytes(data)
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MalformedBody(f"body is not valid UTF-8 at byte {exc.start}") from None
 
     def compact_decoder(self, columns: Sequence[str]) -> tuple[msgspec.json.Decoder[Any],
                                                               Callable[..., Any]]:
@@ -174,7 +191,10 @@ class CompiledSchema:
         row_type = self._struct("Compact", required_first + rest, kw_only=False)
         item_types = tuple(by_name[c].py if c in by_name else msgspec.Raw for c in key)
         decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[tuple[item_types]])  # type: ignore[valid-type]
-        if unknown:
+        if unknown and not known:
+            def build(rows: Iterable[Any]) -> list[Any]:
+                return [row_type() for _ in rows]
+        elif unknown:
             keep = itemgetter(*[i for i, c in enumerate(key) if c in self._attr])
             if len(known) == 1:
                 def build(rows: Iterable[Any]) -> list[Any]:
@@ -188,15 +208,18 @@ class CompiledSchema:
         self._compact[key] = (decoder, build)
         return decoder, build
 
-    def decode_compact_data(self, columns: Sequence[str], data: bytes) -> list[Any]:
+    def decode_compact_data(self, columns: Sequence[str], data: bytes | msgspec.Raw) -> list[Any]:
         """Decode a compact body's `data` (an array of arrays) given its `columns`."""
         decoder, build = self.compact_decoder(columns)
+        self.check_utf8(memoryview(data))
         try:
             tuples = decoder.decode(data)
         except msgspec.ValidationError as exc:
             raise self.row_error(str(exc), 0, columns) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
+        except RecursionError:
+            raise MalformedBody("JSON is nested too deeply") from None
         rows: list[Any] = build(tuples)
         self._normalise(rows, 0)
         return rows
@@ -210,7 +233,13 @@ class CompiledSchema:
         return [make(**{name: t}) for t in texts]
 
     def _normalise(self, rows: list[Any], first_row: int) -> None:
-        """Turn epoch seconds in datetime columns into datetimes (UTC)."""
+        """Turn epoch seconds in datetime columns into datetimes (UTC); check uint64 bounds."""
+        for attr, check, col in self._checks:
+            get = attrgetter(attr)
+            for i, row in enumerate(rows):
+                if not check(get(row)):
+                    raise InvalidRow(f"row {first_row + i}, column {col.name!r}: value out of "
+                                     f"range for {col.type}", row=first_row + i, column=col.name)
         for attr in self._datetime_attrs:
             get = attrgetter(attr)
             for i, row in enumerate(rows):
