@@ -8,8 +8,16 @@ from dataclasses import dataclass
 
 from gateway import metrics
 from gateway.catalog.model import Stream
-from gateway.errors import GatewayError, NotConfirmed, PayloadTooLarge, TooManyRequests, Unavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidRow,
+    NotConfirmed,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unavailable,
+)
 from gateway.ingest.formats import Format, decode
+from gateway.ingest.quarantine import KeptChunks, Split, split_rows
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
@@ -71,6 +79,26 @@ class Pipeline:
             return await decode(fmt, counted, self.schemas.get(stream))
         except GatewayError as err:
             metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
+            raise
+
+    async def decode_split(self, stream: Stream, chunks: AsyncIterable[bytes]) -> Split:
+        """NDJSON into valid and invalid rows (quarantine): the streamed decode as usual; only when
+        it meets an invalid row is the kept body split object by object."""
+        kept = KeptChunks(chunks)
+        schema = self.schemas.get(stream)
+        counted = _CountingChunks(kept)
+        try:
+            return Split(await decode(Format.STREAMING, counted, schema), [])
+        except InvalidRow:
+            pass
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
+            raise
+        body = await kept.whole()
+        try:
+            return split_rows(schema, body)
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(len(body))
             raise
 
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,

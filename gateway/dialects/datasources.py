@@ -102,8 +102,8 @@ async def ingest(request: web.Request) -> web.Response:
         envelope = _envelope.decode(body)
     except msgspec.ValidationError as exc:
         raise InvalidRow(detail(str(exc), "")) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"body: not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBody(f"body: not valid JSON: {exc or 'nested too deeply'}") from None
     stream = gw.catalog.stream(envelope.data_source)
     if stream is None:
         raise NotFound(NOT_FOUND)
@@ -113,12 +113,13 @@ async def ingest(request: web.Request) -> web.Response:
     who.require_append(stream.name)
     if stream.archived:
         raise Conflict("Data source is archived.")
+    schema = gw.pipeline.schemas.get(stream)
     try:
-        rows: list[Any] = gw.pipeline.schemas.get(stream).array_decoder.decode(envelope.records)
+        rows: list[Any] = schema.array_decoder.decode(envelope.records)
     except msgspec.ValidationError as exc:
         raise InvalidRow(detail(str(exc), "records")) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"records: not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBody(f"records: not valid JSON: {exc or 'nested too deeply'}") from None
     if rows:
         await gw.pipeline.admit(stream, rows, wait=True)
     return web.Response(status=204)

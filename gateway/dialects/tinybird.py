@@ -16,17 +16,8 @@ from aiohttp import web
 
 from gateway.context import gateway_of
 from gateway.dialects.common import body_chunks, flag, json_reply, principal, rate_limit
-from gateway.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    GatewayError,
-    InvalidRow,
-    NotFound,
-    Unauthenticated,
-)
-from gateway.ingest.formats import Format
-from gateway.ingest.quarantine import KeptChunks, quarantine_values, split_rows
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthenticated
+from gateway.ingest.quarantine import quarantine_values
 
 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
@@ -61,20 +52,15 @@ async def events(request: web.Request) -> web.Response:
     if stream.archived:
         raise Conflict(f"Data Source {name!r} is archived and accepts no rows")
     wait = flag(request, "wait")
-    body = KeptChunks(body_chunks(request))
-    quarantine: list[bytes] | None = None
-    try:
-        rows = await gw.pipeline.decode(stream, Format.STREAMING, body)
-    except InvalidRow:
-        split = split_rows(gw.pipeline.schemas.get(stream), await body.whole())
-        rows = split.rows
-        if split.bad:
-            await gw.streams.ensure_quarantine(stream)
-            quarantine = quarantine_values(split.bad, stream=stream.name,
-                                           request_id=request["request_id"])
-    if not rows and not quarantine:
+    split = await gw.pipeline.decode_split(stream, body_chunks(request))
+    if not split.rows and not split.bad:
         raise BadRequest("the body holds no rows")
-    done = await gw.pipeline.admit(stream, rows, wait=wait, quarantine=quarantine)
+    quarantine = None
+    if split.bad:
+        await gw.streams.ensure_quarantine(stream)
+        quarantine = quarantine_values(split.bad, stream=stream.name,
+                                       request_id=request["request_id"])
+    done = await gw.pipeline.admit(stream, split.rows, wait=wait, quarantine=quarantine)
     return json_reply({"successful_rows": done.rows, "quarantined_rows": done.quarantined},
                       status=200 if done.acknowledged else 202, headers=limits)
 

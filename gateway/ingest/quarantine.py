@@ -1,10 +1,11 @@
 """Quarantine (Tinybird dialect): when a body fails validation, split it into the rows that fit the
 schema and the rows that do not, instead of refusing the whole request.
 
-The normal streamed decode stays the fast path; `KeptChunks` keeps the body's chunks on the side so
-that, only when that decode meets an invalid row, `split_rows` can decode the body again object by
-object. It decodes runs of objects in one C call each, doubling the run while rows are good and
-fitting it to the gap between bad rows, so a few bad rows cost little more than the fast path.
+The normal streamed decode stays the fast path (see Pipeline.decode_split); `KeptChunks` keeps the
+body's chunks on the side so that, only when that decode meets an invalid row, `split_rows` can
+decode the body again object by object. It decodes runs of objects in one C call each, doubling the
+run while rows are good and fitting it to the gap between bad rows, so a few bad rows cost little
+more than the fast path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import InvalidRow
+from gateway.errors import InvalidRow, MalformedBody
 from gateway.ingest.formats import BOM, _malformed
 from gateway.ingest.schema import CompiledSchema
 
@@ -77,6 +78,8 @@ def split_rows(schema: CompiledSchema, body: bytes) -> Split:
         objects = _framer.decode_lines(body)
     except msgspec.DecodeError as exc:
         raise _malformed(exc, 0, body) from None
+    except RecursionError:
+        raise MalformedBody("JSON is nested too deeply") from None
     rows: list[Any] = []
     bad: list[BadRow] = []
     i, n, run = 0, len(objects), FIRST_RUN
