@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import metrics
 from gateway.catalog.model import Stream
@@ -19,7 +21,7 @@ from gateway.errors import (
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.quarantine import KeptChunks, Split, split_rows
 from gateway.ingest.schema import CompiledSchema, SchemaCache
-from gateway.queues import Entry, QueueFull, Queues, StreamQueue
+from gateway.queues import Entry, QueueFull, Queues
 from gateway.rates import WriteRates
 from gateway.sinks.base import Sink
 
@@ -33,6 +35,12 @@ class Accepted:
     rows: int
     acknowledged: bool
     quarantined: int = 0
+
+
+@functools.lru_cache(maxsize=65536)
+def _accepted_metrics(stream: str) -> tuple[Any, Any]:
+    """The stream's labelled accepted-rows and accepted-bytes counters (looked up once)."""
+    return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
 
 
 class _CountingChunks:
@@ -108,46 +116,55 @@ class Pipeline:
         self.check_open()
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
-        if encoded.values and max(map(len, encoded.values)) > self.max_record_bytes:
+        if encoded.nbytes > self.max_record_bytes and max(map(len, encoded.values)) > \
+                self.max_record_bytes:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
-        loop = asyncio.get_running_loop()
-        entry = Entry(encoded.values, encoded.keys, encoded.nbytes,
-                      loop.create_future() if wait else None)
-        offers: list[tuple[StreamQueue, Entry]] = []
-        if entry.rows:
-            offers.append((self.queues.queue(stream.name, stream.topic), entry))
-        if quarantine:
-            if max(map(len, quarantine)) > self.max_record_bytes:
-                raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row "
-                                      f"is {self.max_record_bytes} bytes")
-            side = Entry(quarantine, None, sum(map(len, quarantine)),
-                         loop.create_future() if wait else None)
-            # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
-            offers.append((self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side))
+        done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
+                                            else None)
+        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
         try:
-            self.queues.offer_all(offers)
+            if quarantine:
+                done = self._offer_with_quarantine(stream, entry, quarantine)
+            else:
+                self.queues.queue(stream.name, stream.topic).offer(entry)
         except QueueFull as full:
             metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
             raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
                                   "nothing was written, retry later",
                                   retry_after=RETRY_AFTER_S) from None
-        metrics.ROWS_ACCEPTED.labels(stream=stream.name).inc(entry.rows)
-        metrics.BYTES_ACCEPTED.labels(stream=stream.name).inc(entry.nbytes)
-        if quarantine:
-            metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
+        rows_accepted, bytes_accepted = _accepted_metrics(stream.name)
+        rows_accepted.inc(entry.rows)
+        bytes_accepted.inc(entry.nbytes)
         if entry.rows:
             self.rates.record(stream.name, entry.rows, entry.nbytes)
-        done = Accepted(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
-        waits = [e.done for _, e in offers if e.done is not None]
-        if not waits:
-            return done
+        accepted = Accepted(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
+        if done is None:
+            return accepted
         try:
             async with asyncio.timeout(self.wait_timeout_s):
-                await asyncio.shield(asyncio.gather(*waits))
+                await asyncio.shield(done)
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
-        return done
+        return accepted
+
+    def _offer_with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes]
+                               ) -> asyncio.Future[Any] | None:
+        """Queue the rows and the quarantine records all or none; with wait=true, the future of
+        both being acknowledged."""
+        if max(map(len, quarantine)) > self.max_record_bytes:
+            raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row is "
+                                  f"{self.max_record_bytes} bytes")
+        side = Entry(quarantine, None, sum(map(len, quarantine)),
+                     None if entry.done is None else asyncio.get_running_loop().create_future())
+        # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
+        offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
+        if entry.rows:
+            offers.append((self.queues.queue(stream.name, stream.topic), entry))
+        self.queues.offer_all(offers)
+        metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
+        waits = [e.done for _, e in offers if e.done is not None]
+        return asyncio.gather(*waits) if waits else None

@@ -309,9 +309,10 @@ def test_compact_unknown_column_rejected_with_forbid_unknown() -> None:
 
 
 def test_compact_decoder_is_cached_per_column_tuple(events: CompiledSchema) -> None:
-    decoder, build = events.compact_decoder(["id", "name"])
+    codec = events.compact_decoder(["id", "name"])
     again = events.compact_decoder(("id", "name"))
-    assert again[0] is decoder and again[1] is build
+    assert again is codec
+    decoder = codec[0]
     assert events.compact_decoder(["id"])[0] is not decoder
 
 
@@ -430,3 +431,22 @@ def test_schema_cache_passes_forbid_unknown() -> None:
     schema = cache.get(stream(Column("a", "int8"), name="f"))
     with pytest.raises(InvalidRow):
         schema.decode_ndjson(b'{"a":1,"b":2}', 0)
+
+
+def test_epoch_datetimes_take_the_lenient_path_only_when_present() -> None:
+    """Rows with ISO datetimes decode with plain datetime types; one epoch number anywhere in the
+    body switches to the lenient decoder, and every row still comes out as an ISO UTC string."""
+    schema = CompiledSchema(Stream(name="e", topic="t", columns=[
+        Column("t", "datetime64(3)"), Column("u", "nullable(datetime)")]))
+    iso = schema.encode(schema.decode_ndjson(b'{"t":"2024-01-01T00:00:00Z","u":null}\n', 0))
+    assert iso.values == [b'{"t":"2024-01-01T00:00:00Z","u":null}']
+    mixed = schema.decode_ndjson(b'{"t":"2024-01-01T00:00:00Z","u":null}\n'
+                                 b'{"t":1700000000,"u":1700000000.5}\n', 0)
+    assert schema.encode(mixed).values == [
+        b'{"t":"2024-01-01T00:00:00Z","u":null}',
+        b'{"t":"2023-11-14T22:13:20Z","u":"2023-11-14T22:13:20.500000Z"}']
+    compact = schema.decode_compact_data(["t", "u"], b'[["2024-01-01T00:00:00Z",null],[0,1]]')
+    assert schema.encode(compact).values[1] == b'{"t":"1970-01-01T00:00:00Z","u":"1970-01-01T00:00:01Z"}'
+    with pytest.raises(InvalidRow) as err:
+        schema.decode_ndjson(b'{"t":"2024-01-01T00:00:00Z"}\n{"t":true}\n', 0)
+    assert err.value.row == 1 and err.value.column == "t"
