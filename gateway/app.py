@@ -18,9 +18,10 @@ from gateway.catalog.kafka_log import KafkaLog
 from gateway.catalog.store import Backend, Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.dialects import ops, timeplus
+from gateway.dialects import datasources, ops, timeplus, tinybird
 from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
+from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
@@ -68,7 +69,7 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key))
+                   Authenticator(catalog, admin_key), KeyRateLimiter(settings.rate_limit_per_key))
 
 
 async def _connect(gw: Gateway) -> None:
@@ -126,7 +127,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
-DIALECTS: tuple[Any, ...] = (timeplus,)
+DIALECTS: tuple[Any, ...] = (timeplus, tinybird, datasources)
 
 
 def build_app(settings: Settings, admin_key: str) -> web.Application:

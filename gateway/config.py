@@ -62,6 +62,10 @@ class Settings:
     kafka_probe_interval_s: float = field(
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
+    rate_limit_per_key: float = field(
+        default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
+                                          "events route (0 = unlimited; a key's rate_limit wins)"}
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
 
     @property
@@ -138,6 +142,8 @@ def _check(s: Settings) -> None:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
     if not 1 <= s.port <= 65535:
         raise ValueError(f"port must be 1..65535, got {s.port}")
+    if s.rate_limit_per_key < 0:
+        raise ValueError(f"rate_limit_per_key must be ≥ 0, got {s.rate_limit_per_key}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.kafka_probe_interval_s <= 0:

@@ -59,6 +59,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except GatewayError as err:
         response = gw.renderers.get(route, gw.renderers["default"])(err, request_id)
+        response.headers.update(err.headers)
     except web.HTTPException as exc:
         response = gw.renderers["default"](_from_http_exception(request, exc), request_id)
         for name in ("Allow",):
@@ -67,7 +68,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request_id)
-        response = gw.renderers["default"](GatewayError("internal error"), request_id)
+        response = gw.renderers.get(route, gw.renderers["default"])(GatewayError("internal error"),
+                                                                    request_id)
     response.headers["X-Request-ID"] = request_id
     latency, count = _request_metrics(route, request.method, response.status)
     latency.observe(time.perf_counter() - started)

@@ -37,6 +37,10 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
                    "description": "The API key in the `token` query parameter."},
 }
 API_KEY = ("apiKeyHeader", "apiKeyAuthorization", "bearer")
+RETRY_AFTER = {"Retry-After": "Seconds to wait before retrying."}
+RATE_LIMIT_HEADERS = {"X-RateLimit-Limit": "Requests per second this key may make.",
+                      "X-RateLimit-Remaining": "Requests left in the current window.",
+                      "X-RateLimit-Reset": "Seconds until the limit is fully replenished."}
 PATH_PARAMETERS = {
     "version": "API version (both are served identically).",
     "workspace": "Workspace id, as in the vendor's URLs; one gateway serves one workspace.",
@@ -75,7 +79,7 @@ class Operation:
     summary: str
     replies: Mapping[int, Reply]
     request: Mapping[str, Any] = field(default_factory=dict)  # media type -> body type
-    errors: Mapping[int, str] = field(default_factory=dict)  # status -> when
+    errors: Mapping[int, Reply] = field(default_factory=dict)  # status -> when (body: error_body)
     error_body: Any = None
     params: Sequence[Param] = ()
     security: Sequence[str] = API_KEY
@@ -84,17 +88,21 @@ class Operation:
 
 
 def operation(summary: str, *, replies: Mapping[int, Reply], request: Any = None,
-              errors: Mapping[int, str] | None = None, error_body: Any = None,
+              errors: Mapping[int, str | Reply] | None = None, error_body: Any = None,
               params: Sequence[Param] = (), security: Sequence[str] = API_KEY,
-              tags: Sequence[str] = (), description: str = "") -> Callable[[H], H]:
+              auth_status: int = 401, tags: Sequence[str] = (), description: str = ""
+              ) -> Callable[[H], H]:
     """Attach an `Operation` to a handler. `request` is a body type (sent as JSON) or a mapping
-    of media type to body type. Routes with `security` also document 401 and 503."""
+    of media type to body type; an error is described by a text or a `Reply` (for its headers;
+    its body is `error_body`). Routes with `security` also document `auth_status` (a missing or
+    bad key) and 503."""
     if request is not None and not isinstance(request, Mapping):
         request = {"application/json": request}
-    errs = dict(errors or {})
+    errs = {status: e if isinstance(e, Reply) else Reply(e) for status, e in (errors or {}).items()}
     if security:
-        errs.setdefault(401, "The API key is missing, unknown, expired or revoked.")
-        errs.setdefault(503, "Not ready, draining or Kafka unreachable: nothing was done; retry.")
+        errs.setdefault(auth_status, Reply("The API key is missing, unknown, expired or revoked."))
+        errs.setdefault(503, Reply("Not ready, draining or Kafka unreachable: nothing was done; "
+                                   "retry.", headers=RETRY_AFTER))
 
     def mark(handler: H) -> H:
         op = Operation(summary, dict(replies), dict(request or {}), errs, error_body, tuple(params),
@@ -249,10 +257,13 @@ def build_spec(routes: Iterable[tuple[str, str, Any]], *, title: str, version: s
                 out["headers"] = {h: {"description": d, "schema": {"type": "string"}}
                                   for h, d in r.headers.items()}
             entry["responses"][str(status)] = out
-        for status, when in sorted(op.errors.items()):
-            out = {"description": when}
+        for status, r in sorted(op.errors.items()):
+            out = {"description": r.description}
             if err is not None:
                 out["content"] = {"application/json": {"schema": generated[err]}}
+            if r.headers:
+                out["headers"] = {h: {"description": d, "schema": {"type": "string"}}
+                                  for h, d in r.headers.items()}
             entry["responses"][str(status)] = out
         entry["security"] = [{scheme: []} for scheme in op.security]
         paths.setdefault(oapi, {})[method] = entry

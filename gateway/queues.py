@@ -98,16 +98,20 @@ class StreamQueue:
         """Start the flusher."""
         self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}")
 
-    def offer(self, entry: Entry) -> None:
-        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+    def check(self, entry: Entry, other_bytes: int = 0) -> None:
+        """Raise QueueFull unless the entry fits (with `other_bytes` about to join the budget)."""
         if self._closed:
             raise QueueFull("closed")
         if self.rows + entry.rows > self.limits.max_rows:
             raise QueueFull("stream_rows")
         if self.nbytes + entry.nbytes > self.limits.max_bytes:
             raise QueueFull("stream_bytes")
-        if self.budget.used + entry.nbytes > self.budget.cap:
+        if self.budget.used + other_bytes + entry.nbytes > self.budget.cap:
             raise QueueFull("memory")
+
+    def offer(self, entry: Entry) -> None:
+        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+        self.check(entry)
         self.rows += entry.rows
         self.nbytes += entry.nbytes
         self.budget.used += entry.nbytes
@@ -261,6 +265,18 @@ class Queues:
             q.start()
             self._queues[(stream, topic)] = q
         return q
+
+    def offer_all(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
+        """Queue entries into different queues all or none (a request's rows and its quarantine)."""
+        if len(offers) == 1:
+            offers[0][0].offer(offers[0][1])
+            return
+        other = 0
+        for q, e in offers:
+            q.check(e, other)
+            other += e.nbytes
+        for q, e in offers:
+            q.offer(e)
 
     def get(self, stream: str, topic: str) -> StreamQueue | None:
         """The queue of a stream's topic, if it exists."""

@@ -40,6 +40,8 @@ class StreamService:
         self.queues = queues
         self.schemas = schemas
         self.defaults = defaults
+        self._quarantine_ready: set[str] = set()  # topics known to have their quarantine topic
+        self._update_lock = asyncio.Lock()
         self._dropping: set[asyncio.Task[None]] = set()
         catalog.watch_streams(self._changed)
 
@@ -48,12 +50,15 @@ class StreamService:
         self.schemas.forget(name)  # recompiled from the new definition on next use
         if before is None or after is not None:
             return
-        # Deleted: its queue goes now, so rows for a stream re-created meanwhile get a new one.
-        queue = self.queues.detach(name, before.topic)
-        if queue is not None:
-            task = asyncio.get_running_loop().create_task(queue.stop())
-            self._dropping.add(task)
-            task.add_done_callback(self._dropping.discard)
+        # Deleted (its topics too): its queues go now, so rows for a stream re-created meanwhile
+        # get new ones, and its quarantine topic must be made again.
+        self._quarantine_ready.discard(before.topic)
+        for queue in (self.queues.detach(name, before.topic),
+                      self.queues.detach(before.quarantine_topic, before.quarantine_topic)):
+            if queue is not None:
+                task = asyncio.get_running_loop().create_task(queue.stop())
+                self._dropping.add(task)
+                task.add_done_callback(self._dropping.discard)
 
     def get(self, name: str) -> Stream:
         """The stream, or 404."""
@@ -97,7 +102,43 @@ class StreamService:
                               retry_after=1.0) from None
         if not await self.catalog.put_stream(stream, create=True):
             raise Conflict(f"stream {stream.name!r} exists")
+        self._quarantine_ready.add(stream.topic)
         return stream
+
+    async def ensure_quarantine(self, stream: Stream) -> None:
+        """Make sure the quarantine topic exists (streams made before it existed lack one)."""
+        if stream.topic in self._quarantine_ready:
+            return
+        try:
+            await self.sink.ensure_topic(stream)
+        except SinkUnavailable as exc:
+            raise Unavailable(f"could not create the quarantine topic: {exc}; nothing was "
+                              "inserted", retry_after=1.0) from None
+        self._quarantine_ready.add(stream.topic)
+
+    async def update(self, name: str, changes: dict[str, object], updated_by: str) -> Stream:
+        """Change description, retention, TTL or `archived`; retention changes reach the topics
+        before the catalog. Other fields cannot be changed (400)."""
+        allowed = {"description", "logstore_retention_ms", "logstore_retention_bytes",
+                   "ttl_expression", "archived"}
+        if set(changes) - allowed:
+            raise BadRequest(f"cannot change {', '.join(sorted(set(changes) - allowed))}; only "
+                             f"{', '.join(sorted(allowed))} can be updated")
+        async with self._update_lock:
+            stream = self.get(name)
+            updated = msgspec.structs.replace(stream, **changes, last_updated_at=now_text(),
+                                              last_updated_by=updated_by)
+            if (updated.logstore_retention_ms, updated.logstore_retention_bytes) != (
+                    stream.logstore_retention_ms, stream.logstore_retention_bytes):
+                try:
+                    await self.sink.update_topic(updated)
+                except SinkUnavailable as exc:
+                    raise Unavailable(f"could not change the topic's retention: {exc}",
+                                      retry_after=1.0) from None
+            if (self.catalog.stream(name) is not stream
+                    or not await self.catalog.put_stream(updated, create=False)):
+                raise Conflict(f"stream {name!r} changed or was deleted meanwhile; retry")
+            return updated
 
     async def delete(self, name: str) -> Stream:
         """Refuse new rows (catalog first), discard the queue, then delete the topic."""
@@ -105,6 +146,8 @@ class StreamService:
         if stream is None:
             raise NotFound(f"stream {name!r} does not exist")
         await self.queues.remove(name)
+        await self.queues.remove(stream.quarantine_topic)
+        self._quarantine_ready.discard(stream.topic)
         self.schemas.forget(name)
         try:
             await self.sink.delete_topic(stream)

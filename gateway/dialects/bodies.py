@@ -72,6 +72,7 @@ class StreamOut(Doc):
     replication_factor: int
     archived: bool
     topic: str
+    quarantine_topic: str
     created_at: str
     created_by: UserRef
     last_updated_at: str
@@ -87,6 +88,7 @@ class ApiKeyOut(Doc):
     created_by: UserRef
     expire_at: int
     permissions: list[str]
+    rate_limit: int
 
 
 class ApiKeyCreated(ApiKeyOut):
@@ -101,6 +103,28 @@ class IngestOut(Doc):
     stream: str
     rows: int
     acknowledged: bool
+
+
+class HistoryPoint(Doc):
+    """Rows written on one UTC day."""
+
+    time: str
+    row_count: int
+
+
+class StatsOut(Doc):
+    """A stream's stats (`history` only with `historyDays`)."""
+
+    earliest_event: str | None
+    latest_event: str | None
+    row_count: int
+    historical_data_bytes: int
+    streaming_data_bytes: int
+    written_eps: float
+    written_bps: float
+    read_eps: float
+    read_bps: float
+    history: list[HistoryPoint] | msgspec.UnsetType = msgspec.UNSET
 
 
 class CompactIn(msgspec.Struct):
@@ -122,3 +146,43 @@ class TimeplusError(Doc):
     request_id: str
     row: int | msgspec.UnsetType = msgspec.UNSET
     column: str | msgspec.UnsetType = msgspec.UNSET
+
+
+# ---- Tinybird Events API ----------------------------------------------------------------------
+class EventsOut(Doc):
+    """The reply to an accepted `/v0/events` request."""
+
+    successful_rows: int
+    quarantined_rows: int
+
+
+class TinybirdError(Doc):
+    """The Tinybird error body."""
+
+    error: str
+    code: str
+    request_id: str
+    row: int | msgspec.UnsetType = msgspec.UNSET
+    column: str | msgspec.UnsetType = msgspec.UNSET
+
+
+# ---- time-series data sources ---------------------------------------------------------------
+class DataPoint(msgspec.Struct):
+    """One record: (timestamp, name) is its key; a re-sent record replaces the value."""
+
+    timestamp: int
+    name: str
+    value: int | float
+
+
+class DataSourceIn(msgspec.Struct):
+    """The `/v1/data_sources/ingest` body."""
+
+    data_source: str
+    records: list[DataPoint]
+
+
+class DetailError(Doc):
+    """The data-source API's error body."""
+
+    detail: str

@@ -4,6 +4,7 @@ and one C pass encodes them as the JSON values (and keys) of their Kafka records
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,12 @@ class CompiledSchema:
             raise MalformedBody("JSON is nested too deeply") from None
         self._check_ranges(rows, first_row)
         return rows
+
+    @functools.cached_property
+    def array_decoder(self) -> msgspec.json.Decoder[list[Any]]:
+        """A decoder for a JSON array of row objects (made on first use). Raises msgspec's
+        ValidationError as it is, so that a dialect can word the `$[i].column` path its own way."""
+        return msgspec.json.Decoder(list[self.row_type])  # type: ignore[name-defined]
 
     def check_utf8(self, data: bytes | bytearray | memoryview) -> None:
         """`json` columns keep their bytes as they are (msgspec.Raw checks no UTF-8): check here."""

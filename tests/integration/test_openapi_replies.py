@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.integration.harness import Gateway, Reply, http, unique_name
+from tests.integration.harness import ADMIN_KEY, Gateway, Reply, http, unique_name
 
 COLUMNS = [{"name": "id", "type": "string"}, {"name": "n", "type": "int64"}]
 
@@ -100,3 +100,57 @@ def test_replies_match_the_served_document(gateway: Gateway, checker: Checker) -
     assert call(gw, checker, "DELETE", f"/api/v1beta2/streams/{name}").status == 204
     assert call(gw, checker, "DELETE", f"/api/v1beta2/streams/{name}").status == 404
     assert len(checker.checked) >= 25
+
+
+def test_other_dialects_replies_match_the_served_document(gateway: Gateway,
+                                                          checker: Checker) -> None:
+    gw = gateway
+    name = unique_name("doc")
+    assert call(gw, checker, "POST", "/api/v1beta2/streams",
+                {"name": name, "columns": COLUMNS}).status == 201
+    base = f"/api/v1beta2/streams/{name}"
+    assert call(gw, checker, "PATCH", base, {"description": "d"}).status == 200
+    assert call(gw, checker, "PUT", base, {"archived": False}).status == 200
+    assert call(gw, checker, "GET", base + "/stats").status == 200
+    assert call(gw, checker, "GET", base + "/stats?historyDays=2").status == 200
+    assert call(gw, checker, "GET", base + "/stats?historyDays=9").status == 400
+    # Tinybird: token in the header or the query; invalid rows go to quarantine (still 200/202).
+    ok = call(gw, checker, "POST", f"/v0/events?name={name}&wait=true",
+              '{"id": "a", "n": 1}\n{"id": "b", "n": "x"}\n', key=None,
+              headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert ok.status == 200 and ok.json() == {"successful_rows": 1, "quarantined_rows": 1}
+    assert call(gw, checker, "POST", f"/v0/events?name={name}&token={ADMIN_KEY}",
+                '{"id": "c", "n": 2}\n', key=None).status == 202
+    assert call(gw, checker, "POST", "/v0/events", '{"id": "c"}\n').status == 400
+    assert call(gw, checker, "POST", f"/v0/events?name={name}x&token={ADMIN_KEY}", "{}\n",
+                key=None).status == 404
+    assert call(gw, checker, "POST", f"/v0/events?name={name}&token=wrong-0123456789", "{}\n",
+                key=None).status == 403
+    limited = call(gw, checker, "POST", "/api/v1beta2/apikeys", {"name": "slow", "rate_limit": 1})
+    slow = limited.json()["api_key"]
+    statuses = {call(gw, checker, "POST", f"/v0/events?name={name}&token={slow}",
+                     '{"id": "d", "n": 3}\n', key=None).status for _ in range(3)}
+    assert 429 in statuses
+    # Data sources.
+    ds = unique_name("ds")
+    assert call(gw, checker, "POST", "/api/v1beta2/streams", {
+        "name": ds, "mode": "versioned_kv", "primary_key": "timestamp, name",
+        "columns": [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
+                    {"name": "value", "type": "float64"}]}).status == 201
+    bearer = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+    record = {"timestamp": 1718841600, "name": "orders", "value": 42}
+    assert call(gw, checker, "POST", "/v1/data_sources/ingest",
+                {"data_source": ds, "records": [record]}, key=None, headers=bearer).status == 204
+    assert call(gw, checker, "POST", "/v1/data_sources/ingest",
+                {"data_source": ds, "records": [{**record, "value": "x"}]}, key=None,
+                headers=bearer).status == 422
+    assert call(gw, checker, "POST", "/v1/data_sources/ingest", "{", key=None,
+                headers=bearer).status == 400
+    assert call(gw, checker, "POST", "/v1/data_sources/ingest",
+                {"data_source": ds + "x", "records": []}, key=None, headers=bearer).status == 404
+    assert call(gw, checker, "POST", "/v1/data_sources/ingest",
+                {"data_source": ds, "records": []}, key=None).status == 401
+    assert call(gw, checker, "PATCH", f"/api/v1beta2/streams/{ds}", {"archived": True}
+                ).status == 200
+    assert call(gw, checker, "POST", "/v1/data_sources/ingest",
+                {"data_source": ds, "records": [record]}, key=None, headers=bearer).status == 409
