@@ -137,6 +137,23 @@ def test_deleted_and_recreated_stream_schema_reaches_b(pair: tuple[Gateway, Gate
     assert reply.status == 400 and reply.json()["column"] == "temp", reply.body
 
 
+def test_archived_on_a_is_refused_by_b(pair: tuple[Gateway, Gateway]) -> None:
+    a, b = pair
+    name = unique_name("rep")
+    a.create_stream(name, COLUMNS)
+    until_within(lambda: b.ingest(name, ROW, content_type=NDJSON).status == 200,
+                 "b to take rows")
+    sent = time.monotonic()
+    assert a.request("PATCH", f"/api/v1beta2/streams/{name}", {"archived": True}).status == 200
+    took = until_within(lambda: b.ingest(name, ROW, content_type=NDJSON).status == 409,
+                        "b to refuse rows for the archived stream", since=sent)
+    assert get_stream(b, name).json()["archived"] is True
+    print(f"stream archived on a, refused by b after {took * 1000:.0f} ms")
+    assert a.request("PATCH", f"/api/v1beta2/streams/{name}", {"archived": False}).status == 200
+    until_within(lambda: b.ingest(name, ROW, content_type=NDJSON).status == 200,
+                 "b to take rows again")
+
+
 async def test_concurrent_create_has_one_winner(pair: tuple[Gateway, Gateway], kafka: str) -> None:
     a, b = pair
     raced = 0
