@@ -79,6 +79,10 @@ class Catalog:
 
     async def start(self) -> None:
         """Replay the backend's log; `loaded` once caught up. Raises `Unavailable` (retry)."""
+        # A failed attempt may have applied part of the log: every attempt replays it all.
+        self._state = CatalogState()
+        self._versions.clear()
+        self._ignored_last.clear()
         await self._backend.start(self)
         self.loaded = True
         for key in list(self._ignored_last):

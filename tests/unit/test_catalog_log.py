@@ -114,6 +114,29 @@ async def test_reads_wait_for_the_catalog_to_load() -> None:
     assert c.stream("a") is None and c.loaded
 
 
+async def test_a_failed_start_is_replayed_from_scratch() -> None:
+    log = SharedLog()
+    log.records = [Change("stream:s", encode(stream("s", "x")), "w1", ABSENT),
+                   Change("stream:s", encode(stream("s", "y")), "w2", "w1")]
+
+    class FailsOnce(LogReader):
+        failed = False
+
+        async def start(self, catalog: Catalog) -> None:
+            await super().start(catalog)
+            if not self.failed:
+                self.failed = True
+                self.position = 0
+                raise Unavailable("broker went away")
+
+    c = Catalog(FailsOnce(log))
+    with pytest.raises(Unavailable):
+        await c.start()
+    await c.start()
+    assert c.stream("s") == stream("s", "y") and c.version("stream:s") == "w2"
+    assert not c._tasks  # nothing was taken for a lost race
+
+
 async def test_writes_are_visible_once_read_back() -> None:
     log = SharedLog()
     [c] = await replicas(log, 1)
@@ -246,21 +269,30 @@ async def test_an_ignored_repair_is_repaired_in_turn(monkeypatch: pytest.MonkeyP
     assert state(fresh) == state(c)
 
 
-async def test_replicas_that_disagree_stop_repairing(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_replicas_that_disagree_stop_repairing(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(store, "REPAIR_DELAY_S", 0.001)
     log = SharedLog()
     log.records = [Change("stream:s", encode(stream("s", "x")), "w1", ABSENT)]
     [a] = await replicas(log, 1)
-    # b starts from a log whose first record of s was lost: it believes in another version.
-    b = Catalog(log.reader())
-    b._versions["stream:s"] = "other"
+    # b read a record of s that the others never saw (as if records were lost): it believes in
+    # another version of s than a does.
+    class Diverged(LogReader):
+        async def start(self, catalog: Catalog) -> None:
+            catalog.apply(Change("stream:s", encode(stream("s", "z")), "other", ABSENT))
+            await super().start(catalog)
+
+    b = Catalog(Diverged(log))
+    log.readers.append(b._backend)  # type: ignore[arg-type]
     await b.start()
+    assert b.stream("s") == stream("s", "z") and a.stream("s") == stream("s", "x")
     await a.put_stream(stream("s", "x", description="a's"), create=False)
     async with asyncio.timeout(5):  # they stop by themselves
         while a._tasks or b._tasks:
             await asyncio.gather(*a._tasks, *b._tasks)
     repairs = [ch for ch in log.records if ch.repair]
     assert 0 < len(repairs) <= 2 * store.MAX_REPAIRS + 2
+    assert "replicas disagree about stream:s" in caplog.text
 
 
 async def test_compaction_survivor_applies_with_an_unknown_prev() -> None:
