@@ -37,6 +37,7 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
                    "description": "The API key in the `token` query parameter."},
 }
 API_KEY = ("apiKeyHeader", "apiKeyAuthorization", "bearer")
+CATALOG_UNCONFIRMED = "Kafka did not confirm the catalog change in time; it may still take effect."
 RETRY_AFTER = {"Retry-After": "Seconds to wait before retrying."}
 RATE_LIMIT_HEADERS = {"X-RateLimit-Limit": "Requests per second this key may make.",
                       "X-RateLimit-Remaining": "Requests left in the current window.",

@@ -37,12 +37,13 @@ from aiokafka.errors import KafkaError
 
 from gateway.catalog.changes import ABSENT, Change
 from gateway.catalog.store import Catalog
-from gateway.errors import Unavailable
+from gateway.errors import NotConfirmed, Unavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "_ingest_gateway_catalog"
 TOPIC_ALREADY_EXISTS = 36
 CLIENT_ID = "ingest-gateway-catalog"
+RETRY_BACKOFF_MS = 1000  # while Kafka is down, aiokafka logs an error per attempt: not 10 a second
 
 
 def to_change(offset: int, key: bytes | None, value: bytes | None,
@@ -73,10 +74,11 @@ class KafkaLog:
         """Create the topic if needed, read it to the end offset found now, then keep following."""
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                     enable_idempotence=True, linger_ms=0, client_id=CLIENT_ID,
-                                    request_timeout_ms=self.request_timeout_ms)
+                                    request_timeout_ms=self.request_timeout_ms,
+                                    retry_backoff_ms=RETRY_BACKOFF_MS)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    client_id=CLIENT_ID,
+                                    client_id=CLIENT_ID, retry_backoff_ms=RETRY_BACKOFF_MS,
                                     request_timeout_ms=self.request_timeout_ms)
         try:
             await self._ensure_topic()
@@ -133,14 +135,19 @@ class KafkaLog:
                 await asyncio.sleep(1.0)
 
     async def append(self, change: Change) -> None:
-        """Produce the change's record (acks=all); 503 when Kafka does not take it."""
+        """Produce the change's record (acks=all): 503 when Kafka refuses it, 504 when it does not
+        answer in time (the producer keeps the record and may still deliver it)."""
         if self._producer is None:
             raise Unavailable("the catalog is not connected; retry shortly", retry_after=1.0)
         headers = [("wid", change.wid.encode()), ("prev", change.prev.encode())]
         try:
-            await self._producer.send_and_wait(self.topic, value=change.value,
-                                               key=change.key.encode(), partition=0,
-                                               headers=headers)
+            async with asyncio.timeout(self.request_timeout_ms / 1000):
+                await self._producer.send_and_wait(self.topic, value=change.value,
+                                                   key=change.key.encode(), partition=0,
+                                                   headers=headers)
+        except TimeoutError:
+            raise NotConfirmed("Kafka did not acknowledge the catalog change in time; it may "
+                               "still take effect") from None
         except KafkaError as exc:
             raise Unavailable(f"could not write to the catalog topic: {exc!r}; retry",
                               retry_after=1.0) from exc

@@ -37,7 +37,7 @@ from gateway.catalog.changes import (
     stream_key,
 )
 from gateway.catalog.model import ApiKey, CatalogState, Stream
-from gateway.errors import Conflict, NotConfirmed, Unavailable
+from gateway.errors import Conflict, GatewayError, NotConfirmed, Unavailable
 
 log = logging.getLogger(__name__)
 READBACK_TIMEOUT_S = 10.0  # how long a write waits to read its own change back
@@ -208,7 +208,7 @@ class Catalog:
         try:
             await self._backend.append(Change(key, encode(record) if record else None,
                                               version, version))
-        except Unavailable as exc:
+        except GatewayError as exc:  # unavailable, or not acknowledged in time
             log.warning("catalog: could not repair %s: %s", key, exc.message)
 
     # ---- writes -------------------------------------------------------------------------------

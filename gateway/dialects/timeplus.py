@@ -23,7 +23,7 @@ from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, UnsupportedMediaType
 from gateway.ingest.formats import Format
-from gateway.openapi import RETRY_AFTER, Param, Reply, operation
+from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
 from gateway.stats import history_days, stream_stats
 
 PREFIXES = ("/api/{version:v1beta[12]}", "/{workspace:[A-Za-z0-9_-]{1,128}}/api/{version:v1beta[12]}")
@@ -247,7 +247,8 @@ async def list_streams(request: web.Request) -> web.Response:
 @operation("Create a stream (and its Kafka topic)", tags=("streams",),
            error_body=doc.TimeplusError, request=CreateStreamIn,
            replies={201: Reply("The new stream.", doc.StreamOut)},
-           errors={400: "Invalid name, mode, column type, default or primary key.",
+           errors={504: CATALOG_UNCONFIRMED,
+                   400: "Invalid name, mode, column type, default or primary key.",
                    403: "The key may not manage streams.", 409: "A stream of that name exists."})
 async def create_stream(request: web.Request) -> web.Response:
     """POST …/streams: 201 with the stream; creates its Kafka topic."""
@@ -270,7 +271,8 @@ async def get_stream(request: web.Request) -> web.Response:
 @operation("Update a stream (description, retention, TTL, archived)", tags=("streams",),
            error_body=doc.TimeplusError, request=UpdateStreamIn,
            replies={200: Reply("The updated stream.", doc.StreamOut)},
-           errors={400: "A field that cannot be changed, or an invalid value.",
+           errors={504: CATALOG_UNCONFIRMED,
+                   400: "A field that cannot be changed, or an invalid value.",
                    403: "The key may not manage streams.", 404: "No such stream.",
                    409: "The stream changed or was deleted meanwhile; retry."})
 async def update_stream(request: web.Request) -> web.Response:
@@ -299,7 +301,8 @@ async def get_stats(request: web.Request) -> web.Response:
 
 @operation("Delete a stream (and its Kafka topic)", tags=("streams",),
            error_body=doc.TimeplusError, replies={204: Reply("Deleted.")},
-           errors={403: "The key may not manage streams.", 404: "No such stream."})
+           errors={504: CATALOG_UNCONFIRMED,
+                   403: "The key may not manage streams.", 404: "No such stream."})
 async def delete_stream(request: web.Request) -> web.Response:
     """DELETE …/streams/{name}: 204; refuses new rows, then deletes the topic."""
     gw = gateway_of(request)
@@ -352,7 +355,8 @@ async def list_keys(request: web.Request) -> web.Response:
 @operation("Create an API key", tags=("apikeys",), error_body=doc.TimeplusError,
            request=CreateKeyIn,
            replies={201: Reply("The new key; `api_key` is shown this once.", doc.ApiKeyCreated)},
-           errors={400: "Invalid expire_at / expire_in.", 403: "Needs an admin key."})
+           errors={504: CATALOG_UNCONFIRMED,
+                   400: "Invalid expire_at / expire_in.", 403: "Needs an admin key."})
 async def create_key(request: web.Request) -> web.Response:
     """POST …/apikeys (admin): 201 with the key, shown this once."""
     gw = gateway_of(request)
@@ -370,7 +374,8 @@ async def create_key(request: web.Request) -> web.Response:
 
 @operation("Delete (revoke) an API key", tags=("apikeys",), error_body=doc.TimeplusError,
            replies={204: Reply("Revoked on every replica.")},
-           errors={403: "Needs an admin key.", 404: "No such API key."})
+           errors={504: CATALOG_UNCONFIRMED,
+                   403: "Needs an admin key.", 404: "No such API key."})
 async def delete_key(request: web.Request) -> web.Response:
     """DELETE …/apikeys/{id} (admin): 204."""
     gw = gateway_of(request)
