@@ -8,17 +8,22 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from gateway import __version__
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
-from gateway.catalog.store import Catalog
+from gateway.catalog.kafka_log import KafkaLog
+from gateway.catalog.store import Backend, Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
 from gateway.dialects import datasources, ops, timeplus, tinybird
+from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
 from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
+from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Limits, Queues
 from gateway.sinks.base import Sink, SinkUnavailable
@@ -42,9 +47,17 @@ def make_sink(settings: Settings) -> Sink:
                      probe_interval_s=settings.kafka_probe_interval_s)
 
 
+def make_catalog_backend(settings: Settings) -> Backend:
+    """The compacted Kafka topic shared by every replica, else a local file (embedded mode)."""
+    if settings.embedded:
+        return FileBackend(settings.data_dir / "catalog.json")
+    return KafkaLog(settings.kafka_bootstrap, settings.catalog_topic,
+                    replication_factor=settings.replication_factor)
+
+
 def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     """Wire the parts together (nothing is started yet)."""
-    catalog = Catalog(FileBackend(settings.data_dir / "catalog.json"))
+    catalog = Catalog(make_catalog_backend(settings))
     sink = make_sink(settings)
     queues = Queues(sink, Limits(
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
@@ -75,16 +88,33 @@ async def _connect(gw: Gateway) -> None:
         return
 
 
+async def _load_catalog(gw: Gateway) -> None:
+    """Read the catalog, retrying until its store is reachable (readiness stays 503 meanwhile)."""
+    delay = 0.5
+    while True:
+        try:
+            await gw.catalog.start()
+        except Unavailable as exc:
+            log.warning("catalog: %s; retrying in %.1f s", exc.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
+                 len(gw.catalog.api_keys()))
+        return
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Load the catalog and connect the sink; on shutdown drain the queues, then close the sink."""
     gw = app[GATEWAY]
-    await gw.catalog.load()
+    loading = asyncio.create_task(_load_catalog(gw), name="catalog-load")
     connecting = asyncio.create_task(_connect(gw), name="sink-connect")
     yield
     gw.pipeline.draining = True
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await connecting
+    for task in (loading, connecting):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     drained = await gw.queues.drain(gw.settings.drain_timeout_s)
     if not drained:
         log.error("drain timed out after %.0f s: %d acknowledged rows were NOT written",
@@ -93,6 +123,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     await gw.queues.stop()
     if gw.sink_ready:
         await gw.sink.close()
+    await gw.catalog.close()
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
@@ -105,12 +136,17 @@ def build_app(settings: Settings, admin_key: str) -> web.Application:
     gw = build_gateway(settings, admin_key)
     app[GATEWAY] = gw
     gw.renderers["default"] = timeplus.render_error
-    for method, path, handler in ops.routes():
+    registered = list(ops.routes())
+    for method, path, handler in registered:
         app.router.add_route(method, path, handler)
     for dialect in DIALECTS:
         for method, path, handler in dialect.routes():
             route = app.router.add_route(method, path, handler)
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
+            registered.append((method, path, handler))
+    app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
+        registered, title="ingest-gateway", version=__version__,
+        description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -1,22 +1,20 @@
-"""Command line: `ingest-gateway serve` runs the gateway (see `--help` for every option)."""
+"""Command line: `ingest-gateway serve` runs the gateway (see `--help` for every option);
+`ingest-gateway streams …` and `keys …` manage a running gateway over HTTP and print JSON."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import secrets
 import signal
 import sys
 
-import uvloop
-from aiohttp import web
-
 from gateway import __version__
-from gateway.app import RUNNER_OPTIONS, build_app
+from gateway.client import ApiError, GatewayClient, Unreachable, stream_definition
 from gateway.config import Settings, add_arguments, from_sources
-from gateway.context import GATEWAY
 
 log = logging.getLogger("gateway")
 
@@ -41,6 +39,12 @@ def admin_key_for(settings: Settings) -> str:
 
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code."""
+    # Imported here: the `streams`/`keys` commands need none of the serving stack (~1 s to load).
+    from aiohttp import web
+
+    from gateway.app import RUNNER_OPTIONS, build_app
+    from gateway.context import GATEWAY
+
     app = build_app(settings, admin_key_for(settings))
     runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5, **RUNNER_OPTIONS)
     await runner.setup()
@@ -76,12 +80,101 @@ def parser() -> argparse.ArgumentParser:
                        description="Run the gateway. Every option can also be set with the "
                                    "GATEWAY_* environment variable named in its help; flags win.")
     add_arguments(s)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"),
+                        help="the gateway's URL (env GATEWAY_URL, default %(default)s)")
+    common.add_argument("--key", default=None, help="API key (prefer env GATEWAY_ADMIN_KEY or "
+                        "GATEWAY_API_KEY: a flag is visible to other users in `ps`)")
+    streams = sub.add_parser("streams", help="list, show, create and delete streams")
+    st = streams.add_subparsers(dest="action", required=True)
+    st.add_parser("list", parents=[common], help="every stream")
+    st.add_parser("get", parents=[common], help="one stream").add_argument("name")
+    st.add_parser("delete", parents=[common], help="delete a stream and its topic"
+                  ).add_argument("name")
+    c = st.add_parser("create", parents=[common], help="create a stream (and its topic)")
+    c.add_argument("name", nargs="?", help="stream name (may come from --from-json)")
+    c.add_argument("--column", action="append", default=[], metavar="NAME:TYPE[:DEFAULT]",
+                   help="a column, e.g. id:string or temp:float64:0 (repeat for each)")
+    c.add_argument("--mode", help="append, changelog, changelog_kv or versioned_kv")
+    c.add_argument("--primary-key", help="primary key columns (for *_kv modes), e.g. 'a, b'")
+    c.add_argument("--shards", type=int, help="partitions of the stream's topic")
+    c.add_argument("--description")
+    c.add_argument("--from-json", metavar="FILE", help="the create request as JSON ('-': stdin)")
+    keys = sub.add_parser("keys", help="list, create and delete API keys")
+    kt = keys.add_subparsers(dest="action", required=True)
+    kt.add_parser("list", parents=[common], help="every API key (never the keys themselves)")
+    kt.add_parser("delete", parents=[common], help="revoke an API key").add_argument("id")
+    k = kt.add_parser("create", parents=[common], help="create an API key (shown this once)")
+    k.add_argument("--name")
+    k.add_argument("--expire-in", help="e.g. 24h or 30m")
+    k.add_argument("--expire-at", help="RFC 3339 time")
+    k.add_argument("--permission", action="append", default=[],
+                   help="scope, e.g. DATASOURCE:APPEND:mystream (repeat; default: create+append)")
     return p
+
+
+def _create_body(args: argparse.Namespace) -> dict[str, object]:
+    if args.from_json:
+        with (sys.stdin if args.from_json == "-" else open(args.from_json)) as f:
+            body: dict[str, object] = json.load(f)
+        if args.name:
+            body["name"] = args.name
+        return body
+    if not args.name or not args.column:
+        raise ValueError("give a NAME and at least one --column NAME:TYPE (or --from-json FILE)")
+    return stream_definition(args.name, args.column, mode=args.mode,
+                             primary_key=args.primary_key, shards=args.shards,
+                             description=args.description)
+
+
+def _run(client: GatewayClient, args: argparse.Namespace) -> object:
+    what = (args.command, args.action)
+    if what == ("streams", "list"):
+        return client.list_streams()
+    if what == ("streams", "get"):
+        return client.get_stream(args.name)
+    if what == ("streams", "create"):
+        return client.create_stream(_create_body(args))
+    if what == ("streams", "delete"):
+        client.delete_stream(args.name)
+        return {"deleted": args.name}
+    if what == ("keys", "list"):
+        return client.list_keys()
+    if what == ("keys", "create"):
+        return client.create_key(name=args.name, expire_in=args.expire_in,
+                                 expire_at=args.expire_at, permissions=args.permission)
+    client.delete_key(args.id)
+    return {"deleted": args.id}
+
+
+def manage(args: argparse.Namespace) -> int:
+    """Run a `streams …` / `keys …` command against the gateway; print the reply as JSON."""
+    key = (args.key or os.environ.get("GATEWAY_ADMIN_KEY") or os.environ.get("GATEWAY_API_KEY"))
+    if not key:
+        print("ingest-gateway: no API key: set GATEWAY_ADMIN_KEY (or GATEWAY_API_KEY) or use "
+              "--key", file=sys.stderr)
+        return 2
+    client = GatewayClient(args.url, key)
+    try:
+        result = _run(client, args)
+    except (ValueError, OSError) as exc:
+        print(f"ingest-gateway: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as err:
+        print(json.dumps(err.body, indent=2), file=sys.stderr)
+        return 1
+    except Unreachable as exc:
+        print(f"ingest-gateway: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ingest-gateway` console script."""
     args = parser().parse_args(argv)
+    if args.command in ("streams", "keys"):
+        return manage(args)
     try:
         settings = from_sources(args)
     except ValueError as exc:
@@ -92,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "serve":
+        import uvloop
+
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(serve(settings))
     return 2

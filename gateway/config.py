@@ -27,6 +27,10 @@ class Settings:
     admin_key: str = field(
         default="", metadata={"help": "admin API key; generated and printed once when empty"}
     )
+    catalog_topic: str = field(
+        default="_ingest_gateway_catalog",
+        metadata={"help": "compacted topic holding the catalog shared by replicas (Kafka mode)"},
+    )
     topic_prefix: str = field(default="ingest.", metadata={"help": "prefix of stream topics"})
     default_shards: int = field(default=3, metadata={"help": "partitions of a new stream's topic"})
     replication_factor: int = field(default=1, metadata={"help": "default topic replication"})
@@ -144,5 +148,7 @@ def _check(s: Settings) -> None:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.kafka_probe_interval_s <= 0:
         raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
+    if not s.catalog_topic.strip():
+        raise ValueError("catalog_topic must not be empty")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")

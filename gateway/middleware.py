@@ -17,7 +17,7 @@ from gateway.errors import GatewayError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
 @functools.lru_cache(maxsize=4096)

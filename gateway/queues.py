@@ -282,6 +282,10 @@ class Queues:
         """The queue of a stream's topic, if it exists."""
         return self._queues.get((stream, topic))
 
+    def detach(self, stream: str, topic: str) -> StreamQueue | None:
+        """Forget a stream topic's queue at once (new rows get a new queue); the caller stops it."""
+        return self._queues.pop((stream, topic), None)
+
     async def remove(self, stream: str) -> None:
         """Stop and forget a (deleted) stream's queues; their unflushed rows are discarded."""
         for key in [k for k in self._queues if k[0] == stream]:

@@ -42,6 +42,23 @@ class StreamService:
         self.defaults = defaults
         self._quarantine_ready: set[str] = set()  # topics known to have their quarantine topic
         self._update_lock = asyncio.Lock()
+        self._dropping: set[asyncio.Task[None]] = set()
+        catalog.watch_streams(self._changed)
+
+    def _changed(self, name: str, before: Stream | None, after: Stream | None) -> None:
+        """A stream changed in the catalog (here or on another replica): drop what is stale."""
+        self.schemas.forget(name)  # recompiled from the new definition on next use
+        if before is None or after is not None:
+            return
+        # Deleted (its topics too): its queues go now, so rows for a stream re-created meanwhile
+        # get new ones, and its quarantine topic must be made again.
+        self._quarantine_ready.discard(before.topic)
+        for queue in (self.queues.detach(name, before.topic),
+                      self.queues.detach(before.quarantine_topic, before.quarantine_topic)):
+            if queue is not None:
+                task = asyncio.get_running_loop().create_task(queue.stop())
+                self._dropping.add(task)
+                task.add_done_callback(self._dropping.discard)
 
     def get(self, name: str) -> Stream:
         """The stream, or 404."""
@@ -118,9 +135,9 @@ class StreamService:
                 except SinkUnavailable as exc:
                     raise Unavailable(f"could not change the topic's retention: {exc}",
                                       retry_after=1.0) from None
-            if self.catalog.stream(name) is not stream:
+            if (self.catalog.stream(name) is not stream
+                    or not await self.catalog.put_stream(updated, create=False)):
                 raise Conflict(f"stream {name!r} changed or was deleted meanwhile; retry")
-            await self.catalog.put_stream(updated, create=False)
             return updated
 
     async def delete(self, name: str) -> Stream:

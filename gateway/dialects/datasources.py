@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.auth import key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of
+from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, json_reply
 from gateway.errors import (
     Conflict,
@@ -33,6 +34,7 @@ from gateway.errors import (
     NotFound,
     Unauthenticated,
 )
+from gateway.openapi import Reply, operation
 
 SHAPE = {"timestamp": "int64", "name": "string", "value": "float64"}
 KEY = ["timestamp", "name"]
@@ -88,6 +90,14 @@ def _principal_key(request: web.Request) -> str:
     return key
 
 
+@operation(
+    "Upsert time-series records", tags=("data sources",), error_body=doc.DetailError,
+    request=doc.DataSourceIn, replies={204: Reply("Every record acknowledged by Kafka.")},
+    errors={400: "The body is not JSON.", 401: "Missing access token. / Invalid access token.",
+            403: "The key may not append to this data source.",
+            404: "Data source not found.", 409: "Data source is archived.",
+            413: "Body too large.", 422: "A record does not fit (`records[3].value: …`).",
+            504: "Kafka did not acknowledge in time; the records stay queued."})
 async def ingest(request: web.Request) -> web.Response:
     """POST /v1/data_sources/ingest: 204 once every record is acknowledged by Kafka."""
     gw = gateway_of(request)

@@ -1,4 +1,4 @@
-"""Operational routes that need no key: liveness, readiness and Prometheus metrics."""
+"""Operational routes that need no key: liveness, readiness, Prometheus metrics, the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -8,14 +8,24 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.context import gateway_of
+from gateway.dialects.bodies import Health, Readiness
 from gateway.dialects.common import json_reply
+from gateway.openapi import Reply, operation
+
+OPENAPI_SPEC = web.AppKey("openapi_spec", bytes)  # the encoded document, built with the app
+OPS = ("operations",)
 
 
+@operation("Liveness", replies={200: Reply("The process is alive.", Health)}, security=(),
+           tags=OPS)
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process is alive."""
     return json_reply({"status": "ok"})
 
 
+@operation("Readiness", replies={200: Reply("Ready to take requests.", Readiness),
+                                 503: Reply("Not ready: catalog loading, Kafka unreachable or "
+                                            "draining.", Readiness)}, security=(), tags=OPS)
 async def readyz(request: web.Request) -> web.Response:
     """200 once the catalog is loaded and the sink reachable; 503 otherwise and while draining."""
     gw = gateway_of(request)
@@ -26,6 +36,9 @@ async def readyz(request: web.Request) -> web.Response:
                       status=200 if gw.ready else 503)
 
 
+@operation("Prometheus metrics", replies={200: Reply("Prometheus text exposition format.", str,
+                                                    media_type="text/plain")},
+           security=(), tags=OPS)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
     resp = web.Response(body=generate_latest())
@@ -33,6 +46,14 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
+@operation("This OpenAPI document", replies={200: Reply("OpenAPI 3.1 document.", dict[str, Any])},
+           security=(), tags=OPS)
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of every route, generated from the routes themselves."""
+    return web.Response(body=request.app[OPENAPI_SPEC], content_type="application/json")
+
+
 def routes() -> list[tuple[str, str, Any]]:
     """(method, path, handler) of the operational routes."""
-    return [("GET", "/healthz", healthz), ("GET", "/readyz", readyz), ("GET", "/metrics", metrics)]
+    return [("GET", "/healthz", healthz), ("GET", "/readyz", readyz), ("GET", "/metrics", metrics),
+            ("GET", "/openapi.json", openapi)]

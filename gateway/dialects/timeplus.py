@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -19,9 +19,11 @@ from gateway.catalog.model import (
     Stream,
 )
 from gateway.context import gateway_of
+from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, UnsupportedMediaType
 from gateway.ingest.formats import Format
+from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
 from gateway.stats import history_days, stream_stats
 
 PREFIXES = ("/api/{version:v1beta[12]}", "/{workspace:[A-Za-z0-9_-]{1,128}}/api/{version:v1beta[12]}")
@@ -198,6 +200,22 @@ def choose_format(request: web.Request) -> Format:
 
 
 # ---- handlers -------------------------------------------------------------------------------
+@operation(
+    "Push rows into a stream", tags=("ingest",), error_body=doc.TimeplusError,
+    request={"application/json": doc.CompactIn, "application/vnd.timeplus+json": doc.CompactIn,
+             "application/x-ndjson": doc.NdjsonRow, "text/plain": str},
+    params=[Param("format", "Body format; overrides the Content-Type.",
+                  Literal["compact", "streaming", "raw", "lines"]),
+            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool)],
+    replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut),
+             202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
+    errors={400: "Malformed body or a row that does not match the schema (row and column named);"
+                 " nothing was written.", 403: "The key may not append to this stream.",
+            404: "No such stream.", 409: "The stream is archived.", 413: "Body too large.",
+            415: "Unsupported Content-Type or Content-Encoding.",
+            429: Reply("The stream's queue is full; nothing was written, retry after Retry-After.",
+                       headers=RETRY_AFTER),
+            504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
 async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
     gw = gateway_of(request)
@@ -218,12 +236,20 @@ async def ingest(request: web.Request) -> web.Response:
                       status=200 if done.acknowledged else 202)
 
 
+@operation("List streams", tags=("streams",), error_body=doc.TimeplusError,
+           replies={200: Reply("Every stream.", list[doc.StreamOut])})
 async def list_streams(request: web.Request) -> web.Response:
     """GET …/streams."""
     principal(request)
     return json_reply([stream_body(s) for s in gateway_of(request).catalog.streams()])
 
 
+@operation("Create a stream (and its Kafka topic)", tags=("streams",),
+           error_body=doc.TimeplusError, request=CreateStreamIn,
+           replies={201: Reply("The new stream.", doc.StreamOut)},
+           errors={504: CATALOG_UNCONFIRMED,
+                   400: "Invalid name, mode, column type, default or primary key.",
+                   403: "The key may not manage streams.", 409: "A stream of that name exists."})
 async def create_stream(request: web.Request) -> web.Response:
     """POST …/streams: 201 with the stream; creates its Kafka topic."""
     gw = gateway_of(request)
@@ -234,12 +260,21 @@ async def create_stream(request: web.Request) -> web.Response:
     return json_reply(stream_body(stream), status=201)
 
 
+@operation("Get a stream", tags=("streams",), error_body=doc.TimeplusError,
+           replies={200: Reply("The stream.", doc.StreamOut)}, errors={404: "No such stream."})
 async def get_stream(request: web.Request) -> web.Response:
     """GET …/streams/{name}."""
     principal(request)
     return json_reply(stream_body(gateway_of(request).streams.get(request.match_info["name"])))
 
 
+@operation("Update a stream (description, retention, TTL, archived)", tags=("streams",),
+           error_body=doc.TimeplusError, request=UpdateStreamIn,
+           replies={200: Reply("The updated stream.", doc.StreamOut)},
+           errors={504: CATALOG_UNCONFIRMED,
+                   400: "A field that cannot be changed, or an invalid value.",
+                   403: "The key may not manage streams.", 404: "No such stream.",
+                   409: "The stream changed or was deleted meanwhile; retry."})
 async def update_stream(request: web.Request) -> web.Response:
     """PATCH (or PUT) …/streams/{name}: description, retention (also on the topic), TTL, archived."""
     gw = gateway_of(request)
@@ -251,6 +286,10 @@ async def update_stream(request: web.Request) -> web.Response:
     return json_reply(stream_body(stream))
 
 
+@operation("A stream's stats", tags=("streams",), error_body=doc.TimeplusError,
+           params=[Param("historyDays", "Add rows written per day, for 1 to 7 days.", int)],
+           replies={200: Reply("Row count, sizes, event times, write rates.", doc.StatsOut)},
+           errors={400: "historyDays is not an integer from 1 to 7.", 404: "No such stream."})
 async def get_stats(request: web.Request) -> web.Response:
     """GET …/streams/{name}/stats[?historyDays=1..7]."""
     gw = gateway_of(request)
@@ -260,6 +299,10 @@ async def get_stats(request: web.Request) -> web.Response:
     return json_reply(await stream_stats(stream, gw.sink, gw.pipeline.rates, days))
 
 
+@operation("Delete a stream (and its Kafka topic)", tags=("streams",),
+           error_body=doc.TimeplusError, replies={204: Reply("Deleted.")},
+           errors={504: CATALOG_UNCONFIRMED,
+                   403: "The key may not manage streams.", 404: "No such stream."})
 async def delete_stream(request: web.Request) -> web.Response:
     """DELETE …/streams/{name}: 204; refuses new rows, then deletes the topic."""
     gw = gateway_of(request)
@@ -300,12 +343,20 @@ def expiry(req: CreateKeyIn) -> int:
     return 0
 
 
+@operation("List API keys", tags=("apikeys",), error_body=doc.TimeplusError,
+           replies={200: Reply("Every API key (never the key itself).", list[doc.ApiKeyOut])},
+           errors={403: "Needs an admin key."})
 async def list_keys(request: web.Request) -> web.Response:
     """GET …/apikeys (admin)."""
     principal(request).require_admin()
     return json_reply([key_body(k) for k in gateway_of(request).catalog.api_keys()])
 
 
+@operation("Create an API key", tags=("apikeys",), error_body=doc.TimeplusError,
+           request=CreateKeyIn,
+           replies={201: Reply("The new key; `api_key` is shown this once.", doc.ApiKeyCreated)},
+           errors={504: CATALOG_UNCONFIRMED,
+                   400: "Invalid expire_at / expire_in.", 403: "Needs an admin key."})
 async def create_key(request: web.Request) -> web.Response:
     """POST …/apikeys (admin): 201 with the key, shown this once."""
     gw = gateway_of(request)
@@ -321,6 +372,10 @@ async def create_key(request: web.Request) -> web.Response:
     return json_reply(key_body(record, key), status=201)
 
 
+@operation("Delete (revoke) an API key", tags=("apikeys",), error_body=doc.TimeplusError,
+           replies={204: Reply("Revoked on every replica.")},
+           errors={504: CATALOG_UNCONFIRMED,
+                   403: "Needs an admin key.", 404: "No such API key."})
 async def delete_key(request: web.Request) -> web.Response:
     """DELETE …/apikeys/{id} (admin): 204."""
     gw = gateway_of(request)

@@ -15,9 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.context import gateway_of
+from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_reply, principal, rate_limit
 from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthenticated
 from gateway.ingest.quarantine import quarantine_values
+from gateway.openapi import RATE_LIMIT_HEADERS, RETRY_AFTER, Param, Reply, operation
 
 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
@@ -35,6 +37,25 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
     return json_reply(body, status=status, headers=headers)
 
 
+@operation(
+    "Append NDJSON events to a data source", tags=("tinybird",), error_body=doc.TinybirdError,
+    request={"application/x-ndjson": doc.NdjsonRow, "text/plain": str},
+    params=[Param("name", "The data source (stream) to append to.", str, required=True),
+            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
+            Param("token", "The API key (or send `Authorization: Bearer TOKEN`).", str)],
+    security=("bearer", "tokenQuery"), auth_status=403,
+    replies={200: Reply("Acknowledged by Kafka (wait=true); invalid rows quarantined.",
+                        doc.EventsOut, headers=RATE_LIMIT_HEADERS),
+             202: Reply("Accepted and queued (wait=false); invalid rows quarantined.",
+                        doc.EventsOut, headers=RATE_LIMIT_HEADERS)},
+    errors={400: "Invalid request (e.g. no `name`, a body that is not JSON); nothing inserted.",
+            403: "Missing, invalid, expired or revoked token, or one without the scope.",
+            404: "No such data source.", 409: "The data source is archived.",
+            413: "Body too large.", 415: "Unsupported Content-Encoding.",
+            429: Reply("Rate limit (or queue) exceeded; nothing inserted.",
+                       headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}),
+            500: "Internal error.",
+            504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
 async def events(request: web.Request) -> web.Response:
     """POST /v0/events: 202 once queued, or 200 once Kafka acknowledged (wait=true)."""
     gw = gateway_of(request)

@@ -89,6 +89,8 @@ class Gateway:
     extra: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # Each gateway gets a catalog of its own unless replicas are meant to share one.
+    catalog_topic: str = field(default_factory=lambda: "_test_catalog_" + uuid.uuid4().hex[:12])
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -100,7 +102,7 @@ class Gateway:
         args = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), *self.extra]
         if self.kafka:
-            args += ["--kafka-bootstrap", self.kafka]
+            args += ["--kafka-bootstrap", self.kafka, "--catalog-topic", self.catalog_topic]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"gateway-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process

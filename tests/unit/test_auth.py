@@ -21,7 +21,8 @@ from gateway.auth import (
     mask,
     new_key,
 )
-from gateway.catalog.model import ApiKey, CatalogState
+from gateway.catalog.changes import Change
+from gateway.catalog.model import ApiKey
 from gateway.catalog.store import Catalog
 from gateway.errors import Forbidden, Unauthenticated
 
@@ -29,20 +30,28 @@ ADMIN_KEY = "admin-key-for-tests-0123456789"
 
 
 class MemoryBackend:
+    """A catalog log in memory: every change is kept, and applied at once."""
+
     def __init__(self) -> None:
-        self.saved: list[CatalogState] = []
+        self.changes: list[Change] = []
+        self.catalog: Catalog | None = None
 
-    async def load(self) -> CatalogState:
-        return CatalogState()
+    async def start(self, catalog: Catalog) -> None:
+        self.catalog = catalog
 
-    async def save(self, state: CatalogState) -> None:
-        self.saved.append(state)
+    async def append(self, change: Change) -> None:
+        assert self.catalog is not None
+        self.changes.append(change)
+        self.catalog.apply(change)
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture
 async def catalog() -> Catalog:
     cat = Catalog(MemoryBackend())
-    await cat.load()
+    await cat.start()
     return cat
 
 
@@ -158,7 +167,8 @@ async def test_stored_record_never_contains_the_key(catalog: Catalog) -> None:
     key, record = await stored_key(catalog, name="svc")
     secret = key[ID_LEN:]
     stored = msgspec.json.encode(record)
-    persisted = msgspec.json.encode(catalog._backend.saved[-1])  # type: ignore[attr-defined]
+    persisted = b"".join(c.key.encode() + (c.value or b"")
+                         for c in catalog._backend.changes)  # type: ignore[attr-defined]
     for blob in (stored, persisted):
         assert key.encode() not in blob
         assert secret.encode() not in blob
