@@ -32,6 +32,7 @@ class Gateway:
     auth: Authenticator
     renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
     sink_ready: bool = False
+    worker: str = "0"  # index of this worker process (X-Gateway-Worker), "0" when there is one
 
     @property
     def ready(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -94,8 +95,9 @@ class StreamQueue:
         self._delivered = metrics.ROWS_DELIVERED.labels(stream=self.stream)
 
     def start(self) -> None:
-        """Start the flusher."""
-        self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}")
+        """Start the flusher (in a fresh context: not tagged with the request that started it)."""
+        self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}",
+                                         context=contextvars.Context())
 
     def offer(self, entry: Entry) -> None:
         """Queue a request's records whole, or raise QueueFull and queue nothing."""
