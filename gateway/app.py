@@ -10,8 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import metrics
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
+from gateway.catalog.follow import follow_file
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
@@ -49,6 +51,10 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
         memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
         linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes))
+    for bound, value in (("stream_rows", settings.queue_max_rows),
+                         ("stream_bytes", settings.queue_max_bytes),
+                         ("memory_bytes", settings.memory_cap_bytes)):
+        metrics.QUEUE_LIMIT.labels(bound=bound).set(value)
     schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
     pipeline = Pipeline(sink, queues, schemas, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD)
@@ -94,14 +100,26 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gw.sink.close()
 
 
+async def follow_catalog(app: web.Application) -> AsyncIterator[None]:
+    """With several workers, reload the catalog file when a sibling worker changed it."""
+    gw = app[GATEWAY]
+    task = asyncio.create_task(follow_file(gw.catalog, gw.settings.data_dir / "catalog.json"),
+                               name="catalog-follow")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
 DIALECTS: tuple[Any, ...] = (timeplus,)
 
 
-def build_app(settings: Settings, admin_key: str) -> web.Application:
-    """The aiohttp application with every dialect's routes."""
+def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:
+    """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     gw = build_gateway(settings, admin_key)
+    gw.worker = str(worker)
     app[GATEWAY] = gw
     gw.renderers["default"] = timeplus.render_error
     for method, path, handler in ops.routes():
@@ -112,4 +130,6 @@ def build_app(settings: Settings, admin_key: str) -> web.Application:
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
     app.cleanup_ctx.append(lifecycle)
+    if settings.worker_count > 1:
+        app.cleanup_ctx.append(follow_catalog)
     return app

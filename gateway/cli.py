@@ -9,11 +9,12 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 
 import uvloop
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, access_log, logs, workers
 from gateway.app import RUNNER_OPTIONS, build_app
 from gateway.config import Settings, add_arguments, from_sources
 from gateway.context import GATEWAY
@@ -39,13 +40,23 @@ def admin_key_for(settings: Settings) -> str:
     return key
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code."""
-    app = build_app(settings, admin_key_for(settings))
-    runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5, **RUNNER_OPTIONS)
+async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_port: bool = False,
+                on_listening: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code.
+    Under --workers N (gateway.workers) each worker runs this with `reuse_port`."""
+    app = build_app(settings, admin_key, worker)
+    runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
+                           **{**RUNNER_OPTIONS, **access_log.runner_options(settings)})
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-    await site.start()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024,
+                       reuse_port=True if reuse_port else None)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    if on_listening is not None:
+        on_listening()
     log.info("ingest-gateway %s listening on http://%s:%d (sink: %s)", __version__, settings.host,
              settings.port, "embedded local DEVELOPMENT sink" if settings.embedded
              else f"Kafka {settings.kafka_bootstrap}")
@@ -74,7 +85,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway",
                        description="Run the gateway. Every option can also be set with the "
-                                   "GATEWAY_* environment variable named in its help; flags win.")
+                                   "GATEWAY_* environment variable named in its help, or in the "
+                                   "TOML file given by --config; flags win over the environment, "
+                                   "which wins over the file.")
     add_arguments(s)
     return p
 
@@ -87,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"ingest-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logs.configure(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "serve":
+        admin_key = admin_key_for(settings)
+        if settings.worker_count > 1:
+            return workers.supervise(settings, admin_key)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(settings))
+            return runner.run(serve(settings, admin_key))
     return 2

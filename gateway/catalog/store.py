@@ -30,6 +30,11 @@ class Catalog:
         self._state = await self._backend.load()
         self.loaded = True
 
+    async def reload(self) -> None:
+        """Read the persisted state again (another process that shares the backend changed it)."""
+        async with self._lock:
+            self._state = await self._backend.load()
+
     # ---- reads (no I/O) ---------------------------------------------------------------------
     def stream(self, name: str) -> Stream | None:
         """The stream called `name`, if any."""

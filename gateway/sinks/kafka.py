@@ -74,11 +74,13 @@ class KafkaSink:
         try:
             await producer.start()
             await admin.start()
-        except (KafkaError, OSError) as exc:
+        except (KafkaError, OSError, asyncio.CancelledError) as exc:  # cancelled: shutdown began
             with contextlib.suppress(Exception):
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise SinkUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
         self._producer, self._admin = producer, admin
         self._set_healthy(True)
