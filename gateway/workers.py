@@ -209,7 +209,7 @@ class Supervisor:
         slot.quick_failures = 0 if uptime >= HEALTHY_UPTIME_S else slot.quick_failures + 1
         delay = min(RESTART_DELAY_S * 2 ** max(0, slot.quick_failures - 1), RESTART_DELAY_MAX_S)
         slot.restart_at = time.monotonic() + delay
-        log.error("worker %d (pid %s) died with %s after %.1f s; restarting it in %.1f s "
+        log.error("worker %d (pid %s) exited with %s after %.1f s; restarting it in %.1f s "
                   "(restart #%d)", slot.index, pid, describe_exit(code), uptime, delay, slot.starts)
 
     def _reap(self, slot: Slot) -> None:

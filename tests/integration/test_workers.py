@@ -73,7 +73,7 @@ async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_
     assert len(restarted) == 1, (pids, worker_pids(gw.proc.pid))
     wait_until(lambda: set(listening_workers(gw.log()).values()) == worker_pids(gw.proc.pid or 0),
                30, "the restarted worker to listen")
-    assert f"(pid {victim}) died with signal SIGKILL" in gw.log()
+    assert f"(pid {victim}) exited with signal SIGKILL" in gw.log()
 
     second = send_rows(gw.url, name, requests=40, rows_per_request=250, prefix="b")
     assert second.statuses == {200: 40}, second.statuses
@@ -115,3 +115,26 @@ def test_worker_that_cannot_listen_stops_the_supervisor(kafka: str, tmp_path: Pa
     assert done.returncode == 1, done.stderr
     assert "address already in use" in done.stderr
     assert "before it was listening; stopping" in done.stderr
+
+
+def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path) -> None:
+    # --drain-timeout-s 0 with rows still lingering in the queues: the workers cannot drain in
+    # time, exit 1, and the parent must say so with its own exit code.
+    gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--linger-ms", "10000",
+                                         "--drain-timeout-s", "0"]).start()
+    wait_until(lambda: len(listening_workers(gw.log())) == 2, 30, "both workers listening")
+    name = unique_name("wkfail")
+    gw.create_stream(name, stream_columns())
+    knows: set[str] = set()
+
+    def everyone_knows() -> bool:
+        reply = gw.request("GET", f"/api/v1beta2/streams/{name}")
+        if reply.status == 200:
+            knows.add(reply.headers["X-Gateway-Worker"])
+        return len(knows) == 2
+    wait_until(everyone_knows, 20, "both workers to know the new stream")
+    sent = send_rows(gw.url, name, requests=20, rows_per_request=10, wait=False)
+    assert sent.statuses == {202: 20} and len(sent.workers) == 2, (sent.statuses, sent.workers)
+    assert gw.stop() == 1, gw.log()
+    assert "did not drain cleanly: exit code 1" in gw.log()
+    assert "SOME FAILED" in gw.log()
