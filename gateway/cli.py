@@ -41,13 +41,21 @@ def admin_key_for(settings: Settings) -> str:
 
 
 async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_port: bool = False,
+                ready_before_listening_s: float = 0.0,
                 on_listening: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code.
-    Under --workers N (gateway.workers) each worker runs this with `reuse_port`."""
+    Under --workers N (gateway.workers) each worker runs this with `reuse_port`; a restarted
+    worker first waits (up to `ready_before_listening_s`) until it is ready, so that the kernel
+    does not hand it connections its siblings could serve while it connects to Kafka."""
     app = build_app(settings, admin_key, worker)
     runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
                            **{**RUNNER_OPTIONS, **access_log.runner_options(settings)})
     await runner.setup()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_before_listening_s
+    # Readiness is computed (catalog loaded, sink connected and reachable): no event to await.
+    while not app[GATEWAY].ready and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024,
                        reuse_port=True if reuse_port else None)
     try:
@@ -61,7 +69,6 @@ async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_po
              settings.port, "embedded local DEVELOPMENT sink" if settings.embedded
              else f"Kafka {settings.kafka_bootstrap}")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

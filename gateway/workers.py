@@ -43,6 +43,9 @@ RESTART_DELAY_S = 0.5  # first restart after a crash; doubles while workers keep
 RESTART_DELAY_MAX_S = 30.0
 HEALTHY_UPTIME_S = 30.0  # a worker that ran this long resets the backoff
 PR_SET_PDEATHSIG = 1
+# A restarted worker binds the port once it is ready (Kafka connected), or after this long: until
+# then its siblings take every connection instead of it answering 503.
+READY_BEFORE_LISTENING_S = 10.0
 
 
 @dataclass(eq=False)
@@ -98,8 +101,9 @@ def worker_main(settings: Settings, admin_key: str, index: int, restarted: bool,
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            code = runner.run(cli.serve(settings, admin_key, worker=index, reuse_port=True,
-                                        on_listening=listening))
+            code = runner.run(cli.serve(
+                settings, admin_key, worker=index, reuse_port=True, on_listening=listening,
+                ready_before_listening_s=READY_BEFORE_LISTENING_S if restarted else 0.0))
     except OSError as exc:
         log.error("worker %d cannot listen on %s:%d: %s", index, settings.host, settings.port, exc)
         code = EXIT_CANNOT_LISTEN

@@ -127,6 +127,8 @@ class KafkaSink:
         topic = NewTopic(name=stream.topic, num_partitions=stream.shards,
                          replication_factor=stream.replication_factor,
                          topic_configs=topic_configs(stream))
+        if self._admin is None:  # a request that arrived while the sink is still connecting
+            raise SinkUnavailable("Kafka is not connected yet")
         try:
             resp = await self._admin.create_topics([topic])
         except KafkaError as exc:
@@ -139,6 +141,8 @@ class KafkaSink:
 
     async def delete_topic(self, stream: Stream) -> None:
         """Delete the stream's topic; a missing topic is not an error."""
+        if self._admin is None:
+            raise SinkUnavailable("Kafka is not connected yet")
         try:
             resp = await self._admin.delete_topics([stream.topic])
         except KafkaError as exc:

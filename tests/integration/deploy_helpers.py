@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import ADMIN_KEY, http
+from tests.integration.harness import ADMIN_KEY, http, wait_until
 
 
 def scrape(base_url: str) -> tuple[dict[tuple[str, frozenset[tuple[str, str]]], float], str]:
@@ -94,3 +94,18 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def wait_workers_ready(base_url: str, workers: int, timeout: float = 30) -> None:
+    """Poll /readyz (a new connection each time) until every worker index has answered 200."""
+    ready: set[str] = set()
+
+    def all_ready() -> bool:
+        try:
+            reply = http("GET", base_url + "/readyz", timeout=2)
+        except OSError:
+            return False
+        if reply.status == 200:
+            ready.add(reply.headers.get("X-Gateway-Worker", ""))
+        return len(ready) >= workers
+    wait_until(all_ready, timeout, f"all {workers} workers ready")

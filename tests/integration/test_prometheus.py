@@ -19,7 +19,12 @@ import yaml
 from prometheus_client import REGISTRY
 
 import gateway.metrics  # noqa: F401 - registers every metric of the gateway in REGISTRY
-from tests.integration.deploy_helpers import listening_workers, send_rows, stream_columns
+from tests.integration.deploy_helpers import (
+    listening_workers,
+    send_rows,
+    stream_columns,
+    wait_workers_ready,
+)
 from tests.integration.harness import ROOT, Gateway, free_port, http, unique_name, wait_until
 
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -92,6 +97,7 @@ def scraped(kafka: str, tmp_path_factory: pytest.TempPathFactory
     for gw in gws:
         gw.wait_ready()
     wait_until(lambda: len(listening_workers(gws[0].log())) == 2, 30, "both workers listening")
+    wait_workers_ready(gws[0].url, 2)
     prom = start_prometheus(tmp_path_factory.mktemp("prom"), [f"127.0.0.1:{gw.port}" for gw in gws])
     yield prom, gws
     prom.proc.terminate()

@@ -17,6 +17,7 @@ from tests.integration.deploy_helpers import (
     send_rows,
     stream_columns,
     value,
+    wait_workers_ready,
     worker_pids,
 )
 from tests.integration.harness import ROOT, Gateway, end_offsets, read_topic, unique_name, wait_until
@@ -45,6 +46,7 @@ async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_
     gw = Gateway(tmp_path, kafka, extra=["--workers", str(WORKERS), "--linger-ms", "20"]).start()
     assert gw.proc is not None
     wait_until(lambda: len(listening_workers(gw.log())) == WORKERS, 30, "every worker listening")
+    wait_workers_ready(gw.url, WORKERS)
     pids = worker_pids(gw.proc.pid)
     assert pids == set(listening_workers(gw.log()).values()), gw.log()
 
@@ -73,6 +75,7 @@ async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_
     assert len(restarted) == 1, (pids, worker_pids(gw.proc.pid))
     wait_until(lambda: set(listening_workers(gw.log()).values()) == worker_pids(gw.proc.pid or 0),
                30, "the restarted worker to listen")
+    wait_workers_ready(gw.url, WORKERS)  # a restarted worker binds once it is ready
     assert f"(pid {victim}) exited with signal SIGKILL" in gw.log()
 
     second = send_rows(gw.url, name, requests=40, rows_per_request=250, prefix="b")
@@ -123,6 +126,7 @@ def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path)
     gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--linger-ms", "10000",
                                          "--drain-timeout-s", "0"]).start()
     wait_until(lambda: len(listening_workers(gw.log())) == 2, 30, "both workers listening")
+    wait_workers_ready(gw.url, 2)
     name = unique_name("wkfail")
     gw.create_stream(name, stream_columns())
     knows: set[str] = set()
