@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -68,10 +68,20 @@ def send_rows(base_url: str, stream: str, *, requests: int, rows_per_request: in
 
 
 def worker_pids(parent: int) -> set[int]:
-    """The pids of a supervisor's worker processes (its multiprocessing-spawned children)."""
-    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "spawn_main"], capture_output=True,
-                         text=True, check=False).stdout
-    return {int(p) for p in out.split()}
+    """The pids of a supervisor's live worker processes (its multiprocessing-spawned children)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        if int(fields[1]) == parent and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
 
 
 def listening_workers(log: str) -> dict[int, int]:
