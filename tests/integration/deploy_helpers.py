@@ -3,9 +3,12 @@ number of rows over many connections, and finding a supervisor's worker processe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,3 +122,21 @@ def wait_workers_ready(base_url: str, workers: int, timeout: float = 30) -> None
             ready.add(reply.headers.get("X-Gateway-Worker", ""))
         return len(ready) >= workers
     wait_until(all_ready, timeout, f"all {workers} workers ready")
+
+
+@contextlib.contextmanager
+def stopped_at_exit(procs: list[Any]) -> Iterator[None]:
+    """Make sure the gateways (harness.Gateway) and other subprocesses in `procs` (the list may
+    grow inside the block) are gone when it ends, also when a test fails half-way."""
+    try:
+        yield
+    finally:
+        for p in procs:
+            proc = getattr(p, "proc", p)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

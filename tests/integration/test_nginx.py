@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.deploy_helpers import scrape, send_rows, stream_columns, value
+from tests.integration.deploy_helpers import (
+    scrape,
+    send_rows,
+    stopped_at_exit,
+    stream_columns,
+    value,
+)
 from tests.integration.harness import (
     ADMIN_KEY,
     ROOT,
@@ -97,16 +103,19 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
                           "--queue-max-rows", str(QUEUE_MAX_ROWS), "--access-log-sample", "1",
                           "--default-shards", "2"])
            for i in range(2)]
-    for gw in gws:
-        gw.start(wait_ready=False)
-    for gw in gws:
-        gw.wait_ready()
-    ngx = start_nginx(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{gw.port}" for gw in gws])
-    yield ngx, gws
-    ngx.proc.send_signal(signal.SIGQUIT)  # graceful stop
-    ngx.proc.wait(30)
-    for gw in gws:
-        assert gw.stop() == 0, gw.log()
+    procs: list[Any] = list(gws)
+    with stopped_at_exit(procs):
+        for gw in gws:
+            gw.start(wait_ready=False)
+        for gw in gws:
+            gw.wait_ready()
+        ngx = start_nginx(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{gw.port}" for gw in gws])
+        procs.append(ngx.proc)
+        yield ngx, gws
+        ngx.proc.send_signal(signal.SIGQUIT)  # graceful stop
+        ngx.proc.wait(30)
+        for gw in gws:
+            assert gw.stop() == 0, gw.log()
 
 
 def create_everywhere(gws: list[Gateway], columns: list[dict[str, Any]]) -> tuple[str, str]:

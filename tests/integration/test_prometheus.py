@@ -22,6 +22,7 @@ import gateway.metrics  # noqa: F401 - registers every metric of the gateway in 
 from tests.integration.deploy_helpers import (
     listening_workers,
     send_rows,
+    stopped_at_exit,
     stream_columns,
     wait_workers_ready,
 )
@@ -92,18 +93,22 @@ def scraped(kafka: str, tmp_path_factory: pytest.TempPathFactory
     """Two gateway instances, the first with two worker processes, scraped every second."""
     gws = [Gateway(tmp_path_factory.mktemp("gw-a"), kafka, extra=["--workers", "2"]),
            Gateway(tmp_path_factory.mktemp("gw-b"), kafka)]
-    for gw in gws:
-        gw.start(wait_ready=False)
-    for gw in gws:
-        gw.wait_ready()
-    wait_until(lambda: len(listening_workers(gws[0].log())) == 2, 30, "both workers listening")
-    wait_workers_ready(gws[0].url, 2)
-    prom = start_prometheus(tmp_path_factory.mktemp("prom"), [f"127.0.0.1:{gw.port}" for gw in gws])
-    yield prom, gws
-    prom.proc.terminate()
-    prom.proc.wait(30)
-    for gw in gws:
-        assert gw.stop() == 0, gw.log()
+    procs: list[Any] = list(gws)
+    with stopped_at_exit(procs):
+        for gw in gws:
+            gw.start(wait_ready=False)
+        for gw in gws:
+            gw.wait_ready()
+        wait_until(lambda: len(listening_workers(gws[0].log())) == 2, 30, "both workers listening")
+        wait_workers_ready(gws[0].url, 2)
+        prom = start_prometheus(tmp_path_factory.mktemp("prom"),
+                                [f"127.0.0.1:{gw.port}" for gw in gws])
+        procs.append(prom.proc)
+        yield prom, gws
+        prom.proc.terminate()
+        prom.proc.wait(30)
+        for gw in gws:
+            assert gw.stop() == 0, gw.log()
 
 
 def test_promtool_checks_config_rules_and_rule_tests() -> None:

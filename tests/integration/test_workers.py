@@ -8,13 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.integration.deploy_helpers import (
     listening_workers,
     pid_alive,
     scrape,
     send_rows,
+    stopped_at_exit,
     stream_columns,
     value,
     wait_workers_ready,
@@ -24,6 +28,14 @@ from tests.integration.harness import ROOT, Gateway, end_offsets, read_topic, un
 
 WORKERS = 3
 INGEST_ROUTE = "/api/{version}/streams/{name}/ingest"
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Gateway]]:
+    """Gateways a test started: gone after it, also when it fails half-way."""
+    started: list[Gateway] = []
+    with stopped_at_exit(started):
+        yield started
 
 
 def _scrapes_agree(url: str, stream: str, rows: int, requests: int) -> set[str]:
@@ -42,8 +54,11 @@ def _scrapes_agree(url: str, stream: str, rows: int, requests: int) -> set[str]:
     return seen
 
 
-async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_path: Path) -> None:
-    gw = Gateway(tmp_path, kafka, extra=["--workers", str(WORKERS), "--linger-ms", "20"]).start()
+async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_path: Path,
+                                                                cleanup: list[Gateway]) -> None:
+    gw = Gateway(tmp_path, kafka, extra=["--workers", str(WORKERS), "--linger-ms", "20"])
+    cleanup.append(gw)
+    gw.start()
     assert gw.proc is not None
     wait_until(lambda: len(listening_workers(gw.log())) == WORKERS, 30, "every worker listening")
     wait_workers_ready(gw.url, WORKERS)
@@ -120,11 +135,14 @@ def test_worker_that_cannot_listen_stops_the_supervisor(kafka: str, tmp_path: Pa
     assert "before it was listening; stopping" in done.stderr
 
 
-def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path) -> None:
+def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path,
+                                                     cleanup: list[Gateway]) -> None:
     # --drain-timeout-s 0 with rows still lingering in the queues: the workers cannot drain in
     # time, exit 1, and the parent must say so with its own exit code.
     gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--linger-ms", "10000",
-                                         "--drain-timeout-s", "0"]).start()
+                                         "--drain-timeout-s", "0"])
+    cleanup.append(gw)
+    gw.start()
     wait_until(lambda: len(listening_workers(gw.log())) == 2, 30, "both workers listening")
     wait_workers_ready(gw.url, 2)
     name = unique_name("wkfail")
