@@ -17,8 +17,9 @@ from gateway.catalog.follow import follow_file
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.dialects import ops, timeplus
+from gateway.dialects import datasources, ops, timeplus, tinybird
 from gateway.ingest.schema import SchemaCache
+from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
 from gateway.pipeline import Pipeline
 from gateway.queues import Limits, Queues
@@ -61,7 +62,7 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key))
+                   Authenticator(catalog, admin_key), KeyRateLimiter(settings.rate_limit_per_key))
 
 
 async def _connect(gw: Gateway) -> None:
@@ -112,7 +113,7 @@ async def follow_catalog(app: web.Application) -> AsyncIterator[None]:
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
-DIALECTS: tuple[Any, ...] = (timeplus,)
+DIALECTS: tuple[Any, ...] = (timeplus, tinybird, datasources)
 
 
 def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -62,6 +63,10 @@ class Settings:
     kafka_probe_interval_s: float = field(
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
+    rate_limit_per_key: float = field(
+        default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
+                                          "events route (0 = unlimited; a key's rate_limit wins)"}
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(
         default="text", metadata={"help": "text, or json: one JSON object per line"}
@@ -103,7 +108,10 @@ def _convert(kind: Any, raw: str) -> Any:
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
     if kind in (Path, "Path"):
         return Path(raw)
     return raw
@@ -176,7 +184,7 @@ def from_sources(args: argparse.Namespace | None = None,
         try:
             values[f.name] = raw if isinstance(raw, bool) else _convert(f.type, str(raw))
         except ValueError as exc:
-            raise ValueError(f"invalid value {raw!r} for {source}: {exc}") from None
+            raise ValueError(f"invalid value {raw!r} for {f.name} ({source}): {exc}") from None
     settings = Settings(**values)
     _check(settings)
     return settings
@@ -189,10 +197,14 @@ def _check(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
-    if s.port > 65535:
-        raise ValueError(f"port must be at most 65535, got {s.port}")
+    if not 1 <= s.port <= 65535:
+        raise ValueError(f"port must be 1..65535, got {s.port}")
+    if s.rate_limit_per_key < 0:
+        raise ValueError(f"rate_limit_per_key must be ≥ 0, got {s.rate_limit_per_key}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
+    if s.kafka_probe_interval_s <= 0:
+        raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
     if s.log_level.upper() not in LOG_LEVELS:
         raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
     if s.log_format not in ("text", "json"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -17,6 +19,14 @@ from gateway.logs import REQUEST_ID
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The labelled metric children of a (route, method, status): `labels()` costs a lock and a
+    dict lookup per call, so each combination is looked up once."""
+    return (metrics.REQUEST_LATENCY.labels(route=route),
+            metrics.REQUESTS.labels(route=route, method=method, status=str(status)))
 
 
 def route_name(request: web.Request) -> str:
@@ -51,6 +61,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except GatewayError as err:
         response = gw.renderers.get(route, gw.renderers["default"])(err, request_id)
+        response.headers.update(err.headers)
     except web.HTTPException as exc:
         response = gw.renderers["default"](_from_http_exception(request, exc), request_id)
         for name in ("Allow",):
@@ -59,11 +70,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request_id)
-        response = gw.renderers["default"](GatewayError("internal error"), request_id)
+        response = gw.renderers.get(route, gw.renderers["default"])(GatewayError("internal error"),
+                                                                    request_id)
     finally:
         REQUEST_ID.reset(token)
     response.headers["X-Request-ID"] = request_id
     response.headers["X-Gateway-Worker"] = gw.worker
-    metrics.REQUEST_LATENCY.labels(route=route).observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels(route=route, method=request.method, status=str(response.status)).inc()
+    latency, count = _request_metrics(route, request.method, response.status)
+    latency.observe(time.perf_counter() - started)
+    count.inc()
     return response

@@ -86,6 +86,7 @@ class StreamQueue:
     _task: asyncio.Task[None] | None = None
     _closed: bool = False
     _draining: bool = False
+    _backoff: float = 0.0
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -99,16 +100,20 @@ class StreamQueue:
         self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}",
                                          context=contextvars.Context())
 
-    def offer(self, entry: Entry) -> None:
-        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+    def check(self, entry: Entry, other_bytes: int = 0) -> None:
+        """Raise QueueFull unless the entry fits (with `other_bytes` about to join the budget)."""
         if self._closed:
             raise QueueFull("closed")
         if self.rows + entry.rows > self.limits.max_rows:
             raise QueueFull("stream_rows")
         if self.nbytes + entry.nbytes > self.limits.max_bytes:
             raise QueueFull("stream_bytes")
-        if self.budget.used + entry.nbytes > self.budget.cap:
+        if self.budget.used + other_bytes + entry.nbytes > self.budget.cap:
             raise QueueFull("memory")
+
+    def offer(self, entry: Entry) -> None:
+        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+        self.check(entry)
         self.rows += entry.rows
         self.nbytes += entry.nbytes
         self.budget.used += entry.nbytes
@@ -144,11 +149,12 @@ class StreamQueue:
         return taken
 
     async def _run(self) -> None:
-        backoff = 0.05
         while True:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self._backoff:  # the last flush failed: give the sink a moment before retrying
+                await asyncio.sleep(self._backoff)
             await self._linger()
             while self._in_flight >= self.limits.max_in_flight:
                 self._slot_free.clear()
@@ -160,12 +166,12 @@ class StreamQueue:
                 continue
             try:
                 delivered = await self._hand_over(entries)
-            except SinkUnavailable as exc:
+            except asyncio.CancelledError:
+                self._requeue(entries, None)
+                raise
+            except Exception as exc:  # whatever the sink raised, the rows must not be lost
                 self._requeue(entries, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
                 continue
-            backoff = 0.05
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
             delivered.add_done_callback(functools.partial(self._settle, entries))
@@ -200,15 +206,19 @@ class StreamQueue:
             exc = fut.exception() if not fut.cancelled() else SinkUnavailable("cancelled")
             self._requeue(entries, exc)
             return
+        self._backoff = 0.0
         self._release(entries)
         for e in entries:
             if e.done is not None and not e.done.done():
                 e.done.set_result(None)
 
     def _requeue(self, entries: list[Entry], exc: BaseException | None) -> None:
-        log.warning("flush of %d rows to %s failed (%s); retrying", sum(e.rows for e in entries),
-                    self.topic, exc)
-        metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
+        if exc is not None:
+            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
+            log.warning("flush of %d rows to %s failed (%s: %s); retrying in %.2f s",
+                        sum(e.rows for e in entries), self.topic, type(exc).__name__, exc,
+                        self._backoff)
+            metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
         self._pending.extendleft(reversed(entries))
         self._wakeup.set()
 
@@ -232,8 +242,12 @@ class StreamQueue:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("flusher of %s had failed", self.topic)
 
 
 class Queues:
@@ -243,26 +257,37 @@ class Queues:
         self.sink = sink
         self.limits = limits
         self.budget = MemoryBudget(limits.memory_cap)
-        self._queues: dict[str, StreamQueue] = {}
+        self._queues: dict[tuple[str, str], StreamQueue] = {}
 
     def queue(self, stream: str, topic: str) -> StreamQueue:
-        """The stream's queue, created (and its flusher started) on first use."""
-        q = self._queues.get(stream)
-        if q is None or q.topic != topic:
+        """The queue of a stream's topic, created (and its flusher started) on first use."""
+        q = self._queues.get((stream, topic))
+        if q is None:
             q = StreamQueue(stream, topic, self.sink, self.limits, self.budget)
             q.start()
-            self._queues[stream] = q
+            self._queues[(stream, topic)] = q
         return q
 
-    def get(self, stream: str) -> StreamQueue | None:
-        """The stream's queue if it exists."""
-        return self._queues.get(stream)
+    def offer_all(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
+        """Queue entries into different queues all or none (a request's rows and its quarantine)."""
+        if len(offers) == 1:
+            offers[0][0].offer(offers[0][1])
+            return
+        other = 0
+        for q, e in offers:
+            q.check(e, other)
+            other += e.nbytes
+        for q, e in offers:
+            q.offer(e)
+
+    def get(self, stream: str, topic: str) -> StreamQueue | None:
+        """The queue of a stream's topic, if it exists."""
+        return self._queues.get((stream, topic))
 
     async def remove(self, stream: str) -> None:
-        """Stop and forget a (deleted) stream's queue; its unflushed rows are discarded."""
-        q = self._queues.pop(stream, None)
-        if q is not None:
-            await q.stop()
+        """Stop and forget a (deleted) stream's queues; their unflushed rows are discarded."""
+        for key in [k for k in self._queues if k[0] == stream]:
+            await self._queues.pop(key).stop()
 
     def flush_now(self) -> None:
         """Stop lingering in every queue (shutdown has begun)."""
