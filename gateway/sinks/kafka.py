@@ -212,6 +212,8 @@ class KafkaSink:
         resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic, topic_configs(stream)),
                      ConfigResource(ConfigResourceType.TOPIC, stream.quarantine_topic,
                                     quarantine_configs(stream))]
+        if self._admin is None:
+            raise SinkUnavailable("Kafka is not connected yet")
         try:
             responses = await self._admin.alter_configs(resources)
         except KafkaError as exc:
