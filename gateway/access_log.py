@@ -35,9 +35,10 @@ class SampledAccessLogger(AbstractAccessLogger):
             "forwarded_for": request.headers.get("X-Forwarded-For"),
             "user_agent": request.headers.get("User-Agent"),
         }
+        # Answers made before the middleware (aiohttp's own 400s) have no X-Request-ID of their own.
+        request_id = response.headers.get("X-Request-ID") or request.headers.get("X-Request-ID")
         self.logger.info("%s %s %d %.1fms", request.method, request.path, response.status,
-                         time * 1000, extra={"http": http,
-                                             "request_id": response.headers.get("X-Request-ID")})
+                         time * 1000, extra={"http": http, "request_id": request_id})
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:
