@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, metrics
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
 from gateway.catalog.kafka_log import KafkaLog
@@ -63,6 +63,10 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
         memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
         linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes))
+    for bound, value in (("stream_rows", settings.queue_max_rows),
+                         ("stream_bytes", settings.queue_max_bytes),
+                         ("memory_bytes", settings.memory_cap_bytes)):
+        metrics.QUEUE_LIMIT.labels(bound=bound).set(value)
     schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
     pipeline = Pipeline(sink, queues, schemas, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD)
@@ -130,10 +134,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
 DIALECTS: tuple[Any, ...] = (timeplus, tinybird, datasources)
 
 
-def build_app(settings: Settings, admin_key: str) -> web.Application:
-    """The aiohttp application with every dialect's routes."""
+def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:
+    """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     gw = build_gateway(settings, admin_key)
+    gw.worker = str(worker)
     app[GATEWAY] = gw
     gw.renderers["default"] = timeplus.render_error
     registered = list(ops.routes())

@@ -11,10 +11,16 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 
-from gateway import __version__
+import uvloop
+from aiohttp import web
+
+from gateway import __version__, access_log, logs, workers
+from gateway.app import RUNNER_OPTIONS, build_app
 from gateway.client import ApiError, GatewayClient, Unreachable, stream_definition
 from gateway.config import Settings, add_arguments, from_sources
+from gateway.context import GATEWAY
 
 log = logging.getLogger("gateway")
 
@@ -37,24 +43,35 @@ def admin_key_for(settings: Settings) -> str:
     return key
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code."""
-    # Imported here: the `streams`/`keys` commands need none of the serving stack (~1 s to load).
-    from aiohttp import web
-
-    from gateway.app import RUNNER_OPTIONS, build_app
-    from gateway.context import GATEWAY
-
-    app = build_app(settings, admin_key_for(settings))
-    runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5, **RUNNER_OPTIONS)
+async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_port: bool = False,
+                ready_before_listening_s: float = 0.0,
+                on_listening: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code.
+    Under --workers N (gateway.workers) each worker runs this with `reuse_port`; a restarted
+    worker first waits (up to `ready_before_listening_s`) until it is ready, so that the kernel
+    does not hand it connections its siblings could serve while it connects to Kafka."""
+    app = build_app(settings, admin_key, worker)
+    runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
+                           **{**RUNNER_OPTIONS, **access_log.runner_options(settings)})
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-    await site.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_before_listening_s
+    # Readiness is computed (catalog loaded, sink connected and reachable): no event to await.
+    while not app[GATEWAY].ready and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024,
+                       reuse_port=True if reuse_port else None)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    if on_listening is not None:
+        on_listening()
     log.info("ingest-gateway %s listening on http://%s:%d (sink: %s)", __version__, settings.host,
              settings.port, "embedded local DEVELOPMENT sink" if settings.embedded
              else f"Kafka {settings.kafka_bootstrap}")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -78,7 +95,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway",
                        description="Run the gateway. Every option can also be set with the "
-                                   "GATEWAY_* environment variable named in its help; flags win.")
+                                   "GATEWAY_* environment variable named in its help, or in the "
+                                   "TOML file given by --config; flags win over the environment, "
+                                   "which wins over the file.")
     add_arguments(s)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"),
@@ -180,13 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"ingest-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logs.configure(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "serve":
-        import uvloop
-
+        admin_key = admin_key_for(settings)
+        if settings.worker_count > 1:
+            return workers.supervise(settings, admin_key)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(settings))
+            return runner.run(serve(settings, admin_key))
     return 2

@@ -1,20 +1,25 @@
-"""One typed settings object, filled from command-line flags and `GATEWAY_*` environment variables."""
+"""One typed settings object, filled from command-line flags, `GATEWAY_*` environment variables and
+an optional TOML file. Precedence: flags > environment > file > defaults."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 MiB = 1024 * 1024
+CONFIG_ENV = "GATEWAY_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every tunable of the gateway. Flags win over environment variables, which win over defaults."""
+    """Every tunable of the gateway: flags > environment variables > config file > defaults."""
 
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8000, metadata={"help": "port to listen on"})
@@ -67,11 +72,28 @@ class Settings:
                                           "events route (0 = unlimited; a key's rate_limit wins)"}
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    log_format: str = field(
+        default="text", metadata={"help": "text, or json: one JSON object per line"}
+    )
+    access_log: bool = field(default=False, metadata={"help": "log requests (logger gateway.access)"})
+    access_log_sample: float = field(
+        default=1.0, metadata={"help": "fraction of requests the access log records (0 < f ≤ 1)"}
+    )
+    workers: str = field(
+        default="1", metadata={"help": "worker processes sharing the port (SO_REUSEPORT); auto = cores"}
+    )
 
     @property
     def embedded(self) -> bool:
         """True when no Kafka is configured and the local development sink is used."""
         return not self.kafka_bootstrap
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes `workers` asks for (`auto`: one per core)."""
+        if self.workers.strip().lower() == "auto":
+            return os.cpu_count() or 1
+        return int(self.workers)
 
 
 def env_name(name: str) -> str:
@@ -100,7 +122,11 @@ def _convert(kind: Any, raw: str) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting, documenting its environment variable and default."""
+    """Add `--config` and one flag per setting, documenting its environment variable and default."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help=f"TOML file with settings (keys as the flags, with _: queue_max_rows = "
+                             f"100000); flags and environment variables win over it (env "
+                             f"{CONFIG_ENV})")
     defaults = Settings()
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -113,21 +139,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, default=None, help=help_text)
 
 
+_TOML_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "Path": (str,),
+}
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file; ValueError naming the file for unknown keys and wrong types."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+    kinds = {f.name: str(f.type) for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    value: Any
+    for key, value in data.items():
+        if key not in kinds:
+            close = difflib.get_close_matches(key.replace("-", "_"), kinds, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"config file {path}: unknown setting {key!r}{hint}")
+        kind = kinds[key]
+        if key == "workers" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # workers = 4 as well as workers = "auto"
+        if not isinstance(value, _TOML_TYPES[kind]) or (kind != "bool" and isinstance(value, bool)):
+            raise ValueError(f"config file {path}: {key} must be of type {kind}, got {value!r}")
+        values[key] = _convert(kind, str(value)) if kind in ("Path", "float") else value
+    return values
+
+
 def from_sources(args: argparse.Namespace | None = None,
                  environ: dict[str, str] | None = None) -> Settings:
-    """Build settings from parsed flags and the environment; raise ValueError when one is invalid."""
+    """Build settings from flags, the environment and the config file (in that order of precedence);
+    raise ValueError naming the source when a value is invalid."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    config = getattr(args, "config", None) or env.get(CONFIG_ENV)
+    values: dict[str, Any] = load_file(Path(config)) if config else {}
     for f in fields(Settings):
         raw = getattr(args, f.name, None) if args is not None else None
+        source = "--" + f.name.replace("_", "-")
         if raw is None:
             raw = env.get(env_name(f.name))
+            source = env_name(f.name)
         if raw is None:
             continue
         try:
             values[f.name] = raw if isinstance(raw, bool) else _convert(f.type, str(raw))
         except ValueError as exc:
-            raise ValueError(f"invalid value {raw!r} for {f.name}: {exc}") from None
+            raise ValueError(f"invalid value {raw!r} for {f.name} ({source}): {exc}") from None
     settings = Settings(**values)
     _check(settings)
     return settings
@@ -150,5 +211,15 @@ def _check(s: Settings) -> None:
         raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
     if not s.catalog_topic.strip():
         raise ValueError("catalog_topic must not be empty")
-    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if s.log_level.upper() not in LOG_LEVELS:
         raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
+    if s.log_format not in ("text", "json"):
+        raise ValueError(f"log_format must be text or json, got {s.log_format!r}")
+    if not 0 < s.access_log_sample <= 1:
+        raise ValueError(f"access_log_sample must be in (0, 1], got {s.access_log_sample}")
+    workers = s.workers.strip().lower()
+    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+        raise ValueError(f"workers must be a positive integer or auto, got {s.workers!r}")
+    if s.worker_count > 1 and s.embedded:
+        raise ValueError("workers > 1 needs Kafka (--kafka-bootstrap): the embedded development "
+                         "sink and its files belong to one process")

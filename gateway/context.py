@@ -34,6 +34,7 @@ class Gateway:
     limiter: KeyRateLimiter = field(default_factory=lambda: KeyRateLimiter(0))
     renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
     sink_ready: bool = False
+    worker: str = "0"  # index of this worker process (X-Gateway-Worker), "0" when there is one
 
     @property
     def ready(self) -> bool:

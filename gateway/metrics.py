@@ -1,8 +1,17 @@
-"""Every Prometheus metric of the gateway, declared in one place."""
+"""Every Prometheus metric of the gateway, declared in one place.
+
+With several workers (`serve --workers N`) the parent sets PROMETHEUS_MULTIPROC_DIR before the
+workers import this module: every worker then writes its values to files there, and `exposition()`
+adds them up, so one scrape of any worker returns the totals of all of them. Counters of a worker
+that died stay in the sums; its `live*` gauges leave them (gateway.workers marks it dead).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -22,8 +31,13 @@ ROWS_QUARANTINED = Counter("gateway_rows_quarantined_total",
                            "invalid rows written to a stream's quarantine topic", ["stream"])
 ROWS_DELIVERED = Counter("gateway_rows_delivered_total",
                          "rows acknowledged by the sink (Kafka or local)", ["stream"])
-QUEUE_ROWS = Gauge("gateway_queue_rows", "rows queued or in flight, per stream", ["stream"])
-QUEUE_BYTES = Gauge("gateway_queue_bytes", "bytes queued or in flight, per stream", ["stream"])
+QUEUE_ROWS = Gauge("gateway_queue_rows", "rows queued or in flight, per stream", ["stream"],
+                   multiprocess_mode="livesum")
+QUEUE_BYTES = Gauge("gateway_queue_bytes", "bytes queued or in flight, per stream", ["stream"],
+                    multiprocess_mode="livesum")
+QUEUE_LIMIT = Gauge("gateway_queue_limit", "configured queue bounds (stream_rows, stream_bytes, "
+                    "memory_bytes), summed over the workers like the queue gauges", ["bound"],
+                    multiprocess_mode="livesum")
 BATCH_ROWS = Histogram("gateway_sink_batch_rows", "records per record batch sent to the sink",
                        buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000))
 BATCH_BYTES = Histogram("gateway_sink_batch_bytes", "bytes per record batch sent to the sink",
@@ -32,6 +46,21 @@ PRODUCE_LATENCY = Histogram("gateway_sink_produce_duration_seconds",
                             "time from handing a flush to the sink to its acknowledgement",
                             buckets=_LATENCY)
 SINK_ERRORS = Counter("gateway_sink_errors_total", "sink (Kafka) errors by kind", ["kind"])
-SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable")
+SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable (from "
+                       "every worker)", multiprocess_mode="livemin")
 THROTTLED = Counter("gateway_throttled_requests_total",
                     "requests refused with 429 or 503, by cause", ["status", "cause"])
+WORKER_RESTARTS = Counter("gateway_worker_restarts_total",
+                          "worker processes started again after one died (serve --workers N)")
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+if MULTIPROCESS:
+    _registry = CollectorRegistry()
+    MultiProcessCollector(_registry)  # type: ignore[no-untyped-call]
+else:
+    _registry = REGISTRY
+
+
+def exposition() -> bytes:
+    """The Prometheus text exposition: this process's metrics, or the sum over all workers."""
+    return generate_latest(_registry)

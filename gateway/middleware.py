@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway import metrics
 from gateway.context import gateway_of
 from gateway.errors import GatewayError, NotFound, Unavailable
+from gateway.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,6 +50,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, latency and status metrics, JSON errors in the route's dialect."""
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     request["request_id"] = request_id
+    token = REQUEST_ID.set(request_id)  # log records made while handling carry the id
     route = route_name(request)
     started = time.perf_counter()
     gw = gateway_of(request)
@@ -70,7 +72,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                       request_id)
         response = gw.renderers.get(route, gw.renderers["default"])(GatewayError("internal error"),
                                                                     request_id)
+    finally:
+        REQUEST_ID.reset(token)
     response.headers["X-Request-ID"] = request_id
+    response.headers["X-Gateway-Worker"] = gw.worker
     latency, count = _request_metrics(route, request.method, response.status)
     latency.observe(time.perf_counter() - started)
     count.inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -95,8 +96,9 @@ class StreamQueue:
         self._delivered = metrics.ROWS_DELIVERED.labels(stream=self.stream)
 
     def start(self) -> None:
-        """Start the flusher."""
-        self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}")
+        """Start the flusher (in a fresh context: not tagged with the request that started it)."""
+        self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}",
+                                         context=contextvars.Context())
 
     def check(self, entry: Entry, other_bytes: int = 0) -> None:
         """Raise QueueFull unless the entry fits (with `other_bytes` about to join the budget)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway import metrics as gateway_metrics
 from gateway.context import gateway_of
 from gateway.dialects.bodies import Health, Readiness
 from gateway.dialects.common import json_reply
@@ -40,8 +41,8 @@ async def readyz(request: web.Request) -> web.Response:
                                                     media_type="text/plain")},
            security=(), tags=OPS)
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition."""
-    resp = web.Response(body=generate_latest())
+    """Prometheus text exposition (the totals over every worker when there are several)."""
+    resp = web.Response(body=gateway_metrics.exposition())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 

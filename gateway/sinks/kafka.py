@@ -116,11 +116,13 @@ class KafkaSink:
         try:
             await producer.start()
             await admin.start()
-        except (KafkaError, OSError) as exc:
+        except (KafkaError, OSError, asyncio.CancelledError) as exc:  # cancelled: shutdown began
             with contextlib.suppress(Exception):
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise SinkUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
         self._producer, self._admin = producer, admin
         self._set_healthy(True)
@@ -179,6 +181,8 @@ class KafkaSink:
                            replication_factor=stream.replication_factor, topic_configs=cfg)
                   for name, cfg in ((stream.topic, topic_configs(stream)),
                                     (stream.quarantine_topic, quarantine_configs(stream)))]
+        if self._admin is None:  # a request that arrived while the sink is still connecting
+            raise SinkUnavailable("Kafka is not connected yet")
         try:
             resp = await self._admin.create_topics(topics)
         except KafkaError as exc:
@@ -190,6 +194,8 @@ class KafkaSink:
 
     async def delete_topic(self, stream: Stream) -> None:
         """Delete the stream's topic and its quarantine topic; missing topics are not an error."""
+        if self._admin is None:
+            raise SinkUnavailable("Kafka is not connected yet")
         try:
             resp = await self._admin.delete_topics([stream.topic, stream.quarantine_topic])
         except KafkaError as exc:
@@ -206,6 +212,8 @@ class KafkaSink:
         resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic, topic_configs(stream)),
                      ConfigResource(ConfigResourceType.TOPIC, stream.quarantine_topic,
                                     quarantine_configs(stream))]
+        if self._admin is None:
+            raise SinkUnavailable("Kafka is not connected yet")
         try:
             responses = await self._admin.alter_configs(resources)
         except KafkaError as exc:
