@@ -34,6 +34,8 @@ class Gateways:
         self.extra_args = extra_args
         self.label = label
         self.servers: list[Server] = []
+        self.topics: list[str] = []  # every topic this set of gateways created
+        self.exit_codes: list[int | None] = []
         self._session: aiohttp.ClientSession | None = None
 
     def argv(self, port: int, data_dir: Path, extra: list[str]) -> list[str]:
@@ -100,21 +102,13 @@ class Gateways:
 
         for server in self.servers:
             await asyncio.gather(*(one(server, n) for n in names))
-        return [topics[n] for n in names]
-
-    async def delete_streams(self, names: list[str], parallel: int = 8) -> None:
-        """Delete the streams (and so their topics) through the first gateway."""
-        sem = asyncio.Semaphore(parallel)
-
-        async def one(name: str) -> None:
-            async with sem:
-                await self._call(self.servers[0], "DELETE", f"/api/v1beta2/streams/{name}")
-
-        await asyncio.gather(*(one(n) for n in names))
+        created = [topics[n] for n in names]
+        self.topics += created
+        return created
 
     async def stop(self) -> list[int | None]:
         """SIGTERM every gateway (each drains its queues); their exit codes."""
-        codes = [await s.stop() for s in self.servers]
+        self.exit_codes = [await s.stop() for s in self.servers]
         if self._session is not None:
             await self._session.close()
-        return codes
+        return self.exit_codes

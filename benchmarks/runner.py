@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,12 @@ class Run:
                                                   "checks": []}}
         finally:
             await self.offsets.close()
+            troubled = [sid for sid, r in self.results.items()
+                        if r.get("goal", {}).get("status") in ("FAILED", "error")]
+            if troubled:
+                self.say(f"gateway logs of this run kept in {self.work} ({', '.join(troubled)})")
+            else:
+                shutil.rmtree(self.work, ignore_errors=True)
             if started_broker and not self.o.keep_kafka:
                 self.say("stopping the development Kafka this run started")
                 await broker.kafka_dev("stop", port=self.broker_port)
@@ -265,24 +273,25 @@ class Run:
             if self.o.rate:
                 out["config"].update(mode="open loop", rate=self.o.rate)
         pinning = self.pinning
-        gw = Gateways(self.bootstrap, self.work, self.key, pinning, self.o.gateway_args,
-                      f"{s.id}-{self.tag}")
+        count, extra = 1, []
         if s.workers > 1:
-            pinning = Pinning(None, None)
-            gw.pinning = pinning
+            pinning = Pinning(None, None)  # the workers (or processes) may use every core
             if supports_workers():
                 out["config"]["gateway_mode"] = f"--workers {s.workers}"
-                await gw.start(1, extra=["--workers", str(s.workers)])
+                extra = ["--workers", str(s.workers)]
             else:
                 out["config"]["gateway_mode"] = (f"{s.workers} gateway processes on {s.workers} "
                                                   "ports (serve has no --workers)")
-                await gw.start(s.workers)
-        else:
-            await gw.start(1)
+                count = s.workers
         out["config"]["pinning"] = {"gateway": pinning.gateway, "loadgen": pinning.loadgen}
         names = [f"bench_{self.tag}_{s.id.lower()}_{i}" for i in range(s.streams)]
+        gw = Gateways(self.bootstrap, self.work, self.key, pinning, self.o.gateway_args,
+                      f"{s.id}-{self.tag}")
         try:
+            await gw.start(count, extra)
             topics = await gw.create_streams(names)
+            if s.streams > 1:
+                out["config"]["broker_settle_s"] = await self._settle_broker()
             paths = [f"/api/v1beta2/streams/{n}/ingest" for n in names]
             size = max(pool_size(s.payload), s.streams)
             load = Load([("127.0.0.1", srv.port) for srv in gw.servers],
@@ -297,9 +306,8 @@ class Run:
                 out["ramp"] = self.knee
             if s.companion is not None:
                 out["companion"] = await self._companion(gw, s, steps)
-            await gw.delete_streams(names)
         finally:
-            codes = await gw.stop()
+            codes = await self._stop(gw)
         out["gateway_exit_codes"] = codes
         if any(c != 0 for c in codes):
             m = out.get("measurement") or {}
@@ -310,21 +318,41 @@ class Run:
         out["goal"] = evaluate(s, out.get("measurement", {}), self.ceilings, self.results)
         return out
 
+    async def _settle_broker(self, idle_cores: float = 0.15, timeout: float = 30.0) -> float:
+        """Wait while the broker is still busy with new topics (about 0.5 core for some seconds
+        after 200 were created), so that the phase measures producing, not topic set-up."""
+        if not self.broker_pid:
+            return 0.0
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            before = cpu_seconds(self.broker_pid)
+            await asyncio.sleep(0.5)
+            after = cpu_seconds(self.broker_pid)
+            if before is None or after is None or (after - before) / 0.5 < idle_cores:
+                break
+        return time.monotonic() - start
+
+    async def _stop(self, gw: Gateways) -> list[int | None]:
+        """Stop the gateways (each drains), then delete their topics: a run leaves no data behind."""
+        codes = await gw.stop()
+        try:
+            await broker.delete_topics(self.bootstrap, gw.topics)
+        except Exception as exc:  # cleanup must not hide the figures
+            self.say(f"could not delete topics {gw.topics[:3]}…: {exc}")
+        return codes
+
     async def _companion(self, gw: Gateways, s: Scenario, steps: list[Step]) -> dict[str, Any]:
         assert s.companion is not None
         name = f"bench_{self.tag}_{s.id.lower()}_plain"
         topics = await gw.create_streams([name])
-        try:
-            path = f"/api/v1beta2/streams/{name}/ingest"
-            load = Load([("127.0.0.1", gw.servers[0].port)],
-                        [self.requests(s.companion, gw.servers[0].port, [path], s.wait)],
-                        self.connections(s), steps, self.o.warmup, self.o.timeout, topics=topics)
-            m = await measure(load, servers=gw.servers, offsets=self.offsets,
-                              broker_pid=self.broker_pid, pinning=gw.pinning)
-            m["payload"] = s.companion.key
-            return m
-        finally:
-            await gw.delete_streams([name])
+        path = f"/api/v1beta2/streams/{name}/ingest"
+        load = Load([("127.0.0.1", gw.servers[0].port)],
+                    [self.requests(s.companion, gw.servers[0].port, [path], s.wait)],
+                    self.connections(s), steps, self.o.warmup, self.o.timeout, topics=topics)
+        m = await measure(load, servers=gw.servers, offsets=self.offsets,
+                          broker_pid=self.broker_pid, pinning=gw.pinning)
+        m["payload"] = s.companion.key
+        return m
 
     async def _ramp(self, gw: Gateways, base: Load, closed_rps: float, rows: int) -> dict[str, Any]:
         rates = [round(closed_rps * f, 1) for f in self.o.ramp_fractions]
@@ -351,9 +379,9 @@ class Run:
         s = SCENARIOS["S1"]
         gw = Gateways(self.bootstrap, self.work, self.key, self.pinning, self.o.gateway_args,
                       f"knee-{self.tag}")
-        await gw.start(1)
         name = f"bench_{self.tag}_knee"
         try:
+            await gw.start(1)
             topics = await gw.create_streams([name])
             path = f"/api/v1beta2/streams/{name}/ingest"
             port = gw.servers[0].port
@@ -363,9 +391,8 @@ class Run:
             m = await measure(load, servers=gw.servers, offsets=self.offsets,
                               broker_pid=self.broker_pid, pinning=self.pinning)
             knee = await self._ramp(gw, load, m["ok_requests_per_s"], NDJSON100.rows)
-            await gw.delete_streams([name])
         finally:
-            await gw.stop()
+            await self._stop(gw)
         if not knee.get("knee_requests_per_s"):
             # no step passed: the lowest offered rate already overloads it; use half the closed loop
             knee["knee_requests_per_s"] = knee["closed_loop_requests_per_s"] / 2
