@@ -106,6 +106,24 @@ class Gateways:
         self.topics += created
         return created
 
+    async def counters(self, prefixes: tuple[str, ...] = ("gateway_throttled_requests_total",
+                                                          "gateway_sink_errors_total")
+                       ) -> dict[str, float]:
+        """Counters from every gateway's /metrics, summed: why requests were refused (429/503)."""
+        assert self._session is not None
+        out: dict[str, float] = {}
+        for server in self.servers:
+            try:
+                async with self._session.get(f"http://127.0.0.1:{server.port}/metrics") as r:
+                    text = await r.text()
+            except aiohttp.ClientError:
+                continue
+            for line in text.splitlines():
+                if line.startswith(prefixes):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = out.get(name, 0.0) + float(value)
+        return out
+
     async def stop(self) -> list[int | None]:
         """SIGTERM every gateway (each drains its queues); their exit codes."""
         self.exit_codes = [await s.stop() for s in self.servers]

@@ -57,29 +57,30 @@ def _bound(m: dict[str, Any]) -> str:
 
 
 def _ceilings(c: dict[str, Any]) -> list[str]:
-    out = ["| ceiling | figure | CPU s / M rows | p50 / p90 / p99 / p99.9 / max ms |",
-           "| --- | --- | --- | --- |"]
+    out = ["| ceiling | figure | CPU s / M rows | p50 / p90 / p99 / p99.9 / max ms | other CPU s |",
+           "| --- | --- | --- | --- | --- |"]
     if "hello" in c:
         h = c["hello"]
         out.append(f"| (1) aiohttp + uvloop hello world, 1-row POST | {_n(h['requests_per_s'])} "
                    f"req/s{_bound(h)} | {_n(h['gateway_cpu_s_per_million_rows'], 1)} per M requests "
-                   f"| {_lat(h)} |")
+                   f"| {_lat(h)} | {_n(h.get('other_cpu_s'), 1)} |")
     for key, d in c.get("decode", {}).items():
         out.append(f"| (2) read + untyped msgspec decode, {key} | {_n(d['rows_per_s'])} rows/s "
                    f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)} | "
-                   f"{_n(d['gateway_cpu_s_per_million_rows'], 2)} | {_lat(d)} |")
+                   f"{_n(d['gateway_cpu_s_per_million_rows'], 2)} | {_lat(d)} | "
+                   f"{_n(d.get('other_cpu_s'), 1)} |")
     if "producer_perf" in c:
         pp = c["producer_perf"]
         lat = pp["latency_ms"]
         out.append(f"| (3) Kafka ProducerPerformance (Java, acks=all, {pp['records']:,} records of "
                    f"~{pp['value_bytes_mean']:.0f} B) | {_n(pp['records_per_s'])} records/s | "
                    f"{_n(pp['cpu_s'] / pp['records'] * 1e6, 2)} (JVM incl. start) | "
-                   f"{lat['p50']} / - / {lat['p99']} / {lat['p999']} / {lat['max']:.0f} |")
+                   f"{lat['p50']} / - / {lat['p99']} / {lat['p999']} / {lat['max']:.0f} | - |")
     if "aiokafka" in c:
         a = c["aiokafka"]
         out.append(f"| (4) bare aiokafka batch-API loop (acks=all, idempotent) | "
                    f"{_n(a['records_per_s'])} records/s | {_n(a['cpu_s'] / a['records'] * 1e6, 2)} "
-                   f"| - |")
+                   f"| - | - |")
     return out
 
 
@@ -147,6 +148,12 @@ def _scenarios(run: dict[str, Any]) -> list[str]:
                          f"{_n(c['gateway_cpu_s'], 1)}, broker {_n(c['broker_cpu_s'], 1)}, load "
                          f"generator {_n(c['loadgen_cpu_s'], 1)}, harness "
                          f"{_n(c['harness_cpu_s'], 1)}, others {_n(c['other_cpu_s'], 1)}.")
+        refused = {k: v for k, v in r.get("gateway_counters", {}).items()
+                   if k.startswith("gateway_throttled_requests_total") and v}
+        if refused:
+            causes = ", ".join(f"{k.split('{', 1)[1].rstrip('}')}: {v:,.0f}"
+                               for k, v in refused.items())
+            notes.append(f"- {sid} refusals by cause (gateway /metrics, whole scenario): {causes}.")
         if m.get("loadgen_saturated"):
             notes.append(f"- {sid}: the load generator used ≥ 85% of a core: the figure may be "
                          "the load generator's limit, not the gateway's.")
@@ -239,7 +246,9 @@ def write_chart(run: dict[str, Any], path: Path) -> Path:
                     "s--", color="tab:orange", label="p99 ms")
         p99_ax.set_ylabel("p99 latency (ms)")
         p99_ax.set_yscale("log")
-        ramp_ax.legend(loc="upper left")
+        handles = ramp_ax.get_legend_handles_labels()
+        extra = p99_ax.get_legend_handles_labels()
+        ramp_ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper left")
     else:
         ramp_ax.text(0.5, 0.5, "no ramp in this run", ha="center", va="center")
     ramp_ax.set_title("S1 ramp: throughput vs offered load")
@@ -274,3 +283,21 @@ def write_chart(run: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def main() -> int:
+    """`python -m benchmarks.report`: regenerate RESULTS.md (and missing charts) from the JSON."""
+    from benchmarks.procs import ROOT
+
+    results = ROOT / "benchmarks" / "results"
+    for path in sorted(results.glob("*.json")):
+        run = json.loads(path.read_text())
+        png = path.with_suffix(".png")
+        if run.get("chart") and not png.exists():
+            write_chart(run, png)
+    write_results_md(results, ROOT / "benchmarks" / "RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

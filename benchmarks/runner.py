@@ -306,6 +306,7 @@ class Run:
                 out["ramp"] = self.knee
             if s.companion is not None:
                 out["companion"] = await self._companion(gw, s, steps)
+            out["gateway_counters"] = await gw.counters()
         finally:
             codes = await self._stop(gw)
         out["gateway_exit_codes"] = codes
