@@ -1,0 +1,5 @@
+"""`python -m benchmarks --help`."""
+
+from benchmarks.cli import main
+
+raise SystemExit(main())

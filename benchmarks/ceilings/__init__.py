@@ -1,0 +1,1 @@
+"""Ceiling processes: what the stack can do at best on this machine, measured in the same run."""
