@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -17,12 +19,14 @@ from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
 from gateway.dialects import ops, timeplus
 from gateway.ingest.schema import SchemaCache
+from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.middleware import observe
 from gateway.pipeline import Pipeline
-from gateway.queues import Limits, Queues
+from gateway.queues import Entry, Limits, Queues
 from gateway.sinks.base import Sink, SinkUnavailable
 from gateway.sinks.kafka import KafkaSink
 from gateway.sinks.local import LocalSink
+from gateway.spool import Spool
 from gateway.streams import StreamDefaults, StreamService
 
 log = logging.getLogger(__name__)
@@ -45,17 +49,30 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     """Wire the parts together (nothing is started yet)."""
     catalog = Catalog(FileBackend(settings.data_dir / "catalog.json"))
     sink = make_sink(settings)
+    spool = (Spool(Path(settings.spool_dir), segment_bytes=settings.spool_segment_bytes)
+             if settings.spool_dir else None)
     queues = Queues(sink, Limits(
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
         memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
-        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes))
+        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes),
+        on_release=None if spool is None else functools.partial(_release_spooled, spool))
     schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
     pipeline = Pipeline(sink, queues, schemas, wait_timeout_s=settings.wait_timeout_s,
-                        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD)
+                        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
+                        catalog=catalog, accept_during_outage=settings.accept_during_outage,
+                        spool=spool, byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
+                                                if settings.stream_max_bytes_per_s else None))
+    if isinstance(sink, KafkaSink):  # a topic deleted behind our back is recreated from the catalog
+        sink.topic_owner = lambda topic: next(
+            (s for s in catalog.streams() if s.topic == topic), None)
     streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
                    Authenticator(catalog, admin_key))
+
+
+def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
+    spool.release(e.spool_seq for e in entries if e.spool_seq >= 0)
 
 
 async def _connect(gw: Gateway) -> None:
@@ -70,6 +87,7 @@ async def _connect(gw: Gateway) -> None:
             delay = min(delay * 2, 5.0)
             continue
         gw.sink_ready = True
+        gw.pipeline.sink_started = True
         log.info("sink %s connected", gw.sink.name)
         return
 
@@ -78,12 +96,17 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Load the catalog and connect the sink; on shutdown drain the queues, then close the sink."""
     gw = app[GATEWAY]
     await gw.catalog.load()
+    spool = gw.pipeline.spool
+    if spool is not None:
+        await spool.open()
     connecting = asyncio.create_task(_connect(gw), name="sink-connect")
+    replaying = asyncio.create_task(gw.pipeline.replay_spool(), name="spool-replay")
     yield
     gw.pipeline.draining = True
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await connecting
+    for task in (connecting, replaying):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     drained = await gw.queues.drain(gw.settings.drain_timeout_s)
     if not drained:
         log.error("drain timed out after %.0f s: %d acknowledged rows were NOT written",
@@ -92,6 +115,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     await gw.queues.stop()
     if gw.sink_ready:
         await gw.sink.close()
+    if spool is not None:
+        await spool.close()
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.

@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app import RUNNER_OPTIONS, build_app
 from gateway.config import Settings, add_arguments, from_sources
+from gateway.connections import GuardedSite, raise_open_files_limit
 from gateway.context import GATEWAY
 
 log = logging.getLogger("gateway")
@@ -42,9 +43,13 @@ def admin_key_for(settings: Settings) -> str:
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then stop accepting, drain the queues and return the exit code."""
     app = build_app(settings, admin_key_for(settings))
-    runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5, **RUNNER_OPTIONS)
+    raise_open_files_limit(settings.max_connections + 1024)
+    runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
+                           keepalive_timeout=settings.keepalive_timeout_s, **RUNNER_OPTIONS)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    site = GuardedSite(runner, settings.host, settings.port, backlog=1024,
+                       max_connections=settings.max_connections,
+                       header_timeout=settings.header_read_timeout_s)
     await site.start()
     log.info("ingest-gateway %s listening on http://%s:%d (sink: %s)", __version__, settings.host,
              settings.port, "embedded local DEVELOPMENT sink" if settings.embedded

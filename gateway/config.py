@@ -57,6 +57,25 @@ class Settings:
     kafka_probe_interval_s: float = field(
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
+    accept_during_outage: bool = field(
+        default=True, metadata={"help": "queue wait=false rows while Kafka is unreachable (202 until "
+                                        "the queues are full, then 429); off: 503 at once"})
+    spool_dir: str = field(
+        default="", metadata={"help": "durable mode: write-ahead log of wait=false rows, fsynced "
+                                      "before the 202 and replayed after a crash; empty = off"})
+    spool_segment_bytes: int = field(
+        default=64 * MiB, metadata={"help": "size at which the spool starts a new segment file"})
+    stream_max_bytes_per_s: int = field(
+        default=0, metadata={"help": "bytes/s of rows one stream may take (429 beyond); 0 = no limit"})
+    header_read_timeout_s: float = field(
+        default=10.0, metadata={"help": "time a client has to send a request's headers"})
+    body_read_timeout_s: float = field(
+        default=30.0, metadata={"help": "longest wait for the next piece of a request body (408)"})
+    keepalive_timeout_s: float = field(
+        default=75.0, metadata={"help": "idle keep-alive connections are closed after this"})
+    max_connections: int = field(
+        default=10_000, metadata={"help": "open client connections; beyond, new ones get 503 and "
+                                          "are closed"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
 
     @property
@@ -119,11 +138,15 @@ def from_sources(args: argparse.Namespace | None = None,
 def _check(s: Settings) -> None:
     positive = ("port", "default_shards", "replication_factor", "max_body_bytes",
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
-                "memory_cap_bytes", "batch_max_bytes", "max_in_flight_flushes")
+                "memory_cap_bytes", "batch_max_bytes", "max_in_flight_flushes",
+                "spool_segment_bytes", "max_connections", "header_read_timeout_s",
+                "body_read_timeout_s", "keepalive_timeout_s")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
+    if s.stream_max_bytes_per_s < 0:
+        raise ValueError("stream_max_bytes_per_s must be ≥ 0 (0 = no limit)")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")

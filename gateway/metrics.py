@@ -33,3 +33,6 @@ SINK_ERRORS = Counter("gateway_sink_errors_total", "sink (Kafka) errors by kind"
 SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable")
 THROTTLED = Counter("gateway_throttled_requests_total",
                     "requests refused with 429 or 503, by cause", ["status", "cause"])
+SPOOL_FSYNCS = Counter("gateway_spool_fsyncs_total",
+                       "group commits of the durable spool (one fsync serves many requests)")
+SPOOL_RECORDS = Counter("gateway_spool_records_total", "requests appended to the durable spool")

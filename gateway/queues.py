@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway import metrics
@@ -29,6 +30,7 @@ class Entry:
     keys: list[bytes] | None
     nbytes: int
     done: asyncio.Future[None] | None = None
+    spool_seq: int = -1  # the durable spool's segment holding these rows (-1: not spooled)
 
     @property
     def rows(self) -> int:
@@ -73,6 +75,7 @@ class StreamQueue:
     sink: Sink
     limits: Limits
     budget: MemoryBudget
+    on_release: Callable[[list[Entry]], None] | None = None  # entries the sink acknowledged
     rows: int = 0
     nbytes: int = 0
     _pending: deque[Entry] = field(default_factory=deque)
@@ -127,6 +130,8 @@ class StreamQueue:
         self._gauge_rows.set(self.rows)
         self._gauge_bytes.set(self.nbytes)
         self._delivered.inc(rows)
+        if self.on_release is not None:
+            self.on_release(entries)
         if self.rows == 0:
             self._idle.set()
 
@@ -163,6 +168,9 @@ class StreamQueue:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            except asyncio.CancelledError:  # stop(): keep them counted, so remove() frees them
+                self._pending.extendleft(reversed(entries))
+                raise
             backoff = 0.05
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
@@ -203,7 +211,19 @@ class StreamQueue:
             if e.done is not None and not e.done.done():
                 e.done.set_result(None)
 
+    def _discard(self, entries: list[Entry]) -> None:
+        """Forget entries of a deleted stream: free their memory, tell the spool they are done."""
+        nbytes = sum(e.nbytes for e in entries)
+        self.rows -= sum(e.rows for e in entries)
+        self.nbytes -= nbytes
+        self.budget.used -= nbytes
+        if self.on_release is not None:
+            self.on_release(entries)
+
     def _requeue(self, entries: list[Entry], exc: BaseException | None) -> None:
+        if self._closed:  # the stream was deleted while these rows were in flight
+            self._discard(entries)
+            return
         log.warning("flush of %d rows to %s failed (%s); retrying", sum(e.rows for e in entries),
                     self.topic, exc)
         metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
@@ -237,9 +257,11 @@ class StreamQueue:
 class Queues:
     """All streams' queues: admission for requests, draining for shutdown."""
 
-    def __init__(self, sink: Sink, limits: Limits) -> None:
+    def __init__(self, sink: Sink, limits: Limits,
+                 on_release: Callable[[list[Entry]], None] | None = None) -> None:
         self.sink = sink
         self.limits = limits
+        self.on_release = on_release  # told of acknowledged and discarded entries (the spool)
         self.budget = MemoryBudget(limits.memory_cap)
         self._queues: dict[str, StreamQueue] = {}
 
@@ -247,7 +269,7 @@ class Queues:
         """The stream's queue, created (and its flusher started) on first use."""
         q = self._queues.get(stream)
         if q is None or q.topic != topic:
-            q = StreamQueue(stream, topic, self.sink, self.limits, self.budget)
+            q = StreamQueue(stream, topic, self.sink, self.limits, self.budget, self.on_release)
             q.start()
             self._queues[stream] = q
         return q
@@ -261,6 +283,9 @@ class Queues:
         q = self._queues.pop(stream, None)
         if q is not None:
             await q.stop()
+            pending = list(q._pending)
+            q._pending.clear()
+            q._discard(pending)
 
     def flush_now(self) -> None:
         """Stop lingering in every queue (shutdown has begun)."""

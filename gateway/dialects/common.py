@@ -31,7 +31,8 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     body = bytearray()
     async for chunk in read_chunks(request.content,
                                    content_encoding=request.headers.get("Content-Encoding", ""),
-                                   max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY):
+                                   max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
+                                   read_timeout=gateway_of(request).settings.body_read_timeout_s):
         body += chunk
     try:
         return msgspec.json.decode(body, type=kind)
@@ -69,4 +70,5 @@ def body_chunks(request: web.Request) -> Any:
     return read_chunks(request.content,
                        content_encoding=request.headers.get("Content-Encoding", ""),
                        max_bytes=settings.max_body_bytes,
-                       max_decompressed=settings.max_decompressed_bytes)
+                       max_decompressed=settings.max_decompressed_bytes,
+                       read_timeout=settings.body_read_timeout_s)

@@ -7,7 +7,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from gateway.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import MalformedBody, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
              "deflate": zlib.MAX_WBITS}
@@ -39,8 +39,8 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
                 async with asyncio.timeout(read_timeout):
                     chunk = await source.readany()
             except TimeoutError:
-                raise MalformedBody(f"no body data for {read_timeout:g} s; request dropped"
-                                    ) from None
+                raise RequestTimeout(f"no body data for {read_timeout:g} s; request dropped, "
+                                     "nothing was written") from None
         if not chunk:
             return
         total += len(chunk)
