@@ -72,7 +72,7 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
 
 
 def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
-    spool.release(e.spool_seq for e in entries if e.spool_seq >= 0)
+    spool.release(e.spool_pos for e in entries if e.spool_pos >= 0)
 
 
 async def _connect(gw: Gateway) -> None:

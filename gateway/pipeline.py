@@ -21,7 +21,7 @@ from gateway.errors import (
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.limiters.stream_bytes import StreamByteRate
-from gateway.queues import Entry, QueueFull, Queues
+from gateway.queues import Discarded, Entry, QueueFull, Queues
 from gateway.sinks.base import Sink
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
@@ -121,8 +121,8 @@ class Pipeline:
         if done is None:
             if self.spool is not None:
                 # Logged in the same step as queued (no await in between): the flusher cannot
-                # acknowledge the entry before it knows its segment.
-                entry.spool_seq, committed = self.spool.append(stream.name, stream.topic,
+                # acknowledge the entry before it knows its spool position.
+                entry.spool_pos, committed = self.spool.append(stream.name, stream.topic,
                                                                entry.values, entry.keys)
                 try:
                     await committed
@@ -134,6 +134,9 @@ class Pipeline:
         try:
             async with asyncio.timeout(self.wait_timeout_s):
                 await asyncio.shield(done)
+        except Discarded:
+            raise NotFound(f"stream {stream.name!r} was deleted before Kafka acknowledged the "
+                           "rows; they were discarded with it") from None
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
@@ -145,14 +148,14 @@ class Pipeline:
             return
         catalog, queues = self.catalog, self.queues
 
-        async def requeue(rec: SpoolRecord, seq: int) -> bool:
+        async def requeue(rec: SpoolRecord, pos: int) -> bool:
             stream = catalog.stream(rec.stream)
             if stream is None or stream.topic != rec.topic:
                 log.warning("spool: dropping %d rows of deleted stream %r", len(rec.values),
                             rec.stream)
                 return False
             entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
-                          None, seq)
+                          None, pos)
             while True:
                 try:
                     queues.queue(stream.name, stream.topic).offer(entry)

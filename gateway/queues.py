@@ -30,7 +30,7 @@ class Entry:
     keys: list[bytes] | None
     nbytes: int
     done: asyncio.Future[None] | None = None
-    spool_seq: int = -1  # the durable spool's segment holding these rows (-1: not spooled)
+    spool_pos: int = -1  # the durable spool's record holding these rows (-1: not spooled)
 
     @property
     def rows(self) -> int:
@@ -56,6 +56,10 @@ class MemoryBudget:
 
     cap: int
     used: int = 0
+
+
+class Discarded(Exception):
+    """The entry's stream was deleted before the sink acknowledged the entry."""
 
 
 class QueueFull(Exception):
@@ -85,12 +89,15 @@ class StreamQueue:
     _in_flight_nbytes: int = 0
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
+    _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     _task: asyncio.Task[None] | None = None
     _closed: bool = False
     _draining: bool = False
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self._landed.set()
         self._slot_free.set()
         self._gauge_rows = metrics.QUEUE_ROWS.labels(stream=self.stream)
         self._gauge_bytes = metrics.QUEUE_BYTES.labels(stream=self.stream)
@@ -148,14 +155,16 @@ class StreamQueue:
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._closed:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._linger()
-            while self._in_flight >= self.limits.max_in_flight:
+            while self._in_flight >= self.limits.max_in_flight and not self._closed:
                 self._slot_free.clear()
                 await self._slot_free.wait()
+            if self._closed:
+                return
             entries = self._take()
             if not self._draining:
                 self._flush_now.clear()
@@ -174,6 +183,8 @@ class StreamQueue:
             backoff = 0.05
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
+            self._flights[id(entries)] = entries
+            self._landed.clear()
             delivered.add_done_callback(functools.partial(self._settle, entries))
 
     async def _linger(self) -> None:
@@ -199,6 +210,9 @@ class StreamQueue:
         return await self.sink.send(self.topic, values, keys)
 
     def _settle(self, entries: list[Entry], fut: asyncio.Future[None]) -> None:
+        self._flights.pop(id(entries), None)
+        if not self._flights:
+            self._landed.set()
         self._in_flight -= 1
         self._in_flight_nbytes -= sum(e.nbytes for e in entries)
         self._slot_free.set()
@@ -219,6 +233,9 @@ class StreamQueue:
         self.budget.used -= nbytes
         if self.on_release is not None:
             self.on_release(entries)
+        for e in entries:
+            if e.done is not None and not e.done.done():
+                e.done.set_exception(Discarded(self.stream))
 
     def _requeue(self, entries: list[Entry], exc: BaseException | None) -> None:
         if self._closed:  # the stream was deleted while these rows were in flight
@@ -245,13 +262,29 @@ class StreamQueue:
             return False
         return True
 
-    async def stop(self) -> None:
-        """Stop the flusher (after `drain`); rows still queued are not flushed any more."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop the flusher (after `drain`); rows still queued are not flushed any more. Within
+        `grace` seconds a hand-over in progress may finish, so that no batch is left half sent."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for event in (self._wakeup, self._flush_now, self._slot_free):
+            event.set()
+        if self._task is None:
+            return
+        if grace > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def landed(self, timeout: float) -> bool:
+        """Wait until no flush is in flight (each acknowledged or failed); False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._landed.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class Queues:
@@ -278,14 +311,22 @@ class Queues:
         """The stream's queue if it exists."""
         return self._queues.get(stream)
 
-    async def remove(self, stream: str) -> None:
-        """Stop and forget a (deleted) stream's queue; its unflushed rows are discarded."""
+    async def remove(self, stream: str, timeout: float = 10.0) -> None:
+        """Stop and forget a (deleted) stream's queue; its unflushed rows are discarded. Returns
+        once the flushes in flight have landed (up to `timeout`), so that none of them can reach
+        a topic created again under the same name."""
         q = self._queues.pop(stream, None)
         if q is not None:
-            await q.stop()
+            await q.stop(grace=timeout / 2)
             pending = list(q._pending)
             q._pending.clear()
             q._discard(pending)
+            for entries in q._flights.values():  # their topic is going away: do not wait for it
+                for e in entries:
+                    if e.done is not None and not e.done.done():
+                        e.done.set_exception(Discarded(stream))
+            if not await q.landed(timeout / 2):
+                log.warning("stream %s deleted with flushes still in flight", stream)
 
     def flush_now(self) -> None:
         """Stop lingering in every queue (shutdown has begun)."""

@@ -3,8 +3,10 @@
 Each accepted wait=false request is appended as one record (length, CRC32, msgpack payload) to the
 active segment file, and its 202 waits for the fsync. Appends that arrive while an fsync runs are
 written and fsynced together by the next one (group commit), so many concurrent requests share one
-fsync. At start-up the records of the segments left behind are replayed into the queues; a segment
-file is deleted once it is sealed (no more appends) and the sink has acknowledged all its records.
+fsync. A segment file is deleted once it is sealed (no more appends) and the sink has acknowledged
+all its records. Acknowledgements are also logged, as markers written with the next group (never
+waited for): at start-up the records of the segments left behind are replayed into the queues,
+except those a marker says Kafka already has, so a crash re-sends few rows twice.
 """
 
 from __future__ import annotations
@@ -33,13 +35,24 @@ class SpoolError(Exception):
     """The spool could not write or fsync; durable mode cannot promise anything until restart."""
 
 
-class SpoolRecord(msgspec.Struct, array_like=True):
+class SpoolRecord(msgspec.Struct, array_like=True, tag=1):
     """One request's rows as spooled: enough to queue them again after a crash."""
 
     stream: str
     topic: str
     values: list[bytes]
     keys: list[bytes] | None
+
+
+class AckMarker(msgspec.Struct, array_like=True, tag=2):
+    """Positions of records the sink has acknowledged (replay skips them)."""
+
+    positions: list[int]
+
+
+def position(seq: int, index: int) -> int:
+    """One integer naming a record: its segment and its index in the segment."""
+    return (seq << 32) | index
 
 
 @dataclass(eq=False)
@@ -49,6 +62,7 @@ class Segment:
     seq: int
     path: Path
     size: int = 0  # bytes appended (written or waiting for the writer)
+    records: int = 0  # records appended (the next record's index)
     unwritten: int = 0  # records appended but not yet written and fsynced
     outstanding: int = 0  # records not yet acknowledged by the sink
     rolled: bool = False  # no record will be appended any more
@@ -57,19 +71,19 @@ class Segment:
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(SpoolRecord)
+_decoder = msgspec.msgpack.Decoder(SpoolRecord | AckMarker)
 
 
-def encode_record(record: SpoolRecord) -> bytes:
+def encode_record(record: SpoolRecord | AckMarker) -> bytes:
     """A record framed for the log: header (length, CRC32) then the msgpack payload."""
     payload = _encoder.encode(record)
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_records(data: bytes) -> tuple[list[SpoolRecord], int]:
+def decode_records(data: bytes) -> tuple[list[SpoolRecord | AckMarker], int]:
     """The whole records at the start of `data`, and how many bytes they take. Reading stops at
     the first torn or corrupt record (a crash in the middle of a write leaves one at the end)."""
-    out: list[SpoolRecord] = []
+    out: list[SpoolRecord | AckMarker] = []
     pos = 0
     while pos + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, pos)
@@ -102,6 +116,7 @@ class Spool:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self.failed: BaseException | None = None
         self._closed = False
+        self._acked: list[int] = []  # positions acknowledged since the last group was written
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -157,8 +172,8 @@ class Spool:
     # ---- appending (the hot path) ----------------------------------------------------------
     def append(self, stream: str, topic: str, values: list[bytes], keys: list[bytes] | None
                ) -> tuple[int, asyncio.Future[None]]:
-        """Log a request's rows; returns the segment they are in and a future that resolves once
-        they are fsynced (or fails with SpoolError). Synchronous up to the future, so a caller can
+        """Log a request's rows; returns the record's position and a future that resolves once
+        it is fsynced (or fails with SpoolError). Synchronous up to the future, so a caller can
         log and queue rows with nothing in between."""
         if self.failed is not None:
             raise SpoolError(f"the spool failed earlier: {self.failed}")
@@ -168,15 +183,20 @@ class Spool:
             seg.rolled = True
             seg = self._active = self._new_segment(seg.seq + 1)
         data = encode_record(SpoolRecord(stream, topic, values, keys))
-        seg.size += len(data)
-        seg.unwritten += 1
+        pos = position(seg.seq, seg.records)
+        seg.records += 1
         seg.outstanding += 1
-        self._pending.append((seg, data))
+        self._queue_write(seg, data)
         metrics.SPOOL_RECORDS.inc()
         if not self._waiters or self._waiters[-1].done():
             self._waiters.append(asyncio.get_running_loop().create_future())
+        return pos, self._waiters[-1]
+
+    def _queue_write(self, seg: Segment, data: bytes) -> None:
+        seg.size += len(data)
+        seg.unwritten += 1
+        self._pending.append((seg, data))
         self._wake.set()
-        return seg.seq, self._waiters[-1]
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -184,6 +204,10 @@ class Spool:
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._acked and self._active is not None and not self._active.rolled:
+                marker = encode_record(AckMarker(self._acked))
+                self._acked = []
+                self._queue_write(self._active, marker)
             group, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
             try:
@@ -234,15 +258,18 @@ class Spool:
                 os.close(dfd)
 
     # ---- trimming --------------------------------------------------------------------------
-    def release(self, seqs: Iterable[int]) -> None:
-        """The sink acknowledged (or a stream deletion discarded) one record of each segment."""
-        for seq in seqs:
-            seg = self._segments.get(seq)
+    def release(self, positions: Iterable[int]) -> None:
+        """The sink acknowledged (or a stream deletion discarded) the records at `positions`."""
+        for pos in positions:
+            self._acked.append(pos)
+            seg = self._segments.get(pos >> 32)
             if seg is None:
                 continue
             seg.outstanding -= 1
             if seg.sealed and seg.outstanding <= 0:
                 self._delete(seg)
+        if len(self._acked) > 10_000:  # no append for long: write the markers on their own
+            self._wake.set()
 
     def _seal(self, seg: Segment) -> None:
         seg.sealed = True
@@ -268,23 +295,40 @@ class Spool:
 
     # ---- recovery --------------------------------------------------------------------------
     async def replay(self, requeue: Callable[[SpoolRecord, int], Awaitable[bool]]) -> int:
-        """Hand every record of the segments left behind to `requeue(record, seq)`; records it
-        refuses (False: e.g. its stream was deleted) are released at once. Returns the rows."""
+        """Hand every unacknowledged record of the segments left behind to `requeue(record, pos)`;
+        records it refuses (False: e.g. the stream was deleted) count as done. Returns the rows."""
         loop = asyncio.get_running_loop()
-        rows = 0
+        acked: set[int] = set()
+        for seg in self._left_behind:  # first pass: the acknowledgement markers
+            data = await loop.run_in_executor(self._pool, seg.path.read_bytes)
+            for item in decode_records(data)[0]:
+                if isinstance(item, AckMarker):
+                    acked.update(item.positions)
+        rows = skipped = 0
         for seg in self._left_behind:
             data = await loop.run_in_executor(self._pool, seg.path.read_bytes)
             records, used = decode_records(data)
             if used < len(data):
                 log.warning("spool segment %s: %d bytes after the last whole record are torn "
                             "or corrupt and were skipped", seg.path.name, len(data) - used)
+            index = 0
             for rec in records:
+                if isinstance(rec, AckMarker):
+                    continue
+                pos = position(seg.seq, index)
+                index += 1
+                if pos in acked:
+                    skipped += 1
+                    continue
                 seg.outstanding += 1
-                if await requeue(rec, seg.seq):
+                if await requeue(rec, pos):
                     rows += len(rec.values)
                 else:
-                    self.release([seg.seq])
+                    self.release([pos])
+            seg.records = index
             self._seal(seg)
-            log.info("spool segment %s: %d records queued again", seg.path.name, len(records))
+            log.info("spool segment %s: %d records, queued again", seg.path.name, index)
+        if skipped:
+            log.info("spool: %d records were already acknowledged and were not replayed", skipped)
         self._left_behind.clear()
         return rows

@@ -30,6 +30,7 @@ import aiohttp
 from tests.integration.harness import Record
 
 REPORT = Path(__file__).with_name("REPORT.md")
+RUNNING: list[LoadDriver] = []  # drivers not stopped yet (a fixture stops them after each test)
 ACKED = frozenset({200, 202, 204})
 # Replies that promise "nothing written": every 4xx (429 and 408 included) and 503.
 COLUMNS = [{"name": "id", "type": "string"}, {"name": "seq", "type": "int64"},
@@ -163,11 +164,14 @@ class LoadDriver:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
                                         name="load-driver")
         self._thread.start()
+        RUNNING.append(self)
         return self
 
     def stop(self, timeout: float = 120.0) -> Ledger:
         """Stop the clients after their current request; the ledger of everything they sent."""
         self._stop.set()
+        if self in RUNNING:
+            RUNNING.remove(self)
         if self._thread is not None:
             self._thread.join(timeout)
             assert not self._thread.is_alive(), "load driver did not stop"

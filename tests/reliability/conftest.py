@@ -7,12 +7,14 @@ import asyncio
 import fcntl
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import end_offsets, kafka_dev
+from tests.integration.harness import Gateway, end_offsets, kafka_dev
+from tests.reliability.accounting import RUNNING
 
 PRIVATE_PORTS = range(19500, 19600, 2)  # broker port, controller port = port + 1
 
@@ -87,3 +89,28 @@ def private_broker() -> Iterator[Broker]:
 def offsets_total(bootstrap: str, topic: str) -> int:
     """Records in a topic (sum of end offsets)."""
     return sum(asyncio.run(end_offsets(bootstrap, topic)).values())
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways on `tmp_path` (same data dir for all: a restart finds its catalog and spool);
+    any still running at the end of the test is killed."""
+    started: list[Gateway] = []
+
+    def make(bootstrap: str, extra: list[str], *, wait_ready: bool = True) -> Gateway:
+        gw = Gateway(tmp_path, bootstrap, extra=extra)
+        started.append(gw)
+        return gw.start(wait_ready=wait_ready)
+    yield make
+    for gw in started:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _stop_load_drivers() -> Iterator[None]:
+    """A test that fails half-way must not leave its load running into the next test."""
+    yield
+    for driver in list(RUNNING):
+        driver.stop()
