@@ -71,6 +71,8 @@ class Settings:
         default=10.0, metadata={"help": "time a client has to send a request's headers"})
     body_read_timeout_s: float = field(
         default=30.0, metadata={"help": "longest wait for the next piece of a request body (408)"})
+    body_total_timeout_s: float = field(
+        default=300.0, metadata={"help": "longest time a whole request body may take (408)"})
     keepalive_timeout_s: float = field(
         default=75.0, metadata={"help": "idle keep-alive connections are closed after this"})
     max_connections: int = field(
@@ -140,7 +142,7 @@ def _check(s: Settings) -> None:
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
                 "memory_cap_bytes", "batch_max_bytes", "max_in_flight_flushes",
                 "spool_segment_bytes", "max_connections", "header_read_timeout_s",
-                "body_read_timeout_s", "keepalive_timeout_s")
+                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")

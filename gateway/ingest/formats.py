@@ -72,13 +72,15 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
         cut = buf.rfind(b"\n") + 1
         if cut == 0:
             continue
+        # A copy, not a view of `buf`: `json` columns decode to msgspec.Raw, which references the
+        # buffer it came from (a view would pin `buf`, and `del buf[:cut]` would then fail).
+        with memoryview(buf) as view, view[:cut] as window:
+            part = bytes(window)
         try:
-            with memoryview(buf) as view, view[:cut] as part:
-                got = schema.decode_ndjson(part, len(rows))
+            got = schema.decode_ndjson(part, len(rows))
         except msgspec.DecodeError as exc:
             if "truncated" not in str(exc):
-                with memoryview(buf) as view, view[:cut] as part:
-                    raise _malformed(exc, consumed, part) from None
+                raise _malformed(exc, consumed, part) from None
             retry_at = 2 * len(buf)
             continue
         rows += got
@@ -113,6 +115,8 @@ async def decode_compact(chunks: AsyncIterable[bytes], schema: CompiledSchema) -
         raise _malformed(exc, 0, body) from None
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise MalformedBody("JSON is nested too deeply") from None
     return schema.decode_compact_data(compact.columns, compact.data)
 
 

@@ -15,11 +15,12 @@ import msgspec
 
 from gateway.catalog.model import Column, Stream
 from gateway.errors import BadRequest, InvalidRow, MalformedBody
-from gateway.ingest.types import ColumnType, parse_type
+from gateway.ingest.types import ColumnType, nullable_of, parse_type
 
 UTC = datetime.UTC
 _PATH = re.compile(r"^(.*?)(?: - at `\$\[(\d+)\](.*)`)?$", re.S)
 _MISSING_FIELD = re.compile(r"missing required field `(.+)`")
+TOO_DEEP = "JSON is nested too deeply"
 NOW_DEFAULTS = ("now()", "now64()", "now64(3)", "now64(6)", "now64(9)")
 
 
@@ -82,7 +83,7 @@ def _compile_field(col: Column) -> _Field:
         if ctype.nullable:
             py = Optional[py]  # noqa: UP045
     if col.nullable and not ctype.nullable:
-        py = Optional[py]  # noqa: UP045
+        py = nullable_of(py)
     return _Field(col, ctype, py, _default_of(col, ctype, py))
 
 
@@ -137,6 +138,8 @@ class CompiledSchema:
             raise self.row_error(str(exc), first_row, None) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
+        except RecursionError:
+            raise MalformedBody(TOO_DEEP) from None
         self._normalise(rows, first_row)
         return rows
 
@@ -190,6 +193,8 @@ class CompiledSchema:
             raise self.row_error(str(exc), 0, columns) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
+        except RecursionError:
+            raise MalformedBody(TOO_DEEP) from None
         rows: list[Any] = build(tuples)
         self._normalise(rows, 0)
         return rows
