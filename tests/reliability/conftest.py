@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Gateway, end_offsets, kafka_dev
+from tests.integration.harness import Gateway, Record, end_offsets, kafka_dev, read_topic
 from tests.reliability.accounting import RUNNING
 
 PRIVATE_PORTS = range(19500, 19600, 2)  # broker port, controller port = port + 1
@@ -84,6 +84,11 @@ def private_broker() -> Iterator[Broker]:
             os.close(claim)
         return
     pytest.fail("no free port pair for a private broker in 19500-19599")
+
+
+def read_back(bootstrap: str, topic: str) -> list[Record]:
+    """Every record of a topic."""
+    return asyncio.run(read_topic(bootstrap, topic))
 
 
 def offsets_total(bootstrap: str, topic: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ADMIN_KEY, Gateway, http, read_topic, unique_name, wait_until
+from tests.integration.harness import ADMIN_KEY, Gateway, http, unique_name, wait_until
 from tests.reliability.accounting import (
     COLUMNS,
     Dialect,
@@ -26,7 +26,7 @@ from tests.reliability.accounting import (
     account,
     record,
 )
-from tests.reliability.conftest import Broker, offsets_total
+from tests.reliability.conftest import Broker, offsets_total, read_back
 
 Spawn = Callable[..., Gateway]
 
@@ -58,10 +58,6 @@ def rss_bytes(gw: Gateway) -> int:
     found = re.search(r"VmRSS:\s+(\d+) kB", status)
     assert found is not None
     return int(found.group(1)) * 1024
-
-
-def read_back(bootstrap: str, topic: str) -> list:  # type: ignore[type-arg]
-    return asyncio.run(read_topic(bootstrap, topic))
 
 
 def wait_delivered(bootstrap: str, topic: str, rows: int, timeout: float = 120) -> None:
