@@ -181,6 +181,8 @@ class Spool:
         assert seg is not None, "Spool.open() was not called"
         if seg.size >= self.segment_bytes:
             seg.rolled = True
+            if seg.unwritten == 0:  # else the writer seals it after its last write
+                self._seal(seg)
             seg = self._active = self._new_segment(seg.seq + 1)
         data = encode_record(SpoolRecord(stream, topic, values, keys))
         pos = position(seg.seq, seg.records)
