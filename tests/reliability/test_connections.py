@@ -17,6 +17,7 @@ from tests.reliability.accounting import COLUMNS
 from tests.reliability.rawhttp import closed_by_peer, connect, read_reply, request_bytes
 
 IDLE = 3000
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)

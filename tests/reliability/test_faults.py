@@ -176,8 +176,10 @@ def test_gateway_sigterm_under_load(private_broker: Broker, spawn: Spawn) -> Non
 
 def gateway_kill9(scenario: str, broker: Broker, spawn: Spawn, extra: list[str]
                   ) -> tuple[Ledger, Gateway, str, dict[str, object]]:
-    """Load → kill -9 the gateway → start it again on the same data dir (catalog, spool)."""
-    gw = spawn(broker.bootstrap, [*QUEUE_ARGS, *extra])
+    """Load → kill -9 the gateway → start it again on the same data dir (catalog, spool).
+    A 50 ms linger (a common batching setting) keeps some rows unflushed at any moment."""
+    extra = [*QUEUE_ARGS, "--linger-ms", "50", *extra]
+    gw = spawn(broker.bootstrap, extra)
     name = unique_name(scenario.replace("-", "_"))
     topic = gw.create_stream(name, COLUMNS)["topic"]
     load = start_load(gw, name, scenario, TimeplusNdjson(), wait_every=4)
@@ -187,7 +189,7 @@ def gateway_kill9(scenario: str, broker: Broker, spawn: Spawn, extra: list[str]
     assert gw.proc is not None
     gw.proc.wait(10)
     ledger = load.stop()
-    again = spawn(broker.bootstrap, [*QUEUE_ARGS, *extra])
+    again = spawn(broker.bootstrap, extra)
     wait_until(lambda: metric(again, "gateway_queue_rows") == 0, 120, "the queues to drain")
     return ledger, again, topic, {"queue_rows_sampled_just_before_kill": int(queued)}
 
@@ -197,6 +199,7 @@ def test_gateway_kill9_without_durability_loses_only_unflushed_202s(
     """Without --spool-dir, kill -9 loses rows answered 202 that Kafka had not yet acknowledged,
     never a 200: the missing rows are all 202s (excused, counted as `lost (excused)`)."""
     ledger, gw, topic, notes = gateway_kill9("gateway-kill9-no-spool", private_broker, spawn, [])
+    assert "from a previous run" not in gw.log()  # nothing to replay without a spool
     figures = account("gateway-kill9-no-spool", [ledger],
                       read_back(private_broker.bootstrap, topic), TimeplusNdjson(),
                       excused=lambda o: o.reply == 202, **notes)
@@ -372,4 +375,31 @@ def test_broker_unreachable_at_gateway_start(private_broker: Broker, spawn: Spaw
     figures = account("broker-down-at-start", [ledger], read_back(private_broker.bootstrap, topic),
                       dialect, replies_before_kafka_was_up={"readyz": 503, "ingest": 503})
     check(figures)
+    assert gw.stop() == 0, gw.log()[-3000:]
+
+
+def test_without_accept_during_outage_wait_false_gets_503(private_broker: Broker,
+                                                          spawn: Spawn) -> None:
+    """--no-accept-during-outage keeps issue 2's behaviour: while Kafka is known unreachable,
+    every ingest (wait=false too) gets 503 with Retry-After and nothing is queued."""
+    gw = spawn(private_broker.bootstrap, [*QUEUE_ARGS, "--no-accept-during-outage"])
+    name = unique_name("noaccept")
+    topic = gw.create_stream(name, COLUMNS)["topic"]
+    row = '{"id": "before", "seq": 1, "pad": ""}\n'
+    assert gw.ingest(name, row, wait=False, content_type="application/x-ndjson").status == 202
+    private_broker.pause()
+    try:
+        wait_until(lambda: http("GET", gw.url + "/readyz", timeout=5).status == 503, 30,
+                   "the gateway to see Kafka unreachable")
+        refused = gw.ingest(name, '{"id": "during", "seq": 2, "pad": ""}\n', wait=False,
+                            content_type="application/x-ndjson")
+        assert refused.status == 503 and refused.headers.get("Retry-After"), refused.body
+        assert metric(gw, "gateway_queue_rows") <= 1  # only the row from before, if unflushed
+    finally:
+        private_broker.resume()
+    wait_until(lambda: http("GET", gw.url + "/readyz", timeout=5).status == 200, 60, "ready")
+    assert gw.ingest(name, '{"id": "after", "seq": 3, "pad": ""}\n', wait=True,
+                     content_type="application/x-ndjson").status == 200
+    ids = sorted(r.json()["id"] for r in read_back(private_broker.bootstrap, topic))
+    assert ids == ["after", "before"], ids
     assert gw.stop() == 0, gw.log()[-3000:]

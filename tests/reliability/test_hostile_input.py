@@ -259,6 +259,7 @@ def test_chunked_body_that_stalls(gw: Gateway, kafka: str, refused: tuple[str, s
     assert reply.elapsed < READ_TIMEOUT_S + 3
 
 
+@pytest.mark.slow
 def test_chunked_body_that_trickles_forever(gw: Gateway, kafka: str,
                                             refused: tuple[str, str]) -> None:
     """One byte every half second never trips the per-read timeout: the whole-body one ends it."""

@@ -198,3 +198,18 @@ def test_per_stream_byte_rate_limit(gw: Gateway, kafka: str, streams: tuple[str,
     assert not figures.problems(), figures.problems()
     # One second of burst on top of the rate, and some slack for the clock.
     assert rate <= BYTE_RATE * (1 + 1.5 / elapsed) * 1.1, figures.notes
+
+
+def test_revoked_and_expired_keys_are_refused(gw: Gateway, streams: tuple[str, str]) -> None:
+    a, _ = streams
+    row = '{"id": "k", "seq": 1, "pad": ""}\n'
+    revoked = gw.request("POST", "/api/v1beta2/apikeys", {"name": "revoked"})
+    key, key_id = revoked.json()["api_key"], revoked.json()["id"]
+    assert ingest_as(gw, key, a, row).status == 200
+    assert gw.request("DELETE", f"/api/v1beta2/apikeys/{key_id}").status == 204
+    assert ingest_as(gw, key, a, row).status == 401
+    short = gw.request("POST", "/api/v1beta2/apikeys", {"name": "short", "expire_in": "2s"})
+    expiring = short.json()["api_key"]
+    assert ingest_as(gw, expiring, a, row).status == 200
+    wait_until(lambda: ingest_as(gw, expiring, a, row).status == 401, 10, "the key to expire")
+    assert "expired" in ingest_as(gw, expiring, a, row).json()["message"]
