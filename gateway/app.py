@@ -17,9 +17,10 @@ from gateway.catalog.file import FileBackend
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.dialects import ops, timeplus
+from gateway.dialects import datasources, ops, timeplus, tinybird
 from gateway.ingest.schema import SchemaCache
 from gateway.limiters.stream_bytes import StreamByteRate
+from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
 from gateway.pipeline import Pipeline
 from gateway.queues import Entry, Limits, Queues
@@ -68,7 +69,7 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key))
+                   Authenticator(catalog, admin_key), KeyRateLimiter(settings.rate_limit_per_key))
 
 
 def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
@@ -120,7 +121,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
-DIALECTS: tuple[Any, ...] = (timeplus,)
+DIALECTS: tuple[Any, ...] = (timeplus, tinybird, datasources)
 
 
 def build_app(settings: Settings, admin_key: str) -> web.Application:

@@ -29,6 +29,7 @@ class Principal:
     key_id: str
     name: str
     scopes: frozenset[str]
+    rate_limit: int = 0  # requests per second; 0 = the gateway's default
 
     @property
     def admin(self) -> bool:
@@ -76,8 +77,8 @@ def mask(key: str) -> str:
     return f"{key[:4]}****{key[-4:]}"
 
 
-def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str
-            ) -> tuple[str, ApiKey]:
+def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
+            rate_limit: int = 0) -> tuple[str, ApiKey]:
     """A fresh key and the record that stores it (hashed). The key is shown to its owner once."""
     key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LEN))
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(48))
@@ -86,7 +87,7 @@ def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str
     display = f"{name} ({mask(key)})" if name else mask(key)
     record = ApiKey(id=key_id, name=display, salt=salt, digest=_digest(salt, key),
                     masked=mask(key), created_at=int(time.time()), expire_at=expire_at,
-                    permissions=list(scopes), created_by=created_by)
+                    permissions=list(scopes), created_by=created_by, rate_limit=rate_limit)
     return key, record
 
 
@@ -111,4 +112,4 @@ class Authenticator:
             raise Unauthenticated("invalid API key")
         if record.expire_at and record.expire_at <= time.time():
             raise Unauthenticated("API key has expired")
-        return Principal(record.id, record.name, frozenset(record.permissions))
+        return Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -78,6 +79,10 @@ class Settings:
     max_connections: int = field(
         default=10_000, metadata={"help": "open client connections; beyond, new ones get 503 and "
                                           "are closed"})
+    rate_limit_per_key: float = field(
+        default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
+                                          "events route (0 = unlimited; a key's rate_limit wins)"}
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
 
     @property
@@ -93,11 +98,19 @@ def env_name(name: str) -> str:
 
 def _convert(kind: Any, raw: str) -> Any:
     if kind in (bool, "bool"):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError("expected true or false")
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
     if kind in (Path, "Path"):
         return Path(raw)
     return raw
@@ -146,9 +159,15 @@ def _check(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
+    if not 1 <= s.port <= 65535:
+        raise ValueError(f"port must be 1..65535, got {s.port}")
+    if s.rate_limit_per_key < 0:
+        raise ValueError(f"rate_limit_per_key must be ≥ 0, got {s.rate_limit_per_key}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.stream_max_bytes_per_s < 0:
         raise ValueError("stream_max_bytes_per_s must be ≥ 0 (0 = no limit)")
+    if s.kafka_probe_interval_s <= 0:
+        raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")

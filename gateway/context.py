@@ -11,6 +11,7 @@ from gateway.auth import Authenticator
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.pipeline import Pipeline
 from gateway.queues import Queues
 from gateway.sinks.base import Sink
@@ -30,6 +31,7 @@ class Gateway:
     pipeline: Pipeline
     streams: StreamService
     auth: Authenticator
+    limiter: KeyRateLimiter = field(default_factory=lambda: KeyRateLimiter(0))
     renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
     sink_ready: bool = False
 

@@ -10,12 +10,13 @@ class GatewayError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.row = row
         self.column = column
         self.retry_after = retry_after
+        self.headers = headers or {}  # added to the reply whatever the dialect (e.g. X-RateLimit-*)
 
     def details(self) -> dict[str, object]:
         """The machine-readable fields of the error body (besides the message)."""
@@ -93,6 +94,12 @@ class TooManyRequests(GatewayError):
 
     status = 429
     code = "queue_full"
+
+
+class RateLimited(TooManyRequests):
+    """The key has used up its request rate; nothing was written; retry after `Retry-After`."""
+
+    code = "rate_limited"
 
 
 class Unavailable(GatewayError):

@@ -18,6 +18,8 @@ ROWS_REJECTED = Counter("gateway_rows_rejected_total",
                         "rows of requests answered with an error, by cause", ["stream", "cause"])
 BYTES_REJECTED = Counter("gateway_bytes_rejected_total",
                          "request body bytes answered with an error, by cause", ["stream", "cause"])
+ROWS_QUARANTINED = Counter("gateway_rows_quarantined_total",
+                           "invalid rows written to a stream's quarantine topic", ["stream"])
 ROWS_DELIVERED = Counter("gateway_rows_delivered_total",
                          "rows acknowledged by the sink (Kafka or local)", ["stream"])
 QUEUE_ROWS = Gauge("gateway_queue_rows", "rows queued or in flight, per stream", ["stream"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +20,14 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The labelled metric children of a (route, method, status): `labels()` costs a lock and a
+    dict lookup per call, so each combination is looked up once."""
+    return (metrics.REQUEST_LATENCY.labels(route=route),
+            metrics.REQUESTS.labels(route=route, method=method, status=str(status)))
 
 
 def route_name(request: web.Request) -> str:
@@ -53,6 +63,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except GatewayError as err:
         response = gw.renderers.get(route, gw.renderers["default"])(err, request_id)
+        response.headers.update(err.headers)
         if isinstance(err, RequestTimeout):  # a stalled body: drop the client, no lingering read
             request.content.feed_eof()
             response.force_close()
@@ -64,12 +75,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request_id)
-        response = gw.renderers["default"](GatewayError("internal error"), request_id)
+        response = gw.renderers.get(route, gw.renderers["default"])(GatewayError("internal error"),
+                                                                    request_id)
     response.headers["X-Request-ID"] = request_id
     if response.status >= 400 and response.status not in (429, 503):  # those two come in floods
         log.log(logging.WARNING if response.status >= 500 else logging.INFO,
                 "%s %s -> %d (request %s)", request.method, request.path, response.status,
                 request_id)
-    metrics.REQUEST_LATENCY.labels(route=route).observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels(route=route, method=request.method, status=str(response.status)).inc()
+    latency, count = _request_metrics(route, request.method, response.status)
+    latency.observe(time.perf_counter() - started)
+    count.inc()
     return response

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
 from gateway.errors import (
+    GatewayError,
+    InvalidRow,
     NotConfirmed,
     NotDurable,
     NotFound,
@@ -19,9 +23,11 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.ingest.formats import Format, decode
+from gateway.ingest.quarantine import KeptChunks, Split, split_rows
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.limiters.stream_bytes import StreamByteRate
-from gateway.queues import Discarded, Entry, QueueFull, Queues
+from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
+from gateway.rates import WriteRates
 from gateway.sinks.base import Sink
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
@@ -35,6 +41,26 @@ class Accepted:
 
     rows: int
     acknowledged: bool
+    quarantined: int = 0
+
+
+@functools.lru_cache(maxsize=65536)
+def _accepted_metrics(stream: str) -> tuple[Any, Any]:
+    """The stream's labelled accepted-rows and accepted-bytes counters (looked up once)."""
+    return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
+
+
+class _CountingChunks:
+    """Passes chunks through, counting their bytes (for the rejected-bytes metric)."""
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = chunks
+        self.nbytes = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self.nbytes += len(chunk)
+            yield chunk
 
 
 class Pipeline:
@@ -55,6 +81,7 @@ class Pipeline:
         self.byte_rate = byte_rate
         self.draining = False
         self.sink_started = False  # set once the sink first connected
+        self.rates = WriteRates()
 
     def check_open(self) -> None:
         """503 (nothing written, safe to retry) while draining, before the sink first connected,
@@ -77,10 +104,37 @@ class Pipeline:
 
     async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
         """Decode and validate a body into rows of the stream's schema."""
-        return await decode(fmt, chunks, self.schemas.get(stream))
+        counted = _CountingChunks(chunks)
+        try:
+            return await decode(fmt, counted, self.schemas.get(stream))
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
+            raise
 
-    async def admit(self, stream: Stream, rows: list[object], *, wait: bool) -> Accepted:
-        """Queue validated rows whole; with `wait`, return once the sink has acknowledged them."""
+    async def decode_split(self, stream: Stream, chunks: AsyncIterable[bytes]) -> Split:
+        """NDJSON into valid and invalid rows (quarantine): the streamed decode as usual; only when
+        it meets an invalid row is the kept body split object by object."""
+        kept = KeptChunks(chunks)
+        schema = self.schemas.get(stream)
+        counted = _CountingChunks(kept)
+        try:
+            return Split(await decode(Format.STREAMING, counted, schema), [])
+        except InvalidRow:
+            pass
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
+            raise
+        body = await kept.whole()
+        try:
+            return split_rows(schema, body)
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(len(body))
+            raise
+
+    async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
+                    quarantine: list[bytes] | None = None) -> Accepted:
+        """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
+        has acknowledged all of them."""
         self.check_open()
         if wait and not self.sink.available():  # it would only time out: say so now
             self._sink_unavailable()
@@ -91,7 +145,8 @@ class Pipeline:
                                "nothing was written")
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
-        if encoded.values and max(map(len, encoded.values)) > self.max_record_bytes:
+        if encoded.nbytes > self.max_record_bytes and max(map(len, encoded.values)) > \
+                self.max_record_bytes:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
@@ -104,10 +159,16 @@ class Pipeline:
                 raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
                                       f"{self.byte_rate.rate:g} bytes/s; nothing was written",
                                       retry_after=max(wait_s, RETRY_AFTER_S))
-        done = asyncio.get_running_loop().create_future() if wait else None
+        done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
+                                            else None)
         entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
         try:
-            self.queues.queue(stream.name, stream.topic).offer(entry)
+            if quarantine:
+                done, offers = self._offer_with_quarantine(stream, entry, quarantine)
+            else:
+                q = self.queues.queue(stream.name, stream.topic)
+                q.offer(entry)
+                offers = [(q, entry)]
         except QueueFull as full:
             if self.byte_rate is not None:
                 self.byte_rate.refund(stream.name, encoded.nbytes)
@@ -116,21 +177,16 @@ class Pipeline:
             raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
                                   "nothing was written, retry later",
                                   retry_after=RETRY_AFTER_S) from None
-        metrics.ROWS_ACCEPTED.labels(stream=stream.name).inc(entry.rows)
-        metrics.BYTES_ACCEPTED.labels(stream=stream.name).inc(entry.nbytes)
+        rows_accepted, bytes_accepted = _accepted_metrics(stream.name)
+        rows_accepted.inc(entry.rows)
+        bytes_accepted.inc(entry.nbytes)
+        if entry.rows:
+            self.rates.record(stream.name, entry.rows, entry.nbytes)
+        accepted = Accepted(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
         if done is None:
             if self.spool is not None:
-                # Logged in the same step as queued (no await in between): the flusher cannot
-                # acknowledge the entry before it knows its spool position.
-                entry.spool_pos, committed = self.spool.append(stream.name, stream.topic,
-                                                               entry.values, entry.keys)
-                try:
-                    await committed
-                except SpoolError as exc:
-                    raise NotDurable(f"the rows are queued but the durable spool failed ({exc}); "
-                                     "they will probably be written, retrying may duplicate them"
-                                     ) from None
-            return Accepted(entry.rows, acknowledged=False)
+                await self._spool(offers)
+            return accepted
         try:
             async with asyncio.timeout(self.wait_timeout_s):
                 await asyncio.shield(done)
@@ -140,7 +196,22 @@ class Pipeline:
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
-        return Accepted(entry.rows, acknowledged=True)
+        return accepted
+
+    async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
+        """Durable mode: log the queued entries and wait for the fsync (group commit). Called
+        right after they were queued, with no await in between, so the flusher cannot
+        acknowledge an entry before it knows its spool position."""
+        assert self.spool is not None
+        committed = None
+        for q, e in offers:
+            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys)
+        try:
+            if committed is not None:  # the last append's group commit covers the earlier ones
+                await committed
+        except SpoolError as exc:
+            raise NotDurable(f"the rows are queued but the durable spool failed ({exc}); "
+                             "they will probably be written, retrying may duplicate them") from None
 
     async def replay_spool(self) -> None:
         """Queue again the rows the durable spool holds from a previous run (after a crash)."""
@@ -150,15 +221,21 @@ class Pipeline:
 
         async def requeue(rec: SpoolRecord, pos: int) -> bool:
             stream = catalog.stream(rec.stream)
-            if stream is None or stream.topic != rec.topic:
-                log.warning("spool: dropping %d rows of deleted stream %r", len(rec.values),
-                            rec.stream)
-                return False
+            if stream is not None and stream.topic == rec.topic:
+                key = (stream.name, stream.topic)
+            else:  # a quarantine record: queued under its topic
+                owner = next((s for s in catalog.streams() if s.quarantine_topic == rec.topic),
+                             None)
+                if owner is None:
+                    log.warning("spool: dropping %d rows of deleted stream %r", len(rec.values),
+                                rec.stream)
+                    return False
+                key = (rec.topic, rec.topic)
             entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
                           None, pos)
             while True:
                 try:
-                    queues.queue(stream.name, stream.topic).offer(entry)
+                    queues.queue(*key).offer(entry)
                 except QueueFull:
                     await asyncio.sleep(0.05)  # wait for the flusher to make room
                     continue
@@ -167,3 +244,22 @@ class Pipeline:
         rows = await self.spool.replay(requeue)
         if rows:
             log.warning("spool: %d rows from a previous run queued again", rows)
+
+    def _offer_with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes]
+                               ) -> tuple[asyncio.Future[Any] | None,
+                                          list[tuple[StreamQueue, Entry]]]:
+        """Queue the rows and the quarantine records all or none; with wait=true, the future of
+        both being acknowledged."""
+        if max(map(len, quarantine)) > self.max_record_bytes:
+            raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row is "
+                                  f"{self.max_record_bytes} bytes")
+        side = Entry(quarantine, None, sum(map(len, quarantine)),
+                     None if entry.done is None else asyncio.get_running_loop().create_future())
+        # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
+        offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
+        if entry.rows:
+            offers.append((self.queues.queue(stream.name, stream.topic), entry))
+        self.queues.offer_all(offers)
+        metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
+        waits = [e.done for _, e in offers if e.done is not None]
+        return (asyncio.gather(*waits) if waits else None), offers

@@ -79,7 +79,7 @@ class StreamQueue:
     sink: Sink
     limits: Limits
     budget: MemoryBudget
-    on_release: Callable[[list[Entry]], None] | None = None  # entries the sink acknowledged
+    on_release: Callable[[list[Entry]], None] | None = None  # acknowledged or discarded entries
     rows: int = 0
     nbytes: int = 0
     _pending: deque[Entry] = field(default_factory=deque)
@@ -89,11 +89,13 @@ class StreamQueue:
     _in_flight_nbytes: int = 0
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
-    _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
-    _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     _task: asyncio.Task[None] | None = None
     _closed: bool = False
+    _deleted: bool = False  # the stream was deleted: rows still here are discarded, not retried
     _draining: bool = False
+    _backoff: float = 0.0
+    _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
+    _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -107,16 +109,20 @@ class StreamQueue:
         """Start the flusher."""
         self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}")
 
-    def offer(self, entry: Entry) -> None:
-        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+    def check(self, entry: Entry, other_bytes: int = 0) -> None:
+        """Raise QueueFull unless the entry fits (with `other_bytes` about to join the budget)."""
         if self._closed:
             raise QueueFull("closed")
         if self.rows + entry.rows > self.limits.max_rows:
             raise QueueFull("stream_rows")
         if self.nbytes + entry.nbytes > self.limits.max_bytes:
             raise QueueFull("stream_bytes")
-        if self.budget.used + entry.nbytes > self.budget.cap:
+        if self.budget.used + other_bytes + entry.nbytes > self.budget.cap:
             raise QueueFull("memory")
+
+    def offer(self, entry: Entry) -> None:
+        """Queue a request's records whole, or raise QueueFull and queue nothing."""
+        self.check(entry)
         self.rows += entry.rows
         self.nbytes += entry.nbytes
         self.budget.used += entry.nbytes
@@ -154,11 +160,12 @@ class StreamQueue:
         return taken
 
     async def _run(self) -> None:
-        backoff = 0.05
         while not self._closed:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self._backoff:  # the last flush failed: give the sink a moment before retrying
+                await asyncio.sleep(self._backoff)
             await self._linger()
             while self._in_flight >= self.limits.max_in_flight and not self._closed:
                 self._slot_free.clear()
@@ -172,15 +179,12 @@ class StreamQueue:
                 continue
             try:
                 delivered = await self._hand_over(entries)
-            except SinkUnavailable as exc:
-                self._requeue(entries, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            except asyncio.CancelledError:  # stop(): keep them counted, so remove() frees them
-                self._pending.extendleft(reversed(entries))
+            except asyncio.CancelledError:
+                self._requeue(entries, None)
                 raise
-            backoff = 0.05
+            except Exception as exc:  # whatever the sink raised, the rows must not be lost
+                self._requeue(entries, exc)
+                continue
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
             self._flights[id(entries)] = entries
@@ -220,13 +224,15 @@ class StreamQueue:
             exc = fut.exception() if not fut.cancelled() else SinkUnavailable("cancelled")
             self._requeue(entries, exc)
             return
+        self._backoff = 0.0
         self._release(entries)
         for e in entries:
             if e.done is not None and not e.done.done():
                 e.done.set_result(None)
 
     def _discard(self, entries: list[Entry]) -> None:
-        """Forget entries of a deleted stream: free their memory, tell the spool they are done."""
+        """Forget entries of a deleted stream: free their memory, tell the spool they are done,
+        and fail the wait=true requests still waiting for them."""
         nbytes = sum(e.nbytes for e in entries)
         self.rows -= sum(e.rows for e in entries)
         self.nbytes -= nbytes
@@ -238,12 +244,15 @@ class StreamQueue:
                 e.done.set_exception(Discarded(self.stream))
 
     def _requeue(self, entries: list[Entry], exc: BaseException | None) -> None:
-        if self._closed:  # the stream was deleted while these rows were in flight
+        if self._deleted:  # the stream was deleted while these rows were being flushed
             self._discard(entries)
             return
-        log.warning("flush of %d rows to %s failed (%s); retrying", sum(e.rows for e in entries),
-                    self.topic, exc)
-        metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
+        if exc is not None:
+            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
+            log.warning("flush of %d rows to %s failed (%s: %s); retrying in %.2f s",
+                        sum(e.rows for e in entries), self.topic, type(exc).__name__, exc,
+                        self._backoff)
+            metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
         self._pending.extendleft(reversed(entries))
         self._wakeup.set()
 
@@ -271,20 +280,34 @@ class StreamQueue:
         if self._task is None:
             return
         if grace > 0:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def landed(self, timeout: float) -> bool:
-        """Wait until no flush is in flight (each acknowledged or failed); False on timeout."""
         try:
-            async with asyncio.timeout(timeout):
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("flusher of %s had failed", self.topic)
+
+    async def delete(self, grace: float) -> None:
+        """The stream was deleted: stop, discard what is queued, fail its waiting requests, and
+        wait (up to twice `grace`) until the flushes in flight have landed, so that none of them can
+        reach a topic created again under the same name."""
+        self._deleted = True
+        await self.stop(grace)
+        pending = list(self._pending)
+        self._pending.clear()
+        self._discard(pending)
+        for entries in self._flights.values():  # their topic is going away: do not wait for it
+            for e in entries:
+                if e.done is not None and not e.done.done():
+                    e.done.set_exception(Discarded(self.stream))
+        try:
+            async with asyncio.timeout(grace):
                 await self._landed.wait()
         except TimeoutError:
-            return False
-        return True
+            log.warning("stream %s deleted with flushes still in flight", self.stream)
 
 
 class Queues:
@@ -296,37 +319,37 @@ class Queues:
         self.limits = limits
         self.on_release = on_release  # told of acknowledged and discarded entries (the spool)
         self.budget = MemoryBudget(limits.memory_cap)
-        self._queues: dict[str, StreamQueue] = {}
+        self._queues: dict[tuple[str, str], StreamQueue] = {}
 
     def queue(self, stream: str, topic: str) -> StreamQueue:
-        """The stream's queue, created (and its flusher started) on first use."""
-        q = self._queues.get(stream)
-        if q is None or q.topic != topic:
+        """The queue of a stream's topic, created (and its flusher started) on first use."""
+        q = self._queues.get((stream, topic))
+        if q is None:
             q = StreamQueue(stream, topic, self.sink, self.limits, self.budget, self.on_release)
             q.start()
-            self._queues[stream] = q
+            self._queues[(stream, topic)] = q
         return q
 
-    def get(self, stream: str) -> StreamQueue | None:
-        """The stream's queue if it exists."""
-        return self._queues.get(stream)
+    def offer_all(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
+        """Queue entries into different queues all or none (a request's rows and its quarantine)."""
+        if len(offers) == 1:
+            offers[0][0].offer(offers[0][1])
+            return
+        other = 0
+        for q, e in offers:
+            q.check(e, other)
+            other += e.nbytes
+        for q, e in offers:
+            q.offer(e)
 
-    async def remove(self, stream: str, timeout: float = 10.0) -> None:
-        """Stop and forget a (deleted) stream's queue; its unflushed rows are discarded. Returns
-        once the flushes in flight have landed (up to `timeout`), so that none of them can reach
-        a topic created again under the same name."""
-        q = self._queues.pop(stream, None)
-        if q is not None:
-            await q.stop(grace=timeout / 2)
-            pending = list(q._pending)
-            q._pending.clear()
-            q._discard(pending)
-            for entries in q._flights.values():  # their topic is going away: do not wait for it
-                for e in entries:
-                    if e.done is not None and not e.done.done():
-                        e.done.set_exception(Discarded(stream))
-            if not await q.landed(timeout / 2):
-                log.warning("stream %s deleted with flushes still in flight", stream)
+    def get(self, stream: str, topic: str) -> StreamQueue | None:
+        """The queue of a stream's topic, if it exists."""
+        return self._queues.get((stream, topic))
+
+    async def remove(self, stream: str, grace: float = 5.0) -> None:
+        """Stop and forget a (deleted) stream's queues; their unflushed rows are discarded."""
+        for key in [k for k in self._queues if k[0] == stream]:
+            await self._queues.pop(key).delete(grace)
 
     def flush_now(self) -> None:
         """Stop lingering in every queue (shutdown has begun)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ class StreamService:
         self.queues = queues
         self.schemas = schemas
         self.defaults = defaults
+        self._quarantine_ready: set[str] = set()  # topics known to have their quarantine topic
+        self._update_lock = asyncio.Lock()
 
     def get(self, name: str) -> Stream:
         """The stream, or 404."""
@@ -82,7 +85,43 @@ class StreamService:
                               retry_after=1.0) from None
         if not await self.catalog.put_stream(stream, create=True):
             raise Conflict(f"stream {stream.name!r} exists")
+        self._quarantine_ready.add(stream.topic)
         return stream
+
+    async def ensure_quarantine(self, stream: Stream) -> None:
+        """Make sure the quarantine topic exists (streams made before it existed lack one)."""
+        if stream.topic in self._quarantine_ready:
+            return
+        try:
+            await self.sink.ensure_topic(stream)
+        except SinkUnavailable as exc:
+            raise Unavailable(f"could not create the quarantine topic: {exc}; nothing was "
+                              "inserted", retry_after=1.0) from None
+        self._quarantine_ready.add(stream.topic)
+
+    async def update(self, name: str, changes: dict[str, object], updated_by: str) -> Stream:
+        """Change description, retention, TTL or `archived`; retention changes reach the topics
+        before the catalog. Other fields cannot be changed (400)."""
+        allowed = {"description", "logstore_retention_ms", "logstore_retention_bytes",
+                   "ttl_expression", "archived"}
+        if set(changes) - allowed:
+            raise BadRequest(f"cannot change {', '.join(sorted(set(changes) - allowed))}; only "
+                             f"{', '.join(sorted(allowed))} can be updated")
+        async with self._update_lock:
+            stream = self.get(name)
+            updated = msgspec.structs.replace(stream, **changes, last_updated_at=now_text(),
+                                              last_updated_by=updated_by)
+            if (updated.logstore_retention_ms, updated.logstore_retention_bytes) != (
+                    stream.logstore_retention_ms, stream.logstore_retention_bytes):
+                try:
+                    await self.sink.update_topic(updated)
+                except SinkUnavailable as exc:
+                    raise Unavailable(f"could not change the topic's retention: {exc}",
+                                      retry_after=1.0) from None
+            if self.catalog.stream(name) is not stream:
+                raise Conflict(f"stream {name!r} changed or was deleted meanwhile; retry")
+            await self.catalog.put_stream(updated, create=False)
+            return updated
 
     async def delete(self, name: str) -> Stream:
         """Refuse new rows (catalog first), discard the queue, then delete the topic."""
@@ -90,6 +129,8 @@ class StreamService:
         if stream is None:
             raise NotFound(f"stream {name!r} does not exist")
         await self.queues.remove(name)
+        await self.queues.remove(stream.quarantine_topic)
+        self._quarantine_ready.discard(stream.topic)
         self.schemas.forget(name)
         try:
             await self.sink.delete_topic(stream)

@@ -55,6 +55,11 @@ class Stream(msgspec.Struct):
         """True for `*_kv` modes, whose rows carry the primary key as the Kafka record key."""
         return self.mode in KEYED_MODES
 
+    @property
+    def quarantine_topic(self) -> str:
+        """The topic of rows that failed validation (`-`, unlike `.`/`_`, cannot collide in Kafka)."""
+        return self.topic + "-quarantine"
+
     def key_columns(self) -> list[str]:
         """The primary key's column names, in order (empty for unkeyed streams)."""
         return [c.strip() for c in self.primary_key.split(",") if c.strip()] if self.keyed else []
@@ -72,6 +77,7 @@ class ApiKey(msgspec.Struct):
     expire_at: int = 0
     permissions: list[str] = msgspec.field(default_factory=list)
     created_by: str = ""
+    rate_limit: int = 0  # requests per second on rate-limited routes; 0 = the gateway's default
 
 
 class CatalogState(msgspec.Struct):

@@ -22,6 +22,7 @@ from gateway.context import gateway_of
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, UnsupportedMediaType
 from gateway.ingest.formats import Format
+from gateway.stats import history_days, stream_stats
 
 PREFIXES = ("/api/{version:v1beta[12]}", "/{workspace:[A-Za-z0-9_-]{1,128}}/api/{version:v1beta[12]}")
 DefaultValue = str | int | float | bool | None
@@ -55,13 +56,25 @@ class CreateStreamIn(msgspec.Struct):
     ttl_expression: str | None = None
 
 
+class UpdateStreamIn(msgspec.Struct):
+    """The update-stream request: what may change; absent or null fields stay as they are. Other
+    fields are ignored (as the reference's server does), so a whole stream body can be sent back."""
+
+    description: str | None = None
+    logstore_retention_ms: int | None = None
+    logstore_retention_bytes: int | None = None
+    ttl_expression: str | None = None
+    archived: bool | None = None
+
+
 class CreateKeyIn(msgspec.Struct):
-    """The create-API-key request."""
+    """The create-API-key request (`rate_limit`: requests per second, 0 = the gateway's default)."""
 
     name: str | None = None
     expire_at: str | None = None
     expire_in: str | None = None
     permissions: list[str] | None = None
+    rate_limit: int | None = None
 
 
 def _default_text(value: DefaultValue) -> str | None:
@@ -112,6 +125,7 @@ def stream_body(s: Stream) -> dict[str, Any]:
         "replication_factor": s.replication_factor,
         "archived": s.archived,
         "topic": s.topic,
+        "quarantine_topic": s.quarantine_topic,
         "created_at": s.created_at,
         "created_by": {"name": s.created_by},
         "last_updated_at": s.last_updated_at,
@@ -123,7 +137,7 @@ def key_body(k: ApiKey, key: str | None = None) -> dict[str, Any]:
     """An API key record as the reference shows it; the key itself only at creation."""
     body: dict[str, Any] = {"id": k.id, "name": k.name, "created_at": k.created_at,
                             "created_by": {"name": k.created_by}, "expire_at": k.expire_at,
-                            "permissions": k.permissions}
+                            "permissions": k.permissions, "rate_limit": k.rate_limit}
     if key is not None:
         body["api_key"] = key
     return body
@@ -226,6 +240,26 @@ async def get_stream(request: web.Request) -> web.Response:
     return json_reply(stream_body(gateway_of(request).streams.get(request.match_info["name"])))
 
 
+async def update_stream(request: web.Request) -> web.Response:
+    """PATCH (or PUT) …/streams/{name}: description, retention (also on the topic), TTL, archived."""
+    gw = gateway_of(request)
+    who = principal(request)
+    who.require_manage()
+    req = await json_body(request, UpdateStreamIn)
+    changes = {f: v for f in req.__struct_fields__ if (v := getattr(req, f)) is not None}
+    stream = await gw.streams.update(request.match_info["name"], changes, updated_by=who.name)
+    return json_reply(stream_body(stream))
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """GET …/streams/{name}/stats[?historyDays=1..7]."""
+    gw = gateway_of(request)
+    principal(request)
+    days = history_days(request.query.get("historyDays"))
+    stream = gw.streams.get(request.match_info["name"])
+    return json_reply(await stream_stats(stream, gw.sink, gw.pipeline.rates, days))
+
+
 async def delete_stream(request: web.Request) -> web.Response:
     """DELETE …/streams/{name}: 204; refuses new rows, then deletes the topic."""
     gw = gateway_of(request)
@@ -278,8 +312,11 @@ async def create_key(request: web.Request) -> web.Response:
     who = principal(request)
     who.require_admin()
     req = await json_body(request, CreateKeyIn) if request.can_read_body else CreateKeyIn()
+    if req.rate_limit is not None and req.rate_limit < 0:
+        raise BadRequest("rate_limit must be ≥ 0 (requests per second; 0 = the default)")
     key, record = new_key(req.name or "", scopes=req.permissions or list(DEFAULT_SCOPES),
-                          expire_at=expiry(req), created_by=who.name)
+                          expire_at=expiry(req), created_by=who.name,
+                          rate_limit=req.rate_limit or 0)
     await gw.catalog.put_key(record)
     return json_reply(key_body(record, key), status=201)
 
@@ -300,6 +337,9 @@ def routes() -> list[tuple[str, str, Any]]:
         ("POST", "/streams", create_stream),
         ("GET", "/streams/{name}", get_stream),
         ("DELETE", "/streams/{name}", delete_stream),
+        ("PATCH", "/streams/{name}", update_stream),
+        ("PUT", "/streams/{name}", update_stream),
+        ("GET", "/streams/{name}/stats", get_stats),
         ("POST", "/streams/{name}/ingest", ingest),
         ("GET", "/apikeys", list_keys),
         ("POST", "/apikeys", create_key),

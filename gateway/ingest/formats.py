@@ -60,22 +60,19 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
     buf = bytearray()
     consumed = 0
     retry_at = 0
-    first = True
+    bom_done = False
     async for chunk in chunks:
-        if first:
-            first = False
-            if chunk.startswith(BOM):
-                chunk = chunk[len(BOM):]
         buf += chunk
+        if not bom_done:
+            bom_done = _strip_bom(buf, final=False)
         if len(buf) < retry_at:
             continue
         cut = buf.rfind(b"\n") + 1
         if cut == 0:
             continue
-        # A copy, not a view of `buf`: `json` columns decode to msgspec.Raw, which references the
-        # buffer it came from (a view would pin `buf`, and `del buf[:cut]` would then fail).
-        with memoryview(buf) as view, view[:cut] as window:
-            part = bytes(window)
+        # A copy: rows may keep views into what they were decoded from (json columns), and the
+        # buffer must stay resizable.
+        part = buf[:cut]
         try:
             got = schema.decode_ndjson(part, len(rows))
         except msgspec.DecodeError as exc:
@@ -87,12 +84,23 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
         consumed += cut
         del buf[:cut]
         retry_at = 0
+    if not bom_done:
+        _strip_bom(buf, final=True)
     if buf.strip():
         try:
             rows += schema.decode_ndjson(bytes(buf), len(rows))
         except msgspec.DecodeError as exc:
             raise _malformed(exc, consumed, buf) from None
     return rows
+
+
+def _strip_bom(buf: bytearray, final: bool) -> bool:
+    """Remove a leading UTF-8 BOM; True once decided (enough bytes seen, or the body ended)."""
+    if len(buf) < len(BOM) and BOM.startswith(bytes(buf)) and not final:
+        return False
+    if buf.startswith(BOM):
+        del buf[: len(BOM)]
+    return True
 
 
 async def _whole(chunks: AsyncIterable[bytes]) -> bytes:
@@ -108,6 +116,8 @@ async def decode_compact(chunks: AsyncIterable[bytes], schema: CompiledSchema) -
         return []
     try:
         compact = _compact_decoder.decode(body)
+    except RecursionError:
+        raise MalformedBody("JSON is nested too deeply") from None
     except msgspec.ValidationError as exc:
         raise BadRequest(f"compact body must be {{\"columns\": [...], \"data\": [[...], ...]}}: "
                          f"{exc}") from None
@@ -115,8 +125,6 @@ async def decode_compact(chunks: AsyncIterable[bytes], schema: CompiledSchema) -
         raise _malformed(exc, 0, body) from None
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
-    except RecursionError:
-        raise MalformedBody("JSON is nested too deeply") from None
     return schema.decode_compact_data(compact.columns, compact.data)
 
 

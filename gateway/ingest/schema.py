@@ -4,6 +4,7 @@ and one C pass encodes them as the JSON values (and keys) of their Kafka records
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from gateway.ingest.types import ColumnType, nullable_of, parse_type
 
 UTC = datetime.UTC
 _PATH = re.compile(r"^(.*?)(?: - at `\$\[(\d+)\](.*)`)?$", re.S)
-_MISSING_FIELD = re.compile(r"missing required field `(.+)`")
-TOO_DEEP = "JSON is nested too deeply"
+_EPOCH_IN_DATETIME = re.compile(r"Expected `datetime( \| null)?`, got `(int|float)`")
+_MISSING_FIELD = re.compile(r"(?:missing required field|contains unknown field) `(.+)`")
 NOW_DEFAULTS = ("now()", "now64()", "now64(3)", "now64(6)", "now64(9)")
 
 
@@ -45,8 +46,9 @@ class Encoded:
 class _Field:
     column: Column
     ctype: ColumnType
-    py: Any
+    py: Any  # the strict type: what almost every row matches
     default: Any  # msgspec.NODEFAULT when the column is required
+    lenient_py: Any = None  # datetimes: also epoch seconds (int | float), converted after decoding
 
 
 def _default_of(col: Column, ctype: ColumnType, py: Any) -> Any:
@@ -78,13 +80,17 @@ def _compile_field(col: Column) -> _Field:
     except ValueError as exc:
         raise SchemaError(f"column {col.name!r}: {exc}") from None
     py = ctype.py
-    if ctype.is_datetime:  # top-level datetimes also accept epoch seconds; normalised after decode
-        py = datetime.datetime | int | float
+    lenient = py
+    if ctype.is_datetime:  # top-level datetimes also accept epoch seconds
+        lenient = datetime.datetime | int | float
         if ctype.nullable:
-            py = Optional[py]  # noqa: UP045
+            lenient = Optional[lenient]  # noqa: UP045
     if col.nullable and not ctype.nullable:
-        py = nullable_of(py)
-    return _Field(col, ctype, py, _default_of(col, ctype, py))
+        py, lenient = nullable_of(py), nullable_of(lenient)
+    return _Field(col, ctype, py, _default_of(col, ctype, py), lenient)
+
+
+_CompactCodec = tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any], Callable[..., Any]]
 
 
 class CompiledSchema:
@@ -103,9 +109,16 @@ class CompiledSchema:
         self._attr = {c: f"f{i}" for i, c in enumerate(names)}
         self.row_type = self._struct("Row", self.fields, kw_only=True)
         self.ndjson_decoder = msgspec.json.Decoder(self.row_type)
+        # Epoch numbers in datetime columns are rare: rows are decoded with plain datetime types,
+        # and only a body that has such a number is decoded again with (datetime | int | float).
+        self._lenient_ndjson = msgspec.json.Decoder(
+            self._struct("LenientRow", self.fields, kw_only=True, lenient=True))
         self.encoder = msgspec.json.Encoder()
         self._datetime_attrs = [self._attr[f.column.name] for f in self.fields if f.ctype.is_datetime]
-        self._compact: dict[tuple[str, ...], tuple[msgspec.json.Decoder[Any], Callable[..., Any]]] = {}
+        self._checks = [(self._attr[f.column.name], f.ctype.check, f.column)
+                        for f in self.fields if f.ctype.check is not None]
+        self._has_raw = any("json" in f.column.type.lower() for f in self.fields)
+        self._compact: dict[tuple[str, ...], _CompactCodec] = {}
         key_cols = stream.key_columns()
         for k in key_cols:
             if k not in self._attr:
@@ -118,11 +131,13 @@ class CompiledSchema:
         self._key_is_text = len(key_cols) == 1 and self.fields[names.index(key_cols[0])].py is str
         self._lines_attr = self._attr[names[0]] if len(names) == 1 else None
 
-    def _struct(self, name: str, fields: Sequence[_Field], *, kw_only: bool) -> Any:
+    def _struct(self, name: str, fields: Sequence[_Field], *, kw_only: bool,
+                lenient: bool = False) -> Any:
         spec: list[Any] = []
         for f in fields:
             attr = self._attr[f.column.name]
-            spec.append((attr, f.py) if f.default is msgspec.NODEFAULT else (attr, f.py, f.default))
+            py = f.lenient_py if lenient else f.py
+            spec.append((attr, py) if f.default is msgspec.NODEFAULT else (attr, py, f.default))
         return msgspec.defstruct(
             f"{name}_{self.stream.name}", spec, kw_only=kw_only,
             rename={self._attr[f.column.name]: f.column.name for f in fields},
@@ -130,22 +145,45 @@ class CompiledSchema:
         )
 
     # ---- decoding ---------------------------------------------------------------------------
-    def decode_ndjson(self, data: bytes | memoryview, first_row: int) -> list[Any]:
+    def decode_ndjson(self, data: bytes | bytearray | memoryview, first_row: int) -> list[Any]:
         """Decode and validate a run of whole JSON objects (NDJSON, or `{..}{..}` unseparated)."""
+        self.check_utf8(data)
         try:
-            rows: list[Any] = self.ndjson_decoder.decode_lines(data)
+            try:
+                rows: list[Any] = self.ndjson_decoder.decode_lines(data)
+            except msgspec.ValidationError as exc:
+                if not _EPOCH_IN_DATETIME.search(str(exc)):
+                    raise
+                rows = self._lenient_ndjson.decode_lines(data)
+                self._epochs_to_datetimes(rows, first_row)
         except msgspec.ValidationError as exc:
             raise self.row_error(str(exc), first_row, None) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
         except RecursionError:
-            raise MalformedBody(TOO_DEEP) from None
-        self._normalise(rows, first_row)
+            raise MalformedBody("JSON is nested too deeply") from None
+        self._check_ranges(rows, first_row)
         return rows
 
-    def compact_decoder(self, columns: Sequence[str]) -> tuple[msgspec.json.Decoder[Any],
-                                                              Callable[..., Any]]:
-        """A decoder for `data` arrays in the given column order, and the row builder it feeds."""
+    @functools.cached_property
+    def array_decoder(self) -> msgspec.json.Decoder[list[Any]]:
+        """A decoder for a JSON array of row objects (made on first use). Raises msgspec's
+        ValidationError as it is, so that a dialect can word the `$[i].column` path its own way."""
+        return msgspec.json.Decoder(list[self.row_type])  # type: ignore[name-defined]
+
+    def check_utf8(self, data: bytes | bytearray | memoryview) -> None:
+        """`json` columns keep their bytes as they are (msgspec.Raw checks no UTF-8): check here."""
+        if not self._has_raw:
+            return
+        raw = data if isinstance(data, bytes | bytearray) else bytes(data)
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MalformedBody(f"body is not valid UTF-8 at byte {exc.start}") from None
+
+    def compact_decoder(self, columns: Sequence[str]) -> _CompactCodec:
+        """Decoders (strict, lenient) for `data` arrays in this column order, and the row builder."""
         key = tuple(columns)
         hit = self._compact.get(key)
         if hit is not None:
@@ -168,9 +206,16 @@ class CompiledSchema:
         required_first = [_Field(f.column, f.ctype, f.py, msgspec.NODEFAULT) for f in present]
         rest = [f for f in self.fields if f.column.name not in key]
         row_type = self._struct("Compact", required_first + rest, kw_only=False)
-        item_types = tuple(by_name[c].py if c in by_name else msgspec.Raw for c in key)
-        decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[tuple[item_types]])  # type: ignore[valid-type]
-        if unknown:
+        def tuples_of(lenient: bool) -> msgspec.json.Decoder[Any]:
+            items = tuple((by_name[c].lenient_py if lenient else by_name[c].py)
+                          if c in by_name else msgspec.Raw for c in key)
+            return msgspec.json.Decoder(list[tuple[items]])  # type: ignore[valid-type]
+        decoder = tuples_of(lenient=False)
+        lenient_decoder = tuples_of(lenient=True)
+        if unknown and not known:
+            def build(rows: Iterable[Any]) -> list[Any]:
+                return [row_type() for _ in rows]
+        elif unknown:
             keep = itemgetter(*[i for i, c in enumerate(key) if c in self._attr])
             if len(known) == 1:
                 def build(rows: Iterable[Any]) -> list[Any]:
@@ -181,22 +226,32 @@ class CompiledSchema:
         else:
             def build(rows: Iterable[Any]) -> list[Any]:
                 return list(starmap(row_type, rows))
-        self._compact[key] = (decoder, build)
-        return decoder, build
+        codec = self._compact[key] = (decoder, lenient_decoder, build)
+        return codec
 
-    def decode_compact_data(self, columns: Sequence[str], data: bytes) -> list[Any]:
+    def decode_compact_data(self, columns: Sequence[str], data: bytes | msgspec.Raw) -> list[Any]:
         """Decode a compact body's `data` (an array of arrays) given its `columns`."""
-        decoder, build = self.compact_decoder(columns)
+        decoder, lenient_decoder, build = self.compact_decoder(columns)
+        self.check_utf8(memoryview(data))
+        epochs = False
         try:
-            tuples = decoder.decode(data)
+            try:
+                tuples = decoder.decode(data)
+            except msgspec.ValidationError as exc:
+                if not _EPOCH_IN_DATETIME.search(str(exc)):
+                    raise
+                tuples = lenient_decoder.decode(data)
+                epochs = True
         except msgspec.ValidationError as exc:
             raise self.row_error(str(exc), 0, columns) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
         except RecursionError:
-            raise MalformedBody(TOO_DEEP) from None
+            raise MalformedBody("JSON is nested too deeply") from None
         rows: list[Any] = build(tuples)
-        self._normalise(rows, 0)
+        if epochs:
+            self._epochs_to_datetimes(rows, 0)
+        self._check_ranges(rows, 0)
         return rows
 
     def rows_from_strings(self, texts: Sequence[str]) -> list[Any]:
@@ -207,7 +262,16 @@ class CompiledSchema:
         make = self.row_type
         return [make(**{name: t}) for t in texts]
 
-    def _normalise(self, rows: list[Any], first_row: int) -> None:
+    def _check_ranges(self, rows: list[Any], first_row: int) -> None:
+        """Bounds msgspec cannot check itself (uint64's upper bound); no work for other schemas."""
+        for attr, check, col in self._checks:
+            get = attrgetter(attr)
+            for i, row in enumerate(rows):
+                if not check(get(row)):
+                    raise InvalidRow(f"row {first_row + i}, column {col.name!r}: value out of "
+                                     f"range for {col.type}", row=first_row + i, column=col.name)
+
+    def _epochs_to_datetimes(self, rows: list[Any], first_row: int) -> None:
         """Turn epoch seconds in datetime columns into datetimes (UTC)."""
         for attr in self._datetime_attrs:
             get = attrgetter(attr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -13,16 +14,36 @@ from msgspec import Meta
 
 _IPV4 = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
 _H = "[0-9a-fA-F]{1,4}"
-_IPV6 = (
-    f"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
-    f"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
-    f"|{_H}:((:{_H}){{1,6}})|:((:{_H}){{1,7}}|:)|::(ffff(:0{{1,4}})?:)?{_IPV4}"
-    f"|({_H}:){{1,4}}:{_IPV4})"
-)
+UINT64_MAX = 2**64 - 1
+
+
+def _groups(n: int) -> str:
+    """n colon-separated hex groups ("" for none)."""
+    return "" if n == 0 else _H + (f"(:{_H}){{{n - 1}}}" if n > 1 else "")
+
+
+def _ipv6_pattern() -> str:
+    """Every RFC 4291 text form: full, `::`-compressed, and with an embedded IPv4 tail."""
+    forms = [f"({_H}:){{7}}{_H}", f"({_H}:){{6}}{_IPV4}"]
+    for left in range(8):
+        for right in range(8 - left):  # "::" stands for at least one group
+            forms.append(_groups(left) + "::" + _groups(right))
+    for left in range(6):
+        for right in range(6 - left):
+            tail = _groups(right) + ":" if right else ""
+            forms.append(_groups(left) + "::" + tail + _IPV4)
+    return "|".join(f"({f})" for f in forms)
+
+
+# msgspec applies patterns with re.search: \A…\Z anchors the whole string ($ would let a
+# trailing newline through).
+_IPV6 = _ipv6_pattern()
 
 
 def _int(bits: int, signed: bool) -> Any:
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if hi > 2**63 - 1:  # msgspec bounds must fit an int64: uint64's top is checked after decoding
+        return Annotated[int, Meta(ge=lo)]
     return Annotated[int, Meta(ge=lo, le=hi)]
 
 
@@ -38,8 +59,8 @@ SCALARS: dict[str, Any] = {
     "date": datetime.date,
     "date32": datetime.date,
     "uuid": uuid.UUID,
-    "ipv4": Annotated[str, Meta(pattern=f"^{_IPV4}$")],
-    "ipv6": Annotated[str, Meta(pattern=f"^{_IPV6}$")],
+    "ipv4": Annotated[str, Meta(pattern=f"\\A({_IPV4})\\Z")],
+    "ipv6": Annotated[str, Meta(pattern=f"\\A({_IPV6})\\Z")],
     "json": msgspec.Raw,
 }
 DATETIMES = ("datetime", "datetime64")
@@ -50,15 +71,47 @@ class TypeError_(ValueError):
     """A column type name that the gateway does not understand."""
 
 
+Check = Callable[[Any], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnType:
-    """A parsed column type: the msgspec type to decode with, and facts the schema compiler needs."""
+    """A parsed column type: the msgspec type to decode with, and facts the schema compiler needs.
+
+    `check` is set only for types msgspec cannot fully constrain (uint64's upper bound): it returns
+    False for a decoded value that is out of range.
+    """
 
     name: str
     py: Any
     nullable: bool
     is_datetime: bool
     is_stringlike: bool
+    check: Check | None = None
+
+
+def _uint64_ok(v: Any) -> bool:
+    return v is None or v <= UINT64_MAX
+
+
+def _check_of(text: str) -> Check | None:
+    """A value checker for types containing uint64, else None."""
+    t = text.strip().lower().replace(" ", "")
+    if "uint64" not in t:
+        return None
+    head, _, inner = t.partition("(")
+    inner = inner[:-1]
+    if t == "uint64":
+        return _uint64_ok
+    if head in WRAPPERS:
+        return _check_of(inner)
+    if head == "array":
+        item = _check_of(inner)
+        return (lambda v: v is None or all(map(item, v))) if item else None
+    if head == "map":
+        value = _check_of(_split_args(inner)[1])
+        return (lambda v: v is None or all(map(value, v.values()))) if value else None
+    return None
 
 
 def nullable_of(py: Any) -> Any:
@@ -89,8 +142,9 @@ def _parse(text: str) -> tuple[Any, bool, bool, bool]:
         head, inner = t[: t.index("(")].strip(), t[t.index("(") + 1 : -1]
         args = _split_args(inner)
         if head in WRAPPERS and len(args) == 1:
-            py, _, is_dt, strlike = _parse(args[0])
-            return nullable_of(py) if head == "nullable" else py, head == "nullable", is_dt, strlike
+            py, inner_nullable, is_dt, strlike = _parse(args[0])
+            nullable = head == "nullable" or inner_nullable
+            return (nullable_of(py) if head == "nullable" else py), nullable, is_dt, strlike
         if head == "array" and len(args) == 1:
             return list[_parse(args[0])[0]], False, False, False  # type: ignore[misc]
         if head == "map" and len(args) == 2:
@@ -116,4 +170,4 @@ def _parse(text: str) -> tuple[Any, bool, bool, bool]:
 def parse_type(text: str) -> ColumnType:
     """Parse a column type name; raise `TypeError_` with a clear message when it is unknown."""
     py, nullable, is_dt, strlike = _parse(text)
-    return ColumnType(text, py, nullable, is_dt, strlike)
+    return ColumnType(text, py, nullable, is_dt, strlike, _check_of(text))

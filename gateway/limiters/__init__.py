@@ -1,0 +1,1 @@
+"""Request limiters, one per file."""

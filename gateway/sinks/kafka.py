@@ -9,19 +9,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Int64, Schema, String
 
 from gateway import metrics
 from gateway.catalog.model import Stream
-from gateway.sinks.base import SinkUnavailable
+from gateway.sinks.base import SinkUnavailable, TopicStats
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 METADATA_WAIT_S = 3.0
 UNKNOWN_TOPIC = 3
+DAY_MS = 86_400_000
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
@@ -39,6 +44,43 @@ def topic_configs(stream: Stream) -> dict[str, str]:
     if stream.keyed:
         cfg["cleanup.policy"] = "compact"
     return cfg
+
+
+def quarantine_configs(stream: Stream) -> dict[str, str]:
+    """The quarantine topic keeps the stream's retention, never compaction (its records are unkeyed)."""
+    cfg = topic_configs(stream)
+    cfg.pop("cleanup.policy", None)
+    return cfg
+
+
+# DescribeLogDirs v1 (aiokafka has no client call for it): the topic's bytes on each broker's disks.
+_STR = String("utf-8")
+
+
+class _LogDirsResponse(Response):  # type: ignore[misc]
+    API_KEY = 35
+    API_VERSION = 1
+    SCHEMA = Schema(("throttle_time_ms", Int32), ("results", Array(
+        ("error_code", Int16), ("log_dir", _STR), ("topics", Array(("name", _STR), ("partitions", Array(
+            ("partition_index", Int32), ("partition_size", Int64), ("offset_lag", Int64),
+            ("is_future_key", Boolean))))))))
+
+
+class _LogDirsRequestV1(RequestStruct):  # type: ignore[misc]
+    API_KEY = 35
+    API_VERSION = 1
+    RESPONSE_TYPE = _LogDirsResponse
+    SCHEMA = Schema(("topics", Array(("topic", _STR), ("partitions", Array(Int32)))))
+
+
+class _DescribeLogDirs(Request[_LogDirsRequestV1]):  # type: ignore[misc]
+    API_KEY = 35
+
+    def __init__(self, topic: str, partitions: list[int]) -> None:
+        self.topics = [(topic, partitions)]
+
+    def build(self, request_struct_class: type[_LogDirsRequestV1]) -> _LogDirsRequestV1:
+        return request_struct_class(self.topics)
 
 
 class KafkaSink:
@@ -118,39 +160,146 @@ class KafkaSink:
             await asyncio.sleep(self.probe_interval_s)
             try:
                 async with asyncio.timeout(max(self.probe_interval_s * 2, 1.0)):
-                    await self._producer.client.fetch_all_metadata()
+                    await self._probe_once()
             except (KafkaError, OSError, TimeoutError) as exc:
                 metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
                 self._set_healthy(False)
             else:
                 self._set_healthy(True)
 
+    async def _probe_once(self) -> None:
+        """One Metadata request for *no* topics: the broker must answer, but the reply stays tiny
+        (asking for all topics costs ~20 ms of CPU per probe on a broker with hundreds of them)."""
+        client = self._producer.client
+        node = client.get_random_node()
+        if node is None:
+            raise KafkaError("no broker known")
+        reply = await client.send(node, MetadataRequest([]))
+        if not reply.brokers:
+            raise KafkaError("the broker lists no brokers")
+
     # ---- topics ----------------------------------------------------------------------------
     async def ensure_topic(self, stream: Stream) -> None:
-        """Create the stream's topic; an existing topic is kept as it is."""
-        topic = NewTopic(name=stream.topic, num_partitions=stream.shards,
-                         replication_factor=stream.replication_factor,
-                         topic_configs=topic_configs(stream))
+        """Create the stream's topic and its quarantine topic; existing topics are kept as they are."""
+        topics = [NewTopic(name=name, num_partitions=stream.shards,
+                           replication_factor=stream.replication_factor, topic_configs=cfg)
+                  for name, cfg in ((stream.topic, topic_configs(stream)),
+                                    (stream.quarantine_topic, quarantine_configs(stream)))]
         try:
-            resp = await self._admin.create_topics([topic])
+            resp = await self._admin.create_topics(topics)
         except KafkaError as exc:
             raise SinkUnavailable(f"could not create topic {stream.topic}: {exc}") from exc
-        for _name, code, *rest in resp.topic_errors:
+        for name, code, *rest in resp.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 message = rest[0] if rest else ""
-                raise SinkUnavailable(f"could not create topic {stream.topic}: error {code} "
-                                      f"{message}")
+                raise SinkUnavailable(f"could not create topic {name}: error {code} {message}")
 
     async def delete_topic(self, stream: Stream) -> None:
-        """Delete the stream's topic; a missing topic is not an error."""
+        """Delete the stream's topic and its quarantine topic; missing topics are not an error."""
         try:
-            resp = await self._admin.delete_topics([stream.topic])
+            resp = await self._admin.delete_topics([stream.topic, stream.quarantine_topic])
         except KafkaError as exc:
             raise SinkUnavailable(f"could not delete topic {stream.topic}: {exc}") from exc
-        for _name, code, *_ in resp.topic_error_codes:
+        for name, code, *_ in resp.topic_error_codes:
             if code not in (0, UNKNOWN_TOPIC):
-                raise SinkUnavailable(f"could not delete topic {stream.topic}: error {code}")
+                raise SinkUnavailable(f"could not delete topic {name}: error {code}")
         self._next_partition.pop(stream.topic, None)
+        self._next_partition.pop(stream.quarantine_topic, None)
+
+    async def update_topic(self, stream: Stream) -> None:
+        """Set the retention of both topics. AlterConfigs replaces a topic's whole configuration,
+        so every setting the stream implies is sent (a quarantine topic may be missing: skipped)."""
+        resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic, topic_configs(stream)),
+                     ConfigResource(ConfigResourceType.TOPIC, stream.quarantine_topic,
+                                    quarantine_configs(stream))]
+        try:
+            responses = await self._admin.alter_configs(resources)
+        except KafkaError as exc:
+            raise SinkUnavailable(f"could not alter topic {stream.topic}: {exc}") from exc
+        for resp in responses:
+            for code, message, _kind, name in resp.resources:
+                if code and not (code == UNKNOWN_TOPIC and name == stream.quarantine_topic):
+                    raise SinkUnavailable(f"could not alter topic {name}: error {code} {message}")
+
+    async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
+        """Rows from the offsets, bytes from DescribeLogDirs, first/last record timestamps, and
+        rows per UTC day from the timestamp index (ListOffsets by time)."""
+        if self._producer is None:
+            raise SinkUnavailable("Kafka is not connected")
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    request_timeout_ms=self.request_timeout_ms,
+                                    fetch_max_wait_ms=50, client_id="ingest-gateway-stats")
+        try:
+            await consumer.start()
+            return await self._stats(consumer, stream.topic, days)
+        except (KafkaError, OSError) as exc:
+            raise SinkUnavailable(f"could not read the offsets of {stream.topic}: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _stats(self, consumer: Any, topic: str, days: int) -> TopicStats:
+        parts = sorted(await self._producer.partitions_for(topic) or ())
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            raise SinkUnavailable(f"topic {topic} has no partitions")
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        held = [tp for tp in tps if end[tp] > begin[tp]]
+        stats = TopicStats(rows=sum(end[tp] - begin[tp] for tp in tps),
+                           nbytes=await self._log_bytes(topic, parts))
+        if days > 0:
+            today = int(time.time() * 1000) // DAY_MS * DAY_MS
+            cuts: list[dict[Any, int]] = []
+            for day in range(days - 1, -1, -1):
+                found = await consumer.offsets_for_times({tp: today - day * DAY_MS for tp in tps})
+                cuts.append({tp: end[tp] if o is None else o.offset for tp, o in found.items()})
+            cuts.append(end)
+            stats.daily_rows = [sum(cuts[i + 1][tp] - cuts[i][tp] for tp in tps)
+                                for i in range(days)]
+        if held:
+            first = await consumer.offsets_for_times({tp: 0 for tp in held})
+            stamps = [o.timestamp for o in first.values() if o is not None]
+            stats.earliest_ms = min(stamps) if stamps else None
+            # last: once partitions are assigned, fetches queue ahead of other requests
+            stats.latest_ms = await self._latest_timestamp(consumer, held, end)
+        return stats
+
+    @staticmethod
+    async def _latest_timestamp(consumer: Any, held: list[Any], end: dict[Any, int]) -> int | None:
+        """The newest timestamp among the last record of each partition (one small fetch each)."""
+        consumer.assign(held)
+        for tp in held:
+            consumer.seek(tp, end[tp] - 1)
+        latest: int | None = None
+        pending = set(held)
+        deadline = time.monotonic() + 5
+        while pending and time.monotonic() < deadline:
+            got = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in got.items():
+                for r in records:
+                    latest = r.timestamp if latest is None else max(latest, r.timestamp)
+                if records:
+                    pending.discard(tp)
+        return latest
+
+    async def _log_bytes(self, topic: str, partitions: list[int]) -> int | None:
+        """The topic's size: per partition the largest replica, summed; None if not supported."""
+        sizes: dict[int, int] = {}
+        try:
+            cluster = await self._admin.describe_cluster()
+            for broker in cluster["brokers"]:
+                resp = await self._admin._send_request_to_node(
+                    broker["node_id"], _DescribeLogDirs(topic, partitions))
+                for error, _dir, topics in resp.results:
+                    for _name, parts in (topics if error == 0 else ()):
+                        for index, size, _lag, future in parts:
+                            if not future:
+                                sizes[index] = max(size, sizes.get(index, 0))
+        except (KafkaError, NotImplementedError) as exc:
+            log.warning("could not describe the log dirs of %s: %s", topic, exc)
+            return None
+        return sum(sizes.values())
 
     async def partition_count(self, topic: str) -> int:
         """How many partitions the topic has (from the producer's metadata cache)."""

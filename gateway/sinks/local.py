@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.catalog.model import Stream
+from gateway.sinks.base import TopicStats
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,32 @@ class LocalSink:
 
     async def ensure_topic(self, stream: Stream) -> None:
         self.path_of(stream.topic).touch()
+        self.path_of(stream.quarantine_topic).touch()
 
     async def delete_topic(self, stream: Stream) -> None:
         def remove() -> None:
-            fd = self._files.pop(stream.topic, None)
-            if fd is not None:
-                os.close(fd)
-            self.path_of(stream.topic).unlink(missing_ok=True)
+            for topic in (stream.topic, stream.quarantine_topic):
+                fd = self._files.pop(topic, None)
+                if fd is not None:
+                    os.close(fd)
+                self.path_of(topic).unlink(missing_ok=True)
         await asyncio.get_running_loop().run_in_executor(self._pool, remove)
+
+    async def update_topic(self, stream: Stream) -> None:
+        """Nothing to do: the development sink keeps everything (no retention)."""
+
+    async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
+        """Lines and bytes of the topic's file (no record timestamps, no daily counts)."""
+        def count() -> TopicStats:
+            path = self.path_of(stream.topic)
+            if not path.exists():
+                return TopicStats(rows=0, nbytes=0)
+            lines = 0
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    lines += block.count(b"\n")
+            return TopicStats(rows=lines, nbytes=path.stat().st_size)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, count)
 
     def _append(self, topic: str, data: bytes) -> None:
         fd = self._files.get(topic)

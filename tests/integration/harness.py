@@ -237,3 +237,32 @@ def iter_ndjson(rows: list[dict[str, Any]]) -> Iterator[bytes]:
     """Rows as NDJSON lines."""
     for r in rows:
         yield json.dumps(r).encode() + b"\n"
+
+
+async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    """The topic's configuration as the broker describes it (admin DescribeConfigs)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        (_code, _message, _kind, _name, entries) = resp.resources[0]
+        return {e[0]: e[1] for e in entries}
+    finally:
+        await admin.close()
+
+
+async def topic_config_becomes(bootstrap: str, topic: str, expected: dict[str, str],
+                               timeout: float = 10) -> dict[str, str]:
+    """The topic's configuration once it holds `expected` (a broker serves its metadata image,
+    which may lag the controller's commit by a moment); fails after `timeout` seconds."""
+    import asyncio
+    deadline = time.monotonic() + timeout
+    while True:
+        config = await topic_config(bootstrap, topic)
+        if all(config.get(k) == v for k, v in expected.items()):
+            return config
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic} config {config} never showed {expected}")
+        await asyncio.sleep(0.1)

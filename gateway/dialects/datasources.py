@@ -1,0 +1,130 @@
+"""The time-series data-source dialect: `POST /v1/data_sources/ingest`.
+
+`{"data_source": NAME, "records": [{"timestamp": unix seconds, "name": series, "value": number}]}`
+with `Authorization: Bearer TOKEN`; 204 with an empty body once Kafka has acknowledged every record.
+Errors are `{"detail": "..."}` with the vendor's messages (401 `Missing access token.` /
+`Invalid access token.`, 404 `Data source not found.`, 409 `Data source is archived.`); a body that
+is not JSON is 400, a record that does not fit is 422 naming it (`records[3].value: …`).
+
+A data source is a stream with exactly the columns `timestamp` int64, `name` string, `value` float64,
+in `versioned_kv` mode with primary key `timestamp, name`: each record's Kafka key is
+`[timestamp,"name"]`, so a re-sent record lands on the same partition under the same key and the
+compacted topic keeps the last value. A stream of another shape is not a data source: 404 with
+`Data source not found.` followed by what the stream lacks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from gateway.auth import key_from_headers
+from gateway.catalog.model import Stream
+from gateway.context import gateway_of
+from gateway.dialects.common import body_chunks, json_reply
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    InvalidRow,
+    MalformedBody,
+    NotFound,
+    Unauthenticated,
+)
+
+SHAPE = {"timestamp": "int64", "name": "string", "value": "float64"}
+KEY = ["timestamp", "name"]
+NOT_FOUND = "Data source not found."
+_AT = re.compile(r"^(.*?) - at `\$(.*)`$", re.S)
+_MISSING = re.compile(r"missing required field `(.+)`")
+
+
+class Envelope(msgspec.Struct):
+    """The request body; `records` stays raw until the data source's schema decodes it."""
+
+    data_source: str
+    records: msgspec.Raw
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+
+
+def render_error(err: GatewayError, request_id: str) -> web.Response:
+    """`{"detail": message}`; a record that does not fit the schema is 422."""
+    status = 422 if isinstance(err, InvalidRow) else err.status
+    headers = {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    return json_reply({"detail": err.message}, status=status, headers=headers)
+
+
+def shape_problem(stream: Stream) -> str | None:
+    """Why a stream is not a data source, or None when it is one."""
+    types = {c.name: c.type.strip().lower() for c in stream.columns}
+    if types != SHAPE:
+        return "its columns must be exactly timestamp int64, name string, value float64"
+    if stream.mode != "versioned_kv" or stream.key_columns() != KEY:
+        return "it must be in versioned_kv mode with primary key (timestamp, name)"
+    return None
+
+
+def detail(message: str, root: str) -> str:
+    """msgspec's `… - at `$[3].value`` worded as `records[3].value: …`."""
+    m = _AT.match(message)
+    what, path = (m.group(1), m.group(2)) if m else (message, "")
+    missing = _MISSING.search(what)
+    if missing:
+        path += "." + missing.group(1)
+    where = (root + path).lstrip(".") or "body"
+    return f"{where}: {what}"
+
+
+def _principal_key(request: web.Request) -> str:
+    key = key_from_headers(request.headers)
+    if not key:
+        raise Unauthenticated("Missing access token.")
+    return key
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """POST /v1/data_sources/ingest: 204 once every record is acknowledged by Kafka."""
+    gw = gateway_of(request)
+    key = _principal_key(request)
+    try:
+        who = gw.auth.authenticate(key)
+    except Unauthenticated:
+        raise Unauthenticated("Invalid access token.") from None
+    gw.pipeline.check_open()
+    body = b"".join([chunk async for chunk in body_chunks(request)])
+    try:
+        envelope = _envelope.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRow(detail(str(exc), "")) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBody(f"body: not valid JSON: {exc or 'nested too deeply'}") from None
+    stream = gw.catalog.stream(envelope.data_source)
+    if stream is None:
+        raise NotFound(NOT_FOUND)
+    problem = shape_problem(stream)
+    if problem is not None:
+        raise NotFound(f"{NOT_FOUND} Stream {stream.name!r} is not a data source: {problem}.")
+    who.require_append(stream.name)
+    if stream.archived:
+        raise Conflict("Data source is archived.")
+    schema = gw.pipeline.schemas.get(stream)
+    try:
+        rows: list[Any] = schema.array_decoder.decode(envelope.records)
+    except msgspec.ValidationError as exc:
+        raise InvalidRow(detail(str(exc), "records")) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBody(f"records: not valid JSON: {exc or 'nested too deeply'}") from None
+    if rows:
+        await gw.pipeline.admit(stream, rows, wait=True)
+    return web.Response(status=204)
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    """(method, path, handler) of the data-source API."""
+    return [("POST", "/v1/data_sources/ingest", ingest)]

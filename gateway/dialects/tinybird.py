@@ -1,0 +1,70 @@
+"""The Tinybird Events API dialect: `POST /v0/events?name=NAME&wait=true|false` with NDJSON bodies.
+
+Every reply is JSON, 2xx included: `{"successful_rows": n, "quarantined_rows": q}` on success,
+`{"error": message, …}` otherwise. Statuses as the Events API documents them: 200 acknowledged
+(wait=true), 202 accepted, 400 invalid request (nothing inserted), 403 invalid token (401 and 403 are
+both 403 here), 404 unknown data source, 429 rate limit, 500, 503 nothing inserted and safe to retry.
+Rows that are JSON but do not fit the schema go to the stream's quarantine topic instead of failing
+the request. The body is always NDJSON, whatever its Content-Type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.context import gateway_of
+from gateway.dialects.common import body_chunks, flag, json_reply, principal, rate_limit
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthenticated
+from gateway.ingest.quarantine import quarantine_values
+
+
+def render_error(err: GatewayError, request_id: str) -> web.Response:
+    """`{"error": message, "code": …, "row"/"column" where known, "request_id": …}`."""
+    status = 403 if isinstance(err, Unauthenticated | Forbidden) else err.status
+    body: dict[str, Any] = {"error": err.message, "code": err.code}
+    if err.row is not None:
+        body["row"] = err.row
+    if err.column is not None:
+        body["column"] = err.column
+    body["request_id"] = request_id
+    headers = {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    return json_reply(body, status=status, headers=headers)
+
+
+async def events(request: web.Request) -> web.Response:
+    """POST /v0/events: 202 once queued, or 200 once Kafka acknowledged (wait=true)."""
+    gw = gateway_of(request)
+    who = principal(request, allow_query_token=True)
+    limits = rate_limit(request, who)
+    gw.pipeline.check_open()
+    name = request.query.get("name", "").strip()
+    if not name:
+        raise BadRequest("missing the `name` query parameter (the data source to append to); "
+                         "nothing was inserted")
+    stream = gw.catalog.stream(name)
+    if stream is None:
+        raise NotFound(f"Data Source {name!r} not found")
+    who.require_append(stream.name)
+    if stream.archived:
+        raise Conflict(f"Data Source {name!r} is archived and accepts no rows")
+    wait = flag(request, "wait")
+    split = await gw.pipeline.decode_split(stream, body_chunks(request))
+    if not split.rows and not split.bad:
+        raise BadRequest("the body holds no rows")
+    quarantine = None
+    if split.bad:
+        await gw.streams.ensure_quarantine(stream)
+        quarantine = quarantine_values(split.bad, stream=stream.name,
+                                       request_id=request["request_id"])
+    done = await gw.pipeline.admit(stream, split.rows, wait=wait, quarantine=quarantine)
+    return json_reply({"successful_rows": done.rows, "quarantined_rows": done.quarantined},
+                      status=200 if done.acknowledged else 202, headers=limits)
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    """(method, path, handler) of the Events API."""
+    return [("POST", "/v0/events", events)]

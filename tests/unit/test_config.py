@@ -1,0 +1,146 @@
+"""Settings from defaults, GATEWAY_* environment variables and flags; validation."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gateway.config import MiB, Settings, add_arguments, env_name, from_sources
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults() -> None:
+    s = from_sources(None, {})
+    assert s == Settings()
+    assert from_sources(parse(), {}) == Settings()
+    assert (s.host, s.port, s.kafka_bootstrap, s.data_dir) == ("127.0.0.1", 8000, "", Path("data"))
+    assert s.embedded
+    assert s.max_body_bytes == 64 * MiB and s.max_decompressed_bytes == 256 * MiB
+    assert s.linger_ms == 5.0 and s.reject_unknown_fields is False
+    assert s.log_level == "INFO"
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+def test_env_name() -> None:
+    assert env_name("kafka_bootstrap") == "GATEWAY_KAFKA_BOOTSTRAP"
+
+
+def test_env_parsing_of_every_kind() -> None:
+    s = from_sources(None, {
+        "GATEWAY_HOST": "0.0.0.0",
+        "GATEWAY_PORT": " 9001 ",
+        "GATEWAY_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+        "GATEWAY_DATA_DIR": "/var/lib/gw",
+        "GATEWAY_LINGER_MS": "0",
+        "GATEWAY_WAIT_TIMEOUT_S": "2.5",
+        "GATEWAY_REJECT_UNKNOWN_FIELDS": "true",
+        "GATEWAY_MAX_BODY_BYTES": "1048576",
+        "GATEWAY_LOG_LEVEL": "debug",
+        "GATEWAY_UNRELATED": "ignored",
+        "PORT": "1",
+    })
+    assert s.host == "0.0.0.0"
+    assert s.port == 9001
+    assert s.kafka_bootstrap == "k1:9092,k2:9092" and not s.embedded
+    assert s.data_dir == Path("/var/lib/gw")
+    assert s.linger_ms == 0.0 and isinstance(s.linger_ms, float)
+    assert s.wait_timeout_s == 2.5
+    assert s.reject_unknown_fields is True
+    assert s.max_body_bytes == MiB
+    assert s.log_level == "debug"
+
+
+def test_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT", "9100")
+    assert from_sources().port == 9100
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", " yes ", "on", "On"])
+def test_bool_true_spellings(raw: str) -> None:
+    assert from_sources(None, {"GATEWAY_REJECT_UNKNOWN_FIELDS": raw}).reject_unknown_fields
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "FALSE", "no", "off"])
+def test_bool_false_spellings(raw: str) -> None:
+    assert not from_sources(None, {"GATEWAY_REJECT_UNKNOWN_FIELDS": raw}).reject_unknown_fields
+
+
+@pytest.mark.parametrize("raw", ["maybe", "ture"])
+def test_bool_unrecognised_value_raises(raw: str) -> None:
+    """A typo must not silently turn a safety switch off."""
+    with pytest.raises(ValueError, match="reject_unknown_fields"):
+        from_sources(None, {"GATEWAY_REJECT_UNKNOWN_FIELDS": raw})
+
+
+def test_flags_override_env() -> None:
+    env = {"GATEWAY_PORT": "1111", "GATEWAY_HOST": "10.0.0.1", "GATEWAY_LINGER_MS": "7"}
+    s = from_sources(parse("--port", "2222", "--linger-ms", "0.5"), env)
+    assert s.port == 2222
+    assert s.linger_ms == 0.5
+    assert s.host == "10.0.0.1"  # no flag: the environment still applies
+
+
+def test_bool_flags_override_env_both_ways() -> None:
+    on = {"GATEWAY_REJECT_UNKNOWN_FIELDS": "true"}
+    off = {"GATEWAY_REJECT_UNKNOWN_FIELDS": "false"}
+    assert from_sources(parse("--no-reject-unknown-fields"), on).reject_unknown_fields is False
+    assert from_sources(parse("--reject-unknown-fields"), off).reject_unknown_fields is True
+    assert from_sources(parse(), on).reject_unknown_fields is True
+
+
+def test_every_setting_has_a_flag_naming_its_env_var() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    helps = {a.dest: a.help or "" for a in parser._actions}
+    for f in dataclasses.fields(Settings):
+        assert env_name(f.name) in helps[f.name], f.name
+    args = parse("--data-dir", "/tmp/x", "--admin-key", "k", "--topic-prefix", "p.")
+    s = from_sources(args, {})
+    assert (s.data_dir, s.admin_key, s.topic_prefix) == (Path("/tmp/x"), "k", "p.")
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("port", "x"), ("port", "8080.0"), ("port", ""), ("port", "0"), ("port", "-1"),
+    ("default_shards", "0"), ("replication_factor", "0"), ("max_body_bytes", "0"),
+    ("max_decompressed_bytes", "-5"), ("queue_max_rows", "0"), ("queue_max_bytes", "0"),
+    ("memory_cap_bytes", "0"), ("batch_max_bytes", "0"), ("max_in_flight_flushes", "0"),
+    ("linger_ms", "-1"), ("linger_ms", "fast"), ("wait_timeout_s", "0"),
+    ("wait_timeout_s", "-1"), ("drain_timeout_s", "-0.5"), ("kafka_probe_interval_s", "often"),
+    ("log_level", "verbose"), ("log_level", ""),
+])
+def test_invalid_values_raise_naming_the_field(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        from_sources(None, {env_name(name): raw})
+
+
+def test_invalid_flag_raises_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="max_in_flight_flushes"):
+        from_sources(parse("--max-in-flight-flushes", "many"), {})
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("port", "65536"),                 # not a TCP port
+    ("wait_timeout_s", "nan"),         # asyncio.timeout(nan) expires at once: every wait=true → 504
+    ("linger_ms", "nan"),
+    ("kafka_probe_interval_s", "0"),   # probe loop without pause
+])
+def test_out_of_range_values_raise_naming_the_field(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        from_sources(None, {env_name(name): raw})
+
+
+def test_zero_linger_and_drain_are_allowed() -> None:
+    s = from_sources(None, {"GATEWAY_LINGER_MS": "0", "GATEWAY_DRAIN_TIMEOUT_S": "0"})
+    assert (s.linger_ms, s.drain_timeout_s) == (0.0, 0.0)

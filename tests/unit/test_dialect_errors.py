@@ -1,0 +1,66 @@
+"""Error bodies of the Tinybird and data-source dialects that the integration tests cannot provoke:
+an unexpected exception (500) goes through the route's own renderer, never the Timeplus shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import build_app
+from gateway.config import Settings
+from gateway.context import GATEWAY
+from gateway.dialects import datasources, tinybird
+from gateway.errors import Forbidden, GatewayError, InvalidRow, Unauthenticated
+
+ADMIN = "unit-admin-key"
+DS_COLUMNS = [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
+              {"name": "value", "type": "float64"}]
+
+
+def test_tinybird_maps_401_and_403_to_403() -> None:
+    for err in (Unauthenticated("no key"), Forbidden("not yours")):
+        reply = tinybird.render_error(err, "rid")
+        assert reply.status == 403 and reply.content_type == "application/json"
+    reply = tinybird.render_error(InvalidRow("row 2, column 'n': bad", row=2, column="n"), "rid")
+    assert reply.status == 400
+    assert reply.body == (b'{"error":"row 2, column \'n\': bad","code":"invalid_row","row":2,'
+                          b'"column":"n","request_id":"rid"}')
+
+
+def test_datasources_detail_and_422() -> None:
+    reply = datasources.render_error(InvalidRow("records[3].value: Expected `float`"), "rid")
+    assert reply.status == 422 and reply.body == b'{"detail":"records[3].value: Expected `float`"}'
+    assert datasources.render_error(GatewayError("internal error"), "rid").status == 500
+
+
+async def _client(tmp_path: Path, aiohttp_client: Any) -> TestClient[Any, Any]:
+    app = build_app(Settings(data_dir=tmp_path), ADMIN)
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN}, json={
+        "name": "ds", "columns": DS_COLUMNS, "mode": "versioned_kv",
+        "primary_key": "timestamp, name"})
+    assert reply.status == 201, await reply.text()
+    return client
+
+
+async def test_unexpected_error_is_500_in_the_dialects_shape(
+        tmp_path: Path, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await _client(tmp_path, aiohttp_client)
+    gw = client.app[GATEWAY]
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+    monkeypatch.setattr(gw.pipeline, "admit", broken)
+    reply = await client.post("/v0/events?name=ds&token=" + ADMIN,
+                              data=b'{"timestamp": 1, "name": "a", "value": 1}\n')
+    assert reply.status == 500 and reply.content_type == "application/json"
+    body = await reply.json()
+    assert body == {"error": "internal error", "code": "internal_error",
+                    "request_id": reply.headers["X-Request-ID"]}
+    reply = await client.post("/v1/data_sources/ingest", headers={"Authorization": "Bearer " + ADMIN},
+                              json={"data_source": "ds", "records": [
+                                  {"timestamp": 1, "name": "a", "value": 1}]})
+    assert reply.status == 500 and await reply.json() == {"detail": "internal error"}
