@@ -7,8 +7,8 @@ that a test can stop and start brokers and gateways meanwhile) records per reque
 the figures the issue asks for; `record()` writes them into tests/reliability/REPORT.md.
 
 Dialects: a `Dialect` builds one request for a list of ids and finds the id in a Kafka record.
-The Timeplus ones are here; other dialects (Tinybird /v0/events, /v1/data_sources/ingest) add a
-class with the same two methods.
+Every dialect of the gateway is here (`DIALECTS`): Timeplus NDJSON and compact, Tinybird
+/v0/events, /v1/data_sources/ingest; a new dialect adds a class with the same three methods.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ class Dialect(Protocol):
 
     name: str
 
+    def stream_definition(self) -> dict[str, Any]:
+        """The create-stream request body fields (columns, mode, …) the dialect needs."""
+        ...
+
     def request(self, stream: str, ids: list[str], wait: bool
                 ) -> tuple[str, str, bytes, dict[str, str]]:
         """(method, path with query, body, headers) of a request carrying these ids."""
@@ -68,6 +72,9 @@ class TimeplusNdjson:
     pad: str = "x" * 100
     name: str = "timeplus-ndjson"
 
+    def stream_definition(self) -> dict[str, Any]:
+        return {"columns": COLUMNS}
+
     def request(self, stream: str, ids: list[str], wait: bool
                 ) -> tuple[str, str, bytes, dict[str, str]]:
         body = "".join(json.dumps(r) + "\n" for r in _rows(ids, self.pad)).encode()
@@ -85,6 +92,9 @@ class TimeplusCompact:
     pad: str = "x" * 100
     name: str = "timeplus-compact"
 
+    def stream_definition(self) -> dict[str, Any]:
+        return {"columns": COLUMNS}
+
     def request(self, stream: str, ids: list[str], wait: bool
                 ) -> tuple[str, str, bytes, dict[str, str]]:
         body = json.dumps({"columns": ["id", "seq", "pad"],
@@ -94,6 +104,54 @@ class TimeplusCompact:
 
     def row_id(self, record: Record) -> str:
         return str(json.loads(record.value)["id"])
+
+
+@dataclass
+class TinybirdEvents:
+    """`POST /v0/events?name=…` (Tinybird Events API), NDJSON; 202, or 200 with wait=true."""
+
+    pad: str = "x" * 100
+    name: str = "tinybird-events"
+
+    def stream_definition(self) -> dict[str, Any]:
+        return {"columns": COLUMNS}
+
+    def request(self, stream: str, ids: list[str], wait: bool
+                ) -> tuple[str, str, bytes, dict[str, str]]:
+        body = "".join(json.dumps(r) + "\n" for r in _rows(ids, self.pad)).encode()
+        return ("POST", f"/v0/events?name={stream}&wait={str(wait).lower()}", body,
+                {"Content-Type": "application/x-ndjson"})
+
+    def row_id(self, record: Record) -> str:
+        return str(json.loads(record.value)["id"])
+
+
+@dataclass
+class DataSourceIngest:
+    """`POST /v1/data_sources/ingest` (time-series data sources): always acknowledged (204). The
+    row id travels as the series `name`; `wait` does not apply."""
+
+    name: str = "data-sources"
+
+    def stream_definition(self) -> dict[str, Any]:
+        return {"columns": [{"name": "timestamp", "type": "int64"},
+                            {"name": "name", "type": "string"},
+                            {"name": "value", "type": "float64"}],
+                "mode": "versioned_kv", "primary_key": "timestamp, name"}
+
+    def request(self, stream: str, ids: list[str], wait: bool
+                ) -> tuple[str, str, bytes, dict[str, str]]:
+        body = json.dumps({"data_source": stream, "records": [
+            {"timestamp": 1_700_000_000 + n, "name": i, "value": n * 0.5}
+            for n, i in enumerate(ids)]}).encode()
+        return "POST", "/v1/data_sources/ingest", body, {"Content-Type": "application/json"}
+
+    def row_id(self, record: Record) -> str:
+        return str(json.loads(record.value)["name"])
+
+
+DIALECTS: tuple[Dialect, ...] = (TimeplusNdjson(), TimeplusCompact(), TinybirdEvents(),
+                                 DataSourceIngest())
 
 
 @dataclass
@@ -189,7 +247,7 @@ class LoadDriver:
             ids = [f"{self.prefix}-{client}-{n}-{r}" for r in range(self.rows_per_request)]
             wait = self.wait_for(client, n)
             method, path, body, headers = self.dialect.request(self.stream, ids, wait)
-            headers = {**headers, "X-Api-Key": self.key}
+            headers = {**headers, "Authorization": f"Bearer {self.key}"}
             sent = time.monotonic()
             retry_after = None
             reply: int | str
