@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,14 +23,16 @@ from gateway.context import GATEWAY, Gateway
 from gateway.dialects import datasources, ops, timeplus, tinybird
 from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
+from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
-from gateway.queues import Limits, Queues
+from gateway.queues import Entry, Limits, Queues
 from gateway.sinks.base import Sink, SinkUnavailable
 from gateway.sinks.kafka import KafkaSink
 from gateway.sinks.local import LocalSink
+from gateway.spool import Spool
 from gateway.streams import StreamDefaults, StreamService
 
 log = logging.getLogger(__name__)
@@ -59,21 +63,34 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     """Wire the parts together (nothing is started yet)."""
     catalog = Catalog(make_catalog_backend(settings))
     sink = make_sink(settings)
+    spool = (Spool(Path(settings.spool_dir), segment_bytes=settings.spool_segment_bytes)
+             if settings.spool_dir else None)
     queues = Queues(sink, Limits(
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
         memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
-        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes))
+        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes),
+        on_release=None if spool is None else functools.partial(_release_spooled, spool))
     for bound, value in (("stream_rows", settings.queue_max_rows),
                          ("stream_bytes", settings.queue_max_bytes),
                          ("memory_bytes", settings.memory_cap_bytes)):
         metrics.QUEUE_LIMIT.labels(bound=bound).set(value)
     schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
     pipeline = Pipeline(sink, queues, schemas, wait_timeout_s=settings.wait_timeout_s,
-                        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD)
+                        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
+                        catalog=catalog, accept_during_outage=settings.accept_during_outage,
+                        spool=spool, byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
+                                                if settings.stream_max_bytes_per_s else None))
+    if isinstance(sink, KafkaSink):  # a topic deleted behind our back is recreated from the catalog
+        sink.topic_owner = lambda topic: next(
+            (s for s in catalog.streams() if s.topic == topic), None)
     streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
                    Authenticator(catalog, admin_key), KeyRateLimiter(settings.rate_limit_per_key))
+
+
+def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
+    spool.release(e.spool_pos for e in entries if e.spool_pos >= 0)
 
 
 async def _connect(gw: Gateway) -> None:
@@ -88,6 +105,7 @@ async def _connect(gw: Gateway) -> None:
             delay = min(delay * 2, 5.0)
             continue
         gw.sink_ready = True
+        gw.pipeline.sink_started = True
         log.info("sink %s connected", gw.sink.name)
         return
 
@@ -108,14 +126,24 @@ async def _load_catalog(gw: Gateway) -> None:
         return
 
 
+async def _replay_after(loading: asyncio.Task[None], gw: Gateway) -> None:
+    """Replay the durable spool once the catalog (which names the rows' topics) is loaded."""
+    await asyncio.shield(loading)
+    await gw.pipeline.replay_spool()
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Load the catalog and connect the sink; on shutdown drain the queues, then close the sink."""
     gw = app[GATEWAY]
     loading = asyncio.create_task(_load_catalog(gw), name="catalog-load")
+    spool = gw.pipeline.spool
+    if spool is not None:
+        await spool.open()
     connecting = asyncio.create_task(_connect(gw), name="sink-connect")
+    replaying = asyncio.create_task(_replay_after(loading, gw), name="spool-replay")
     yield
     gw.pipeline.draining = True
-    for task in (loading, connecting):
+    for task in (loading, connecting, replaying):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -128,6 +156,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     if gw.sink_ready:
         await gw.sink.close()
     await gw.catalog.close()
+    if spool is not None:
+        await spool.close()
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.

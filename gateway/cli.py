@@ -20,6 +20,7 @@ from gateway import __version__, access_log, logs, workers
 from gateway.app import RUNNER_OPTIONS, build_app
 from gateway.client import ApiError, GatewayClient, Unreachable, stream_definition
 from gateway.config import Settings, add_arguments, from_sources
+from gateway.connections import GuardedSite, raise_open_files_limit
 from gateway.context import GATEWAY
 
 log = logging.getLogger("gateway")
@@ -51,7 +52,9 @@ async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_po
     worker first waits (up to `ready_before_listening_s`) until it is ready, so that the kernel
     does not hand it connections its siblings could serve while it connects to Kafka."""
     app = build_app(settings, admin_key, worker)
+    raise_open_files_limit(settings.max_connections + 1024)
     runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
+                           keepalive_timeout=settings.keepalive_timeout_s,
                            **{**RUNNER_OPTIONS, **access_log.runner_options(settings)})
     await runner.setup()
     loop = asyncio.get_running_loop()
@@ -59,7 +62,9 @@ async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_po
     # Readiness is computed (catalog loaded, sink connected and reachable): no event to await.
     while not app[GATEWAY].ready and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024,
+    site = GuardedSite(runner, settings.host, settings.port, backlog=1024,
+                       max_connections=settings.max_connections,
+                       header_timeout=settings.header_read_timeout_s,
                        reuse_port=True if reuse_port else None)
     try:
         await site.start()

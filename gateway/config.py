@@ -67,6 +67,27 @@ class Settings:
     kafka_probe_interval_s: float = field(
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
+    accept_during_outage: bool = field(
+        default=True, metadata={"help": "queue wait=false rows while Kafka is unreachable (202 until "
+                                        "the queues are full, then 429); off: 503 at once"})
+    spool_dir: str = field(
+        default="", metadata={"help": "durable mode: write-ahead log of wait=false rows, fsynced "
+                                      "before the 202 and replayed after a crash; empty = off"})
+    spool_segment_bytes: int = field(
+        default=64 * MiB, metadata={"help": "size at which the spool starts a new segment file"})
+    stream_max_bytes_per_s: int = field(
+        default=0, metadata={"help": "bytes/s of rows one stream may take (429 beyond); 0 = no limit"})
+    header_read_timeout_s: float = field(
+        default=10.0, metadata={"help": "time a client has to send a request's headers"})
+    body_read_timeout_s: float = field(
+        default=30.0, metadata={"help": "longest wait for the next piece of a request body (408)"})
+    body_total_timeout_s: float = field(
+        default=300.0, metadata={"help": "longest time a whole request body may take (408)"})
+    keepalive_timeout_s: float = field(
+        default=75.0, metadata={"help": "idle keep-alive connections are closed after this"})
+    max_connections: int = field(
+        default=10_000, metadata={"help": "open client connections; beyond, new ones get 503 and "
+                                          "are closed"})
     rate_limit_per_key: float = field(
         default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
                                           "events route (0 = unlimited; a key's rate_limit wins)"}
@@ -197,7 +218,9 @@ def from_sources(args: argparse.Namespace | None = None,
 def _check(s: Settings) -> None:
     positive = ("port", "default_shards", "replication_factor", "max_body_bytes",
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
-                "memory_cap_bytes", "batch_max_bytes", "max_in_flight_flushes")
+                "memory_cap_bytes", "batch_max_bytes", "max_in_flight_flushes",
+                "spool_segment_bytes", "max_connections", "header_read_timeout_s",
+                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
@@ -207,6 +230,8 @@ def _check(s: Settings) -> None:
         raise ValueError(f"rate_limit_per_key must be ≥ 0, got {s.rate_limit_per_key}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
+    if s.stream_max_bytes_per_s < 0:
+        raise ValueError("stream_max_bytes_per_s must be ≥ 0 (0 = no limit)")
     if s.kafka_probe_interval_s <= 0:
         raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
     if not s.catalog_topic.strip():

@@ -114,3 +114,17 @@ class NotConfirmed(GatewayError):
 
     status = 504
     code = "not_confirmed"
+
+
+class RequestTimeout(GatewayError):
+    """The client stopped sending the request body; nothing was written."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class NotDurable(GatewayError):
+    """Durable mode: the rows are queued but the spool could not fsync them. Unknown outcome."""
+
+    status = 507
+    code = "not_durable"

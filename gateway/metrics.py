@@ -50,6 +50,10 @@ SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is re
                        "every worker)", multiprocess_mode="livemin")
 THROTTLED = Counter("gateway_throttled_requests_total",
                     "requests refused with 429 or 503, by cause", ["status", "cause"])
+SPOOL_FSYNCS = Counter("gateway_spool_fsyncs_total",
+                       "group commits of the durable spool (one fsync serves many requests)")
+SPOOL_RECORDS = Counter("gateway_spool_records_total", "requests appended to the durable spool")
+
 WORKER_RESTARTS = Counter("gateway_worker_restarts_total",
                           "worker processes started again after one died (serve --workers N)")
 

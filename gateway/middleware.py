@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,12 +14,13 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.context import gateway_of
-from gateway.errors import GatewayError, NotFound, Unavailable
+from gateway.errors import GatewayError, NotFound, RequestTimeout, Unavailable
 from gateway.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -48,7 +50,9 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> Gatewa
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, latency and status metrics, JSON errors in the route's dialect."""
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-ID", "")
+    if not _REQUEST_ID.fullmatch(request_id):  # absent, or unsafe to echo and log: make one
+        request_id = uuid.uuid4().hex
     request["request_id"] = request_id
     token = REQUEST_ID.set(request_id)  # log records made while handling carry the id
     route = route_name(request)
@@ -62,6 +66,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except GatewayError as err:
         response = gw.renderers.get(route, gw.renderers["default"])(err, request_id)
         response.headers.update(err.headers)
+        if isinstance(err, RequestTimeout):  # a stalled body: drop the client, no lingering read
+            request.content.feed_eof()
+            response.force_close()
     except web.HTTPException as exc:
         response = gw.renderers["default"](_from_http_exception(request, exc), request_id)
         for name in ("Allow",):
@@ -76,6 +83,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         REQUEST_ID.reset(token)
     response.headers["X-Request-ID"] = request_id
     response.headers["X-Gateway-Worker"] = gw.worker
+    if response.status >= 400 and response.status not in (429, 503):  # those two come in floods
+        log.log(logging.WARNING if response.status >= 500 else logging.INFO,
+                "%s %s -> %d (request %s)", request.method, request.path, response.status,
+                request_id)
     latency, count = _request_metrics(route, request.method, response.status)
     latency.observe(time.perf_counter() - started)
     count.inc()

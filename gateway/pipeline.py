@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import metrics
 from gateway.catalog.model import Stream
+from gateway.catalog.store import Catalog
 from gateway.errors import (
     GatewayError,
     InvalidRow,
     NotConfirmed,
+    NotDurable,
+    NotFound,
     PayloadTooLarge,
     TooManyRequests,
     Unavailable,
@@ -21,11 +25,14 @@ from gateway.errors import (
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.quarantine import KeptChunks, Split, split_rows
 from gateway.ingest.schema import CompiledSchema, SchemaCache
-from gateway.queues import Entry, QueueFull, Queues
+from gateway.limiters.stream_bytes import StreamByteRate
+from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
 from gateway.sinks.base import Sink
+from gateway.spool import Spool, SpoolError, SpoolRecord
 
 RETRY_AFTER_S = 1.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -60,25 +67,40 @@ class Pipeline:
     """Admits requests' rows into the queues; refuses them whole (429/503) when it cannot."""
 
     def __init__(self, sink: Sink, queues: Queues, schemas: SchemaCache, *, wait_timeout_s: float,
-                 max_record_bytes: int) -> None:
+                 max_record_bytes: int, catalog: Catalog | None = None,
+                 accept_during_outage: bool = False, spool: Spool | None = None,
+                 byte_rate: StreamByteRate | None = None) -> None:
         self.sink = sink
         self.queues = queues
         self.schemas = schemas
         self.wait_timeout_s = wait_timeout_s
         self.max_record_bytes = max_record_bytes
+        self.catalog = catalog
+        self.accept_during_outage = accept_during_outage
+        self.spool = spool
+        self.byte_rate = byte_rate
         self.draining = False
+        self.sink_started = False  # set once the sink first connected
         self.rates = WriteRates()
 
     def check_open(self) -> None:
-        """503 (nothing written, safe to retry) while draining or while the sink is unreachable."""
+        """503 (nothing written, safe to retry) while draining, before the sink first connected,
+        and while it is unreachable unless wait=false rows are queued during outages."""
         if self.draining:
             metrics.THROTTLED.labels(status="503", cause="draining").inc()
             raise Unavailable("the gateway is shutting down; retry on another replica",
                               retry_after=RETRY_AFTER_S)
-        if not self.sink.available():
-            metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
-            raise Unavailable("Kafka is unreachable; nothing was written, retry later",
-                              retry_after=RETRY_AFTER_S)
+        if self.spool is not None and self.spool.failed is not None:
+            metrics.THROTTLED.labels(status="503", cause="spool_failed").inc()
+            raise Unavailable("the durable spool failed (see the gateway's log); nothing was "
+                              "written", retry_after=RETRY_AFTER_S)
+        if not self.sink.available() and not (self.accept_during_outage and self.sink_started):
+            self._sink_unavailable()
+
+    def _sink_unavailable(self) -> None:
+        metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
+        raise Unavailable("Kafka is unreachable; nothing was written, retry later",
+                          retry_after=RETRY_AFTER_S)
 
     async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
         """Decode and validate a body into rows of the stream's schema."""
@@ -114,6 +136,13 @@ class Pipeline:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
         has acknowledged all of them."""
         self.check_open()
+        if wait and not self.sink.available():  # it would only time out: say so now
+            self._sink_unavailable()
+        if self.catalog is not None:
+            current = self.catalog.stream(stream.name)
+            if current is None or current.topic != stream.topic:
+                raise NotFound(f"stream {stream.name!r} was deleted while the request was read; "
+                               "nothing was written")
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
         if encoded.nbytes > self.max_record_bytes and max(map(len, encoded.values)) > \
@@ -121,15 +150,28 @@ class Pipeline:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
+        if self.byte_rate is not None:
+            wait_s = self.byte_rate.take(stream.name, encoded.nbytes)
+            if wait_s is not None:
+                metrics.THROTTLED.labels(status="429", cause="stream_byte_rate").inc()
+                metrics.ROWS_REJECTED.labels(stream=stream.name,
+                                             cause="stream_byte_rate").inc(len(encoded.values))
+                raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
+                                      f"{self.byte_rate.rate:g} bytes/s; nothing was written",
+                                      retry_after=max(wait_s, RETRY_AFTER_S))
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
         entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
         try:
             if quarantine:
-                done = self._offer_with_quarantine(stream, entry, quarantine)
+                done, offers = self._offer_with_quarantine(stream, entry, quarantine)
             else:
-                self.queues.queue(stream.name, stream.topic).offer(entry)
+                q = self.queues.queue(stream.name, stream.topic)
+                q.offer(entry)
+                offers = [(q, entry)]
         except QueueFull as full:
+            if self.byte_rate is not None:
+                self.byte_rate.refund(stream.name, encoded.nbytes)
             metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
             raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
@@ -142,17 +184,70 @@ class Pipeline:
             self.rates.record(stream.name, entry.rows, entry.nbytes)
         accepted = Accepted(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
         if done is None:
+            if self.spool is not None:
+                await self._spool(offers)
             return accepted
         try:
             async with asyncio.timeout(self.wait_timeout_s):
                 await asyncio.shield(done)
+        except Discarded:
+            raise NotFound(f"stream {stream.name!r} was deleted before Kafka acknowledged the "
+                           "rows; they were discarded with it") from None
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
         return accepted
 
+    async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
+        """Durable mode: log the queued entries and wait for the fsync (group commit). Called
+        right after they were queued, with no await in between, so the flusher cannot
+        acknowledge an entry before it knows its spool position."""
+        assert self.spool is not None
+        committed = None
+        for q, e in offers:
+            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys)
+        try:
+            if committed is not None:  # the last append's group commit covers the earlier ones
+                await committed
+        except SpoolError as exc:
+            raise NotDurable(f"the rows are queued but the durable spool failed ({exc}); "
+                             "they will probably be written, retrying may duplicate them") from None
+
+    async def replay_spool(self) -> None:
+        """Queue again the rows the durable spool holds from a previous run (after a crash)."""
+        if self.spool is None or self.catalog is None:
+            return
+        catalog, queues = self.catalog, self.queues
+
+        async def requeue(rec: SpoolRecord, pos: int) -> bool:
+            stream = catalog.stream(rec.stream)
+            if stream is not None and stream.topic == rec.topic:
+                key = (stream.name, stream.topic)
+            else:  # a quarantine record: queued under its topic
+                owner = next((s for s in catalog.streams() if s.quarantine_topic == rec.topic),
+                             None)
+                if owner is None:
+                    log.warning("spool: dropping %d rows of deleted stream %r", len(rec.values),
+                                rec.stream)
+                    return False
+                key = (rec.topic, rec.topic)
+            entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
+                          None, pos)
+            while True:
+                try:
+                    queues.queue(*key).offer(entry)
+                except QueueFull:
+                    await asyncio.sleep(0.05)  # wait for the flusher to make room
+                    continue
+                return True
+
+        rows = await self.spool.replay(requeue)
+        if rows:
+            log.warning("spool: %d rows from a previous run queued again", rows)
+
     def _offer_with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes]
-                               ) -> asyncio.Future[Any] | None:
+                               ) -> tuple[asyncio.Future[Any] | None,
+                                          list[tuple[StreamQueue, Entry]]]:
         """Queue the rows and the quarantine records all or none; with wait=true, the future of
         both being acknowledged."""
         if max(map(len, quarantine)) > self.max_record_bytes:
@@ -167,4 +262,4 @@ class Pipeline:
         self.queues.offer_all(offers)
         metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
         waits = [e.done for _, e in offers if e.done is not None]
-        return asyncio.gather(*waits) if waits else None
+        return (asyncio.gather(*waits) if waits else None), offers

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway import metrics
@@ -30,6 +31,7 @@ class Entry:
     keys: list[bytes] | None
     nbytes: int
     done: asyncio.Future[None] | None = None
+    spool_pos: int = -1  # the durable spool's record holding these rows (-1: not spooled)
 
     @property
     def rows(self) -> int:
@@ -57,6 +59,10 @@ class MemoryBudget:
     used: int = 0
 
 
+class Discarded(Exception):
+    """The entry's stream was deleted before the sink acknowledged the entry."""
+
+
 class QueueFull(Exception):
     """The rows do not fit; `cause` says which bound (rows, bytes, memory)."""
 
@@ -74,6 +80,7 @@ class StreamQueue:
     sink: Sink
     limits: Limits
     budget: MemoryBudget
+    on_release: Callable[[list[Entry]], None] | None = None  # acknowledged or discarded entries
     rows: int = 0
     nbytes: int = 0
     _pending: deque[Entry] = field(default_factory=deque)
@@ -85,11 +92,15 @@ class StreamQueue:
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _closed: bool = False
+    _deleted: bool = False  # the stream was deleted: rows still here are discarded, not retried
     _draining: bool = False
     _backoff: float = 0.0
+    _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
+    _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self._landed.set()
         self._slot_free.set()
         self._gauge_rows = metrics.QUEUE_ROWS.labels(stream=self.stream)
         self._gauge_bytes = metrics.QUEUE_BYTES.labels(stream=self.stream)
@@ -134,6 +145,8 @@ class StreamQueue:
         self._gauge_rows.set(self.rows)
         self._gauge_bytes.set(self.nbytes)
         self._delivered.inc(rows)
+        if self.on_release is not None:
+            self.on_release(entries)
         if self.rows == 0:
             self._idle.set()
 
@@ -149,16 +162,18 @@ class StreamQueue:
         return taken
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             if self._backoff:  # the last flush failed: give the sink a moment before retrying
                 await asyncio.sleep(self._backoff)
             await self._linger()
-            while self._in_flight >= self.limits.max_in_flight:
+            while self._in_flight >= self.limits.max_in_flight and not self._closed:
                 self._slot_free.clear()
                 await self._slot_free.wait()
+            if self._closed:
+                return
             entries = self._take()
             if not self._draining:
                 self._flush_now.clear()
@@ -174,6 +189,8 @@ class StreamQueue:
                 continue
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
+            self._flights[id(entries)] = entries
+            self._landed.clear()
             delivered.add_done_callback(functools.partial(self._settle, entries))
 
     async def _linger(self) -> None:
@@ -199,6 +216,9 @@ class StreamQueue:
         return await self.sink.send(self.topic, values, keys)
 
     def _settle(self, entries: list[Entry], fut: asyncio.Future[None]) -> None:
+        self._flights.pop(id(entries), None)
+        if not self._flights:
+            self._landed.set()
         self._in_flight -= 1
         self._in_flight_nbytes -= sum(e.nbytes for e in entries)
         self._slot_free.set()
@@ -212,7 +232,23 @@ class StreamQueue:
             if e.done is not None and not e.done.done():
                 e.done.set_result(None)
 
+    def _discard(self, entries: list[Entry]) -> None:
+        """Forget entries of a deleted stream: free their memory, tell the spool they are done,
+        and fail the wait=true requests still waiting for them."""
+        nbytes = sum(e.nbytes for e in entries)
+        self.rows -= sum(e.rows for e in entries)
+        self.nbytes -= nbytes
+        self.budget.used -= nbytes
+        if self.on_release is not None:
+            self.on_release(entries)
+        for e in entries:
+            if e.done is not None and not e.done.done():
+                e.done.set_exception(Discarded(self.stream))
+
     def _requeue(self, entries: list[Entry], exc: BaseException | None) -> None:
+        if self._deleted:  # the stream was deleted while these rows were being flushed
+            self._discard(entries)
+            return
         if exc is not None:
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
             log.warning("flush of %d rows to %s failed (%s: %s); retrying in %.2f s",
@@ -237,25 +273,53 @@ class StreamQueue:
             return False
         return True
 
-    async def stop(self) -> None:
-        """Stop the flusher (after `drain`); rows still queued are not flushed any more."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop the flusher (after `drain`); rows still queued are not flushed any more. Within
+        `grace` seconds a hand-over in progress may finish, so that no batch is left half sent."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("flusher of %s had failed", self.topic)
+        for event in (self._wakeup, self._flush_now, self._slot_free):
+            event.set()
+        if self._task is None:
+            return
+        if grace > 0:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("flusher of %s had failed", self.topic)
+
+    async def delete(self, grace: float) -> None:
+        """The stream was deleted: stop, discard what is queued, fail its waiting requests, and
+        wait (up to twice `grace`) until the flushes in flight have landed, so that none of them can
+        reach a topic created again under the same name."""
+        self._deleted = True
+        await self.stop(grace)
+        pending = list(self._pending)
+        self._pending.clear()
+        self._discard(pending)
+        for entries in self._flights.values():  # their topic is going away: do not wait for it
+            for e in entries:
+                if e.done is not None and not e.done.done():
+                    e.done.set_exception(Discarded(self.stream))
+        try:
+            async with asyncio.timeout(grace):
+                await self._landed.wait()
+        except TimeoutError:
+            log.warning("stream %s deleted with flushes still in flight", self.stream)
 
 
 class Queues:
     """All streams' queues: admission for requests, draining for shutdown."""
 
-    def __init__(self, sink: Sink, limits: Limits) -> None:
+    def __init__(self, sink: Sink, limits: Limits,
+                 on_release: Callable[[list[Entry]], None] | None = None) -> None:
         self.sink = sink
         self.limits = limits
+        self.on_release = on_release  # told of acknowledged and discarded entries (the spool)
         self.budget = MemoryBudget(limits.memory_cap)
         self._queues: dict[tuple[str, str], StreamQueue] = {}
 
@@ -263,7 +327,7 @@ class Queues:
         """The queue of a stream's topic, created (and its flusher started) on first use."""
         q = self._queues.get((stream, topic))
         if q is None:
-            q = StreamQueue(stream, topic, self.sink, self.limits, self.budget)
+            q = StreamQueue(stream, topic, self.sink, self.limits, self.budget, self.on_release)
             q.start()
             self._queues[(stream, topic)] = q
         return q
@@ -288,10 +352,10 @@ class Queues:
         """Forget a stream topic's queue at once (new rows get a new queue); the caller stops it."""
         return self._queues.pop((stream, topic), None)
 
-    async def remove(self, stream: str) -> None:
+    async def remove(self, stream: str, grace: float = 5.0) -> None:
         """Stop and forget a (deleted) stream's queues; their unflushed rows are discarded."""
         for key in [k for k in self._queues if k[0] == stream]:
-            await self._queues.pop(key).stop()
+            await self._queues.pop(key).delete(grace)
 
     def flush_now(self) -> None:
         """Stop lingering in every queue (shutdown has begun)."""

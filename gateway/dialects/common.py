@@ -31,7 +31,9 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     body = bytearray()
     async for chunk in read_chunks(request.content,
                                    content_encoding=request.headers.get("Content-Encoding", ""),
-                                   max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY):
+                                   max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
+                                   read_timeout=gateway_of(request).settings.body_read_timeout_s,
+                                   total_timeout=gateway_of(request).settings.body_total_timeout_s):
         body += chunk
     try:
         return msgspec.json.decode(body, type=kind)
@@ -39,6 +41,8 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
         raise BadRequest(f"invalid request body: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody("request body is nested too deeply") from None
 
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -81,4 +85,6 @@ def body_chunks(request: web.Request) -> Any:
     return read_chunks(request.content,
                        content_encoding=request.headers.get("Content-Encoding", ""),
                        max_bytes=settings.max_body_bytes,
-                       max_decompressed=settings.max_decompressed_bytes)
+                       max_decompressed=settings.max_decompressed_bytes,
+                       read_timeout=settings.body_read_timeout_s,
+                       total_timeout=settings.body_total_timeout_s)

@@ -7,7 +7,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from gateway.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import MalformedBody, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
              "deflate": zlib.MAX_WBITS}
@@ -28,19 +28,26 @@ def check_encoding(content_encoding: str) -> int | None:
     return ENCODINGS[enc]
 
 
-async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float | None
-                      ) -> AsyncIterator[bytes]:
+async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float | None,
+                      total_timeout: float | None) -> AsyncIterator[bytes]:
     total = 0
+    loop = asyncio.get_running_loop()
+    deadline = None if total_timeout is None else loop.time() + total_timeout
     while True:
-        if read_timeout is None:
+        if read_timeout is None and deadline is None:
             chunk = await source.readany()
         else:
+            wait = read_timeout if read_timeout is not None else float("inf")
+            whole = deadline is not None and deadline - loop.time() < wait
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - loop.time()))
             try:
-                async with asyncio.timeout(read_timeout):
+                async with asyncio.timeout(wait):
                     chunk = await source.readany()
             except TimeoutError:
-                raise MalformedBody(f"no body data for {read_timeout:g} s; request dropped"
-                                    ) from None
+                what = (f"the body did not arrive within {total_timeout:g} s" if whole else
+                        f"no body data for {read_timeout:g} s")
+                raise RequestTimeout(f"{what}; request dropped, nothing was written") from None
         if not chunk:
             return
         total += len(chunk)
@@ -50,11 +57,12 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
 
 
 async def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
-                      max_decompressed: int, read_timeout: float | None = None
-                      ) -> AsyncIterator[bytes]:
-    """Yield the body's (decompressed) chunks as they arrive, enforcing both size limits."""
+                      max_decompressed: int, read_timeout: float | None = None,
+                      total_timeout: float | None = None) -> AsyncIterator[bytes]:
+    """Yield the body's (decompressed) chunks as they arrive, enforcing both size limits, the
+    longest wait for the next chunk (`read_timeout`) and for the whole body (`total_timeout`)."""
     wbits = check_encoding(content_encoding)
-    raw = _raw_chunks(source, max_bytes, read_timeout)
+    raw = _raw_chunks(source, max_bytes, read_timeout, total_timeout)
     if wbits is None:
         async for chunk in raw:
             yield chunk

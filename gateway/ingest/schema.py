@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.catalog.model import Column, Stream
 from gateway.errors import BadRequest, InvalidRow, MalformedBody
-from gateway.ingest.types import ColumnType, parse_type
+from gateway.ingest.types import ColumnType, nullable_of, parse_type
 
 UTC = datetime.UTC
 _PATH = re.compile(r"^(.*?)(?: - at `\$\[(\d+)\](.*)`)?$", re.S)
@@ -86,7 +86,7 @@ def _compile_field(col: Column) -> _Field:
         if ctype.nullable:
             lenient = Optional[lenient]  # noqa: UP045
     if col.nullable and not ctype.nullable:
-        py, lenient = Optional[py], Optional[lenient]  # noqa: UP045
+        py, lenient = nullable_of(py), nullable_of(lenient)
     return _Field(col, ctype, py, _default_of(col, ctype, py), lenient)
 
 

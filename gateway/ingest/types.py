@@ -114,6 +114,11 @@ def _check_of(text: str) -> Check | None:
     return None
 
 
+def nullable_of(py: Any) -> Any:
+    """`py` or null. msgspec.Raw already takes null (and `Optional[Raw]` would take only null)."""
+    return py if py is msgspec.Raw else Optional[py]  # noqa: UP045
+
+
 def _split_args(inner: str) -> list[str]:
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(inner):
@@ -139,7 +144,7 @@ def _parse(text: str) -> tuple[Any, bool, bool, bool]:
         if head in WRAPPERS and len(args) == 1:
             py, inner_nullable, is_dt, strlike = _parse(args[0])
             nullable = head == "nullable" or inner_nullable
-            return (Optional[py] if head == "nullable" else py), nullable, is_dt, strlike  # noqa: UP045
+            return (nullable_of(py) if head == "nullable" else py), nullable, is_dt, strlike
         if head == "array" and len(args) == 1:
             return list[_parse(args[0])[0]], False, False, False  # type: ignore[misc]
         if head == "map" and len(args) == 2:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -23,6 +24,7 @@ from gateway.sinks.base import SinkUnavailable, TopicStats
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
+METADATA_WAIT_S = 3.0
 UNKNOWN_TOPIC = 3
 DAY_MS = 86_400_000
 
@@ -99,6 +101,10 @@ class KafkaSink:
         self._next_partition: dict[str, int] = {}
         self._probe: asyncio.Task[None] | None = None
         self._closing = False
+        # Finds the stream that owns a topic (set by the app from the catalog): a topic deleted
+        # behind the gateway's back is then recreated instead of failing its flushes forever.
+        self.topic_owner: Callable[[str], Stream | None] | None = None
+        self._repaired_at: dict[str, float] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -305,10 +311,32 @@ class KafkaSink:
 
     async def partition_count(self, topic: str) -> int:
         """How many partitions the topic has (from the producer's metadata cache)."""
-        parts = await self._producer.partitions_for(topic)
+        parts = self._producer.client.cluster.partitions_for_topic(topic)
         if not parts:
-            raise SinkUnavailable(f"topic {topic} has no partitions")
+            try:  # not cached: ask Kafka, but not for aiokafka's full request timeout
+                async with asyncio.timeout(METADATA_WAIT_S):
+                    parts = await self._producer.partitions_for(topic)
+            except (TimeoutError, KafkaError):
+                parts = None
+            if not parts:
+                await self._recreate(topic)
+                raise SinkUnavailable(f"topic {topic} does not exist in Kafka")
         return len(parts)
+
+    async def _recreate(self, topic: str) -> None:
+        """Recreate a missing topic whose stream is in the catalog (at most every few seconds)."""
+        owner = self.topic_owner(topic) if self.topic_owner is not None else None
+        now = time.monotonic()
+        if owner is None or now - self._repaired_at.get(topic, -1e9) < METADATA_WAIT_S:
+            return
+        self._repaired_at[topic] = now
+        log.error("topic %s of stream %r is missing in Kafka (deleted behind the gateway's "
+                  "back?); recreating it", topic, owner.name)
+        metrics.SINK_ERRORS.labels(kind="topic_missing").inc()
+        try:
+            await self.ensure_topic(owner)
+        except SinkUnavailable as exc:
+            log.error("%s", exc)
 
     # ---- producing -------------------------------------------------------------------------
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None

@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import (
+    GatewayError,
+    MalformedBody,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from gateway.ingest.body import check_encoding, read_chunks
 
 MiB = 1024 * 1024
@@ -236,11 +242,11 @@ def test_check_encoding() -> None:
 @pytest.mark.parametrize("encoding", ["", "gzip"])
 async def test_read_timeout_when_the_client_sends_nothing(encoding: str) -> None:
     source = SilentSource()
-    with pytest.raises(MalformedBody, match="no body data") as info:
+    with pytest.raises(RequestTimeout, match="no body data") as info:
         async for _ in read_chunks(source, content_encoding=encoding, max_bytes=10,
                                    max_decompressed=10, read_timeout=0.05):
             pass
-    assert isinstance(info.value, GatewayError) and info.value.status == 400
+    assert isinstance(info.value, GatewayError) and info.value.status == 408
 
 
 async def test_read_timeout_does_not_affect_a_prompt_client() -> None:

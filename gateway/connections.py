@@ -1,0 +1,132 @@
+"""Connection-level guards of the HTTP server: a cap on open connections, a deadline for request
+heads (slowloris), and JSON bodies for the errors aiohttp answers itself (malformed or oversized
+request heads), so that every refusal looks like the API's other errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway import metrics
+
+log = logging.getLogger(__name__)
+
+
+def canned_reply(status: int, reason: str, code: str, message: str) -> bytes:
+    """A complete HTTP/1.1 reply that closes the connection, for answers given outside a handler."""
+    body = msgspec.json.encode({"code": status, "message": message, "error": code,
+                                "request_id": uuid.uuid4().hex})
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    return head + body
+
+
+class GuardedHandler(RequestHandler):
+    """aiohttp's per-connection protocol with a connection cap and a request-head deadline."""
+
+    def __init__(self, manager: web.Server, *, max_connections: int, header_timeout: float,
+                 **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._max_connections = max_connections
+        self._header_timeout = header_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._manager is not None and len(self._manager.connections) > self._max_connections:
+            metrics.THROTTLED.labels(status="503", cause="max_connections").inc()
+            self._refuse(503, "Service Unavailable", "too_many_connections",
+                         f"the gateway already holds {self._max_connections} connections; "
+                         "retry later")
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(canned_reply(status, reason, code, message))
+        self.force_close()
+
+    def _between_requests(self) -> bool:
+        return (self._current_request is None and not self._messages
+                and not self._request_in_progress)
+
+    def data_received(self, data: bytes) -> None:
+        if data and self._head_timer is None and self._between_requests():
+            self._head_timer = self._loop.call_later(self._header_timeout, self._head_too_slow)
+        super().data_received(data)
+        if self._head_timer is not None and not self._between_requests():
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._between_requests() and not self._force_close:
+            metrics.THROTTLED.labels(status="408", cause="header_timeout").inc()
+            self._refuse(408, "Request Timeout", "request_timeout",
+                         f"the request head did not arrive within {self._header_timeout:g} s")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """JSON instead of aiohttp's text page; oversized heads get 431, quietly logged."""
+        code = "bad_request" if status == 400 else "internal_error"
+        text = message or "the request could not be parsed"
+        if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
+            status, code = 431, "request_header_fields_too_large"
+            text = "the request line or a header is too long"
+        elif status == 400 and exc is not None:
+            text = f"malformed HTTP request: {getattr(exc, 'message', exc)}"
+        log.info("refused a malformed HTTP request from %s: %d %s", request.remote, status, text)
+        body = {"code": status, "message": text, "error": code, "request_id": uuid.uuid4().hex}
+        resp = web.Response(body=msgspec.json.encode(body), status=status,
+                            content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections are served by GuardedHandler."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int,
+                 header_timeout: float, backlog: int = 1024,
+                 reuse_port: bool | None = None) -> None:
+        super().__init__(runner, host, port, backlog=backlog, reuse_port=reuse_port)
+        self._guard = {"max_connections": max_connections, "header_timeout": header_timeout}
+
+    async def start(self) -> None:
+        """Listen, creating a GuardedHandler per connection (with the runner's handler options)."""
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        options = {**server._kwargs, **self._guard}  # what web.Server passes to RequestHandler
+
+        def factory() -> GuardedHandler:
+            return GuardedHandler(server, loop=loop, **options)
+        self._server = await loop.create_server(factory, self._host, self._port,
+                                                backlog=self._backlog, reuse_address=True,
+                                                reuse_port=self._reuse_port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `wanted` (capped by the hard limit); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
