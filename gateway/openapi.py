@@ -266,6 +266,12 @@ def build_spec(routes: Iterable[tuple[str, str, Any]], *, title: str, version: s
                 out["headers"] = {h: {"description": d, "schema": {"type": "string"}}
                                   for h, d in r.headers.items()}
             entry["responses"][str(status)] = out
+        if path_params and "404" not in entry["responses"]:
+            # The router answers 404 when a path parameter does not match its pattern.
+            out = {"description": "No route matches the path (e.g. an invalid workspace id)"}
+            if err is not None:
+                out["content"] = {"application/json": {"schema": generated[err]}}
+            entry["responses"]["404"] = out
         entry["security"] = [{scheme: []} for scheme in op.security]
         paths.setdefault(oapi, {})[method] = entry
     return {

@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import os
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +99,13 @@ def offsets_total(bootstrap: str, topic: str) -> int:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    """Start gateways on `tmp_path` (same data dir for all: a restart finds its catalog and spool);
-    any still running at the end of the test is killed."""
+    """Start gateways on `tmp_path` (same data dir and catalog topic for all: a restart finds its
+    catalog and spool); any still running at the end of the test is killed."""
     started: list[Gateway] = []
+    catalog_topic = "_test_catalog_" + uuid.uuid4().hex[:12]
 
     def make(bootstrap: str, extra: list[str], *, wait_ready: bool = True) -> Gateway:
-        gw = Gateway(tmp_path, bootstrap, extra=extra)
+        gw = Gateway(tmp_path, bootstrap, extra=extra, catalog_topic=catalog_topic)
         started.append(gw)
         return gw.start(wait_ready=wait_ready)
     yield make
