@@ -102,8 +102,25 @@ class Pipeline:
         raise Unavailable("Kafka is unreachable; nothing was written, retry later",
                           retry_after=RETRY_AFTER_S)
 
+    def check_room(self, stream: Stream) -> None:
+        """429 before any decoding when the stream's queue could not take a request like its last.
+
+        A 429 promises nothing was written, so refusing early is always safe; it keeps the CPU for
+        the flusher when clients offer more than Kafka takes."""
+        queue = self.queues.get(stream.name, stream.topic)
+        if queue is None:
+            return
+        try:
+            queue.check_room()
+        except QueueFull as full:
+            metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
+            raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
+                                  "nothing was written, retry later",
+                                  retry_after=RETRY_AFTER_S) from None
+
     async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
-        """Decode and validate a body into rows of the stream's schema."""
+        """Decode and validate a body into rows of the stream's schema (429 first if full)."""
+        self.check_room(stream)
         counted = _CountingChunks(chunks)
         try:
             return await decode(fmt, counted, self.schemas.get(stream))
@@ -114,6 +131,7 @@ class Pipeline:
     async def decode_split(self, stream: Stream, chunks: AsyncIterable[bytes]) -> Split:
         """NDJSON into valid and invalid rows (quarantine): the streamed decode as usual; only when
         it meets an invalid row is the kept body split object by object."""
+        self.check_room(stream)
         kept = KeptChunks(chunks)
         schema = self.schemas.get(stream)
         counted = _CountingChunks(kept)

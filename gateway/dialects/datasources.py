@@ -123,6 +123,7 @@ async def ingest(request: web.Request) -> web.Response:
     who.require_append(stream.name)
     if stream.archived:
         raise Conflict("Data source is archived.")
+    gw.pipeline.check_room(stream)
     schema = gw.pipeline.schemas.get(stream)
     try:
         rows: list[Any] = schema.array_decoder.decode(envelope.records)

@@ -412,3 +412,21 @@ async def test_queues_registry(sink: FakeSink, queues: Queues) -> None:
     assert queues.get("b", "t.b") is None
     await queues.remove("b")
     await a.stop()
+
+
+async def test_check_room_refuses_before_decoding_when_a_request_like_the_last_would_not_fit(
+        sink: FakeSink) -> None:
+    qs = Queues(_check_protocol(sink), limits(max_rows=10, max_bytes=10_000))
+    try:
+        q = qs.queue("s", "t")
+        q.check_room()  # empty queue, nothing admitted yet: room
+        q.offer(entry(*[b"x"] * 4))  # 4 rows queued (not acknowledged: the fake sink holds them)
+        q.check_room()  # 4 + 4 <= 10
+        q.offer(entry(*[b"x"] * 4))
+        with pytest.raises(QueueFull) as full:
+            q.check_room()  # 8 + 4 > 10: a request like the last one would be refused anyway
+        assert full.value.cause == "stream_rows"
+        q.offer(entry(b"x", b"y"))  # a smaller request still fits: check_room is only a guess
+        assert q.rows == 10
+    finally:
+        await qs.stop()
