@@ -108,7 +108,8 @@ class Pipeline:
         A 429 promises nothing was written, so refusing early is always safe; it keeps the CPU for
         the flusher when clients offer more than Kafka takes."""
         queue = self.queues.get(stream.name, stream.topic)
-        if queue is None:
+        if queue is None or not self.sink.available():
+            # During an outage admit() decides (wait=true: 503, wait=false: 202 while queues hold).
             return
         try:
             queue.check_room()
