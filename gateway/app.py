@@ -48,7 +48,8 @@ def make_sink(settings: Settings) -> Sink:
     if settings.embedded:
         return LocalSink(settings.data_dir / "sink")
     return KafkaSink(settings.kafka_bootstrap, batch_max_bytes=settings.batch_max_bytes,
-                     probe_interval_s=settings.kafka_probe_interval_s)
+                     probe_interval_s=settings.kafka_probe_interval_s,
+                     unreachable_after_s=settings.kafka_unreachable_after_s)
 
 
 def make_catalog_backend(settings: Settings) -> Backend:

@@ -67,6 +67,9 @@ class Settings:
     kafka_probe_interval_s: float = field(
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
+    kafka_unreachable_after_s: float = field(
+        default=5.0, metadata={"help": "Kafka that refuses connections is unreachable at once; one "
+                                       "that stops answering, after this long without a reply"})
     accept_during_outage: bool = field(
         default=True, metadata={"help": "queue wait=false rows while Kafka is unreachable (202 until "
                                         "the queues are full, then 429); off: 503 at once"})
@@ -232,8 +235,8 @@ def _check(s: Settings) -> None:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.stream_max_bytes_per_s < 0:
         raise ValueError("stream_max_bytes_per_s must be ≥ 0 (0 = no limit)")
-    if s.kafka_probe_interval_s <= 0:
-        raise ValueError(f"kafka_probe_interval_s must be positive, got {s.kafka_probe_interval_s}")
+    if s.kafka_probe_interval_s <= 0 or s.kafka_unreachable_after_s <= 0:
+        raise ValueError("kafka_probe_interval_s and kafka_unreachable_after_s must be positive")
     if not s.catalog_topic.strip():
         raise ValueError("catalog_topic must not be empty")
     if s.log_level.upper() not in LOG_LEVELS:

@@ -44,8 +44,14 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+REQUEST_ID = web.RequestKey("request_id", str)  # set by the middleware for every request
 
 
 def gateway_of(request: web.Request) -> Gateway:
     """The gateway serving `request`."""
     return request.app[GATEWAY]
+
+
+def request_id_of(request: web.Request) -> str:
+    """The id of `request` (the client's X-Request-ID when safe to echo, else a fresh one)."""
+    return request[REQUEST_ID]

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
+from gateway.context import REQUEST_ID as REQUEST_ID_KEY
 from gateway.context import gateway_of
 from gateway.errors import GatewayError, NotFound, RequestTimeout, Unavailable
 from gateway.logs import REQUEST_ID
@@ -53,7 +54,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-ID", "")
     if not _REQUEST_ID.fullmatch(request_id):  # absent, or unsafe to echo and log: make one
         request_id = uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID_KEY] = request_id
     token = REQUEST_ID.set(request_id)  # log records made while handling carry the id
     route = route_name(request)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gateway import metrics
@@ -98,6 +98,7 @@ class StreamQueue:
     _draining: bool = False
     _backoff: float = 0.0
     _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
+    _handing: list[Entry] | None = None  # taken for the hand-over that is in progress
     _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
 
     def __post_init__(self) -> None:
@@ -195,6 +196,7 @@ class StreamQueue:
                 self._flush_now.clear()
             if not entries:
                 continue
+            self._handing = entries
             try:
                 delivered = await self._hand_over(entries)
             except asyncio.CancelledError:
@@ -203,6 +205,8 @@ class StreamQueue:
             except Exception as exc:  # whatever the sink raised, the rows must not be lost
                 self._requeue(entries, exc)
                 continue
+            finally:
+                self._handing = None
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
             self._flights[id(entries)] = entries
@@ -257,6 +261,9 @@ class StreamQueue:
         self.budget.used -= nbytes
         if self.on_release is not None:
             self.on_release(entries)
+        self._fail_waiters(entries)
+
+    def _fail_waiters(self, entries: Iterable[Entry]) -> None:
         for e in entries:
             if e.done is not None and not e.done.done():
                 e.done.set_exception(Discarded(self.stream))
@@ -309,18 +316,18 @@ class StreamQueue:
             log.exception("flusher of %s had failed", self.topic)
 
     async def delete(self, grace: float) -> None:
-        """The stream was deleted: stop, discard what is queued, fail its waiting requests, and
-        wait (up to twice `grace`) until the flushes in flight have landed, so that none of them can
-        reach a topic created again under the same name."""
+        """The stream was deleted: fail its waiting requests at once (404, not a 504 after the
+        grace), stop, discard what is queued, and wait (up to twice `grace`) until the flushes in
+        flight have landed, so that none of them can reach a topic created again under the name."""
         self._deleted = True
+        self._fail_waiters(self._pending)
+        self._fail_waiters(self._handing or ())
+        for entries in self._flights.values():  # their topic is going away: do not wait for it
+            self._fail_waiters(entries)
         await self.stop(grace)
         pending = list(self._pending)
         self._pending.clear()
         self._discard(pending)
-        for entries in self._flights.values():  # their topic is going away: do not wait for it
-            for e in entries:
-                if e.done is not None and not e.done.done():
-                    e.done.set_exception(Discarded(self.stream))
         try:
             async with asyncio.timeout(grace):
                 await self._landed.wait()

@@ -15,6 +15,9 @@ from gateway.ingest.schema import SchemaCache, SchemaError, check_columns
 from gateway.queues import Queues
 from gateway.sinks.base import Sink, SinkUnavailable
 
+# How long a deleted stream's flush in progress may go on (so no batch is left half sent).
+DELETE_GRACE_S = 5.0
+
 
 def now_text() -> str:
     """The catalog's timestamp format (`2023-02-01 23:22:59`, UTC)."""
@@ -55,8 +58,8 @@ class StreamService:
         self._quarantine_ready.discard(before.topic)
         for queue in (self.queues.detach(name, before.topic),
                       self.queues.detach(before.quarantine_topic, before.quarantine_topic)):
-            if queue is not None:
-                task = asyncio.get_running_loop().create_task(queue.stop())
+            if queue is not None:  # its waiting requests get 404 now, its queued rows go
+                task = asyncio.get_running_loop().create_task(queue.delete(DELETE_GRACE_S))
                 self._dropping.add(task)
                 task.add_done_callback(self._dropping.discard)
 
@@ -145,8 +148,11 @@ class StreamService:
         stream = await self.catalog.delete_stream(name)
         if stream is None:
             raise NotFound(f"stream {name!r} does not exist")
-        await self.queues.remove(name)
-        await self.queues.remove(stream.quarantine_topic)
+        # The catalog change detached the queues (see _changed); their flushes in flight must
+        # land before the topic goes.
+        await asyncio.gather(*self._dropping, return_exceptions=True)
+        await self.queues.remove(name, DELETE_GRACE_S)
+        await self.queues.remove(stream.quarantine_topic, DELETE_GRACE_S)
         self._quarantine_ready.discard(stream.topic)
         self.schemas.forget(name)
         try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.context import gateway_of
+from gateway.context import gateway_of, request_id_of
 from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_reply, principal, rate_limit
 from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthenticated
@@ -80,7 +80,7 @@ async def events(request: web.Request) -> web.Response:
     if split.bad:
         await gw.streams.ensure_quarantine(stream)
         quarantine = quarantine_values(split.bad, stream=stream.name,
-                                       request_id=request["request_id"])
+                                       request_id=request_id_of(request))
     done = await gw.pipeline.admit(stream, split.rows, wait=wait, quarantine=quarantine)
     return json_reply({"successful_rows": done.rows, "quarantined_rows": done.quarantined},
                       status=200 if done.acknowledged else 202, headers=limits)

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError
 from aiokafka.partitioner import murmur2
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.metadata import MetadataRequest
@@ -89,10 +89,13 @@ class KafkaSink:
     name = "kafka"
 
     def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
-                 request_timeout_ms: int = 30_000, compression: str | None = None) -> None:
+                 unreachable_after_s: float = 5.0, request_timeout_ms: int = 30_000,
+                 compression: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
+        self.unreachable_after_s = unreachable_after_s
+        self._last_reply = 0.0  # monotonic time of the last probe reply or delivered batch
         self.request_timeout_ms = request_timeout_ms
         self.compression = compression
         self._producer: Any = None
@@ -105,6 +108,10 @@ class KafkaSink:
         # behind the gateway's back is then recreated instead of failing its flushes forever.
         self.topic_owner: Callable[[str], Stream | None] | None = None
         self._repaired_at: dict[str, float] = {}
+        # Batches handed to aiokafka and not yet settled, by topic: a topic is deleted only once
+        # its batches have settled, or one still retrying could land in a topic re-created under
+        # the same name (a new stream with the old stream's rows).
+        self._unsettled: dict[str, set[asyncio.Future[Any]]] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,15 +165,24 @@ class KafkaSink:
         metrics.SINK_AVAILABLE.set(1 if healthy else 0)
 
     async def _probe_loop(self) -> None:
+        """Refused or reset connections mark Kafka unreachable at once. A probe that only times
+        out does so after `unreachable_after_s` without any reply: a broker busy creating hundreds
+        of partitions answers late but works, and 503s would refuse rows it would take."""
+        self._last_reply = time.monotonic()
         while not self._closing:
             await asyncio.sleep(self.probe_interval_s)
             try:
                 async with asyncio.timeout(max(self.probe_interval_s * 2, 1.0)):
                     await self._probe_once()
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except (KafkaConnectionError, NodeNotReadyError, OSError) as exc:
                 metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
                 self._set_healthy(False)
+            except (KafkaError, TimeoutError) as exc:
+                metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
+                if time.monotonic() - self._last_reply >= self.unreachable_after_s:
+                    self._set_healthy(False)
             else:
+                self._last_reply = time.monotonic()
                 self._set_healthy(True)
 
     async def _probe_once(self) -> None:
@@ -199,9 +215,11 @@ class KafkaSink:
                 raise SinkUnavailable(f"could not create topic {name}: error {code} {message}")
 
     async def delete_topic(self, stream: Stream) -> None:
-        """Delete the stream's topic and its quarantine topic; missing topics are not an error."""
+        """Delete the stream's topic and its quarantine topic once their batches in flight have
+        settled; missing topics are not an error."""
         if self._admin is None:
             raise SinkUnavailable("Kafka is not connected yet")
+        await self._settle_topics([stream.topic, stream.quarantine_topic])
         try:
             resp = await self._admin.delete_topics([stream.topic, stream.quarantine_topic])
         except KafkaError as exc:
@@ -366,6 +384,7 @@ class KafkaSink:
             metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
             self._set_healthy(False)
             raise SinkUnavailable(str(exc)) from exc
+        self._last_reply = time.monotonic()
         self._set_healthy(True)
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
 
@@ -420,4 +439,21 @@ class KafkaSink:
         metrics.BATCH_BYTES.observe(batch.size())
         fut: asyncio.Future[Any] = await self._producer.send_batch(batch, topic,
                                                                   partition=partition)
+        unsettled = self._unsettled.get(topic)
+        if unsettled is None:
+            unsettled = self._unsettled[topic] = set()
+        unsettled.add(fut)
+        fut.add_done_callback(unsettled.discard)
         return fut
+
+    async def _settle_topics(self, topics: list[str]) -> None:
+        """Wait until aiokafka has settled (delivered or failed) every batch for `topics`; it
+        gives up on a batch after `request_timeout_ms`, so this wait is bounded."""
+        batches = {f for t in topics for f in self._unsettled.get(t, ())}
+        if batches:
+            _, late = await asyncio.wait(batches, timeout=self.request_timeout_ms / 1000 + 5)
+            if late:
+                raise SinkUnavailable(f"{len(late)} batches for {topics[0]} are still unsettled")
+        for t in topics:
+            if not self._unsettled.get(t, True):
+                del self._unsettled[t]

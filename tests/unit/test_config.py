@@ -142,6 +142,7 @@ def test_invalid_flag_raises_naming_the_field() -> None:
     ("wait_timeout_s", "nan"),         # asyncio.timeout(nan) expires at once: every wait=true → 504
     ("linger_ms", "nan"),
     ("kafka_probe_interval_s", "0"),   # probe loop without pause
+    ("kafka_unreachable_after_s", "0"),
 ])
 def test_out_of_range_values_raise_naming_the_field(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.catalog.model import Stream
-from gateway.queues import Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
+from gateway.queues import Discarded, Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
 from gateway.sinks.base import Sink, SinkUnavailable
 
 GUARD = 2.0  # upper bound on waiting for an event that must happen; never reached when green
@@ -430,3 +430,60 @@ async def test_check_room_refuses_before_decoding_when_a_request_like_the_last_w
         assert q.rows == 10
     finally:
         await qs.stop()
+
+
+class StuckSink(FakeSink):
+    """A sink whose `send` does not return until the test lets it (a hand-over that hangs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
+                   ) -> asyncio.Future[None]:
+        self.entered.set()
+        await self.release.wait()
+        return await super().send(topic, values, keys)
+
+
+async def test_delete_answers_every_waiter_at_once(sink: FakeSink) -> None:
+    """Waiters of pending and in-flight entries of a deleted stream learn it before the grace
+    runs out (a 404 for the client, not a 504 after its wait timeout)."""
+    qs = Queues(_check_protocol(sink), limits(max_in_flight=1))
+    q = qs.queue("s", "t")
+    flying, waiting = entry(b"1"), entry(b"2")
+    q.offer(flying)
+    await sink.next_send()  # held by the fake sink: in flight, never acknowledged
+    q.offer(waiting)
+    removal = asyncio.create_task(qs.remove("s", grace=GUARD * 10))
+    for e in (flying, waiting):
+        assert e.done is not None
+        with pytest.raises(Discarded):
+            async with asyncio.timeout(GUARD):
+                await e.done
+    removal.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await removal
+    await qs.stop()
+
+
+async def test_delete_answers_the_waiter_of_a_hand_over_in_progress() -> None:
+    sink = StuckSink()
+    qs = Queues(_check_protocol(sink), limits())
+    q = qs.queue("s", "t")
+    stuck = entry(b"1")
+    q.offer(stuck)
+    async with asyncio.timeout(GUARD):
+        await sink.entered.wait()
+    removal = asyncio.create_task(qs.remove("s", grace=GUARD * 10))
+    assert stuck.done is not None
+    with pytest.raises(Discarded):
+        async with asyncio.timeout(GUARD):
+            await stuck.done
+    sink.release.set()
+    (await sink.next_send()).future.set_result(None)  # the hand-over lands after all
+    async with asyncio.timeout(GUARD):
+        await removal
+    assert_empty(q)
+    await qs.stop()
