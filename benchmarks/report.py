@@ -199,10 +199,15 @@ def _summary_row(run: dict[str, Any]) -> str:
             + " | ".join(cells) + f" | {run['config'].get('note', '')} |")
 
 
+def run_files(results_dir: Path) -> list[Path]:
+    """The run JSON files in `results_dir`, oldest first (not the profiles saved beside them)."""
+    return sorted(p for p in results_dir.glob("*Z.json"))
+
+
 def write_results_md(results_dir: Path, md_path: Path) -> None:
     """Regenerate the generated part of RESULTS.md from every run JSON in `results_dir`."""
     runs = []
-    for path in sorted(results_dir.glob("*.json"), reverse=True):
+    for path in reversed(run_files(results_dir)):
         try:
             runs.append(json.loads(path.read_text()))
         except (OSError, ValueError):
@@ -290,7 +295,7 @@ def main() -> int:
     from benchmarks.procs import ROOT
 
     results = ROOT / "benchmarks" / "results"
-    for path in sorted(results.glob("*.json")):
+    for path in run_files(results):
         run = json.loads(path.read_text())
         png = path.with_suffix(".png")
         if run.get("chart") and not png.exists():

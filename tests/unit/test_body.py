@@ -9,6 +9,8 @@ import zlib
 from collections.abc import Iterable
 
 import pytest
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.streams import StreamReader
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -253,3 +255,41 @@ async def test_read_timeout_does_not_affect_a_prompt_client() -> None:
     compressed = gzip.compress(BODY)
     got = await read_all(pieces(compressed, 500), encoding="gzip", read_timeout=30)
     assert b"".join(got) == BODY
+
+
+def aiohttp_reader() -> StreamReader:
+    """aiohttp's own body reader (what handlers get as request.content), fed by the test."""
+    protocol = BaseProtocol(asyncio.get_running_loop())
+    protocol.connection_made(asyncio.Transport())  # an open connection: readany() may wait
+    return StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
+
+
+async def test_buffered_body_of_aiohttp_reader_is_read_whole() -> None:
+    reader = aiohttp_reader()
+    for part in (b'{"a": 1}\n', b'{"a": 2}\n'):
+        reader.feed_data(part)
+    reader.feed_eof()
+    chunks = [c async for c in read_chunks(reader, content_encoding="", max_bytes=MiB,
+                                           max_decompressed=MiB, read_timeout=0.01)]
+    assert b"".join(chunks) == b'{"a": 1}\n{"a": 2}\n'
+
+
+async def test_aiohttp_reader_that_stalls_after_buffered_data_times_out() -> None:
+    reader = aiohttp_reader()
+    reader.feed_data(b'{"a": 1}\n')  # taken without waiting; then nothing more arrives
+    got: list[bytes] = []
+    with pytest.raises(RequestTimeout):
+        async for chunk in read_chunks(reader, content_encoding="", max_bytes=MiB,
+                                       max_decompressed=MiB, read_timeout=0.05):
+            got.append(chunk)
+    assert got == [b'{"a": 1}\n']
+
+
+async def test_aiohttp_reader_over_the_limit_without_waiting() -> None:
+    reader = aiohttp_reader()
+    reader.feed_data(b"x" * 101)
+    reader.feed_eof()
+    with pytest.raises(PayloadTooLarge):
+        async for _ in read_chunks(reader, content_encoding="", max_bytes=100,
+                                   max_decompressed=MiB, read_timeout=0.05):
+            pass
