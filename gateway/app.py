@@ -49,7 +49,8 @@ def make_sink(settings: Settings) -> Sink:
         return LocalSink(settings.data_dir / "sink")
     return KafkaSink(settings.kafka_bootstrap, batch_max_bytes=settings.batch_max_bytes,
                      probe_interval_s=settings.kafka_probe_interval_s,
-                     unreachable_after_s=settings.kafka_unreachable_after_s)
+                     unreachable_after_s=settings.kafka_unreachable_after_s,
+                     max_unsettled_bytes=settings.kafka_max_unsettled_bytes)
 
 
 def make_catalog_backend(settings: Settings) -> Backend:

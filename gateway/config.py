@@ -51,6 +51,10 @@ class Settings:
     batch_max_bytes: int = field(
         default=1 * MiB, metadata={"help": "largest Kafka record batch (≤ broker message.max.bytes)"}
     )
+    kafka_max_unsettled_bytes: int = field(
+        default=32 * MiB, metadata={"help": "batch bytes handed to Kafka and not yet acknowledged, "
+                                            "all streams together (bounds each Produce request; "
+                                            "keep under the broker's socket.request.max.bytes)"})
     linger_ms: float = field(default=5.0, metadata={"help": "how long a flush waits to fill a batch"})
     max_in_flight_flushes: int = field(
         default=4, metadata={"help": "flush rounds one stream may have awaiting Kafka at once"}
@@ -221,12 +225,14 @@ def from_sources(args: argparse.Namespace | None = None,
 def _check(s: Settings) -> None:
     positive = ("port", "default_shards", "replication_factor", "max_body_bytes",
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
-                "memory_cap_bytes", "batch_max_bytes", "max_in_flight_flushes",
-                "spool_segment_bytes", "max_connections", "header_read_timeout_s",
+                "memory_cap_bytes", "batch_max_bytes", "kafka_max_unsettled_bytes",
+                "max_in_flight_flushes", "spool_segment_bytes", "max_connections", "header_read_timeout_s",
                 "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
+    if s.kafka_max_unsettled_bytes < s.batch_max_bytes:
+        raise ValueError("kafka_max_unsettled_bytes must be at least batch_max_bytes")
     if not 1 <= s.port <= 65535:
         raise ValueError(f"port must be 1..65535, got {s.port}")
     if s.rate_limit_per_key < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -89,8 +90,8 @@ class KafkaSink:
     name = "kafka"
 
     def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
-                 unreachable_after_s: float = 5.0, request_timeout_ms: int = 30_000,
-                 compression: str | None = None) -> None:
+                 unreachable_after_s: float = 5.0, max_unsettled_bytes: int = 32 << 20,
+                 request_timeout_ms: int = 30_000, compression: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
@@ -112,6 +113,13 @@ class KafkaSink:
         # its batches have settled, or one still retrying could land in a topic re-created under
         # the same name (a new stream with the old stream's rows).
         self._unsettled: dict[str, set[asyncio.Future[Any]]] = {}
+        # aiokafka puts every ready batch for a broker into one Produce request, with no size
+        # limit; one larger than the broker's socket.request.max.bytes (100 MiB by default) makes
+        # it drop the connection, and aiokafka resends the same request forever. Bounding the
+        # bytes handed over and not yet settled bounds every request.
+        self.max_unsettled_bytes = max_unsettled_bytes
+        self._unsettled_bytes = 0
+        self._room = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -436,15 +444,26 @@ class KafkaSink:
         batch._relative_offset = count  # what BatchBuilder.append would have counted
         batch.close()
         metrics.BATCH_ROWS.observe(count)
-        metrics.BATCH_BYTES.observe(batch.size())
+        size = batch.size()
+        metrics.BATCH_BYTES.observe(size)
+        while self._unsettled_bytes and self._unsettled_bytes + size > self.max_unsettled_bytes:
+            self._room.clear()
+            await self._room.wait()
         fut: asyncio.Future[Any] = await self._producer.send_batch(batch, topic,
                                                                   partition=partition)
         unsettled = self._unsettled.get(topic)
         if unsettled is None:
             unsettled = self._unsettled[topic] = set()
         unsettled.add(fut)
-        fut.add_done_callback(unsettled.discard)
+        self._unsettled_bytes += size
+        fut.add_done_callback(functools.partial(self._settled, unsettled, size))
         return fut
+
+    def _settled(self, unsettled: set[asyncio.Future[Any]], size: int,
+                 fut: asyncio.Future[Any]) -> None:
+        unsettled.discard(fut)
+        self._unsettled_bytes -= size
+        self._room.set()
 
     async def _settle_topics(self, topics: list[str]) -> None:
         """Wait until aiokafka has settled (delivered or failed) every batch for `topics`; it

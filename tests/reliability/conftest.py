@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import socket
@@ -31,13 +32,17 @@ class Broker:
     """A broker of our own, on its own port and data directory."""
 
     port: int
+    props: str = ""  # extra broker properties (KAFKA_DEV_PROPS), "k=v k=v"
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _env(self) -> dict[str, str]:
+        return {"KAFKA_DEV_PORT": str(self.port), "KAFKA_DEV_PROPS": self.props}
+
     def _run(self, *args: str) -> str:
-        done = kafka_dev(*args, env={"KAFKA_DEV_PORT": str(self.port)})
+        done = kafka_dev(*args, env=self._env())
         assert done.returncode == 0, f"kafka-dev {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -57,12 +62,12 @@ class Broker:
         self._run("resume")
 
     def running(self) -> bool:
-        return kafka_dev("status", env={"KAFKA_DEV_PORT": str(self.port)}).returncode == 0
+        return kafka_dev("status", env=self._env()).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def private_broker() -> Iterator[Broker]:
-    """A fresh broker on a free port of 19500-19599, stopped when the module's tests are done."""
+@contextlib.contextmanager
+def own_broker(props: str = "") -> Iterator[Broker]:
+    """A fresh broker on a free port of 19500-19599, stopped on exit."""
     lock_dir = os.path.expanduser("~/.cache/ingest-gateway/kafka-data")
     os.makedirs(lock_dir, exist_ok=True)
     for port in PRIVATE_PORTS:
@@ -75,7 +80,7 @@ def private_broker() -> Iterator[Broker]:
         except BlockingIOError:
             os.close(claim)
             continue
-        broker = Broker(port)
+        broker = Broker(port, props)
         try:
             broker.start(fresh=True)
             yield broker
@@ -85,6 +90,13 @@ def private_broker() -> Iterator[Broker]:
             os.close(claim)
         return
     pytest.fail("no free port pair for a private broker in 19500-19599")
+
+
+@pytest.fixture(scope="module")
+def private_broker() -> Iterator[Broker]:
+    """A broker of the test module's own (default settings)."""
+    with own_broker() as broker:
+        yield broker
 
 
 def read_back(bootstrap: str, topic: str) -> list[Record]:
