@@ -22,6 +22,7 @@ from gateway.client import ApiError, GatewayClient, Unreachable, stream_definiti
 from gateway.config import Settings, add_arguments, from_sources
 from gateway.connections import GuardedSite, raise_open_files_limit
 from gateway.context import GATEWAY
+from gateway.gc_tuning import tune_gc
 
 log = logging.getLogger("gateway")
 
@@ -52,6 +53,7 @@ async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_po
     worker first waits (up to `ready_before_listening_s`) until it is ready, so that the kernel
     does not hand it connections its siblings could serve while it connects to Kafka."""
     app = build_app(settings, admin_key, worker)
+    tune_gc(settings.gc_gen0_threshold)
     raise_open_files_limit(settings.max_connections + 1024)
     runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
                            keepalive_timeout=settings.keepalive_timeout_s,

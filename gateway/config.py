@@ -55,6 +55,9 @@ class Settings:
         default=32 * MiB, metadata={"help": "batch bytes handed to Kafka and not yet acknowledged, "
                                             "all streams together (bounds each Produce request; "
                                             "keep under the broker's socket.request.max.bytes)"})
+    gc_gen0_threshold: int = field(
+        default=50_000, metadata={"help": "allocations between young-generation garbage "
+                                          "collections (Python's default is 700; 0 keeps it)"})
     linger_ms: float = field(default=5.0, metadata={"help": "how long a flush waits to fill a batch"})
     max_in_flight_flushes: int = field(
         default=4, metadata={"help": "flush rounds one stream may have awaiting Kafka at once"}
@@ -231,6 +234,8 @@ def _check(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
+    if s.gc_gen0_threshold < 0:
+        raise ValueError("gc_gen0_threshold must be ≥ 0 (0 = Python's default)")
     if s.kafka_max_unsettled_bytes < s.batch_max_bytes:
         raise ValueError("kafka_max_unsettled_bytes must be at least batch_max_bytes")
     if not 1 <= s.port <= 65535:
