@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,37 +95,33 @@ def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
     spool.release(e.spool_pos for e in entries if e.spool_pos >= 0)
 
 
-async def _connect(gw: Gateway) -> None:
-    """Start the sink, retrying until it is reachable (readiness stays 503 meanwhile)."""
+async def _keep_trying(start: Callable[[], Awaitable[None]], failure: type[Exception],
+                       what: str) -> None:
+    """Await `start()` until it no longer raises `failure`, waiting 0.5 s, 1 s, … up to 5 s
+    between attempts (readiness stays 503 meanwhile)."""
     delay = 0.5
     while True:
         try:
-            await gw.sink.start()
-        except SinkUnavailable as exc:
-            log.warning("%s; retrying in %.1f s", exc, delay)
+            return await start()
+        except failure as exc:
+            log.warning("%s: %s; retrying in %.1f s", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-            continue
-        gw.sink_ready = True
-        gw.pipeline.sink_started = True
-        log.info("sink %s connected", gw.sink.name)
-        return
+
+
+async def _connect(gw: Gateway) -> None:
+    """Start the sink, retrying until it is reachable."""
+    await _keep_trying(gw.sink.start, SinkUnavailable, "sink")
+    gw.sink_ready = True
+    gw.pipeline.sink_started = True
+    log.info("sink %s connected", gw.sink.name)
 
 
 async def _load_catalog(gw: Gateway) -> None:
-    """Read the catalog, retrying until its store is reachable (readiness stays 503 meanwhile)."""
-    delay = 0.5
-    while True:
-        try:
-            await gw.catalog.start()
-        except Unavailable as exc:
-            log.warning("catalog: %s; retrying in %.1f s", exc.message, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
-                 len(gw.catalog.api_keys()))
-        return
+    """Read the catalog, retrying until its store is reachable."""
+    await _keep_trying(gw.catalog.start, Unavailable, "catalog")
+    log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
+             len(gw.catalog.api_keys()))
 
 
 async def _replay_after(loading: asyncio.Task[None], gw: Gateway) -> None:

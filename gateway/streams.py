@@ -148,13 +148,9 @@ class StreamService:
         stream = await self.catalog.delete_stream(name)
         if stream is None:
             raise NotFound(f"stream {name!r} does not exist")
-        # The catalog change detached the queues (see _changed); their flushes in flight must
-        # land before the topic goes.
+        # Applying the catalog change already ran _changed (queues detached, schema and
+        # quarantine state dropped); the queues' flushes in flight must land before the topic goes.
         await asyncio.gather(*self._dropping, return_exceptions=True)
-        await self.queues.remove(name, DELETE_GRACE_S)
-        await self.queues.remove(stream.quarantine_topic, DELETE_GRACE_S)
-        self._quarantine_ready.discard(stream.topic)
-        self.schemas.forget(name)
         try:
             await self.sink.delete_topic(stream)
         except SinkUnavailable as exc:

@@ -23,7 +23,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.catalog.changes import (
     ABSENT,
@@ -44,6 +44,7 @@ READBACK_TIMEOUT_S = 10.0  # how long a write waits to read its own change back
 REPAIR_DELAY_S = 3.0  # other replicas repair after this (plus up to as much again, at random)
 WRITE_ATTEMPTS = 5
 MAX_REPAIRS = 3  # deletes retry on the newer version when they lose a race
+_T = TypeVar("_T")
 
 StreamWatcher = Callable[[str, Stream | None, Stream | None], None]  # name, before, after
 
@@ -240,16 +241,22 @@ class Catalog:
             return False
         return await self._write(stream_key(stream.name), encode(stream))
 
-    async def delete_stream(self, name: str) -> Stream | None:
-        """Remove a stream; returns it, or None when there was none."""
+    async def _delete(self, key: str, current: Callable[[], _T | None], what: str) -> _T | None:
+        """Write a tombstone for `key` unless `current()` finds nothing; retried when another
+        change of the same record came first in the log."""
         for _ in range(WRITE_ATTEMPTS):
             self._require_loaded()
-            gone = self._state.streams.get(name)
+            gone = current()
             if gone is None:
                 return None
-            if await self._write(stream_key(name), None):
+            if await self._write(key, None):
                 return gone
-        raise Unavailable(f"stream {name!r} keeps changing; retry", retry_after=1.0)
+        raise Unavailable(f"{what} keeps changing; retry", retry_after=1.0)
+
+    async def delete_stream(self, name: str) -> Stream | None:
+        """Remove a stream; returns it, or None when there was none."""
+        return await self._delete(stream_key(name), lambda: self._state.streams.get(name),
+                                  f"stream {name!r}")
 
     async def put_key(self, key: ApiKey) -> None:
         """Store a new API key record (409 in the astronomically unlikely case of an id clash)."""
@@ -259,11 +266,5 @@ class Catalog:
 
     async def delete_key(self, key_id: str) -> ApiKey | None:
         """Remove an API key; returns it, or None when there was none."""
-        for _ in range(WRITE_ATTEMPTS):
-            self._require_loaded()
-            gone = self._state.keys.get(key_id)
-            if gone is None:
-                return None
-            if await self._write(api_key_key(key_id), None):
-                return gone
-        raise Unavailable("the API key keeps changing; retry", retry_after=1.0)
+        return await self._delete(api_key_key(key_id), lambda: self._state.keys.get(key_id),
+                                  "the API key")
