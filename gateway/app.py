@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import __version__, metrics
+from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
 from gateway.catalog.kafka_log import KafkaLog
@@ -23,6 +24,8 @@ from gateway.context import GATEWAY, Gateway
 from gateway.dialects import datasources, ops, timeplus, tinybird
 from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
+from gateway.ingest.service import IngestService
+from gateway.lifecycle import Lifecycle
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
@@ -77,18 +80,23 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                          ("memory_bytes", settings.memory_cap_bytes)):
         metrics.QUEUE_LIMIT.labels(bound=bound).set(value)
     schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
-    pipeline = Pipeline(sink, queues, schemas, wait_timeout_s=settings.wait_timeout_s,
+    lifecycle = Lifecycle()
+    admission = Admission(sink, queues, lifecycle,
+                          accept_during_outage=settings.accept_during_outage, spool=spool,
+                          byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
+                                     if settings.stream_max_bytes_per_s else None),
+                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key))
+    pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
-                        catalog=catalog, accept_during_outage=settings.accept_during_outage,
-                        spool=spool, byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
-                                                if settings.stream_max_bytes_per_s else None))
+                        catalog=catalog, spool=spool)
     if isinstance(sink, KafkaSink):  # a topic deleted behind our back is recreated from the catalog
         sink.topic_owner = lambda topic: next(
             (s for s in catalog.streams() if s.topic == topic), None)
     streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
+    ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key), KeyRateLimiter(settings.rate_limit_per_key))
+                   Authenticator(catalog, admin_key), ingest, lifecycle)
 
 
 def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
@@ -112,8 +120,7 @@ async def _keep_trying(start: Callable[[], Awaitable[None]], failure: type[Excep
 async def _connect(gw: Gateway) -> None:
     """Start the sink, retrying until it is reachable."""
     await _keep_trying(gw.sink.start, SinkUnavailable, "sink")
-    gw.sink_ready = True
-    gw.pipeline.sink_started = True
+    gw.lifecycle.connected()
     log.info("sink %s connected", gw.sink.name)
 
 
@@ -140,7 +147,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     connecting = asyncio.create_task(_connect(gw), name="sink-connect")
     replaying = asyncio.create_task(_replay_after(loading, gw), name="spool-replay")
     yield
-    gw.pipeline.draining = True
+    begin_shutdown(app)
     for task in (loading, connecting, replaying):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -151,11 +158,19 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
                   gw.settings.drain_timeout_s, gw.queues.total_rows())
         app["drain_failed"] = True
     await gw.queues.stop()
-    if gw.sink_ready:
+    if gw.lifecycle.sink_started:
         await gw.sink.close()
     await gw.catalog.close()
     if spool is not None:
         await spool.close()
+    gw.lifecycle.stop()
+
+
+def begin_shutdown(app: web.Application) -> None:
+    """Refuse new requests and stop lingering in the queues (idempotent; SIGTERM or cleanup)."""
+    gw = app[GATEWAY]
+    gw.lifecycle.drain()
+    gw.queues.flush_now()
 
 
 # Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.

@@ -11,7 +11,8 @@ from gateway.auth import Authenticator
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.limiters.token_bucket import KeyRateLimiter
+from gateway.ingest.service import IngestService
+from gateway.lifecycle import Lifecycle
 from gateway.pipeline import Pipeline
 from gateway.queues import Queues
 from gateway.sinks.base import Sink
@@ -31,16 +32,16 @@ class Gateway:
     pipeline: Pipeline
     streams: StreamService
     auth: Authenticator
-    limiter: KeyRateLimiter = field(default_factory=lambda: KeyRateLimiter(0))
+    ingest: IngestService
+    lifecycle: Lifecycle
     renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
-    sink_ready: bool = False
     worker: str = "0"  # index of this worker process (X-Gateway-Worker), "0" when there is one
 
     @property
     def ready(self) -> bool:
         """Catalog loaded, sink connected and reachable, and not draining."""
-        return (self.catalog.loaded and self.sink_ready and self.sink.available()
-                and not self.pipeline.draining)
+        return (self.catalog.loaded and self.lifecycle.sink_started and self.sink.available()
+                and not self.lifecycle.draining)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -16,6 +16,7 @@ from gateway import metrics
 from gateway.context import REQUEST_ID as REQUEST_ID_KEY
 from gateway.context import gateway_of
 from gateway.errors import GatewayError, NotFound, RequestTimeout, Unavailable
+from gateway.limiters.retry_after import retry_after_header
 from gateway.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     gw = gateway_of(request)
     try:
-        if gw.pipeline.draining and request.path not in OPS_PATHS:
+        if gw.lifecycle.draining and request.path not in OPS_PATHS:
             raise Unavailable("the gateway is shutting down; retry on another replica",
                               retry_after=1.0)
         response = await handler(request)
     except GatewayError as err:
         response = gw.renderers.get(route, gw.renderers["default"])(err, request_id)
+        if err.retry_after is not None:
+            response.headers.update(retry_after_header(err.retry_after))
         response.headers.update(err.headers)
         if isinstance(err, RequestTimeout):  # a stalled body: drop the client, no lingering read
             request.content.feed_eof()

@@ -1,47 +1,39 @@
-"""The ingest path every dialect shares: decode → validate → encode → admit to the queue → (wait)."""
+"""Enqueueing validated rows: encode → size check → byte rate → queue (whole or not at all) → wait.
+
+Called by the ingest entry point (gateway.ingest.service) once a request's rows are decoded; the
+refusals (429/503) are decided by gateway.admission.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics
+from gateway.admission import Admission
 from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
-from gateway.errors import (
-    GatewayError,
-    InvalidRow,
-    NotConfirmed,
-    NotDurable,
-    NotFound,
-    PayloadTooLarge,
-    TooManyRequests,
-    Unavailable,
-)
-from gateway.ingest.formats import Format, decode
-from gateway.ingest.quarantine import KeptChunks, Split, split_rows
+from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
-from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
-from gateway.sinks.base import Sink
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
-RETRY_AFTER_S = 1.0
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class Accepted:
-    """What an accepted request did: rows queued, and whether Kafka has acknowledged them."""
+class Outcome:
+    """What an accepted request did: rows queued (and quarantined), whether Kafka has acknowledged
+    them, and headers the reply carries (e.g. X-RateLimit-*)."""
 
     rows: int
     acknowledged: bool
     quarantined: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -50,113 +42,26 @@ def _accepted_metrics(stream: str) -> tuple[Any, Any]:
     return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
 
 
-class _CountingChunks:
-    """Passes chunks through, counting their bytes (for the rejected-bytes metric)."""
-
-    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
-        self._chunks = chunks
-        self.nbytes = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            self.nbytes += len(chunk)
-            yield chunk
-
-
 class Pipeline:
-    """Admits requests' rows into the queues; refuses them whole (429/503) when it cannot."""
+    """Queues requests' rows whole, or refuses them whole (429/503) through `admission`."""
 
-    def __init__(self, sink: Sink, queues: Queues, schemas: SchemaCache, *, wait_timeout_s: float,
-                 max_record_bytes: int, catalog: Catalog | None = None,
-                 accept_during_outage: bool = False, spool: Spool | None = None,
-                 byte_rate: StreamByteRate | None = None) -> None:
-        self.sink = sink
+    def __init__(self, queues: Queues, schemas: SchemaCache, admission: Admission, *,
+                 wait_timeout_s: float, max_record_bytes: int, catalog: Catalog | None = None,
+                 spool: Spool | None = None) -> None:
         self.queues = queues
         self.schemas = schemas
+        self.admission = admission
         self.wait_timeout_s = wait_timeout_s
         self.max_record_bytes = max_record_bytes
         self.catalog = catalog
-        self.accept_during_outage = accept_during_outage
         self.spool = spool
-        self.byte_rate = byte_rate
-        self.draining = False
-        self.sink_started = False  # set once the sink first connected
         self.rates = WriteRates()
 
-    def check_open(self) -> None:
-        """503 (nothing written, safe to retry) while draining, before the sink first connected,
-        and while it is unreachable unless wait=false rows are queued during outages."""
-        if self.draining:
-            metrics.THROTTLED.labels(status="503", cause="draining").inc()
-            raise Unavailable("the gateway is shutting down; retry on another replica",
-                              retry_after=RETRY_AFTER_S)
-        if self.spool is not None and self.spool.failed is not None:
-            metrics.THROTTLED.labels(status="503", cause="spool_failed").inc()
-            raise Unavailable("the durable spool failed (see the gateway's log); nothing was "
-                              "written", retry_after=RETRY_AFTER_S)
-        if not self.sink.available() and not (self.accept_during_outage and self.sink_started):
-            self._sink_unavailable()
-
-    def _sink_unavailable(self) -> None:
-        metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
-        raise Unavailable("Kafka is unreachable; nothing was written, retry later",
-                          retry_after=RETRY_AFTER_S)
-
-    def check_room(self, stream: Stream) -> None:
-        """429 before any decoding when the stream's queue could not take a request like its last.
-
-        A 429 promises nothing was written, so refusing early is always safe; it keeps the CPU for
-        the flusher when clients offer more than Kafka takes."""
-        queue = self.queues.get(stream.name, stream.topic)
-        if queue is None or not self.sink.available():
-            # During an outage admit() decides (wait=true: 503, wait=false: 202 while queues hold).
-            return
-        try:
-            queue.check_room()
-        except QueueFull as full:
-            metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
-            raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
-                                  "nothing was written, retry later",
-                                  retry_after=RETRY_AFTER_S) from None
-
-    async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
-        """Decode and validate a body into rows of the stream's schema (429 first if full)."""
-        self.check_room(stream)
-        counted = _CountingChunks(chunks)
-        try:
-            return await decode(fmt, counted, self.schemas.get(stream))
-        except GatewayError as err:
-            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
-            raise
-
-    async def decode_split(self, stream: Stream, chunks: AsyncIterable[bytes]) -> Split:
-        """NDJSON into valid and invalid rows (quarantine): the streamed decode as usual; only when
-        it meets an invalid row is the kept body split object by object."""
-        self.check_room(stream)
-        kept = KeptChunks(chunks)
-        schema = self.schemas.get(stream)
-        counted = _CountingChunks(kept)
-        try:
-            return Split(await decode(Format.STREAMING, counted, schema), [])
-        except InvalidRow:
-            pass
-        except GatewayError as err:
-            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
-            raise
-        body = await kept.whole()
-        try:
-            return split_rows(schema, body)
-        except GatewayError as err:
-            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(len(body))
-            raise
-
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
-                    quarantine: list[bytes] | None = None) -> Accepted:
+                    quarantine: list[bytes] | None = None) -> Outcome:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
         has acknowledged all of them."""
-        self.check_open()
-        if wait and not self.sink.available():  # it would only time out: say so now
-            self._sink_unavailable()
+        self.admission.gate(wait=wait)  # the body took a while: draining may have begun
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
             if current is None or current.topic != stream.topic:
@@ -169,39 +74,23 @@ class Pipeline:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
-        if self.byte_rate is not None:
-            wait_s = self.byte_rate.take(stream.name, encoded.nbytes)
-            if wait_s is not None:
-                metrics.THROTTLED.labels(status="429", cause="stream_byte_rate").inc()
-                metrics.ROWS_REJECTED.labels(stream=stream.name,
-                                             cause="stream_byte_rate").inc(len(encoded.values))
-                raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
-                                      f"{self.byte_rate.rate:g} bytes/s; nothing was written",
-                                      retry_after=max(wait_s, RETRY_AFTER_S))
+        self.admission.charge(stream, len(encoded.values), encoded.nbytes)
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
         entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
-        try:
-            if quarantine:
-                done, offers = self._offer_with_quarantine(stream, entry, quarantine)
-            else:
-                q = self.queues.queue(stream.name, stream.topic)
-                q.offer(entry)
-                offers = [(q, entry)]
-        except QueueFull as full:
-            if self.byte_rate is not None:
-                self.byte_rate.refund(stream.name, encoded.nbytes)
-            metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
-            metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
-            raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
-                                  "nothing was written, retry later",
-                                  retry_after=RETRY_AFTER_S) from None
+        if quarantine:
+            done, offers = self._with_quarantine(stream, entry, quarantine)
+        else:
+            offers = [(self.queues.queue(stream.name, stream.topic), entry)]
+        self.admission.offer(stream, entry, offers)
+        if quarantine:
+            metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
         rows_accepted, bytes_accepted = _accepted_metrics(stream.name)
         rows_accepted.inc(entry.rows)
         bytes_accepted.inc(entry.nbytes)
         if entry.rows:
             self.rates.record(stream.name, entry.rows, entry.nbytes)
-        accepted = Accepted(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
+        accepted = Outcome(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
         if done is None:
             if self.spool is not None:
                 await self._spool(offers)
@@ -264,11 +153,10 @@ class Pipeline:
         if rows:
             log.warning("spool: %d rows from a previous run queued again", rows)
 
-    def _offer_with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes]
-                               ) -> tuple[asyncio.Future[Any] | None,
-                                          list[tuple[StreamQueue, Entry]]]:
-        """Queue the rows and the quarantine records all or none; with wait=true, the future of
-        both being acknowledged."""
+    def _with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes]
+                         ) -> tuple[asyncio.Future[Any] | None, list[tuple[StreamQueue, Entry]]]:
+        """The offers of the rows and the quarantine records (queued all or none); with wait=true,
+        the future of both being acknowledged."""
         if max(map(len, quarantine)) > self.max_record_bytes:
             raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row is "
                                   f"{self.max_record_bytes} bytes")
@@ -278,7 +166,5 @@ class Pipeline:
         offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
         if entry.rows:
             offers.append((self.queues.queue(stream.name, stream.topic), entry))
-        self.queues.offer_all(offers)
-        metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
         waits = [e.done for _, e in offers if e.done is not None]
         return (asyncio.gather(*waits) if waits else None), offers

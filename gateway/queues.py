@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gateway import metrics
+from gateway.limiters.drain_rate import DrainRate
 from gateway.sinks.base import Sink, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class StreamQueue:
     _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
     _handing: list[Entry] | None = None  # taken for the hand-over that is in progress
     _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
+    drain_rate: DrainRate = field(default_factory=DrainRate)  # acknowledged rows/bytes per second
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -138,6 +140,11 @@ class StreamQueue:
         if self.budget.used + self._last_nbytes > self.budget.cap:
             raise QueueFull("memory")
 
+    @property
+    def last_request(self) -> tuple[int, int]:
+        """(rows, bytes) of the last request admitted: the size `check_room` expects."""
+        return self._last_rows, self._last_nbytes
+
     def offer(self, entry: Entry) -> None:
         """Queue a request's records whole, or raise QueueFull and queue nothing."""
         self.check(entry)
@@ -162,6 +169,7 @@ class StreamQueue:
         self._gauge_rows.set(self.rows)
         self._gauge_bytes.set(self.nbytes)
         self._delivered.inc(rows)
+        self.drain_rate.record(rows, nbytes)
         if self.on_release is not None:
             self.on_release(entries)
         if self.rows == 0:

@@ -86,11 +86,11 @@ def worker_main(settings: Settings, admin_key: str, index: int, restarted: bool,
     """Entry point of a spawned worker: serve with SO_REUSEPORT until SIGTERM, then drain."""
     _die_with_parent(parent)
     logs.configure(settings.log_level, settings.log_format, worker=index)
-    # Imported here: gateway.cli imports this module, and the worker must import the metrics
-    # (through cli → app) only now that PROMETHEUS_MULTIPROC_DIR is in its environment.
+    # Imported here: the worker must import the metrics (through server → app) only now that
+    # PROMETHEUS_MULTIPROC_DIR is in its environment.
     import uvloop
 
-    from gateway import cli, metrics
+    from gateway import metrics, server
 
     if restarted:
         metrics.WORKER_RESTARTS.inc()
@@ -101,7 +101,7 @@ def worker_main(settings: Settings, admin_key: str, index: int, restarted: bool,
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            code = runner.run(cli.serve(
+            code = runner.run(server.serve(
                 settings, admin_key, worker=index, reuse_port=True, on_listening=listening,
                 ready_before_listening_s=READY_BEFORE_LISTENING_S if restarted else 0.0))
     except OSError as exc:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
-from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge, RateLimited
+from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
 from gateway.ingest.body import read_chunks
 
 T = TypeVar("T")
@@ -62,18 +62,6 @@ def principal(request: web.Request, *, allow_query_token: bool = False) -> Princ
     """The authenticated caller; 401 when the key is missing or invalid."""
     key = key_from_headers(request.headers, request.query if allow_query_token else None)
     return gateway_of(request).auth.authenticate(key)
-
-
-def rate_limit(request: web.Request, who: Principal) -> dict[str, str]:
-    """Count the request against its key's rate: 429 when over it; else the X-RateLimit-* headers."""
-    decision = gateway_of(request).limiter.check(who.key_id, who.rate_limit)
-    if decision is None:
-        return {}
-    if not decision.allowed:
-        raise RateLimited(f"this key's limit of {decision.limit:g} requests per second is reached; "
-                          "nothing was inserted, retry later", retry_after=decision.retry_after_s,
-                          headers=decision.headers())
-    return decision.headers()
 
 
 def body_chunks(request: web.Request) -> Any:

@@ -16,6 +16,7 @@ compacted topic keeps the last value. A stream of another shape is not a data so
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterable
 from typing import Any
 
 import msgspec
@@ -23,17 +24,19 @@ from aiohttp import web
 
 from gateway.auth import key_from_headers
 from gateway.catalog.model import Stream
-from gateway.context import gateway_of
+from gateway.context import gateway_of, request_id_of
 from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, json_reply
 from gateway.errors import (
-    Conflict,
     GatewayError,
     InvalidRow,
     MalformedBody,
     NotFound,
     Unauthenticated,
 )
+from gateway.ingest.quarantine import Split
+from gateway.ingest.schema import CompiledSchema
+from gateway.ingest.service import IngestRequest, Wording
 from gateway.openapi import Reply, operation
 
 SHAPE = {"timestamp": "int64", "name": "string", "value": "float64"}
@@ -51,15 +54,13 @@ class Envelope(msgspec.Struct):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
+WORDING = Wording(not_found=lambda name: NOT_FOUND, archived=lambda name: "Data source is archived.")
 
 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
     """`{"detail": message}`; a record that does not fit the schema is 422."""
     status = 422 if isinstance(err, InvalidRow) else err.status
-    headers = {}
-    if err.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(err.retry_after)))
-    return json_reply({"detail": err.message}, status=status, headers=headers)
+    return json_reply({"detail": err.message}, status=status)
 
 
 def shape_problem(stream: Stream) -> str | None:
@@ -81,6 +82,43 @@ def detail(message: str, root: str) -> str:
         path += "." + missing.group(1)
     where = (root + path).lstrip(".") or "body"
     return f"{where}: {what}"
+
+
+def _is_data_source(stream: Stream) -> None:
+    problem = shape_problem(stream)
+    if problem is not None:
+        raise NotFound(f"{NOT_FOUND} Stream {stream.name!r} is not a data source: {problem}.")
+
+
+class EnvelopeBody:
+    """The request body: read whole (it names the data source), then its `records` decoded with
+    the data source's schema. A record that does not fit is 422 naming it (`records[3].value`)."""
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = chunks
+        self._records = msgspec.Raw()
+        self.nbytes = 0
+
+    async def read(self) -> str:
+        """Read the body; the data source's name."""
+        body = b"".join([chunk async for chunk in self._chunks])
+        self.nbytes = len(body)
+        try:
+            envelope = _envelope.decode(body)
+        except msgspec.ValidationError as exc:
+            raise InvalidRow(detail(str(exc), "")) from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise MalformedBody(f"body: not valid JSON: {exc or 'nested too deeply'}") from None
+        self._records = envelope.records
+        return envelope.data_source
+
+    async def rows(self, schema: CompiledSchema) -> Split:
+        try:
+            return Split(schema.array_decoder.decode(self._records), [])
+        except msgspec.ValidationError as exc:
+            raise InvalidRow(detail(str(exc), "records")) from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise MalformedBody(f"records: not valid JSON: {exc or 'nested too deeply'}") from None
 
 
 def _principal_key(request: web.Request) -> str:
@@ -106,33 +144,10 @@ async def ingest(request: web.Request) -> web.Response:
         who = gw.auth.authenticate(key)
     except Unauthenticated:
         raise Unauthenticated("Invalid access token.") from None
-    gw.pipeline.check_open()
-    body = b"".join([chunk async for chunk in body_chunks(request)])
-    try:
-        envelope = _envelope.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRow(detail(str(exc), "")) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedBody(f"body: not valid JSON: {exc or 'nested too deeply'}") from None
-    stream = gw.catalog.stream(envelope.data_source)
-    if stream is None:
-        raise NotFound(NOT_FOUND)
-    problem = shape_problem(stream)
-    if problem is not None:
-        raise NotFound(f"{NOT_FOUND} Stream {stream.name!r} is not a data source: {problem}.")
-    who.require_append(stream.name)
-    if stream.archived:
-        raise Conflict("Data source is archived.")
-    gw.pipeline.check_room(stream)
-    schema = gw.pipeline.schemas.get(stream)
-    try:
-        rows: list[Any] = schema.array_decoder.decode(envelope.records)
-    except msgspec.ValidationError as exc:
-        raise InvalidRow(detail(str(exc), "records")) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedBody(f"records: not valid JSON: {exc or 'nested too deeply'}") from None
-    if rows:
-        await gw.pipeline.admit(stream, rows, wait=True)
+    body = EnvelopeBody(body_chunks(request))
+    await gw.ingest.ingest(IngestRequest(body.read, body, who, wait=True,
+                                         request_id=request_id_of(request), wording=WORDING,
+                                         check=_is_data_source, allow_empty=True))
     return web.Response(status=204)
 
 

@@ -31,8 +31,8 @@ async def readyz(request: web.Request) -> web.Response:
     """200 once the catalog is loaded and the sink reachable; 503 otherwise and while draining."""
     gw = gateway_of(request)
     body = {"catalog_loaded": gw.catalog.loaded, "sink": gw.sink.name,
-            "sink_available": gw.sink_ready and gw.sink.available(),
-            "draining": gw.pipeline.draining}
+            "sink_available": gw.lifecycle.sink_started and gw.sink.available(),
+            "draining": gw.lifecycle.draining}
     return json_reply({"status": "ready" if gw.ready else "not ready", **body},
                       status=200 if gw.ready else 503)
 

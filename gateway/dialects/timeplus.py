@@ -18,11 +18,12 @@ from gateway.catalog.model import (
     Column,
     Stream,
 )
-from gateway.context import gateway_of
+from gateway.context import gateway_of, request_id_of
 from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
-from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, UnsupportedMediaType
+from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType
 from gateway.ingest.formats import Format
+from gateway.ingest.service import IngestRequest, StreamedBody
 from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
 from gateway.stats import history_days, stream_stats
 
@@ -149,10 +150,7 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
     """Timeplus error shape: `{"code": status, "message": …}` plus row/column and the request id."""
     body: dict[str, Any] = {"code": err.status, "message": err.message, **err.details(),
                             "request_id": request_id}
-    headers = {}
-    if err.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(err.retry_after)))
-    return json_reply(body, status=err.status, headers=headers)
+    return json_reply(body, status=err.status)
 
 
 # ---- formats --------------------------------------------------------------------------------
@@ -218,21 +216,12 @@ def choose_format(request: web.Request) -> Format:
             504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
 async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
-    gw = gateway_of(request)
     who = principal(request)
-    gw.pipeline.check_open()  # before anything else: a 503 must mean "retry", whatever the body
-    stream = gw.streams.get(request.match_info["name"])
-    who.require_append(stream.name)
-    if stream.archived:
-        raise Conflict(f"stream {stream.name!r} is archived")
-    fmt = choose_format(request)
-    wait = flag(request, "wait")
-    rows = await gw.pipeline.decode(stream, fmt, body_chunks(request))
-    if not rows:
-        raise BadRequest("the body holds no rows")
-    done = await gw.pipeline.admit(stream, rows, wait=wait)
-    return json_reply({"stream": stream.name, "rows": done.rows,
-                       "acknowledged": done.acknowledged},
+    name = request.match_info["name"]
+    payload = StreamedBody(choose_format(request), body_chunks(request))
+    done = await gateway_of(request).ingest.ingest(IngestRequest(
+        name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request)))
+    return json_reply({"stream": name, "rows": done.rows, "acknowledged": done.acknowledged},
                       status=200 if done.acknowledged else 202)
 
 

@@ -16,10 +16,14 @@ from aiohttp import web
 
 from gateway.context import gateway_of, request_id_of
 from gateway.dialects import bodies as doc
-from gateway.dialects.common import body_chunks, flag, json_reply, principal, rate_limit
-from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unauthenticated
-from gateway.ingest.quarantine import quarantine_values
+from gateway.dialects.common import body_chunks, flag, json_reply, principal
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated
+from gateway.ingest.formats import Format
+from gateway.ingest.service import IngestRequest, StreamedBody, Wording
 from gateway.openapi import RATE_LIMIT_HEADERS, RETRY_AFTER, Param, Reply, operation
+
+WORDING = Wording(not_found=lambda name: f"Data Source {name!r} not found",
+                  archived=lambda name: f"Data Source {name!r} is archived and accepts no rows")
 
 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
@@ -31,10 +35,7 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
     if err.column is not None:
         body["column"] = err.column
     body["request_id"] = request_id
-    headers = {}
-    if err.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(err.retry_after)))
-    return json_reply(body, status=status, headers=headers)
+    return json_reply(body, status=status)
 
 
 @operation(
@@ -58,32 +59,17 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
             504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
 async def events(request: web.Request) -> web.Response:
     """POST /v0/events: 202 once queued, or 200 once Kafka acknowledged (wait=true)."""
-    gw = gateway_of(request)
     who = principal(request, allow_query_token=True)
-    limits = rate_limit(request, who)
-    gw.pipeline.check_open()
     name = request.query.get("name", "").strip()
     if not name:
         raise BadRequest("missing the `name` query parameter (the data source to append to); "
                          "nothing was inserted")
-    stream = gw.catalog.stream(name)
-    if stream is None:
-        raise NotFound(f"Data Source {name!r} not found")
-    who.require_append(stream.name)
-    if stream.archived:
-        raise Conflict(f"Data Source {name!r} is archived and accepts no rows")
-    wait = flag(request, "wait")
-    split = await gw.pipeline.decode_split(stream, body_chunks(request))
-    if not split.rows and not split.bad:
-        raise BadRequest("the body holds no rows")
-    quarantine = None
-    if split.bad:
-        await gw.streams.ensure_quarantine(stream)
-        quarantine = quarantine_values(split.bad, stream=stream.name,
-                                       request_id=request_id_of(request))
-    done = await gw.pipeline.admit(stream, split.rows, wait=wait, quarantine=quarantine)
+    payload = StreamedBody(Format.STREAMING, body_chunks(request), quarantine=True)
+    done = await gateway_of(request).ingest.ingest(IngestRequest(
+        name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request),
+        wording=WORDING, key_rate=True))
     return json_reply({"successful_rows": done.rows, "quarantined_rows": done.quarantined},
-                      status=200 if done.acknowledged else 202, headers=limits)
+                      status=200 if done.acknowledged else 202, headers=done.headers)
 
 
 def routes() -> list[tuple[str, str, Any]]:

@@ -1,7 +1,7 @@
 """Per-key request rate limit: one token bucket per API key, refilled continuously.
 
 A key may make `rate` requests per second on average and up to `rate` in a burst (a bucket holds one
-second's worth). The decision carries the `X-RateLimit-*` and `Retry-After` header values.
+second's worth). The decision carries the `X-RateLimit-*` header values and the wait when refused.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from gateway.limiters.retry_after import retry_after_header
 
 MAX_BUCKETS = 100_000  # keys seen; the map is cleared beyond this (buckets then start full again)
 
@@ -46,11 +48,11 @@ class Decision:
     retry_after_s: float  # until the next request is allowed (0 when this one was)
 
     def headers(self) -> dict[str, str]:
-        """`X-RateLimit-Limit/Remaining/Reset` (whole seconds), plus `Retry-After` when refused."""
+        """`X-RateLimit-Limit/Remaining/Reset` (whole seconds), plus the retry wait when refused."""
         out = {"X-RateLimit-Limit": f"{self.limit:g}", "X-RateLimit-Remaining": str(self.remaining),
                "X-RateLimit-Reset": str(math.ceil(self.reset_s))}
         if not self.allowed:
-            out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+            out.update(retry_after_header(self.retry_after_s))
         return out
 
 

@@ -1,0 +1,145 @@
+"""Admission: every rule that refuses a request with 429 or 503 before its rows are queued.
+
+One question, asked at fixed points of the ingest path (gateway.ingest.service): may this in?
+- `gate`: 503 while starting, draining, after a spool failure, or while Kafka is unreachable
+  (unless wait=false rows may be queued during outages).
+- `key_rate`: 429 when the API key is over its request rate (dialects that ask for it).
+- `early`: 429 before decoding, when the stream's queue could not take a request like its last.
+- `charge`: 429 when the stream is over its byte rate (`--stream-max-bytes-per-s`).
+- `offer`: 429 when the rows do not fit the queue bounds or the memory cap.
+
+The wait a refusal advises (`retry_after`, rendered as `Retry-After` by
+gateway.limiters.retry_after for every dialect) is the time the stream's queue needs, at its
+measured drain rate, to free room for a request like this one; bounded to 1..60 s.
+"""
+
+from __future__ import annotations
+
+from gateway import metrics
+from gateway.auth import Principal
+from gateway.catalog.model import Stream
+from gateway.errors import RateLimited, TooManyRequests, Unavailable
+from gateway.lifecycle import Lifecycle
+from gateway.limiters.drain_rate import WINDOW_S
+from gateway.limiters.retry_after import MAX_S, MIN_S
+from gateway.limiters.stream_bytes import StreamByteRate
+from gateway.limiters.token_bucket import KeyRateLimiter
+from gateway.queues import Entry, QueueFull, Queues, StreamQueue
+from gateway.sinks.base import Sink
+from gateway.spool import Spool
+
+UNAVAILABLE_RETRY_S = 1.0  # 503: the gateway cannot know when Kafka or another replica is back
+
+
+def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
+    """Seconds until `queue` has drained enough for `rows` rows of `nbytes` bytes to fit, at its
+    measured drain rate; bounded to 1..60 s. A queue that drained nothing in the last window
+    (Kafka stalled) advises the window's length; a request no draining would let in, 1 s."""
+    limits = queue.limits
+    if rows > limits.max_rows or nbytes > limits.max_bytes:
+        return MIN_S
+    need_rows = queue.rows + rows - limits.max_rows
+    need_bytes = max(queue.nbytes + nbytes - limits.max_bytes,
+                     queue.budget.used + nbytes - queue.budget.cap)
+    if need_rows <= 0 and need_bytes <= 0:
+        return MIN_S
+    rates = queue.drain_rate.rates()
+    if rates is None:
+        return WINDOW_S
+    rows_per_s, bytes_per_s = rates
+    wait = max(need_rows / rows_per_s if need_rows > 0 else 0.0,
+               need_bytes / bytes_per_s if need_bytes > 0 else 0.0)
+    return float(min(MAX_S, max(MIN_S, wait)))
+
+
+def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
+          ) -> TooManyRequests:
+    metrics.THROTTLED.labels(status="429", cause=cause).inc()
+    return TooManyRequests(f"the queue of stream {stream.name!r} is full ({cause}); nothing was "
+                           "written, retry later", retry_after=drain_seconds(queue, rows, nbytes))
+
+
+class Admission:
+    """Decides whether a request may in; raises the typed 429/503 error when it may not."""
+
+    def __init__(self, sink: Sink, queues: Queues, lifecycle: Lifecycle, *,
+                 accept_during_outage: bool = False, spool: Spool | None = None,
+                 byte_rate: StreamByteRate | None = None,
+                 key_limiter: KeyRateLimiter | None = None) -> None:
+        self.sink = sink
+        self.queues = queues
+        self.lifecycle = lifecycle
+        self.accept_during_outage = accept_during_outage
+        self.spool = spool
+        self.byte_rate = byte_rate
+        self.key_limiter = key_limiter or KeyRateLimiter(0)
+
+    def gate(self, *, wait: bool = False) -> None:
+        """503 (nothing written, safe to retry) while draining, after a spool failure, before the
+        sink first connected, and while it is unreachable unless wait=false rows may be queued
+        during outages; with `wait`, 503 whenever it is unreachable (it would only time out)."""
+        if self.lifecycle.draining:
+            metrics.THROTTLED.labels(status="503", cause="draining").inc()
+            raise Unavailable("the gateway is shutting down; retry on another replica",
+                              retry_after=UNAVAILABLE_RETRY_S)
+        if self.spool is not None and self.spool.failed is not None:
+            metrics.THROTTLED.labels(status="503", cause="spool_failed").inc()
+            raise Unavailable("the durable spool failed (see the gateway's log); nothing was "
+                              "written", retry_after=UNAVAILABLE_RETRY_S)
+        if self.sink.available():
+            return
+        if wait or not (self.accept_during_outage and self.lifecycle.sink_started):
+            metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
+            raise Unavailable("Kafka is unreachable; nothing was written, retry later",
+                              retry_after=UNAVAILABLE_RETRY_S)
+
+    def key_rate(self, who: Principal) -> dict[str, str]:
+        """Count the request against its key's rate: 429 when over it; else the X-RateLimit-*
+        headers for the reply (none when keys are not limited)."""
+        decision = self.key_limiter.check(who.key_id, who.rate_limit)
+        if decision is None:
+            return {}
+        if not decision.allowed:
+            raise RateLimited(f"this key's limit of {decision.limit:g} requests per second is "
+                              "reached; nothing was inserted, retry later",
+                              retry_after=decision.retry_after_s, headers=decision.headers())
+        return decision.headers()
+
+    def early(self, stream: Stream) -> None:
+        """429 before any decoding when the stream's queue could not take a request like its last.
+
+        A 429 promises nothing was written, so refusing early is always safe; it keeps the CPU for
+        the flusher when clients offer more than Kafka takes."""
+        queue = self.queues.get(stream.name, stream.topic)
+        if queue is None or not self.sink.available():
+            # During an outage `offer` decides (wait=false: 202 while the queues hold).
+            return
+        try:
+            queue.check_room()
+        except QueueFull as full:
+            raise _full(stream, queue, full.cause, *queue.last_request) from None
+
+    def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
+        """429 when the stream is over its byte rate (the bytes are charged otherwise)."""
+        if self.byte_rate is None:
+            return
+        wait_s = self.byte_rate.take(stream.name, nbytes)
+        if wait_s is not None:
+            metrics.THROTTLED.labels(status="429", cause="stream_byte_rate").inc()
+            metrics.ROWS_REJECTED.labels(stream=stream.name, cause="stream_byte_rate").inc(rows)
+            raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
+                                  f"{self.byte_rate.rate:g} bytes/s; nothing was written",
+                                  retry_after=wait_s)
+
+    def offer(self, stream: Stream, entry: Entry, offers: list[tuple[StreamQueue, Entry]]
+              ) -> None:
+        """Queue `offers` (the stream's `entry`, and its quarantine records if any) all or none;
+        429, with the byte-rate charge refunded, when they do not fit."""
+        try:
+            self.queues.offer_all(offers)
+        except QueueFull as full:
+            if self.byte_rate is not None:
+                self.byte_rate.refund(stream.name, entry.nbytes)
+            metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
+            queue = next((q for q, e in offers if e is entry), offers[0][0])
+            raise _full(stream, queue, full.cause, entry.rows, entry.nbytes) from None

@@ -1,0 +1,146 @@
+"""The one ingest entry point every dialect calls: `IngestService.ingest(IngestRequest)`.
+
+It runs, in this order for every dialect: readiness/draining gate → stream lookup → the dialect's
+own stream check → scope check → archived check → admission (per-key rate, early refusal) →
+streamed decode and validation (optionally splitting invalid rows off to quarantine) → enqueue →
+optional wait for Kafka's acknowledgement. It returns an `Outcome` or raises a typed
+`GatewayError`, which the dialect renders in its own reply format. No HTTP here: a dialect turns
+its request into an `IngestRequest` (stream name, a `Payload`, flags) and the outcome into a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway import metrics
+from gateway.admission import Admission
+from gateway.auth import Principal
+from gateway.catalog.model import Stream
+from gateway.catalog.store import Catalog
+from gateway.errors import BadRequest, Conflict, GatewayError, InvalidRow, NotFound
+from gateway.ingest.formats import Format, decode
+from gateway.ingest.quarantine import KeptChunks, Split, quarantine_values, split_rows
+from gateway.ingest.schema import CompiledSchema, SchemaCache
+from gateway.pipeline import Outcome, Pipeline
+
+
+class Payload(Protocol):
+    """A request body the entry point decodes once the stream is known and admitted."""
+
+    nbytes: int  # body bytes read so far: counted as rejected when the request fails
+
+    async def rows(self, schema: CompiledSchema) -> Split:
+        """The body's rows validated against `schema` (invalid ones in `bad` when quarantining;
+        otherwise the first invalid row raises InvalidRow)."""
+        ...
+
+
+class StreamedBody:
+    """A body decoded as its chunks arrive, in one of the ingest formats; with `quarantine`
+    (NDJSON only), rows that are JSON but do not fit the schema are split off instead of failing
+    the request: the fast streamed decode runs first, and only when it meets an invalid row is
+    the kept body split object by object."""
+
+    def __init__(self, fmt: Format, chunks: AsyncIterable[bytes], *,
+                 quarantine: bool = False) -> None:
+        self.fmt = fmt
+        self.quarantine = quarantine
+        self._chunks = chunks
+        self.nbytes = 0
+
+    async def _counted(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.nbytes += len(chunk)
+            yield chunk
+
+    async def rows(self, schema: CompiledSchema) -> Split:
+        if not self.quarantine:
+            return Split(await decode(self.fmt, self._counted(self._chunks), schema), [])
+        kept = KeptChunks(self._chunks)
+        try:
+            return Split(await decode(self.fmt, self._counted(kept), schema), [])
+        except InvalidRow:
+            pass
+        body = await kept.whole()
+        self.nbytes = len(body)
+        return split_rows(schema, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How a dialect words the two refusals every dialect has (its vendor's messages)."""
+
+    not_found: Callable[[str], str] = lambda name: f"stream {name!r} does not exist"
+    archived: Callable[[str], str] = lambda name: f"stream {name!r} is archived"
+
+
+@dataclass(slots=True)
+class IngestRequest:
+    """What a dialect parsed from its request."""
+
+    # The stream's name, or (when the name is in the body) a coroutine function that reads it;
+    # it is awaited after the gate, so a 503 never depends on the body.
+    stream: str | Callable[[], Awaitable[str]]
+    payload: Payload
+    who: Principal
+    wait: bool = False
+    request_id: str = ""
+    wording: Wording = field(default_factory=Wording)
+    check: Callable[[Stream], None] | None = None  # the dialect's own test of the stream (raises)
+    key_rate: bool = False  # count the request against its key's request rate (429)
+    allow_empty: bool = False  # a body with no rows is accepted (else 400)
+
+
+QuarantineTopics = Callable[[Stream], Awaitable[None]]
+
+
+class IngestService:
+    """The ingest path shared by every dialect (see the module docstring for its order)."""
+
+    def __init__(self, catalog: Catalog, schemas: SchemaCache, admission: Admission,
+                 pipeline: Pipeline, ensure_quarantine: QuarantineTopics) -> None:
+        self.catalog = catalog
+        self.schemas = schemas
+        self.admission = admission
+        self.pipeline = pipeline
+        self.ensure_quarantine = ensure_quarantine
+
+    async def ingest(self, req: IngestRequest) -> Outcome:
+        """Run one request through the ingest path; an Outcome, or a typed GatewayError."""
+        self.admission.gate()
+        name = req.stream if isinstance(req.stream, str) else await req.stream()
+        stream = self.catalog.stream(name)
+        if stream is None:
+            raise NotFound(req.wording.not_found(name))
+        if req.check is not None:
+            req.check(stream)
+        req.who.require_append(stream.name)
+        if stream.archived:
+            raise Conflict(req.wording.archived(name))
+        headers = self.admission.key_rate(req.who) if req.key_rate else {}
+        self.admission.early(stream)
+        split = await self._decode(stream, req.payload)
+        if not split.rows and not split.bad:
+            if req.allow_empty:
+                return Outcome(0, acknowledged=req.wait, headers=headers)
+            raise BadRequest("the body holds no rows")
+        quarantine = None
+        if split.bad:
+            await self.ensure_quarantine(stream)
+            quarantine = quarantine_values(split.bad, stream=stream.name,
+                                           request_id=req.request_id)
+        outcome = await self.pipeline.admit(stream, split.rows, wait=req.wait,
+                                            quarantine=quarantine)
+        outcome.headers = headers
+        return outcome
+
+    async def _decode(self, stream: Stream, payload: Payload) -> Split:
+        """Decode and validate the body; its bytes count as rejected when it fails."""
+        try:
+            return await payload.rows(self.schemas.get(stream))
+        except GatewayError as err:
+            metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(payload.nbytes)
+            raise
+

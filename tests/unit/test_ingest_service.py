@@ -1,0 +1,172 @@
+"""The ingest entry point without HTTP: its order of checks, its outcome, quarantine, the
+rejected-bytes metric (data sources included), and the Retry-After rule from the drain rate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
+
+from gateway.admission import drain_seconds
+from gateway.app import build_app, build_gateway
+from gateway.auth import ADMIN, APPEND, Principal
+from gateway.catalog.model import Column, Stream
+from gateway.config import Settings
+from gateway.context import Gateway
+from gateway.errors import Conflict, Forbidden, InvalidRow, NotFound, Unavailable
+from gateway.ingest.formats import Format
+from gateway.ingest.quarantine import Split
+from gateway.ingest.schema import CompiledSchema
+from gateway.ingest.service import IngestRequest, StreamedBody, Wording
+from gateway.limiters.drain_rate import WINDOW_S, DrainRate
+from gateway.limiters.retry_after import retry_after_header
+from gateway.queues import Limits, MemoryBudget, StreamQueue
+
+ADMIN_KEY = "unit-admin-key"
+WHO = Principal("k1", "test", frozenset({ADMIN}))
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+class Untouchable:
+    """A payload that fails the test if the entry point decodes it."""
+
+    nbytes = 0
+
+    async def rows(self, schema: CompiledSchema) -> Split:
+        raise AssertionError("the body was decoded although the request was refused first")
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    gw = build_gateway(Settings(data_dir=tmp_path), ADMIN_KEY)
+    await gw.catalog.start()
+    await gw.sink.start()
+    gw.lifecycle.connected()
+    await gw.streams.create(Stream("s", [Column("id", "string"), Column("n", "int64")], ""),
+                            created_by="test")
+    yield gw
+    await gw.queues.stop()
+    await gw.sink.close()
+    await gw.catalog.close()
+
+
+def rejected(stream: str, cause: str) -> float:
+    value = REGISTRY.get_sample_value("gateway_bytes_rejected_total",
+                                      {"stream": stream, "cause": cause})
+    return value or 0.0
+
+
+async def test_rows_are_queued_and_acknowledged(gw: Gateway, tmp_path: Path) -> None:
+    body = StreamedBody(Format.COMPACT, chunks(b'{"columns": ["id", "n"], "data": [["a", 1],',
+                                               b' ["b", 2]]}'))
+    outcome = await gw.ingest.ingest(IngestRequest("s", body, WHO, wait=True))
+    assert (outcome.rows, outcome.quarantined, outcome.acknowledged) == (2, 0, True)
+    lines = (tmp_path / "sink" / "ingest.s.ndjson").read_bytes().splitlines()
+    assert lines == [b'{"id":"a","n":1}', b'{"id":"b","n":2}']
+
+
+async def test_refusals_come_before_the_body_is_decoded(gw: Gateway) -> None:
+    with pytest.raises(NotFound, match="no such thing: nope"):
+        await gw.ingest.ingest(IngestRequest("nope", Untouchable(), WHO, wording=Wording(
+            not_found=lambda name: f"no such thing: {name}")))
+    reader = Principal("k2", "reader", frozenset({f"{APPEND}:other"}))
+    with pytest.raises(Forbidden):
+        await gw.ingest.ingest(IngestRequest("s", Untouchable(), reader))
+    await gw.streams.update("s", {"archived": True}, updated_by="test")
+    with pytest.raises(Conflict):
+        await gw.ingest.ingest(IngestRequest("s", Untouchable(), WHO))
+    gw.lifecycle.drain()
+
+    async def name_from_body() -> str:
+        raise AssertionError("the body was read although the gateway is draining")
+    with pytest.raises(Unavailable):
+        await gw.ingest.ingest(IngestRequest(name_from_body, Untouchable(), WHO))
+
+
+async def test_quarantine_splits_invalid_rows_off(gw: Gateway, tmp_path: Path) -> None:
+    body = StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n{"id": "b", "n": "x"}\n'),
+                        quarantine=True)
+    outcome = await gw.ingest.ingest(IngestRequest("s", body, WHO, wait=True, request_id="r1"))
+    assert (outcome.rows, outcome.quarantined) == (1, 1)
+    bad = (tmp_path / "sink" / "ingest.s-quarantine.ndjson").read_bytes()
+    assert b'"request_id":"r1"' in bad and b'"row":1' in bad
+
+
+async def test_an_invalid_body_counts_its_bytes_as_rejected(gw: Gateway) -> None:
+    before = rejected("s", "invalid_row")
+    text = b'{"id": "a", "n": "not a number"}\n'
+    with pytest.raises(InvalidRow):
+        await gw.ingest.ingest(IngestRequest("s", StreamedBody(Format.STREAMING, chunks(text)),
+                                             WHO))
+    assert rejected("s", "invalid_row") - before == len(text)
+
+
+async def test_data_sources_count_rejected_bytes(tmp_path: Path, aiohttp_client: Any) -> None:
+    """Before the one entry point, /v1/data_sources/ingest bypassed the metric."""
+    client: TestClient[Any, Any] = await aiohttp_client(build_app(Settings(data_dir=tmp_path),
+                                                                  ADMIN_KEY))
+    reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN_KEY}, json={
+        "name": "ds", "mode": "versioned_kv", "primary_key": "timestamp, name",
+        "columns": [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
+                    {"name": "value", "type": "float64"}]})
+    assert reply.status == 201, await reply.text()
+    before = rejected("ds", "invalid_row")
+    body = b'{"data_source": "ds", "records": [{"timestamp": 1, "name": "a", "value": "x"}]}'
+    reply = await client.post("/v1/data_sources/ingest", data=body,
+                              headers={"Authorization": "Bearer " + ADMIN_KEY})
+    assert reply.status == 422
+    assert rejected("ds", "invalid_row") - before == len(body)
+
+
+# ---- Retry-After: the time the queue needs to drain room for the request ------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def queue_with(rows: int, nbytes: int, rate: DrainRate) -> StreamQueue:
+    limits = Limits(max_rows=100, max_bytes=10_000, memory_cap=1_000_000, batch_max_bytes=1000,
+                    linger_s=0, max_in_flight=1)
+    q = StreamQueue("s", "t", None, limits, MemoryBudget(limits.memory_cap))  # type: ignore[arg-type]
+    q.rows, q.nbytes, q.budget.used = rows, nbytes, nbytes
+    q.drain_rate = rate
+    return q
+
+
+def test_retry_after_follows_the_measured_drain_rate() -> None:
+    clock = Clock()
+    rate = DrainRate(clock=clock)
+    clock.now += WINDOW_S
+    rate.record(50, 2_000)  # 10 rows/s, 400 bytes/s over the window
+    q = queue_with(100, 1_000, rate)  # full by rows
+    assert drain_seconds(q, 30, 300) == pytest.approx(3.0)  # 30 rows to drain at 10 rows/s
+    q = queue_with(10, 9_000, rate)  # full by bytes
+    assert drain_seconds(q, 1, 5_000) == pytest.approx(10.0)  # 4,000 bytes at 400 bytes/s
+    assert drain_seconds(q, 1, 1_000_000) == 1  # no draining lets it in: retry is pointless soon
+    assert drain_seconds(queue_with(100, 1_000, rate), 100, 100) == 10.0
+    stalled = queue_with(100, 1_000, DrainRate(clock=clock))  # nothing acknowledged lately
+    assert drain_seconds(stalled, 10, 100) == WINDOW_S
+    assert retry_after_header(0.2) == {"Retry-After": "1"}
+    assert retry_after_header(2.1) == {"Retry-After": "3"}
+    assert retry_after_header(500) == {"Retry-After": "60"}
+
+
+def test_drain_rate_forgets_what_left_the_window() -> None:
+    clock = Clock()
+    rate = DrainRate(window_s=5.0, clock=clock)
+    clock.now += 10
+    rate.record(10, 100)
+    assert rate.rates() == (2.0, 20.0)
+    clock.now += 6
+    assert rate.rates() is None
