@@ -32,8 +32,10 @@ from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Entry, Limits, Queues
-from gateway.sinks.base import Sink, SinkUnavailable
-from gateway.sinks.kafka import KafkaSink
+from gateway.sinks.base import SinkParts, SinkUnavailable
+from gateway.sinks.kafka import KafkaSink, TopicOwner
+from gateway.sinks.kafka_stats import KafkaStats
+from gateway.sinks.kafka_topics import KafkaTopics
 from gateway.sinks.local import LocalSink
 from gateway.spool import Spool
 from gateway.streams import StreamDefaults, StreamService
@@ -46,14 +48,25 @@ RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None,
                                      "handle_signals": False}
 
 
-def make_sink(settings: Settings) -> Sink:
-    """Kafka when a bootstrap address is configured, else the embedded local sink."""
-    if settings.embedded:
-        return LocalSink(settings.data_dir / "sink")
-    return KafkaSink(settings.kafka_bootstrap, batch_max_bytes=settings.batch_max_bytes,
+def kafka_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
+    """The Kafka sink, with topic administration and statistics over its clients."""
+    sink = KafkaSink(settings.kafka_bootstrap, batch_max_bytes=settings.batch_max_bytes,
                      probe_interval_s=settings.kafka_probe_interval_s,
                      unreachable_after_s=settings.kafka_unreachable_after_s,
-                     max_unsettled_bytes=settings.kafka_max_unsettled_bytes)
+                     max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
+                     topic_owner=topic_owner)
+    return SinkParts(sink, KafkaTopics(sink), KafkaStats(sink))
+
+
+def local_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
+    """The embedded development sink (one NDJSON file per topic); it is its own admin and stats."""
+    sink = LocalSink(settings.data_dir / "sink")
+    return SinkParts(sink, sink, sink)
+
+
+# Every sink, by the name `Settings.sink` gives: adding one is a module and a line here.
+SINKS: dict[str, Callable[[Settings, TopicOwner], SinkParts]] = {
+    "kafka": kafka_parts, "local": local_parts}
 
 
 def make_catalog_backend(settings: Settings) -> Backend:
@@ -67,7 +80,10 @@ def make_catalog_backend(settings: Settings) -> Backend:
 def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     """Wire the parts together (nothing is started yet)."""
     catalog = Catalog(make_catalog_backend(settings))
-    sink = make_sink(settings)
+    # a topic deleted behind our back is recreated from the catalog
+    parts = SINKS[settings.sink](settings, lambda topic: next(
+        (s for s in catalog.streams() if s.topic == topic), None))
+    sink = parts.sink
     spool = (Spool(Path(settings.spool_dir), segment_bytes=settings.spool_segment_bytes)
              if settings.spool_dir else None)
     queues = Queues(sink, Limits(
@@ -89,14 +105,11 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)
-    if isinstance(sink, KafkaSink):  # a topic deleted behind our back is recreated from the catalog
-        sink.topic_owner = lambda topic: next(
-            (s for s in catalog.streams() if s.topic == topic), None)
-    streams = StreamService(catalog, sink, queues, schemas, StreamDefaults(
+    streams = StreamService(catalog, parts.topics, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key), ingest, lifecycle)
+                   Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats)
 
 
 def _release_spooled(spool: Spool, entries: list[Entry]) -> None:

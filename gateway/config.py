@@ -120,6 +120,11 @@ class Settings:
         return not self.kafka_bootstrap
 
     @property
+    def sink(self) -> str:
+        """The sink's name in `gateway.app.SINKS`: `kafka` with a bootstrap address, else `local`."""
+        return "local" if self.embedded else "kafka"
+
+    @property
     def worker_count(self) -> int:
         """How many worker processes `workers` asks for (`auto`: one per core)."""
         if self.workers.strip().lower() == "auto":

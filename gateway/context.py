@@ -15,7 +15,7 @@ from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
 from gateway.pipeline import Pipeline
 from gateway.queues import Queues
-from gateway.sinks.base import Sink
+from gateway.sinks.base import Sink, TopicStatsReader
 from gateway.streams import StreamService
 
 ErrorRenderer = Callable[[GatewayError, str], web.Response]
@@ -34,6 +34,7 @@ class Gateway:
     auth: Authenticator
     ingest: IngestService
     lifecycle: Lifecycle
+    stats: TopicStatsReader
     renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
     worker: str = "0"  # index of this worker process (X-Gateway-Worker), "0" when there is one
 

@@ -20,7 +20,7 @@ from typing import Any
 from gateway.catalog.model import Stream
 from gateway.errors import BadRequest, Unavailable
 from gateway.rates import DAY_S, WriteRates
-from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.base import SinkUnavailable, TopicStatsReader
 
 MAX_HISTORY_DAYS = 7
 
@@ -46,10 +46,11 @@ def iso(epoch_s: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def stream_stats(stream: Stream, sink: Sink, rates: WriteRates, days: int) -> dict[str, Any]:
+async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRates,
+                       days: int) -> dict[str, Any]:
     """The stats body; `days` > 0 adds `history`. 503 when the sink cannot be asked."""
     try:
-        topic = await sink.topic_stats(stream, days)
+        topic = await reader.topic_stats(stream, days)
     except SinkUnavailable as exc:
         raise Unavailable(f"could not read the stream's stats: {exc}", retry_after=1.0) from None
     eps, bps = rates.rates(stream.name)

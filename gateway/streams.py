@@ -13,7 +13,7 @@ from gateway.catalog.store import Catalog
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
 from gateway.ingest.schema import SchemaCache, SchemaError, check_columns
 from gateway.queues import Queues
-from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.base import SinkUnavailable, TopicAdmin
 
 # How long a deleted stream's flush in progress may go on (so no batch is left half sent).
 DELETE_GRACE_S = 5.0
@@ -36,10 +36,10 @@ class StreamDefaults:
 class StreamService:
     """Validates stream definitions, manages their topics, and keeps the catalog in step."""
 
-    def __init__(self, catalog: Catalog, sink: Sink, queues: Queues, schemas: SchemaCache,
+    def __init__(self, catalog: Catalog, topics: TopicAdmin, queues: Queues, schemas: SchemaCache,
                  defaults: StreamDefaults) -> None:
         self.catalog = catalog
-        self.sink = sink
+        self.topics = topics
         self.queues = queues
         self.schemas = schemas
         self.defaults = defaults
@@ -99,7 +99,7 @@ class StreamService:
         stream = msgspec.structs.replace(stream, created_at=now, last_updated_at=now,
                                          created_by=created_by, last_updated_by=created_by)
         try:
-            await self.sink.ensure_topic(stream)
+            await self.topics.ensure_topic(stream)
         except SinkUnavailable as exc:
             raise Unavailable(f"could not create the stream's topic: {exc}",
                               retry_after=1.0) from None
@@ -113,7 +113,7 @@ class StreamService:
         if stream.topic in self._quarantine_ready:
             return
         try:
-            await self.sink.ensure_topic(stream)
+            await self.topics.ensure_topic(stream)
         except SinkUnavailable as exc:
             raise Unavailable(f"could not create the quarantine topic: {exc}; nothing was "
                               "inserted", retry_after=1.0) from None
@@ -134,7 +134,7 @@ class StreamService:
             if (updated.logstore_retention_ms, updated.logstore_retention_bytes) != (
                     stream.logstore_retention_ms, stream.logstore_retention_bytes):
                 try:
-                    await self.sink.update_topic(updated)
+                    await self.topics.update_topic(updated)
                 except SinkUnavailable as exc:
                     raise Unavailable(f"could not change the topic's retention: {exc}",
                                       retry_after=1.0) from None
@@ -152,7 +152,7 @@ class StreamService:
         # quarantine state dropped); the queues' flushes in flight must land before the topic goes.
         await asyncio.gather(*self._dropping, return_exceptions=True)
         try:
-            await self.sink.delete_topic(stream)
+            await self.topics.delete_topic(stream)
         except SinkUnavailable as exc:
             raise Unavailable(f"stream removed, but its topic could not be deleted: {exc}",
                               retry_after=1.0) from None

@@ -285,7 +285,7 @@ async def get_stats(request: web.Request) -> web.Response:
     principal(request)
     days = history_days(request.query.get("historyDays"))
     stream = gw.streams.get(request.match_info["name"])
-    return json_reply(await stream_stats(stream, gw.sink, gw.pipeline.rates, days))
+    return json_reply(await stream_stats(stream, gw.stats, gw.pipeline.rates, days))
 
 
 @operation("Delete a stream (and its Kafka topic)", tags=("streams",),

@@ -1,4 +1,4 @@
-"""The sink interface: hand over a flush's records, get a future that resolves once they are durable."""
+"""The sink interfaces: `Sink` only sends; topic administration and statistics are apart."""
 
 from __future__ import annotations
 
@@ -25,18 +25,26 @@ class TopicStats:
 
 
 class Sink(Protocol):
-    """What the queues need from a destination. Implementations: `KafkaSink`, `LocalSink`."""
+    """Where the queues send records; it only sends. Implementations: `KafkaSink`, `LocalSink`."""
 
     name: str
 
     async def start(self) -> None:
-        """Connect; may raise when the destination is unreachable (the gateway then retries)."""
+        """Connect; may raise SinkUnavailable when the destination is unreachable (retried)."""
 
     async def close(self) -> None:
         """Flush what was handed over and disconnect."""
 
     def available(self) -> bool:
         """False while the destination is known to be unreachable (requests then get 503)."""
+
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
+                   ) -> asyncio.Future[None]:
+        """Hand over records; the returned future resolves once all are durable, or fails."""
+
+
+class TopicAdmin(Protocol):
+    """Creates, alters and deletes a stream's topics. Implementations: `KafkaTopics`, `LocalSink`."""
 
     async def ensure_topic(self, stream: Stream) -> None:
         """Create the stream's topic and its quarantine topic if they do not exist yet."""
@@ -47,9 +55,18 @@ class Sink(Protocol):
     async def update_topic(self, stream: Stream) -> None:
         """Apply the stream's retention settings to its existing topics."""
 
+
+class TopicStatsReader(Protocol):
+    """What a stream's topic holds. Implementations: `KafkaStats`, `LocalSink`."""
+
     async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
         """Row count, size, first/last record times and (for `days` > 0) rows per day."""
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
-        """Hand over records; the returned future resolves once all are durable, or fails."""
+
+@dataclass(slots=True)
+class SinkParts:
+    """A destination's three faces; for a simple destination one object may be all three."""
+
+    sink: Sink
+    topics: TopicAdmin
+    stats: TopicStatsReader

@@ -10,78 +10,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError
 from aiokafka.partitioner import murmur2
-from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Int64, Schema, String
 
 from gateway import metrics
 from gateway.catalog.model import Stream
-from gateway.sinks.base import SinkUnavailable, TopicStats
+from gateway.sinks.aiokafka_batch import appender, seal
+from gateway.sinks.base import SinkUnavailable
+from gateway.sinks.kafka_topics import create_topics
 
 log = logging.getLogger(__name__)
-TOPIC_ALREADY_EXISTS = 36
 METADATA_WAIT_S = 3.0
-UNKNOWN_TOPIC = 3
-DAY_MS = 86_400_000
+TopicOwner = Callable[[str], Stream | None]
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Java's default partitioner picks: murmur2 of the key, made positive, mod n."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
-
-
-def topic_configs(stream: Stream) -> dict[str, str]:
-    """The topic settings a stream implies: retention, and compaction for `*_kv` modes."""
-    cfg = {
-        "retention.ms": str(stream.logstore_retention_ms if stream.logstore_retention_ms > 0 else -1),
-        "retention.bytes": str(
-            stream.logstore_retention_bytes if stream.logstore_retention_bytes > 0 else -1),
-    }
-    if stream.keyed:
-        cfg["cleanup.policy"] = "compact"
-    return cfg
-
-
-def quarantine_configs(stream: Stream) -> dict[str, str]:
-    """The quarantine topic keeps the stream's retention, never compaction (its records are unkeyed)."""
-    cfg = topic_configs(stream)
-    cfg.pop("cleanup.policy", None)
-    return cfg
-
-
-# DescribeLogDirs v1 (aiokafka has no client call for it): the topic's bytes on each broker's disks.
-_STR = String("utf-8")
-
-
-class _LogDirsResponse(Response):  # type: ignore[misc]
-    API_KEY = 35
-    API_VERSION = 1
-    SCHEMA = Schema(("throttle_time_ms", Int32), ("results", Array(
-        ("error_code", Int16), ("log_dir", _STR), ("topics", Array(("name", _STR), ("partitions", Array(
-            ("partition_index", Int32), ("partition_size", Int64), ("offset_lag", Int64),
-            ("is_future_key", Boolean))))))))
-
-
-class _LogDirsRequestV1(RequestStruct):  # type: ignore[misc]
-    API_KEY = 35
-    API_VERSION = 1
-    RESPONSE_TYPE = _LogDirsResponse
-    SCHEMA = Schema(("topics", Array(("topic", _STR), ("partitions", Array(Int32)))))
-
-
-class _DescribeLogDirs(Request[_LogDirsRequestV1]):  # type: ignore[misc]
-    API_KEY = 35
-
-    def __init__(self, topic: str, partitions: list[int]) -> None:
-        self.topics = [(topic, partitions)]
-
-    def build(self, request_struct_class: type[_LogDirsRequestV1]) -> _LogDirsRequestV1:
-        return request_struct_class(self.topics)
 
 
 class KafkaSink:
@@ -91,7 +39,8 @@ class KafkaSink:
 
     def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
                  unreachable_after_s: float = 5.0, max_unsettled_bytes: int = 32 << 20,
-                 request_timeout_ms: int = 30_000, compression: str | None = None) -> None:
+                 request_timeout_ms: int = 30_000, compression: str | None = None,
+                 topic_owner: TopicOwner | None = None) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
@@ -105,9 +54,9 @@ class KafkaSink:
         self._next_partition: dict[str, int] = {}
         self._probe: asyncio.Task[None] | None = None
         self._closing = False
-        # Finds the stream that owns a topic (set by the app from the catalog): a topic deleted
-        # behind the gateway's back is then recreated instead of failing its flushes forever.
-        self.topic_owner: Callable[[str], Stream | None] | None = None
+        # Finds the stream that owns a topic (from the catalog): a topic deleted behind the
+        # gateway's back is then recreated instead of failing its flushes forever.
+        self.topic_owner = topic_owner
         self._repaired_at: dict[str, float] = {}
         # Batches handed to aiokafka and not yet settled, by topic: a topic is deleted only once
         # its batches have settled, or one still retrying could land in a topic re-created under
@@ -161,6 +110,21 @@ class KafkaSink:
         if self._admin is not None:
             await self._admin.close()
 
+    @property
+    def producer(self) -> Any:
+        """The connected producer (None before `start`), shared with KafkaStats."""
+        return self._producer
+
+    @property
+    def admin(self) -> Any:
+        """The connected admin client (None before `start`), shared with KafkaTopics/KafkaStats."""
+        return self._admin
+
+    def forget_topics(self, topics: list[str]) -> None:
+        """Forget the partition rotation of deleted topics."""
+        for topic in topics:
+            self._next_partition.pop(topic, None)
+
     # ---- health ----------------------------------------------------------------------------
     def available(self) -> bool:
         return self._healthy and self._producer is not None
@@ -205,136 +169,6 @@ class KafkaSink:
             raise KafkaError("the broker lists no brokers")
 
     # ---- topics ----------------------------------------------------------------------------
-    async def ensure_topic(self, stream: Stream) -> None:
-        """Create the stream's topic and its quarantine topic; existing topics are kept as they are."""
-        topics = [NewTopic(name=name, num_partitions=stream.shards,
-                           replication_factor=stream.replication_factor, topic_configs=cfg)
-                  for name, cfg in ((stream.topic, topic_configs(stream)),
-                                    (stream.quarantine_topic, quarantine_configs(stream)))]
-        if self._admin is None:  # a request that arrived while the sink is still connecting
-            raise SinkUnavailable("Kafka is not connected yet")
-        try:
-            resp = await self._admin.create_topics(topics)
-        except KafkaError as exc:
-            raise SinkUnavailable(f"could not create topic {stream.topic}: {exc}") from exc
-        for name, code, *rest in resp.topic_errors:
-            if code not in (0, TOPIC_ALREADY_EXISTS):
-                message = rest[0] if rest else ""
-                raise SinkUnavailable(f"could not create topic {name}: error {code} {message}")
-
-    async def delete_topic(self, stream: Stream) -> None:
-        """Delete the stream's topic and its quarantine topic once their batches in flight have
-        settled; missing topics are not an error."""
-        if self._admin is None:
-            raise SinkUnavailable("Kafka is not connected yet")
-        await self._settle_topics([stream.topic, stream.quarantine_topic])
-        try:
-            resp = await self._admin.delete_topics([stream.topic, stream.quarantine_topic])
-        except KafkaError as exc:
-            raise SinkUnavailable(f"could not delete topic {stream.topic}: {exc}") from exc
-        for name, code, *_ in resp.topic_error_codes:
-            if code not in (0, UNKNOWN_TOPIC):
-                raise SinkUnavailable(f"could not delete topic {name}: error {code}")
-        self._next_partition.pop(stream.topic, None)
-        self._next_partition.pop(stream.quarantine_topic, None)
-
-    async def update_topic(self, stream: Stream) -> None:
-        """Set the retention of both topics. AlterConfigs replaces a topic's whole configuration,
-        so every setting the stream implies is sent (a quarantine topic may be missing: skipped)."""
-        resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic, topic_configs(stream)),
-                     ConfigResource(ConfigResourceType.TOPIC, stream.quarantine_topic,
-                                    quarantine_configs(stream))]
-        if self._admin is None:
-            raise SinkUnavailable("Kafka is not connected yet")
-        try:
-            responses = await self._admin.alter_configs(resources)
-        except KafkaError as exc:
-            raise SinkUnavailable(f"could not alter topic {stream.topic}: {exc}") from exc
-        for resp in responses:
-            for code, message, _kind, name in resp.resources:
-                if code and not (code == UNKNOWN_TOPIC and name == stream.quarantine_topic):
-                    raise SinkUnavailable(f"could not alter topic {name}: error {code} {message}")
-
-    async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
-        """Rows from the offsets, bytes from DescribeLogDirs, first/last record timestamps, and
-        rows per UTC day from the timestamp index (ListOffsets by time)."""
-        if self._producer is None:
-            raise SinkUnavailable("Kafka is not connected")
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    request_timeout_ms=self.request_timeout_ms,
-                                    fetch_max_wait_ms=50, client_id="ingest-gateway-stats")
-        try:
-            await consumer.start()
-            return await self._stats(consumer, stream.topic, days)
-        except (KafkaError, OSError) as exc:
-            raise SinkUnavailable(f"could not read the offsets of {stream.topic}: {exc}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-    async def _stats(self, consumer: Any, topic: str, days: int) -> TopicStats:
-        parts = sorted(await self._producer.partitions_for(topic) or ())
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            raise SinkUnavailable(f"topic {topic} has no partitions")
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-        held = [tp for tp in tps if end[tp] > begin[tp]]
-        stats = TopicStats(rows=sum(end[tp] - begin[tp] for tp in tps),
-                           nbytes=await self._log_bytes(topic, parts))
-        if days > 0:
-            today = int(time.time() * 1000) // DAY_MS * DAY_MS
-            cuts: list[dict[Any, int]] = []
-            for day in range(days - 1, -1, -1):
-                found = await consumer.offsets_for_times({tp: today - day * DAY_MS for tp in tps})
-                cuts.append({tp: end[tp] if o is None else o.offset for tp, o in found.items()})
-            cuts.append(end)
-            stats.daily_rows = [sum(cuts[i + 1][tp] - cuts[i][tp] for tp in tps)
-                                for i in range(days)]
-        if held:
-            first = await consumer.offsets_for_times({tp: 0 for tp in held})
-            stamps = [o.timestamp for o in first.values() if o is not None]
-            stats.earliest_ms = min(stamps) if stamps else None
-            # last: once partitions are assigned, fetches queue ahead of other requests
-            stats.latest_ms = await self._latest_timestamp(consumer, held, end)
-        return stats
-
-    @staticmethod
-    async def _latest_timestamp(consumer: Any, held: list[Any], end: dict[Any, int]) -> int | None:
-        """The newest timestamp among the last record of each partition (one small fetch each)."""
-        consumer.assign(held)
-        for tp in held:
-            consumer.seek(tp, end[tp] - 1)
-        latest: int | None = None
-        pending = set(held)
-        deadline = time.monotonic() + 5
-        while pending and time.monotonic() < deadline:
-            got = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, records in got.items():
-                for r in records:
-                    latest = r.timestamp if latest is None else max(latest, r.timestamp)
-                if records:
-                    pending.discard(tp)
-        return latest
-
-    async def _log_bytes(self, topic: str, partitions: list[int]) -> int | None:
-        """The topic's size: per partition the largest replica, summed; None if not supported."""
-        sizes: dict[int, int] = {}
-        try:
-            cluster = await self._admin.describe_cluster()
-            for broker in cluster["brokers"]:
-                resp = await self._admin._send_request_to_node(
-                    broker["node_id"], _DescribeLogDirs(topic, partitions))
-                for error, _dir, topics in resp.results:
-                    for _name, parts in (topics if error == 0 else ()):
-                        for index, size, _lag, future in parts:
-                            if not future:
-                                sizes[index] = max(size, sizes.get(index, 0))
-        except (KafkaError, NotImplementedError) as exc:
-            log.warning("could not describe the log dirs of %s: %s", topic, exc)
-            return None
-        return sum(sizes.values())
-
     async def partition_count(self, topic: str) -> int:
         """How many partitions the topic has (from the producer's metadata cache)."""
         parts = self._producer.client.cluster.partitions_for_topic(topic)
@@ -360,7 +194,7 @@ class KafkaSink:
                   "back?); recreating it", topic, owner.name)
         metrics.SINK_ERRORS.labels(kind="topic_missing").inc()
         try:
-            await self.ensure_topic(owner)
+            await create_topics(self._admin, owner)
         except SinkUnavailable as exc:
             log.error("%s", exc)
 
@@ -402,14 +236,14 @@ class KafkaSink:
         partition = first
         ts = int(time.time() * 1000)
         batch = self._producer.create_batch()
-        append = batch._builder.append  # the C builder; BatchBuilder.append only wraps it
+        append = appender(batch)
         count = 0
         for value in values:
             if append(count, ts, None, value, []) is None:
                 futures.append(await self._ship(batch, count, topic, partition % n))
                 partition += 1
                 batch = self._producer.create_batch()
-                append = batch._builder.append
+                append = appender(batch)
                 count = 0
                 append(count, ts, None, value, [])
             count += 1
@@ -427,13 +261,15 @@ class KafkaSink:
         ts = int(time.time() * 1000)
         for partition, indices in by_partition.items():
             batch = self._producer.create_batch()
+            append = appender(batch)
             count = 0
             for i in indices:
-                if batch._builder.append(count, ts, keys[i], values[i], []) is None:
+                if append(count, ts, keys[i], values[i], []) is None:
                     futures.append(await self._ship(batch, count, topic, partition))
                     batch = self._producer.create_batch()
+                    append = appender(batch)
                     count = 0
-                    batch._builder.append(count, ts, keys[i], values[i], [])
+                    append(count, ts, keys[i], values[i], [])
                 count += 1
             if count:
                 futures.append(await self._ship(batch, count, topic, partition))
@@ -441,8 +277,7 @@ class KafkaSink:
 
     async def _ship(self, batch: Any, count: int, topic: str, partition: int
                     ) -> asyncio.Future[Any]:
-        batch._relative_offset = count  # what BatchBuilder.append would have counted
-        batch.close()
+        seal(batch, count)
         metrics.BATCH_ROWS.observe(count)
         size = batch.size()
         metrics.BATCH_BYTES.observe(size)
@@ -465,7 +300,7 @@ class KafkaSink:
         self._unsettled_bytes -= size
         self._room.set()
 
-    async def _settle_topics(self, topics: list[str]) -> None:
+    async def settle_topics(self, topics: list[str]) -> None:
         """Wait until aiokafka has settled (delivered or failed) every batch for `topics`; it
         gives up on a batch after `request_timeout_ms`, so this wait is bounded."""
         batches = {f for t in topics for f in self._unsettled.get(t, ())}
