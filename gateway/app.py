@@ -21,7 +21,8 @@ from gateway.catalog.kafka_log import KafkaLog
 from gateway.catalog.store import Backend, Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.dialects import datasources, ops, timeplus, tinybird
+from gateway.dialects import ops, timeplus
+from gateway.dialects.registry import DIALECTS
 from gateway.errors import Unavailable
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
@@ -140,6 +141,7 @@ async def _connect(gw: Gateway) -> None:
 async def _load_catalog(gw: Gateway) -> None:
     """Read the catalog, retrying until its store is reachable."""
     await _keep_trying(gw.catalog.start, Unavailable, "catalog")
+    gw.lifecycle.catalog_loaded()
     log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
              len(gw.catalog.api_keys()))
 
@@ -184,10 +186,6 @@ def begin_shutdown(app: web.Application) -> None:
     gw = app[GATEWAY]
     gw.lifecycle.drain()
     gw.queues.flush_now()
-
-
-# Every API dialect: a module with `routes()` → [(method, path, handler)] and `render_error`.
-DIALECTS: tuple[Any, ...] = (timeplus, tinybird, datasources)
 
 
 def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -10,15 +9,13 @@ from aiohttp import web
 from gateway.auth import Authenticator
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
-from gateway.errors import GatewayError
+from gateway.dialects.contract import ErrorRenderer
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
 from gateway.pipeline import Pipeline
 from gateway.queues import Queues
 from gateway.sinks.base import Sink, TopicStatsReader
 from gateway.streams import StreamService
-
-ErrorRenderer = Callable[[GatewayError, str], web.Response]
 
 
 @dataclass(eq=False)

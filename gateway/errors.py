@@ -18,15 +18,6 @@ class GatewayError(Exception):
         self.retry_after = retry_after
         self.headers = headers or {}  # added to the reply whatever the dialect (e.g. X-RateLimit-*)
 
-    def details(self) -> dict[str, object]:
-        """The machine-readable fields of the error body (besides the message)."""
-        out: dict[str, object] = {"error": self.code}
-        if self.row is not None:
-            out["row"] = self.row
-        if self.column is not None:
-            out["column"] = self.column
-        return out
-
 
 class BadRequest(GatewayError):
     """The request is malformed; nothing was written; retrying it unchanged will fail again."""

@@ -5,6 +5,7 @@ middleware, the ingest service and `/readyz` only read it. It never moves backwa
 
 from __future__ import annotations
 
+import asyncio
 import enum
 
 
@@ -20,10 +21,19 @@ class Phase(enum.IntEnum):
 class Lifecycle:
     """The one owner of the phase; everything else reads `phase` or the two properties."""
 
-    __slots__ = ("phase",)
+    __slots__ = ("_catalog", "phase")
 
     def __init__(self) -> None:
         self.phase = Phase.STARTING
+        self._catalog = asyncio.Event()
+
+    def catalog_loaded(self) -> None:
+        """The catalog has been read (it stays loaded)."""
+        self._catalog.set()
+
+    async def wait_catalog(self) -> None:
+        """Return once the catalog has been read (for tools and tests: no polling)."""
+        await self._catalog.wait()
 
     def _advance(self, phase: Phase) -> None:
         self.phase = max(self.phase, phase)

@@ -38,6 +38,11 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
 }
 API_KEY = ("apiKeyHeader", "apiKeyAuthorization", "bearer")
 CATALOG_UNCONFIRMED = "Kafka did not confirm the catalog change in time; it may still take effect."
+class Doc(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of the reply bodies: the Struct a handler encodes is the one this document describes.
+    Unknown fields are forbidden, so the published schemas say `additionalProperties: false`."""
+
+
 RETRY_AFTER = {"Retry-After": "Seconds to wait before retrying."}
 RATE_LIMIT_HEADERS = {"X-RateLimit-Limit": "Requests per second this key may make.",
                       "X-RateLimit-Remaining": "Requests left in the current window.",

@@ -15,14 +15,38 @@ gateway's own counters otherwise.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+
+import msgspec
 
 from gateway.catalog.model import Stream
 from gateway.errors import BadRequest, Unavailable
+from gateway.openapi import Doc
 from gateway.rates import DAY_S, WriteRates
 from gateway.sinks.base import SinkUnavailable, TopicStatsReader
 
 MAX_HISTORY_DAYS = 7
+
+
+class HistoryPoint(Doc):
+    """Rows written on one UTC day."""
+
+    time: str
+    row_count: int
+
+
+class StatsOut(Doc):
+    """A stream's stats (`history` only with `historyDays`)."""
+
+    earliest_event: str | None
+    latest_event: str | None
+    row_count: int
+    historical_data_bytes: int
+    streaming_data_bytes: int
+    written_eps: float
+    written_bps: float
+    read_eps: float
+    read_bps: float
+    history: list[HistoryPoint] | msgspec.UnsetType = msgspec.UNSET
 
 
 def history_days(raw: str | None) -> int:
@@ -47,7 +71,7 @@ def iso(epoch_s: float | None) -> str | None:
 
 
 async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRates,
-                       days: int) -> dict[str, Any]:
+                       days: int) -> StatsOut:
     """The stats body; `days` > 0 adds `history`. 503 when the sink cannot be asked."""
     try:
         topic = await reader.topic_stats(stream, days)
@@ -55,20 +79,14 @@ async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRat
         raise Unavailable(f"could not read the stream's stats: {exc}", retry_after=1.0) from None
     eps, bps = rates.rates(stream.name)
     first, last = rates.seen(stream.name)
-    body: dict[str, Any] = {
-        "earliest_event": iso(topic.earliest_ms / 1000 if topic.earliest_ms is not None else first),
-        "latest_event": iso(topic.latest_ms / 1000 if topic.latest_ms is not None else last),
-        "row_count": topic.rows,
-        "historical_data_bytes": 0,
-        "streaming_data_bytes": topic.nbytes or 0,
-        "written_eps": round(eps, 3),
-        "written_bps": round(bps, 3),
-        "read_eps": 0,
-        "read_bps": 0,
-    }
+    body = StatsOut(
+        earliest_event=iso(topic.earliest_ms / 1000 if topic.earliest_ms is not None else first),
+        latest_event=iso(topic.latest_ms / 1000 if topic.latest_ms is not None else last),
+        row_count=topic.rows, historical_data_bytes=0, streaming_data_bytes=topic.nbytes or 0,
+        written_eps=round(eps, 3), written_bps=round(bps, 3), read_eps=0, read_bps=0)
     if days:
         daily = topic.daily_rows if topic.daily_rows is not None else rates.daily(stream.name, days)
         today = int(datetime.datetime.now(datetime.UTC).timestamp()) // DAY_S * DAY_S
-        body["history"] = [{"time": iso(today - (days - 1 - i) * DAY_S), "row_count": n}
-                           for i, n in enumerate(daily)]
+        body.history = [HistoryPoint(iso(today - (days - 1 - i) * DAY_S) or "", n)
+                        for i, n in enumerate(daily)]
     return body

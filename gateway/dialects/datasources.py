@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterable
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -25,8 +24,8 @@ from aiohttp import web
 from gateway.auth import key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, json_reply
+from gateway.dialects.contract import Route
 from gateway.errors import (
     GatewayError,
     InvalidRow,
@@ -37,13 +36,34 @@ from gateway.errors import (
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, Wording
-from gateway.openapi import Reply, operation
+from gateway.openapi import Doc, Reply, operation
 
 SHAPE = {"timestamp": "int64", "name": "string", "value": "float64"}
 KEY = ["timestamp", "name"]
 NOT_FOUND = "Data source not found."
 _AT = re.compile(r"^(.*?) - at `\$(.*)`$", re.S)
 _MISSING = re.compile(r"missing required field `(.+)`")
+
+
+class DataPoint(msgspec.Struct):
+    """One record: (timestamp, name) is its key; a re-sent record replaces the value."""
+
+    timestamp: int
+    name: str
+    value: int | float
+
+
+class DataSourceIn(msgspec.Struct):
+    """The `/v1/data_sources/ingest` body as documented (decoded as an `Envelope`)."""
+
+    data_source: str
+    records: list[DataPoint]
+
+
+class DetailError(Doc):
+    """The data-source API's error body."""
+
+    detail: str
 
 
 class Envelope(msgspec.Struct):
@@ -60,7 +80,7 @@ WORDING = Wording(not_found=lambda name: NOT_FOUND, archived=lambda name: "Data 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
     """`{"detail": message}`; a record that does not fit the schema is 422."""
     status = 422 if isinstance(err, InvalidRow) else err.status
-    return json_reply({"detail": err.message}, status=status)
+    return json_reply(DetailError(err.message), status=status)
 
 
 def shape_problem(stream: Stream) -> str | None:
@@ -129,8 +149,8 @@ def _principal_key(request: web.Request) -> str:
 
 
 @operation(
-    "Upsert time-series records", tags=("data sources",), error_body=doc.DetailError,
-    request=doc.DataSourceIn, replies={204: Reply("Every record acknowledged by Kafka.")},
+    "Upsert time-series records", tags=("data sources",), error_body=DetailError,
+    request=DataSourceIn, replies={204: Reply("Every record acknowledged by Kafka.")},
     errors={400: "The body is not JSON.", 401: "Missing access token. / Invalid access token.",
             403: "The key may not append to this data source.",
             404: "Data source not found.", 409: "Data source is archived.",
@@ -151,6 +171,6 @@ async def ingest(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def routes() -> list[tuple[str, str, Any]]:
+def routes() -> list[Route]:
     """(method, path, handler) of the data-source API."""
     return [("POST", "/v1/data_sources/ingest", ingest)]

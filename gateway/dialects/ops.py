@@ -9,19 +9,35 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics as gateway_metrics
 from gateway.context import gateway_of
-from gateway.dialects.bodies import Health, Readiness
 from gateway.dialects.common import json_reply
-from gateway.openapi import Reply, operation
+from gateway.dialects.contract import Route
+from gateway.openapi import Doc, Reply, operation
 
 OPENAPI_SPEC = web.AppKey("openapi_spec", bytes)  # the encoded document, built with the app
 OPS = ("operations",)
+
+
+class Health(Doc):
+    """`/healthz`."""
+
+    status: str
+
+
+class Readiness(Doc):
+    """`/readyz`: ready once the catalog is loaded and the sink reachable, and not draining."""
+
+    status: str
+    catalog_loaded: bool
+    sink: str
+    sink_available: bool
+    draining: bool
 
 
 @operation("Liveness", replies={200: Reply("The process is alive.", Health)}, security=(),
            tags=OPS)
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process is alive."""
-    return json_reply({"status": "ok"})
+    return json_reply(Health("ok"))
 
 
 @operation("Readiness", replies={200: Reply("Ready to take requests.", Readiness),
@@ -30,11 +46,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """200 once the catalog is loaded and the sink reachable; 503 otherwise and while draining."""
     gw = gateway_of(request)
-    body = {"catalog_loaded": gw.catalog.loaded, "sink": gw.sink.name,
-            "sink_available": gw.lifecycle.sink_started and gw.sink.available(),
-            "draining": gw.lifecycle.draining}
-    return json_reply({"status": "ready" if gw.ready else "not ready", **body},
-                      status=200 if gw.ready else 503)
+    ready = gw.ready
+    return json_reply(Readiness("ready" if ready else "not ready", gw.catalog.loaded, gw.sink.name,
+                                gw.lifecycle.sink_started and gw.sink.available(),
+                                gw.lifecycle.draining), status=200 if ready else 503)
 
 
 @operation("Prometheus metrics", replies={200: Reply("Prometheus text exposition format.", str,
@@ -54,7 +69,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_SPEC], content_type="application/json")
 
 
-def routes() -> list[tuple[str, str, Any]]:
+def routes() -> list[Route]:
     """(method, path, handler) of the operational routes."""
     return [("GET", "/healthz", healthz), ("GET", "/readyz", readyz), ("GET", "/metrics", metrics),
             ("GET", "/openapi.json", openapi)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 from aiohttp import web
@@ -14,18 +14,19 @@ from gateway.auth import DEFAULT_SCOPES, new_key
 from gateway.catalog.model import (
     DEFAULT_RETENTION_BYTES,
     DEFAULT_RETENTION_MS,
-    ApiKey,
     Column,
     Stream,
 )
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects import bodies as doc
+from gateway.dialects import timeplus_replies as doc
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
+from gateway.dialects.contract import Route
+from gateway.dialects.timeplus_replies import error_body, key_body, stream_body
 from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType
 from gateway.ingest.formats import Format
 from gateway.ingest.service import IngestRequest, StreamedBody
 from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
-from gateway.stats import history_days, stream_stats
+from gateway.stats import StatsOut, history_days, stream_stats
 
 PREFIXES = ("/api/{version:v1beta[12]}", "/{workspace:[A-Za-z0-9_-]{1,128}}/api/{version:v1beta[12]}")
 DefaultValue = str | int | float | bool | None
@@ -104,53 +105,10 @@ def stream_from_request(req: CreateStreamIn) -> Stream:
     )
 
 
-# ---- replies --------------------------------------------------------------------------------
-def stream_body(s: Stream) -> dict[str, Any]:
-    """A stream as the reference's response sample shows it, plus `topic` and gateway fields."""
-    return {
-        "name": s.name,
-        "columns": [{"name": c.name, "type": c.type, "default": c.default or "",
-                     "nullable": c.nullable, "description": c.description} for c in s.columns],
-        "column_families": [],
-        "description": s.description,
-        "engine": "Stream",
-        "is_external": False,
-        "mode": s.mode,
-        "primary_key": s.primary_key,
-        "secondary_indexes": [],
-        "logstore_retention_bytes": s.logstore_retention_bytes,
-        "logstore_retention_ms": s.logstore_retention_ms,
-        "ttl": s.ttl_expression,
-        "ttl_expression": s.ttl_expression,
-        "event_time_column": s.event_time_column,
-        "event_time_timezone": s.event_time_timezone,
-        "shards": s.shards,
-        "replication_factor": s.replication_factor,
-        "archived": s.archived,
-        "topic": s.topic,
-        "quarantine_topic": s.quarantine_topic,
-        "created_at": s.created_at,
-        "created_by": {"name": s.created_by},
-        "last_updated_at": s.last_updated_at,
-        "last_updated_by": {"name": s.last_updated_by},
-    }
-
-
-def key_body(k: ApiKey, key: str | None = None) -> dict[str, Any]:
-    """An API key record as the reference shows it; the key itself only at creation."""
-    body: dict[str, Any] = {"id": k.id, "name": k.name, "created_at": k.created_at,
-                            "created_by": {"name": k.created_by}, "expire_at": k.expire_at,
-                            "permissions": k.permissions, "rate_limit": k.rate_limit}
-    if key is not None:
-        body["api_key"] = key
-    return body
-
-
+# ---- replies (shapes in timeplus_replies) ---------------------------------------------------
 def render_error(err: GatewayError, request_id: str) -> web.Response:
     """Timeplus error shape: `{"code": status, "message": …}` plus row/column and the request id."""
-    body: dict[str, Any] = {"code": err.status, "message": err.message, **err.details(),
-                            "request_id": request_id}
-    return json_reply(body, status=err.status)
+    return json_reply(error_body(err, request_id), status=err.status)
 
 
 # ---- formats --------------------------------------------------------------------------------
@@ -221,7 +179,7 @@ async def ingest(request: web.Request) -> web.Response:
     payload = StreamedBody(choose_format(request), body_chunks(request))
     done = await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request)))
-    return json_reply({"stream": name, "rows": done.rows, "acknowledged": done.acknowledged},
+    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged),
                       status=200 if done.acknowledged else 202)
 
 
@@ -277,7 +235,7 @@ async def update_stream(request: web.Request) -> web.Response:
 
 @operation("A stream's stats", tags=("streams",), error_body=doc.TimeplusError,
            params=[Param("historyDays", "Add rows written per day, for 1 to 7 days.", int)],
-           replies={200: Reply("Row count, sizes, event times, write rates.", doc.StatsOut)},
+           replies={200: Reply("Row count, sizes, event times, write rates.", StatsOut)},
            errors={400: "historyDays is not an integer from 1 to 7.", 404: "No such stream."})
 async def get_stats(request: web.Request) -> web.Response:
     """GET …/streams/{name}/stats[?historyDays=1..7]."""
@@ -374,7 +332,7 @@ async def delete_key(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def routes() -> list[tuple[str, str, Any]]:
+def routes() -> list[Route]:
     """(method, path, handler) of every Timeplus route, with and without the workspace prefix."""
     table = [
         ("GET", "/streams", list_streams),

@@ -12,43 +12,61 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_reply, principal
+from gateway.dialects.contract import Route
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated
 from gateway.ingest.formats import Format
 from gateway.ingest.service import IngestRequest, StreamedBody, Wording
-from gateway.openapi import RATE_LIMIT_HEADERS, RETRY_AFTER, Param, Reply, operation
+from gateway.openapi import RATE_LIMIT_HEADERS, RETRY_AFTER, Doc, Param, Reply, operation
 
 WORDING = Wording(not_found=lambda name: f"Data Source {name!r} not found",
                   archived=lambda name: f"Data Source {name!r} is archived and accepts no rows")
 
 
+NdjsonRow = dict[str, Any]  # one object of an NDJSON body
+
+
+class EventsOut(Doc):
+    """The reply to an accepted `/v0/events` request."""
+
+    successful_rows: int
+    quarantined_rows: int
+
+
+class TinybirdError(Doc, kw_only=True):
+    """The Tinybird error body."""
+
+    error: str
+    code: str
+    row: int | msgspec.UnsetType = msgspec.UNSET
+    column: str | msgspec.UnsetType = msgspec.UNSET
+    request_id: str
+
+
 def render_error(err: GatewayError, request_id: str) -> web.Response:
     """`{"error": message, "code": …, "row"/"column" where known, "request_id": …}`."""
     status = 403 if isinstance(err, Unauthenticated | Forbidden) else err.status
-    body: dict[str, Any] = {"error": err.message, "code": err.code}
-    if err.row is not None:
-        body["row"] = err.row
-    if err.column is not None:
-        body["column"] = err.column
-    body["request_id"] = request_id
-    return json_reply(body, status=status)
+    return json_reply(TinybirdError(
+        error=err.message, code=err.code, row=msgspec.UNSET if err.row is None else err.row,
+        column=msgspec.UNSET if err.column is None else err.column, request_id=request_id),
+        status=status)
 
 
 @operation(
-    "Append NDJSON events to a data source", tags=("tinybird",), error_body=doc.TinybirdError,
-    request={"application/x-ndjson": doc.NdjsonRow, "text/plain": str},
+    "Append NDJSON events to a data source", tags=("tinybird",), error_body=TinybirdError,
+    request={"application/x-ndjson": NdjsonRow, "text/plain": str},
     params=[Param("name", "The data source (stream) to append to.", str, required=True),
             Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
             Param("token", "The API key (or send `Authorization: Bearer TOKEN`).", str)],
     security=("bearer", "tokenQuery"), auth_status=403,
     replies={200: Reply("Acknowledged by Kafka (wait=true); invalid rows quarantined.",
-                        doc.EventsOut, headers=RATE_LIMIT_HEADERS),
+                        EventsOut, headers=RATE_LIMIT_HEADERS),
              202: Reply("Accepted and queued (wait=false); invalid rows quarantined.",
-                        doc.EventsOut, headers=RATE_LIMIT_HEADERS)},
+                        EventsOut, headers=RATE_LIMIT_HEADERS)},
     errors={400: "Invalid request (e.g. no `name`, a body that is not JSON); nothing inserted.",
             403: "Missing, invalid, expired or revoked token, or one without the scope.",
             404: "No such data source.", 409: "The data source is archived.",
@@ -68,10 +86,10 @@ async def events(request: web.Request) -> web.Response:
     done = await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request),
         wording=WORDING, key_rate=True))
-    return json_reply({"successful_rows": done.rows, "quarantined_rows": done.quarantined},
+    return json_reply(EventsOut(done.rows, done.quarantined),
                       status=200 if done.acknowledged else 202, headers=done.headers)
 
 
-def routes() -> list[tuple[str, str, Any]]:
+def routes() -> list[Route]:
     """(method, path, handler) of the Events API."""
     return [("POST", "/v0/events", events)]

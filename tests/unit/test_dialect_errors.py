@@ -39,6 +39,7 @@ def test_datasources_detail_and_422() -> None:
 async def _client(tmp_path: Path, aiohttp_client: Any) -> TestClient[Any, Any]:
     app = build_app(Settings(data_dir=tmp_path), ADMIN)
     client: TestClient[Any, Any] = await aiohttp_client(app)
+    await app[GATEWAY].lifecycle.wait_catalog()  # loaded in the background after start-up
     reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN}, json={
         "name": "ds", "columns": DS_COLUMNS, "mode": "versioned_kv",
         "primary_key": "timestamp, name"})

@@ -16,7 +16,7 @@ from gateway.app import build_app, build_gateway
 from gateway.auth import ADMIN, APPEND, Principal
 from gateway.catalog.model import Column, Stream
 from gateway.config import Settings
-from gateway.context import Gateway
+from gateway.context import GATEWAY, Gateway
 from gateway.errors import Conflict, Forbidden, InvalidRow, NotFound, Unavailable
 from gateway.ingest.formats import Format
 from gateway.ingest.quarantine import Split
@@ -111,8 +111,9 @@ async def test_an_invalid_body_counts_its_bytes_as_rejected(gw: Gateway) -> None
 
 async def test_data_sources_count_rejected_bytes(tmp_path: Path, aiohttp_client: Any) -> None:
     """Before the one entry point, /v1/data_sources/ingest bypassed the metric."""
-    client: TestClient[Any, Any] = await aiohttp_client(build_app(Settings(data_dir=tmp_path),
-                                                                  ADMIN_KEY))
+    app = build_app(Settings(data_dir=tmp_path), ADMIN_KEY)
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    await app[GATEWAY].lifecycle.wait_catalog()
     reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN_KEY}, json={
         "name": "ds", "mode": "versioned_kv", "primary_key": "timestamp, name",
         "columns": [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},

@@ -1,0 +1,8 @@
+"""Every API dialect the gateway serves: add a module here to serve it (see README.md)."""
+
+from __future__ import annotations
+
+from gateway.dialects import datasources, timeplus, tinybird
+from gateway.dialects.contract import Dialect
+
+DIALECTS: tuple[Dialect, ...] = (timeplus, tinybird, datasources)
