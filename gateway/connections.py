@@ -81,14 +81,16 @@ class GuardedHandler(RequestHandler):
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        """JSON instead of aiohttp's text page; oversized heads get 431, quietly logged."""
+        """JSON instead of aiohttp's text page; oversized heads get 431, quietly logged. Neither
+        the reply nor the log quotes the parser's message: it carries request bytes (keys too)."""
         code = "bad_request" if status == 400 else "internal_error"
-        text = message or "the request could not be parsed"
-        if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
+        text = "the request could not be parsed" if status == 400 else "internal error"
+        said = (message or "").lower()
+        if isinstance(exc, LineTooLong) or "too long" in said or "too large" in said:
             status, code = 431, "request_header_fields_too_large"
             text = "the request line or a header is too long"
         elif status == 400 and exc is not None:
-            text = f"malformed HTTP request: {getattr(exc, 'message', exc)}"
+            text = f"malformed HTTP request ({type(exc).__name__})"
         log.info("refused a malformed HTTP request from %s: %d %s", request.remote, status, text)
         body = {"code": status, "message": text, "error": code, "request_id": uuid.uuid4().hex}
         resp = web.Response(body=msgspec.json.encode(body), status=status,

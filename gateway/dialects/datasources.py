@@ -125,6 +125,7 @@ async def ingest(request: web.Request) -> web.Response:
         raise Conflict("Data source is archived.")
     gw.pipeline.check_room(stream)
     schema = gw.pipeline.schemas.get(stream)
+    schema.check_utf8(memoryview(envelope.records))
     try:
         rows: list[Any] = schema.array_decoder.decode(envelope.records)
     except msgspec.ValidationError as exc:
