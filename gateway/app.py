@@ -22,6 +22,7 @@ from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
 from gateway.dialects import datasources, ops, timeplus, tinybird
 from gateway.errors import Unavailable
+from gateway.expect import defer_continue
 from gateway.ingest.schema import SchemaCache
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
@@ -171,10 +172,10 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
     gw.renderers["default"] = timeplus.render_error
     registered = list(ops.routes())
     for method, path, handler in registered:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, handler, expect_handler=defer_continue)
     for dialect in DIALECTS:
         for method, path, handler in dialect.routes():
-            route = app.router.add_route(method, path, handler)
+            route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
             registered.append((method, path, handler))

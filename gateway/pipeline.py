@@ -26,7 +26,7 @@ from gateway.ingest.formats import Format, decode
 from gateway.ingest.quarantine import KeptChunks, Split, split_rows
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.limiters.stream_bytes import StreamByteRate
-from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
+from gateway.queues import Discarded, Entry, MemoryBudget, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
 from gateway.sinks.base import Sink
 from gateway.spool import Spool, SpoolError, SpoolRecord
@@ -50,16 +50,45 @@ def _accepted_metrics(stream: str) -> tuple[Any, Any]:
     return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
 
 
-class _CountingChunks:
-    """Passes chunks through, counting their bytes (for the rejected-bytes metric)."""
+# The setting behind each queue bound, named in a 413 so the operator or client knows what to change.
+_BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-bytes",
+               "memory": "--memory-cap-bytes"}
 
-    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+
+class _CountingChunks:
+    """Passes chunks through, counting their bytes (for the rejected-bytes metric) and holding
+    them against the memory budget (--memory-cap-bytes) until `release()`: a body being decoded
+    is buffered too. 413 when the body alone outgrows the cap, 429 when the cap is in use."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], budget: MemoryBudget) -> None:
         self._chunks = chunks
+        self._budget = budget
         self.nbytes = 0
+        self._held = 0
+
+    def _hold(self, n: int) -> None:
+        budget = self._budget
+        if self._held + n > budget.cap:
+            raise PayloadTooLarge(f"the body is larger than the memory cap of {budget.cap} bytes "
+                                  "(--memory-cap-bytes) once decompressed; split it into smaller "
+                                  "requests; nothing was written")
+        if budget.used + n > budget.cap:
+            metrics.THROTTLED.labels(status="429", cause="memory").inc()
+            raise TooManyRequests("the gateway's memory cap is in use by other requests and "
+                                  "queued rows; nothing was written, retry later",
+                                  retry_after=RETRY_AFTER_S)
+        budget.used += n
+        self._held += n
+
+    def release(self) -> None:
+        """Give the held bytes back to the budget (once the body is decoded or refused)."""
+        self._budget.used -= self._held
+        self._held = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._chunks:
             self.nbytes += len(chunk)
+            self._hold(len(chunk))
             yield chunk
 
 
@@ -122,12 +151,14 @@ class Pipeline:
     async def decode(self, stream: Stream, fmt: Format, chunks: AsyncIterable[bytes]) -> list[object]:
         """Decode and validate a body into rows of the stream's schema (429 first if full)."""
         self.check_room(stream)
-        counted = _CountingChunks(chunks)
+        counted = _CountingChunks(chunks, self.queues.budget)
         try:
             return await decode(fmt, counted, self.schemas.get(stream))
         except GatewayError as err:
             metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
             raise
+        finally:
+            counted.release()
 
     async def decode_split(self, stream: Stream, chunks: AsyncIterable[bytes]) -> Split:
         """NDJSON into valid and invalid rows (quarantine): the streamed decode as usual; only when
@@ -135,7 +166,7 @@ class Pipeline:
         self.check_room(stream)
         kept = KeptChunks(chunks)
         schema = self.schemas.get(stream)
-        counted = _CountingChunks(kept)
+        counted = _CountingChunks(kept, self.queues.budget)
         try:
             return Split(await decode(Format.STREAMING, counted, schema), [])
         except InvalidRow:
@@ -143,6 +174,8 @@ class Pipeline:
         except GatewayError as err:
             metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(counted.nbytes)
             raise
+        finally:
+            counted.release()
         body = await kept.whole()
         try:
             return split_rows(schema, body)
@@ -191,6 +224,13 @@ class Pipeline:
         except QueueFull as full:
             if self.byte_rate is not None:
                 self.byte_rate.refund(stream.name, encoded.nbytes)
+            if full.never:
+                metrics.ROWS_REJECTED.labels(stream=stream.name, cause="too_large").inc(entry.rows)
+                raise PayloadTooLarge(
+                    f"this request holds {full.size} {full.unit}; the queue of stream "
+                    f"{stream.name!r} can never hold more than {full.limit} {full.unit} "
+                    f"({_BOUND_FLAG[full.cause]}): split it into requests of at most "
+                    f"{full.limit} {full.unit}; nothing was written") from None
             metrics.THROTTLED.labels(status="429", cause=full.cause).inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
             raise TooManyRequests(f"the queue of stream {stream.name!r} is full ({full.cause}); "
