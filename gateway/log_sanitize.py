@@ -10,13 +10,14 @@ from typing import Any
 
 REDACTED = "[redacted]"
 # What may carry a key: `?token=K` / `&token=K`, `X-Api-Key: K`, `Authorization: [scheme] K`, and
-# anything shaped like a key this gateway issues (12-character id + 48-character secret).
+# anything shaped like a key this gateway issues (12-character id + 48-character secret: any run
+# of 60 or more letters and digits).
 _KEY_PATTERNS = (
     re.compile(r"(?i)(token=)[^&\s'\"]*"),
     re.compile(r"(?i)(x-api-key['\"]?\s*[:=,]\s*['\"]?)[^\s'\",}]*"),
     re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?(?:(?:apikey|bearer|basic|token)\s+)?)"
                r"[^\s'\",}]*"),
-    re.compile(r"()(?<![A-Za-z0-9])[A-Za-z0-9]{60}(?![A-Za-z0-9])"),
+    re.compile(r"()[A-Za-z0-9]{60,}"),  # a key, or a key glued to more letters or digits
 )
 # C0, DEL, C1 and the Unicode line and paragraph separators: each becomes a visible escape.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

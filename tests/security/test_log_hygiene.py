@@ -7,6 +7,8 @@ import secrets
 import string
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.integration.harness import ADMIN_KEY, Gateway
 from tests.reliability.rawhttp import exchange
@@ -85,3 +87,22 @@ def test_nul_in_a_column_name_never_reaches_the_log(gw: Gateway, stream: str) ->
     assert_log_well_formed(gw)
     for line in gw.log().splitlines():
         assert not line.startswith("FORGED"), line
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.binary(max_size=40), header=st.binary(max_size=40), body=st.binary(max_size=200))
+def test_any_request_bytes_give_no_5xx_and_no_key_in_the_log(gw: Gateway, path: bytes,
+                                                             header: bytes, body: bytes) -> None:
+    key = SHAPED
+    data = (b"POST /api/v1beta2/streams/x" + path + b"/ingest?token=" + key.encode() + b" HTTP/1.1"
+            b"\r\nHost: x\r\nX-Api-Key: " + key.encode() + b"\r\nX-Junk: " + header
+            + b"\r\nContent-Type: application/x-ndjson\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+    reply = exchange(gw.port, data)
+    assert reply.status < 500, (data, reply.status, reply.body)
+    assert key.encode() not in reply.body
+    marker = "probe-" + secrets.token_hex(4)
+    exchange(gw.port, f"GET /{marker} HTTP/1.1\r\nHost: x\r\nX-Request-ID: {marker}\r\n\r\n".encode())
+    log = wait_logged(gw, marker)  # records are written in order: the probe's are in by now
+    assert key not in log
