@@ -93,8 +93,8 @@ class GuardedHandler(RequestHandler):
                 return
             super().data_received(judged)
             self.close()  # serve this probe only, then close (after the parser queued it)
-            return
-        super().data_received(data)
+        else:
+            super().data_received(data)
         if self._head_timer is not None and not self._between_requests():
             self._head_timer.cancel()
             self._head_timer = None
