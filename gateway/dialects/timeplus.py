@@ -212,7 +212,8 @@ def choose_format(request: web.Request) -> Format:
              202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
     errors={400: "Malformed body or a row that does not match the schema (row and column named);"
                  " nothing was written.", 403: "The key may not append to this stream.",
-            404: "No such stream.", 409: "The stream is archived.", 413: "Body too large.",
+            404: "No such stream.", 409: "The stream is archived.",
+            413: "Body too large, or more rows or bytes than the queue can ever hold (split it).",
             415: "Unsupported Content-Type or Content-Encoding.",
             429: Reply("The stream's queue is full; nothing was written, retry after Retry-After.",
                        headers=RETRY_AFTER),
@@ -238,7 +239,8 @@ async def ingest(request: web.Request) -> web.Response:
 
 
 @operation("List streams", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("Every stream.", list[doc.StreamOut])})
+           replies={200: Reply("The streams the key may see (all with admin, DATASOURCE:CREATE "
+                               "or DATASOURCE:READ).", list[doc.StreamOut])})
 async def list_streams(request: web.Request) -> web.Response:
     """GET …/streams: the streams the key may see (every stream for a read-all scope)."""
     who = principal(request)
@@ -263,7 +265,9 @@ async def create_stream(request: web.Request) -> web.Response:
 
 
 @operation("Get a stream", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("The stream.", doc.StreamOut)}, errors={404: "No such stream."})
+           replies={200: Reply("The stream.", doc.StreamOut)},
+           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
+                   404: "No such stream."})
 async def get_stream(request: web.Request) -> web.Response:
     """GET …/streams/{name}."""
     principal(request).require_read(request.match_info["name"])
@@ -291,7 +295,9 @@ async def update_stream(request: web.Request) -> web.Response:
 @operation("A stream's stats", tags=("streams",), error_body=doc.TimeplusError,
            params=[Param("historyDays", "Add rows written per day, for 1 to 7 days.", int)],
            replies={200: Reply("Row count, sizes, event times, write rates.", doc.StatsOut)},
-           errors={400: "historyDays is not an integer from 1 to 7.", 404: "No such stream."})
+           errors={400: "historyDays is not an integer from 1 to 7.",
+                   403: "The key's scopes do not name this stream (and it has no read-all scope).",
+                   404: "No such stream."})
 async def get_stats(request: web.Request) -> web.Response:
     """GET …/streams/{name}/stats[?historyDays=1..7]."""
     gw = gateway_of(request)
@@ -366,7 +372,9 @@ async def list_keys(request: web.Request) -> web.Response:
            request=CreateKeyIn,
            replies={201: Reply("The new key; `api_key` is shown this once.", doc.ApiKeyCreated)},
            errors={504: CATALOG_UNCONFIRMED,
-                   400: "Invalid expire_at / expire_in.", 403: "Needs an admin key."})
+                   400: "Invalid expire_at / expire_in, rate_limit out of range, or a permission "
+                        "outside the scope grammar (or an empty list).",
+                   403: "Needs an admin key."})
 async def create_key(request: web.Request) -> web.Response:
     """POST …/apikeys (admin): 201 with the key, shown this once."""
     gw = gateway_of(request)
