@@ -24,6 +24,7 @@ from gateway.context import GATEWAY, Gateway
 from gateway.dialects import ops, timeplus
 from gateway.dialects.registry import DIALECTS
 from gateway.errors import Unavailable
+from gateway.expect import defer_continue
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
@@ -197,10 +198,10 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
     gw.renderers["default"] = timeplus.render_error
     registered = list(ops.routes())
     for method, path, handler in registered:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, handler, expect_handler=defer_continue)
     for dialect in DIALECTS:
         for method, path, handler in dialect.routes():
-            route = app.router.add_route(method, path, handler)
+            route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
             registered.append((method, path, handler))

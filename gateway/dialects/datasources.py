@@ -16,7 +16,7 @@ compacted topic keeps the last value. A stream of another shape is not a data so
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 
 import msgspec
 from aiohttp import web
@@ -132,7 +132,8 @@ class EnvelopeBody:
         self._records = envelope.records
         return envelope.data_source
 
-    async def rows(self, schema: CompiledSchema) -> Split:
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        schema.check_utf8(memoryview(self._records))
         try:
             return Split(schema.array_decoder.decode(self._records), [])
         except msgspec.ValidationError as exc:

@@ -39,7 +39,7 @@ from tests.integration.harness import (
 
 NGINX_DIR = ROOT / "deploy" / "nginx"
 GATEWAY_TOML = ROOT / "deploy" / "gateway" / "gateway.toml"
-QUEUE_MAX_ROWS = 150_000  # the 20 MB body fits; the 429 test sends one row more than this
+QUEUE_MAX_ROWS = 150_000  # the 20 MB body fits; the 413 test sends one row more than this
 
 
 @dataclass
@@ -240,22 +240,22 @@ def test_request_id_and_forwarded_for_reach_the_gateway(stack: tuple[Nginx, list
     assert by_id[nginx_id]["http"]["path"] == f"/api/v1beta2/streams/{name}"
 
 
-def test_429_is_passed_through_and_not_retried(stack: tuple[Nginx, list[Gateway]]) -> None:
+def test_refusal_is_passed_through_and_not_retried(stack: tuple[Nginx, list[Gateway]]) -> None:
+    # One row more than a queue can ever hold: a 413 from the gateway (a 429 before issue 9).
     ngx, gws = stack
     name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
-    before = [value(scrape(gw.url)[0], "gateway_throttled_requests_total", status="429")
+    before = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
               for gw in gws]
     body = json.dumps({"columns": ["n"], "data": [[i] for i in range(QUEUE_MAX_ROWS + 1)]})
     reply = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
                  headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/json"})
-    assert reply.status == 429, reply.body
-    assert reply.headers["Retry-After"] == "1"
+    assert reply.status == 413, reply.body
     error = reply.json()
-    assert error["code"] == 429 and "queue" in error["message"]
+    assert error["code"] == 413 and "--queue-max-rows" in error["message"]
     assert error["request_id"] == reply.headers["X-Request-ID"]
-    after = [value(scrape(gw.url)[0], "gateway_throttled_requests_total", status="429")
+    after = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
              for gw in gws]
-    assert sum(after) - sum(before) == 1, "nginx retried the 429 on the other instance"
+    assert sum(after) - sum(before) == 1, "nginx retried the 413 on the other instance"
 
 
 def test_metrics_are_not_public(stack: tuple[Nginx, list[Gateway]]) -> None:

@@ -86,6 +86,7 @@ def test_max_connections_refuses_with_503_and_recovers(
         for _ in range(limit):
             idle_sockets.append(keep_alive_socket(gw.port))
         with connect(gw.port) as extra:
+            extra.sendall(request_bytes("GET", "/readyz", {}))
             reply = read_reply(extra)
             assert reply.status == 503, reply
             body = reply.json()
@@ -94,11 +95,12 @@ def test_max_connections_refuses_with_503_and_recovers(
         for s in idle_sockets[:10]:
             s.close()
         del idle_sockets[:10]
-        # Room again: a new client is served (the server notices the closes asynchronously).
+        # Room again: a new client is served (the server notices the closes asynchronously);
+        # /readyz, as /healthz is served over the cap too (liveness).
         deadline = time.monotonic() + 10
         while True:
             with connect(gw.port) as s:
-                s.sendall(request_bytes("GET", "/healthz", {}))
+                s.sendall(request_bytes("GET", "/readyz", {}))
                 if read_reply(s).status == 200:
                     break
             assert time.monotonic() < deadline, "no room after idle connections closed"
