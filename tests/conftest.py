@@ -6,8 +6,18 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.integration.harness import kafka_dev
+
+# Hypothesis: the same examples on every run (a failure is reproducible from the test alone, and a
+# CI run cannot fail by the luck of the draw), no example database written into the worktree, no
+# deadline (a busy 2-core machine is slow), and a failing example printed as a reproducible blob.
+# HYPOTHESIS_PROFILE=explore draws fresh random examples for hunting bugs locally.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", settings.get_profile("ci"), derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 KAFKA_PORT = os.environ.get("KAFKA_DEV_PORT", "19092")
 
