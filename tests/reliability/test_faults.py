@@ -1,6 +1,6 @@
 """Faults under sustained load, with a real (private) broker: every scenario ends with the topic
 read back and compared with the ledger of replies (tests/reliability/accounting.py), and writes its
-figures into tests/reliability/REPORT.md."""
+figures into tests/reliability/reports/REPORT.md (see accounting.REPORT)."""
 
 from __future__ import annotations
 
