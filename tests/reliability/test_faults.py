@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import Broker
 from tests.integration.harness import ADMIN_KEY, Gateway, http, unique_name, wait_until
 from tests.reliability.accounting import (
     COLUMNS,
@@ -28,7 +29,7 @@ from tests.reliability.accounting import (
     account,
     record,
 )
-from tests.reliability.conftest import Broker, offsets_total, read_back
+from tests.reliability.conftest import offsets_total, read_back
 
 Spawn = Callable[..., Gateway]
 
