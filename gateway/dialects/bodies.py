@@ -89,6 +89,7 @@ class ApiKeyOut(Doc):
     expire_at: int
     permissions: list[str]
     rate_limit: int
+    allowed_origins: list[str]
 
 
 class ApiKeyCreated(ApiKeyOut):

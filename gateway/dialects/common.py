@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
+from gateway.cors import origin_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge, RateLimited
 from gateway.ingest.body import read_chunks
 
@@ -61,7 +62,9 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
 def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
     """The authenticated caller; 401 when the key is missing or invalid."""
     key = key_from_headers(request.headers, request.query if allow_query_token else None)
-    return gateway_of(request).auth.authenticate(key)
+    who = gateway_of(request).auth.authenticate(key)
+    who.require_origin(origin_of(request))
+    return who
 
 
 def rate_limit(request: web.Request, who: Principal) -> dict[str, str]:

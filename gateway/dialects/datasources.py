@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.auth import key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of
+from gateway.cors import origin_of
 from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, json_reply
 from gateway.errors import (
@@ -106,6 +107,7 @@ async def ingest(request: web.Request) -> web.Response:
         who = gw.auth.authenticate(key)
     except Unauthenticated:
         raise Unauthenticated("Invalid access token.") from None
+    who.require_origin(origin_of(request))
     gw.pipeline.check_open()
     body = b"".join([chunk async for chunk in body_chunks(request)])
     try:

@@ -19,6 +19,7 @@ from gateway.catalog.model import (
     Stream,
 )
 from gateway.context import gateway_of
+from gateway.cors import validate_key_origins
 from gateway.dialects import bodies as doc
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, UnsupportedMediaType
@@ -77,6 +78,7 @@ class CreateKeyIn(msgspec.Struct):
     expire_in: str | None = None
     permissions: list[str] | None = None
     rate_limit: int | None = None
+    allowed_origins: list[str] | None = None  # pages (scheme://host[:port]) that may use the key
 
 
 def _default_text(value: DefaultValue) -> str | None:
@@ -139,7 +141,8 @@ def key_body(k: ApiKey, key: str | None = None) -> dict[str, Any]:
     """An API key record as the reference shows it; the key itself only at creation."""
     body: dict[str, Any] = {"id": k.id, "name": k.name, "created_at": k.created_at,
                             "created_by": {"name": k.created_by}, "expire_at": k.expire_at,
-                            "permissions": k.permissions, "rate_limit": k.rate_limit}
+                            "permissions": k.permissions, "rate_limit": k.rate_limit,
+                            "allowed_origins": k.allowed_origins}
     if key is not None:
         body["api_key"] = key
     return body
@@ -171,8 +174,10 @@ _UNSPECIFIED = ("", "application/octet-stream", "application/x-www-form-urlencod
 _FORMAT_PARAM = re.compile(r"format\s*=\s*\"?([a-z]+)", re.I)
 
 
-def choose_format(request: web.Request) -> Format:
-    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown)."""
+def choose_format(request: web.Request, plain: Format = Format.RAW) -> Format:
+    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown).
+    `plain` is what a bare `text/plain` means: raw for a one-string-column stream, else streaming
+    (NDJSON), so a browser's `sendBeacon` (always `text/plain;charset=UTF-8`) can send JSON rows."""
     q = request.query.get("format")
     if q:
         fmt = _BY_QUERY.get(q.strip().lower())
@@ -189,7 +194,7 @@ def choose_format(request: web.Request) -> Format:
                                    " application/x-ndjson or text/plain (see the format parameter)")
     m = _FORMAT_PARAM.search(raw_type)
     if m is None:
-        return base
+        return plain if base is Format.RAW else base
     sub = m.group(1).lower()
     if base is Format.RAW:
         if sub in ("raw", "lines"):
@@ -225,7 +230,8 @@ async def ingest(request: web.Request) -> web.Response:
     who.require_append(stream.name)
     if stream.archived:
         raise Conflict(f"stream {stream.name!r} is archived")
-    fmt = choose_format(request)
+    one_string = gw.pipeline.schemas.get(stream).one_string_column
+    fmt = choose_format(request, Format.RAW if one_string else Format.STREAMING)
     wait = flag(request, "wait")
     rows = await gw.pipeline.decode(stream, fmt, body_chunks(request))
     if not rows:
@@ -367,7 +373,8 @@ async def create_key(request: web.Request) -> web.Response:
         raise BadRequest("rate_limit must be ≥ 0 (requests per second; 0 = the default)")
     key, record = new_key(req.name or "", scopes=req.permissions or list(DEFAULT_SCOPES),
                           expire_at=expiry(req), created_by=who.name,
-                          rate_limit=req.rate_limit or 0)
+                          rate_limit=req.rate_limit or 0,
+                          allowed_origins=validate_key_origins(req.allowed_origins or []))
     await gw.catalog.put_key(record)
     return json_reply(key_body(record, key), status=201)
 
