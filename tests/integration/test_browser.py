@@ -10,6 +10,7 @@ counter, the accepted rows on the topic itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import (
+    ROOT,
     Gateway,
     end_offsets,
     free_port,
@@ -83,7 +85,7 @@ function xhr(url, body, headers) {
 class PageServer:
     """Serves one page (on its own port, hence its own origin) and takes its report."""
 
-    config: dict[str, Any]
+    html: str
     port: int = field(default_factory=free_port)
     report: dict[str, Any] = field(default_factory=dict)
     reported: threading.Event = field(default_factory=threading.Event)
@@ -94,9 +96,7 @@ class PageServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PageServer:
-        page = ("<!doctype html><html><body><script>"
-                + SCRIPT % {"config": json.dumps(self.config)}
-                + "</script></body></html>").encode()
+        page = self.html.encode()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -134,20 +134,18 @@ def chromium() -> str:
     return found
 
 
-def browse(page: PageServer, profile: Path) -> dict[str, Any]:
-    """Load the page in headless Chromium and return the page's report."""
+@contextlib.contextmanager
+def browser(url: str, profile: Path) -> Iterator[None]:
+    """Headless Chromium showing `url` for the duration of the block."""
     profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-         "--disable-background-networking", "--disable-component-update",
-         f"--user-data-dir={profile}", page.origin + "/"],
-        stdout=subprocess.DEVNULL, stderr=open(profile / "chromium.log", "wb"))  # noqa: SIM115
+    with open(profile / "chromium.log", "wb") as log:
+        proc = subprocess.Popen(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+             "--disable-background-networking", "--disable-component-update",
+             f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=log)
     try:
-        if not page.reported.wait(BROWSER_TIMEOUT):
-            log = (profile / "chromium.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"the page did not report within {BROWSER_TIMEOUT} s:\n{log}")
-        return page.report
+        yield
     finally:
         proc.terminate()
         try:
@@ -155,6 +153,28 @@ def browse(page: PageServer, profile: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def browse(page: PageServer, profile: Path) -> dict[str, Any]:
+    """Load the page in headless Chromium and return the page's report."""
+    with browser(page.origin + "/", profile):
+        if not page.reported.wait(BROWSER_TIMEOUT):
+            log = (profile / "chromium.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the page did not report within {BROWSER_TIMEOUT} s:\n{log}")
+        return page.report
+
+
+async def rows_until(kafka: str, topic: str, want: list[Any], row: Any) -> None:
+    """Read the topic until its rows (mapped by `row`, sorted) are `want`; fail on a row not in
+    `want` or after a bounded wait (a beacon is sent after the page has moved on)."""
+    deadline = time.monotonic() + BROWSER_TIMEOUT
+    while True:
+        got = sorted(row(r.json()) for r in await read_topic(kafka, topic))
+        if got == want:
+            return
+        assert all(g in want for g in got) and len(got) < len(want), got
+        assert time.monotonic() < deadline, f"rows never all landed: {got}"
+        await asyncio.sleep(0.2)  # polling interval while waiting for the rows, not a timing
 
 
 def refused_count(gw: Gateway, route: str) -> float:
@@ -166,9 +186,15 @@ def refused_count(gw: Gateway, route: str) -> float:
     return sum(float(m.group(1)) for m in found)
 
 
+def senders_page(config: dict[str, Any]) -> str:
+    """The page that runs every sender with `config` and reports the outcomes."""
+    return ("<!doctype html><html><body><script>" + SCRIPT % {"config": json.dumps(config)}
+            + "</script></body></html>")
+
+
 @pytest.fixture(scope="module")
 def good_page() -> Iterator[PageServer]:
-    page = PageServer({})
+    page = PageServer("")
     yield page
     page.stop()
 
@@ -202,20 +228,14 @@ async def test_browser_sends_from_an_allowed_origin(browser_gateway: Gateway, ka
     topic = gw.create_stream(name, COLUMNS)["topic"]
     key = make_key(gw, name, [good_page.origin])
     foreign_key = make_key(gw, name, ["https://somewhere-else.example"])
-    good_page.config.update(gateway=gw.url, stream=name, key=key, foreign_key=foreign_key)
+    good_page.html = senders_page(
+        {"gateway": gw.url, "stream": name, "key": key, "foreign_key": foreign_key})
     refused_before = refused_count(gw, "/v0/events")
     report = browse(good_page.start(), tmp_path / "profile")
     assert report == {"fetch_json": 200, "xhr": 200, "keepalive": 200, "beacon": True,
                       "keepalive_timeplus": 200, "key_denied": 403}, report
     want = [("beacon", 4), ("fetch", 1), ("keepalive", 3), ("keepalive_timeplus", 5), ("xhr", 2)]
-    deadline = time.monotonic() + 60
-    while True:  # a beacon is sent after the page has moved on: wait for its row
-        got = sorted((r.json()["kind"], r.json()["n"]) for r in await read_topic(kafka, topic))
-        if got == want:
-            break
-        assert set(got) <= set(want) and len(got) < len(want), got
-        assert time.monotonic() < deadline, f"rows never all landed: {got}"
-        await asyncio.sleep(0.2)  # polling interval while waiting for the event, not a timing
+    await rows_until(kafka, topic, want, lambda r: (r["kind"], r["n"]))
     assert refused_count(gw, "/v0/events") == refused_before + 1  # the foreign key's request
 
 
@@ -225,7 +245,7 @@ async def test_browser_on_a_disallowed_origin_lands_nothing(browser_gateway: Gat
     name = unique_name("evil")
     topic = gw.create_stream(name, COLUMNS)["topic"]
     key = make_key(gw, name, [])
-    page = PageServer({"gateway": gw.url, "stream": name, "key": key}).start()
+    page = PageServer(senders_page({"gateway": gw.url, "stream": name, "key": key})).start()
     try:
         before = refused_count(gw, "/v0/events")
         report = browse(page, tmp_path / "profile")
@@ -237,5 +257,31 @@ async def test_browser_on_a_disallowed_origin_lands_nothing(browser_gateway: Gat
         wait_until(lambda: refused_count(gw, "/v0/events") >= before + 2, 60,
                    "the gateway to refuse the keepalive fetch and the beacon")
         assert await end_offsets(kafka, topic) in ({}, {0: 0})
+    finally:
+        page.stop()
+
+
+def readme_snippet(gateway: str, stream: str, key: str) -> str:
+    """The page of README.md's "Sending from a web page", constants filled in as a user would."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Sending from a web page", 1)[1].split("\n## ", 1)[0]
+    html = section.split("```html\n", 1)[1].split("```", 1)[0]
+    for name, value in (("GATEWAY", gateway), ("STREAM", stream), ("KEY", key)):
+        html, n = re.subn(rf'const {name} = "[^"]*";', f"const {name} = {json.dumps(value)};", html)
+        assert n == 1, f"README snippet: no `const {name} = \"…\";` to fill in"
+    return html
+
+
+async def test_readme_snippet_works_as_written(gateway: Gateway, kafka: str,
+                                               tmp_path: Path) -> None:
+    name = unique_name("web_events")
+    topic = gateway.create_stream(name, [{"name": "event", "type": "string"},
+                                         {"name": "page", "type": "string"}])["topic"]
+    page = PageServer("")
+    page.html = readme_snippet(gateway.url, name, make_key(gateway, name, [page.origin]))
+    page.start()
+    try:
+        with browser(page.origin + "/", tmp_path / "profile"):
+            await rows_until(kafka, topic, [("page_view", "/")], lambda r: (r["event"], r["page"]))
     finally:
         page.stop()
