@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway import __version__, metrics
+from gateway import __version__, cors, metrics
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
@@ -191,7 +191,9 @@ def begin_shutdown(app: web.Application) -> None:
 
 def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:
     """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[observe, cors.guard],
+                          client_max_size=settings.max_body_bytes)
+    cors.install(app, settings.cors_allow_origins)
     gw = build_gateway(settings, admin_key)
     gw.worker = str(worker)
     app[GATEWAY] = gw

@@ -29,6 +29,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     rate_limit: int = 0  # requests per second; 0 = the gateway's default
+    allowed_origins: tuple[str, ...] = ()  # web pages that may use the key; empty = any
 
     @property
     def admin(self) -> bool:
@@ -55,6 +56,11 @@ class Principal:
         """403 unless the key may see `stream` (checked before the lookup: no existence oracle)."""
         if not self.may_read(stream):
             raise Forbidden(f"this key may not read stream {stream!r}")
+
+    def require_origin(self, origin: str | None) -> None:
+        """403 when a browser sends the key from a page whose origin the key does not allow."""
+        if origin is not None and self.allowed_origins and origin not in self.allowed_origins:
+            raise Forbidden("this key may not be used from this origin; nothing was written")
 
     def require_manage(self) -> None:
         """403 unless the key may create, change and delete streams."""
@@ -92,7 +98,7 @@ def mask(key: str) -> str:
 
 
 def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
-            rate_limit: int = 0) -> tuple[str, ApiKey]:
+            rate_limit: int = 0, allowed_origins: list[str] | None = None) -> tuple[str, ApiKey]:
     """A fresh key and the record that stores it (hashed). The key is shown to its owner once."""
     key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LEN))
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(48))
@@ -101,7 +107,8 @@ def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
     display = f"{name} ({mask(key)})" if name else mask(key)
     record = ApiKey(id=key_id, name=display, salt=salt, digest=_digest(salt, key),
                     masked=mask(key), created_at=int(time.time()), expire_at=expire_at,
-                    permissions=list(scopes), created_by=created_by, rate_limit=rate_limit)
+                    permissions=list(scopes), created_by=created_by, rate_limit=rate_limit,
+                    allowed_origins=list(allowed_origins or ()))
     return key, record
 
 
@@ -127,4 +134,5 @@ class Authenticator:
             raise Unauthenticated("invalid API key")
         if record.expire_at and record.expire_at <= time.time():
             raise Unauthenticated("API key has expired")
-        return Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit)
+        return Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit,
+                         tuple(record.allowed_origins))

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
+from gateway.cors import origin_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
 from gateway.expect import body_source
 from gateway.ingest.body import check_transfer_encoding, read_chunks
@@ -63,7 +64,9 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
 def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
     """The authenticated caller; 401 when the key is missing or invalid."""
     key = key_from_headers(request.headers, request.query if allow_query_token else None)
-    return gateway_of(request).auth.authenticate(key)
+    who = gateway_of(request).auth.authenticate(key)
+    who.require_origin(origin_of(request))
+    return who
 
 
 def body_chunks(request: web.Request) -> Any:

@@ -18,6 +18,7 @@ from gateway.catalog.model import (
     Stream,
 )
 from gateway.context import gateway_of, request_id_of
+from gateway.cors import validate_key_origins
 from gateway.dialects import timeplus_replies as doc
 from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
 from gateway.dialects.contract import Route
@@ -80,6 +81,7 @@ class CreateKeyIn(msgspec.Struct):
     expire_in: str | None = None
     permissions: list[str] | None = None
     rate_limit: int | None = None
+    allowed_origins: list[str] | None = None  # pages (scheme://host[:port]) that may use the key
 
 
 def _default_text(value: DefaultValue) -> str | None:
@@ -128,8 +130,10 @@ _UNSPECIFIED = ("", "application/octet-stream", "application/x-www-form-urlencod
 _FORMAT_PARAM = re.compile(r"format\s*=\s*\"?([a-z]+)", re.I)
 
 
-def choose_format(request: web.Request) -> Format:
-    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown)."""
+def choose_format(request: web.Request, plain: Format = Format.RAW) -> Format:
+    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown).
+    `plain` is what a bare `text/plain` means: raw for a one-string-column stream, else streaming
+    (NDJSON), so a browser's `sendBeacon` (always `text/plain;charset=UTF-8`) can send JSON rows."""
     q = request.query.get("format")
     if q:
         fmt = _BY_QUERY.get(q.strip().lower())
@@ -146,7 +150,7 @@ def choose_format(request: web.Request) -> Format:
                                    " application/x-ndjson or text/plain (see the format parameter)")
     m = _FORMAT_PARAM.search(raw_type)
     if m is None:
-        return base
+        return plain if base is Format.RAW else base
     sub = m.group(1).lower()
     if base is Format.RAW:
         if sub in ("raw", "lines"):
@@ -178,7 +182,8 @@ async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
     who = principal(request)
     name = request.match_info["name"]
-    payload = StreamedBody(choose_format(request), body_chunks(request))
+    payload = StreamedBody(lambda schema: choose_format(
+        request, Format.RAW if schema.one_string_column else Format.STREAMING), body_chunks(request))
     done = await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request)))
     return json_reply(doc.IngestOut(name, done.rows, done.acknowledged),
@@ -333,7 +338,8 @@ async def create_key(request: web.Request) -> web.Response:
                          "0 = the default)")
     key, record = new_key(req.name or "", scopes=parse_scopes(req.permissions),
                           expire_at=expiry(req), created_by=who.name,
-                          rate_limit=req.rate_limit or 0)
+                          rate_limit=req.rate_limit or 0,
+                          allowed_origins=validate_key_origins(req.allowed_origins or []))
     await gw.catalog.put_key(record)
     return json_reply(key_body(record, key), status=201)
 

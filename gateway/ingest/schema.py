@@ -268,11 +268,16 @@ class CompiledSchema:
         self._check_ranges(rows, 0)
         return rows
 
+    @property
+    def one_string_column(self) -> bool:
+        """True when the stream's rows are one string each (the `raw` and `lines` formats fit)."""
+        return self._lines_attr is not None and self.fields[0].py is str
+
     def rows_from_strings(self, texts: Sequence[str]) -> list[Any]:
         """Rows of a one-string-column stream from raw strings (`raw` and `lines` formats)."""
-        if self._lines_attr is None or self.fields[0].py is not str:
-            raise BadRequest("the raw and lines formats need a stream with one string column")
         name = self._lines_attr
+        if name is None or not self.one_string_column:
+            raise BadRequest("the raw and lines formats need a stream with one string column")
         make = self.row_type
         return [make(**{name: t}) for t in texts]
 

@@ -39,12 +39,14 @@ class Payload(Protocol):
 
 
 class StreamedBody:
-    """A body decoded as its chunks arrive, in one of the ingest formats; with `quarantine`
+    """A body decoded as its chunks arrive, in one of the ingest formats (or the one a function
+    picks from the stream's schema); with `quarantine`
     (NDJSON only), rows that are JSON but do not fit the schema are split off instead of failing
     the request: the fast streamed decode runs first, and only when it meets an invalid row is
     the kept body split object by object."""
 
-    def __init__(self, fmt: Format, chunks: AsyncIterable[bytes], *,
+    def __init__(self, fmt: Format | Callable[[CompiledSchema], Format],
+                 chunks: AsyncIterable[bytes], *,
                  quarantine: bool = False) -> None:
         self.fmt = fmt
         self.quarantine = quarantine
@@ -59,11 +61,12 @@ class StreamedBody:
             yield chunk
 
     async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        fmt = self.fmt if isinstance(self.fmt, Format) else self.fmt(schema)
         if not self.quarantine:
-            return Split(await decode(self.fmt, self._counted(self._chunks, hold), schema), [])
+            return Split(await decode(fmt, self._counted(self._chunks, hold), schema), [])
         kept = KeptChunks(self._chunks)
         try:
-            return Split(await decode(self.fmt, self._counted(kept, hold), schema), [])
+            return Split(await decode(fmt, self._counted(kept, hold), schema), [])
         except InvalidRow:
             pass
         body = await kept.whole()

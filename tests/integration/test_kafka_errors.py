@@ -101,8 +101,10 @@ async def test_wrong_content_type(gateway: Gateway, kafka: str, stream: tuple[st
     name, topic = stream
     assert_error(gateway.ingest(name, GOOD, content_type="application/xml"), 415)
     assert_error(gateway.ingest(name, GOOD, query="format=csv"), 400)
-    assert_error(gateway.ingest(name, "x", content_type="text/plain"), 400,
+    assert_error(gateway.ingest(name, "x", content_type="text/plain;format=raw"), 400,
                  text="one string column")
+    # bare text/plain (a browser beacon) is NDJSON on a stream that is not one string column
+    assert_error(gateway.ingest(name, "x", content_type="text/plain"), 400, text="JSON")
     await assert_nothing_written(kafka, topic)
 
 

@@ -273,6 +273,7 @@ def test_oversized_body_gets_413_from_nginx(stack: tuple[Nginx, list[Gateway]]) 
     ngx, _ = stack
     with socket.create_connection(("127.0.0.1", ngx.port), timeout=15) as s:
         s.sendall(b"POST /api/v1beta2/streams/x/ingest HTTP/1.1\r\nHost: t\r\n"
+                  b"Origin: http://page.example\r\n"
                   b"Content-Length: %d\r\n\r\n" % (64 * 1024 * 1024 + 1))
         answer = b""
         while b"}" not in answer:
@@ -282,4 +283,37 @@ def test_oversized_body_gets_413_from_nginx(stack: tuple[Nginx, list[Gateway]]) 
             answer += data
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"\r\nAccess-Control-Allow-Origin: *\r\n" in head, head  # a web page sees the 413
     assert json.loads(body)["code"] == 413
+
+
+def test_cors_passes_through(stack: tuple[Nginx, list[Gateway]]) -> None:
+    """Preflights reach the gateways and their CORS headers reach the browser, 429 included; the
+    management API stays closed to other origins behind nginx too."""
+    ngx, gws = stack
+    name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
+    origin = "http://page.example:8080"
+    path = f"/v0/events?name={name}"
+    pre = http("OPTIONS", ngx.url + path, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-api-key"})
+    headers = {k.lower(): v for k, v in pre.headers.items()}
+    assert pre.status == 204, pre.body
+    assert headers["access-control-allow-origin"] == "*"
+    assert "x-api-key" in headers["access-control-allow-headers"].lower()
+    assert headers["access-control-max-age"]
+    accepted = http("POST", f"{ngx.url}{path}&token={ADMIN_KEY}", '{"n": 1}',
+                    headers={"Origin": origin, "Content-Type": "text/plain;charset=UTF-8"})
+    body = json.dumps({"columns": ["n"], "data": [[i] for i in range(QUEUE_MAX_ROWS + 1)]})
+    refused = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
+                   headers={"Origin": origin, "X-Api-Key": ADMIN_KEY,
+                            "Content-Type": "application/json"})
+    assert (accepted.status, refused.status) == (202, 429), (accepted.body, refused.body)
+    for reply in (accepted, refused):
+        got = {k.lower(): v for k, v in reply.headers.items()}
+        assert got["access-control-allow-origin"] == "*"
+        assert "retry-after" in got["access-control-expose-headers"].lower()
+    closed = http("OPTIONS", ngx.url + "/api/v1beta2/streams", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST"})
+    assert closed.status == 403
+    assert not any(k.lower().startswith("access-control-") for k in closed.headers)
