@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -282,13 +283,14 @@ class KafkaSink:
         log.error("Kafka rejected the producer (%s: %s); starting a new producer and sending its "
                   "unacknowledged rows again (duplicates possible)", type(exc).__name__, exc)
         try:
-            while True:
+            for attempt in itertools.count():
                 new = self._new_producer()
                 try:
                     await new.start()
                     break
                 except (KafkaError, OSError) as err:
-                    log.warning("a new Kafka producer could not start (%s); retrying", err)
+                    if not attempt:  # once: Kafka being down is logged by the probe already
+                        log.warning("a new Kafka producer could not start (%s); retrying", err)
                 except BaseException:
                     with contextlib.suppress(Exception):
                         await new.stop()
