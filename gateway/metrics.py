@@ -46,6 +46,10 @@ PRODUCE_LATENCY = Histogram("gateway_sink_produce_duration_seconds",
                             "time from handing a flush to the sink to its acknowledgement",
                             buckets=_LATENCY)
 SINK_ERRORS = Counter("gateway_sink_errors_total", "sink (Kafka) errors by kind", ["kind"])
+PRODUCER_RESETS = Counter("gateway_sink_producer_resets_total",
+                          "Kafka producers replaced by a new one (new producer id) after the broker "
+                          "rejected their sequence numbers or id; their unacknowledged rows are sent "
+                          "again, so duplicates are possible")
 SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable (from "
                        "every worker)", multiprocess_mode="livemin")
 THROTTLED = Counter("gateway_throttled_requests_total",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -12,19 +13,37 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaConnectionError,
+    KafkaError,
+    NodeNotReadyError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.partitioner import murmur2
 from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway import metrics
 from gateway.catalog.model import Stream
-from gateway.sinks.aiokafka_batch import appender, seal
+from gateway.sinks.aiokafka_batch import abandon, appender, seal
 from gateway.sinks.base import SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 
 log = logging.getLogger(__name__)
 METADATA_WAIT_S = 3.0
 TopicOwner = Callable[[str], Stream | None]
+# The broker refuses the producer's sequence numbers or its id. aiokafka 0.14 never recovers: it
+# fails the batch but keeps its sequence counters, so every later batch for the partition is out
+# of order too (aio-libs/aiokafka#1017). A gap appears e.g. when a batch waits longer than
+# request_timeout_ms for a partition with no leader (a broker restart): aiokafka numbers it, then
+# expires it unsent. Only a new producer (new id, sequences from 0) gets out of this.
+SEQUENCE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
+class ProducerReplaced(KafkaError):  # type: ignore[misc]
+    """The batch belonged to a producer that was replaced before Kafka acknowledged it."""
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
@@ -69,17 +88,21 @@ class KafkaSink:
         self.max_unsettled_bytes = max_unsettled_bytes
         self._unsettled_bytes = 0
         self._room = asyncio.Event()
+        self._renewal: asyncio.Task[None] | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Connect the producer and the admin client; raise SinkUnavailable when Kafka is down."""
-        producer = AIOKafkaProducer(
+    def _new_producer(self) -> Any:
+        return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
             max_batch_size=self.batch_max_bytes,
             max_request_size=self.batch_max_bytes + 64 * 1024,
             linger_ms=0, compression_type=self.compression,
             request_timeout_ms=self.request_timeout_ms, client_id="ingest-gateway",
         )
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect the producer and the admin client; raise SinkUnavailable when Kafka is down."""
+        producer = self._new_producer()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
                                     request_timeout_ms=self.request_timeout_ms,
                                     client_id="ingest-gateway-admin")
@@ -105,6 +128,10 @@ class KafkaSink:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
         if self._producer is not None:
             await self._producer.stop()
         if self._admin is not None:
@@ -206,77 +233,127 @@ class KafkaSink:
         if self._producer is None:
             raise SinkUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
+        producer = self._producer  # a whole flush goes through one producer
         try:
             n = await self.partition_count(topic)
             if keys is None:
                 first = self._next_partition.get(topic, 0) % n
-                futures, used = await self._send_spread(topic, values, first, n)
+                futures, used = await self._send_spread(producer, topic, values, first, n)
                 self._next_partition[topic] = first + used
             else:
-                futures = await self._send_keyed(topic, values, keys, n)
+                futures = await self._send_keyed(producer, topic, values, keys, n)
         except KafkaError as exc:
-            metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
-            self._set_healthy(False)
+            self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return asyncio.ensure_future(self._delivered(futures, started))
+        return asyncio.ensure_future(self._delivered(producer, futures, started))
 
-    async def _delivered(self, futures: list[asyncio.Future[Any]], started: float) -> None:
+    async def _delivered(self, producer: Any, futures: list[asyncio.Future[Any]],
+                         started: float) -> None:
         try:
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
-            self._set_healthy(False)
+            self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
         self._last_reply = time.monotonic()
         self._set_healthy(True)
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
 
-    async def _send_spread(self, topic: str, values: list[bytes], first: int, n: int
-                           ) -> tuple[list[asyncio.Future[Any]], int]:
+    def _failed(self, producer: Any, exc: KafkaError) -> None:
+        """Count a failed send; Kafka is unreachable unless it answered (sequence errors) or the
+        producer was replaced (its rows go again through the new one)."""
+        metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
+        if isinstance(exc, SEQUENCE_ERRORS):
+            self._renew(producer, exc)
+        elif not isinstance(exc, ProducerReplaced):
+            self._set_healthy(False)
+
+    # ---- producer renewal ------------------------------------------------------------------
+    def _renew(self, producer: Any, exc: KafkaError) -> None:
+        """Replace `producer` with a new one, once however many of its batches fail."""
+        if producer is self._producer and self._renewal is None and not self._closing:
+            self._renewal = asyncio.create_task(self._replace(producer, exc),
+                                                name="kafka-producer-renewal")
+
+    async def _replace(self, old: Any, exc: KafkaError) -> None:
+        """Start a new producer (retried until Kafka takes it), switch sends to it, then fail
+        every batch the old one holds as retryable: the queues send those rows again through the
+        new producer. A batch Kafka had written without acknowledging it is then written twice
+        (at-least-once, as after a crash)."""
+        metrics.PRODUCER_RESETS.inc()
+        log.error("Kafka rejected the producer (%s: %s); starting a new producer and sending its "
+                  "unacknowledged rows again (duplicates possible)", type(exc).__name__, exc)
+        try:
+            for attempt in itertools.count():
+                new = self._new_producer()
+                try:
+                    await new.start()
+                    break
+                except (KafkaError, OSError) as err:
+                    if not attempt:  # once: Kafka being down is logged by the probe already
+                        log.warning("a new Kafka producer could not start (%s); retrying", err)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await new.stop()
+                    raise
+                with contextlib.suppress(Exception):
+                    await new.stop()
+                await asyncio.sleep(self.probe_interval_s)
+            self._producer = new
+        finally:
+            self._renewal = None
+        abandon(old, ProducerReplaced(f"the producer was replaced after {type(exc).__name__}"))
+        try:  # every batch is settled now, so this only closes connections
+            async with asyncio.timeout(self.request_timeout_ms / 1000):
+                await old.stop()
+        except Exception as err:  # the old producer is gone either way
+            log.warning("closing the replaced Kafka producer failed: %s", err)
+
+    async def _send_spread(self, producer: Any, topic: str, values: list[bytes], first: int,
+                           n: int) -> tuple[list[asyncio.Future[Any]], int]:
         futures: list[asyncio.Future[Any]] = []
         partition = first
         ts = int(time.time() * 1000)
-        batch = self._producer.create_batch()
+        batch = producer.create_batch()
         append = appender(batch)
         count = 0
         for value in values:
             if append(count, ts, None, value, []) is None:
-                futures.append(await self._ship(batch, count, topic, partition % n))
+                futures.append(await self._ship(producer, batch, count, topic, partition % n))
                 partition += 1
-                batch = self._producer.create_batch()
+                batch = producer.create_batch()
                 append = appender(batch)
                 count = 0
                 append(count, ts, None, value, [])
             count += 1
         if count:
-            futures.append(await self._ship(batch, count, topic, partition % n))
+            futures.append(await self._ship(producer, batch, count, topic, partition % n))
             partition += 1
         return futures, partition - first
 
-    async def _send_keyed(self, topic: str, values: list[bytes], keys: list[bytes], n: int
-                          ) -> list[asyncio.Future[Any]]:
+    async def _send_keyed(self, producer: Any, topic: str, values: list[bytes],
+                          keys: list[bytes], n: int) -> list[asyncio.Future[Any]]:
         by_partition: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_partition.setdefault(partition_for_key(key, n), []).append(i)
         futures: list[asyncio.Future[Any]] = []
         ts = int(time.time() * 1000)
         for partition, indices in by_partition.items():
-            batch = self._producer.create_batch()
+            batch = producer.create_batch()
             append = appender(batch)
             count = 0
             for i in indices:
                 if append(count, ts, keys[i], values[i], []) is None:
-                    futures.append(await self._ship(batch, count, topic, partition))
-                    batch = self._producer.create_batch()
+                    futures.append(await self._ship(producer, batch, count, topic, partition))
+                    batch = producer.create_batch()
                     append = appender(batch)
                     count = 0
                     append(count, ts, keys[i], values[i], [])
                 count += 1
             if count:
-                futures.append(await self._ship(batch, count, topic, partition))
+                futures.append(await self._ship(producer, batch, count, topic, partition))
         return futures
 
-    async def _ship(self, batch: Any, count: int, topic: str, partition: int
+    async def _ship(self, producer: Any, batch: Any, count: int, topic: str, partition: int
                     ) -> asyncio.Future[Any]:
         seal(batch, count)
         metrics.BATCH_ROWS.observe(count)
@@ -285,8 +362,7 @@ class KafkaSink:
         while self._unsettled_bytes and self._unsettled_bytes + size > self.max_unsettled_bytes:
             self._room.clear()
             await self._room.wait()
-        fut: asyncio.Future[Any] = await self._producer.send_batch(batch, topic,
-                                                                  partition=partition)
+        fut: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
         unsettled = self._unsettled.get(topic)
         if unsettled is None:
             unsettled = self._unsettled[topic] = set()

@@ -3,9 +3,12 @@ loudly when an aiokafka upgrade renames or changes them."""
 
 from __future__ import annotations
 
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from gateway.sinks.aiokafka_batch import appender, seal
+from gateway.sinks.aiokafka_batch import abandon, appender, seal
 
 
 def test_the_c_builder_appends_counts_and_refuses_when_full() -> None:
@@ -25,3 +28,16 @@ def test_an_empty_batch_seals_with_no_records() -> None:
     batch = BatchBuilder(1024, 0)
     seal(batch, 0)
     assert batch.record_count() == 0
+
+
+async def test_abandon_fails_held_batches_and_refuses_later_ones() -> None:
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True)
+    accumulator = producer._message_accumulator  # what `abandon` reaches into
+    tp = TopicPartition("t", 0)
+    held = await accumulator.add_batch(producer.create_batch(), tp, 1.0)
+    abandon(producer, KafkaError("replaced"))
+    with pytest.raises(KafkaError, match="replaced"):
+        await held
+    with pytest.raises(KafkaError, match="replaced"):
+        await accumulator.add_batch(producer.create_batch(), tp, 1.0)
+    await producer.stop()
