@@ -35,6 +35,7 @@ Spawn = Callable[..., Gateway]
 
 pytestmark = pytest.mark.slow
 WAIT_TIMEOUT_S = 3.0
+GUARD_S = 300  # failure guards for load to build up or queues to fill (slow under a CPU hog)
 # Replies that prove a request was answered, not left hanging until the client gave up
 # ("timeout": no reply within the client's generous WAIT_TIMEOUT_S + 20 s; "connection").
 ANSWERED = {200, 202, 429, 503, 504}
@@ -100,13 +101,13 @@ def broker_outage(scenario: str, broker: Broker, spawn: Spawn, fault: Callable[[
     topic = gw.create_stream(name, COLUMNS)["topic"]
     load = start_load(gw, name, scenario, dialect)
     began = time.monotonic()
-    wait_until(lambda: load.ledger.acked_rows() >= 5000 and time.monotonic() - began > 2, 60,
+    wait_until(lambda: load.ledger.acked_rows() >= 5000 and time.monotonic() - began > 2, GUARD_S,
                "load to build up")
     down = time.monotonic()
     fault()
     # The outage lasts `outage_s`, or until the queues are full and refusing (429), if later.
     # a failure guard only: under a CPU hog the load driver fills the queues slowly
-    wait_until(lambda: load.ledger.count(429, since=down) > 0, 300, "429 once queues are full")
+    wait_until(lambda: load.ledger.count(429, since=down) > 0, GUARD_S, "429 once queues are full")
     wait_until(lambda: time.monotonic() - down >= outage_s, outage_s + 1, "the outage")
     restart = time.monotonic()
     broker.start()
@@ -162,7 +163,7 @@ def test_gateway_sigterm_under_load(private_broker: Broker, spawn: Spawn) -> Non
     name = unique_name("sigterm")
     topic = gw.create_stream(name, COLUMNS)["topic"]
     load = start_load(gw, name, "sigterm", dialect)
-    wait_until(lambda: load.ledger.acked_rows() >= 5000, 60, "load to build up")
+    wait_until(lambda: load.ledger.acked_rows() >= 5000, GUARD_S, "load to build up")
     term = time.monotonic()
     gw.signal(signal.SIGTERM)
     assert gw.proc is not None
@@ -195,7 +196,7 @@ def gateway_kill9(scenario: str, broker: Broker, spawn: Spawn, extra: list[str],
     definition = dialect.stream_definition()
     topic = gw.create_stream(name, definition.pop("columns"), **definition)["topic"]
     load = start_load(gw, name, scenario, dialect, wait_every=4)
-    wait_until(lambda: load.ledger.acked_rows() >= 20000, 60, "load to build up")
+    wait_until(lambda: load.ledger.acked_rows() >= 20000, GUARD_S, "load to build up")
     assert gw.proc is not None
     notes: dict[str, object] = {}
     if hold_unacknowledged:
@@ -269,7 +270,7 @@ def test_kafka_paused_queues_fill_memory_bounded_recovers(private_broker: Broker
     topic = gw.create_stream(name, COLUMNS)["topic"]
     baseline = rss_bytes(gw)
     load = start_load(gw, name, "paused", dialect)
-    wait_until(lambda: load.ledger.acked_rows() >= 5000, 60, "load to build up")
+    wait_until(lambda: load.ledger.acked_rows() >= 5000, GUARD_S, "load to build up")
     peak = [rss_bytes(gw)]
     stop_sampling = threading.Event()
 
@@ -281,7 +282,7 @@ def test_kafka_paused_queues_fill_memory_bounded_recovers(private_broker: Broker
     paused = time.monotonic()
     private_broker.pause()
     try:
-        wait_until(lambda: load.ledger.count(429, since=paused) > 20, 60, "429 while paused")
+        wait_until(lambda: load.ledger.count(429, since=paused) > 20, GUARD_S, "429 while paused")
         wait_until(lambda: time.monotonic() - paused >= 6, 7, "the pause")
     finally:
         private_broker.resume()
@@ -328,7 +329,7 @@ def test_topic_deleted_behind_the_gateway(private_broker: Broker, spawn: Spawn) 
     name = unique_name("topicdel")
     topic = gw.create_stream(name, COLUMNS)["topic"]
     load = start_load(gw, name, "topicdel", dialect)
-    wait_until(lambda: load.ledger.acked_rows() >= 5000, 60, "load to build up")
+    wait_until(lambda: load.ledger.acked_rows() >= 5000, GUARD_S, "load to build up")
     asyncio.run(delete_topic_behind_the_gateway(private_broker.bootstrap, topic))
     deleted = time.monotonic()
     wait_until(lambda: "missing in Kafka" in gw.log(), 60, "the gateway to notice")
@@ -359,7 +360,7 @@ def test_stream_deleted_while_requests_in_flight(private_broker: Broker, spawn: 
     name = unique_name("streamdel")
     topic = gw.create_stream(name, COLUMNS)["topic"]
     load = start_load(gw, name, "streamdel", dialect)
-    wait_until(lambda: load.ledger.acked_rows() >= 5000, 60, "load to build up")
+    wait_until(lambda: load.ledger.acked_rows() >= 5000, GUARD_S, "load to build up")
     reply = gw.request("DELETE", f"/api/v1beta2/streams/{name}")
     deleted = time.monotonic()
     assert reply.status == 204, reply.body
