@@ -20,6 +20,7 @@ import pytest
 from tests.integration.harness import kafka_dev
 
 PRIVATE_PORTS = range(19500, 19600, 2)  # broker port, controller port = port + 1
+PORT_TAKEN = 3  # kafka-dev start's exit status when another process holds the port
 
 
 def _listening(port: int) -> bool:
@@ -51,6 +52,14 @@ class Broker:
 
     def start(self, *, fresh: bool = False) -> None:
         self._run("start", *(["--fresh"] if fresh else []))
+
+    def start_fresh_unless_port_taken(self) -> bool:
+        """Start fresh; False when another process took the port first (kafka-dev's exit 3)."""
+        done = kafka_dev("start", "--fresh", env=self._env())
+        if done.returncode == PORT_TAKEN:
+            return False
+        assert done.returncode == 0, f"kafka-dev start --fresh:\n{done.stdout}\n{done.stderr}"
+        return True
 
     def stop(self) -> None:
         self._run("stop")
@@ -84,7 +93,10 @@ def own_broker(props: str = "") -> Iterator[Broker]:
             continue
         broker = Broker(port, Path(tempfile.mkdtemp(prefix=f"ingest-gateway-kafka-{port}-")), props)
         try:
-            broker.start(fresh=True)
+            # The claim binds only runs that take it (older checkouts claim elsewhere; other
+            # programs not at all): if one took the port meanwhile, try the next port.
+            if not broker.start_fresh_unless_port_taken():
+                continue
             yield broker
         finally:
             kafka_dev("resume", env=broker._env())  # a paused JVM ignores TERM

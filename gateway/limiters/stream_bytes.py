@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -19,13 +20,14 @@ class StreamByteRate:
     the difference (the bucket goes negative), so big requests are slowed, never refused forever.
     """
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = float(rate)
+        self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
     def take(self, stream: str, nbytes: int) -> float | None:
         """Charge `nbytes` to `stream`; None when allowed, else the seconds until it would be."""
-        now = time.monotonic()
+        now = self._clock()
         b = self._buckets.get(stream)
         if b is None:
             b = self._buckets[stream] = _Bucket(self.rate, now)

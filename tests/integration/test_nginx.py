@@ -1,5 +1,6 @@
 """The real nginx (deploy/nginx/nginx.conf, unchanged) in front of two gateway processes and the real
-broker: large streamed and gzip bodies, spreading, request ids, 429 passed through, /metrics hidden."""
+broker: large streamed and gzip bodies, spreading, request ids, 413 and 429 passed through,
+/metrics hidden."""
 
 from __future__ import annotations
 
@@ -256,6 +257,36 @@ def test_refusal_is_passed_through_and_not_retried(stack: tuple[Nginx, list[Gate
     after = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
              for gw in gws]
     assert sum(after) - sum(before) == 1, "nginx retried the 413 on the other instance"
+
+
+def test_rate_limit_429_and_retry_after_pass_through(kafka: str, tmp_path: Path) -> None:
+    """A 429 from a gateway reaches the client through nginx with its Retry-After and
+    X-RateLimit-* headers, and is not retried on another instance. One request per 1000 s per key
+    (a bucket of one token): the second request is refused on any machine, however slow."""
+    gw = Gateway(tmp_path / "gw", kafka, extra=["--config", str(GATEWAY_TOML), "--host", "127.0.0.1",
+                                               "--rate-limit-per-key", "0.001"])
+    procs: list[Any] = [gw]
+    with stopped_at_exit(procs):
+        gw.start()
+        ngx = start_nginx(tmp_path / "nginx", [f"127.0.0.1:{gw.port}"])
+        procs.append(ngx.proc)
+        name = unique_name("ngx_rate")
+        gw.create_stream(name, [{"name": "n", "type": "int64"}])
+        url = f"{ngx.url}/v0/events?name={name}"
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/x-ndjson"}
+        accepted = http("POST", url, '{"n": 1}\n', headers=headers)
+        refused = http("POST", url, '{"n": 2}\n', headers=headers)
+        assert (accepted.status, refused.status) == (202, 429), (accepted.body, refused.body)
+        got = {k.lower(): v for k, v in refused.headers.items()}
+        assert got["retry-after"] == "60", got  # the wait (1000 s) bounded to 60 s
+        assert got["x-ratelimit-limit"] == "0.001" and got["x-ratelimit-remaining"] == "0", got
+        error = refused.json()
+        assert error["code"] == "rate_limited" and error["request_id"] == got["x-request-id"], error
+        counted = value(scrape(gw.url)[0], "gateway_http_requests_total", status="429")
+        assert counted == 1, "the 429 was not the gateway's own, or nginx sent the request twice"
+        ngx.proc.send_signal(signal.SIGQUIT)
+        ngx.proc.wait(30)
+        assert gw.stop() == 0, gw.log()[-3000:]
 
 
 def test_metrics_are_not_public(stack: tuple[Nginx, list[Gateway]]) -> None:

@@ -173,8 +173,10 @@ def test_request_ids_in_error_bodies_and_logs(gw: Gateway) -> None:
 
 
 def test_per_stream_byte_rate_limit(gw: Gateway, kafka: str, streams: tuple[str, str]) -> None:
-    """Over --stream-max-bytes-per-s a stream gets 429 with Retry-After (nothing written); the
-    accepted byte rate stays near the limit; another stream is not affected."""
+    """Over --stream-max-bytes-per-s a stream gets 429 with Retry-After (nothing written); another
+    stream is not affected. The accepted byte rate is reported, not asserted (a wall-clock bound
+    fails by chance on a busy machine): tests/unit/test_stream_byte_rate.py bounds it on a
+    controlled clock."""
     a, b = streams
     dialect = TimeplusNdjson(pad="r" * 150)
     load = LoadDriver(gw.url, ADMIN_KEY, a, dialect, prefix="rate", clients=4,
@@ -201,8 +203,7 @@ def test_per_stream_byte_rate_limit(gw: Gateway, kafka: str, streams: tuple[str,
                       seconds=round(elapsed, 1))
     record(figures)
     assert not figures.problems(), figures.problems()
-    # One second of burst on top of the rate, and some slack for the clock.
-    assert rate <= BYTE_RATE * (1 + 1.5 / elapsed) * 1.1, figures.notes
+    assert limited and ledger.acked_rows() > 0, figures.notes  # limited, not shut
 
 
 def test_revoked_and_expired_keys_are_refused(gw: Gateway, streams: tuple[str, str]) -> None:
