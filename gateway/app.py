@@ -24,6 +24,8 @@ from gateway.context import GATEWAY, Gateway
 from gateway.dialects import ops, timeplus
 from gateway.dialects.registry import DIALECTS
 from gateway.errors import Unavailable
+from gateway.evolution.quarantine_log import FileQuarantineLog, KafkaQuarantineLog, QuarantineLog
+from gateway.evolution.replay import Replayer
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
@@ -109,8 +111,12 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     streams = StreamService(catalog, parts.topics, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
+    quarantine_log: QuarantineLog = (FileQuarantineLog(settings.data_dir / "sink")
+                                     if isinstance(sink, LocalSink)
+                                     else KafkaQuarantineLog(settings.kafka_bootstrap))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats)
+                   Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats,
+                   replayer=Replayer(catalog, schemas, pipeline, quarantine_log))
 
 
 def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
