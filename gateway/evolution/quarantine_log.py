@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from gateway.catalog.model import Stream
 from gateway.errors import BadRequest, Unavailable
 
 Position = dict[int, int]
+PartitionsOf = Callable[[str], Awaitable[set[int] | None]]
 MAX_CURSOR = 4096
 READ_TIMEOUT_S = 10.0
 
@@ -73,8 +75,9 @@ class QuarantineLog(Protocol):
 class KafkaQuarantineLog:
     """Reads the quarantine topic with a consumer made for the read (no consumer group)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, partitions_for: PartitionsOf) -> None:
         self.bootstrap = bootstrap
+        self.partitions_for = partitions_for  # the sink producer's (public, cached) metadata
         self._lock = asyncio.Lock()
 
     async def read(self, stream: Stream, start: Position, limit: int) -> Page:
@@ -94,8 +97,7 @@ class KafkaQuarantineLog:
                     await consumer.stop()
 
     async def _read(self, consumer: Any, topic: str, start: Position, limit: int) -> Page:
-        await consumer.topics()  # fetches the metadata partitions_for_topic reads
-        parts = sorted(consumer.partitions_for_topic(topic) or ())
+        parts = sorted(await self.partitions_for(topic) or ())
         tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
             return Page([], dict(start), True)
