@@ -123,7 +123,8 @@ class Pipeline:
         assert self.spool is not None
         committed = None
         for q, e in offers:
-            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys)
+            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys,
+                                                       e.headers)
         try:
             if committed is not None:  # the last append's group commit covers the earlier ones
                 await committed
@@ -150,7 +151,7 @@ class Pipeline:
                     return False
                 key = (rec.topic, rec.topic)
             entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
-                          None, pos)
+                          None, pos, rec.headers)
             while True:
                 try:
                     queues.queue(*key).offer(entry)
