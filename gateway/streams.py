@@ -161,13 +161,14 @@ class StreamService:
         columns = schema.get("columns", stream.columns)
         key = schema.get("primary_key")
         assert isinstance(columns, list) and (key is None or isinstance(key, str))
-        updated = evolve(stream, columns, key, mode=stream.compatibility, by=by,
-                         now=stream.last_updated_at)
-        try:
-            check_columns(updated)
+        try:  # an invalid column list is a 400 before any compatibility question
+            check_columns(msgspec.structs.replace(stream, columns=columns,
+                                                  primary_key=stream.primary_key if key is None
+                                                  else key))
         except SchemaError as exc:
             raise BadRequest(str(exc)) from None
-        return updated
+        return evolve(stream, columns, key, mode=stream.compatibility, by=by,
+                      now=stream.last_updated_at)
 
     async def delete(self, name: str) -> Stream:
         """Refuse new rows (catalog first), discard the queue, then delete the topic."""

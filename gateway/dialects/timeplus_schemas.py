@@ -120,10 +120,11 @@ async def get_schema(request: web.Request) -> web.Response:
                    Param("after", "The `next` cursor of the previous page (`partition:offset,"
                                   "…`); absent: from the oldest row kept.")],
            replies={200: Reply("A page of rows with their errors.", QuarantineOut)},
-           errors={400: "Bad limit or cursor.", 404: "No such stream."})
+           errors={400: "Bad limit or cursor.", 403: "The key may not manage streams.",
+                   404: "No such stream."})
 async def read_quarantine(request: web.Request) -> web.Response:
     """GET …/streams/{name}/quarantine?limit=&after=."""
-    principal(request)
+    principal(request).require_manage()  # the rows' data: not for keys that may only append
     limit = _limit(request, READ_LIMIT)
     start = parse_cursor(request.query.get("after", ""))
     stream, page = await _replayer(request).read(request.match_info["name"], start, limit)

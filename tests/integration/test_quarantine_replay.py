@@ -102,3 +102,24 @@ def test_replay_limit_is_checked(gateway: Gateway, limit: str) -> None:
     assert reply.status == 400, reply.body
     reply = gateway.request("GET", f"/api/v1beta2/streams/{name}/quarantine?after=zz")
     assert reply.status == 400, reply.body
+
+
+def test_a_stream_can_quarantine_by_default(gateway: Gateway) -> None:
+    name = unique_name("oe")
+    gateway.create_stream(name, COLUMNS)
+    path = f"/api/v1beta2/streams/{name}"
+    for bad in ({"on_error": "drop"}, {"compatibility": "sideways"},
+                {"columns": [{"name": "id", "type": "no_such_type"}]}):
+        reply = gateway.request("PATCH", path, bad)
+        assert reply.status == 400, (bad, reply.body)
+    reply = gateway.request("PATCH", path, {"on_error": "quarantine"})
+    assert reply.status == 200 and reply.json()["on_error"] == "quarantine", reply.body
+    reply = gateway.ingest(name, body(), headers=NDJSON)
+    assert reply.status == 200 and reply.json()["rows"] == GOOD, reply.body
+    # per request, reject still wins; the compact format cannot set rows aside
+    assert gateway.ingest(name, body(), headers=NDJSON, query="on_error=reject").status == 400
+    compact = {"columns": ["id", "n"], "data": [["a", 1], ["b", "x"]]}
+    assert gateway.ingest(name, compact).status == 400
+    assert gateway.ingest(name, compact, query="on_error=quarantine").status == 400
+    page = gateway.request("GET", f"{path}/quarantine?limit=1000").json()
+    assert len(page["rows"]) == MISSING_N + WRONG_N and page["at_end"]
