@@ -143,9 +143,9 @@ class FileQuarantineLog:
                 for i, line in enumerate(f):
                     if i < first:
                         continue
-                    if len(got) == limit:
-                        return got, False
-                    got.append(line.rstrip(b"\n"))
+                    if len(got) == limit or not line.endswith(b"\n"):
+                        return got, False  # (a line without its newline is being written)
+                    got.append(line[:-1])
             return got, True
         got, at_end = await asyncio.get_running_loop().run_in_executor(None, lines)
         records = [QuarantineRecord(0, first + i, v) for i, v in enumerate(got)]
