@@ -52,6 +52,7 @@ PATH_PARAMETERS = {
     "workspace": "Workspace id, as in the vendor's URLs; one gateway serves one workspace.",
     "name": "Stream name.",
     "id": "API key id.",
+    "schema_version": "A version of the stream's schema (1 = as created).",
 }
 
 H = TypeVar("H", bound=Callable[..., Any])

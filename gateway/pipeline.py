@@ -36,6 +36,15 @@ class Outcome:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+SCHEMA_VERSION_HEADER = "schema-version"
+
+
+def version_headers(stream: Stream) -> list[tuple[str, bytes]]:
+    """The Kafka headers every record of a request carries: the schema version its rows were
+    validated against (the version current when the request was admitted)."""
+    return [(SCHEMA_VERSION_HEADER, str(stream.schema_version).encode())]
+
+
 @functools.lru_cache(maxsize=65536)
 def _accepted_metrics(stream: str) -> tuple[Any, Any]:
     """The stream's labelled accepted-rows and accepted-bytes counters (looked up once)."""
@@ -77,7 +86,8 @@ class Pipeline:
         self.admission.charge(stream, len(encoded.values), encoded.nbytes)
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
-        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
+        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done,
+                      headers=version_headers(stream))
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine)
         else:
@@ -113,7 +123,8 @@ class Pipeline:
         assert self.spool is not None
         committed = None
         for q, e in offers:
-            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys)
+            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys,
+                                                       e.headers)
         try:
             if committed is not None:  # the last append's group commit covers the earlier ones
                 await committed
@@ -140,7 +151,7 @@ class Pipeline:
                     return False
                 key = (rec.topic, rec.topic)
             entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
-                          None, pos)
+                          None, pos, rec.headers)
             while True:
                 try:
                     queues.queue(*key).offer(entry)
@@ -161,7 +172,8 @@ class Pipeline:
             raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row is "
                                   f"{self.max_record_bytes} bytes")
         side = Entry(quarantine, None, sum(map(len, quarantine)),
-                     None if entry.done is None else asyncio.get_running_loop().create_future())
+                     None if entry.done is None else asyncio.get_running_loop().create_future(),
+                     headers=entry.headers)
         # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
         offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
         if entry.rows:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from gateway import metrics
 from gateway.limiters.drain_rate import DrainRate
-from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.base import Headers, Sink, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Entry:
     nbytes: int
     done: asyncio.Future[None] | None = None
     spool_pos: int = -1  # the durable spool's record holding these rows (-1: not spooled)
+    headers: Headers | None = None  # Kafka headers of every record (e.g. its schema version)
 
     @property
     def rows(self) -> int:
@@ -251,6 +252,11 @@ class StreamQueue:
                 keys = []
                 for e in entries:
                     keys += e.keys or []
+        if any(e.headers for e in entries):
+            headers: list[Headers] = []
+            for e in entries:
+                headers += [e.headers or []] * e.rows
+            return await self.sink.send(self.topic, values, keys, headers=headers)
         return await self.sink.send(self.topic, values, keys)
 
     def _settle(self, entries: list[Entry], fut: asyncio.Future[None]) -> None:

@@ -42,6 +42,7 @@ class SpoolRecord(msgspec.Struct, array_like=True, tag=1):
     topic: str
     values: list[bytes]
     keys: list[bytes] | None
+    headers: list[tuple[str, bytes]] | None = None  # of every record (schema version)
 
 
 class AckMarker(msgspec.Struct, array_like=True, tag=2):
@@ -170,7 +171,8 @@ class Spool:
         return seg
 
     # ---- appending (the hot path) ----------------------------------------------------------
-    def append(self, stream: str, topic: str, values: list[bytes], keys: list[bytes] | None
+    def append(self, stream: str, topic: str, values: list[bytes], keys: list[bytes] | None,
+               headers: list[tuple[str, bytes]] | None = None
                ) -> tuple[int, asyncio.Future[None]]:
         """Log a request's rows; returns the record's position and a future that resolves once
         it is fsynced (or fails with SpoolError). Synchronous up to the future, so a caller can
@@ -184,7 +186,7 @@ class Spool:
             if seg.unwritten == 0:  # else the writer seals it after its last write
                 self._seal(seg)
             seg = self._active = self._new_segment(seg.seq + 1)
-        data = encode_record(SpoolRecord(stream, topic, values, keys))
+        data = encode_record(SpoolRecord(stream, topic, values, keys, headers))
         pos = position(seg.seq, seg.records)
         seg.records += 1
         seg.outstanding += 1

@@ -8,6 +8,8 @@ from typing import Protocol
 
 from gateway.catalog.model import Stream
 
+Headers = list[tuple[str, bytes]]  # a Kafka record's headers
+
 
 class SinkUnavailable(Exception):
     """The sink cannot take records right now (Kafka unreachable, topic missing, …)."""
@@ -38,9 +40,10 @@ class Sink(Protocol):
     def available(self) -> bool:
         """False while the destination is known to be unreachable (requests then get 503)."""
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
-        """Hand over records; the returned future resolves once all are durable, or fails."""
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   headers: list[Headers] | None = None) -> asyncio.Future[None]:
+        """Hand over records (with `headers`, one list per record); the returned future resolves
+        once all are durable, or fails."""
 
 
 class TopicAdmin(Protocol):

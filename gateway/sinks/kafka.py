@@ -19,7 +19,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks.aiokafka_batch import appender, seal
-from gateway.sinks.base import SinkUnavailable
+from gateway.sinks.base import Headers, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -200,9 +200,10 @@ class KafkaSink:
             log.error("%s", exc)
 
     # ---- producing -------------------------------------------------------------------------
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
-        """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones)."""
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   headers: list[Headers] | None = None) -> asyncio.Future[None]:
+        """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones);
+        `headers`, when given, holds each record's headers."""
         if self._producer is None:
             raise SinkUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
@@ -210,10 +211,10 @@ class KafkaSink:
             n = await self.partition_count(topic)
             if keys is None:
                 first = self._next_partition.get(topic, 0) % n
-                futures, used = await self._send_spread(topic, values, first, n)
+                futures, used = await self._send_spread(topic, values, first, n, headers)
                 self._next_partition[topic] = first + used
             else:
-                futures = await self._send_keyed(topic, values, keys, n)
+                futures = await self._send_keyed(topic, values, keys, n, headers)
         except KafkaError as exc:
             metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
             self._set_healthy(False)
@@ -231,7 +232,8 @@ class KafkaSink:
         self._set_healthy(True)
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
 
-    async def _send_spread(self, topic: str, values: list[bytes], first: int, n: int
+    async def _send_spread(self, topic: str, values: list[bytes], first: int, n: int,
+                           headers: list[Headers] | None = None
                            ) -> tuple[list[asyncio.Future[Any]], int]:
         futures: list[asyncio.Future[Any]] = []
         partition = first
@@ -239,22 +241,23 @@ class KafkaSink:
         batch = self._producer.create_batch()
         append = appender(batch)
         count = 0
-        for value in values:
-            if append(count, ts, None, value, []) is None:
+        for i, value in enumerate(values):
+            hdrs = headers[i] if headers is not None else []
+            if append(count, ts, None, value, hdrs) is None:
                 futures.append(await self._ship(batch, count, topic, partition % n))
                 partition += 1
                 batch = self._producer.create_batch()
                 append = appender(batch)
                 count = 0
-                append(count, ts, None, value, [])
+                append(count, ts, None, value, hdrs)
             count += 1
         if count:
             futures.append(await self._ship(batch, count, topic, partition % n))
             partition += 1
         return futures, partition - first
 
-    async def _send_keyed(self, topic: str, values: list[bytes], keys: list[bytes], n: int
-                          ) -> list[asyncio.Future[Any]]:
+    async def _send_keyed(self, topic: str, values: list[bytes], keys: list[bytes], n: int,
+                          headers: list[Headers] | None = None) -> list[asyncio.Future[Any]]:
         by_partition: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_partition.setdefault(partition_for_key(key, n), []).append(i)
@@ -265,12 +268,13 @@ class KafkaSink:
             append = appender(batch)
             count = 0
             for i in indices:
-                if append(count, ts, keys[i], values[i], []) is None:
+                hdrs = headers[i] if headers is not None else []
+                if append(count, ts, keys[i], values[i], hdrs) is None:
                     futures.append(await self._ship(batch, count, topic, partition))
                     batch = self._producer.create_batch()
                     append = appender(batch)
                     count = 0
-                    append(count, ts, keys[i], values[i], [])
+                    append(count, ts, keys[i], values[i], hdrs)
                 count += 1
             if count:
                 futures.append(await self._ship(batch, count, topic, partition))

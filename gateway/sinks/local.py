@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.catalog.model import Stream
-from gateway.sinks.base import TopicStats
+from gateway.sinks.base import Headers, TopicStats
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class LocalSink:
             view = view[os.write(fd, view):]
         os.fsync(fd)
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   headers: list[Headers] | None = None) -> asyncio.Future[None]:
+        """Append the values, one per line (an NDJSON file has no place for keys or headers)."""
         data = b"\n".join(values) + b"\n"
         return asyncio.wrap_future(self._pool.submit(self._append, topic, data))
