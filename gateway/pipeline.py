@@ -20,6 +20,7 @@ from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
+from gateway.sinks.base import RecordMeta, RowPositions
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Outcome:
     acknowledged: bool
     quarantined: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # where Kafka put the rows (wait=true and a sink that tells; else None)
+    positions: RowPositions | None = None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -58,9 +61,11 @@ class Pipeline:
         self.rates = WriteRates()
 
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
-                    quarantine: list[bytes] | None = None) -> Outcome:
+                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None
+                    ) -> Outcome:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
-        has acknowledged all of them."""
+        has acknowledged all of them (and, when it tells, where they landed). `meta`: each row's
+        own key, partition and headers (keyed streams' keys come from the schema)."""
         self.admission.gate(wait=wait)  # the body took a while: draining may have begun
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
@@ -78,6 +83,10 @@ class Pipeline:
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
         entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
+        if meta is not None:
+            if encoded.keys is not None:
+                meta.keys = list(encoded.keys)
+            entry.meta = meta
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine)
         else:
@@ -104,6 +113,8 @@ class Pipeline:
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
+        if entry.rows and entry.done is not None:
+            accepted.positions = entry.done.result()
         return accepted
 
     async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
