@@ -11,6 +11,8 @@ from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
 from gateway.ingest.body import read_chunks
+from gateway.openapi import Doc, Param
+from gateway.pipeline import Outcome
 
 T = TypeVar("T")
 MAX_JSON_BODY = 1024 * 1024
@@ -56,6 +58,37 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise BadRequest(f"query parameter {name!r} must be true or false, got {raw!r}")
+
+
+class RowPosition(Doc):
+    """Where Kafka put one row: its partition and offset."""
+
+    partition: int
+    offset: int
+
+
+RESULTS_PARAM = Param("results", "`rows` (with wait=true): the reply lists each written row's "
+                      "Kafka partition and offset, in order.", str)
+
+
+def wants_rows(request: web.Request, wait: bool) -> bool:
+    """True for `?results=rows` (only with wait=true: positions exist once Kafka acknowledged)."""
+    raw = request.query.get("results")
+    if raw is None or raw == "":
+        return False
+    if raw != "rows":
+        raise BadRequest(f"query parameter 'results' must be 'rows', got {raw[:100]!r}")
+    if not wait:
+        raise BadRequest("results=rows needs wait=true: a row's position is known once Kafka "
+                         "has acknowledged it")
+    return True
+
+
+def row_results(done: Outcome) -> list[RowPosition]:
+    """Each written row's position, in order (empty when the sink cannot tell: the dev sink)."""
+    if done.positions is None:
+        return []
+    return [RowPosition(p, o) for p, o in done.positions.positions()]
 
 
 def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:

@@ -19,7 +19,16 @@ from gateway.catalog.model import (
 )
 from gateway.context import gateway_of, request_id_of
 from gateway.dialects import timeplus_replies as doc
-from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
+from gateway.dialects.common import (
+    RESULTS_PARAM,
+    body_chunks,
+    flag,
+    json_body,
+    json_reply,
+    principal,
+    row_results,
+    wants_rows,
+)
 from gateway.dialects.contract import Route
 from gateway.dialects.timeplus_replies import error_body, key_body, stream_body
 from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType
@@ -162,7 +171,8 @@ def choose_format(request: web.Request) -> Format:
              "application/x-ndjson": doc.NdjsonRow, "text/plain": str},
     params=[Param("format", "Body format; overrides the Content-Type.",
                   Literal["compact", "streaming", "raw", "lines"]),
-            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool)],
+            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
+            RESULTS_PARAM],
     replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut),
              202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
     errors={400: "Malformed body or a row that does not match the schema (row and column named);"
@@ -176,10 +186,13 @@ async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
     who = principal(request)
     name = request.match_info["name"]
+    wait = flag(request, "wait")
+    rows = wants_rows(request, wait)
     payload = StreamedBody(choose_format(request), body_chunks(request))
     done = await gateway_of(request).ingest.ingest(IngestRequest(
-        name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request)))
-    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged),
+        name, payload, who, wait=wait, request_id=request_id_of(request)))
+    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged,
+                                    row_results(done) if rows else msgspec.UNSET),
                       status=200 if done.acknowledged else 202)
 
 

@@ -181,6 +181,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     def json(self) -> Any:
         return json.loads(self.value)
@@ -226,7 +227,8 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
             for tp, msgs in batch.items():
                 for m in msgs:
                     if m.offset < ends[tp]:
-                        out.append(Record(tp.partition, m.offset, m.key, m.value))
+                        out.append(Record(tp.partition, m.offset, m.key, m.value,
+                                          list(m.headers or ())))
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
