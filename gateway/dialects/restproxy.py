@@ -75,10 +75,10 @@ def _codes(err: GatewayError) -> tuple[int, int]:
         return 401, 40101
     if isinstance(err, Forbidden):
         return 403, 40301
-    if isinstance(err, RateLimited):
-        return 429, 42901
-    if isinstance(err, TooManyRequests):
-        return 429, 42902
+    if isinstance(err, RateLimited):  # Confluent's per-tenant produce request limit
+        return 429, 429002
+    if isinstance(err, TooManyRequests):  # Confluent's produce bytes limit: the queue is full
+        return 429, 429003
     if isinstance(err, Unavailable):
         return 503, 50003  # Confluent's "retriable Kafka error": nothing was written
     if isinstance(err, NotConfirmed):

@@ -120,14 +120,28 @@ def _b64(text: str, what: str) -> bytes:
         raise invalid_payload(f"{what} is not valid base64") from None
 
 
+def _utf8(text: str, what: str) -> bytes:
+    """`text` as UTF-8; JSON may carry lone surrogates, which no Kafka client can encode."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_payload(f"{what} is not valid Unicode") from None
+
+
 def _headers(headers: list[HeaderIn] | None) -> list[Header]:
-    return [(h.name, _b64(h.value, f"header {h.name!r}") if h.value is not None else b"")
-            for h in headers or ()]
+    out: list[Header] = []
+    for h in headers or ():
+        _utf8(h.name, "a header name")
+        out.append((h.name, _b64(h.value, "a header value") if h.value is not None else b""))
+    return out
 
 
 def _compact(raw: msgspec.Raw) -> bytes:
     """A JSON key as Kafka gets it from the proxies' json format: compact JSON."""
-    return msgspec.json.encode(msgspec.json.decode(raw))
+    try:
+        return msgspec.json.encode(msgspec.json.decode(raw))
+    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError):
+        raise invalid_payload("the key is not JSON that Kafka can carry") from None
 
 
 def _text_of(data: bytes, what: str) -> str:
@@ -215,7 +229,7 @@ def _v3_bytes(data: V3Data, what: str) -> bytes | None:
         return None
     if not isinstance(value, str):
         raise invalid_payload(f"{what} of type {data.type} must be a string")
-    return _b64(value, what) if data.type == "BINARY" else value.encode()
+    return _b64(value, what) if data.type == "BINARY" else _utf8(value, what)
 
 
 def split_objects(body: bytes) -> list[bytes]:
