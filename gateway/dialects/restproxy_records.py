@@ -311,6 +311,8 @@ class ProxyPayload:
                     continue
                 self.written.append(i)
         kept = [self.records[i] for i in self.written]
+        if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
+            return Split(rows, [])  # nothing of their own: the sink's fast paths place them
         meta = RecordMeta([r.key for r in kept], [r.partition for r in kept],
                           [r.headers for r in kept])
         return Split(rows, [], meta)
