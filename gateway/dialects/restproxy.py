@@ -206,9 +206,10 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
     "Produce records (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
     request={"application/vnd.kafka.json.v2+json": dict, "application/vnd.kafka.binary.v2+json":
              dict}, security=SECURITY,
-    replies={200: Reply("Acknowledged by Kafka: each record's partition and offset.", ProduceOut)},
+    replies={200: Reply("Acknowledged by Kafka: each record's partition and offset.", ProduceOut,
+                        media_type=V2_JSON)},
     errors={400: "The body is not JSON.", 401: "No or unknown key.", 403: "Not allowed.",
-            404: "Topic (40401) or partition (40402) not found.",
+            404: "Topic (40401) or partition (40402) not found.", 413: "Body or record too large.",
             415: "Unsupported Content-Type (avro, protobuf, jsonschema).",
             422: "Not a produce request (422), a value that does not fit the stream's schema "
                  "(42205, record named), or a value or key the stream cannot take (42206); "
@@ -230,7 +231,7 @@ async def produce_v2(request: web.Request) -> web.Response:
 
 @operation("List topics (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
            security=SECURITY, replies={200: Reply("The topics of the streams the key may see.",
-                                                  list[str])})
+                                                  list[str], media_type=V2_JSON)})
 async def list_topics(request: web.Request) -> web.Response:
     """GET /topics: the topics of the streams this key may write to."""
     who = principal(request)
@@ -244,7 +245,8 @@ def _partitions(stream: Stream) -> list[PartitionOut]:
 
 @operation("Describe a topic (Kafka REST Proxy v2)", tags=("restproxy",),
            error_body=ProxyErrorOut, security=SECURITY,
-           replies={200: Reply("The topic's settings and partitions.", TopicOut)},
+           replies={200: Reply("The topic's settings and partitions.", TopicOut,
+                               media_type=V2_JSON)},
            errors={404: "Topic not found (40401)."})
 async def get_topic(request: web.Request) -> web.Response:
     """GET /topics/{topic}: its settings and partitions (from the catalog)."""
@@ -254,7 +256,7 @@ async def get_topic(request: web.Request) -> web.Response:
 
 @operation("List a topic's partitions (Kafka REST Proxy v2)", tags=("restproxy",),
            error_body=ProxyErrorOut, security=SECURITY,
-           replies={200: Reply("The topic's partitions.", list[PartitionOut])},
+           replies={200: Reply("The topic's partitions.", list[PartitionOut], media_type=V2_JSON)},
            errors={404: "Topic not found (40401)."})
 async def get_partitions(request: web.Request) -> web.Response:
     """GET /topics/{topic}/partitions."""
@@ -353,7 +355,8 @@ def _v3_records(body: bytes) -> list[ProxyRecord]:
     request={"application/json": dict}, security=SECURITY,
     replies={200: Reply("One result object per record (error_code 200 when written).",
                         RecordOut)},
-    errors={401: "No or unknown key.", 403: "Not allowed.", 404: "Cluster or topic not found.",
+    errors={400: "The body is not a stream of JSON objects.", 401: "No or unknown key.",
+            403: "Not allowed.", 404: "Cluster or topic not found.", 413: "Body too large.",
             429: "Rate limit or queue full; nothing was written.",
             503: "Kafka unreachable or draining; nothing was written.",
             504: "Kafka did not acknowledge in time; the records stay queued."})
@@ -375,8 +378,8 @@ async def produce_v3(request: web.Request) -> web.StreamResponse:
         results.append(RecordOut(
             error_code=200, cluster_id=CLUSTER_ID, topic_name=topic, partition_id=partition,
             offset=offset,
-            key=None if rec.key is None else SizeOut("BINARY", rec.key_size),
-            value=SizeOut("JSON" if rec.json is not None else "BINARY", rec.value_size)))
+            key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
+            value=SizeOut(rec.value_type, rec.value_size)))
     body = b"".join(msgspec.json.encode(r) + b"\n" for r in results)
     reply = web.Response(body=body, content_type="application/json", headers=done.headers)
     return reply

@@ -109,7 +109,9 @@ class ProxyRecord:
     json: bytes | None = None  # the value as JSON text (validated as a row)
     text: str | None = None  # the value as text (for a one-string-column stream)
     error: ProxyError | None = None  # set when the record is refused (v3 answers it alone)
+    key_type: str = "BINARY"  # v3: the type the key and value were sent as, and their sizes
     key_size: int = 0
+    value_type: str = "JSON"
     value_size: int = 0
 
 
@@ -206,9 +208,10 @@ def v3_record(raw: bytes) -> ProxyRecord:
         rec.headers = _headers(r.headers)
         if r.key is not None:
             rec.key = _v3_bytes(r.key, "the key")
-            rec.key_size = len(rec.key or b"")
+            rec.key_type, rec.key_size = r.key.type, len(rec.key or b"")
         if r.value is None:
             raise invalid_payload("a record needs a value")
+        rec.value_type = r.value.type
         if r.value.type == "JSON":
             rec.json = bytes(r.value.data)
             rec.value_size = len(rec.json)

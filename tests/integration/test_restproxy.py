@@ -217,6 +217,8 @@ async def test_v3_records_one_result_each(gateway: Gateway, kafka: str) -> None:
         key = obj.get("key")
         assert rec.key == (None if key is None else key["data"].encode() if key["type"] ==
                            "STRING" else base64.b64decode(key["data"]))
+        assert res["key"] == (None if rec.key is None else {"type": key["type"] if key else "",
+                                                            "size": len(rec.key)})
         assert rec.headers == [(h["name"], base64.b64decode(h["value"]))
                                for h in obj.get("headers", [])]
     assert results[1]["partition_id"] == 2
