@@ -79,14 +79,14 @@ class Pipeline:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
+        if meta is not None:
+            if encoded.keys is not None:  # keyed streams: the key comes from the primary key
+                meta.keys = list(encoded.keys)
+            self._check_extras(encoded.values, meta)
         self.admission.charge(stream, len(encoded.values), encoded.nbytes)
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
-        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
-        if meta is not None:
-            if encoded.keys is not None:
-                meta.keys = list(encoded.keys)
-            entry.meta = meta
+        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done, meta=meta)
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine)
         else:
@@ -116,6 +116,13 @@ class Pipeline:
         if entry.rows and entry.done is not None:
             accepted.positions = entry.done.result()
         return accepted
+
+    def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
+        """A record with its own key and headers must still fit a batch (413 otherwise)."""
+        for i, value in enumerate(values):
+            if len(value) + meta.extra_bytes(i) > self.max_record_bytes:
+                raise PayloadTooLarge(f"record {i} is larger than {self.max_record_bytes} bytes "
+                                      "with its key and headers", row=i)
 
     async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
         """Durable mode: log the queued entries and wait for the fsync (group commit). Called

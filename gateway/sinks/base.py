@@ -37,6 +37,12 @@ class RecordMeta:
     partitions: list[int]
     headers: list[list[Header]]
 
+    def extra_bytes(self, i: int) -> int:
+        """What record `i`'s key and headers add to its size in a batch."""
+        key = self.keys[i]
+        return (0 if key is None else len(key)) + sum(len(n) * 4 + len(v)
+                                                      for n, v in self.headers[i])
+
     @staticmethod
     def plain(count: int, keys: list[bytes] | None) -> RecordMeta:
         """The details of `count` records that set none of their own (to merge with others)."""

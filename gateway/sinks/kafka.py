@@ -276,13 +276,21 @@ class KafkaSink:
         sticky = self._next_partition.get(topic, 0) % n
         self._next_partition[topic] = sticky + 1
         by_partition: dict[int, list[int]] = {}
+        missing = -1
         for i, (key, partition) in enumerate(zip(meta.keys, meta.partitions, strict=True)):
             if partition < 0:
                 partition = partition_for_key(key, n) if key is not None else sticky
             elif partition >= n:
-                # checked against the catalog by the dialect; a topic shrunk behind our back
-                raise SinkUnavailable(f"partition {partition} of {topic} does not exist")
+                # The dialect checked it against the stream's shards, so the topic has fewer
+                # partitions than the catalog says (changed behind the gateway's back). Refusing
+                # would retry this flush forever; the reply reports where the record went.
+                missing = max(missing, partition)
+                partition %= n
             by_partition.setdefault(partition, []).append(i)
+        if missing >= 0:
+            log.warning("topic %s has %d partitions, fewer than records ask for (up to %d): "
+                        "those went to partition %% %d", topic, n, missing, n)
+            metrics.SINK_ERRORS.labels(kind="partition_missing").inc()
         return await self._send_grouped(topic, values, meta.keys, meta.headers, by_partition)
 
     async def _send_grouped(self, topic: str, values: list[bytes],

@@ -133,6 +133,11 @@ async def test_refusals_write_nothing(gateway: Gateway, kafka: str) -> None:
                  404, 40402)
     assert_error(produce(gateway, topic, {"records": [{"partition": -1, "value": good}]}),
                  404, 40402)
+    big = [{"name": "h", "value": b64(b"x" * (1 << 20))}]  # value fits a batch, headers do not
+    msg = assert_error(produce(gateway, topic, {"records": [{"value": good},
+                                                            {"value": good, "headers": big}]}),
+                       413, 413)
+    assert "record 1" in msg
     assert_error(produce(gateway, topic, {"records": []}), 422, 422)
     assert_error(produce(gateway, topic, {"rows": [good]}), 422, 422)
     assert_error(produce(gateway, topic, b"{not json"), 400, 400)
