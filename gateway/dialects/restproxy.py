@@ -18,7 +18,7 @@ from aiohttp import BasicAuth, web
 from gateway.auth import Principal, key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects.common import body_chunks, json_reply
+from gateway.dialects.common import body_chunks, flag, json_reply
 from gateway.dialects.contract import Route
 from gateway.dialects.restproxy_records import (
     Embedded,
@@ -41,7 +41,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.ingest.service import IngestRequest, Wording
-from gateway.openapi import API_KEY, Doc, Reply, operation
+from gateway.openapi import API_KEY, Doc, Param, Reply, operation
 from gateway.pipeline import Outcome
 from gateway.sinks.kafka_topics import topic_configs
 
@@ -206,6 +206,9 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
     "Produce records (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
     request={"application/vnd.kafka.json.v2+json": dict, "application/vnd.kafka.binary.v2+json":
              dict}, security=SECURITY,
+    params=[Param("quarantine", "true: records whose JSON value does not fit the stream's "
+                  "schema go to its quarantine topic, each answered with error_code 42205; the "
+                  "others are written.", bool)],
     replies={200: Reply("Acknowledged by Kafka: each record's partition and offset.", ProduceOut,
                         media_type=V2_JSON)},
     errors={400: "The body is not JSON.", 401: "No or unknown key.", 403: "Not allowed.",
@@ -221,9 +224,13 @@ async def produce_v2(request: web.Request) -> web.Response:
     """POST /topics/{topic}: the records' partitions and offsets once Kafka acknowledged them."""
     who = principal(request)
     embedded = _embedded(request)
-    payload = ProxyPayload(body_chunks(request), lambda body: v2_records(body, embedded))
+    payload = ProxyPayload(body_chunks(request), lambda body: v2_records(body, embedded),
+                           quarantine=flag(request, "quarantine"))
     done = await _produce(request, request.match_info["topic"], payload, who)
-    offsets = [OffsetOut(p, o) for p, o in _positions(done, payload.records)]
+    written = iter(_positions(done, [payload.records[i] for i in payload.written]))
+    offsets = [OffsetOut(None, None, rec.error.error_code, rec.error.message)
+               if rec.error is not None else OffsetOut(*next(written))
+               for rec in payload.records]
     reply = _v2_reply(ProduceOut(offsets))
     reply.headers.update(done.headers)
     return reply

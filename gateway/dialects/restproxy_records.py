@@ -16,7 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.errors import GatewayError, InvalidRow, MalformedBody
-from gateway.ingest.quarantine import Split
+from gateway.ingest.quarantine import BadRow, Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.sinks.base import Header, RecordMeta
 
@@ -274,15 +274,17 @@ def _check_placement(schema: CompiledSchema, rec: ProxyRecord, i: int) -> None:
 class ProxyPayload:
     """The records of a produce request, read after admission and validated against the stream.
 
-    v2 (`each=False`): one invalid record refuses the whole request (422, nothing written), as
-    both proxies do for data that does not fit a schema. v3 (`each=True`): each record stands
-    alone; refused ones keep their error and the others are written."""
+    v2 (default): one invalid record refuses the whole request (422, nothing written), as both
+    proxies do for data that does not fit a schema; with `quarantine`, records whose JSON value
+    does not fit go to the stream's quarantine topic instead, each keeping its error. v3
+    (`each`): each record stands alone; refused ones keep their error, the others are written."""
 
     def __init__(self, chunks: AsyncIterable[bytes], parse: Callable[[bytes], list[ProxyRecord]],
-                 *, each: bool = False) -> None:
+                 *, each: bool = False, quarantine: bool = False) -> None:
         self._chunks = chunks
         self._parse = parse
         self.each = each
+        self.quarantine = quarantine
         self.nbytes = 0
         self.records: list[ProxyRecord] = []
         self.written: list[int] = []  # indices of the records that were queued, in order
@@ -293,29 +295,49 @@ class ProxyPayload:
             self.nbytes += len(chunk)
             parts.append(chunk)
         self.records = self._parse(b"".join(parts))
-        rows: list[Any] = []
+        rows: list[Any] | None = None
+        bad: list[BadRow] = []
         if not self.each and all(r.json is not None for r in self.records):
             for i, rec in enumerate(self.records):
                 _check_placement(schema, rec, i)
-            rows = schema.decode_ndjson(b"\n".join(r.json or b"" for r in self.records), 0)
-            self.written = list(range(len(self.records)))
-        else:
-            for i, rec in enumerate(self.records):
-                if rec.error is not None:
-                    continue
-                try:
-                    _check_placement(schema, rec, i)
-                    rows.append(_value_row(schema, rec, i))
-                except (ProxyError, InvalidRow) as exc:
-                    if not self.each:
-                        raise
-                    rec.error = exc if isinstance(exc, ProxyError) else \
-                        ProxyError(400, 400, exc.message)
-                    continue
-                self.written.append(i)
+            try:  # the common case: every value fits, one C call decodes them all
+                rows = schema.decode_ndjson(b"\n".join(r.json or b"" for r in self.records), 0)
+                self.written = list(range(len(self.records)))
+            except InvalidRow:
+                if not self.quarantine:
+                    raise
+        if rows is None:
+            rows = self._one_by_one(schema, bad)
         kept = [self.records[i] for i in self.written]
         if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
-            return Split(rows, [])  # nothing of their own: the sink's fast paths place them
+            return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
         meta = RecordMeta([r.key for r in kept], [r.partition for r in kept],
                           [r.headers for r in kept])
-        return Split(rows, [], meta)
+        return Split(rows, bad, meta)
+
+    def _one_by_one(self, schema: CompiledSchema, bad: list[BadRow]) -> list[Any]:
+        """Validate each record alone: a refused one keeps its error (v3), an invalid JSON value
+        is quarantined (v2 with quarantine); otherwise the first refusal fails the request."""
+        rows: list[Any] = []
+        for i, rec in enumerate(self.records):
+            if rec.error is not None:
+                continue
+            try:
+                _check_placement(schema, rec, i)
+                rows.append(_value_row(schema, rec, i))
+            except InvalidRow as err:
+                if self.quarantine and rec.json is not None:
+                    bad.append(BadRow(i, err.column, err.message, rec.json))
+                    rec.error = ProxyError(422, 42205, err.message, row=i)
+                elif self.each:
+                    rec.error = ProxyError(400, 400, err.message, row=i)
+                else:
+                    raise
+                continue
+            except ProxyError as err:
+                if not self.each:
+                    raise
+                rec.error = err
+                continue
+            self.written.append(i)
+        return rows

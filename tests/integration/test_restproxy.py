@@ -152,6 +152,29 @@ async def test_refusals_write_nothing(gateway: Gateway, kafka: str) -> None:
     assert await total(kafka, topic) == 0
 
 
+async def test_v2_quarantine_answers_each_invalid_record(gateway: Gateway, kafka: str) -> None:
+    name = unique_name("rpq")
+    created = gateway.create_stream(name, COLUMNS)
+    records = [{"value": {"id": "a", "n": 1}}, {"key": "k", "value": {"id": "b", "n": "two"}},
+               {"value": {"id": "c", "n": 3}, "partition": 1}]
+    reply = gateway.request("POST", f"/topics/{name}?quarantine=true", json.dumps(
+        {"records": records}), key=None, headers=basic() | {"Content-Type": JSON_V2})
+    assert reply.status == 200, reply.body
+    offsets = reply.json()["offsets"]
+    assert offsets[1]["partition"] is None and offsets[1]["offset"] is None
+    assert offsets[1]["error_code"] == 42205 and "'n'" in offsets[1]["error"]
+    assert offsets[2]["partition"] == 1
+    got = by_position(await read_topic(kafka, created["topic"]))
+    assert len(got) == 2
+    for i in (0, 2):
+        where = offsets[i]
+        assert where["error_code"] is None
+        assert got[(where["partition"], where["offset"])].json() == records[i]["value"]
+    (bad,) = await read_topic(kafka, created["topic"] + "-quarantine")
+    assert json.loads(bad.json()["row_text"]) == records[1]["value"]
+    assert bad.json()["error"]["row"] == 1
+
+
 async def test_keyed_stream_refuses_record_keys(gateway: Gateway, kafka: str) -> None:
     name = unique_name("rpk")
     topic = gateway.create_stream(name, COLUMNS, mode="changelog_kv", primary_key="id")["topic"]

@@ -43,12 +43,12 @@ async def _chunks(body: bytes) -> AsyncIterator[bytes]:
 
 
 def validate(body: bytes, schema: CompiledSchema, *, v3: bool = False,
-             embedded: str = "json") -> tuple[ProxyPayload, Split]:
+             embedded: str = "json", quarantine: bool = False) -> tuple[ProxyPayload, Split]:
     def parse(data: bytes) -> list[ProxyRecord]:
         if v3:
             return [v3_record(o) for o in split_objects(data)]
         return v2_records(data, "json" if embedded == "json" else "binary")
-    payload = ProxyPayload(_chunks(body), parse, each=v3)
+    payload = ProxyPayload(_chunks(body), parse, each=v3, quarantine=quarantine)
     split = asyncio.run(payload.rows(schema))
     return payload, split
 
@@ -77,6 +77,21 @@ def test_json_records_keys_partitions_headers() -> None:
 def test_records_without_details_leave_placement_to_the_sink() -> None:
     _, split = validate(v2({"value": {"id": "x", "n": 1}}, {"value": {"id": "y", "n": 2}}), ROWS)
     assert split.meta is None and len(split.rows) == 2
+
+
+def test_quarantine_sets_invalid_values_aside() -> None:
+    body = v2({"value": {"id": "a", "n": 1}}, {"value": {"id": "b", "n": "x"}, "key": "k"},
+              {"value": {"id": "c", "n": 3}, "partition": 1})
+    payload, split = validate(body, ROWS, quarantine=True)
+    assert payload.written == [0, 2]
+    assert [r["id"] for r in as_json(ROWS, split.rows)] == ["a", "c"]
+    assert [(b.row, b.column, json.loads(b.text)) for b in split.bad] == \
+        [(1, "n", {"id": "b", "n": "x"})]
+    assert split.meta is not None and split.meta.partitions == [-1, 1]
+    error = payload.records[1].error
+    assert error is not None and error.error_code == 42205
+    with pytest.raises(ProxyError):  # not a data error: still refuses the whole request
+        validate(v2({"value": {"id": "a", "n": 1}, "partition": 5}), ROWS, quarantine=True)
 
 
 def test_binary_records_need_one_string_column() -> None:
