@@ -6,7 +6,10 @@ One question, asked at fixed points of the ingest path (gateway.ingest.service):
 - `key_rate`: 429 when the API key is over its request rate (dialects that ask for it).
 - `early`: 429 before decoding, when the stream's queue could not take a request like its last.
 - `charge`: 429 when the stream is over its byte rate (`--stream-max-bytes-per-s`).
-- `offer`: 429 when the rows do not fit the queue bounds or the memory cap.
+- `hold_body`: while a body is decoded its bytes are held against the memory cap: 413 when
+  the body alone outgrows the cap, 429 when the cap is in use.
+- `offer`: 429 when the rows do not fit the queue bounds or the memory cap (413 when they
+  could not fit even into an empty queue: retrying cannot help).
 
 The wait a refusal advises (`retry_after`, rendered as `Retry-After` by
 gateway.limiters.retry_after for every dialect) is the time the stream's queue needs, at its
@@ -18,17 +21,20 @@ from __future__ import annotations
 from gateway import metrics
 from gateway.auth import Principal
 from gateway.catalog.model import Stream
-from gateway.errors import RateLimited, TooManyRequests, Unavailable
+from gateway.errors import PayloadTooLarge, RateLimited, TooManyRequests, Unavailable
 from gateway.lifecycle import Lifecycle
 from gateway.limiters.drain_rate import WINDOW_S
 from gateway.limiters.retry_after import MAX_S, MIN_S
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
-from gateway.queues import Entry, QueueFull, Queues, StreamQueue
+from gateway.queues import Entry, MemoryBudget, QueueFull, Queues, StreamQueue
 from gateway.sinks.base import Sink
 from gateway.spool import Spool
 
 UNAVAILABLE_RETRY_S = 1.0  # 503: the gateway cannot know when Kafka or another replica is back
+# The setting behind each queue bound, named in a 413 so the operator or client knows what to change.
+_BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-bytes",
+               "memory": "--memory-cap-bytes"}
 
 
 def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
@@ -57,6 +63,40 @@ def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
     metrics.THROTTLED.labels(status="429", cause=cause).inc()
     return TooManyRequests(f"the queue of stream {stream.name!r} is full ({cause}); nothing was "
                            "written, retry later", retry_after=drain_seconds(queue, rows, nbytes))
+
+
+class BodyHold:
+    """A body being decoded is buffered too: its bytes are held against the memory budget
+    (--memory-cap-bytes) until `release()`. 413 when the body alone outgrows the cap, 429 when
+    the cap is in use (the wait: the stream's queue draining that many bytes)."""
+
+    __slots__ = ("_budget", "_held", "_queue")
+
+    def __init__(self, budget: MemoryBudget, queue: StreamQueue | None) -> None:
+        self._budget = budget
+        self._queue = queue
+        self._held = 0
+
+    def hold(self, n: int) -> None:
+        """Hold `n` more bytes of the body."""
+        budget = self._budget
+        if self._held + n > budget.cap:
+            raise PayloadTooLarge(f"the body is larger than the memory cap of {budget.cap} bytes "
+                                  "(--memory-cap-bytes) once decompressed; split it into smaller "
+                                  "requests; nothing was written")
+        if budget.used + n > budget.cap:
+            metrics.THROTTLED.labels(status="429", cause="memory").inc()
+            raise TooManyRequests("the gateway's memory cap is in use by other requests and "
+                                  "queued rows; nothing was written, retry later",
+                                  retry_after=(MIN_S if self._queue is None
+                                               else drain_seconds(self._queue, 0, n)))
+        budget.used += n
+        self._held += n
+
+    def release(self) -> None:
+        """Give the held bytes back to the budget (once the body is decoded or refused)."""
+        self._budget.used -= self._held
+        self._held = 0
 
 
 class Admission:
@@ -119,6 +159,10 @@ class Admission:
         except QueueFull as full:
             raise _full(stream, queue, full.cause, *queue.last_request) from None
 
+    def hold_body(self, stream: Stream) -> BodyHold:
+        """A hold on the memory budget for the body of a request to `stream`."""
+        return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic))
+
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""
         if self.byte_rate is None:
@@ -140,6 +184,13 @@ class Admission:
         except QueueFull as full:
             if self.byte_rate is not None:
                 self.byte_rate.refund(stream.name, entry.nbytes)
+            if full.never:
+                metrics.ROWS_REJECTED.labels(stream=stream.name, cause="too_large").inc(entry.rows)
+                raise PayloadTooLarge(
+                    f"this request holds {full.size} {full.unit}; the queue of stream "
+                    f"{stream.name!r} can never hold more than {full.limit} {full.unit} "
+                    f"({_BOUND_FLAG[full.cause]}): split it into requests of at most "
+                    f"{full.limit} {full.unit}; nothing was written") from None
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
             queue = next((q for q, e in offers if e is entry), offers[0][0])
             raise _full(stream, queue, full.cause, entry.rows, entry.nbytes) from None

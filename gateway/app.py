@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway import __version__, metrics
+from gateway import __version__, cors, metrics
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
@@ -24,6 +24,7 @@ from gateway.context import GATEWAY, Gateway
 from gateway.dialects import ops, timeplus
 from gateway.dialects.registry import DIALECTS
 from gateway.errors import Unavailable
+from gateway.expect import defer_continue
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
@@ -190,17 +191,19 @@ def begin_shutdown(app: web.Application) -> None:
 
 def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:
     """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[observe, cors.guard],
+                          client_max_size=settings.max_body_bytes)
+    cors.install(app, settings.cors_allow_origins)
     gw = build_gateway(settings, admin_key)
     gw.worker = str(worker)
     app[GATEWAY] = gw
     gw.renderers["default"] = timeplus.render_error
     registered = list(ops.routes())
     for method, path, handler in registered:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, handler, expect_handler=defer_continue)
     for dialect in DIALECTS:
         for method, path, handler in dialect.routes():
-            route = app.router.add_route(method, path, handler)
+            route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
             registered.append((method, path, handler))

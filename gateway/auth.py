@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from gateway.catalog.model import ApiKey
 from gateway.catalog.store import Catalog
 from gateway.errors import Forbidden, Unauthenticated
+from gateway.log_sanitize import register_secret
+from gateway.scopes import ADMIN, APPEND, CREATE, READ
+from gateway.scopes import DEFAULT_SCOPES as DEFAULT_SCOPES  # re-exported (tests, older imports)
 
-ADMIN = "admin"
-APPEND = "DATASOURCE:APPEND"
-CREATE = "DATASOURCE:CREATE"
-DEFAULT_SCOPES = (CREATE, APPEND)
 ID_LEN = 12
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -30,6 +29,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     rate_limit: int = 0  # requests per second; 0 = the gateway's default
+    allowed_origins: tuple[str, ...] = ()  # web pages that may use the key; empty = any
 
     @property
     def admin(self) -> bool:
@@ -41,6 +41,26 @@ class Principal:
         if not (self.admin or CREATE in self.scopes or APPEND in self.scopes
                 or f"{APPEND}:{stream}" in self.scopes):
             raise Forbidden(f"this key may not append to stream {stream!r}")
+
+    @property
+    def reads_all(self) -> bool:
+        """True when the key may see every stream (admin, DATASOURCE:CREATE or DATASOURCE:READ)."""
+        return self.admin or CREATE in self.scopes or READ in self.scopes
+
+    def may_read(self, stream: str) -> bool:
+        """True when the key may see `stream`: a read-all scope, or a scope naming the stream."""
+        return (self.reads_all or f"{APPEND}:{stream}" in self.scopes
+                or f"{READ}:{stream}" in self.scopes)
+
+    def require_read(self, stream: str) -> None:
+        """403 unless the key may see `stream` (checked before the lookup: no existence oracle)."""
+        if not self.may_read(stream):
+            raise Forbidden(f"this key may not read stream {stream!r}")
+
+    def require_origin(self, origin: str | None) -> None:
+        """403 when a browser sends the key from a page whose origin the key does not allow."""
+        if origin is not None and self.allowed_origins and origin not in self.allowed_origins:
+            raise Forbidden("this key may not be used from this origin; nothing was written")
 
     def require_manage(self) -> None:
         """403 unless the key may create, change and delete streams."""
@@ -78,7 +98,7 @@ def mask(key: str) -> str:
 
 
 def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
-            rate_limit: int = 0) -> tuple[str, ApiKey]:
+            rate_limit: int = 0, allowed_origins: list[str] | None = None) -> tuple[str, ApiKey]:
     """A fresh key and the record that stores it (hashed). The key is shown to its owner once."""
     key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LEN))
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(48))
@@ -87,7 +107,8 @@ def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
     display = f"{name} ({mask(key)})" if name else mask(key)
     record = ApiKey(id=key_id, name=display, salt=salt, digest=_digest(salt, key),
                     masked=mask(key), created_at=int(time.time()), expire_at=expire_at,
-                    permissions=list(scopes), created_by=created_by, rate_limit=rate_limit)
+                    permissions=list(scopes), created_by=created_by, rate_limit=rate_limit,
+                    allowed_origins=list(allowed_origins or ()))
     return key, record
 
 
@@ -98,6 +119,7 @@ class Authenticator:
         self._catalog = catalog
         self._admin_salt = secrets.token_hex(16)
         self._admin_digest = _digest(self._admin_salt, admin_key)
+        register_secret(admin_key)  # the admin key has no fixed shape: the log masks it by value
         self._admin = Principal("admin", "admin", frozenset({ADMIN}))
 
     def authenticate(self, key: str | None) -> Principal:
@@ -112,4 +134,5 @@ class Authenticator:
             raise Unauthenticated("invalid API key")
         if record.expire_at and record.expire_at <= time.time():
             raise Unauthenticated("API key has expired")
-        return Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit)
+        return Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit,
+                         tuple(record.allowed_origins))

@@ -81,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--expire-at", help="RFC 3339 time")
     k.add_argument("--permission", action="append", default=[],
                    help="scope, e.g. DATASOURCE:APPEND:mystream (repeat; default: create+append)")
+    k.add_argument("--rate-limit", type=int, help="requests per second (default: the gateway's)")
+    k.add_argument("--allowed-origin", action="append", default=[],
+                   help="web page origin that may use the key, e.g. https://www.example.com "
+                        "(repeat; default: any)")
     return p
 
 
@@ -113,7 +117,8 @@ def _run(client: GatewayClient, args: argparse.Namespace) -> object:
         return client.list_keys()
     if what == ("keys", "create"):
         return client.create_key(name=args.name, expire_in=args.expire_in,
-                                 expire_at=args.expire_at, permissions=args.permission)
+                                 expire_at=args.expire_at, permissions=args.permission,
+                                 rate_limit=args.rate_limit, allowed_origins=args.allowed_origin)
     client.delete_key(args.id)
     return {"deleted": args.id}
 

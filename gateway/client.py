@@ -102,10 +102,12 @@ class GatewayClient:
         return self.call("GET", f"{API}/apikeys")
 
     def create_key(self, *, name: str | None = None, expire_in: str | None = None,
-                   expire_at: str | None = None, permissions: list[str] | None = None) -> Any:
+                   expire_at: str | None = None, permissions: list[str] | None = None,
+                   rate_limit: int | None = None, allowed_origins: list[str] | None = None) -> Any:
         """Create an API key; the reply holds the key itself, this once."""
         body = {"name": name, "expire_in": expire_in, "expire_at": expire_at,
-                "permissions": permissions or None}
+                "permissions": permissions or None, "rate_limit": rate_limit,
+                "allowed_origins": allowed_origins or None}
         return self.call("POST", f"{API}/apikeys", {k: v for k, v in body.items() if v})
 
     def delete_key(self, key_id: str) -> None:

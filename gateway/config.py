@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.cors import parse_origins
+
 MiB = 1024 * 1024
 CONFIG_ENV = "GATEWAY_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -102,6 +104,10 @@ class Settings:
         default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
                                           "events route (0 = unlimited; a key's rate_limit wins)"}
     )
+    cors_allow_origins: str = field(
+        default="*", metadata={"help": "origins whose web pages may send to the ingest routes: * "
+                                       "(any), empty (none), or a comma-separated list of "
+                                       "scheme://host[:port]; the management API never"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(
         default="text", metadata={"help": "text, or json: one JSON object per line"}
@@ -261,6 +267,10 @@ def _check(s: Settings) -> None:
         raise ValueError(f"log_format must be text or json, got {s.log_format!r}")
     if not 0 < s.access_log_sample <= 1:
         raise ValueError(f"access_log_sample must be in (0, 1], got {s.access_log_sample}")
+    try:
+        parse_origins(s.cors_allow_origins)
+    except ValueError as exc:
+        raise ValueError(f"cors_allow_origins: {exc}") from None
     workers = s.workers.strip().lower()
     if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
         raise ValueError(f"workers must be a positive integer or auto, got {s.workers!r}")

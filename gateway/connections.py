@@ -19,6 +19,9 @@ from aiohttp.web_request import BaseRequest
 from gateway import metrics
 
 log = logging.getLogger(__name__)
+# Liveness probes are served even over the connection cap: refusing them would get a gateway that
+# is merely busy killed by its orchestrator. Only this exact request-line start is let through.
+_LIVENESS = (b"GET /healthz HTTP/", b"GET /healthz?", b"HEAD /healthz HTTP/")
 
 
 def canned_reply(status: int, reason: str, code: str, message: str) -> bytes:
@@ -39,14 +42,35 @@ class GuardedHandler(RequestHandler):
         self._max_connections = max_connections
         self._header_timeout = header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+        self._over_cap: bytes | None = None  # over the cap: the head so far, until judged
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._manager is not None and len(self._manager.connections) > self._max_connections:
-            metrics.THROTTLED.labels(status="503", cause="max_connections").inc()
-            self._refuse(503, "Service Unavailable", "too_many_connections",
-                         f"the gateway already holds {self._max_connections} connections; "
-                         "retry later")
+            # Judged on the first bytes of the head (a liveness probe is served), 503 otherwise;
+            # a client that sends nothing gets its 503 when the head deadline passes.
+            self._over_cap = b""
+            self._head_timer = self._loop.call_later(self._header_timeout, self._head_too_slow)
+
+    def _refuse_over_cap(self) -> None:
+        self._over_cap = None
+        metrics.THROTTLED.labels(status="503", cause="max_connections").inc()
+        self._refuse(503, "Service Unavailable", "too_many_connections",
+                     f"the gateway already holds {self._max_connections} connections; "
+                     "retry later")
+
+    def _judge_over_cap(self, data: bytes) -> bytes | None:
+        """Over the cap: the data to parse once the head starts as a liveness probe (served, then
+        closed), None while undecided or when refused (503)."""
+        head = (self._over_cap or b"") + data
+        if any(head.startswith(p) for p in _LIVENESS):
+            self._over_cap = None
+            return head
+        if any(p.startswith(head) for p in _LIVENESS):
+            self._over_cap = head
+            return None
+        self._refuse_over_cap()
+        return None
 
     def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
         transport = self.transport
@@ -61,13 +85,25 @@ class GuardedHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data and self._head_timer is None and self._between_requests():
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_too_slow)
-        super().data_received(data)
+        if self._over_cap is not None:
+            if self._force_close:
+                return
+            judged = self._judge_over_cap(data)
+            if judged is None:
+                return
+            super().data_received(judged)
+            self.close()  # serve this probe only, then close (after the parser queued it)
+        else:
+            super().data_received(data)
         if self._head_timer is not None and not self._between_requests():
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
+        if self._over_cap is not None:
+            self._refuse_over_cap()
+            return
         if self._between_requests() and not self._force_close:
             metrics.THROTTLED.labels(status="408", cause="header_timeout").inc()
             self._refuse(408, "Request Timeout", "request_timeout",
@@ -81,14 +117,16 @@ class GuardedHandler(RequestHandler):
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        """JSON instead of aiohttp's text page; oversized heads get 431, quietly logged."""
+        """JSON instead of aiohttp's text page; oversized heads get 431, quietly logged. Neither
+        the reply nor the log quotes the parser's message: it carries request bytes (keys too)."""
         code = "bad_request" if status == 400 else "internal_error"
-        text = message or "the request could not be parsed"
-        if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
+        text = "the request could not be parsed" if status == 400 else "internal error"
+        said = (message or "").lower()
+        if isinstance(exc, LineTooLong) or "too long" in said or "too large" in said:
             status, code = 431, "request_header_fields_too_large"
             text = "the request line or a header is too long"
         elif status == 400 and exc is not None:
-            text = f"malformed HTTP request: {getattr(exc, 'message', exc)}"
+            text = f"malformed HTTP request ({type(exc).__name__})"
         log.info("refused a malformed HTTP request from %s: %d %s", request.remote, status, text)
         body = {"code": status, "message": text, "error": code, "request_id": uuid.uuid4().hex}
         resp = web.Response(body=msgspec.json.encode(body), status=status,

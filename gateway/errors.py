@@ -26,6 +26,14 @@ class BadRequest(GatewayError):
     code = "bad_request"
 
 
+class ClientDisconnected(GatewayError):
+    """The client hung up before its body was complete: nothing was written. Nobody reads the
+    reply; the status (nginx's 499) is for the request counters and the log line."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class InvalidRow(BadRequest):
     """A row does not match the stream's schema."""
 

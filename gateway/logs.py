@@ -10,10 +10,13 @@ import sys
 from contextvars import ContextVar
 from typing import Any
 
+from gateway.log_sanitize import SanitizeFilter
+
 # The id of the request this task is handling; set by the HTTP middleware for the handler's duration.
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName",
+                                                          "_sanitized"}
 
 
 class _RequestIdFilter(logging.Filter):
@@ -45,7 +48,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and value is not None:
                 out[key] = value
-        if record.exc_info:
+        if record.exc_text:  # formatted (and sanitised) by the handler's SanitizeFilter
+            out["exception"] = record.exc_text
+        elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
 
@@ -64,10 +69,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str, fmt: str, *, worker: int | None = None) -> None:
-    """Send every logger's records to stderr in `fmt` (text or json) from `level` up."""
+    """Send every logger's records to stderr in `fmt` (text or json) from `level` up, each through
+    the sanitiser (keys masked, control characters escaped) whatever logger made it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
     handler.addFilter(_RequestIdFilter())
+    handler.addFilter(SanitizeFilter(_STANDARD))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -68,11 +68,15 @@ class Discarded(Exception):
 
 
 class QueueFull(Exception):
-    """The rows do not fit; `cause` says which bound (rows, bytes, memory)."""
+    """The rows do not fit; `cause` says which bound (rows, bytes, memory). `never` is set when
+    they could not fit even into an empty queue: the bound (`limit`, in `unit`) is smaller than
+    the request (`size`), so retrying cannot help (413, not 429)."""
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str, *, limit: int = 0, size: int = 0, unit: str = "") -> None:
         super().__init__(cause)
         self.cause = cause
+        self.never = limit > 0
+        self.limit, self.size, self.unit = limit, size, unit
 
 
 @dataclass(eq=False)
@@ -123,6 +127,12 @@ class StreamQueue:
         """Raise QueueFull unless the entry fits (with `other_bytes` about to join the budget)."""
         if self._closed:
             raise QueueFull("closed")
+        if entry.rows > self.limits.max_rows:
+            raise QueueFull("stream_rows", limit=self.limits.max_rows, size=entry.rows, unit="rows")
+        if entry.nbytes > min(self.limits.max_bytes, self.budget.cap):
+            cause = "stream_bytes" if self.limits.max_bytes <= self.budget.cap else "memory"
+            raise QueueFull(cause, limit=min(self.limits.max_bytes, self.budget.cap),
+                            size=entry.nbytes, unit="bytes")
         if self.rows + entry.rows > self.limits.max_rows:
             raise QueueFull("stream_rows")
         if self.nbytes + entry.nbytes > self.limits.max_bytes:

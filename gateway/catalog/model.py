@@ -78,6 +78,7 @@ class ApiKey(msgspec.Struct):
     permissions: list[str] = msgspec.field(default_factory=list)
     created_by: str = ""
     rate_limit: int = 0  # requests per second on rate-limited routes; 0 = the gateway's default
+    allowed_origins: list[str] = msgspec.field(default_factory=list)  # empty = any (see cors.py)
 
 
 class CatalogState(msgspec.Struct):

@@ -9,8 +9,10 @@ from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
+from gateway.cors import origin_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
-from gateway.ingest.body import read_chunks
+from gateway.expect import body_source
+from gateway.ingest.body import check_transfer_encoding, read_chunks
 from gateway.openapi import Doc, Param
 from gateway.pipeline import Outcome
 
@@ -30,8 +32,9 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     """A small JSON request body (management APIs) decoded into `kind`; 400 when it does not fit."""
     if request.content_length is not None and request.content_length > MAX_JSON_BODY:
         raise PayloadTooLarge(f"body exceeds {MAX_JSON_BODY} bytes")
+    check_transfer_encoding(request.headers.get("Transfer-Encoding", ""))
     body = bytearray()
-    async for chunk in read_chunks(request.content,
+    async for chunk in read_chunks(body_source(request),
                                    content_encoding=request.headers.get("Content-Encoding", ""),
                                    max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
                                    read_timeout=gateway_of(request).settings.body_read_timeout_s,
@@ -93,8 +96,16 @@ def row_results(done: Outcome) -> list[RowPosition]:
 
 def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
     """The authenticated caller; 401 when the key is missing or invalid."""
-    key = key_from_headers(request.headers, request.query if allow_query_token else None)
-    return gateway_of(request).auth.authenticate(key)
+    return authenticate(request, key_from_headers(request.headers,
+                                                  request.query if allow_query_token else None))
+
+
+def authenticate(request: web.Request, key: str | None) -> Principal:
+    """The caller owning `key` (401 when missing or invalid), if the key may be used from the
+    request's origin (403)."""
+    who = gateway_of(request).auth.authenticate(key)
+    who.require_origin(origin_of(request))
+    return who
 
 
 def body_chunks(request: web.Request) -> Any:
@@ -103,7 +114,8 @@ def body_chunks(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds "
                               f"{settings.max_body_bytes} bytes")
-    return read_chunks(request.content,
+    check_transfer_encoding(request.headers.get("Transfer-Encoding", ""))
+    return read_chunks(body_source(request),
                        content_encoding=request.headers.get("Content-Encoding", ""),
                        max_bytes=settings.max_body_bytes,
                        max_decompressed=settings.max_decompressed_bytes,

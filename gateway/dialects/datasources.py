@@ -16,7 +16,7 @@ compacted topic keeps the last value. A stream of another shape is not a data so
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 
 import msgspec
 from aiohttp import web
@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.auth import key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
+from gateway.cors import origin_of
 from gateway.dialects.common import body_chunks, json_reply
 from gateway.dialects.contract import Route
 from gateway.errors import (
@@ -132,7 +133,8 @@ class EnvelopeBody:
         self._records = envelope.records
         return envelope.data_source
 
-    async def rows(self, schema: CompiledSchema) -> Split:
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        schema.check_utf8(memoryview(self._records))
         try:
             return Split(schema.array_decoder.decode(self._records), [])
         except msgspec.ValidationError as exc:
@@ -164,6 +166,7 @@ async def ingest(request: web.Request) -> web.Response:
         who = gw.auth.authenticate(key)
     except Unauthenticated:
         raise Unauthenticated("Invalid access token.") from None
+    who.require_origin(origin_of(request))
     body = EnvelopeBody(body_chunks(request))
     await gw.ingest.ingest(IngestRequest(body.read, body, who, wait=True,
                                          request_id=request_id_of(request), wording=WORDING,

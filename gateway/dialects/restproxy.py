@@ -18,7 +18,7 @@ from aiohttp import BasicAuth, web
 from gateway.auth import Principal, key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects.common import body_chunks, flag, json_reply
+from gateway.dialects.common import authenticate, body_chunks, flag, json_reply
 from gateway.dialects.contract import Route
 from gateway.dialects.restproxy_records import (
     Embedded,
@@ -107,7 +107,7 @@ def principal(request: web.Request) -> Principal:
         key = basic.password or basic.login
     else:
         key = key_from_headers(request.headers)
-    return gateway_of(request).auth.authenticate(key)
+    return authenticate(request, key)
 
 
 def _may_see(who: Principal, stream: Stream) -> bool:

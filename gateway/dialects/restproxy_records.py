@@ -244,11 +244,6 @@ def split_objects(body: bytes) -> list[bytes]:
 
 
 # ---- validation against the stream ----------------------------------------------------------
-def one_string_column(schema: CompiledSchema) -> bool:
-    """True when the stream's schema is a single string column (binary values fit it)."""
-    return len(schema.fields) == 1 and schema.fields[0].py is str
-
-
 def _value_row(schema: CompiledSchema, rec: ProxyRecord, i: int) -> Any:
     """The row one record's value makes (a ProxyError, or InvalidRow naming the record)."""
     if rec.json is not None:
@@ -256,7 +251,7 @@ def _value_row(schema: CompiledSchema, rec: ProxyRecord, i: int) -> Any:
     if rec.text is None:
         raise invalid_payload(f"record {i} has a null value; the gateway stores rows, not "
                               "tombstones", row=i)
-    if not one_string_column(schema):
+    if not schema.one_string_column:
         raise invalid_payload(f"record {i} has a binary value, but stream "
                               f"{schema.stream.name!r} is not one string column: send its rows "
                               "as JSON (application/vnd.kafka.json.v2+json)", row=i)
@@ -289,10 +284,11 @@ class ProxyPayload:
         self.records: list[ProxyRecord] = []
         self.written: list[int] = []  # indices of the records that were queued, in order
 
-    async def rows(self, schema: CompiledSchema) -> Split:
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
         parts = []
         async for chunk in self._chunks:
             self.nbytes += len(chunk)
+            hold(len(chunk))  # the whole body is buffered: counted against the memory cap
             parts.append(chunk)
         self.records = self._parse(b"".join(parts))
         rows: list[Any] | None = None

@@ -10,7 +10,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from gateway.auth import DEFAULT_SCOPES, new_key
+from gateway.auth import new_key
 from gateway.catalog.model import (
     DEFAULT_RETENTION_BYTES,
     DEFAULT_RETENTION_MS,
@@ -18,6 +18,7 @@ from gateway.catalog.model import (
     Stream,
 )
 from gateway.context import gateway_of, request_id_of
+from gateway.cors import validate_key_origins
 from gateway.dialects import timeplus_replies as doc
 from gateway.dialects.common import (
     RESULTS_PARAM,
@@ -35,6 +36,7 @@ from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaT
 from gateway.ingest.formats import Format
 from gateway.ingest.service import IngestRequest, StreamedBody
 from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
+from gateway.scopes import parse_scopes
 from gateway.stats import StatsOut, history_days, stream_stats
 
 PREFIXES = ("/api/{version:v1beta[12]}", "/{workspace:[A-Za-z0-9_-]{1,128}}/api/{version:v1beta[12]}")
@@ -88,6 +90,7 @@ class CreateKeyIn(msgspec.Struct):
     expire_in: str | None = None
     permissions: list[str] | None = None
     rate_limit: int | None = None
+    allowed_origins: list[str] | None = None  # pages (scheme://host[:port]) that may use the key
 
 
 def _default_text(value: DefaultValue) -> str | None:
@@ -136,8 +139,10 @@ _UNSPECIFIED = ("", "application/octet-stream", "application/x-www-form-urlencod
 _FORMAT_PARAM = re.compile(r"format\s*=\s*\"?([a-z]+)", re.I)
 
 
-def choose_format(request: web.Request) -> Format:
-    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown)."""
+def choose_format(request: web.Request, plain: Format = Format.RAW) -> Format:
+    """The body format: the `format` query parameter wins, then the Content-Type (415 if unknown).
+    `plain` is what a bare `text/plain` means: raw for a one-string-column stream, else streaming
+    (NDJSON), so a browser's `sendBeacon` (always `text/plain;charset=UTF-8`) can send JSON rows."""
     q = request.query.get("format")
     if q:
         fmt = _BY_QUERY.get(q.strip().lower())
@@ -154,7 +159,7 @@ def choose_format(request: web.Request) -> Format:
                                    " application/x-ndjson or text/plain (see the format parameter)")
     m = _FORMAT_PARAM.search(raw_type)
     if m is None:
-        return base
+        return plain if base is Format.RAW else base
     sub = m.group(1).lower()
     if base is Format.RAW:
         if sub in ("raw", "lines"):
@@ -177,7 +182,8 @@ def choose_format(request: web.Request) -> Format:
              202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
     errors={400: "Malformed body or a row that does not match the schema (row and column named);"
                  " nothing was written.", 403: "The key may not append to this stream.",
-            404: "No such stream.", 409: "The stream is archived.", 413: "Body too large.",
+            404: "No such stream.", 409: "The stream is archived.",
+            413: "Body too large, or more rows or bytes than the queue can ever hold (split it).",
             415: "Unsupported Content-Type or Content-Encoding.",
             429: Reply("The stream's queue is full; nothing was written, retry after Retry-After.",
                        headers=RETRY_AFTER),
@@ -188,7 +194,8 @@ async def ingest(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     wait = flag(request, "wait")
     rows = wants_rows(request, wait)
-    payload = StreamedBody(choose_format(request), body_chunks(request))
+    payload = StreamedBody(lambda schema: choose_format(
+        request, Format.RAW if schema.one_string_column else Format.STREAMING), body_chunks(request))
     done = await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=wait, request_id=request_id_of(request)))
     return json_reply(doc.IngestOut(name, done.rows, done.acknowledged,
@@ -197,11 +204,13 @@ async def ingest(request: web.Request) -> web.Response:
 
 
 @operation("List streams", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("Every stream.", list[doc.StreamOut])})
+           replies={200: Reply("The streams the key may see (all with admin, DATASOURCE:CREATE "
+                               "or DATASOURCE:READ).", list[doc.StreamOut])})
 async def list_streams(request: web.Request) -> web.Response:
-    """GET …/streams."""
-    principal(request)
-    return json_reply([stream_body(s) for s in gateway_of(request).catalog.streams()])
+    """GET …/streams: the streams the key may see (every stream for a read-all scope)."""
+    who = principal(request)
+    return json_reply([stream_body(s) for s in gateway_of(request).catalog.streams()
+                       if who.may_read(s.name)])
 
 
 @operation("Create a stream (and its Kafka topic)", tags=("streams",),
@@ -221,10 +230,12 @@ async def create_stream(request: web.Request) -> web.Response:
 
 
 @operation("Get a stream", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("The stream.", doc.StreamOut)}, errors={404: "No such stream."})
+           replies={200: Reply("The stream.", doc.StreamOut)},
+           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
+                   404: "No such stream."})
 async def get_stream(request: web.Request) -> web.Response:
     """GET …/streams/{name}."""
-    principal(request)
+    principal(request).require_read(request.match_info["name"])
     return json_reply(stream_body(gateway_of(request).streams.get(request.match_info["name"])))
 
 
@@ -249,11 +260,13 @@ async def update_stream(request: web.Request) -> web.Response:
 @operation("A stream's stats", tags=("streams",), error_body=doc.TimeplusError,
            params=[Param("historyDays", "Add rows written per day, for 1 to 7 days.", int)],
            replies={200: Reply("Row count, sizes, event times, write rates.", StatsOut)},
-           errors={400: "historyDays is not an integer from 1 to 7.", 404: "No such stream."})
+           errors={400: "historyDays is not an integer from 1 to 7.",
+                   403: "The key's scopes do not name this stream (and it has no read-all scope).",
+                   404: "No such stream."})
 async def get_stats(request: web.Request) -> web.Response:
     """GET …/streams/{name}/stats[?historyDays=1..7]."""
     gw = gateway_of(request)
-    principal(request)
+    principal(request).require_read(request.match_info["name"])
     days = history_days(request.query.get("historyDays"))
     stream = gw.streams.get(request.match_info["name"])
     return json_reply(await stream_stats(stream, gw.stats, gw.pipeline.rates, days))
@@ -283,15 +296,23 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
+MAX_RATE_LIMIT = 10_000_000
+MAX_EXPIRE_IN_S = 100 * 365 * 86400
+
+
 def expiry(req: CreateKeyIn) -> int:
     """The expiry (epoch seconds, 0 = never) from `expire_at` (RFC 3339) or `expire_in`."""
     if req.expire_at and req.expire_in:
         raise BadRequest("use expire_at or expire_in, not both")
     if req.expire_in:
         try:
-            return int(time.time() + parse_duration(req.expire_in))
+            seconds = parse_duration(req.expire_in)
         except ValueError:
-            raise BadRequest(f"invalid expire_in {req.expire_in!r}; e.g. 24h or 30m") from None
+            raise BadRequest(f"invalid expire_in {req.expire_in[:80]!r}; e.g. 24h or 30m") from None
+        if not 0 < seconds <= MAX_EXPIRE_IN_S:  # also inf and nan from a 400-digit number
+            raise BadRequest(f"expire_in must be more than 0 and at most {MAX_EXPIRE_IN_S} s "
+                             "(100 years)")
+        return int(time.time() + seconds)
     if req.expire_at:
         try:
             when = datetime.datetime.fromisoformat(req.expire_at.replace("Z", "+00:00"))
@@ -316,18 +337,22 @@ async def list_keys(request: web.Request) -> web.Response:
            request=CreateKeyIn,
            replies={201: Reply("The new key; `api_key` is shown this once.", doc.ApiKeyCreated)},
            errors={504: CATALOG_UNCONFIRMED,
-                   400: "Invalid expire_at / expire_in.", 403: "Needs an admin key."})
+                   400: "Invalid expire_at / expire_in, rate_limit out of range, or a permission "
+                        "outside the scope grammar (or an empty list).",
+                   403: "Needs an admin key."})
 async def create_key(request: web.Request) -> web.Response:
     """POST …/apikeys (admin): 201 with the key, shown this once."""
     gw = gateway_of(request)
     who = principal(request)
     who.require_admin()
     req = await json_body(request, CreateKeyIn) if request.can_read_body else CreateKeyIn()
-    if req.rate_limit is not None and req.rate_limit < 0:
-        raise BadRequest("rate_limit must be ≥ 0 (requests per second; 0 = the default)")
-    key, record = new_key(req.name or "", scopes=req.permissions or list(DEFAULT_SCOPES),
+    if req.rate_limit is not None and not 0 <= req.rate_limit <= MAX_RATE_LIMIT:
+        raise BadRequest(f"rate_limit must be from 0 to {MAX_RATE_LIMIT} (requests per second; "
+                         "0 = the default)")
+    key, record = new_key(req.name or "", scopes=parse_scopes(req.permissions),
                           expire_at=expiry(req), created_by=who.name,
-                          rate_limit=req.rate_limit or 0)
+                          rate_limit=req.rate_limit or 0,
+                          allowed_origins=validate_key_origins(req.allowed_origins or []))
     await gw.catalog.put_key(record)
     return json_reply(key_body(record, key), status=201)
 

@@ -68,6 +68,7 @@ class ApiKeyOut(Doc):
     expire_at: int
     permissions: list[str]
     rate_limit: int
+    allowed_origins: list[str]
 
 
 class ApiKeyCreated(ApiKeyOut):
@@ -135,5 +136,5 @@ def stream_body(s: Stream) -> StreamOut:
 def key_body(k: ApiKey, key: str | None = None) -> ApiKeyOut:
     """An API key record as the reference shows it; the key itself only at creation."""
     fields = (k.id, k.name, k.created_at, UserRef(k.created_by), k.expire_at, k.permissions,
-              k.rate_limit)
+              k.rate_limit, k.allowed_origins)
     return ApiKeyOut(*fields) if key is None else ApiKeyCreated(*fields, api_key=key)

@@ -7,8 +7,19 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from gateway.errors import MalformedBody, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from aiohttp.http_exceptions import ContentLengthError
 
+from gateway.errors import (
+    ClientDisconnected,
+    MalformedBody,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+
+# Output of one inflate step: a bomb is refused after this much more than its limit, never holding
+# the whole limit twice (one step's output plus what the decoder buffered).
+INFLATE_STEP = 1 << 20
 ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
              "deflate": zlib.MAX_WBITS}
 
@@ -26,6 +37,15 @@ def check_encoding(content_encoding: str) -> int | None:
         raise UnsupportedMediaType(f"unsupported Content-Encoding {content_encoding!r}; "
                                    "use gzip, deflate or none")
     return ENCODINGS[enc]
+
+
+def check_transfer_encoding(transfer_encoding: str) -> None:
+    """415 for a Transfer-Encoding other than chunked: aiohttp de-chunks `gzip, chunked` but does
+    not decompress it, and the bytes must not pass for a plain body (use Content-Encoding)."""
+    codings = [c.strip().lower() for c in transfer_encoding.split(",") if c.strip()]
+    if any(c != "chunked" for c in codings):
+        raise UnsupportedMediaType(f"unsupported Transfer-Encoding {transfer_encoding[:80]!r}; "
+                                   "only chunked (compress with Content-Encoding: gzip instead)")
 
 
 def _nothing() -> bytes:
@@ -46,13 +66,17 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
     read_nowait: Callable[[], bytes] = getattr(source, "read_nowait", _nothing)
     at_eof: Callable[[], bool] = getattr(source, "at_eof", _false)
     while True:
-        chunk = read_nowait()
-        if not chunk:
-            if at_eof():
-                return
-            chunk = await _wait_for_chunk(source, loop, read_timeout, deadline, total_timeout)
+        try:
+            chunk = read_nowait()
             if not chunk:
-                return
+                if at_eof():
+                    return
+                chunk = await _wait_for_chunk(source, loop, read_timeout, deadline, total_timeout)
+                if not chunk:
+                    return
+        except (ConnectionResetError, ContentLengthError):  # the client hung up mid-body
+            raise ClientDisconnected("the client closed the connection before the body was "
+                                     f"complete ({total} bytes read); nothing was written") from None
         total += len(chunk)
         if total > max_bytes:
             raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
@@ -95,12 +119,15 @@ async def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: 
     async for chunk in raw:
         seen_any = True
         data = chunk
-        while data:
+        full = False  # the last step filled its output: zlib may hold more without new input
+        while data or (full and not inflater.eof):
+            step = min(INFLATE_STEP, max_decompressed - produced + 1)
             try:
-                out = inflater.decompress(data, max_decompressed - produced + 1)
+                out = inflater.decompress(data, step)
             except zlib.error as exc:
                 raise MalformedBody(f"body is not valid {content_encoding}: {exc}") from None
             produced += len(out)
+            full = len(out) == step
             if produced > max_decompressed:
                 raise PayloadTooLarge(f"body exceeds {max_decompressed} bytes after decompression")
             if out:

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import BadRequest, MalformedBody
+from gateway.errors import BadRequest, GatewayError, MalformedBody
 from gateway.ingest.schema import CompiledSchema
 
 BOM = b"\xef\xbb\xbf"
@@ -54,9 +54,11 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
     """NDJSON, decoded as it arrives: every run of whole lines is decoded as soon as it is complete.
 
     Objects may span lines or run together; a run whose last object is cut off is retried once the
-    buffer has doubled, which keeps the work linear.
+    buffer has doubled, which keeps the work linear. A malformed body is reported as malformed even
+    when an earlier row is invalid, so that the reply does not depend on how the body was chunked.
     """
     rows: list[Any] = []
+    invalid: GatewayError | None = None  # the first invalid row; later runs are only syntax-checked
     buf = bytearray()
     consumed = 0
     retry_at = 0
@@ -74,13 +76,12 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
         # buffer must stay resizable.
         part = buf[:cut]
         try:
-            got = schema.decode_ndjson(part, len(rows))
+            invalid = _decode_run(schema, part, rows, invalid)
         except msgspec.DecodeError as exc:
             if "truncated" not in str(exc):
                 raise _malformed(exc, consumed, part) from None
             retry_at = 2 * len(buf)
             continue
-        rows += got
         consumed += cut
         del buf[:cut]
         retry_at = 0
@@ -88,10 +89,36 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
         _strip_bom(buf, final=True)
     if buf.strip():
         try:
-            rows += schema.decode_ndjson(bytes(buf), len(rows))
+            invalid = _decode_run(schema, bytes(buf), rows, invalid)
         except msgspec.DecodeError as exc:
             raise _malformed(exc, consumed, buf) from None
+    if invalid is not None:
+        raise invalid
     return rows
+
+
+_syntax = msgspec.json.Decoder(msgspec.Raw)  # its decode_lines checks JSON syntax only
+
+
+def _decode_run(schema: CompiledSchema, part: bytes | bytearray, rows: list[Any],
+                invalid: GatewayError | None) -> GatewayError | None:
+    """Decode a run of whole objects onto `rows`; return the first invalid-row error so far. Once a
+    row was invalid, runs are only checked for malformed JSON (MalformedBody or msgspec's
+    DecodeError), which wins over the invalid row."""
+    if invalid is None:
+        try:
+            rows += schema.decode_ndjson(part, len(rows))
+            return None
+        except MalformedBody:
+            raise
+        except GatewayError as err:
+            invalid = err
+    schema.check_utf8(part)
+    try:
+        _syntax.decode_lines(part)
+    except RecursionError:
+        raise MalformedBody("JSON is nested too deeply") from None
+    return invalid
 
 
 def _strip_bom(buf: bytearray, final: bool) -> bool:

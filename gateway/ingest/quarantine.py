@@ -1,11 +1,11 @@
 """Quarantine (Tinybird dialect): when a body fails validation, split it into the rows that fit the
 schema and the rows that do not, instead of refusing the whole request.
 
-The normal streamed decode stays the fast path (see Pipeline.decode_split); `KeptChunks` keeps the
-body's chunks on the side so that, only when that decode meets an invalid row, `split_rows` can
-decode the body again object by object. It decodes runs of objects in one C call each, doubling the
-run while rows are good and fitting it to the gap between bad rows, so a few bad rows cost little
-more than the fast path.
+The normal streamed decode stays the fast path (see StreamedBody in ingest/service.py);
+`KeptChunks` keeps the body's chunks on the side so that, only when that decode meets an invalid
+row, `split_rows` can decode the body again object by object. It decodes runs of objects in one C
+call each, doubling the run while rows are good and fitting it to the gap between bad rows, so a
+few bad rows cost little more than the fast path.
 """
 
 from __future__ import annotations

@@ -72,9 +72,19 @@ def _default_of(col: Column, ctype: ColumnType, py: Any) -> Any:
     return value
 
 
+# Column names: printable, and none of the characters that quote or escape in JSON, error messages
+# (`name`) and logs: `"`, `\`, `` ` `` and control characters.
+COLUMN_NAME = re.compile(r'[^\x00-\x1f\x7f-\x9f"\\`\u2028\u2029]{1,255}')
+# A compact body may name columns the stream does not have (they are skipped), but not without bound:
+# each distinct `columns` list compiles (and caches) decoders sized by its length.
+MAX_EXTRA_COLUMNS = 64
+MAX_CACHED_COLUMNS = 16_384
+
+
 def _compile_field(col: Column) -> _Field:
-    if not col.name or len(col.name) > 255:
-        raise SchemaError(f"column name {col.name!r} must be 1 to 255 characters")
+    if not COLUMN_NAME.fullmatch(col.name):
+        raise SchemaError(f"column name {col.name[:80]!r} must be 1 to 255 characters, none of them"
+                          ' a control character, ", \\ or `')
     try:
         ctype = parse_type(col.type)
     except ValueError as exc:
@@ -117,7 +127,6 @@ class CompiledSchema:
         self._datetime_attrs = [self._attr[f.column.name] for f in self.fields if f.ctype.is_datetime]
         self._checks = [(self._attr[f.column.name], f.ctype.check, f.column)
                         for f in self.fields if f.ctype.check is not None]
-        self._has_raw = any("json" in f.column.type.lower() for f in self.fields)
         self._compact: dict[tuple[str, ...], _CompactCodec] = {}
         key_cols = stream.key_columns()
         for k in key_cols:
@@ -172,9 +181,8 @@ class CompiledSchema:
         return msgspec.json.Decoder(list[self.row_type])  # type: ignore[name-defined]
 
     def check_utf8(self, data: bytes | bytearray | memoryview) -> None:
-        """`json` columns keep their bytes as they are (msgspec.Raw checks no UTF-8): check here."""
-        if not self._has_raw:
-            return
+        """msgspec checks no UTF-8 in what it skips or keeps raw (unknown fields' keys and values,
+        `json` columns): the whole body is checked here (a no-op scan for ASCII bodies)."""
         raw = data if isinstance(data, bytes | bytearray) else bytes(data)
         if not raw.isascii():
             try:
@@ -188,10 +196,16 @@ class CompiledSchema:
         hit = self._compact.get(key)
         if hit is not None:
             return hit
-        if len(self._compact) > 64:
-            self._compact.clear()
+        if len(key) > len(self.fields) + MAX_EXTRA_COLUMNS:
+            raise BadRequest(f"`columns` lists {len(key)} names; this stream has "
+                             f"{len(self.fields)} columns (at most {MAX_EXTRA_COLUMNS} extra "
+                             "names are skipped)")
         if len(set(key)) != len(key):
             raise BadRequest("`columns` lists a column twice")
+        # Bounded by the columns the cached decoders cover (their size), not only by entries.
+        if (len(self._compact) >= 64
+                or sum(map(len, self._compact)) + len(key) > MAX_CACHED_COLUMNS):
+            self._compact.clear()
         known = [c for c in key if c in self._attr]
         unknown = [c for c in key if c not in self._attr]
         if unknown and self.forbid_unknown:
@@ -254,11 +268,16 @@ class CompiledSchema:
         self._check_ranges(rows, 0)
         return rows
 
+    @property
+    def one_string_column(self) -> bool:
+        """True when the stream's rows are one string each (the `raw` and `lines` formats fit)."""
+        return self._lines_attr is not None and self.fields[0].py is str
+
     def rows_from_strings(self, texts: Sequence[str]) -> list[Any]:
         """Rows of a one-string-column stream from raw strings (`raw` and `lines` formats)."""
-        if self._lines_attr is None or self.fields[0].py is not str:
-            raise BadRequest("the raw and lines formats need a stream with one string column")
         name = self._lines_attr
+        if name is None or not self.one_string_column:
+            raise BadRequest("the raw and lines formats need a stream with one string column")
         make = self.row_type
         return [make(**{name: t}) for t in texts]
 

@@ -31,36 +31,42 @@ class Payload(Protocol):
 
     nbytes: int  # body bytes read so far: counted as rejected when the request fails
 
-    async def rows(self, schema: CompiledSchema) -> Split:
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
         """The body's rows validated against `schema` (invalid ones in `bad` when quarantining;
-        otherwise the first invalid row raises InvalidRow)."""
+        otherwise the first invalid row raises InvalidRow). `hold(n)` before buffering n more
+        bytes of the body (it raises when the memory cap cannot take them)."""
         ...
 
 
 class StreamedBody:
-    """A body decoded as its chunks arrive, in one of the ingest formats; with `quarantine`
+    """A body decoded as its chunks arrive, in one of the ingest formats (or the one a function
+    picks from the stream's schema); with `quarantine`
     (NDJSON only), rows that are JSON but do not fit the schema are split off instead of failing
     the request: the fast streamed decode runs first, and only when it meets an invalid row is
     the kept body split object by object."""
 
-    def __init__(self, fmt: Format, chunks: AsyncIterable[bytes], *,
+    def __init__(self, fmt: Format | Callable[[CompiledSchema], Format],
+                 chunks: AsyncIterable[bytes], *,
                  quarantine: bool = False) -> None:
         self.fmt = fmt
         self.quarantine = quarantine
         self._chunks = chunks
         self.nbytes = 0
 
-    async def _counted(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async def _counted(self, chunks: AsyncIterable[bytes], hold: Callable[[int], None]
+                       ) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             self.nbytes += len(chunk)
+            hold(len(chunk))
             yield chunk
 
-    async def rows(self, schema: CompiledSchema) -> Split:
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        fmt = self.fmt if isinstance(self.fmt, Format) else self.fmt(schema)
         if not self.quarantine:
-            return Split(await decode(self.fmt, self._counted(self._chunks), schema), [])
+            return Split(await decode(fmt, self._counted(self._chunks, hold), schema), [])
         kept = KeptChunks(self._chunks)
         try:
-            return Split(await decode(self.fmt, self._counted(kept), schema), [])
+            return Split(await decode(fmt, self._counted(kept, hold), schema), [])
         except InvalidRow:
             pass
         body = await kept.whole()
@@ -137,10 +143,14 @@ class IngestService:
         return outcome
 
     async def _decode(self, stream: Stream, payload: Payload) -> Split:
-        """Decode and validate the body; its bytes count as rejected when it fails."""
+        """Decode and validate the body, its bytes held against the memory cap meanwhile; they
+        count as rejected when it fails."""
+        held = self.admission.hold_body(stream)
         try:
-            return await payload.rows(self.schemas.get(stream))
+            return await payload.rows(self.schemas.get(stream), held.hold)
         except GatewayError as err:
             metrics.BYTES_REJECTED.labels(stream=stream.name, cause=err.code).inc(payload.nbytes)
             raise
+        finally:
+            held.release()
 

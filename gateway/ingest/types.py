@@ -167,7 +167,21 @@ def _parse(text: str) -> tuple[Any, bool, bool, bool]:
     raise TypeError_(f"unknown column type {text!r}")
 
 
+MAX_TYPE_LEN = 1024
+MAX_TYPE_DEPTH = 16
+
+
 def parse_type(text: str) -> ColumnType:
-    """Parse a column type name; raise `TypeError_` with a clear message when it is unknown."""
+    """Parse a column type name; raise `TypeError_` with a clear message when it is unknown, longer
+    than MAX_TYPE_LEN or nested deeper than MAX_TYPE_DEPTH (the parser recurses per level)."""
+    if len(text) > MAX_TYPE_LEN:
+        raise TypeError_(f"column type is longer than {MAX_TYPE_LEN} characters")
+    depth = deepest = 0
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        deepest = max(deepest, depth)
+    if deepest > MAX_TYPE_DEPTH:
+        raise TypeError_(f"column type is nested deeper than {MAX_TYPE_DEPTH} levels")
     py, nullable, is_dt, strlike = _parse(text)
     return ColumnType(text, py, nullable, is_dt, strlike, _check_of(text))

@@ -132,8 +132,9 @@ class KafkaSink:
 
     def _set_healthy(self, healthy: bool) -> None:
         if healthy != self._healthy:
-            log.warning("Kafka at %s is %s", self.bootstrap, "reachable" if healthy else
-                        "UNREACHABLE")
+            # losing Kafka is a warning; finding it (at start or again) is good news
+            log.log(logging.INFO if healthy else logging.WARNING, "Kafka at %s is %s",
+                    self.bootstrap, "reachable" if healthy else "UNREACHABLE")
         self._healthy = healthy
         metrics.SINK_AVAILABLE.set(1 if healthy else 0)
 

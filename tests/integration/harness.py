@@ -125,6 +125,13 @@ class Gateway:
                 return False
         wait_until(ready, timeout, "the gateway to be ready")
 
+    def answers(self) -> bool:
+        """True once /healthz answers 200 (the process is up, whether or not it is ready)."""
+        try:
+            return self.request("GET", "/healthz", key=None).status == 200
+        except OSError:
+            return False
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

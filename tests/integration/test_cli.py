@@ -71,13 +71,17 @@ def test_keys_create_list_delete(gateway: Gateway) -> None:
     stream = unique_name("clikey")
     gateway.create_stream(stream, [{"name": "id", "type": "string"}])
     made = ok(cli(gateway, "keys", "create", "--name", "cli", "--expire-in", "1h",
-                  "--permission", f"DATASOURCE:APPEND:{stream}"))
+                  "--permission", f"DATASOURCE:APPEND:{stream}", "--rate-limit", "7",
+                  "--allowed-origin", "https://www.example.com"))
     key, key_id = made["api_key"], made["id"]
     assert made["name"].startswith("cli (") and made["permissions"] == [
         f"DATASOURCE:APPEND:{stream}"]
     assert made["expire_at"] > 0
+    assert (made["rate_limit"], made["allowed_origins"]) == (7, ["https://www.example.com"])
     ingest = f"/api/v1beta2/streams/{stream}/ingest?wait=true&format=streaming"
     assert gateway.request("POST", ingest, '{"id": "x"}', key=key).status == 200
+    assert gateway.request("POST", ingest, '{"id": "x"}', key=key,
+                           headers={"Origin": "https://elsewhere.example"}).status == 403
     listed = ok(cli(gateway, "keys", "list"))
     assert key_id in [k["id"] for k in listed]
     assert all("api_key" not in k for k in listed)

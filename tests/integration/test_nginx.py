@@ -39,7 +39,7 @@ from tests.integration.harness import (
 
 NGINX_DIR = ROOT / "deploy" / "nginx"
 GATEWAY_TOML = ROOT / "deploy" / "gateway" / "gateway.toml"
-QUEUE_MAX_ROWS = 150_000  # the 20 MB body fits; the 429 test sends one row more than this
+QUEUE_MAX_ROWS = 150_000  # the 20 MB body fits; the 413 test sends one row more than this
 
 
 @dataclass
@@ -240,22 +240,22 @@ def test_request_id_and_forwarded_for_reach_the_gateway(stack: tuple[Nginx, list
     assert by_id[nginx_id]["http"]["path"] == f"/api/v1beta2/streams/{name}"
 
 
-def test_429_is_passed_through_and_not_retried(stack: tuple[Nginx, list[Gateway]]) -> None:
+def test_refusal_is_passed_through_and_not_retried(stack: tuple[Nginx, list[Gateway]]) -> None:
+    # One row more than a queue can ever hold: a 413 from the gateway (a 429 before issue 9).
     ngx, gws = stack
     name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
-    before = [value(scrape(gw.url)[0], "gateway_throttled_requests_total", status="429")
+    before = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
               for gw in gws]
     body = json.dumps({"columns": ["n"], "data": [[i] for i in range(QUEUE_MAX_ROWS + 1)]})
     reply = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
                  headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/json"})
-    assert reply.status == 429, reply.body
-    assert reply.headers["Retry-After"] == "1"
+    assert reply.status == 413, reply.body
     error = reply.json()
-    assert error["code"] == 429 and "queue" in error["message"]
+    assert error["code"] == 413 and "--queue-max-rows" in error["message"]
     assert error["request_id"] == reply.headers["X-Request-ID"]
-    after = [value(scrape(gw.url)[0], "gateway_throttled_requests_total", status="429")
+    after = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
              for gw in gws]
-    assert sum(after) - sum(before) == 1, "nginx retried the 429 on the other instance"
+    assert sum(after) - sum(before) == 1, "nginx retried the 413 on the other instance"
 
 
 def test_metrics_are_not_public(stack: tuple[Nginx, list[Gateway]]) -> None:
@@ -273,6 +273,7 @@ def test_oversized_body_gets_413_from_nginx(stack: tuple[Nginx, list[Gateway]]) 
     ngx, _ = stack
     with socket.create_connection(("127.0.0.1", ngx.port), timeout=15) as s:
         s.sendall(b"POST /api/v1beta2/streams/x/ingest HTTP/1.1\r\nHost: t\r\n"
+                  b"Origin: http://page.example\r\n"
                   b"Content-Length: %d\r\n\r\n" % (64 * 1024 * 1024 + 1))
         answer = b""
         while b"}" not in answer:
@@ -282,4 +283,37 @@ def test_oversized_body_gets_413_from_nginx(stack: tuple[Nginx, list[Gateway]]) 
             answer += data
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"\r\nAccess-Control-Allow-Origin: *\r\n" in head, head  # a web page sees the 413
     assert json.loads(body)["code"] == 413
+
+
+def test_cors_passes_through(stack: tuple[Nginx, list[Gateway]]) -> None:
+    """Preflights reach the gateways and their CORS headers reach the browser, 429 included; the
+    management API stays closed to other origins behind nginx too."""
+    ngx, gws = stack
+    name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
+    origin = "http://page.example:8080"
+    path = f"/v0/events?name={name}"
+    pre = http("OPTIONS", ngx.url + path, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-api-key"})
+    headers = {k.lower(): v for k, v in pre.headers.items()}
+    assert pre.status == 204, pre.body
+    assert headers["access-control-allow-origin"] == "*"
+    assert "x-api-key" in headers["access-control-allow-headers"].lower()
+    assert headers["access-control-max-age"]
+    accepted = http("POST", f"{ngx.url}{path}&token={ADMIN_KEY}", '{"n": 1}',
+                    headers={"Origin": origin, "Content-Type": "text/plain;charset=UTF-8"})
+    body = json.dumps({"columns": ["n"], "data": [[i] for i in range(QUEUE_MAX_ROWS + 1)]})
+    refused = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
+                   headers={"Origin": origin, "X-Api-Key": ADMIN_KEY,
+                            "Content-Type": "application/json"})
+    assert (accepted.status, refused.status) == (202, 429), (accepted.body, refused.body)
+    for reply in (accepted, refused):
+        got = {k.lower(): v for k, v in reply.headers.items()}
+        assert got["access-control-allow-origin"] == "*"
+        assert "retry-after" in got["access-control-expose-headers"].lower()
+    closed = http("OPTIONS", ngx.url + "/api/v1beta2/streams", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST"})
+    assert closed.status == 403
+    assert not any(k.lower().startswith("access-control-") for k in closed.headers)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 from tests.integration.harness import Gateway, http, read_topic, unique_name, wait_until
@@ -48,14 +47,12 @@ async def test_sigterm_under_load_loses_no_acknowledged_row(kafka: str, tmp_path
         t.start()
     wait_until(lambda: len(acked) >= 5000, 60, "load to build up")
     gw.signal()
-    started = time.monotonic()
     assert gw.proc is not None
     code = gw.proc.wait(60)
     stop.set()
     for t in threads:
         t.join(60)
-    assert code == 0, gw.log()
-    assert time.monotonic() - started < 60
+    assert code == 0, gw.log()  # within proc.wait's 60 s (a failure guard, not a timing test)
     assert "drained" in gw.log()
     found = re.search(r"draining (\d+) queued rows", gw.log())
     assert found is not None, gw.log()

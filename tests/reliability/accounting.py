@@ -4,7 +4,9 @@ comparison of that ledger with what the topic really holds afterwards.
 Every row carries a unique `id`. The load driver (asyncio + aiohttp client, in its own thread so
 that a test can stop and start brokers and gateways meanwhile) records per request the reply
 (status, or `timeout` / `connection` when there was none) and the ids it carried. `account()` reads
-the figures the issue asks for; `record()` writes them into tests/reliability/REPORT.md.
+the figures the issue asks for; `record()` writes them into tests/reliability/reports/REPORT.md
+(ignored by git), or where GATEWAY_RELIABILITY_REPORT points (e.g. at the tracked
+tests/reliability/REPORT.md, to refresh it on purpose).
 
 Dialects: a `Dialect` builds one request for a list of ids and finds the id in a Kafka record.
 Every dialect of the gateway is here (`DIALECTS`): Timeplus NDJSON and compact, Tinybird
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import re
 import threading
 import time
@@ -29,7 +32,9 @@ import aiohttp
 
 from tests.integration.harness import Record
 
-REPORT = Path(__file__).with_name("REPORT.md")
+# A test run writes nothing tracked: the report goes to an ignored folder unless asked otherwise.
+REPORT = Path(os.environ.get("GATEWAY_RELIABILITY_REPORT")
+              or Path(__file__).with_name("reports") / "REPORT.md")
 RUNNING: list[LoadDriver] = []  # drivers not stopped yet (a fixture stops them after each test)
 ACKED = frozenset({200, 202, 204})
 # Replies that promise "nothing written": every 4xx (429 and 408 included) and 503.
@@ -362,7 +367,7 @@ def _load() -> dict[str, Any]:
 
 
 def record(figures: Figures) -> None:
-    """Store a scenario's figures in REPORT.md (other scenarios' entries are kept)."""
+    """Store a scenario's figures in the REPORT (other scenarios' entries are kept)."""
     data = _load()
     entry = asdict(figures)
     entry["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -387,4 +392,5 @@ def record(figures: Figures) -> None:
             lines.append(f"- {k.replace('_', ' ')}: {v}")
         lines.append("")
     lines.append("<!-- figures\n" + json.dumps(data, indent=1, sort_keys=True) + "\n-->\n")
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines))

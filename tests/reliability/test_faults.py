@@ -1,6 +1,6 @@
 """Faults under sustained load, with a real (private) broker: every scenario ends with the topic
 read back and compared with the ledger of replies (tests/reliability/accounting.py), and writes its
-figures into tests/reliability/REPORT.md."""
+figures into tests/reliability/reports/REPORT.md (see accounting.REPORT)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import Broker
 from tests.integration.harness import ADMIN_KEY, Gateway, http, unique_name, wait_until
 from tests.reliability.accounting import (
     COLUMNS,
@@ -28,7 +29,7 @@ from tests.reliability.accounting import (
     account,
     record,
 )
-from tests.reliability.conftest import Broker, offsets_total, read_back
+from tests.reliability.conftest import offsets_total, read_back
 
 Spawn = Callable[..., Gateway]
 

@@ -228,6 +228,12 @@ def check_raw(gw: Gateway, kafka: str, topic: str, reply: RawReply, status: int)
     assert_still_serving_nothing_written(gw, kafka, topic)
 
 
+def assert_timeout_was(reply: RawReply, which: str) -> None:
+    """The 408 names the timeout that ended the request (its message, not the elapsed time: a
+    busy machine makes any reply late)."""
+    assert json.loads(reply.body)["message"].startswith(which), reply.body
+
+
 def test_content_length_shorter_than_body(gw: Gateway, kafka: str,
                                           refused: tuple[str, str]) -> None:
     name, topic = refused
@@ -245,7 +251,7 @@ def test_content_length_longer_than_body(gw: Gateway, kafka: str,
                          content_length=len(body) + 1000)
     reply = exchange(gw.port, data)
     check_raw(gw, kafka, topic, reply, 408)
-    assert reply.elapsed < READ_TIMEOUT_S + 3
+    assert_timeout_was(reply, f"no body data for {READ_TIMEOUT_S:g} s")  # not the whole-body one
 
 
 def test_chunked_body_that_stalls(gw: Gateway, kafka: str, refused: tuple[str, str]) -> None:
@@ -256,7 +262,7 @@ def test_chunked_body_that_stalls(gw: Gateway, kafka: str, refused: tuple[str, s
     data += f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"  # and never the last chunk
     reply = exchange(gw.port, data)
     check_raw(gw, kafka, topic, reply, 408)
-    assert reply.elapsed < READ_TIMEOUT_S + 3
+    assert_timeout_was(reply, f"no body data for {READ_TIMEOUT_S:g} s")  # not the whole-body one
 
 
 @pytest.mark.slow
@@ -279,7 +285,8 @@ def test_chunked_body_that_trickles_forever(gw: Gateway, kafka: str,
                 break
         assert reply is not None
     check_raw(gw, kafka, topic, reply, 408)
-    assert TOTAL_TIMEOUT_S - 1 < reply.elapsed < TOTAL_TIMEOUT_S + 3
+    assert_timeout_was(reply, f"the body did not arrive within {TOTAL_TIMEOUT_S:g} s")
+    assert reply.elapsed > TOTAL_TIMEOUT_S - 1  # not early (a busy machine only makes it later)
 
 
 @pytest.mark.parametrize("where", ["value", "count", "request line"])
@@ -307,50 +314,49 @@ def test_garbage_instead_of_http(gw: Gateway, kafka: str, refused: tuple[str, st
 def test_slowloris_headers_are_dropped_and_others_served(gw: Gateway, kafka: str,
                                                          refused: tuple[str, str]) -> None:
     """Clients that send their headers a byte at a time are answered 408 and disconnected after
-    --header-read-timeout-s; meanwhile ordinary requests are served at once."""
+    --header-read-timeout-s (long before their headers are complete); meanwhile ordinary requests
+    are served. No timing assertion: the order of events is checked, which load cannot change."""
     name, topic = refused
     head = request_bytes("POST", f"/api/v1beta2/streams/{name}/ingest", ingest_head(name),
                          GOOD.encode())
     slow = [connect(gw.port) for _ in range(20)]
     stop = threading.Event()
-    dropped: list[float] = []
+    dropped: list[int] = []  # per client dropped by the server: how many bytes it had sent
 
     def drip(sock: socket.socket) -> None:
-        started = time.monotonic()
         sock.settimeout(0.3)
-        for byte in head:
+        for sent, byte in enumerate(head):
             if stop.is_set():
                 return
             try:
                 sock.sendall(bytes([byte]))
                 sock.recv(65536)  # a reply (the 408) or EOF: the server gave up on us
-                break
             except TimeoutError:
                 continue
             except (BrokenPipeError, ConnectionResetError):
-                break
-        dropped.append(time.monotonic() - started)
+                pass
+            dropped.append(sent + 1)
+            return
 
     threads = [threading.Thread(target=drip, args=(s,), daemon=True) for s in slow]
     for t in threads:
         t.start()
-    latencies = []
-    deadline = time.monotonic() + READ_TIMEOUT_S + 10
+    served_meanwhile = 0  # ordinary requests answered while some slow client was still connected
+    deadline = time.monotonic() + 120  # a failure guard only: dripping the head takes longer
     try:
         while len(dropped) < len(slow) and time.monotonic() < deadline:
-            began = time.monotonic()
-            assert http("GET", gw.url + "/healthz", timeout=5).status == 200
-            latencies.append(time.monotonic() - began)
+            assert http("GET", gw.url + "/healthz", timeout=30).status == 200
+            served_meanwhile += len(dropped) < len(slow)
             time.sleep(0.05)  # pacing of the well-behaved client, not synchronisation
     finally:
         stop.set()
         for t in threads:
-            t.join(5)
+            t.join(30)
         for s in slow:
             s.close()
     assert len(dropped) == len(slow), "some slowloris clients were never dropped"
-    assert max(dropped) < READ_TIMEOUT_S + 3, dropped
-    assert max(latencies) < 1.0, max(latencies)
+    assert max(dropped) < len(head), dropped  # dropped before their headers were complete
+    assert served_meanwhile > 0
     assert_still_serving_nothing_written(gw, kafka, topic)
 
 

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.brokers import Broker, own_broker
 from tests.integration.harness import Gateway, unique_name, wait_until
 from tests.reliability.accounting import COLUMNS
-from tests.reliability.conftest import Broker, own_broker, read_back
+from tests.reliability.conftest import read_back
 from tests.reliability.test_faults import metric, wait_delivered
 
 REQUEST_MAX = 4 << 20  # the broker's socket.request.max.bytes

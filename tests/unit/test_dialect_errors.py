@@ -3,10 +3,12 @@ an unexpected exception (500) goes through the route's own renderer, never the T
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
@@ -36,10 +38,20 @@ def test_datasources_detail_and_422() -> None:
     assert datasources.render_error(GatewayError("internal error"), "rid").status == 500
 
 
+async def _started(app: web.Application) -> None:
+    """Wait until the app's lifecycle has loaded the catalog and connected the sink (the tasks that
+    do it end): a request before that is a 503 "the catalog is still loading"."""
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() in ("catalog-load", "sink-connect")]
+    async with asyncio.timeout(60):  # a failure guard only
+        await asyncio.gather(*tasks)
+    gw = app[GATEWAY]
+    assert gw.catalog.loaded and gw.lifecycle.sink_started
+
+
 async def _client(tmp_path: Path, aiohttp_client: Any) -> TestClient[Any, Any]:
     app = build_app(Settings(data_dir=tmp_path), ADMIN)
     client: TestClient[Any, Any] = await aiohttp_client(app)
-    await app[GATEWAY].lifecycle.wait_catalog()  # loaded in the background after start-up
+    await _started(app)
     reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN}, json={
         "name": "ds", "columns": DS_COLUMNS, "mode": "versioned_kv",
         "primary_key": "timestamp, name"})

@@ -433,3 +433,14 @@ def test_raw_and_lines_need_one_string_column(decoder: Any, schema: CompiledSche
 ])
 def test_decode_dispatches_on_format(fmt: Format, body: bytes, count: int) -> None:
     assert len(run(decode(fmt, feed([body]), LINES))) == count
+
+
+def test_streaming_outcome_does_not_depend_on_chunking() -> None:
+    # found by test_streaming_arbitrary_bytes_give_rows_or_4xx: an invalid row, then bytes that
+    # are not UTF-8; decoded at once the UTF-8 check won, cut after the first line the row did
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for body in (b'""\n\x80\n', b'{"id": 1e99}\n{"id": \n', b'""\n' + deep + b"\n"):
+        for chunks in ([body], [body[:3], body[3:]]):
+            streaming_error(chunks, MalformedBody)
+    for chunks in ([b'""\n{"id": 1}\n'], [b'""\n', b'{"id": 1}\n']):
+        streaming_error(chunks, InvalidRow)

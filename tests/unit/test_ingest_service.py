@@ -3,7 +3,7 @@ rejected-bytes metric (data sources included), and the Retry-After rule from the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class Untouchable:
 
     nbytes = 0
 
-    async def rows(self, schema: CompiledSchema) -> Split:
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
         raise AssertionError("the body was decoded although the request was refused first")
 
 

@@ -49,7 +49,7 @@ def validate(body: bytes, schema: CompiledSchema, *, v3: bool = False,
             return [v3_record(o) for o in split_objects(data)]
         return v2_records(data, "json" if embedded == "json" else "binary")
     payload = ProxyPayload(_chunks(body), parse, each=v3, quarantine=quarantine)
-    split = asyncio.run(payload.rows(schema))
+    split = asyncio.run(payload.rows(schema, lambda n: None))
     return payload, split
 
 
