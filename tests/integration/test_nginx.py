@@ -288,7 +288,7 @@ def test_oversized_body_gets_413_from_nginx(stack: tuple[Nginx, list[Gateway]]) 
 
 
 def test_cors_passes_through(stack: tuple[Nginx, list[Gateway]]) -> None:
-    """Preflights reach the gateways and their CORS headers reach the browser, 429 included; the
+    """Preflights reach the gateways and their CORS headers reach the browser, errors included; the
     management API stays closed to other origins behind nginx too."""
     ngx, gws = stack
     name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
@@ -308,7 +308,8 @@ def test_cors_passes_through(stack: tuple[Nginx, list[Gateway]]) -> None:
     refused = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
                    headers={"Origin": origin, "X-Api-Key": ADMIN_KEY,
                             "Content-Type": "application/json"})
-    assert (accepted.status, refused.status) == (202, 429), (accepted.body, refused.body)
+    # one row more than the queue can ever hold: a 413 since issue 9 (it was a 429)
+    assert (accepted.status, refused.status) == (202, 413), (accepted.body, refused.body)
     for reply in (accepted, refused):
         got = {k.lower(): v for k, v in reply.headers.items()}
         assert got["access-control-allow-origin"] == "*"
