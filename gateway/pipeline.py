@@ -20,6 +20,7 @@ from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
+from gateway.sinks.base import RecordMeta, RowPositions
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Outcome:
     acknowledged: bool
     quarantined: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # where Kafka put the rows (wait=true and a sink that tells; else None)
+    positions: RowPositions | None = None
 
 
 SCHEMA_VERSION_HEADER = "schema-version"
@@ -67,9 +70,11 @@ class Pipeline:
         self.rates = WriteRates()
 
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
-                    quarantine: list[bytes] | None = None) -> Outcome:
+                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None
+                    ) -> Outcome:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
-        has acknowledged all of them."""
+        has acknowledged all of them (and, when it tells, where they landed). `meta`: each row's
+        own key, partition and headers (keyed streams' keys come from the schema)."""
         self.admission.gate(wait=wait)  # the body took a while: draining may have begun
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
@@ -83,11 +88,15 @@ class Pipeline:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
+        if meta is not None:
+            if encoded.keys is not None:  # keyed streams: the key comes from the primary key
+                meta.keys = list(encoded.keys)
+            self._check_extras(encoded.values, meta)
         self.admission.charge(stream, len(encoded.values), encoded.nbytes)
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
         entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done,
-                      headers=version_headers(stream))
+                      headers=version_headers(stream), meta=meta)
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine)
         else:
@@ -114,7 +123,16 @@ class Pipeline:
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
+        if entry.rows and entry.done is not None:
+            accepted.positions = entry.done.result()
         return accepted
+
+    def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
+        """A record with its own key and headers must still fit a batch (413 otherwise)."""
+        for i, value in enumerate(values):
+            if len(value) + meta.extra_bytes(i) > self.max_record_bytes:
+                raise PayloadTooLarge(f"record {i} is larger than {self.max_record_bytes} bytes "
+                                      "with its key and headers", row=i)
 
     async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
         """Durable mode: log the queued entries and wait for the fsync (group commit). Called
@@ -124,7 +142,7 @@ class Pipeline:
         committed = None
         for q, e in offers:
             e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys,
-                                                       e.headers)
+                                                       e.headers, e.meta)
         try:
             if committed is not None:  # the last append's group commit covers the earlier ones
                 await committed
@@ -151,7 +169,7 @@ class Pipeline:
                     return False
                 key = (rec.topic, rec.topic)
             entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
-                          None, pos, rec.headers)
+                          None, pos, rec.headers, rec.meta())
             while True:
                 try:
                     queues.queue(*key).offer(entry)

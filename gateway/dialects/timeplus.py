@@ -22,7 +22,16 @@ from gateway.context import gateway_of, request_id_of
 from gateway.cors import validate_key_origins
 from gateway.dialects import timeplus_replies as doc
 from gateway.dialects import timeplus_schemas
-from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
+from gateway.dialects.common import (
+    RESULTS_PARAM,
+    body_chunks,
+    flag,
+    json_body,
+    json_reply,
+    principal,
+    row_results,
+    wants_rows,
+)
 from gateway.dialects.contract import Route
 from gateway.dialects.timeplus_replies import error_body, key_body, stream_body
 from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType
@@ -194,7 +203,8 @@ def on_error(request: web.Request, stream: Stream | None) -> tuple[bool, bool]:
             Param("on_error", "quarantine: rows that do not fit the schema go to the stream's "
                               "quarantine topic instead of failing the request (streaming format"
                               " only); default: the stream's on_error.",
-                  Literal["reject", "quarantine"])],
+                  Literal["reject", "quarantine"]),
+            RESULTS_PARAM],
     replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut),
              202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
     errors={400: "Malformed body or a row that does not match the schema (row and column named);"
@@ -211,6 +221,8 @@ async def ingest(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     gw = gateway_of(request)
     quarantine, asked = on_error(request, gw.catalog.stream(name))
+    wait = flag(request, "wait")
+    rows = wants_rows(request, wait)
 
     def pick(schema: CompiledSchema) -> Format:
         fmt = choose_format(request, Format.RAW if schema.one_string_column else Format.STREAMING)
@@ -219,8 +231,9 @@ async def ingest(request: web.Request) -> web.Response:
         return fmt
     payload = StreamedBody(pick, body_chunks(request), quarantine=quarantine)
     done = await gw.ingest.ingest(IngestRequest(
-        name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request)))
-    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged),
+        name, payload, who, wait=wait, request_id=request_id_of(request)))
+    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged,
+                                    row_results(done) if rows else msgspec.UNSET),
                       status=200 if done.acknowledged else 202)
 
 

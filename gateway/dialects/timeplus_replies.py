@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from gateway.catalog.model import ApiKey, Stream
+from gateway.dialects.common import RowPosition
 from gateway.errors import GatewayError
 from gateway.evolution.versions import Incompatible
 from gateway.openapi import Doc
@@ -86,6 +87,7 @@ class IngestOut(Doc):
     stream: str
     rows: int
     acknowledged: bool
+    results: list[RowPosition] | msgspec.UnsetType = msgspec.UNSET  # with ?results=rows
 
 
 class CompactIn(msgspec.Struct):

@@ -138,7 +138,7 @@ class IngestService:
             quarantine = quarantine_values(split.bad, stream=stream.name,
                                            request_id=req.request_id)
         outcome = await self.pipeline.admit(stream, split.rows, wait=req.wait,
-                                            quarantine=quarantine)
+                                            quarantine=quarantine, meta=split.meta)
         outcome.headers = headers
         return outcome
 

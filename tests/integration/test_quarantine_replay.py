@@ -85,7 +85,7 @@ async def test_replay_is_exactly_once_across_a_restart(
     assert max(ids.values()) == 1, [i for i, c in ids.items() if c > 1]
     assert set(ids) == {f"good-{i}" for i in range(GOOD)} | {f"missing-{i}"
                                                             for i in range(MISSING_N)}
-    versions = Counter((r.json()["id"].split("-")[0], r.headers["schema-version"])
+    versions = Counter((r.json()["id"].split("-")[0], r.header("schema-version"))
                        for r in records)
     assert versions == {("good", b"1"): GOOD, ("missing", b"2"): MISSING_N}
     assert all(r.json()["n"] == 0 for r in records if r.json()["id"].startswith("missing"))

@@ -100,7 +100,7 @@ async def test_adding_a_nullable_column_under_load_on_two_replicas(
     versions_of: dict[str, set[bytes]] = defaultdict(set)
     for r in records:
         row = r.json()
-        version = r.headers.get("schema-version")
+        version = r.header("schema-version")
         # v1 rows were encoded without `extra`, v2 rows with it: never one with the other
         assert (version, "extra" in row) in ((b"1", False), (b"2", True)), (version, row)
         versions_of[row["id"].rsplit("-", 1)[0]].add(version or b"")

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from gateway import metrics
+from gateway.sinks.base import RecordMeta
 from gateway.spool import AckMarker, Spool, SpoolRecord
 
 
@@ -121,3 +122,15 @@ async def test_record_headers_survive_a_crash_and_old_records_still_read(tmp_pat
     old = msgspec.msgpack.encode([1, "s", "t", rows("old"), None])
     assert msgspec.msgpack.decode(old, type=SpoolRecord | AckMarker) == SpoolRecord(
         "s", "t", rows("old"), None)
+
+
+async def test_records_own_keys_partitions_and_headers_survive_a_crash(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    await spool.open()
+    meta = RecordMeta([b"k", None], [2, -1], [[("h", b"v")], []])
+    await spool.append("s", "t", rows("m", 2), None, [("schema-version", b"1")], meta)[1]
+    await spool.append("s", "t", rows("plain"), None)[1]
+    spool2, got = await replayed(tmp_path)
+    assert [r.meta() for r in got] == [meta, None]
+    assert got[0].headers == [("schema-version", b"1")]
+    await spool2.close()
