@@ -35,10 +35,10 @@ def _list(text: str, allowed: list[str], what: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="benchmarks/run",
-        description="Benchmark the gateway against a real Kafka: scenarios S1-S8 of issue 4, with "
+        description="Benchmark the gateway against a real Kafka: scenarios S1-S9 (issues 4 and 13), with "
                     "ceilings measured in the same run by the same load generator.")
     p.add_argument("--scenario", default="all",
-                   help="comma-separated scenario ids (S1..S8), or all (default)")
+                   help="comma-separated scenario ids (S1..S9), or all (default)")
     p.add_argument("--duration", type=float, default=None,
                    help="seconds of each measured phase (default 20; 3 with --quick)")
     p.add_argument("--warmup", type=float, default=None,

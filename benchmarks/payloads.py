@@ -32,7 +32,7 @@ _EPOCH = datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC)
 class Payload:
     """What one request carries: the framing, rows per request, and whether it is gzipped."""
 
-    fmt: str  # "ndjson" or "compact"
+    fmt: str  # "ndjson", "compact" or "restproxy" (a Kafka REST Proxy v2 json produce body)
     rows: int
     gzip: bool = False
 
@@ -43,6 +43,8 @@ class Payload:
 
     @property
     def content_type(self) -> str:
+        if self.fmt == "restproxy":
+            return "application/vnd.kafka.json.v2+json"
         return "application/x-ndjson" if self.fmt == "ndjson" else "application/json"
 
 
@@ -95,6 +97,9 @@ def make_body(payload: Payload, rows: list[list[Any]]) -> Body:
         raw = b"".join(ndjson_line(r) for r in rows)
     elif payload.fmt == "compact":
         raw = _encoder.encode({"columns": COLUMN_NAMES, "data": rows})
+    elif payload.fmt == "restproxy":
+        raw = _encoder.encode({"records": [{"value": dict(zip(COLUMN_NAMES, r, strict=True))}
+                                           for r in rows]})
     else:
         raise ValueError(f"unknown payload format {payload.fmt!r}")
     data = gzip.compress(raw, compresslevel=6, mtime=0) if payload.gzip else raw

@@ -191,7 +191,7 @@ def run_section(run: dict[str, Any]) -> list[str]:
 
 def _summary_row(run: dict[str, Any]) -> str:
     cells = []
-    for sid in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"):
+    for sid in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9"):
         r = run["scenarios"].get(sid)
         cells.append("" if r is None else (r.get("goal") or {}).get("status", "?"))
     git = run["git"]
@@ -213,8 +213,8 @@ def write_results_md(results_dir: Path, md_path: Path) -> None:
         except (OSError, ValueError):
             continue
     lines = [BEGIN, "", "## Runs (newest first)", "",
-             "| run | commit | S1 | S2 | S3 | S4 | S5 | S6 | S7 | S8 | note |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| run | commit | S1 | S2 | S3 | S4 | S5 | S6 | S7 | S8 | S9 | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_summary_row(r) for r in runs] + [""]
     for run in runs[:DETAILED_RUNS]:
         lines += run_section(run)

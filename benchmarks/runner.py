@@ -115,7 +115,7 @@ class Run:
         headers = {"X-Api-Key": self.key, "Content-Type": payload.content_type}
         if payload.gzip:
             headers["Content-Encoding"] = "gzip"
-        query = "?wait=true" if wait else "?wait=false"
+        query = "" if payload.fmt == "restproxy" else "?wait=true" if wait else "?wait=false"
         return [build_request("127.0.0.1", port, paths[i % len(paths)] + query, headers, b.data,
                               b.rows, b.raw_bytes)
                 for i, b in enumerate(self.pool(payload, size))]
@@ -292,7 +292,8 @@ class Run:
             topics = await gw.create_streams(names)
             if s.streams > 1:
                 out["config"]["broker_settle_s"] = await self._settle_broker()
-            paths = [f"/api/v1beta2/streams/{n}/ingest" for n in names]
+            paths = ([f"/topics/{n}" for n in names] if s.route == "restproxy" else
+                     [f"/api/v1beta2/streams/{n}/ingest" for n in names])
             size = max(pool_size(s.payload), s.streams)
             load = Load([("127.0.0.1", srv.port) for srv in gw.servers],
                         [self.requests(s.payload, srv.port, paths, s.wait, size) for srv in gw.servers],

@@ -1,4 +1,5 @@
-"""Scenarios S1-S8 of issue 4 and their goals, each checked against the same run's ceilings."""
+"""Scenarios S1-S8 of issue 4 and S9 (the REST proxy route, issue 13), and their goals, each
+checked against the same run's ceilings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ ONE_ROW = Payload("ndjson", 1)
 COMPACT1000 = Payload("compact", 1000)
 NDJSON1000 = Payload("ndjson", 1000)
 NDJSON1000GZ = Payload("ndjson", 1000, gzip=True)
+RESTPROXY100 = Payload("restproxy", 100)
 OVERLOAD_FACTOR = 2.0
 RSS_LIMIT_MB = 300.0
 
@@ -30,6 +32,7 @@ class Scenario:
     workers: int = 1
     overload: bool = False  # open loop at OVERLOAD_FACTOR x S1's knee
     companion: Payload | None = None  # a second run to compare against (S5: the same, uncompressed)
+    route: str = "timeplus"  # or "restproxy": POST /topics/{stream} (always waits for Kafka)
 
 
 SCENARIOS: dict[str, Scenario] = {s.id: s for s in [
@@ -49,6 +52,9 @@ SCENARIOS: dict[str, Scenario] = {s.id: s for s in [
              streams=200),
     Scenario("S8", "--workers 2 (or two processes)",
              "report scaling vs S1, with where the cores went", NDJSON100, workers=2),
+    Scenario("S9", "Kafka REST Proxy v2 produce (POST /topics/{topic}, json), 100 records per "
+             "request, 64 connections (the proxy API always waits for Kafka)",
+             "report rows/s vs S1 and S2", RESTPROXY100, wait=True, route="restproxy"),
 ]}
 
 
@@ -112,7 +118,7 @@ def evaluate(s: Scenario, m: dict[str, Any], ceilings: dict[str, Any], results: 
     elif s.id == "S7":
         checks.append(_check("rows/s ÷ S1 rows/s", _ratio(rows, s1), 0.8,
                              None if s1 is None else (rows is not None and rows >= 0.8 * s1)))
-    elif s.id == "S8":
+    elif s.id in ("S8", "S9"):
         reported = True
     for c in checks:
         if c["ok"] is None and c["value"] is not None and c["limit"] is not None:

@@ -24,6 +24,13 @@ from gateway.context import GATEWAY, Gateway
 from gateway.dialects import ops, timeplus
 from gateway.dialects.registry import DIALECTS
 from gateway.errors import Unavailable
+from gateway.evolution.quarantine_log import (
+    FileQuarantineLog,
+    KafkaQuarantineLog,
+    PartitionsOf,
+    QuarantineLog,
+)
+from gateway.evolution.replay import Replayer
 from gateway.expect import defer_continue
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
@@ -34,7 +41,7 @@ from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Entry, Limits, Queues
-from gateway.sinks.base import SinkParts, SinkUnavailable
+from gateway.sinks.base import Sink, SinkParts, SinkUnavailable
 from gateway.sinks.kafka import KafkaSink, TopicOwner
 from gateway.sinks.kafka_stats import KafkaStats
 from gateway.sinks.kafka_topics import KafkaTopics
@@ -110,8 +117,24 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
     streams = StreamService(catalog, parts.topics, queues, schemas, StreamDefaults(
         settings.topic_prefix, settings.default_shards, settings.replication_factor))
     ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
+    quarantine_log: QuarantineLog = (FileQuarantineLog(settings.data_dir / "sink")
+                                     if isinstance(sink, LocalSink)
+                                     else KafkaQuarantineLog(settings.kafka_bootstrap,
+                                                             _partitions_of(sink)))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats)
+                   Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats,
+                   replayer=Replayer(catalog, schemas, pipeline, quarantine_log))
+
+
+def _partitions_of(sink: Sink) -> PartitionsOf:
+    """The partitions of a topic, from the Kafka sink producer's metadata."""
+    async def partitions(topic: str) -> set[int] | None:
+        producer = getattr(sink, "producer", None)
+        if producer is None:
+            raise Unavailable("Kafka is not connected yet", retry_after=1.0)
+        parts: set[int] | None = await producer.partitions_for(topic)
+        return parts
+    return partitions
 
 
 def _release_spooled(spool: Spool, entries: list[Entry]) -> None:

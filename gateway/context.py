@@ -10,6 +10,7 @@ from gateway.auth import Authenticator
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.dialects.contract import ErrorRenderer
+from gateway.evolution.replay import Replayer
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
 from gateway.pipeline import Pipeline
@@ -33,6 +34,7 @@ class Gateway:
     lifecycle: Lifecycle
     stats: TopicStatsReader
     renderers: dict[str, ErrorRenderer] = field(default_factory=dict)
+    replayer: Replayer | None = None  # reads and replays quarantined rows
     worker: str = "0"  # index of this worker process (X-Gateway-Worker), "0" when there is one
 
     @property

@@ -29,7 +29,8 @@ EXPOSE_HEADERS = ("Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-Rate
 MAX_AGE = "7200"  # seconds; Chromium caps a preflight cache entry at 2 hours
 # The ingest routes of every dialect (paths as requested; a 405 has no matched route to ask).
 _INGEST = re.compile(r"/v0/events|/v1/data_sources/ingest"
-                     r"|(?:/[A-Za-z0-9_-]{1,128})?/api/v1beta[12]/streams/[^/]+/ingest")
+                     r"|(?:/[A-Za-z0-9_-]{1,128})?/api/v1beta[12]/streams/[^/]+/ingest"
+                     r"|/topics/[^/]+|/v3/clusters/[^/]+/topics/[^/]+/records")
 _OPS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 _ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 

@@ -33,6 +33,8 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
                             "description": "The API key as `Authorization: ApiKey KEY`."},
     "bearer": {"type": "http", "scheme": "bearer",
                "description": "The API key as `Authorization: Bearer KEY`."},
+    "basic": {"type": "http", "scheme": "basic",
+              "description": "HTTP Basic with the API key as password (Kafka REST Proxy clients)."},
     "tokenQuery": {"type": "apiKey", "in": "query", "name": "token",
                    "description": "The API key in the `token` query parameter."},
 }
@@ -52,6 +54,7 @@ PATH_PARAMETERS = {
     "workspace": "Workspace id, as in the vendor's URLs; one gateway serves one workspace.",
     "name": "Stream name.",
     "id": "API key id.",
+    "schema_version": "A version of the stream's schema (1 = as created).",
 }
 
 H = TypeVar("H", bound=Callable[..., Any])

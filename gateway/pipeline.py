@@ -20,6 +20,7 @@ from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
+from gateway.sinks.base import RecordMeta, RowPositions
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,17 @@ class Outcome:
     acknowledged: bool
     quarantined: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # where Kafka put the rows (wait=true and a sink that tells; else None)
+    positions: RowPositions | None = None
+
+
+SCHEMA_VERSION_HEADER = "schema-version"
+
+
+def version_headers(stream: Stream) -> list[tuple[str, bytes]]:
+    """The Kafka headers every record of a request carries: the schema version its rows were
+    validated against (the version current when the request was admitted)."""
+    return [(SCHEMA_VERSION_HEADER, str(stream.schema_version).encode())]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -58,9 +70,11 @@ class Pipeline:
         self.rates = WriteRates()
 
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
-                    quarantine: list[bytes] | None = None) -> Outcome:
+                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None
+                    ) -> Outcome:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
-        has acknowledged all of them."""
+        has acknowledged all of them (and, when it tells, where they landed). `meta`: each row's
+        own key, partition and headers (keyed streams' keys come from the schema)."""
         self.admission.gate(wait=wait)  # the body took a while: draining may have begun
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
@@ -74,10 +88,15 @@ class Pipeline:
             big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
                                   f"largest row is {self.max_record_bytes} bytes", row=big)
+        if meta is not None:
+            if encoded.keys is not None:  # keyed streams: the key comes from the primary key
+                meta.keys = list(encoded.keys)
+            self._check_extras(encoded.values, meta)
         self.admission.charge(stream, len(encoded.values), encoded.nbytes)
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
-        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done)
+        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done,
+                      headers=version_headers(stream), meta=meta)
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine)
         else:
@@ -104,7 +123,16 @@ class Pipeline:
         except TimeoutError:
             raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
                                " s; they stay queued and will be written when it does") from None
+        if entry.rows and entry.done is not None:
+            accepted.positions = entry.done.result()
         return accepted
+
+    def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
+        """A record with its own key and headers must still fit a batch (413 otherwise)."""
+        for i, value in enumerate(values):
+            if len(value) + meta.extra_bytes(i) > self.max_record_bytes:
+                raise PayloadTooLarge(f"record {i} is larger than {self.max_record_bytes} bytes "
+                                      "with its key and headers", row=i)
 
     async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
         """Durable mode: log the queued entries and wait for the fsync (group commit). Called
@@ -113,7 +141,8 @@ class Pipeline:
         assert self.spool is not None
         committed = None
         for q, e in offers:
-            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys)
+            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys,
+                                                       e.headers, e.meta)
         try:
             if committed is not None:  # the last append's group commit covers the earlier ones
                 await committed
@@ -140,7 +169,7 @@ class Pipeline:
                     return False
                 key = (rec.topic, rec.topic)
             entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
-                          None, pos)
+                          None, pos, rec.headers, rec.meta())
             while True:
                 try:
                     queues.queue(*key).offer(entry)
@@ -161,7 +190,8 @@ class Pipeline:
             raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row is "
                                   f"{self.max_record_bytes} bytes")
         side = Entry(quarantine, None, sum(map(len, quarantine)),
-                     None if entry.done is None else asyncio.get_running_loop().create_future())
+                     None if entry.done is None else asyncio.get_running_loop().create_future(),
+                     headers=entry.headers)
         # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
         offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
         if entry.rows:

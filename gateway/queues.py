@@ -16,10 +16,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway import metrics
 from gateway.limiters.drain_rate import DrainRate
-from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.base import Headers, Landed, RecordMeta, RowPositions, Sink, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,12 @@ class Entry:
     values: list[bytes]
     keys: list[bytes] | None
     nbytes: int
-    done: asyncio.Future[None] | None = None
+    # resolved to the records' RowPositions (None when the sink cannot tell) once acknowledged
+    done: asyncio.Future[Any] | None = None
     spool_pos: int = -1  # the durable spool's record holding these rows (-1: not spooled)
+    headers: Headers | None = None  # Kafka headers of every record (e.g. its schema version)
+    # each record's own key, partition and headers (rarely set); `headers` follow each record's own
+    meta: RecordMeta | None = None
 
     @property
     def rows(self) -> int:
@@ -239,7 +244,9 @@ class StreamQueue:
             async with asyncio.timeout(self.limits.linger_s):
                 await self._flush_now.wait()
 
-    async def _hand_over(self, entries: list[Entry]) -> asyncio.Future[None]:
+    async def _hand_over(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
+        if any(e.meta is not None for e in entries):
+            return await self._hand_over_placed(entries)
         if len(entries) == 1:
             values, keys = entries[0].values, entries[0].keys
         else:
@@ -251,9 +258,27 @@ class StreamQueue:
                 keys = []
                 for e in entries:
                     keys += e.keys or []
+        if any(e.headers for e in entries):
+            headers: list[Headers] = []
+            for e in entries:
+                headers += [e.headers or []] * e.rows
+            return await self.sink.send(self.topic, values, keys, headers=headers)
         return await self.sink.send(self.topic, values, keys)
 
-    def _settle(self, entries: list[Entry], fut: asyncio.Future[None]) -> None:
+    async def _hand_over_placed(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
+        """A flush where some records carry their own key, partition or headers: every record's
+        details in one RecordMeta, the entry's shared headers (schema version) after its own."""
+        values: list[bytes] = []
+        meta = RecordMeta([], [], [])
+        for e in entries:
+            values += e.values
+            m = e.meta if e.meta is not None else RecordMeta.plain(e.rows, e.keys)
+            meta.keys += m.keys
+            meta.partitions += m.partitions
+            meta.headers += [own + e.headers for own in m.headers] if e.headers else m.headers
+        return await self.sink.send(self.topic, values, None, meta)
+
+    def _settle(self, entries: list[Entry], fut: asyncio.Future[Landed | None]) -> None:
         self._flights.pop(id(entries), None)
         if not self._flights:
             self._landed.set()
@@ -266,9 +291,13 @@ class StreamQueue:
             return
         self._backoff = 0.0
         self._release(entries)
+        landed = fut.result()
+        start = 0
         for e in entries:
             if e.done is not None and not e.done.done():
-                e.done.set_result(None)
+                e.done.set_result(None if landed is None else
+                                  RowPositions(landed, start, start + e.rows))
+            start += e.rows
 
     def _discard(self, entries: list[Entry]) -> None:
         """Forget entries of a deleted stream: free their memory, tell the spool they are done,

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from gateway import metrics
+from gateway.sinks.base import RecordMeta
 
 log = logging.getLogger(__name__)
 HEADER = struct.Struct("<II")  # payload length, CRC32 of the payload
@@ -42,6 +43,17 @@ class SpoolRecord(msgspec.Struct, array_like=True, tag=1):
     topic: str
     values: list[bytes]
     keys: list[bytes] | None
+    headers: list[tuple[str, bytes]] | None = None  # of every record (schema version)
+    # each record's own key, partition and headers (RecordMeta's fields; None: none set)
+    meta_keys: list[bytes | None] | None = None
+    meta_partitions: list[int] | None = None
+    meta_headers: list[list[tuple[str, bytes]]] | None = None
+
+    def meta(self) -> RecordMeta | None:
+        """The records' own details as queued (None for plain rows)."""
+        if self.meta_keys is None or self.meta_partitions is None or self.meta_headers is None:
+            return None
+        return RecordMeta(self.meta_keys, self.meta_partitions, self.meta_headers)
 
 
 class AckMarker(msgspec.Struct, array_like=True, tag=2):
@@ -170,7 +182,8 @@ class Spool:
         return seg
 
     # ---- appending (the hot path) ----------------------------------------------------------
-    def append(self, stream: str, topic: str, values: list[bytes], keys: list[bytes] | None
+    def append(self, stream: str, topic: str, values: list[bytes], keys: list[bytes] | None,
+               headers: list[tuple[str, bytes]] | None = None, meta: RecordMeta | None = None
                ) -> tuple[int, asyncio.Future[None]]:
         """Log a request's rows; returns the record's position and a future that resolves once
         it is fsynced (or fails with SpoolError). Synchronous up to the future, so a caller can
@@ -184,7 +197,10 @@ class Spool:
             if seg.unwritten == 0:  # else the writer seals it after its last write
                 self._seal(seg)
             seg = self._active = self._new_segment(seg.seq + 1)
-        data = encode_record(SpoolRecord(stream, topic, values, keys))
+        data = encode_record(SpoolRecord(stream, topic, values, keys, headers)
+                             if meta is None else
+                             SpoolRecord(stream, topic, values, keys, headers, meta.keys,
+                                         meta.partitions, meta.headers))
         pos = position(seg.seq, seg.records)
         seg.records += 1
         seg.outstanding += 1

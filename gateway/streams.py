@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from gateway.catalog.model import MODES, Stream, valid_stream_name
+from gateway.catalog.model import COMPATIBILITY_MODES, MODES, ON_ERROR, Stream, valid_stream_name
 from gateway.catalog.store import Catalog
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.evolution.versions import evolve
 from gateway.ingest.schema import SchemaCache, SchemaError, check_columns
 from gateway.queues import Queues
 from gateway.sinks.base import SinkUnavailable, TopicAdmin
@@ -123,14 +124,25 @@ class StreamService:
         """Change description, retention, TTL or `archived`; retention changes reach the topics
         before the catalog. Other fields cannot be changed (400)."""
         allowed = {"description", "logstore_retention_ms", "logstore_retention_bytes",
-                   "ttl_expression", "archived"}
+                   "ttl_expression", "archived", "compatibility", "on_error", "columns",
+                   "primary_key"}
         if set(changes) - allowed:
             raise BadRequest(f"cannot change {', '.join(sorted(set(changes) - allowed))}; only "
                              f"{', '.join(sorted(allowed))} can be updated")
+        if changes.get("on_error", ON_ERROR[0]) not in ON_ERROR:
+            raise BadRequest(f"invalid on_error {changes['on_error']!r}; one of "
+                             f"{', '.join(ON_ERROR)}")
+        if changes.get("compatibility", COMPATIBILITY_MODES[0]) not in COMPATIBILITY_MODES:
+            raise BadRequest(f"invalid compatibility {changes['compatibility']!r}; one of "
+                             f"{', '.join(COMPATIBILITY_MODES)}")
+        schema: dict[str, object] = {k: changes.pop(k) for k in ("columns", "primary_key")
+                                     if k in changes}
         async with self._update_lock:
             stream = self.get(name)
             updated = msgspec.structs.replace(stream, **changes, last_updated_at=now_text(),
                                               last_updated_by=updated_by)
+            if schema:
+                updated = self._new_version(updated, schema, updated_by)
             if (updated.logstore_retention_ms, updated.logstore_retention_bytes) != (
                     stream.logstore_retention_ms, stream.logstore_retention_bytes):
                 try:
@@ -142,6 +154,21 @@ class StreamService:
                     or not await self.catalog.put_stream(updated, create=False)):
                 raise Conflict(f"stream {name!r} changed or was deleted meanwhile; retry")
             return updated
+
+    def _new_version(self, stream: Stream, schema: dict[str, object], by: str) -> Stream:
+        """The stream with its new schema version (400 when the columns are invalid, 409 when
+        its compatibility mode refuses them)."""
+        columns = schema.get("columns", stream.columns)
+        key = schema.get("primary_key")
+        assert isinstance(columns, list) and (key is None or isinstance(key, str))
+        try:  # an invalid column list is a 400 before any compatibility question
+            check_columns(msgspec.structs.replace(stream, columns=columns,
+                                                  primary_key=stream.primary_key if key is None
+                                                  else key))
+        except SchemaError as exc:
+            raise BadRequest(str(exc)) from None
+        return evolve(stream, columns, key, mode=stream.compatibility, by=by,
+                      now=stream.last_updated_at)
 
     async def delete(self, name: str) -> Stream:
         """Refuse new rows (catalog first), discard the queue, then delete the topic."""

@@ -28,8 +28,28 @@ class Column(msgspec.Struct, omit_defaults=False):
     description: str = ""
 
 
+COMPATIBILITY_MODES = ("backward", "forward", "full", "none")
+ON_ERROR = ("reject", "quarantine")
+
+
+class SchemaVersion(msgspec.Struct):
+    """One immutable earlier version of a stream's schema (the current one is the stream's own
+    `columns` and `schema_version`)."""
+
+    version: int
+    columns: list[Column]
+    primary_key: str = ""
+    created_at: str = ""
+    created_by: str = ""
+
+
 class Stream(msgspec.Struct):
-    """A stream: a schema, the Kafka topic holding its rows, and its storage settings."""
+    """A stream: a schema, the Kafka topic holding its rows, and its storage settings.
+
+    `schema_version` numbers the current `columns` (1 at creation); `schemas` keeps every earlier
+    version, oldest first. `quarantine_replayed` is the quarantine topic's replay position:
+    partition → the first offset not replayed yet (absent: from the beginning).
+    """
 
     name: str
     columns: list[Column]
@@ -49,6 +69,14 @@ class Stream(msgspec.Struct):
     created_by: str = ""
     last_updated_at: str = ""
     last_updated_by: str = ""
+    schema_version: int = 1
+    schema_created_at: str = ""
+    schema_created_by: str = ""
+    schemas: list[SchemaVersion] = msgspec.field(default_factory=list)
+    compatibility: str = "backward"
+    on_error: str = "reject"
+    quarantine_replayed: dict[int, int] = msgspec.field(default_factory=dict)
+    replay_claim: str = ""  # "<replica> <until epoch s>" while a replica replays the quarantine
 
     @property
     def keyed(self) -> bool:

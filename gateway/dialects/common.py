@@ -13,6 +13,8 @@ from gateway.cors import origin_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
 from gateway.expect import body_source
 from gateway.ingest.body import check_transfer_encoding, read_chunks
+from gateway.openapi import Doc, Param
+from gateway.pipeline import Outcome
 
 T = TypeVar("T")
 MAX_JSON_BODY = 1024 * 1024
@@ -61,9 +63,46 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
     raise BadRequest(f"query parameter {name!r} must be true or false, got {raw!r}")
 
 
+class RowPosition(Doc):
+    """Where Kafka put one row: its partition and offset."""
+
+    partition: int
+    offset: int
+
+
+RESULTS_PARAM = Param("results", "`rows` (with wait=true): the reply lists each written row's "
+                      "Kafka partition and offset, in order.", str)
+
+
+def wants_rows(request: web.Request, wait: bool) -> bool:
+    """True for `?results=rows` (only with wait=true: positions exist once Kafka acknowledged)."""
+    raw = request.query.get("results")
+    if raw is None or raw == "":
+        return False
+    if raw != "rows":
+        raise BadRequest(f"query parameter 'results' must be 'rows', got {raw[:100]!r}")
+    if not wait:
+        raise BadRequest("results=rows needs wait=true: a row's position is known once Kafka "
+                         "has acknowledged it")
+    return True
+
+
+def row_results(done: Outcome) -> list[RowPosition]:
+    """Each written row's position, in order (empty when the sink cannot tell: the dev sink)."""
+    if done.positions is None:
+        return []
+    return [RowPosition(p, o) for p, o in done.positions.positions()]
+
+
 def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
     """The authenticated caller; 401 when the key is missing or invalid."""
-    key = key_from_headers(request.headers, request.query if allow_query_token else None)
+    return authenticate(request, key_from_headers(request.headers,
+                                                  request.query if allow_query_token else None))
+
+
+def authenticate(request: web.Request, key: str | None) -> Principal:
+    """The caller owning `key` (401 when missing or invalid), if the key may be used from the
+    request's origin (403)."""
     who = gateway_of(request).auth.authenticate(key)
     who.require_origin(origin_of(request))
     return who

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.dialects import datasources, timeplus, tinybird
+from gateway.dialects import datasources, restproxy, timeplus, tinybird
 from gateway.dialects.contract import Dialect
 
-DIALECTS: tuple[Dialect, ...] = (timeplus, tinybird, datasources)
+DIALECTS: tuple[Dialect, ...] = (timeplus, tinybird, datasources, restproxy)

@@ -14,17 +14,29 @@ from gateway.auth import new_key
 from gateway.catalog.model import (
     DEFAULT_RETENTION_BYTES,
     DEFAULT_RETENTION_MS,
+    ON_ERROR,
     Column,
     Stream,
 )
 from gateway.context import gateway_of, request_id_of
 from gateway.cors import validate_key_origins
 from gateway.dialects import timeplus_replies as doc
-from gateway.dialects.common import body_chunks, flag, json_body, json_reply, principal
+from gateway.dialects import timeplus_schemas
+from gateway.dialects.common import (
+    RESULTS_PARAM,
+    body_chunks,
+    flag,
+    json_body,
+    json_reply,
+    principal,
+    row_results,
+    wants_rows,
+)
 from gateway.dialects.contract import Route
 from gateway.dialects.timeplus_replies import error_body, key_body, stream_body
 from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaType
 from gateway.ingest.formats import Format
+from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, StreamedBody
 from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
 from gateway.scopes import parse_scopes
@@ -71,6 +83,10 @@ class UpdateStreamIn(msgspec.Struct):
     logstore_retention_bytes: int | None = None
     ttl_expression: str | None = None
     archived: bool | None = None
+    columns: list[ColumnIn] | None = None  # a new schema version (checked for compatibility)
+    primary_key: str | None = None
+    compatibility: str | None = None  # backward (default), forward, full, none
+    on_error: str | None = None  # reject (default) or quarantine: what ingest does with bad rows
 
 
 class CreateKeyIn(msgspec.Struct):
@@ -90,10 +106,15 @@ def _default_text(value: DefaultValue) -> str | None:
     return msgspec.json.encode(value).decode()
 
 
+def columns_from_request(columns: list[ColumnIn]) -> list[Column]:
+    """The catalog's columns from a request's."""
+    return [Column(c.name, c.type, _default_text(c.default), bool(c.nullable), c.description or "")
+            for c in columns]
+
+
 def stream_from_request(req: CreateStreamIn) -> Stream:
     """The catalog record a create request describes (topic and defaults filled in later)."""
-    columns = [Column(c.name, c.type, _default_text(c.default), bool(c.nullable),
-                      c.description or "") for c in req.columns or []]
+    columns = columns_from_request(req.columns or [])
     return Stream(
         name=req.name, columns=columns, topic="", description=req.description or "",
         mode=req.mode or "append", primary_key=req.primary_key or "", shards=req.shards or 0,
@@ -160,6 +181,17 @@ def choose_format(request: web.Request, plain: Format = Format.RAW) -> Format:
     raise UnsupportedMediaType(f"unsupported format {sub!r} for {media}")
 
 
+def on_error(request: web.Request, stream: Stream | None) -> tuple[bool, bool]:
+    """Whether rows that do not fit the schema go to quarantine (`?on_error=quarantine`, else the
+    stream's `on_error`) instead of failing the request, and whether the request asked for it.
+    Only the streaming (NDJSON) format can set rows aside: other formats reject."""
+    raw = request.query.get("on_error", "")
+    if raw and raw not in ON_ERROR:
+        raise BadRequest(f"invalid on_error {raw!r}; one of {', '.join(ON_ERROR)}")
+    wanted = (raw or (stream.on_error if stream is not None else "")) == "quarantine"
+    return wanted, wanted and bool(raw)
+
+
 # ---- handlers -------------------------------------------------------------------------------
 @operation(
     "Push rows into a stream", tags=("ingest",), error_body=doc.TimeplusError,
@@ -167,7 +199,12 @@ def choose_format(request: web.Request, plain: Format = Format.RAW) -> Format:
              "application/x-ndjson": doc.NdjsonRow, "text/plain": str},
     params=[Param("format", "Body format; overrides the Content-Type.",
                   Literal["compact", "streaming", "raw", "lines"]),
-            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool)],
+            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
+            Param("on_error", "quarantine: rows that do not fit the schema go to the stream's "
+                              "quarantine topic instead of failing the request (streaming format"
+                              " only); default: the stream's on_error.",
+                  Literal["reject", "quarantine"]),
+            RESULTS_PARAM],
     replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut),
              202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
     errors={400: "Malformed body or a row that does not match the schema (row and column named);"
@@ -182,11 +219,21 @@ async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
     who = principal(request)
     name = request.match_info["name"]
-    payload = StreamedBody(lambda schema: choose_format(
-        request, Format.RAW if schema.one_string_column else Format.STREAMING), body_chunks(request))
-    done = await gateway_of(request).ingest.ingest(IngestRequest(
-        name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request)))
-    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged),
+    gw = gateway_of(request)
+    quarantine, asked = on_error(request, gw.catalog.stream(name))
+    wait = flag(request, "wait")
+    rows = wants_rows(request, wait)
+
+    def pick(schema: CompiledSchema) -> Format:
+        fmt = choose_format(request, Format.RAW if schema.one_string_column else Format.STREAMING)
+        if asked and fmt is not Format.STREAMING:
+            raise BadRequest("on_error=quarantine needs the streaming (NDJSON) format")
+        return fmt
+    payload = StreamedBody(pick, body_chunks(request), quarantine=quarantine)
+    done = await gw.ingest.ingest(IngestRequest(
+        name, payload, who, wait=wait, request_id=request_id_of(request)))
+    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged,
+                                    row_results(done) if rows else msgspec.UNSET),
                       status=200 if done.acknowledged else 202)
 
 
@@ -226,20 +273,26 @@ async def get_stream(request: web.Request) -> web.Response:
     return json_reply(stream_body(gateway_of(request).streams.get(request.match_info["name"])))
 
 
-@operation("Update a stream (description, retention, TTL, archived)", tags=("streams",),
+@operation("Update a stream (description, retention, TTL, archived, columns: a new schema "
+           "version)", tags=("streams",),
            error_body=doc.TimeplusError, request=UpdateStreamIn,
            replies={200: Reply("The updated stream.", doc.StreamOut)},
            errors={504: CATALOG_UNCONFIRMED,
                    400: "A field that cannot be changed, or an invalid value.",
                    403: "The key may not manage streams.", 404: "No such stream.",
-                   409: "The stream changed or was deleted meanwhile; retry."})
+                   409: "The new columns are not compatible (every reason listed in `reasons`),"
+                        " or the stream changed or was deleted meanwhile; retry."})
 async def update_stream(request: web.Request) -> web.Response:
-    """PATCH (or PUT) …/streams/{name}: description, retention (also on the topic), TTL, archived."""
+    """PATCH (or PUT) …/streams/{name}: description, retention (also on the topic), TTL, archived,
+    compatibility, on_error, and columns (a new schema version when compatible)."""
     gw = gateway_of(request)
     who = principal(request)
     who.require_manage()
     req = await json_body(request, UpdateStreamIn)
-    changes = {f: v for f in req.__struct_fields__ if (v := getattr(req, f)) is not None}
+    changes: dict[str, object] = {f: v for f in req.__struct_fields__
+                                  if (v := getattr(req, f)) is not None}
+    if req.columns is not None:
+        changes["columns"] = columns_from_request(req.columns)
     stream = await gw.streams.update(request.match_info["name"], changes, updated_by=who.name)
     return json_reply(stream_body(stream))
 
@@ -371,5 +424,6 @@ def routes() -> list[Route]:
         ("GET", "/apikeys", list_keys),
         ("POST", "/apikeys", create_key),
         ("DELETE", "/apikeys/{id}", delete_key),
+        *timeplus_schemas.ROUTES,
     ]
     return [(m, prefix + p, h) for prefix in PREFIXES for m, p, h in table]

@@ -8,7 +8,9 @@ from typing import Any
 import msgspec
 
 from gateway.catalog.model import ApiKey, Stream
+from gateway.dialects.common import RowPosition
 from gateway.errors import GatewayError
+from gateway.evolution.versions import Incompatible
 from gateway.openapi import Doc
 
 
@@ -55,6 +57,9 @@ class StreamOut(Doc):
     created_by: UserRef
     last_updated_at: str
     last_updated_by: UserRef
+    schema_version: int
+    compatibility: str
+    on_error: str
 
 
 class ApiKeyOut(Doc):
@@ -82,6 +87,7 @@ class IngestOut(Doc):
     stream: str
     rows: int
     acknowledged: bool
+    results: list[RowPosition] | msgspec.UnsetType = msgspec.UNSET  # with ?results=rows
 
 
 class CompactIn(msgspec.Struct):
@@ -94,14 +100,25 @@ class CompactIn(msgspec.Struct):
 NdjsonRow = dict[str, Any]  # one object of an NDJSON body
 
 
+class ReasonOut(Doc):
+    """Why a schema change was refused: the column, its old and new type, the rule it breaks."""
+
+    column: str
+    old_type: str
+    new_type: str
+    rule: str
+
+
 class TimeplusError(Doc, kw_only=True):
-    """The Timeplus error body (`row`/`column` when one row or column is to blame)."""
+    """The Timeplus error body (`row`/`column` when one row or column is to blame; `reasons` when
+    a schema change is refused)."""
 
     code: int
     message: str
     error: str
     row: int | msgspec.UnsetType = msgspec.UNSET
     column: str | msgspec.UnsetType = msgspec.UNSET
+    reasons: list[ReasonOut] | msgspec.UnsetType = msgspec.UNSET
     request_id: str
 
 
@@ -110,6 +127,9 @@ def error_body(err: GatewayError, request_id: str) -> TimeplusError:
     return TimeplusError(code=err.status, message=err.message, error=err.code,
                          row=msgspec.UNSET if err.row is None else err.row,
                          column=msgspec.UNSET if err.column is None else err.column,
+                         reasons=(msgspec.UNSET if not isinstance(err, Incompatible) else
+                                  [ReasonOut(r.column, r.old_type, r.new_type, r.rule)
+                                   for r in err.reasons]),
                          request_id=request_id)
 
 
@@ -128,7 +148,8 @@ def stream_body(s: Stream) -> StreamOut:
         replication_factor=s.replication_factor, archived=s.archived, topic=s.topic,
         quarantine_topic=s.quarantine_topic, created_at=s.created_at,
         created_by=UserRef(s.created_by), last_updated_at=s.last_updated_at,
-        last_updated_by=UserRef(s.last_updated_by))
+        last_updated_by=UserRef(s.last_updated_by), schema_version=s.schema_version,
+        compatibility=s.compatibility, on_error=s.on_error)
 
 
 def key_body(k: ApiKey, key: str | None = None) -> ApiKeyOut:

@@ -16,7 +16,16 @@ import msgspec
 from aiohttp import web
 
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects.common import body_chunks, flag, json_reply, principal
+from gateway.dialects.common import (
+    RESULTS_PARAM,
+    RowPosition,
+    body_chunks,
+    flag,
+    json_reply,
+    principal,
+    row_results,
+    wants_rows,
+)
 from gateway.dialects.contract import Route
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated
 from gateway.ingest.formats import Format
@@ -35,6 +44,7 @@ class EventsOut(Doc):
 
     successful_rows: int
     quarantined_rows: int
+    results: list[RowPosition] | msgspec.UnsetType = msgspec.UNSET  # with ?results=rows
 
 
 class TinybirdError(Doc, kw_only=True):
@@ -61,7 +71,8 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
     request={"application/x-ndjson": NdjsonRow, "text/plain": str},
     params=[Param("name", "The data source (stream) to append to.", str, required=True),
             Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
-            Param("token", "The API key (or send `Authorization: Bearer TOKEN`).", str)],
+            Param("token", "The API key (or send `Authorization: Bearer TOKEN`).", str),
+            RESULTS_PARAM],
     security=("bearer", "tokenQuery"), auth_status=403,
     replies={200: Reply("Acknowledged by Kafka (wait=true); invalid rows quarantined.",
                         EventsOut, headers=RATE_LIMIT_HEADERS),
@@ -82,11 +93,14 @@ async def events(request: web.Request) -> web.Response:
     if not name:
         raise BadRequest("missing the `name` query parameter (the data source to append to); "
                          "nothing was inserted")
+    wait = flag(request, "wait")
+    rows = wants_rows(request, wait)
     payload = StreamedBody(Format.STREAMING, body_chunks(request), quarantine=True)
     done = await gateway_of(request).ingest.ingest(IngestRequest(
-        name, payload, who, wait=flag(request, "wait"), request_id=request_id_of(request),
+        name, payload, who, wait=wait, request_id=request_id_of(request),
         wording=WORDING, key_rate=True))
-    return json_reply(EventsOut(done.rows, done.quarantined),
+    return json_reply(EventsOut(done.rows, done.quarantined,
+                                row_results(done) if rows else msgspec.UNSET),
                       status=200 if done.acknowledged else 202, headers=done.headers)
 
 

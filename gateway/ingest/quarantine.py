@@ -20,6 +20,7 @@ import msgspec
 from gateway.errors import InvalidRow, MalformedBody
 from gateway.ingest.formats import BOM, _malformed
 from gateway.ingest.schema import CompiledSchema
+from gateway.sinks.base import RecordMeta
 
 FIRST_RUN = 256
 MAX_RUN = 16_384
@@ -64,6 +65,7 @@ class Split:
 
     rows: list[Any]
     bad: list[BadRow]
+    meta: RecordMeta | None = None  # the rows' own Kafka keys, partitions, headers (REST proxy)
 
 
 def split_rows(schema: CompiledSchema, body: bytes) -> Split:

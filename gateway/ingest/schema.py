@@ -362,8 +362,12 @@ class SchemaCache:
         """The compiled schema of `stream` (compiled on first use, then cached)."""
         hit = self._cache.get(stream.name)
         if hit is None or hit.stream is not stream:
-            hit = CompiledSchema(stream, forbid_unknown=self.forbid_unknown)
-            self._cache[stream.name] = hit
+            compiled = CompiledSchema(stream, forbid_unknown=self.forbid_unknown)
+            # a request admitted under an older schema version (it changed while the body was
+            # read) keeps its version, without evicting the current one
+            if hit is not None and hit.stream.schema_version > stream.schema_version:
+                return compiled
+            hit = self._cache[stream.name] = compiled
         return hit
 
     def forget(self, name: str) -> None:

@@ -62,7 +62,7 @@ class StreamedBody:
 
     async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
         fmt = self.fmt if isinstance(self.fmt, Format) else self.fmt(schema)
-        if not self.quarantine:
+        if not self.quarantine or fmt is not Format.STREAMING:
             return Split(await decode(fmt, self._counted(self._chunks, hold), schema), [])
         kept = KeptChunks(self._chunks)
         try:
@@ -138,7 +138,7 @@ class IngestService:
             quarantine = quarantine_values(split.bad, stream=stream.name,
                                            request_id=req.request_id)
         outcome = await self.pipeline.admit(stream, split.rows, wait=req.wait,
-                                            quarantine=quarantine)
+                                            quarantine=quarantine, meta=split.meta)
         outcome.headers = headers
         return outcome
 

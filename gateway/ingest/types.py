@@ -109,7 +109,7 @@ def _check_of(text: str) -> Check | None:
         item = _check_of(inner)
         return (lambda v: v is None or all(map(item, v))) if item else None
     if head == "map":
-        value = _check_of(_split_args(inner)[1])
+        value = _check_of(split_args(inner)[1])
         return (lambda v: v is None or all(map(value, v.values()))) if value else None
     return None
 
@@ -119,7 +119,8 @@ def nullable_of(py: Any) -> Any:
     return py if py is msgspec.Raw else Optional[py]  # noqa: UP045
 
 
-def _split_args(inner: str) -> list[str]:
+def split_args(inner: str) -> list[str]:
+    """The top-level comma-separated arguments of a type, e.g. `string, array(int8)`."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(inner):
         if ch == "(":
@@ -140,7 +141,7 @@ def _parse(text: str) -> tuple[Any, bool, bool, bool]:
         if not t.endswith(")"):
             raise TypeError_(f"unknown column type {text!r}")
         head, inner = t[: t.index("(")].strip(), t[t.index("(") + 1 : -1]
-        args = _split_args(inner)
+        args = split_args(inner)
         if head in WRAPPERS and len(args) == 1:
             py, inner_nullable, is_dt, strlike = _parse(args[0])
             nullable = head == "nullable" or inner_nullable

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.catalog.model import Stream
+
+Header = tuple[str, bytes]
+Headers = list[Header]  # a Kafka record's headers
 
 
 class SinkUnavailable(Exception):
@@ -24,6 +28,60 @@ class TopicStats:
     daily_rows: list[int] | None = None  # records per UTC day, oldest first, today last
 
 
+@dataclass(slots=True)
+class RecordMeta:
+    """Per-record Kafka details a dialect sets itself (the REST proxy dialect): a key or None,
+    a partition or -1 (the sink chooses), and headers. One entry per record, in order."""
+
+    keys: list[bytes | None]
+    partitions: list[int]
+    headers: list[Headers]
+
+    def extra_bytes(self, i: int) -> int:
+        """What record `i`'s key and headers add to its size in a batch."""
+        key = self.keys[i]
+        return (0 if key is None else len(key)) + sum(len(n) * 4 + len(v)
+                                                      for n, v in self.headers[i])
+
+    @staticmethod
+    def plain(count: int, keys: list[bytes] | None) -> RecordMeta:
+        """The details of `count` records that set none of their own (to merge with others)."""
+        return RecordMeta(list(keys) if keys is not None else [None] * count, [-1] * count,
+                          [[] for _ in range(count)])
+
+
+@dataclass(slots=True)
+class Landed:
+    """Where a flush's records landed: per batch, its partition, base offset and the indices
+    (into the flush's records) it holds. Per-record positions are only computed when asked."""
+
+    batches: list[tuple[int, int, Sequence[int]]]
+    _positions: list[tuple[int, int]] | None = field(default=None, repr=False)
+
+    def positions(self) -> list[tuple[int, int]]:
+        """(partition, offset) of every record of the flush, in the order they were handed over."""
+        if self._positions is None:
+            out: list[tuple[int, int]] = [(-1, -1)] * sum(len(ix) for _, _, ix in self.batches)
+            for partition, base, indices in self.batches:
+                for j, i in enumerate(indices):
+                    out[i] = (partition, base + j)
+            self._positions = out
+        return self._positions
+
+
+@dataclass(slots=True)
+class RowPositions:
+    """The slice of a flush's records that one request queued: its (partition, offset) pairs."""
+
+    landed: Landed
+    start: int
+    stop: int
+
+    def positions(self) -> list[tuple[int, int]]:
+        """(partition, offset) of each of the request's records, in order."""
+        return self.landed.positions()[self.start:self.stop]
+
+
 class Sink(Protocol):
     """Where the queues send records; it only sends. Implementations: `KafkaSink`, `LocalSink`."""
 
@@ -38,9 +96,13 @@ class Sink(Protocol):
     def available(self) -> bool:
         """False while the destination is known to be unreachable (requests then get 503)."""
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
-        """Hand over records; the returned future resolves once all are durable, or fails."""
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
+                   ) -> asyncio.Future[Landed | None]:
+        """Hand over records; the returned future resolves once all are durable (to where they
+        landed, when the sink knows), or fails. `headers`: one list per record (the fast paths);
+        `meta` (rarely set) holds every record's key, partition and headers and overrides both
+        `keys` and `headers`."""
 
 
 class TopicAdmin(Protocol):

@@ -8,7 +8,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,7 +28,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks.aiokafka_batch import abandon, appender, seal
-from gateway.sinks.base import SinkUnavailable
+from gateway.sinks.base import Headers, Landed, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ SEQUENCE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerE
 
 class ProducerReplaced(KafkaError):  # type: ignore[misc]
     """The batch belonged to a producer that was replaced before Kafka acknowledged it."""
+Shipped = tuple["asyncio.Future[Any]", Sequence[int]]  # a batch's future, the records it holds
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
@@ -227,36 +228,44 @@ class KafkaSink:
             log.error("%s", exc)
 
     # ---- producing -------------------------------------------------------------------------
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
-        """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones)."""
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
+                   ) -> asyncio.Future[Landed | None]:
+        """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones,
+        or each record's own key, partition and headers when `meta` is given); `headers`, when
+        given without `meta`, holds each record's headers."""
         if self._producer is None:
             raise SinkUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
         producer = self._producer  # a whole flush goes through one producer
         try:
             n = await self.partition_count(topic)
-            if keys is None:
+            if meta is not None:
+                shipped = await self._send_placed(producer, topic, values, meta, n)
+            elif keys is None:
                 first = self._next_partition.get(topic, 0) % n
-                futures, used = await self._send_spread(producer, topic, values, first, n)
+                shipped, used = await self._send_spread(producer, topic, values, first, n, headers)
                 self._next_partition[topic] = first + used
             else:
-                futures = await self._send_keyed(producer, topic, values, keys, n)
+                shipped = await self._send_keyed(producer, topic, values, keys, n, headers)
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return asyncio.ensure_future(self._delivered(producer, futures, started))
+        return asyncio.ensure_future(self._delivered(producer, shipped, started))
 
-    async def _delivered(self, producer: Any, futures: list[asyncio.Future[Any]],
-                         started: float) -> None:
+    async def _delivered(self, producer: Any, shipped: list[Shipped],
+                         started: float) -> Landed | None:
         try:
-            await asyncio.gather(*futures)
+            done = await asyncio.gather(*(fut for fut, _ in shipped))
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
         self._last_reply = time.monotonic()
         self._set_healthy(True)
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
+        # the batch future's metadata carries the batch's base offset (aiokafka MessageBatch.done)
+        return Landed([(md.partition, md.offset, indices)
+                       for md, (_, indices) in zip(done, shipped, strict=True)])
 
     def _failed(self, producer: Any, exc: KafkaError) -> None:
         """Count a failed send; Kafka is unreachable unless it answered (sequence errors) or the
@@ -308,50 +317,84 @@ class KafkaSink:
         except Exception as err:  # the old producer is gone either way
             log.warning("closing the replaced Kafka producer failed: %s", err)
 
-    async def _send_spread(self, producer: Any, topic: str, values: list[bytes], first: int,
-                           n: int) -> tuple[list[asyncio.Future[Any]], int]:
-        futures: list[asyncio.Future[Any]] = []
+    async def _send_spread(self, producer: Any, topic: str, values: list[bytes], first: int, n: int,
+                           headers: list[Headers] | None = None) -> tuple[list[Shipped], int]:
+        shipped: list[Shipped] = []
         partition = first
         ts = int(time.time() * 1000)
         batch = producer.create_batch()
         append = appender(batch)
         count = 0
-        for value in values:
-            if append(count, ts, None, value, []) is None:
-                futures.append(await self._ship(producer, batch, count, topic, partition % n))
+        start = 0
+        for i, value in enumerate(values):
+            hdrs = headers[i] if headers is not None else []
+            if append(count, ts, None, value, hdrs) is None:
+                shipped.append((await self._ship(producer, batch, count, topic, partition % n),
+                                range(start, start + count)))
+                start += count
                 partition += 1
                 batch = producer.create_batch()
                 append = appender(batch)
                 count = 0
-                append(count, ts, None, value, [])
+                append(count, ts, None, value, hdrs)
             count += 1
         if count:
-            futures.append(await self._ship(producer, batch, count, topic, partition % n))
+            shipped.append((await self._ship(producer, batch, count, topic, partition % n),
+                            range(start, start + count)))
             partition += 1
-        return futures, partition - first
+        return shipped, partition - first
 
-    async def _send_keyed(self, producer: Any, topic: str, values: list[bytes],
-                          keys: list[bytes], n: int) -> list[asyncio.Future[Any]]:
+    async def _send_keyed(self, producer: Any, topic: str, values: list[bytes], keys: list[bytes], n: int,
+                          headers: list[Headers] | None = None) -> list[Shipped]:
         by_partition: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_partition.setdefault(partition_for_key(key, n), []).append(i)
-        futures: list[asyncio.Future[Any]] = []
+        return await self._send_grouped(producer, topic, values, keys, headers, by_partition)
+
+    async def _send_placed(self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
+                           ) -> list[Shipped]:
+        """Records with their own partition (or key, or neither: one sticky partition for those)."""
+        sticky = self._next_partition.get(topic, 0) % n
+        self._next_partition[topic] = sticky + 1
+        by_partition: dict[int, list[int]] = {}
+        missing = -1
+        for i, (key, partition) in enumerate(zip(meta.keys, meta.partitions, strict=True)):
+            if partition < 0:
+                partition = partition_for_key(key, n) if key is not None else sticky
+            elif partition >= n:
+                # The dialect checked it against the stream's shards, so the topic has fewer
+                # partitions than the catalog says (changed behind the gateway's back). Refusing
+                # would retry this flush forever; the reply reports where the record went.
+                missing = max(missing, partition)
+                partition %= n
+            by_partition.setdefault(partition, []).append(i)
+        if missing >= 0:
+            log.warning("topic %s has %d partitions, fewer than records ask for (up to %d): "
+                        "those went to partition %% %d", topic, n, missing, n)
+            metrics.SINK_ERRORS.labels(kind="partition_missing").inc()
+        return await self._send_grouped(producer, topic, values, meta.keys, meta.headers, by_partition)
+
+    async def _send_grouped(self, producer: Any, topic: str, values: list[bytes],
+                            keys: Sequence[bytes | None], headers: list[Headers] | None,
+                            by_partition: dict[int, list[int]]) -> list[Shipped]:
+        shipped: list[Shipped] = []
         ts = int(time.time() * 1000)
         for partition, indices in by_partition.items():
             batch = producer.create_batch()
             append = appender(batch)
-            count = 0
+            held: list[int] = []
             for i in indices:
-                if append(count, ts, keys[i], values[i], []) is None:
-                    futures.append(await self._ship(producer, batch, count, topic, partition))
+                hdrs = headers[i] if headers is not None else []
+                if append(len(held), ts, keys[i], values[i], hdrs) is None:
+                    shipped.append((await self._ship(producer, batch, len(held), topic, partition), held))
                     batch = producer.create_batch()
                     append = appender(batch)
-                    count = 0
-                    append(count, ts, keys[i], values[i], [])
-                count += 1
-            if count:
-                futures.append(await self._ship(producer, batch, count, topic, partition))
-        return futures
+                    held = []
+                    append(0, ts, keys[i], values[i], hdrs)
+                held.append(i)
+            if held:
+                shipped.append((await self._ship(producer, batch, len(held), topic, partition), held))
+        return shipped
 
     async def _ship(self, producer: Any, batch: Any, count: int, topic: str, partition: int
                     ) -> asyncio.Future[Any]:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.catalog.model import Stream
-from gateway.sinks.base import TopicStats
+from gateway.sinks.base import Headers, Landed, RecordMeta, TopicStats
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class LocalSink:
             return TopicStats(rows=lines, nbytes=path.stat().st_size)
         return await asyncio.get_running_loop().run_in_executor(self._pool, count)
 
-    def _append(self, topic: str, data: bytes) -> None:
+    def _append(self, topic: str, data: bytes) -> Landed | None:
         fd = self._files.get(topic)
         if fd is None:
             fd = os.open(self.path_of(topic), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -84,8 +84,11 @@ class LocalSink:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
+        return None  # a file has no partitions or offsets to report
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
+                   ) -> asyncio.Future[Landed | None]:
+        """Append the values, one per line (an NDJSON file has no place for keys or headers)."""
         data = b"\n".join(values) + b"\n"
         return asyncio.wrap_future(self._pool.submit(self._append, topic, data))

@@ -188,6 +188,11 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)  # in order, as Kafka holds them
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header `name` (as Kafka clients' lastHeader), or None."""
+        return next((v for n, v in reversed(self.headers) if n == name), None)
 
     def json(self) -> Any:
         return json.loads(self.value)
@@ -233,7 +238,8 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
             for tp, msgs in batch.items():
                 for m in msgs:
                     if m.offset < ends[tp]:
-                        out.append(Record(tp.partition, m.offset, m.key, m.value))
+                        out.append(Record(tp.partition, m.offset, m.key, m.value,
+                                          list(m.headers or ())))
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

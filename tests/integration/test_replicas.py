@@ -7,13 +7,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.integration.harness import (
     Gateway,
@@ -29,21 +25,6 @@ COLUMNS = [{"name": "id", "type": "string"}, {"name": "n", "type": "int64"}]
 ROW = '{"id": "a", "n": 1}\n'
 PROPAGATION_GUARD_S = 60.0
 NDJSON = "application/x-ndjson"
-
-
-@pytest.fixture(scope="module")
-def pair(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
-    """Replicas a and b: two processes, one broker, one catalog topic."""
-    topic = "_test_catalog_" + uuid.uuid4().hex[:12]
-    a = Gateway(Path(tmp_path_factory.mktemp("a")), kafka, catalog_topic=topic)
-    b = Gateway(Path(tmp_path_factory.mktemp("b")), kafka, catalog_topic=topic)
-    a.start(wait_ready=False)
-    b.start(wait_ready=False)
-    a.wait_ready()
-    b.wait_ready()
-    yield a, b
-    codes = (a.stop(), b.stop())
-    assert codes == (0, 0), a.log() + b.log()
 
 
 def until_propagated(check: Any, what: str, since: float | None = None) -> float:

@@ -35,7 +35,7 @@ async def test_patch_updates_fields_and_topic_retention(gateway: Gateway, kafka:
     reply = gateway.request("PATCH", stream_path(name), {
         "description": "new description", "logstore_retention_ms": 3_600_000,
         "logstore_retention_bytes": 1_073_741_824, "ttl_expression": "to_datetime(_tp_time) + "
-        "INTERVAL 28 DAY", "columns": [{"name": "ignored", "type": "string"}]})
+        "INTERVAL 28 DAY", "columns": created["columns"]})  # sent back as is: no new version
     assert reply.status == 200, reply.body
     body = reply.json()
     assert body["description"] == "new description"
@@ -43,6 +43,7 @@ async def test_patch_updates_fields_and_topic_retention(gateway: Gateway, kafka:
     assert body["logstore_retention_bytes"] == 1_073_741_824
     assert body["ttl_expression"] == body["ttl"] == "to_datetime(_tp_time) + INTERVAL 28 DAY"
     assert [c["name"] for c in body["columns"]] == ["timestamp", "name", "value"]
+    assert body["schema_version"] == 1
     assert gateway.request("GET", stream_path(name)).json() == body
     config = await topic_config_becomes(kafka, topic, {"retention.ms": "3600000",
                                                        "retention.bytes": "1073741824"})

@@ -41,10 +41,12 @@ def test_parse_origins() -> None:
 
 def test_ingest_paths() -> None:
     for path in ("/v0/events", "/v1/data_sources/ingest", "/api/v1beta2/streams/s/ingest",
-                 "/api/v1beta1/streams/s/ingest", "/ws_1/api/v1beta2/streams/s/ingest"):
+                 "/api/v1beta1/streams/s/ingest", "/ws_1/api/v1beta2/streams/s/ingest",
+                 "/topics/t", "/v3/clusters/c/topics/t/records"):
         assert is_ingest(path), path
     for path in ("/api/v1beta2/streams", "/api/v1beta2/streams/s", "/api/v1beta2/apikeys",
-                 "/v0/events/x", "/metrics", "/api/v1beta2/streams/s/stats"):
+                 "/v0/events/x", "/metrics", "/api/v1beta2/streams/s/stats", "/topics",
+                 "/topics/t/partitions", "/v3/clusters"):
         assert not is_ingest(path), path
 
 

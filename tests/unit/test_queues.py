@@ -11,7 +11,7 @@ import pytest
 
 from gateway.catalog.model import Stream
 from gateway.queues import Discarded, Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
-from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.base import Headers, Sink, SinkUnavailable
 
 GUARD = 2.0  # upper bound on waiting for an event that must happen; never reached when green
 
@@ -22,6 +22,7 @@ class Send:
     values: list[bytes]
     keys: list[bytes] | None
     future: asyncio.Future[None]
+    headers: list[Headers] | None = None
 
     def ack(self) -> None:
         self.future.set_result(None)
@@ -55,12 +56,12 @@ class FakeSink:
     async def delete_topic(self, stream: Stream) -> None:
         pass
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
-                   ) -> asyncio.Future[None]:
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   headers: list[Headers] | None = None) -> asyncio.Future[None]:
         if self.raise_next:
             raise self.raise_next.pop(0)
         send = Send(topic, list(values), None if keys is None else list(keys),
-                    asyncio.get_running_loop().create_future())
+                    asyncio.get_running_loop().create_future(), headers)
         self.history.append(send)
         self.calls.put_nowait(send)
         return send.future
@@ -486,4 +487,18 @@ async def test_delete_answers_the_waiter_of_a_hand_over_in_progress() -> None:
     async with asyncio.timeout(GUARD):
         await removal
     assert_empty(q)
+    await qs.stop()
+
+
+async def test_entry_headers_reach_every_record_of_a_flush(sink: FakeSink) -> None:
+    qs = make_queues(sink, linger_s=GUARD)  # lingers: both entries go in one flush
+    q = qs.queue("s", "t")
+    v2 = [("schema-version", b"2")]
+    first = Entry([b"a", b"b"], None, 2, headers=[("schema-version", b"1")])
+    qs.offer_all([(q, first), (q, Entry([b"c"], None, 1, headers=v2))])
+    q.flush_now()
+    send = await sink.next_send()
+    assert send.values == [b"a", b"b", b"c"]
+    assert send.headers == [[("schema-version", b"1")]] * 2 + [v2]
+    send.ack()
     await qs.stop()

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
+
 from gateway import metrics
-from gateway.spool import Spool, SpoolRecord
+from gateway.sinks.base import RecordMeta
+from gateway.spool import AckMarker, Spool, SpoolRecord
 
 
 def rows(tag: str, n: int = 3) -> list[bytes]:
@@ -105,3 +108,29 @@ async def test_refused_records_are_released(tmp_path: Path) -> None:
     assert await spool2.replay(refuse) == 0
     await spool2.close()
     assert not list(tmp_path.glob("*.wal"))
+
+
+async def test_record_headers_survive_a_crash_and_old_records_still_read(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    await spool.open()
+    await spool.append("s", "t", rows("v2"), None, [("schema-version", b"2")])[1]
+    await spool.append("s", "t", rows("none"), None)[1]
+    spool2, got = await replayed(tmp_path)
+    assert [r.headers for r in got] == [[("schema-version", b"2")], None]
+    await spool2.close()
+    # a record written before headers existed (four fields) reads back without them
+    old = msgspec.msgpack.encode([1, "s", "t", rows("old"), None])
+    assert msgspec.msgpack.decode(old, type=SpoolRecord | AckMarker) == SpoolRecord(
+        "s", "t", rows("old"), None)
+
+
+async def test_records_own_keys_partitions_and_headers_survive_a_crash(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    await spool.open()
+    meta = RecordMeta([b"k", None], [2, -1], [[("h", b"v")], []])
+    await spool.append("s", "t", rows("m", 2), None, [("schema-version", b"1")], meta)[1]
+    await spool.append("s", "t", rows("plain"), None)[1]
+    spool2, got = await replayed(tmp_path)
+    assert [r.meta() for r in got] == [meta, None]
+    assert got[0].headers == [("schema-version", b"1")]
+    await spool2.close()

@@ -1,0 +1,403 @@
+"""The Kafka REST Proxy dialect (Confluent REST Proxy / Karapace produce API).
+
+v2: `POST /topics/{topic}` with `{"records": [...]}` (json or base64 binary values), replying with
+the partition and offset Kafka gave each record; `GET /topics`, `/topics/{topic}`,
+`/topics/{topic}/partitions` from the catalog. v3: `POST /v3/clusters/{id}/topics/{topic}/records`
+(a stream of record objects, one result object per record) and `GET /v3/clusters[/{id}]`.
+`{topic}` is a stream's Kafka topic or its name. Every request waits for Kafka's acknowledgement.
+Errors: `{"error_code": 40401, "message": "Topic not found."}` with the proxies' codes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from aiohttp import BasicAuth, web
+
+from gateway.auth import Principal, key_from_headers
+from gateway.catalog.model import Stream
+from gateway.context import gateway_of, request_id_of
+from gateway.dialects.common import authenticate, body_chunks, flag, json_reply
+from gateway.dialects.contract import Route
+from gateway.dialects.restproxy_records import (
+    Embedded,
+    ProxyError,
+    ProxyPayload,
+    ProxyRecord,
+    split_objects,
+    v2_records,
+    v3_record,
+)
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    InvalidRow,
+    NotConfirmed,
+    NotFound,
+    RateLimited,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+)
+from gateway.ingest.service import IngestRequest, Wording
+from gateway.openapi import API_KEY, Doc, Param, Reply, operation
+from gateway.pipeline import Outcome
+from gateway.sinks.kafka_topics import topic_configs
+
+CLUSTER_ID = "ingest-gateway"  # the one cluster the gateway fronts, as v3 names it
+V2_JSON = "application/vnd.kafka.v2+json"
+SECURITY = ("basic", *API_KEY)
+WORDING = Wording(not_found=lambda name: "Topic not found.",
+                  archived=lambda name: f"Topic {name!r} belongs to an archived stream.")
+# application/vnd.kafka[.EMBEDDED][.vN]+json or application/json (Karapace's rule: no embedded
+# format means binary)
+_MEDIA = re.compile(r"application/(?:vnd\.kafka(?:\.(?P<fmt>[a-z]+))?(?:\.v[12])?\+)?json")
+
+
+# ---- errors -------------------------------------------------------------------------------
+class ProxyErrorOut(Doc):
+    """The REST proxies' error body."""
+
+    error_code: int
+    message: str
+
+
+def _codes(err: GatewayError) -> tuple[int, int]:
+    """(HTTP status, proxy error_code) for a gateway error."""
+    if isinstance(err, ProxyError):
+        return err.status, err.error_code
+    if isinstance(err, InvalidRow):  # data that does not fit the schema: Karapace's INVALID_DATA
+        return 422, 42205
+    if isinstance(err, NotFound):
+        return 404, 40401
+    if isinstance(err, Unauthenticated):
+        return 401, 40101
+    if isinstance(err, Forbidden):
+        return 403, 40301
+    if isinstance(err, RateLimited):  # Confluent's per-tenant produce request limit
+        return 429, 429002
+    if isinstance(err, TooManyRequests):  # Confluent's produce bytes limit: the queue is full
+        return 429, 429003
+    if isinstance(err, Unavailable):
+        return 503, 50003  # Confluent's "retriable Kafka error": nothing was written
+    if isinstance(err, NotConfirmed):
+        return 504, 50002  # a Kafka error whose outcome is unknown (the rows stay queued)
+    return err.status, err.status
+
+
+def render_error(err: GatewayError, request_id: str) -> web.Response:
+    """`{"error_code": …, "message": …}` with the proxies' status and code."""
+    status, code = _codes(err)
+    headers = {"WWW-Authenticate": 'Basic realm="kafka-rest"'} if status == 401 else None
+    return json_reply(ProxyErrorOut(code, err.message), status=status, headers=headers)
+
+
+# ---- auth and lookup ----------------------------------------------------------------------
+def principal(request: web.Request) -> Principal:
+    """HTTP Basic with the key as password (or as user name with no password), as the proxies'
+    clients send it; or the gateway's own headers (X-Api-Key, Bearer)."""
+    header = request.headers.get("Authorization", "")
+    key: str | None
+    if header[:6].lower() == "basic ":
+        try:
+            basic = BasicAuth.decode(header)
+        except ValueError:
+            raise Unauthenticated("malformed Basic credentials") from None
+        key = basic.password or basic.login
+    else:
+        key = key_from_headers(request.headers)
+    return authenticate(request, key)
+
+
+def _may_see(who: Principal, stream: Stream) -> bool:
+    try:
+        who.require_append(stream.name)
+    except Forbidden:
+        return False
+    return True
+
+
+def _stream_of(request: web.Request, topic: str) -> Stream | None:
+    """The stream whose topic, or whose name, is `topic`."""
+    catalog = gateway_of(request).catalog
+    return next((s for s in catalog.streams() if s.topic == topic), None) or catalog.stream(topic)
+
+
+def _visible(request: web.Request, who: Principal, topic: str) -> Stream:
+    stream = _stream_of(request, topic)
+    if stream is None or not _may_see(who, stream):
+        raise NotFound("Topic not found.")
+    return stream
+
+
+def _embedded(request: web.Request) -> Embedded:
+    media = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    m = _MEDIA.fullmatch(media)
+    if m is None:
+        raise ProxyError(415, 415, f"Content-Type {media[:100]!r} is not a produce format; "
+                         "send application/vnd.kafka.json.v2+json or "
+                         "application/vnd.kafka.binary.v2+json")
+    fmt = m.group("fmt") or "binary"
+    if fmt not in ("json", "binary"):
+        raise ProxyError(415, 415, f"the {fmt} embedded format needs a schema registry, which "
+                         "the gateway does not have: send json or binary")
+    return "json" if fmt == "json" else "binary"
+
+
+async def _produce(request: web.Request, topic: str, payload: ProxyPayload,
+                   who: Principal) -> Outcome:
+    async def name() -> str:
+        stream = _stream_of(request, topic)
+        return stream.name if stream is not None else topic
+    return await gateway_of(request).ingest.ingest(IngestRequest(
+        name, payload, who, wait=True, request_id=request_id_of(request), wording=WORDING,
+        key_rate=True, allow_empty=payload.each))
+
+
+def _positions(done: Outcome, records: list[ProxyRecord]) -> list[tuple[int, int]]:
+    """(partition, offset) per written record; offset -1 (as Karapace) when the sink cannot tell."""
+    if done.positions is not None:
+        return done.positions.positions()
+    return [(max(r.partition, 0), -1) for r in records]
+
+
+# ---- v2 -----------------------------------------------------------------------------------
+class OffsetOut(Doc):
+    """Where one record went (or why it did not)."""
+
+    partition: int | None
+    offset: int | None
+    error_code: int | None = None
+    error: str | None = None
+
+
+class ProduceOut(Doc):
+    """The v2 produce reply: one offset entry per record, in order."""
+
+    offsets: list[OffsetOut]
+    key_schema_id: int | None = None
+    value_schema_id: int | None = None
+
+
+class PartitionOut(Doc):
+    """A partition as v2 lists it (the gateway does not report brokers: leader -1)."""
+
+    partition: int
+    leader: int = -1
+    replicas: list[dict[str, int | bool]] = msgspec.field(default_factory=list)
+
+
+class TopicOut(Doc):
+    """A topic as v2 describes it."""
+
+    name: str
+    configs: dict[str, str]
+    partitions: list[PartitionOut]
+
+
+def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> web.Response:
+    reply = json_reply(body, status=status)
+    reply.content_type = V2_JSON
+    return reply
+
+
+@operation(
+    "Produce records (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
+    request={"application/vnd.kafka.json.v2+json": dict, "application/vnd.kafka.binary.v2+json":
+             dict}, security=SECURITY,
+    params=[Param("quarantine", "true: records whose JSON value does not fit the stream's "
+                  "schema go to its quarantine topic, each answered with error_code 42205; the "
+                  "others are written.", bool)],
+    replies={200: Reply("Acknowledged by Kafka: each record's partition and offset.", ProduceOut,
+                        media_type=V2_JSON)},
+    errors={400: "The body is not JSON.", 401: "No or unknown key.", 403: "Not allowed.",
+            404: "Topic (40401) or partition (40402) not found.", 413: "Body or record too large.",
+            415: "Unsupported Content-Type (avro, protobuf, jsonschema).",
+            422: "Not a produce request (422), a value that does not fit the stream's schema "
+                 "(42205, record named), or a value or key the stream cannot take (42206); "
+                 "nothing was written.",
+            429: "Rate limit or queue full; nothing was written.",
+            503: "Kafka unreachable or draining (50003); nothing was written.",
+            504: "Kafka did not acknowledge in time (50002); the records stay queued."})
+async def produce_v2(request: web.Request) -> web.Response:
+    """POST /topics/{topic}: the records' partitions and offsets once Kafka acknowledged them."""
+    who = principal(request)
+    embedded = _embedded(request)
+    payload = ProxyPayload(body_chunks(request), lambda body: v2_records(body, embedded),
+                           quarantine=flag(request, "quarantine"))
+    done = await _produce(request, request.match_info["topic"], payload, who)
+    written = iter(_positions(done, [payload.records[i] for i in payload.written]))
+    offsets = [OffsetOut(None, None, rec.error.error_code, rec.error.message)
+               if rec.error is not None else OffsetOut(*next(written))
+               for rec in payload.records]
+    reply = _v2_reply(ProduceOut(offsets))
+    reply.headers.update(done.headers)
+    return reply
+
+
+@operation("List topics (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
+           security=SECURITY, replies={200: Reply("The topics of the streams the key may see.",
+                                                  list[str], media_type=V2_JSON)})
+async def list_topics(request: web.Request) -> web.Response:
+    """GET /topics: the topics of the streams this key may write to."""
+    who = principal(request)
+    streams = gateway_of(request).catalog.streams()
+    return _v2_reply(sorted(s.topic for s in streams if not s.archived and _may_see(who, s)))
+
+
+def _partitions(stream: Stream) -> list[PartitionOut]:
+    return [PartitionOut(p) for p in range(stream.shards)]
+
+
+@operation("Describe a topic (Kafka REST Proxy v2)", tags=("restproxy",),
+           error_body=ProxyErrorOut, security=SECURITY,
+           replies={200: Reply("The topic's settings and partitions.", TopicOut,
+                               media_type=V2_JSON)},
+           errors={404: "Topic not found (40401)."})
+async def get_topic(request: web.Request) -> web.Response:
+    """GET /topics/{topic}: its settings and partitions (from the catalog)."""
+    stream = _visible(request, principal(request), request.match_info["topic"])
+    return _v2_reply(TopicOut(stream.topic, topic_configs(stream), _partitions(stream)))
+
+
+@operation("List a topic's partitions (Kafka REST Proxy v2)", tags=("restproxy",),
+           error_body=ProxyErrorOut, security=SECURITY,
+           replies={200: Reply("The topic's partitions.", list[PartitionOut], media_type=V2_JSON)},
+           errors={404: "Topic not found (40401)."})
+async def get_partitions(request: web.Request) -> web.Response:
+    """GET /topics/{topic}/partitions."""
+    stream = _visible(request, principal(request), request.match_info["topic"])
+    return _v2_reply(_partitions(stream))
+
+
+# ---- v3 -----------------------------------------------------------------------------------
+class Meta(Doc):
+    """A v3 resource's metadata."""
+
+    self: str
+    resource_name: str | None = None
+
+
+class ClusterOut(Doc):
+    """The gateway's one cluster, as v3 describes a cluster."""
+
+    kind: str
+    metadata: Meta
+    cluster_id: str
+
+
+class ClusterListMeta(Doc):
+    """A v3 list's metadata."""
+
+    self: str
+    next: str | None = None
+
+
+class ClusterListOut(Doc):
+    """`GET /v3/clusters`."""
+
+    kind: str
+    metadata: ClusterListMeta
+    data: list[ClusterOut]
+
+
+class SizeOut(Doc):
+    """A v3 record key's or value's type and size."""
+
+    type: str
+    size: int
+
+
+class RecordOut(Doc, kw_only=True):
+    """One v3 produce result: error_code 200 and where the record went, or the error."""
+
+    error_code: int
+    message: str | msgspec.UnsetType = msgspec.UNSET
+    cluster_id: str | msgspec.UnsetType = msgspec.UNSET
+    topic_name: str | msgspec.UnsetType = msgspec.UNSET
+    partition_id: int | msgspec.UnsetType = msgspec.UNSET
+    offset: int | msgspec.UnsetType = msgspec.UNSET
+    key: SizeOut | msgspec.UnsetType | None = msgspec.UNSET
+    value: SizeOut | msgspec.UnsetType | None = msgspec.UNSET
+
+
+def _cluster(request: web.Request) -> ClusterOut:
+    base = f"{request.scheme}://{request.host}/v3/clusters/{CLUSTER_ID}"
+    return ClusterOut("KafkaCluster", Meta(base, f"crn:///kafka={CLUSTER_ID}"), CLUSTER_ID)
+
+
+def _check_cluster(request: web.Request) -> None:
+    if request.match_info["cluster_id"] != CLUSTER_ID:
+        raise ProxyError(404, 404, "Cluster not found.")
+
+
+@operation("List clusters (Kafka REST Proxy v3)", tags=("restproxy",), error_body=ProxyErrorOut,
+           security=SECURITY, replies={200: Reply("The gateway's one cluster.", ClusterListOut)})
+async def list_clusters(request: web.Request) -> web.Response:
+    """GET /v3/clusters: the gateway's one cluster."""
+    principal(request)
+    return json_reply(ClusterListOut(
+        "KafkaClusterList", ClusterListMeta(f"{request.scheme}://{request.host}/v3/clusters"),
+        [_cluster(request)]))
+
+
+@operation("Describe the cluster (Kafka REST Proxy v3)", tags=("restproxy",),
+           error_body=ProxyErrorOut, security=SECURITY,
+           replies={200: Reply("The gateway's one cluster.", ClusterOut)},
+           errors={404: "No cluster with this id."})
+async def get_cluster(request: web.Request) -> web.Response:
+    """GET /v3/clusters/{cluster_id}."""
+    principal(request)
+    _check_cluster(request)
+    return json_reply(_cluster(request))
+
+
+def _v3_records(body: bytes) -> list[ProxyRecord]:
+    return [v3_record(o) for o in split_objects(body)]
+
+
+@operation(
+    "Produce records (Kafka REST Proxy v3)", tags=("restproxy",), error_body=ProxyErrorOut,
+    request={"application/json": dict}, security=SECURITY,
+    replies={200: Reply("One result object per record (error_code 200 when written).",
+                        RecordOut)},
+    errors={400: "The body is not a stream of JSON objects.", 401: "No or unknown key.",
+            403: "Not allowed.", 404: "Cluster or topic not found.", 413: "Body too large.",
+            429: "Rate limit or queue full; nothing was written.",
+            503: "Kafka unreachable or draining; nothing was written.",
+            504: "Kafka did not acknowledge in time; the records stay queued."})
+async def produce_v3(request: web.Request) -> web.StreamResponse:
+    """POST /v3/clusters/{cluster_id}/topics/{topic}/records: a result object per record."""
+    who = principal(request)
+    _check_cluster(request)
+    payload = ProxyPayload(body_chunks(request), _v3_records, each=True)
+    done = await _produce(request, request.match_info["topic"], payload, who)
+    topic = (_stream_of(request, request.match_info["topic"]) or Stream("", [], "")).topic
+    written = iter(_positions(done, [payload.records[i] for i in payload.written]))
+    results: list[RecordOut] = []
+    for rec in payload.records:
+        if rec.error is not None:
+            _, code = _codes(rec.error)
+            results.append(RecordOut(error_code=code, message=rec.error.message))
+            continue
+        partition, offset = next(written)
+        results.append(RecordOut(
+            error_code=200, cluster_id=CLUSTER_ID, topic_name=topic, partition_id=partition,
+            offset=offset,
+            key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
+            value=SizeOut(rec.value_type, rec.value_size)))
+    body = b"".join(msgspec.json.encode(r) + b"\n" for r in results)
+    reply = web.Response(body=body, content_type="application/json", headers=done.headers)
+    return reply
+
+
+def routes() -> list[Route]:
+    """(method, path, handler) of the REST proxy produce API and the reads clients make first."""
+    return [("POST", "/topics/{topic}", produce_v2),
+            ("GET", "/topics", list_topics),
+            ("GET", "/topics/{topic}", get_topic),
+            ("GET", "/topics/{topic}/partitions", get_partitions),
+            ("GET", "/v3/clusters", list_clusters),
+            ("GET", "/v3/clusters/{cluster_id}", get_cluster),
+            ("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records", produce_v3)]

@@ -1,0 +1,339 @@
+"""Kafka REST Proxy produce bodies (v2 `{"records": [...]}` and v3 streamed record objects) parsed
+into one normalised `ProxyRecord` list, and the `Payload` that validates them against a stream.
+
+Values are either JSON (the `json` embedded format, v3 `JSON`) — validated as rows of the stream —
+or bytes (`binary` base64, v3 `BINARY`/`STRING`), accepted only by streams whose schema is one
+string column. Keys, explicit partitions and headers travel to Kafka as a `RecordMeta`.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.errors import GatewayError, InvalidRow, MalformedBody
+from gateway.ingest.quarantine import BadRow, Split
+from gateway.ingest.schema import CompiledSchema
+from gateway.sinks.base import Header, RecordMeta
+
+Embedded = Literal["json", "binary"]
+_framer = msgspec.json.Decoder(msgspec.Raw)
+
+
+class ProxyError(GatewayError):
+    """An error with the REST proxies' own `error_code` (e.g. 40402, 42205)."""
+
+    def __init__(self, status: int, error_code: int, message: str, *,
+                 row: int | None = None) -> None:
+        super().__init__(message, row=row)
+        self.status = status
+        self.error_code = error_code
+        self.code = f"restproxy_{error_code}"
+
+
+def partition_not_found() -> ProxyError:
+    """Confluent's and Karapace's 404 for a partition the topic does not have."""
+    return ProxyError(404, 40402, "Partition not found.")
+
+
+def invalid_format(detail: str) -> ProxyError:
+    """Karapace's 422 for a body whose shape is not a produce request."""
+    return ProxyError(422, 422, f"Invalid request format: {detail}")
+
+
+def invalid_payload(detail: str, row: int | None = None) -> ProxyError:
+    """Confluent's 42206 ("Payload error.") for a value or key the stream cannot take."""
+    return ProxyError(422, 42206, f"Payload error. {detail}", row=row)
+
+
+# ---- wire shapes -------------------------------------------------------------------------------
+class HeaderIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A record header as v3 sends it: a name and a base64 value (or null)."""
+
+    name: str
+    value: str | None = None
+
+
+class V2Record(msgspec.Struct, forbid_unknown_fields=True):
+    """One record of a v2 produce request."""
+
+    value: msgspec.Raw = msgspec.Raw(b"null")
+    key: msgspec.Raw = msgspec.Raw(b"null")
+    partition: int | None = None
+    headers: list[HeaderIn] | None = None  # an extension: Confluent's v2 has no headers
+
+
+class V2Body(msgspec.Struct, forbid_unknown_fields=True):
+    """A v2 produce request; the schema fields are accepted and ignored (json/binary only)."""
+
+    records: list[V2Record]
+    key_schema: str | None = None
+    key_schema_id: int | None = None
+    value_schema: str | None = None
+    value_schema_id: int | None = None
+
+
+class V3Data(msgspec.Struct, forbid_unknown_fields=True):
+    """A v3 key or value: its type and data (`schema_id` etc. are not supported)."""
+
+    type: Literal["JSON", "BINARY", "STRING"] = "JSON"
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class V3Record(msgspec.Struct, forbid_unknown_fields=True):
+    """One record of a v3 produce stream."""
+
+    partition_id: int | None = None
+    headers: list[HeaderIn] | None = None
+    key: V3Data | None = None
+    value: V3Data | None = None
+    timestamp: str | None = None  # accepted; Kafka's timestamp is the gateway's append time
+
+
+_v2_decoder = msgspec.json.Decoder(V2Body)
+_v3_decoder = msgspec.json.Decoder(V3Record)
+
+
+# ---- normalised records ------------------------------------------------------------------------
+@dataclass(slots=True)
+class ProxyRecord:
+    """A produce record: its Kafka key, partition (-1: any), headers, and a JSON or text value."""
+
+    key: bytes | None = None
+    partition: int = -1
+    headers: list[Header] = field(default_factory=list)
+    json: bytes | None = None  # the value as JSON text (validated as a row)
+    text: str | None = None  # the value as text (for a one-string-column stream)
+    error: ProxyError | None = None  # set when the record is refused (v3 answers it alone)
+    key_type: str = "BINARY"  # v3: the type the key and value were sent as, and their sizes
+    key_size: int = 0
+    value_type: str = "JSON"
+    value_size: int = 0
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise invalid_payload(f"{what} is not valid base64") from None
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """`text` as UTF-8; JSON may carry lone surrogates, which no Kafka client can encode."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_payload(f"{what} is not valid Unicode") from None
+
+
+def _headers(headers: list[HeaderIn] | None) -> list[Header]:
+    out: list[Header] = []
+    for h in headers or ():
+        _utf8(h.name, "a header name")
+        out.append((h.name, _b64(h.value, "a header value") if h.value is not None else b""))
+    return out
+
+
+def _compact(raw: msgspec.Raw) -> bytes:
+    """A JSON key as Kafka gets it from the proxies' json format: compact JSON."""
+    try:
+        return msgspec.json.encode(msgspec.json.decode(raw))
+    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError):
+        raise invalid_payload("the key is not JSON that Kafka can carry") from None
+
+
+def _text_of(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_payload(f"{what} is not UTF-8 text, and the stream's one string column "
+                              "holds text") from None
+
+
+def _base64_string(raw: msgspec.Raw, what: str) -> bytes | None:
+    value = msgspec.json.decode(raw)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid_payload(f"{what} must be a base64 string")
+    return _b64(value, what)
+
+
+def v2_records(body: bytes, embedded: Embedded) -> list[ProxyRecord]:
+    """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong)."""
+    try:
+        parsed = _v2_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_format(str(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+    if not parsed.records:
+        raise invalid_format("`records` is empty")
+    out: list[ProxyRecord] = []
+    for i, r in enumerate(parsed.records):
+        rec = ProxyRecord(partition=-1 if r.partition is None else r.partition,
+                          headers=_headers(r.headers))
+        if r.partition is not None and r.partition < 0:
+            raise partition_not_found()
+        try:
+            if embedded == "json":
+                rec.key = None if bytes(r.key) == b"null" else _compact(r.key)
+                rec.json = bytes(r.value)
+            else:
+                rec.key = _base64_string(r.key, f"the key of record {i}")
+                value = _base64_string(r.value, f"the value of record {i}")
+                rec.text = None if value is None else _text_of(value, f"the value of record {i}")
+        except ProxyError as exc:
+            exc.row = i
+            raise
+        out.append(rec)
+    return out
+
+
+def v3_record(raw: bytes) -> ProxyRecord:
+    """One v3 record object; a record that does not parse carries its error (v3 answers each
+    record on its own)."""
+    try:
+        r = _v3_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+        return ProxyRecord(error=ProxyError(400, 400, f"invalid record: {exc}"))
+    rec = ProxyRecord(partition=-1 if r.partition_id is None else r.partition_id)
+    try:
+        if r.partition_id is not None and r.partition_id < 0:
+            raise partition_not_found()
+        rec.headers = _headers(r.headers)
+        if r.key is not None:
+            rec.key = _v3_bytes(r.key, "the key")
+            rec.key_type, rec.key_size = r.key.type, len(rec.key or b"")
+        if r.value is None:
+            raise invalid_payload("a record needs a value")
+        rec.value_type = r.value.type
+        if r.value.type == "JSON":
+            rec.json = bytes(r.value.data)
+            rec.value_size = len(rec.json)
+        else:
+            data = _v3_bytes(r.value, "the value")
+            rec.text = None if data is None else _text_of(data, "the value")
+            rec.value_size = len(data or b"")
+    except ProxyError as exc:
+        rec.error = exc
+    return rec
+
+
+def _v3_bytes(data: V3Data, what: str) -> bytes | None:
+    if data.type == "JSON":
+        return None if bytes(data.data) == b"null" else _compact(data.data)
+    value = msgspec.json.decode(data.data)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid_payload(f"{what} of type {data.type} must be a string")
+    return _b64(value, what) if data.type == "BINARY" else _utf8(value, what)
+
+
+def split_objects(body: bytes) -> list[bytes]:
+    """A v3 stream of record objects (whitespace or newline separated) into each object's text."""
+    try:
+        return [bytes(o) for o in _framer.decode_lines(body)]
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"request body is not a stream of JSON objects: {exc}") from None
+
+
+# ---- validation against the stream ----------------------------------------------------------
+def _value_row(schema: CompiledSchema, rec: ProxyRecord, i: int) -> Any:
+    """The row one record's value makes (a ProxyError, or InvalidRow naming the record)."""
+    if rec.json is not None:
+        return schema.decode_ndjson(rec.json, i)[0]
+    if rec.text is None:
+        raise invalid_payload(f"record {i} has a null value; the gateway stores rows, not "
+                              "tombstones", row=i)
+    if not schema.one_string_column:
+        raise invalid_payload(f"record {i} has a binary value, but stream "
+                              f"{schema.stream.name!r} is not one string column: send its rows "
+                              "as JSON (application/vnd.kafka.json.v2+json)", row=i)
+    return schema.rows_from_strings([rec.text])[0]
+
+
+def _check_placement(schema: CompiledSchema, rec: ProxyRecord, i: int) -> None:
+    if rec.partition >= schema.stream.shards:
+        raise partition_not_found()
+    if rec.key is not None and schema.stream.keyed:
+        raise invalid_payload(f"record {i} has a key, but stream {schema.stream.name!r} takes "
+                              "its Kafka key from its primary key", row=i)
+
+
+class ProxyPayload:
+    """The records of a produce request, read after admission and validated against the stream.
+
+    v2 (default): one invalid record refuses the whole request (422, nothing written), as both
+    proxies do for data that does not fit a schema; with `quarantine`, records whose JSON value
+    does not fit go to the stream's quarantine topic instead, each keeping its error. v3
+    (`each`): each record stands alone; refused ones keep their error, the others are written."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], parse: Callable[[bytes], list[ProxyRecord]],
+                 *, each: bool = False, quarantine: bool = False) -> None:
+        self._chunks = chunks
+        self._parse = parse
+        self.each = each
+        self.quarantine = quarantine
+        self.nbytes = 0
+        self.records: list[ProxyRecord] = []
+        self.written: list[int] = []  # indices of the records that were queued, in order
+
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        parts = []
+        async for chunk in self._chunks:
+            self.nbytes += len(chunk)
+            hold(len(chunk))  # the whole body is buffered: counted against the memory cap
+            parts.append(chunk)
+        self.records = self._parse(b"".join(parts))
+        rows: list[Any] | None = None
+        bad: list[BadRow] = []
+        if not self.each and all(r.json is not None for r in self.records):
+            for i, rec in enumerate(self.records):
+                _check_placement(schema, rec, i)
+            try:  # the common case: every value fits, one C call decodes them all
+                rows = schema.decode_ndjson(b"\n".join(r.json or b"" for r in self.records), 0)
+                self.written = list(range(len(self.records)))
+            except InvalidRow:
+                if not self.quarantine:
+                    raise
+        if rows is None:
+            rows = self._one_by_one(schema, bad)
+        kept = [self.records[i] for i in self.written]
+        if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
+            return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
+        meta = RecordMeta([r.key for r in kept], [r.partition for r in kept],
+                          [r.headers for r in kept])
+        return Split(rows, bad, meta)
+
+    def _one_by_one(self, schema: CompiledSchema, bad: list[BadRow]) -> list[Any]:
+        """Validate each record alone: a refused one keeps its error (v3), an invalid JSON value
+        is quarantined (v2 with quarantine); otherwise the first refusal fails the request."""
+        rows: list[Any] = []
+        for i, rec in enumerate(self.records):
+            if rec.error is not None:
+                continue
+            try:
+                _check_placement(schema, rec, i)
+                rows.append(_value_row(schema, rec, i))
+            except InvalidRow as err:
+                if self.quarantine and rec.json is not None:
+                    bad.append(BadRow(i, err.column, err.message, rec.json))
+                    rec.error = ProxyError(422, 42205, err.message, row=i)
+                elif self.each:
+                    rec.error = ProxyError(400, 400, err.message, row=i)
+                else:
+                    raise
+                continue
+            except ProxyError as err:
+                if not self.each:
+                    raise
+                rec.error = err
+                continue
+            self.written.append(i)
+        return rows

@@ -1,0 +1,1 @@
+"""Schema versions, their compatibility rules, and quarantine read and replay."""
