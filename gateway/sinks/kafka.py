@@ -121,6 +121,7 @@ class KafkaSink:
         self._producer, self._admin = producer, admin
         self._set_healthy(True)
         self._probe = asyncio.create_task(self._probe_loop(), name="kafka-probe")
+        self._probe.add_done_callback(self._probe_ended)
 
     async def close(self) -> None:
         """Wait for handed-over batches, then disconnect."""
@@ -168,7 +169,11 @@ class KafkaSink:
     async def _probe_loop(self) -> None:
         """Refused or reset connections mark Kafka unreachable at once. A probe that only times
         out does so after `unreachable_after_s` without any reply: a broker busy creating hundreds
-        of partitions answers late but works, and 503s would refuse rows it would take."""
+        of partitions answers late but works, and 503s would refuse rows it would take.
+
+        Nothing but cancellation ends the loop: this task is awaited only at close, so an
+        exception escaping it would stop the probing silently and leave Kafka "reachable"
+        through a whole outage (early 429s instead of the outage rules)."""
         self._last_reply = time.monotonic()
         while not self._closing:
             await asyncio.sleep(self.probe_interval_s)
@@ -180,19 +185,37 @@ class KafkaSink:
                 self._set_healthy(False)
             except (KafkaError, TimeoutError) as exc:
                 metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
-                if time.monotonic() - self._last_reply >= self.unreachable_after_s:
-                    self._set_healthy(False)
+                self._no_reply_since_long()
+            except Exception as exc:  # a bug or an aiokafka surprise: no reply, keep probing
+                metrics.SINK_ERRORS.labels(kind="probe_unexpected").inc()
+                log.error("the Kafka probe failed unexpectedly (%s: %s); probing goes on",
+                          type(exc).__name__, exc)
+                self._no_reply_since_long()
             else:
                 self._last_reply = time.monotonic()
                 self._set_healthy(True)
+
+    def _probe_ended(self, task: asyncio.Task[None]) -> None:
+        """The probe ends only at close; anything else would freeze the health state, so say it."""
+        if self._closing:
+            return
+        metrics.SINK_ERRORS.labels(kind="probe_ended").inc()
+        exc = None if task.cancelled() else task.exception()
+        log.error("the Kafka probe stopped before close (%s); Kafka outages go unnoticed now",
+                  "cancelled" if exc is None else f"{type(exc).__name__}: {exc}")
+
+    def _no_reply_since_long(self) -> None:
+        """Unreachable once no probe or batch got a reply for `unreachable_after_s`."""
+        if time.monotonic() - self._last_reply >= self.unreachable_after_s:
+            self._set_healthy(False)
 
     async def _probe_once(self) -> None:
         """One Metadata request for *no* topics: the broker must answer, but the reply stays tiny
         (asking for all topics costs ~20 ms of CPU per probe on a broker with hundreds of them)."""
         client = self._producer.client
         node = client.get_random_node()
-        if node is None:
-            raise KafkaError("no broker known")
+        if node is None:  # no broker in the metadata: nothing to connect to, as when refused
+            raise KafkaConnectionError("no broker known")
         reply = await client.send(node, MetadataRequest([]))
         if not reply.brokers:
             raise KafkaError("the broker lists no brokers")
