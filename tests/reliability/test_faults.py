@@ -235,6 +235,9 @@ def test_gateway_kill9_without_durability_loses_only_unflushed_202s(
     assert gw.stop() == 0, gw.log()[-3000:]
 
 
+REPLAYED = re.compile(r"spool: (\d+) rows from a previous run queued again")
+
+
 @pytest.mark.parametrize("dialect", DIALECTS, ids=[d.name for d in DIALECTS])
 def test_gateway_kill9_with_spool_loses_nothing(private_broker: Broker, spawn: Spawn,
                                                 tmp_path: Path, dialect: Dialect) -> None:
@@ -247,8 +250,12 @@ def test_gateway_kill9_with_spool_loses_nothing(private_broker: Broker, spawn: S
     ledger, gw, topic, notes = gateway_kill9(scenario, private_broker, spawn,
                                              ["--spool-dir", str(spool)], dialect,
                                              hold_unacknowledged=spooled)
+    if spooled:
+        # The restarted gateway is ready (and its queues empty) before it has read the spool back:
+        # wait for the replay itself, or the log below could be read before it happened.
+        wait_until(lambda: REPLAYED.search(gw.log()), GUARD_S, "the spool's replay")
     wait_delivered(private_broker.bootstrap, topic, ledger.acked_rows())
-    replayed = re.search(r"spool: (\d+) rows from a previous run queued again", gw.log())
+    replayed = REPLAYED.search(gw.log())
     notes["rows_replayed_from_spool"] = int(replayed.group(1)) if replayed else 0
     wait_until(lambda: not list(spool.glob("*.wal")), 30, "the spool to be trimmed")
     figures = account(scenario, [ledger], read_back(private_broker.bootstrap, topic), dialect,
