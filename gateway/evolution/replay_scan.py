@@ -72,7 +72,8 @@ async def scan_written(consumer: Any, starts: dict[TopicPartition, int], token: 
     consumer.pause(*(tp for tp in tps if tp not in active))
     key = token.encode()
     while active and not wanted <= found:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        # small slices: the scan shares the event loop with ingest (about 10 ms each)
+        batch = await consumer.getmany(timeout_ms=1000, max_records=2_000)
         for tp, messages in batch.items():
             for msg in messages:
                 if msg.offset >= stop[tp]:
