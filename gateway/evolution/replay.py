@@ -255,10 +255,10 @@ class Replayer:
         renewal is tried again at the next turn)."""
         while True:
             await asyncio.sleep(self.claim_s / 3)
-            stream = self.catalog.stream(name)
-            if stream is None or not stream.replay_claim.startswith(self.replica):
-                return
             try:
+                stream = self.catalog.stream(name)
+                if stream is None or not stream.replay_claim.startswith(self.replica):
+                    return
                 await self.catalog.put_stream(
                     msgspec.structs.replace(stream, replay_claim=self._claim_text()), create=False)
             except Exception as exc:  # the page goes on; the claim lapses unless renewed
