@@ -123,7 +123,8 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                                                              _partitions_of(sink)))
     return Gateway(settings, catalog, sink, queues, pipeline, streams,
                    Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats,
-                   replayer=Replayer(catalog, schemas, pipeline, quarantine_log))
+                   replayer=Replayer(catalog, schemas, pipeline, quarantine_log,
+                                     claim_s=settings.replay_claim_s))
 
 
 def _partitions_of(sink: Sink) -> PartitionsOf:

@@ -67,6 +67,10 @@ class Settings:
     wait_timeout_s: float = field(
         default=30.0, metadata={"help": "how long wait=true waits for Kafka before 504"}
     )
+    replay_claim_s: float = field(
+        default=15.0, metadata={"help": "how long a quarantine replay page's claim lasts unless "
+                                        "renewed (every third of it while the page runs): a "
+                                        "replica that died mid-page blocks replays this long"})
     reject_unknown_fields: bool = field(
         default=False, metadata={"help": "reject rows with fields the schema does not have"}
     )
@@ -241,7 +245,7 @@ def _check(s: Settings) -> None:
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
                 "memory_cap_bytes", "batch_max_bytes", "kafka_max_unsettled_bytes",
                 "max_in_flight_flushes", "spool_segment_bytes", "max_connections", "header_read_timeout_s",
-                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s")
+                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s", "replay_claim_s")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")

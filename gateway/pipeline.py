@@ -70,11 +70,14 @@ class Pipeline:
         self.rates = WriteRates()
 
     async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
-                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None
+                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None,
+                    quarantine_meta: RecordMeta | None = None, patient: bool = False
                     ) -> Outcome:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
         has acknowledged all of them (and, when it tells, where they landed). `meta`: each row's
-        own key, partition and headers (keyed streams' keys come from the schema)."""
+        own key, partition and headers (keyed streams' keys come from the schema);
+        `quarantine_meta` likewise for the quarantine records. `patient`: wait however long
+        Kafka takes, not `wait_timeout_s` (the caller bounds the wait itself)."""
         self.admission.gate(wait=wait)  # the body took a while: draining may have begun
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
@@ -98,7 +101,7 @@ class Pipeline:
         entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done,
                       headers=version_headers(stream), meta=meta)
         if quarantine:
-            done, offers = self._with_quarantine(stream, entry, quarantine)
+            done, offers = self._with_quarantine(stream, entry, quarantine, quarantine_meta)
         else:
             offers = [(self.queues.queue(stream.name, stream.topic), entry)]
         self.admission.offer(stream, entry, offers)
@@ -115,7 +118,7 @@ class Pipeline:
                 await self._spool(offers)
             return accepted
         try:
-            async with asyncio.timeout(self.wait_timeout_s):
+            async with asyncio.timeout(None if patient else self.wait_timeout_s):
                 await asyncio.shield(done)
         except Discarded:
             raise NotFound(f"stream {stream.name!r} was deleted before Kafka acknowledged the "
@@ -182,7 +185,8 @@ class Pipeline:
         if rows:
             log.warning("spool: %d rows from a previous run queued again", rows)
 
-    def _with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes]
+    def _with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes],
+                         meta: RecordMeta | None
                          ) -> tuple[asyncio.Future[Any] | None, list[tuple[StreamQueue, Entry]]]:
         """The offers of the rows and the quarantine records (queued all or none); with wait=true,
         the future of both being acknowledged."""
@@ -191,7 +195,7 @@ class Pipeline:
                                   f"{self.max_record_bytes} bytes")
         side = Entry(quarantine, None, sum(map(len, quarantine)),
                      None if entry.done is None else asyncio.get_running_loop().create_future(),
-                     headers=entry.headers)
+                     headers=entry.headers, meta=meta)
         # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
         offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
         if entry.rows:

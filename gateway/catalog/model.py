@@ -43,6 +43,17 @@ class SchemaVersion(msgspec.Struct):
     created_by: str = ""
 
 
+class ReplayMark(msgspec.Struct):
+    """Where an unfinished replay page may have written (see gateway.evolution.replay): the
+    stream's and its quarantine topic's end offsets when the page was claimed, its limit, and
+    the token its records carry."""
+
+    stream: dict[int, int]
+    quarantine: dict[int, int]
+    limit: int
+    token: str
+
+
 class Stream(msgspec.Struct):
     """A stream: a schema, the Kafka topic holding its rows, and its storage settings.
 
@@ -77,6 +88,7 @@ class Stream(msgspec.Struct):
     on_error: str = "reject"
     quarantine_replayed: dict[int, int] = msgspec.field(default_factory=dict)
     replay_claim: str = ""  # "<replica> <until epoch s>" while a replica replays the quarantine
+    replay_mark: ReplayMark | None = None  # set while a replay page is not known to be finished
 
     @property
     def keyed(self) -> bool:

@@ -13,7 +13,7 @@ from gateway.errors import BadRequest, Unavailable
 from gateway.evolution.quarantine_log import cursor, parse_cursor
 from gateway.evolution.replay import Replayer, stored_row
 from gateway.evolution.versions import version, versions
-from gateway.openapi import CATALOG_UNCONFIRMED, Doc, Param, Reply, operation
+from gateway.openapi import Doc, Param, Reply, operation
 
 READ_LIMIT = 100
 REPLAY_LIMIT = 1000
@@ -61,7 +61,8 @@ class QuarantineOut(Doc):
 
 class ReplayOut(Doc):
     """What a replay page did: rows read, written to the stream, still failing (quarantined
-    again), the first errors, the replay position now, and whether the quarantine is done."""
+    again), the first errors, the replay position now, whether the quarantine is done, and the
+    rows an interrupted run of the same page had already written (not written again)."""
 
     read: int
     written: int
@@ -69,6 +70,7 @@ class ReplayOut(Doc):
     errors: list[RowErrorOut]
     next: str
     done: bool
+    recovered: int
 
 
 def _schema_body(v: SchemaVersion, current: int) -> SchemaOut:
@@ -151,8 +153,11 @@ async def read_quarantine(request: web.Request) -> web.Response:
                                "are quarantined again.", ReplayOut)},
            errors={400: "Bad limit.", 403: "The key may not manage streams.",
                    404: "No such stream.",
-                   409: "Another replica is replaying this stream's quarantine.",
-                   504: CATALOG_UNCONFIRMED})
+                   409: "Another replica (or an earlier call) is replaying this stream's "
+                        "quarantine.",
+                   504: "Kafka did not acknowledge the page (or confirm a catalog change) in "
+                        "time; the page goes on and saves the replay position itself: call "
+                        "again."})
 async def replay_quarantine(request: web.Request) -> web.Response:
     """POST …/streams/{name}/quarantine/replay?limit=."""
     principal(request).require_manage()
@@ -160,7 +165,7 @@ async def replay_quarantine(request: web.Request) -> web.Response:
                                           _limit(request, REPLAY_LIMIT))
     return json_reply(ReplayOut(out.read, out.written, out.still_failing,
                                 [RowErrorOut(e.message, e.row, e.column) for e in out.errors],
-                                cursor(out.next), out.done))
+                                cursor(out.next), out.done, out.recovered))
 
 
 ROUTES = [

@@ -1,5 +1,6 @@
 """Quarantined rows on the real broker: read with their errors, then replayed after the schema is
-fixed, exactly once although the gateway restarts between two replay pages."""
+fixed, exactly once although the gateway restarts between two replay pages, or dies in the middle
+of one after Kafka acknowledged its rows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Gateway, read_topic, unique_name
+from gateway.evolution.replay import ACKNOWLEDGED
+from gateway.evolution.replay_scan import POSITION_HEADER
+from gateway.faults import FAULT_ENV, FAULT_EXIT
+from tests.integration.harness import Gateway, Record, read_topic, unique_name, wait_until
 
 COLUMNS = [{"name": "id", "type": "string"}, {"name": "n", "type": "int64"}]
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -26,11 +30,30 @@ def body() -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def replay(gw: Gateway, name: str) -> dict[str, Any]:
-    reply = gw.request("POST", f"/api/v1beta2/streams/{name}/quarantine/replay?limit={PAGE}")
+def replay(gw: Gateway, name: str, limit: int = PAGE) -> dict[str, Any]:
+    reply = gw.request("POST", f"/api/v1beta2/streams/{name}/quarantine/replay?limit={limit}")
     assert reply.status == 200, reply.body
     out: dict[str, Any] = reply.json()
     return out
+
+
+def quarantine_and_fix(gw: Gateway, name: str) -> None:
+    """Quarantine MISSING_N + WRONG_N rows, then give `n` a default: the missing ones now pass."""
+    reply = gw.ingest(name, body(), headers=NDJSON, query="on_error=quarantine")
+    assert reply.status == 200, reply.body
+    reply = gw.request("PATCH", f"/api/v1beta2/streams/{name}", {"columns": [
+        COLUMNS[0], {"name": "n", "type": "int64", "default": "0"}]})
+    assert reply.status == 200, reply.body
+
+
+async def each_row_once(kafka: str, topic: str) -> list[Record]:
+    """The stream's records: the good rows and the replayed ones, each exactly once."""
+    records = await read_topic(kafka, topic)
+    ids = Counter(r.json()["id"] for r in records)
+    assert max(ids.values()) == 1, [i for i, c in ids.items() if c > 1]
+    assert set(ids) == {f"good-{i}" for i in range(GOOD)} | {f"missing-{i}"
+                                                            for i in range(MISSING_N)}
+    return records
 
 
 async def test_replay_is_exactly_once_across_a_restart(
@@ -80,11 +103,7 @@ async def test_replay_is_exactly_once_across_a_restart(
     finally:
         assert gw.stop() == 0, gw.log()
 
-    records = await read_topic(kafka, created["topic"])
-    ids = Counter(r.json()["id"] for r in records)
-    assert max(ids.values()) == 1, [i for i, c in ids.items() if c > 1]
-    assert set(ids) == {f"good-{i}" for i in range(GOOD)} | {f"missing-{i}"
-                                                            for i in range(MISSING_N)}
+    records = await each_row_once(kafka, created["topic"])
     versions = Counter((r.json()["id"].split("-")[0], r.header("schema-version"))
                        for r in records)
     assert versions == {("good", b"1"): GOOD, ("missing", b"2"): MISSING_N}
@@ -92,6 +111,49 @@ async def test_replay_is_exactly_once_across_a_restart(
     # the rows that still fail are quarantined again, after the replay position
     quarantined = await read_topic(kafka, created["quarantine_topic"])
     assert len(quarantined) == MISSING_N + 2 * WRONG_N
+
+
+async def test_a_page_killed_after_kafka_acknowledged_it_is_not_written_again(
+        kafka: str, tmp_path: Path) -> None:
+    gw = Gateway(tmp_path / "gw", kafka, env={FAULT_ENV: ACKNOWLEDGED},
+                 extra=["--default-shards", "2", "--replay-claim-s", "2"])
+    gw.start()
+    try:
+        name = unique_name("rk")
+        created = gw.create_stream(name, COLUMNS)
+        quarantine_and_fix(gw, name)
+        # one page of every quarantined row: all written (or quarantined again) and acknowledged,
+        # then the process exits before the replay position is saved
+        with pytest.raises(OSError):
+            replay(gw, name, limit=1000)
+        assert gw.proc is not None and gw.proc.wait(30) == FAULT_EXIT, gw.log()
+        gw.env = {}
+        gw.start()
+
+        def replayed() -> dict[str, Any] | None:  # 409 until the dead replica's claim expires
+            reply = gw.request("POST", f"/api/v1beta2/streams/{name}/quarantine/replay"
+                                       "?limit=1000")
+            assert reply.status in (200, 409), reply.body
+            return reply.json() if reply.status == 200 else None
+        pages = [wait_until(replayed, 30, "the dead replica's replay claim to expire")]
+        while not pages[-1]["done"]:
+            pages.append(replay(gw, name, limit=1000))
+            assert len(pages) < 5
+    finally:
+        assert gw.stop() == 0, gw.log()
+
+    records = await each_row_once(kafka, created["topic"])
+    replayed_from = Counter(r.header(POSITION_HEADER) for r in records)
+    assert replayed_from.pop(None) == GOOD and set(replayed_from.values()) == {1}
+    # each row that still fails was quarantined again once per page that read it
+    quarantined = await read_topic(kafka, created["quarantine_topic"])
+    copies = Counter(r.header(POSITION_HEADER) for r in quarantined)
+    assert copies.pop(None) == MISSING_N + WRONG_N and set(copies.values()) == {1}
+    assert sum(copies.values()) == 2 * WRONG_N
+    # the same page again: every record found written, none written again; then the copies
+    assert pages[0]["recovered"] == MISSING_N + WRONG_N, pages[0]
+    assert pages[0]["written"] == pages[0]["still_failing"] == 0, pages[0]
+    assert sum(p["still_failing"] for p in pages) == WRONG_N
 
 
 @pytest.mark.parametrize("limit", ["0", "x", "10001"])
