@@ -2,7 +2,9 @@
 CRC-32C), and encoding the Produce request around them, for each way of building the batches:
 
   aiokafka-append  aiokafka's public BatchBuilder.append, one Python call per record
-  c-builder        aiokafka's C builder called directly per record (what the sink does)
+  c-builder        aiokafka's C builder called directly per record (the sink before the encoder)
+  pure-python      gateway/sinks/recordbatch_py.py: one call per batch, pure Python
+  native           gateway/sinks/_recordbatch.c: one call per batch
 
     python -m benchmarks.produce_cost [--rounds 7] [--flushes 200] [--flush-rows 1000]
 
@@ -22,7 +24,9 @@ from typing import Any
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.produce import ProduceRequest, ProduceRequest_v7
 
+from gateway.sinks.aiokafka_batch import RecordBatch
 from gateway.sinks.base import Headers
+from gateway.sinks.recordbatch import NATIVE, PURE, Encoder
 
 BATCH_BYTES = 1 << 20
 TS = 1_700_000_000_000
@@ -46,7 +50,7 @@ def aiokafka_append(values: list[bytes], headers: list[Headers]) -> list[Any]:
 
 
 def c_builder(values: list[bytes], headers: list[Headers]) -> list[Any]:
-    """The sink's loop (gateway/sinks/kafka.py _send_spread)."""
+    """The sink's loop before the record-batch encoder (gateway/sinks/kafka.py at 49a0dcd)."""
     out, batch = [], BatchBuilder(BATCH_BYTES, 0)
     append, count = batch._builder.append, 0
     for i, value in enumerate(values):
@@ -62,6 +66,17 @@ def c_builder(values: list[bytes], headers: list[Headers]) -> list[Any]:
     batch._relative_offset = count
     batch.close()
     return [*out, batch]
+
+
+def encoder_fill(encoder: Encoder) -> Build:
+    def fill(values: list[bytes], headers: list[Headers]) -> list[Any]:
+        out, start = [], 0
+        while start < len(values):
+            batch = RecordBatch.fill(values, None, headers, None, start, TS, BATCH_BYTES, encoder=encoder)
+            start += batch.record_count()
+            out.append(batch)
+        return out
+    return fill
 
 
 def finish(batches: list[Any]) -> list[bytes]:
@@ -102,7 +117,10 @@ def main() -> None:
     parser.add_argument("--flushes", type=int, default=200)
     parser.add_argument("--flush-rows", type=int, default=1000)
     args = parser.parse_args()
-    paths: dict[str, Build] = {"aiokafka-append": aiokafka_append, "c-builder": c_builder}
+    paths: dict[str, Build] = {"aiokafka-append": aiokafka_append, "c-builder": c_builder,
+                               "pure-python": encoder_fill(PURE)}
+    if NATIVE is not None:
+        paths["native"] = encoder_fill(NATIVE)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
     for _ in range(args.rounds):  # interleaved, so that load changes hit every path alike
         for name, build in paths.items():
