@@ -6,7 +6,10 @@ CRC-32C), and encoding the Produce request around them, for each way of building
   pure-python      gateway/sinks/recordbatch_py.py: one call per batch, pure Python
   native           gateway/sinks/_recordbatch.c: one call per batch
 
-    python -m benchmarks.produce_cost [--rounds 7] [--flushes 200] [--flush-rows 1000]
+    python -m benchmarks.produce_cost [--rounds 7] [--flushes 200] [--flush-rows 1000] [--malloc-tuned]
+
+--malloc-tuned applies the Kafka sink's glibc malloc settings first (gateway/sinks/malloc_tuning.py),
+as KafkaSink.start does.
 
 CPU time of this process (time.process_time), median of the rounds, in CPU-seconds per million
 records: repeatable on a loaded machine where wall-clock rates are not. Every record is a ~150-byte
@@ -26,6 +29,7 @@ from aiokafka.protocol.produce import ProduceRequest, ProduceRequest_v7
 
 from gateway.sinks.aiokafka_batch import RecordBatch
 from gateway.sinks.base import Headers
+from gateway.sinks.malloc_tuning import keep_request_buffers
 from gateway.sinks.recordbatch import NATIVE, PURE, Encoder
 
 BATCH_BYTES = 1 << 20
@@ -116,7 +120,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--flushes", type=int, default=200)
     parser.add_argument("--flush-rows", type=int, default=1000)
+    parser.add_argument("--malloc-tuned", action="store_true")
     args = parser.parse_args()
+    if args.malloc_tuned:
+        keep_request_buffers()
     paths: dict[str, Build] = {"aiokafka-append": aiokafka_append, "c-builder": c_builder,
                                "pure-python": encoder_fill(PURE)}
     if NATIVE is not None:
@@ -126,7 +133,7 @@ def main() -> None:
         for name, build in paths.items():
             results[name].append(measure(build, args.flushes, args.flush_rows))
     print(f"CPU-s per million records, median of {args.rounds} rounds "
-          f"({args.flush_rows}-row flushes, 1 MiB batches)")
+          f"({args.flush_rows}-row flushes, 1 MiB batches{', malloc tuned' if args.malloc_tuned else ''})")
     print(f"{'path':>16} {'fill':>7} {'finish':>7} {'request':>8} {'total':>7}  (total min-max)")
     for name, runs in results.items():
         fill, fin, req = (statistics.median(r[k] for r in runs) for k in range(3))

@@ -31,6 +31,7 @@ from gateway.sinks import recordbatch
 from gateway.sinks.aiokafka_batch import RecordBatch, abandon
 from gateway.sinks.base import Headers, Landed, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
+from gateway.sinks.malloc_tuning import keep_request_buffers
 
 log = logging.getLogger(__name__)
 METADATA_WAIT_S = 3.0
@@ -105,6 +106,7 @@ class KafkaSink:
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect the producer and the admin client; raise SinkUnavailable when Kafka is down."""
+        keep_request_buffers()
         producer = self._new_producer()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
                                     request_timeout_ms=self.request_timeout_ms,
