@@ -17,14 +17,12 @@ HEADER_SIZE = 61
 _AFTER_CRC = struct.Struct(">hiqqqhii")
 _BEFORE_CRC = struct.Struct(">qiib")  # base offset, length, partition leader epoch, magic
 _CRC = struct.Struct(">I")
-_SMALL = [bytes([n << 1]) for n in range(64)]  # zigzag varints of 0..63: one byte each
 _NO_HEADERS = b"\x00"
+_NONE = b"\x01"  # the varint of -1: a null key or value
+_ZEROS = b"\x00\x00"  # a record's attributes and timestamp delta (one timestamp per batch)
 
 
-def _varint(n: int) -> bytes:
-    """Kafka's zigzag varint of `n` (≥ -1 here: lengths, offsets, and -1 for None)."""
-    if 0 <= n < 64:
-        return _SMALL[n]
+def _varint_of(n: int) -> bytes:
     u = (n << 1) ^ (n >> 63)
     out = bytearray()
     while u >= 0x80:
@@ -32,6 +30,14 @@ def _varint(n: int) -> bytes:
         u >>= 7
     out.append(u)
     return bytes(out)
+
+
+_TABLE = [_varint_of(n) for n in range(2048)]  # lengths and offsets of most records: a lookup
+
+
+def _varint(n: int) -> bytes:
+    """Kafka's zigzag varint of `n` (≥ -1 here: lengths, offsets, and -1 for None)."""
+    return _TABLE[n] if 0 <= n < 2048 else _varint_of(n)
 
 
 def _header_block(headers: Headers) -> bytes:
@@ -52,30 +58,33 @@ def encode(values: list[bytes], keys: list[bytes] | list[bytes | None] | None,
     """Records values[i] (key keys[i], headers headers[i]) for i in order[start:] (values[start:]
     when order is None) after a blank 61-byte batch header, as many as fit in `batch_size` bytes
     by aiokafka's rule (the first one always): (the buffer, how many records it holds)."""
-    out = bytearray(HEADER_SIZE)
+    parts: list[bytes] = [bytes(HEADER_SIZE)]
     pos = HEADER_SIZE
     seen: object = None
     block = _NO_HEADERS
     count = 0
+    table = _TABLE
     for i in (islice(order, start, None) if order is not None else range(start, len(values))):
         value = values[i]
         if headers is not None and headers[i] is not seen:  # a flush's records share one list
             seen = headers[i]
             block = _header_block(headers[i])
         key = keys[i] if keys is not None else None
-        # attributes and timestamp delta (one timestamp per batch): two zero bytes
-        body = b"".join((b"\x00\x00", _varint(count),
-                         _varint(-1) if key is None else _varint(len(key)) + key,
-                         _varint(-1) if value is None else _varint(len(value)) + value, block))
-        length = _varint(len(body))
-        size = len(length) + len(body)
+        key_part = _NONE if key is None else _varint(len(key)) + key
+        offset = table[count] if count < 2048 else _varint_of(count)
+        if value is None:
+            value_len, value = _NONE, b""
+        else:
+            value_len = table[len(value)] if len(value) < 2048 else _varint_of(len(value))
+        body = 2 + len(offset) + len(key_part) + len(value_len) + len(value) + len(block)
+        length = table[body] if body < 2048 else _varint_of(body)
+        size = len(length) + body
         if count and pos + size >= batch_size:
             break
-        out += length
-        out += body
+        parts += (length, _ZEROS, offset, key_part, value_len, value, block)
         pos += size
         count += 1
-    return out, count
+    return bytearray(b"".join(parts)), count
 
 
 def finish(buffer: bytearray, count: int, timestamp: int, producer_id: int, producer_epoch: int,
