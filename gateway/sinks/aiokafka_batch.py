@@ -1,10 +1,12 @@
-"""The only use of aiokafka's private members: filling a record batch without its per-record wrapper,
-and abandoning a broken producer's batches.
+"""The only use of aiokafka's private members: a record batch encoded in one call that aiokafka sends
+as if its own `BatchBuilder` had built it, and abandoning a broken producer's batches.
 
-`BatchBuilder.append` (public) serializes, checks and counts each record in Python; calling the C
-builder it wraps (`batch._builder.append`) and setting the count once (`_relative_offset`) is what
-keeps the Kafka sink off the top of the profile. aiokafka has no public API for either, so both
-live here, and tests/unit/test_aiokafka_batch.py fails loudly if aiokafka changes them.
+`producer.send_batch(batch, …)` wraps `batch` in a `MessageBatch`, which calls a handful of the
+builder's methods, two of them private (`_set_producer_state` when the sender numbers the batch for
+the idempotent producer, `_build` for the bytes it sends). `RecordBatch` offers exactly those, over
+a buffer the record-batch encoder (gateway/sinks/recordbatch.py) filled in one call, instead of one
+Python call per record. tests/unit/test_aiokafka_batch.py drives it through aiokafka's own
+accumulator next to aiokafka's builder and fails loudly if aiokafka changes what it calls.
 
 `abandon` fails every batch a producer still holds (queued or in flight): aiokafka's own way to do
 so (`MessageAccumulator.fail_all`) has no public wrapper either.
@@ -15,21 +17,76 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-Append = Callable[[int, int, bytes | None, bytes, list[Any]], Any]
+from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode, zstd_encode
+
+from gateway.sinks.base import Headers
+from gateway.sinks.recordbatch import ENCODER, HEADER_SIZE, Encoder, Keys
+
+# compression name → (the batch attributes' codec bits, the codec aiokafka's builder uses)
+CODECS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
+    "gzip": (1, gzip_encode), "snappy": (2, snappy_encode),
+    "lz4": (3, lz4_encode), "zstd": (4, zstd_encode),
+}
+NO_PRODUCER = (-1, -1, 0)  # aiokafka's BatchBuilder state until an idempotent producer numbers it
 
 
-def appender(batch: Any) -> Append:
-    """The batch's C-level append: (offset, timestamp_ms, key, value, headers) → metadata, or
-    None when the batch is full."""
-    append: Append = batch._builder.append
-    return append
+class RecordBatch:
+    """A closed record batch with the interface aiokafka's `MessageBatch` uses of a `BatchBuilder`.
+    Its header (producer id, epoch, base sequence, CRC) is written when aiokafka first asks for
+    the bytes, after the sender numbered it; again if the numbering ever changes."""
 
+    __slots__ = ("_buffer", "_codec", "_count", "_encoder", "_state", "_timestamp", "_written")
 
-def seal(batch: Any, count: int) -> None:
-    """Record how many records were appended (what `BatchBuilder.append` would have counted),
-    then close the batch for sending."""
-    batch._relative_offset = count
-    batch.close()
+    def __init__(self, buffer: bytearray, count: int, timestamp: int, *, encoder: Encoder = ENCODER,
+                 compression: str | None = None) -> None:
+        self._buffer = buffer
+        self._count = count
+        self._timestamp = timestamp
+        self._encoder = encoder
+        self._codec = CODECS[compression] if compression else None
+        self._state = NO_PRODUCER
+        self._written: tuple[int, int, int] | None = None
+
+    @classmethod
+    def fill(cls, values: list[bytes], keys: Keys | None, headers: list[Headers] | None,
+             order: list[int] | None, start: int, timestamp: int, batch_size: int, *,
+             encoder: Encoder = ENCODER, compression: str | None = None) -> RecordBatch:
+        """As many records as fit in `batch_size` bytes (at least one), from position `start` of
+        `order` (indices into values, keys, headers) or of `values` when `order` is None."""
+        buffer, count = encoder.encode(values, keys, headers, order, start, batch_size)
+        return cls(buffer, count, timestamp, encoder=encoder, compression=compression)
+
+    # ---- what aiokafka's MessageBatch and MessageAccumulator call ----------------------------
+    def record_count(self) -> int:
+        return self._count
+
+    def size(self) -> int:
+        return len(self._buffer)
+
+    def closed(self) -> bool:
+        return True  # filled at once: aiokafka's producer.send() never appends to it
+
+    def close(self) -> None:
+        """Already closed."""
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: Any = ()) -> None:
+        """Full: `MessageBatch.append` (producer.send) then queues its record in a new batch."""
+        return None
+
+    def _set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+        self._state = (producer_id, producer_epoch, base_sequence)
+
+    def _build(self) -> bytearray:
+        if self._written != self._state:
+            attributes = 0
+            if self._codec is not None:
+                attributes, compress = self._codec
+                if self._written is None:  # as aiokafka's builder: compressed even if not smaller
+                    self._buffer[HEADER_SIZE:] = compress(bytes(self._buffer[HEADER_SIZE:]))
+            self._encoder.finish(self._buffer, self._count, self._timestamp, *self._state, attributes)
+            self._written = self._state
+        return self._buffer
 
 
 def abandon(producer: Any, exc: BaseException) -> None:

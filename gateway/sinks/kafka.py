@@ -27,9 +27,11 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway import metrics
 from gateway.catalog.model import Stream
-from gateway.sinks.aiokafka_batch import abandon, appender, seal
+from gateway.sinks import recordbatch
+from gateway.sinks.aiokafka_batch import RecordBatch, abandon
 from gateway.sinks.base import Headers, Landed, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
+from gateway.sinks.malloc_tuning import keep_request_buffers
 
 log = logging.getLogger(__name__)
 METADATA_WAIT_S = 3.0
@@ -90,6 +92,7 @@ class KafkaSink:
         self._unsettled_bytes = 0
         self._room = asyncio.Event()
         self._renewal: asyncio.Task[None] | None = None
+        self.encoder = recordbatch.ENCODER  # native or pure Python: the same bytes
 
     def _new_producer(self) -> Any:
         return AIOKafkaProducer(
@@ -103,6 +106,7 @@ class KafkaSink:
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect the producer and the admin client; raise SinkUnavailable when Kafka is down."""
+        keep_request_buffers()
         producer = self._new_producer()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
                                     request_timeout_ms=self.request_timeout_ms,
@@ -119,6 +123,7 @@ class KafkaSink:
                 raise
             raise SinkUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
         self._producer, self._admin = producer, admin
+        recordbatch.announce()
         self._set_healthy(True)
         self._probe = asyncio.create_task(self._probe_loop(), name="kafka-probe")
         self._probe.add_done_callback(self._probe_ended)
@@ -345,25 +350,14 @@ class KafkaSink:
         shipped: list[Shipped] = []
         partition = first
         ts = int(time.time() * 1000)
-        batch = producer.create_batch()
-        append = appender(batch)
-        count = 0
         start = 0
-        for i, value in enumerate(values):
-            hdrs = headers[i] if headers is not None else []
-            if append(count, ts, None, value, hdrs) is None:
-                shipped.append((await self._ship(producer, batch, count, topic, partition % n),
-                                range(start, start + count)))
-                start += count
-                partition += 1
-                batch = producer.create_batch()
-                append = appender(batch)
-                count = 0
-                append(count, ts, None, value, hdrs)
-            count += 1
-        if count:
-            shipped.append((await self._ship(producer, batch, count, topic, partition % n),
+        while start < len(values):
+            batch = RecordBatch.fill(values, None, headers, None, start, ts, self.batch_max_bytes,
+                                     encoder=self.encoder, compression=self.compression)
+            count = batch.record_count()
+            shipped.append((await self._ship(producer, batch, topic, partition % n),
                             range(start, start + count)))
+            start += count
             partition += 1
         return shipped, partition - first
 
@@ -398,31 +392,25 @@ class KafkaSink:
         return await self._send_grouped(producer, topic, values, meta.keys, meta.headers, by_partition)
 
     async def _send_grouped(self, producer: Any, topic: str, values: list[bytes],
-                            keys: Sequence[bytes | None], headers: list[Headers] | None,
+                            keys: recordbatch.Keys | None,
+                            headers: list[Headers] | None,
                             by_partition: dict[int, list[int]]) -> list[Shipped]:
         shipped: list[Shipped] = []
         ts = int(time.time() * 1000)
         for partition, indices in by_partition.items():
-            batch = producer.create_batch()
-            append = appender(batch)
-            held: list[int] = []
-            for i in indices:
-                hdrs = headers[i] if headers is not None else []
-                if append(len(held), ts, keys[i], values[i], hdrs) is None:
-                    shipped.append((await self._ship(producer, batch, len(held), topic, partition), held))
-                    batch = producer.create_batch()
-                    append = appender(batch)
-                    held = []
-                    append(0, ts, keys[i], values[i], hdrs)
-                held.append(i)
-            if held:
-                shipped.append((await self._ship(producer, batch, len(held), topic, partition), held))
+            start = 0
+            while start < len(indices):
+                batch = RecordBatch.fill(values, keys, headers, indices, start, ts,
+                                         self.batch_max_bytes, encoder=self.encoder,
+                                         compression=self.compression)
+                held = indices[start:start + batch.record_count()]
+                shipped.append((await self._ship(producer, batch, topic, partition), held))
+                start += len(held)
         return shipped
 
-    async def _ship(self, producer: Any, batch: Any, count: int, topic: str, partition: int
+    async def _ship(self, producer: Any, batch: RecordBatch, topic: str, partition: int
                     ) -> asyncio.Future[Any]:
-        seal(batch, count)
-        metrics.BATCH_ROWS.observe(count)
+        metrics.BATCH_ROWS.observe(batch.record_count())
         size = batch.size()
         metrics.BATCH_BYTES.observe(size)
         while self._unsettled_bytes and self._unsettled_bytes + size > self.max_unsettled_bytes:

@@ -1,33 +1,112 @@
-"""aiokafka's private batch members that gateway/sinks/aiokafka_batch.py relies on: this fails
-loudly when an aiokafka upgrade renames or changes them."""
+"""aiokafka's private members that gateway/sinks/aiokafka_batch.py relies on: this fails loudly when
+an aiokafka upgrade changes what its accumulator and sender call on a batch builder."""
 
 from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.producer.sender import SendProduceReqHandler
+from aiokafka.protocol.produce import ProduceRequest_v7
+from aiokafka.record.default_records import DefaultRecordBatch
 
-from gateway.sinks.aiokafka_batch import abandon, appender, seal
+from gateway.sinks.aiokafka_batch import RecordBatch, abandon
+from gateway.sinks.recordbatch import PURE
 
-
-def test_the_c_builder_appends_counts_and_refuses_when_full() -> None:
-    batch = BatchBuilder(1024, 0)
-    append = appender(batch)
-    count = 0
-    while append(count, 1_700_000_000_000, b"k" if count % 2 else None, b"v" * 100, []) is not None:
-        count += 1
-    assert 3 < count < 10  # ~100-byte records in a 1 KiB batch: refused once full, not before
-    seal(batch, count)
-    assert batch.record_count() == count
-    assert batch.size() > count * 100
-    assert batch.append(timestamp=None, key=None, value=b"late") is None  # sealed: closed
+TS = 1_700_000_000_000
+VALUES = [b'{"n":%d}' % i for i in range(300)]
+KEYS: list[bytes | None] = [None if i % 3 else b"k%d" % i for i in range(300)]
+HEADERS = [[("schema-version", b"1")]] * 300
 
 
-def test_an_empty_batch_seals_with_no_records() -> None:
-    batch = BatchBuilder(1024, 0)
-    seal(batch, 0)
-    assert batch.record_count() == 0
+@pytest.fixture
+async def producer() -> AsyncIterator[AIOKafkaProducer]:
+    """An idempotent producer, never started: its accumulator numbers batches as a started one's."""
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True,
+                                max_batch_size=4096)
+    producer._txn_manager.set_pid_and_epoch(4321, 7)
+    yield producer
+    await producer.stop()
+
+
+def aiokafka_builder(producer: AIOKafkaProducer, start: int) -> BatchBuilder:
+    batch = producer.create_batch()
+    for i in range(start, len(VALUES)):
+        if batch.append(timestamp=TS, key=KEYS[i], value=VALUES[i], headers=HEADERS[i]) is None:
+            break
+    return batch
+
+
+async def drained(producer: AIOKafkaProducer, builder: object, tp: TopicPartition) -> bytes:
+    """What aiokafka sends for `builder`: queued, numbered and drained as the sender does it."""
+    accumulator = producer._message_accumulator
+    await accumulator.add_batch(builder, tp, 1.0)
+    batch = accumulator._pop_batch(tp)  # what drain_by_nodes does: producer state, drain_ready
+    assert not batch.is_empty()
+    assert batch.remaining_linger() is None  # closed: never lingers
+    request = SendProduceReqHandler(producer._sender, {tp: batch}).create_request()
+    request.build(ProduceRequest_v7).encode()  # the Produce request around it encodes
+    data: bytes = bytes(batch.get_data_buffer())
+    assert bytes(batch.get_data_buffer()) == data  # a retry sends the same bytes
+    return data
+
+
+async def test_aiokafka_sends_a_record_batch_as_its_own_builders_batch(
+        producer: AIOKafkaProducer) -> None:
+    txn = producer._txn_manager
+    start = 0
+    for partition in range(3):  # consecutive batches: base sequences 0, n, n + m
+        theirs_tp, ours_tp = TopicPartition("theirs", partition), TopicPartition("ours", partition)
+        txn.increment_sequence_number(theirs_tp, 1000 * partition)
+        txn.increment_sequence_number(ours_tp, 1000 * partition)
+        builder = aiokafka_builder(producer, start)
+        ours = RecordBatch.fill(VALUES, KEYS, HEADERS, None, start, TS, 4096)
+        assert ours.record_count() == builder.record_count() > 10
+        assert ours.size() == builder.size()
+        assert await drained(producer, ours, ours_tp) == await drained(producer, builder, theirs_tp)
+        assert txn.sequence_number(ours_tp) == 1000 * partition + ours.record_count()
+        start += ours.record_count()
+
+
+async def test_the_pure_python_encoder_goes_the_same_way(producer: AIOKafkaProducer) -> None:
+    tp = TopicPartition("t", 0)
+    ours = RecordBatch.fill(VALUES, KEYS, HEADERS, list(range(299, -1, -1)), 5, TS, 4096, encoder=PURE)
+    data = await drained(producer, ours, tp)
+    batch = DefaultRecordBatch(data)
+    assert batch.validate_crc()
+    assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == (4321, 7, 0)
+    assert [r.value for r in batch] == VALUES[294::-1][:ours.record_count()]
+
+
+def test_a_renumbered_batch_gets_a_new_header_and_crc() -> None:
+    batch = RecordBatch.fill(VALUES, None, None, None, 0, TS, 1 << 20)
+    batch._set_producer_state(1, 0, 0)
+    first = bytes(batch._build())
+    batch._set_producer_state(2, 0, 40)
+    second = DefaultRecordBatch(bytes(batch._build()))
+    assert second.validate_crc()
+    assert (second.producer_id, second.base_sequence) == (2, 40)
+    assert bytes(batch._build())[61:] == first[61:]  # the records themselves stay
+
+
+def test_a_compressed_batch_reads_back() -> None:
+    batch = RecordBatch.fill(VALUES, KEYS, HEADERS, None, 0, TS, 1 << 20, compression="gzip")
+    data = bytes(batch._build())
+    read = DefaultRecordBatch(data)
+    assert read.validate_crc()
+    assert read.compression_type == 1
+    assert gzip.decompress(data[61:])  # the records, gzip-compressed
+    assert [(r.key, r.value, r.headers) for r in read] == list(zip(KEYS, VALUES, HEADERS, strict=True))
+
+
+def test_the_full_batch_refuses_what_producer_send_would_add() -> None:
+    batch = RecordBatch.fill(VALUES, None, None, None, 0, TS, 1 << 20)
+    assert batch.closed()
+    assert batch.append(timestamp=None, key=None, value=b"late") is None
 
 
 async def test_abandon_fails_held_batches_and_refuses_later_ones() -> None:
