@@ -85,10 +85,12 @@ async def _settle(futures: list[asyncio.Future[Any]], waiters: list[asyncio.Futu
         await asyncio.gather(*futures)
     except Exception as exc:  # the requests fail with Kafka's error (500)
         for w in waiters:
-            w.set_exception(exc)
+            if not w.done():
+                w.set_exception(exc)
         return
     for w in waiters:
-        w.set_result(None)
+        if not w.done():  # (its request may have been cancelled meanwhile)
+            w.set_result(None)
 
 
 FLUSHER = web.AppKey("flusher", Flusher)
