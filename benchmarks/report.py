@@ -21,6 +21,8 @@ harness used during the phase: other users of the machine. A large value means a
 the same run; "(CPU x)" beside it is the ceiling's CPU seconds per row over the gateway's (the
 share of the ceiling's per-row efficiency the gateway reaches), which drifts less when other
 processes take the gateway's core. "GW CPU s / M rows" for the ceilings is the ceiling server's.
+S1 and S2 are also compared with ceiling (5), the whole job through the same stack without
+validation (read, untyped decode, bare aiokafka batch produce of the lines, same `wait`).
 
 """
 
@@ -81,6 +83,13 @@ def _ceilings(c: dict[str, Any]) -> list[str]:
         out.append(f"| (4) bare aiokafka batch-API loop (acks=all, idempotent) | "
                    f"{_n(a['records_per_s'])} records/s | {_n(a['cpu_s'] / a['records'] * 1e6, 2)} "
                    f"| - | - |")
+    for d in c.get("produce", {}).values():
+        wait = "wait=true" if d.get("wait") else "wait=false"
+        out.append(f"| (5) read + untyped decode + bare aiokafka batch produce of the lines, "
+                   f"{d['payload']}, {wait} | {_rows(d)} rows/s delivered "
+                   f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)} | "
+                   f"{_n(d['gateway_cpu_s_per_million_rows'], 2)} | {_lat(d)} | "
+                   f"{_n(d.get('other_cpu_s'), 1)} |")
     return out
 
 
@@ -105,6 +114,9 @@ def _scenarios(run: dict[str, Any]) -> list[str]:
         else:
             ratio = (f"{_r(ratios.get('rows_vs_ceiling_2'))} x c(2) "
                      f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_2'))})")
+            if ratios.get("rows_vs_ceiling_5") is not None:
+                ratio += (f"; {_r(ratios.get('rows_vs_ceiling_5'))} x c(5) "
+                          f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_5'))})")
         checks = "; ".join(
             f"{c['name']} {_r(c['value']) if isinstance(c['value'], float) else c['value']}"
             f"{' ' + c['unit'] if c.get('unit') else ''}"

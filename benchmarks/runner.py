@@ -40,9 +40,11 @@ from benchmarks.scenarios import (
     Scenario,
     decode_ceiling_payloads,
     evaluate,
+    produce_ceiling_key,
+    produce_ceiling_modes,
 )
 
-CEILINGS = ("hello", "decode", "producer-perf", "aiokafka")
+CEILINGS = ("hello", "decode", "producer-perf", "aiokafka", "produce")
 RAMP_FRACTIONS = (0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 QUICK_RAMP_FRACTIONS = (0.5, 0.9, 1.3)
 
@@ -180,22 +182,40 @@ class Run:
         }
 
     # ---- ceilings ---------------------------------------------------------------------------
-    async def _server_ceiling(self, module: str, payload: Payload) -> dict[str, Any]:
+    async def _server_ceiling(self, module: str, payload: Payload, *args: str, wait: bool = False,
+                              topics: list[str] | None = None) -> dict[str, Any]:
+        """A ceiling server under the scenarios' load; with `topics`, the rows it writes to them
+        are counted as a gateway's are."""
         port = free_port()
-        server = Server(module, self.pinning.wrap("gateway", python_module(module, str(port))),
-                        port, self.work / f"{module}.log")
+        argv = python_module(module, str(port), *args)
+        server = Server(module, self.pinning.wrap("gateway", argv), port,
+                        self.work / f"{module}.log")
         await server.start()
         try:
             await server.wait_listening()
             path = "/api/v1beta2/streams/ceiling/ingest"
-            load = Load([("127.0.0.1", port)], [self.requests(payload, port, [path], False)],
-                        self.o.connections or 64, self.steps(), self.o.warmup, self.o.timeout)
-            m = await measure(load, servers=[server], offsets=None, broker_pid=None,
-                              pinning=self.pinning)
+            load = Load([("127.0.0.1", port)], [self.requests(payload, port, [path], wait)],
+                        self.o.connections or 64, self.steps(), self.o.warmup, self.o.timeout,
+                        topics=topics or [])
+            m = await measure(load, servers=[server], offsets=self.offsets if topics else None,
+                              broker_pid=self.broker_pid if topics else None, pinning=self.pinning)
         finally:
             await server.stop()
         m["payload"] = payload.key
-        m["rows_per_s"] = m["rows_accepted_per_s"]
+        m["rows_per_s"] = m["rows_delivered_per_s"] if topics else m["rows_accepted_per_s"]
+        return m
+
+    async def _produce_ceiling(self, wait: bool) -> dict[str, Any]:
+        """Ceiling (5) on S1's payload: read, untyped decode, bare batch produce of the lines."""
+        topic = f"bench-ceiling5-{self.run_id.lower()}-{self.tag}-{secrets.token_hex(2)}"
+        await broker.create_topic(self.bootstrap, topic, 3)
+        try:
+            m = await self._server_ceiling("benchmarks.ceilings.produce", NDJSON100,
+                                           self.bootstrap, topic, "3", wait=wait, topics=[topic])
+        finally:
+            await broker.delete_topics(self.bootstrap, [topic])
+        m["wait"] = wait
+        m["topic_partitions"] = 3
         return m
 
     async def _ceilings(self) -> None:
@@ -217,6 +237,12 @@ class Run:
         if "aiokafka" in wanted:
             self.say("ceiling (4): bare aiokafka batch-API producer loop")
             self.ceilings["aiokafka"] = await self._kafka_ceiling(self._aiokafka)
+        if "produce" in wanted:
+            self.ceilings["produce"] = {}
+            for wait in produce_ceiling_modes(self.o.scenarios):
+                key = produce_ceiling_key(wait)
+                self.say(f"ceiling (5): read + untyped decode + bare aiokafka batch produce, {key}")
+                self.ceilings["produce"][key] = await self._produce_ceiling(wait)
 
     async def _kafka_ceiling(self, body: Any) -> dict[str, Any]:
         topic = f"bench-ceiling-{self.run_id.lower()}-{self.tag}-{secrets.token_hex(2)}"
@@ -428,6 +454,11 @@ class Run:
         for name in ("producer_perf", "aiokafka"):
             c = self.ceilings.get(name, {}).get("records_per_s")
             ratios[f"rows_vs_{name}"] = rows / c if rows is not None and c else None
+        if s.id in ("S1", "S2"):  # ceiling (5): the whole job through the same stack, unvalidated
+            c5 = self.ceilings.get("produce", {}).get(produce_ceiling_key(s.wait), {})
+            c5_rows, c5_cpu = c5.get("rows_per_s"), c5.get("gateway_cpu_s_per_million_rows")
+            ratios["rows_vs_ceiling_5"] = rows / c5_rows if rows is not None and c5_rows else None
+            ratios["cpu_efficiency_vs_ceiling_5"] = c5_cpu / gw_cpu if ok and c5_cpu else None
         s1 = self.results.get("S1", {}).get("measurement", {}).get("rows_delivered_per_s")
         if s.id != "S1":
             ratios["rows_vs_S1"] = rows / s1 if rows is not None and s1 else None

@@ -69,6 +69,16 @@ def decode_ceiling_payloads(ids: list[str]) -> list[Payload]:
     return out
 
 
+def produce_ceiling_modes(ids: list[str]) -> list[bool]:
+    """The `wait` modes ceiling (5) is measured in for these scenarios (S1: false, S2: true)."""
+    return [SCENARIOS[sid].wait for sid in ("S1", "S2") if sid in ids]
+
+
+def produce_ceiling_key(wait: bool) -> str:
+    """The key of ceiling (5)'s figures for one `wait` mode (on S1's payload)."""
+    return f"{NDJSON100.key}{'-wait' if wait else ''}"
+
+
 def _check(name: str, value: float | None, limit: float | None, ok: bool | None,
            unit: str = "") -> dict[str, Any]:
     return {"name": name, "value": value, "limit": limit, "ok": ok, "unit": unit}

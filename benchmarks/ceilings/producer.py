@@ -1,5 +1,6 @@
 """Ceiling (4): a bare aiokafka batch-API producer loop (create_batch/append/send_batch, acks=all,
-idempotent), producing the benchmark's own row values round-robin over the topic's partitions.
+idempotent; batches built by benchmarks.ceilings.batch), producing the benchmark's own row values
+round-robin over the topic's partitions (20,000 values, taken in turn, over and over).
 
 `python -m benchmarks.ceilings.producer --bootstrap B --topic T --partitions N --seconds S`
 prints one JSON line: records acknowledged, elapsed seconds, CPU seconds of this process.
@@ -16,11 +17,10 @@ from collections import deque
 from typing import Any
 
 import uvloop
-from aiokafka import AIOKafkaProducer
 
+from benchmarks.ceilings.batch import producer, send_values
 from benchmarks.payloads import RowFactory, sample_lines
 
-BATCH_MAX_BYTES = 1024 * 1024  # the gateway's default --batch-max-bytes
 MAX_IN_FLIGHT = 16
 
 
@@ -31,10 +31,8 @@ def _cpu() -> float:
 
 async def produce(bootstrap: str, topic: str, partitions: int, seconds: float) -> dict[str, Any]:
     values = sample_lines(RowFactory("ceiling"), 20_000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                max_batch_size=BATCH_MAX_BYTES,
-                                max_request_size=BATCH_MAX_BYTES + 64 * 1024, linger_ms=0)
-    await producer.start()
+    kafka = producer(bootstrap)
+    await kafka.start()
     in_flight: deque[tuple[asyncio.Future[Any], int]] = deque()
     acked = 0
     batches = 0
@@ -45,14 +43,11 @@ async def produce(bootstrap: str, topic: str, partitions: int, seconds: float) -
         start = time.perf_counter()
         end = start + seconds
         while time.perf_counter() < end:
-            batch = producer.create_batch()
-            count = 0
-            while batch.append(key=None, value=values[i % n], timestamp=None) is not None:
-                i += 1
-                count += 1
-            fut = await producer.send_batch(batch, topic, partition=batches % partitions)
+            fut, after = await send_values(kafka, topic, batches % partitions, values, i,
+                                           cycle=True)
             batches += 1
-            in_flight.append((fut, count))
+            in_flight.append((fut, after - i))
+            i = after % n
             while len(in_flight) >= MAX_IN_FLIGHT:
                 done, rows = in_flight.popleft()
                 await done
@@ -64,7 +59,7 @@ async def produce(bootstrap: str, topic: str, partitions: int, seconds: float) -
         elapsed = time.perf_counter() - start
         cpu = _cpu() - cpu0
     finally:
-        await producer.stop()
+        await kafka.stop()
     return {"records": acked, "batches": batches, "elapsed_s": elapsed, "cpu_s": cpu,
             "records_per_s": acked / elapsed, "value_bytes_mean": sum(map(len, values)) / n}
 

@@ -24,7 +24,7 @@ def test_s1_smoke_run_writes_a_complete_result(kafka: str, tmp_path: Path) -> No
     md = tmp_path / "RESULTS.md"
     argv = [sys.executable, "-m", "benchmarks", "--scenario", "S1", "--quick", "--duration", "1",
             "--warmup", "0.3", "--rate", "20", "--connections", "2", "--ramp-step", "0.5",
-            "--ceilings", "decode,aiokafka", "--no-chart", "--kafka-bootstrap", kafka,
+            "--ceilings", "decode,aiokafka,produce", "--no-chart", "--kafka-bootstrap", kafka,
             "--out", str(out), "--results-md", str(md)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -51,5 +51,9 @@ def test_s1_smoke_run_writes_a_complete_result(kafka: str, tmp_path: Path) -> No
     assert aiokafka["status"] == "ok" and aiokafka["delivered"] >= aiokafka["records"] > 0
     assert s1["goal"]["status"] in ("met", "not met")
     assert s1["ratios"]["rows_vs_ceiling_2"] is not None
+    produce = result["ceilings"]["produce"]["ndjson100"]  # ceiling (5), counted in Kafka
+    assert produce["status"] == "ok", produce["failure"]
+    assert produce["rows_delivered"] == produce["rows_accepted"] > 0
+    assert s1["ratios"]["rows_vs_ceiling_5"] is not None
     text = md.read_text()
     assert result["run_id"] in text and "| S1 |" in text
