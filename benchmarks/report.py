@@ -22,7 +22,10 @@ the same run; "(CPU x)" beside it is the ceiling's CPU seconds per row over the 
 share of the ceiling's per-row efficiency the gateway reaches), which drifts less when other
 processes take the gateway's core. "GW CPU s / M rows" for the ceilings is the ceiling server's.
 S1 and S2 are also compared with ceiling (5), the whole job through the same stack without
-validation (read, untyped decode, bare aiokafka batch produce of the lines, same `wait`).
+validation (read, untyped decode, bare aiokafka batch produce of the lines, same `wait`), with
+batches built by aiokafka's builder: the stack's ceiling. Rows "(4n)" and "(5n)" are ceilings (4)
+and (5) with batches built by the gateway's own encoder instead; "native ÷ aiokafka builder" says
+how far that moves the ceiling (rows/s, and CPU s per M rows: below 1 is cheaper).
 
 """
 
@@ -78,19 +81,51 @@ def _ceilings(c: dict[str, Any]) -> list[str]:
                    f"~{pp['value_bytes_mean']:.0f} B) | {_n(pp['records_per_s'])} records/s | "
                    f"{_n(pp['cpu_s'] / pp['records'] * 1e6, 2)} (JVM incl. start) | "
                    f"{lat['p50']} / - / {lat['p99']} / {lat['p999']} / {lat['max']:.0f} | - |")
-    if "aiokafka" in c:
-        a = c["aiokafka"]
-        out.append(f"| (4) bare aiokafka batch-API loop (acks=all, idempotent) | "
-                   f"{_n(a['records_per_s'])} records/s | {_n(a['cpu_s'] / a['records'] * 1e6, 2)} "
-                   f"| - | - |")
-    for d in c.get("produce", {}).values():
-        wait = "wait=true" if d.get("wait") else "wait=false"
-        out.append(f"| (5) read + untyped decode + bare aiokafka batch produce of the lines, "
-                   f"{d['payload']}, {wait} | {_rows(d)} rows/s delivered "
-                   f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)} | "
-                   f"{_n(d['gateway_cpu_s_per_million_rows'], 2)} | {_lat(d)} | "
-                   f"{_n(d.get('other_cpu_s'), 1)} |")
+    for name, label in (("aiokafka", "(4) bare aiokafka batch-API loop (acks=all, idempotent)"),
+                        ("aiokafka_native", "(4n) the same, batches by the gateway's encoder")):
+        if name in c:
+            a = c[name]
+            moved = _moved(a, c.get("aiokafka")) if name == "aiokafka_native" else ""
+            out.append(f"| {label} | {_n(a['records_per_s'])} records/s{moved} | "
+                       f"{_n(_cpu_per_m(a), 2)} | - | - |")
+    for name, label in (("produce", "(5) read + untyped decode + bare aiokafka batch produce of "
+                                     "the lines"),
+                        ("produce_native", "(5n) the same, batches by the gateway's encoder")):
+        for key, d in c.get(name, {}).items():
+            wait = "wait=true" if d.get("wait") else "wait=false"
+            moved = (_moved(d, c.get("produce", {}).get(key)) if name == "produce_native" else "")
+            out.append(f"| {label}, {d['payload']}, {wait} | {_rows(d)} rows/s delivered "
+                       f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)}{moved} | "
+                       f"{_n(_cpu_per_m(d), 2)} | {_lat(d)} | {_n(d.get('other_cpu_s'), 1)} |")
     return out
+
+
+def _cpu_per_m(m: dict[str, Any]) -> float | None:
+    """A ceiling's CPU seconds per million rows: a server's as measured, a producer loop's own."""
+    if "gateway_cpu_s_per_million_rows" in m:
+        cpu: float | None = m["gateway_cpu_s_per_million_rows"]
+        return cpu
+    return m["cpu_s"] / m["records"] * 1e6 if m.get("records") else None
+
+
+def moved_by_native(native: dict[str, Any], base: dict[str, Any] | None
+                    ) -> tuple[float | None, float | None]:
+    """How far the gateway's batch encoder moves a ceiling: (rows/s, CPU s per M rows) of the
+    native-builder measurement over the aiokafka-builder one (None when either is missing)."""
+    if not base or native.get("status", "ok") != "ok" or base.get("status", "ok") != "ok":
+        return None, None
+    rows_n = native.get("rows_per_s") or native.get("records_per_s")
+    rows_b = base.get("rows_per_s") or base.get("records_per_s")
+    cpu_n, cpu_b = _cpu_per_m(native), _cpu_per_m(base)
+    return (rows_n / rows_b if rows_n and rows_b else None,
+            cpu_n / cpu_b if cpu_n and cpu_b else None)
+
+
+def _moved(native: dict[str, Any], base: dict[str, Any] | None) -> str:
+    rows, cpu = moved_by_native(native, base)
+    if rows is None and cpu is None:
+        return ""
+    return f"; native ÷ aiokafka builder: rows/s {_r(rows)}, CPU s / M rows {_r(cpu)}"
 
 
 def _scenarios(run: dict[str, Any]) -> list[str]:

@@ -44,7 +44,8 @@ from benchmarks.scenarios import (
     produce_ceiling_modes,
 )
 
-CEILINGS = ("hello", "decode", "producer-perf", "aiokafka", "produce")
+CEILINGS = ("hello", "decode", "producer-perf", "aiokafka", "aiokafka-native", "produce",
+            "produce-native")  # "-native": batches built by the gateway's encoder
 RAMP_FRACTIONS = (0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 QUICK_RAMP_FRACTIONS = (0.5, 0.9, 1.3)
 
@@ -205,16 +206,19 @@ class Run:
         m["rows_per_s"] = m["rows_delivered_per_s"] if topics else m["rows_accepted_per_s"]
         return m
 
-    async def _produce_ceiling(self, wait: bool) -> dict[str, Any]:
-        """Ceiling (5) on S1's payload: read, untyped decode, bare batch produce of the lines."""
+    async def _produce_ceiling(self, wait: bool, builder: str) -> dict[str, Any]:
+        """Ceiling (5) on S1's payload: read, untyped decode, bare batch produce of the lines,
+        batches built by `builder` (benchmarks.ceilings.batch)."""
         topic = f"bench-ceiling5-{self.run_id.lower()}-{self.tag}-{secrets.token_hex(2)}"
         await broker.create_topic(self.bootstrap, topic, 3)
         try:
             m = await self._server_ceiling("benchmarks.ceilings.produce", NDJSON100,
-                                           self.bootstrap, topic, "3", wait=wait, topics=[topic])
+                                           self.bootstrap, topic, "3", builder, wait=wait,
+                                           topics=[topic])
         finally:
             await broker.delete_topics(self.bootstrap, [topic])
         m["wait"] = wait
+        m["builder"] = builder
         m["topic_partitions"] = 3
         return m
 
@@ -234,15 +238,22 @@ class Run:
         if "producer-perf" in wanted:
             self.say("ceiling (3): Kafka ProducerPerformance (Java, acks=all)")
             self.ceilings["producer_perf"] = await self._kafka_ceiling(self._producer_perf)
-        if "aiokafka" in wanted:
-            self.say("ceiling (4): bare aiokafka batch-API producer loop")
-            self.ceilings["aiokafka"] = await self._kafka_ceiling(self._aiokafka)
-        if "produce" in wanted:
-            self.ceilings["produce"] = {}
-            for wait in produce_ceiling_modes(self.o.scenarios):
-                key = produce_ceiling_key(wait)
-                self.say(f"ceiling (5): read + untyped decode + bare aiokafka batch produce, {key}")
-                self.ceilings["produce"][key] = await self._produce_ceiling(wait)
+        for name, builder in (("aiokafka", "aiokafka"), ("aiokafka-native", "native")):
+            if name in wanted:
+                self.say(f"ceiling (4): bare aiokafka batch-API producer loop, {builder} batches")
+                self.ceilings[name.replace("-", "_")] = await self._kafka_ceiling(
+                    lambda topic, b=builder: self._aiokafka(topic, b))
+        builders = [(n.replace("-", "_"), b) for n, b in (("produce", "aiokafka"),
+                                                          ("produce-native", "native"))
+                    if n in wanted]
+        for section, _ in builders:
+            self.ceilings[section] = {}
+        for wait in produce_ceiling_modes(self.o.scenarios):  # both builders in turn, per mode
+            key = produce_ceiling_key(wait)
+            for section, builder in builders:
+                self.say(f"ceiling (5): read + untyped decode + bare batch produce, {key}, "
+                         f"{builder} batches")
+                self.ceilings[section][key] = await self._produce_ceiling(wait, builder)
 
     async def _kafka_ceiling(self, body: Any) -> dict[str, Any]:
         topic = f"bench-ceiling-{self.run_id.lower()}-{self.tag}-{secrets.token_hex(2)}"
@@ -271,10 +282,10 @@ class Run:
         m["value_bytes_mean"] = sum(map(len, lines)) / len(lines)
         return m
 
-    async def _aiokafka(self, topic: str) -> dict[str, Any]:
+    async def _aiokafka(self, topic: str, builder: str) -> dict[str, Any]:
         argv = self.pinning.wrap("gateway", python_module(
             "benchmarks.ceilings.producer", "--bootstrap", self.bootstrap, "--topic", topic,
-            "--partitions", "3", "--seconds", str(self.o.duration)))
+            "--partitions", "3", "--seconds", str(self.o.duration), "--builder", builder))
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE, env=child_env(),
                                                     cwd=ROOT)

@@ -1,10 +1,11 @@
 """Ceiling (5): the whole job without validation. Read the body, decode it with untyped msgspec (as
 ceiling 2), and produce its lines as they are through a bare aiokafka batch-API producer (acks=all,
-idempotent; batches built by benchmarks.ceilings.batch), coalesced across requests as the
+idempotent; batches built by benchmarks.ceilings.batch with the BUILDER named, aiokafka's by
+default), coalesced across requests as the
 gateway's queue does: a flush after the same linger (5 ms), batches up to 1 MiB, each batch on the
 next partition. `?wait=true` answers once Kafka has acknowledged the request's rows, else at once.
 
-`python -m benchmarks.ceilings.produce PORT BOOTSTRAP TOPIC PARTITIONS`
+`python -m benchmarks.ceilings.produce PORT BOOTSTRAP TOPIC PARTITIONS [aiokafka|native]`
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from benchmarks.ceilings.batch import producer, send_values
+from benchmarks.ceilings.batch import BUILDERS, producer, send_values
 from benchmarks.ceilings.serve import main
 
 LINGER_S = 0.005  # the gateway's default --linger-ms
@@ -32,8 +33,10 @@ _ACCEPTED = b'{"accepted":true}'
 class Flusher:
     """Lines waiting to be produced, and the futures of the `wait=true` requests among them."""
 
-    def __init__(self, kafka: AIOKafkaProducer, topic: str, partitions: int) -> None:
+    def __init__(self, kafka: AIOKafkaProducer, topic: str, partitions: int,
+                 builder: str = "aiokafka") -> None:
         self.kafka = kafka
+        self.builder = builder
         self.topic = topic
         self.partitions = partitions
         self.partition = 0
@@ -71,7 +74,8 @@ class Flusher:
             start = 0
             while start < len(lines):
                 future, start = await send_values(self.kafka, self.topic,
-                                                  self.partition % self.partitions, lines, start)
+                                                  self.partition % self.partitions, lines, start,
+                                                  builder=self.builder)
                 self.partition += 1
                 futures.append(future)
             if waiters:
@@ -108,14 +112,15 @@ async def ingest(request: web.Request) -> web.Response:
     return web.Response(body=_ACCEPTED, status=202, content_type="application/json")
 
 
-def app(bootstrap: str, topic: str, partitions: int) -> web.Application:
+def app(bootstrap: str, topic: str, partitions: int, builder: str = "aiokafka"
+        ) -> web.Application:
     application = web.Application(client_max_size=256 * 1024 * 1024)
     application.router.add_route("POST", "/{tail:.*}", ingest)
 
     async def producing(app: web.Application) -> AsyncIterator[None]:
         kafka = producer(bootstrap)
         await kafka.start()
-        app[FLUSHER] = flusher = Flusher(kafka, topic, partitions)
+        app[FLUSHER] = flusher = Flusher(kafka, topic, partitions, builder)
         task = asyncio.create_task(flusher.run())
         yield
         task.cancel()
@@ -128,8 +133,10 @@ def app(bootstrap: str, topic: str, partitions: int) -> web.Application:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5 or not sys.argv[4].isdigit():
-        print("usage: python -m benchmarks.ceilings.produce PORT BOOTSTRAP TOPIC PARTITIONS",
-              file=sys.stderr)
+    if (len(sys.argv) not in (5, 6) or not sys.argv[4].isdigit()
+            or (sys.argv[5:] and sys.argv[5] not in BUILDERS)):
+        print("usage: python -m benchmarks.ceilings.produce PORT BOOTSTRAP TOPIC PARTITIONS "
+              f"[{'|'.join(BUILDERS)}]", file=sys.stderr)
         raise SystemExit(2)
-    raise SystemExit(main(app(sys.argv[2], sys.argv[3], int(sys.argv[4])), sys.argv[1:2]))
+    raise SystemExit(main(app(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:]),
+                          sys.argv[1:2]))

@@ -1,8 +1,9 @@
 """Ceiling (4): a bare aiokafka batch-API producer loop (create_batch/append/send_batch, acks=all,
-idempotent; batches built by benchmarks.ceilings.batch), producing the benchmark's own row values
-round-robin over the topic's partitions (20,000 values, taken in turn, over and over).
+idempotent; batches built by benchmarks.ceilings.batch with --builder), producing the benchmark's
+own row values round-robin over the topic's partitions (20,000 values, taken in turn, over and over).
 
-`python -m benchmarks.ceilings.producer --bootstrap B --topic T --partitions N --seconds S`
+`python -m benchmarks.ceilings.producer --bootstrap B --topic T --partitions N --seconds S
+[--builder aiokafka|native]`
 prints one JSON line: records acknowledged, elapsed seconds, CPU seconds of this process.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from benchmarks.ceilings.batch import producer, send_values
+from benchmarks.ceilings.batch import BUILDERS, producer, send_values
 from benchmarks.payloads import RowFactory, sample_lines
 
 MAX_IN_FLIGHT = 16
@@ -29,7 +30,8 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def produce(bootstrap: str, topic: str, partitions: int, seconds: float) -> dict[str, Any]:
+async def produce(bootstrap: str, topic: str, partitions: int, seconds: float,
+                  builder: str = "aiokafka") -> dict[str, Any]:
     values = sample_lines(RowFactory("ceiling"), 20_000)
     kafka = producer(bootstrap)
     await kafka.start()
@@ -44,7 +46,7 @@ async def produce(bootstrap: str, topic: str, partitions: int, seconds: float) -
         end = start + seconds
         while time.perf_counter() < end:
             fut, after = await send_values(kafka, topic, batches % partitions, values, i,
-                                           cycle=True)
+                                           cycle=True, builder=builder)
             batches += 1
             in_flight.append((fut, after - i))
             i = after % n
@@ -60,8 +62,8 @@ async def produce(bootstrap: str, topic: str, partitions: int, seconds: float) -
         cpu = _cpu() - cpu0
     finally:
         await kafka.stop()
-    return {"records": acked, "batches": batches, "elapsed_s": elapsed, "cpu_s": cpu,
-            "records_per_s": acked / elapsed, "value_bytes_mean": sum(map(len, values)) / n}
+    return {"builder": builder, "records": acked, "batches": batches, "elapsed_s": elapsed,
+            "cpu_s": cpu, "records_per_s": acked / elapsed, "value_bytes_mean": sum(map(len, values)) / n}
 
 
 def main() -> int:
@@ -70,9 +72,11 @@ def main() -> int:
     p.add_argument("--topic", required=True)
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--builder", choices=BUILDERS, default="aiokafka")
     args = p.parse_args()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result = runner.run(produce(args.bootstrap, args.topic, args.partitions, args.seconds))
+        result = runner.run(produce(args.bootstrap, args.topic, args.partitions, args.seconds,
+                                    args.builder))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -24,7 +24,7 @@ def test_s1_smoke_run_writes_a_complete_result(kafka: str, tmp_path: Path) -> No
     md = tmp_path / "RESULTS.md"
     argv = [sys.executable, "-m", "benchmarks", "--scenario", "S1", "--quick", "--duration", "1",
             "--warmup", "0.3", "--rate", "20", "--connections", "2", "--ramp-step", "0.5",
-            "--ceilings", "decode,aiokafka,produce", "--no-chart", "--kafka-bootstrap", kafka,
+            "--ceilings", "decode,aiokafka,aiokafka-native,produce,produce-native", "--no-chart", "--kafka-bootstrap", kafka,
             "--out", str(out), "--results-md", str(md)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -55,5 +55,12 @@ def test_s1_smoke_run_writes_a_complete_result(kafka: str, tmp_path: Path) -> No
     assert produce["status"] == "ok", produce["failure"]
     assert produce["rows_delivered"] == produce["rows_accepted"] > 0
     assert s1["ratios"]["rows_vs_ceiling_5"] is not None
+    native = result["ceilings"]["produce_native"]["ndjson100"]  # (5), the gateway's encoder
+    assert native["status"] == "ok", native["failure"]
+    assert native["builder"] == "native" and produce["builder"] == "aiokafka"
+    assert native["rows_delivered"] == native["rows_accepted"] > 0
+    loop = result["ceilings"]["aiokafka_native"]  # (4), the gateway's encoder
+    assert loop["status"] == "ok" and loop["delivered"] >= loop["records"] > 0
     text = md.read_text()
     assert result["run_id"] in text and "| S1 |" in text
+    assert "| (5n) " in text and "native ÷ aiokafka builder" in text
