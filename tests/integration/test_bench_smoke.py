@@ -24,7 +24,8 @@ def test_s1_smoke_run_writes_a_complete_result(kafka: str, tmp_path: Path) -> No
     md = tmp_path / "RESULTS.md"
     argv = [sys.executable, "-m", "benchmarks", "--scenario", "S1", "--quick", "--duration", "1",
             "--warmup", "0.3", "--rate", "20", "--connections", "2", "--ramp-step", "0.5",
-            "--ceilings", "decode,aiokafka,aiokafka-native,produce,produce-native", "--no-chart", "--kafka-bootstrap", kafka,
+            "--ceilings", "decode,aiokafka,aiokafka-native,produce,produce-native", "--no-chart",
+            "--kafka-bootstrap", kafka,
             "--out", str(out), "--results-md", str(md)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
