@@ -33,11 +33,18 @@ def figures(run: dict[str, Any]) -> dict[Figure, tuple[float | None, float | Non
     """Every (scenario, figure) of a run: its value, and its goal's limit (None: reported only)."""
     out: dict[Figure, tuple[float | None, float | None]] = {}
     for name, c in run.get("ceilings", {}).items():
-        entries = c.items() if name == "decode" else [("", c)]
+        if not isinstance(c, dict):
+            continue
+        single = "status" in c or "records_per_s" in c
+        entries = [("", c)] if single else list(c.items())  # decode, produce: one per payload
         for payload, m in entries:
-            if isinstance(m, dict) and m.get("status") == "ok":
-                value = m.get("rows_per_s") or m.get("records_per_s") or m.get("requests_per_s")
-                out[(f"ceiling {name}", payload or "per s")] = (value, None)
+            if not isinstance(m, dict) or m.get("status", "ok") != "ok":
+                continue
+            value = m.get("rows_per_s") or m.get("records_per_s") or m.get("requests_per_s")
+            out[(f"ceiling {name}", payload or "per s")] = (value, None)
+            cpu = m.get("gateway_cpu_s_per_million_rows")
+            if cpu is not None:
+                out[(f"ceiling {name}", f"{payload or 'per s'}: CPU s / M")] = (cpu, None)
     for sid, s in run.get("scenarios", {}).items():
         m = s.get("measurement", {})
         rows = m.get("rows_delivered_per_s") or m.get("rows_accepted_per_s")
