@@ -41,6 +41,7 @@ from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Entry, Limits, Queues
+from gateway.routes import ROUTES, Routes
 from gateway.sinks.base import Sink, SinkParts, SinkUnavailable
 from gateway.sinks.kafka import KafkaSink, TopicOwner
 from gateway.sinks.kafka_stats import KafkaStats
@@ -214,8 +215,7 @@ def begin_shutdown(app: web.Application) -> None:
 
 def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:
     """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
-    app = web.Application(middlewares=[observe, cors.guard],
-                          client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     cors.install(app, settings.cors_allow_origins)
     gw = build_gateway(settings, admin_key)
     gw.worker = str(worker)
@@ -230,6 +230,7 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
             canonical = route.resource.canonical if route.resource else path
             gw.renderers[canonical] = dialect.render_error
             registered.append((method, path, handler))
+    app[ROUTES] = Routes(app.router.routes(), gw.renderers)
     app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
         registered, title="ingest-gateway", version=__version__,
         description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))
