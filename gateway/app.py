@@ -111,7 +111,8 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                           accept_during_outage=settings.accept_during_outage, spool=spool,
                           byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
                                      if settings.stream_max_bytes_per_s else None),
-                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key))
+                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key),
+                          max_decoding=settings.max_decoding_requests)
     pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)
