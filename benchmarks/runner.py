@@ -191,7 +191,8 @@ class Run:
             load = Load([("127.0.0.1", port)], [self.requests(payload, port, [path], False)],
                         self.o.connections or 64, self.steps(), self.o.warmup, self.o.timeout)
             m = await measure(load, servers=[server], offsets=None, broker_pid=None,
-                              pinning=self.pinning)
+                              pinning=self.pinning, profile=self.profile(),
+                              label=f"ceiling-{module.rsplit('.', 1)[-1]}")
         finally:
             await server.stop()
         m["payload"] = payload.key
