@@ -19,6 +19,9 @@ measured drain rate, to free room for a request like this one; bounded to 1..60 
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from gateway import metrics
 from gateway.auth import Principal
 from gateway.catalog.model import Stream
@@ -44,6 +47,13 @@ _BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-b
                "memory": "--memory-cap-bytes"}
 
 
+@functools.lru_cache(maxsize=64)
+def throttled(status: str, cause: str) -> Any:
+    """The refusals counter of (status, cause), looked up once: refusals come in floods, and
+    `labels()` sorts, formats and locks on every call."""
+    return metrics.THROTTLED.labels(status=status, cause=cause)
+
+
 def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
     """Seconds until `queue` has drained enough for `rows` rows of `nbytes` bytes to fit, at its
     measured drain rate; bounded to 1..60 s. A queue that drained nothing in the last window
@@ -67,7 +77,7 @@ def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
 
 def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
           ) -> TooManyRequests:
-    metrics.THROTTLED.labels(status="429", cause=cause).inc()
+    throttled("429", cause).inc()
     return TooManyRequests(f"the queue of stream {stream.name!r} is full ({cause}); nothing was "
                            "written, retry later", retry_after=drain_seconds(queue, rows, nbytes))
 
@@ -94,7 +104,7 @@ class BodyHold:
                                   "(--memory-cap-bytes) once decompressed; split it into smaller "
                                   "requests; nothing was written")
         if budget.used + n > budget.cap:
-            metrics.THROTTLED.labels(status="429", cause="memory").inc()
+            throttled("429", "memory").inc()
             raise TooManyRequests("the gateway's memory cap is in use by other requests and "
                                   "queued rows; nothing was written, retry later",
                                   retry_after=(MIN_S if self._queue is None
@@ -131,7 +141,7 @@ class DecodeSlots:
     def take(self) -> None:
         """Take a slot; 429 when all are taken."""
         if self.cap and self.busy >= self.cap:
-            metrics.THROTTLED.labels(status="429", cause="decoding").inc()
+            throttled("429", "decoding").inc()
             raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
                                   "as it may (--max-decoding-requests); nothing was written, "
                                   "retry later", retry_after=MIN_S)
@@ -167,17 +177,17 @@ class Admission:
         sink first connected, and while it is unreachable unless wait=false rows may be queued
         during outages; with `wait`, 503 whenever it is unreachable (it would only time out)."""
         if self.lifecycle.draining:
-            metrics.THROTTLED.labels(status="503", cause="draining").inc()
+            throttled("503", "draining").inc()
             raise Unavailable("the gateway is shutting down; retry on another replica",
                               retry_after=UNAVAILABLE_RETRY_S)
         if self.spool is not None and self.spool.failed is not None:
-            metrics.THROTTLED.labels(status="503", cause="spool_failed").inc()
+            throttled("503", "spool_failed").inc()
             raise Unavailable("the durable spool failed (see the gateway's log); nothing was "
                               "written", retry_after=UNAVAILABLE_RETRY_S)
         if self.sink.available():
             return
         if wait or not (self.accept_during_outage and self.lifecycle.sink_started):
-            metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
+            throttled("503", "sink_unavailable").inc()
             raise Unavailable("Kafka is unreachable; nothing was written, retry later",
                               retry_after=UNAVAILABLE_RETRY_S)
 
@@ -220,7 +230,7 @@ class Admission:
             return
         wait_s = self.byte_rate.take(stream.name, nbytes)
         if wait_s is not None:
-            metrics.THROTTLED.labels(status="429", cause="stream_byte_rate").inc()
+            throttled("429", "stream_byte_rate").inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause="stream_byte_rate").inc(rows)
             raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
                                   f"{self.byte_rate.rate:g} bytes/s; nothing was written",
