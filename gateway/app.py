@@ -41,7 +41,7 @@ from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Entry, Limits, Queues
-from gateway.routes import ROUTES, Routes
+from gateway.routes import ROUTES, Routes, is_ingest_route
 from gateway.sinks.base import Sink, SinkParts, SinkUnavailable
 from gateway.sinks.kafka import KafkaSink, TopicOwner
 from gateway.sinks.kafka_stats import KafkaStats
@@ -225,12 +225,14 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
     registered = list(ops.routes())
     for method, path, handler in registered:
         app.router.add_route(method, path, handler, expect_handler=defer_continue)
-    for dialect in DIALECTS:
-        for method, path, handler in dialect.routes():
-            route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
-            canonical = route.resource.canonical if route.resource else path
-            gw.renderers[canonical] = dialect.render_error
-            registered.append((method, path, handler))
+    routes = [(dialect, *route) for dialect in DIALECTS for route in dialect.routes()]
+    # The ingest routes first: aiohttp tries the routes under one path prefix (`/api`) in the
+    # order they were added, and no ingest route's paths overlap another route's.
+    for dialect, method, path, handler in sorted(routes, key=lambda r: not is_ingest_route(r[2])):
+        route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
+        canonical = route.resource.canonical if route.resource else path
+        gw.renderers[canonical] = dialect.render_error
+    registered += [(method, path, handler) for _, method, path, handler in routes]
     app[ROUTES] = Routes(app.router.routes(), gw.renderers)
     app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
         registered, title="ingest-gateway", version=__version__,

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
-from gateway.cors import kind_of
+from gateway.cors import INGEST, kind_of
 from gateway.dialects.contract import ErrorRenderer
 
 UNMATCHED = "unmatched"  # the label of requests no route matched (404, 405)
@@ -42,6 +42,38 @@ class RouteInfo:
             child = self._counts[(method, status)] = metrics.REQUESTS.labels(
                 route=self.name, method=method, status=str(status))
         return child
+
+
+def template_of(path: str) -> str:
+    """A route path without its variables' patterns (`/{v:a{1,2}}/x` → `/{v}/x`), as aiohttp's
+    `canonical` gives it."""
+    out: list[str] = []
+    depth = 0
+    in_pattern = False
+    for ch in path:
+        if depth == 0:
+            out.append(ch)
+            if ch == "{":
+                depth, in_pattern = 1, False
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                out.append(ch)
+                continue
+        if depth == 1 and not in_pattern:
+            if ch == ":":
+                in_pattern = True
+            else:
+                out.append(ch)
+    return "".join(out)
+
+
+def is_ingest_route(path: str) -> bool:
+    """True when a route path (patterns allowed) is one of the ingest routes."""
+    return kind_of(sample_path(template_of(path))) == INGEST
 
 
 def sample_path(template: str) -> str:
