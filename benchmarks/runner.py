@@ -199,7 +199,8 @@ class Run:
                         self.o.connections or 64, self.steps(), self.o.warmup, self.o.timeout,
                         topics=topics or [])
             m = await measure(load, servers=[server], offsets=self.offsets if topics else None,
-                              broker_pid=self.broker_pid if topics else None, pinning=self.pinning)
+                              broker_pid=self.broker_pid if topics else None, pinning=self.pinning,
+                              profile=self.profile(), label=f"ceiling-{module.rsplit('.', 1)[-1]}")
         finally:
             await server.stop()
         m["payload"] = payload.key

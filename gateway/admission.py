@@ -6,8 +6,9 @@ One question, asked at fixed points of the ingest path (gateway.ingest.service):
 - `key_rate`: 429 when the API key is over its request rate (dialects that ask for it).
 - `early`: 429 before decoding, when the stream's queue could not take a request like its last.
 - `charge`: 429 when the stream is over its byte rate (`--stream-max-bytes-per-s`).
-- `hold_body`: while a body is decoded its bytes are held against the memory cap: 413 when
-  the body alone outgrows the cap, 429 when the cap is in use.
+- `hold_body`: 429 when as many requests as `--max-decoding-requests` are being decoded; while
+  a body is decoded its bytes are held against the memory cap: 413 when the body alone outgrows
+  the cap, 429 when the cap is in use.
 - `offer`: 429 when the rows do not fit the queue bounds or the memory cap (413 when they
   could not fit even into an empty queue: retrying cannot help).
 
@@ -18,10 +19,19 @@ measured drain rate, to free room for a request like this one; bounded to 1..60 
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from gateway import metrics
 from gateway.auth import Principal
 from gateway.catalog.model import Stream
-from gateway.errors import PayloadTooLarge, RateLimited, TooManyRequests, Unavailable
+from gateway.errors import (
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    TooManyRequests,
+    Unavailable,
+)
 from gateway.lifecycle import Lifecycle
 from gateway.limiters.drain_rate import WINDOW_S
 from gateway.limiters.retry_after import MAX_S, MIN_S
@@ -35,6 +45,13 @@ UNAVAILABLE_RETRY_S = 1.0  # 503: the gateway cannot know when Kafka or another 
 # The setting behind each queue bound, named in a 413 so the operator or client knows what to change.
 _BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-bytes",
                "memory": "--memory-cap-bytes"}
+
+
+@functools.lru_cache(maxsize=64)
+def throttled(status: str, cause: str) -> Any:
+    """The refusals counter of (status, cause), looked up once: refusals come in floods, and
+    `labels()` sorts, formats and locks on every call."""
+    return metrics.THROTTLED.labels(status=status, cause=cause)
 
 
 def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
@@ -60,7 +77,7 @@ def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
 
 def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
           ) -> TooManyRequests:
-    metrics.THROTTLED.labels(status="429", cause=cause).inc()
+    throttled("429", cause).inc()
     return TooManyRequests(f"the queue of stream {stream.name!r} is full ({cause}); nothing was "
                            "written, retry later", retry_after=drain_seconds(queue, rows, nbytes))
 
@@ -70,12 +87,14 @@ class BodyHold:
     (--memory-cap-bytes) until `release()`. 413 when the body alone outgrows the cap, 429 when
     the cap is in use (the wait: the stream's queue draining that many bytes)."""
 
-    __slots__ = ("_budget", "_held", "_queue")
+    __slots__ = ("_budget", "_held", "_queue", "_slots")
 
-    def __init__(self, budget: MemoryBudget, queue: StreamQueue | None) -> None:
+    def __init__(self, budget: MemoryBudget, queue: StreamQueue | None,
+                 slots: DecodeSlots | None = None) -> None:
         self._budget = budget
         self._queue = queue
         self._held = 0
+        self._slots = slots
 
     def hold(self, n: int) -> None:
         """Hold `n` more bytes of the body."""
@@ -85,7 +104,7 @@ class BodyHold:
                                   "(--memory-cap-bytes) once decompressed; split it into smaller "
                                   "requests; nothing was written")
         if budget.used + n > budget.cap:
-            metrics.THROTTLED.labels(status="429", cause="memory").inc()
+            throttled("429", "memory").inc()
             raise TooManyRequests("the gateway's memory cap is in use by other requests and "
                                   "queued rows; nothing was written, retry later",
                                   retry_after=(MIN_S if self._queue is None
@@ -94,9 +113,47 @@ class BodyHold:
         self._held += n
 
     def release(self) -> None:
-        """Give the held bytes back to the budget (once the body is decoded or refused)."""
+        """Give the held bytes (and the decoding slot) back, once the body is decoded or refused."""
         self._budget.used -= self._held
         self._held = 0
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
+
+
+class DecodeSlots:
+    """The cap on requests being decoded at once (--max-decoding-requests; 0 = none): above it a
+    request is refused with 429 at once, before its body is read. Decoding more requests at once
+    than the CPU can finish only stretches every one of them and holds their bodies in memory;
+    under overload a quick 429 leaves the CPU to the requests already admitted (and the flusher)."""
+
+    __slots__ = ("_gauge", "busy", "cap")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.busy = 0
+        # One process: the gauge reads `busy` when scraped (a gauge update per request cost 2% of
+        # a one-row request). Under --workers the value must go to the shared files: updated.
+        self._gauge = metrics.DECODING if metrics.MULTIPROCESS else None
+        if self._gauge is None:
+            metrics.DECODING.set_function(lambda: self.busy)
+
+    def take(self) -> None:
+        """Take a slot; 429 when all are taken."""
+        if self.cap and self.busy >= self.cap:
+            throttled("429", "decoding").inc()
+            raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
+                                  "as it may (--max-decoding-requests); nothing was written, "
+                                  "retry later", retry_after=MIN_S)
+        self.busy += 1
+        if self._gauge is not None:
+            self._gauge.inc()
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.busy -= 1
+        if self._gauge is not None:
+            self._gauge.dec()
 
 
 class Admission:
@@ -105,7 +162,7 @@ class Admission:
     def __init__(self, sink: Sink, queues: Queues, lifecycle: Lifecycle, *,
                  accept_during_outage: bool = False, spool: Spool | None = None,
                  byte_rate: StreamByteRate | None = None,
-                 key_limiter: KeyRateLimiter | None = None) -> None:
+                 key_limiter: KeyRateLimiter | None = None, max_decoding: int = 0) -> None:
         self.sink = sink
         self.queues = queues
         self.lifecycle = lifecycle
@@ -113,23 +170,24 @@ class Admission:
         self.spool = spool
         self.byte_rate = byte_rate
         self.key_limiter = key_limiter or KeyRateLimiter(0)
+        self.decoding = DecodeSlots(max_decoding)
 
     def gate(self, *, wait: bool = False) -> None:
         """503 (nothing written, safe to retry) while draining, after a spool failure, before the
         sink first connected, and while it is unreachable unless wait=false rows may be queued
         during outages; with `wait`, 503 whenever it is unreachable (it would only time out)."""
         if self.lifecycle.draining:
-            metrics.THROTTLED.labels(status="503", cause="draining").inc()
+            throttled("503", "draining").inc()
             raise Unavailable("the gateway is shutting down; retry on another replica",
                               retry_after=UNAVAILABLE_RETRY_S)
         if self.spool is not None and self.spool.failed is not None:
-            metrics.THROTTLED.labels(status="503", cause="spool_failed").inc()
+            throttled("503", "spool_failed").inc()
             raise Unavailable("the durable spool failed (see the gateway's log); nothing was "
                               "written", retry_after=UNAVAILABLE_RETRY_S)
         if self.sink.available():
             return
         if wait or not (self.accept_during_outage and self.lifecycle.sink_started):
-            metrics.THROTTLED.labels(status="503", cause="sink_unavailable").inc()
+            throttled("503", "sink_unavailable").inc()
             raise Unavailable("Kafka is unreachable; nothing was written, retry later",
                               retry_after=UNAVAILABLE_RETRY_S)
 
@@ -160,8 +218,11 @@ class Admission:
             raise _full(stream, queue, full.cause, *queue.last_request) from None
 
     def hold_body(self, stream: Stream) -> BodyHold:
-        """A hold on the memory budget for the body of a request to `stream`."""
-        return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic))
+        """A decoding slot (429 when none is free) and a hold on the memory budget for the body
+        of a request to `stream`."""
+        self.decoding.take()
+        return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic),
+                        self.decoding)
 
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""
@@ -169,7 +230,7 @@ class Admission:
             return
         wait_s = self.byte_rate.take(stream.name, nbytes)
         if wait_s is not None:
-            metrics.THROTTLED.labels(status="429", cause="stream_byte_rate").inc()
+            throttled("429", "stream_byte_rate").inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause="stream_byte_rate").inc(rows)
             raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
                                   f"{self.byte_rate.rate:g} bytes/s; nothing was written",

@@ -41,6 +41,7 @@ from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
 from gateway.queues import Entry, Limits, Queues
+from gateway.routes import ROUTES, Routes, is_ingest_route
 from gateway.sinks.base import Sink, SinkParts, SinkUnavailable
 from gateway.sinks.kafka import KafkaSink, TopicOwner
 from gateway.sinks.kafka_stats import KafkaStats
@@ -110,7 +111,8 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                           accept_during_outage=settings.accept_during_outage, spool=spool,
                           byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
                                      if settings.stream_max_bytes_per_s else None),
-                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key))
+                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key),
+                          max_decoding=settings.max_decoding_requests)
     pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)
@@ -215,8 +217,7 @@ def begin_shutdown(app: web.Application) -> None:
 
 def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Application:
     """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
-    app = web.Application(middlewares=[observe, cors.guard],
-                          client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     cors.install(app, settings.cors_allow_origins)
     gw = build_gateway(settings, admin_key)
     gw.worker = str(worker)
@@ -225,12 +226,15 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
     registered = list(ops.routes())
     for method, path, handler in registered:
         app.router.add_route(method, path, handler, expect_handler=defer_continue)
-    for dialect in DIALECTS:
-        for method, path, handler in dialect.routes():
-            route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
-            canonical = route.resource.canonical if route.resource else path
-            gw.renderers[canonical] = dialect.render_error
-            registered.append((method, path, handler))
+    routes = [(dialect, *route) for dialect in DIALECTS for route in dialect.routes()]
+    # The ingest routes first: aiohttp tries the routes under one path prefix (`/api`) in the
+    # order they were added, and no ingest route's paths overlap another route's.
+    for dialect, method, path, handler in sorted(routes, key=lambda r: not is_ingest_route(r[2])):
+        route = app.router.add_route(method, path, handler, expect_handler=defer_continue)
+        canonical = route.resource.canonical if route.resource else path
+        gw.renderers[canonical] = dialect.render_error
+    registered += [(method, path, handler) for _, method, path, handler in routes]
+    app[ROUTES] = Routes(app.router.routes(), gw.renderers)
     app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
         registered, title="ingest-gateway", version=__version__,
         description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))

@@ -18,6 +18,7 @@ from gateway.scopes import ADMIN, APPEND, CREATE, READ
 from gateway.scopes import DEFAULT_SCOPES as DEFAULT_SCOPES  # re-exported (tests, older imports)
 
 ID_LEN = 12
+CACHE_MAX = 10_000  # keys remembered after a successful check (see Authenticator)
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -113,7 +114,13 @@ def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
 
 
 class Authenticator:
-    """Checks keys against the admin key and the catalog's hashed keys."""
+    """Checks keys against the admin key and the catalog's hashed keys.
+
+    A key that passed its hash check is remembered with the catalog record it matched (bounded
+    by CACHE_MAX): the next request with it costs a dict lookup and an identity check instead of
+    two salted SHA-256 digests. Revocation stays immediate: every use looks the record up in the
+    catalog again, and a deleted, replaced or reloaded record is another object (or none), which
+    sends the key through the full check again. Keys that fail are never remembered."""
 
     def __init__(self, catalog: Catalog, admin_key: str) -> None:
         self._catalog = catalog
@@ -121,18 +128,44 @@ class Authenticator:
         self._admin_digest = _digest(self._admin_salt, admin_key)
         register_secret(admin_key)  # the admin key has no fixed shape: the log masks it by value
         self._admin = Principal("admin", "admin", frozenset({ADMIN}))
+        self._known: dict[str, tuple[ApiKey | None, Principal]] = {}  # key -> (record, principal)
 
     def authenticate(self, key: str | None) -> Principal:
         """The principal of a key; 401 when it is missing, unknown, expired or revoked."""
         if not key:
             raise Unauthenticated("missing API key: send `X-Api-Key: KEY` or "
                                   "`Authorization: ApiKey KEY`")
+        known = self._known.get(key)
+        if known is not None:
+            record, who = known
+            if record is None:  # the admin key
+                return who
+            if self._catalog.api_key(record.id) is record:
+                _check_expiry(record)
+                return who
+            del self._known[key]  # deleted, replaced or reloaded: check it afresh
+        return self._check(key)
+
+    def _check(self, key: str) -> Principal:
+        """The full check: salted digests compared in constant time."""
         if hmac.compare_digest(_digest(self._admin_salt, key), self._admin_digest):
+            self._remember(key, None, self._admin)
             return self._admin
         record = self._catalog.api_key(key[:ID_LEN]) if len(key) > ID_LEN else None
         if record is None or not hmac.compare_digest(_digest(record.salt, key), record.digest):
             raise Unauthenticated("invalid API key")
-        if record.expire_at and record.expire_at <= time.time():
-            raise Unauthenticated("API key has expired")
-        return Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit,
-                         tuple(record.allowed_origins))
+        _check_expiry(record)
+        who = Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit,
+                        tuple(record.allowed_origins))
+        self._remember(key, record, who)
+        return who
+
+    def _remember(self, key: str, record: ApiKey | None, who: Principal) -> None:
+        if len(self._known) >= CACHE_MAX:
+            self._known.clear()  # only valid keys get here: a full cache is rare and cheap to refill
+        self._known[key] = (record, who)
+
+
+def _check_expiry(record: ApiKey) -> None:
+    if record.expire_at and record.expire_at <= time.time():
+        raise Unauthenticated("API key has expired")

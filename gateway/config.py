@@ -104,6 +104,9 @@ class Settings:
     max_connections: int = field(
         default=10_000, metadata={"help": "open client connections; beyond, new ones get 503 and "
                                           "are closed"})
+    max_decoding_requests: int = field(
+        default=64, metadata={"help": "ingest requests whose bodies may be read and decoded at once; "
+                                      "beyond, 429 at once (0 = no cap)"})
     rate_limit_per_key: float = field(
         default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
                                           "events route (0 = unlimited; a key's rate_limit wins)"}
@@ -255,6 +258,9 @@ def _check(s: Settings) -> None:
         raise ValueError("kafka_max_unsettled_bytes must be at least batch_max_bytes")
     if not 1 <= s.port <= 65535:
         raise ValueError(f"port must be 1..65535, got {s.port}")
+    if s.max_decoding_requests < 0:
+        raise ValueError(f"max_decoding_requests must be ≥ 0 (0 = no cap), got "
+                         f"{s.max_decoding_requests}")
     if s.rate_limit_per_key < 0:
         raise ValueError(f"rate_limit_per_key must be ≥ 0, got {s.rate_limit_per_key}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:

@@ -83,21 +83,30 @@ class GuardedHandler(RequestHandler):
                 and not self._request_in_progress)
 
     def data_received(self, data: bytes) -> None:
-        if data and self._head_timer is None and self._between_requests():
-            self._head_timer = self._loop.call_later(self._header_timeout, self._head_too_slow)
+        # A head starting in this data gets header_timeout from now; the timer is only armed when
+        # the data did not complete it (most requests arrive whole: no timer made and cancelled).
+        starts_head = bool(data) and self._head_timer is None and self._between_requests()
         if self._over_cap is not None:
             if self._force_close:
                 return
             judged = self._judge_over_cap(data)
             if judged is None:
+                if starts_head and not self._force_close:
+                    self._arm_head_timer()
                 return
             super().data_received(judged)
             self.close()  # serve this probe only, then close (after the parser queued it)
         else:
             super().data_received(data)
-        if self._head_timer is not None and not self._between_requests():
+        if self._between_requests():
+            if starts_head and not self._force_close:
+                self._arm_head_timer()
+        elif self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self._loop.call_later(self._header_timeout, self._head_too_slow)
 
     def _head_too_slow(self) -> None:
         self._head_timer = None

@@ -12,15 +12,13 @@ headers. No credentials mode: keys travel in headers or the query, never in cook
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.errors import BadRequest, Forbidden
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ANY = "*"
 ALLOW_METHODS = "POST, OPTIONS"
 ALLOW_HEADERS = "Content-Type, Authorization, X-Api-Key, Content-Encoding, X-Request-ID"
@@ -31,7 +29,7 @@ MAX_AGE = "7200"  # seconds; Chromium caps a preflight cache entry at 2 hours
 _INGEST = re.compile(r"/v0/events|/v1/data_sources/ingest"
                      r"|(?:/[A-Za-z0-9_-]{1,128})?/api/v1beta[12]/streams/[^/]+/ingest"
                      r"|/topics/[^/]+|/v3/clusters/[^/]+/topics/[^/]+/records")
-_OPS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")  # no CORS rules, never draining
 _ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 
 
@@ -71,15 +69,17 @@ def _same_origin(origin: str, request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-def origin_of(request: web.Request) -> str | None:
-    """The request's normalized `Origin`; None when absent; `null` and garbage stay as sent."""
-    raw = request.headers.get("Origin")
-    if raw is None:
-        return None
+def _normalized(raw: str) -> str:
     try:
         return normalize_origin(raw)
     except ValueError:
-        return raw  # never equal to an allowed origin
+        return raw  # `null` and garbage stay as sent: never equal to an allowed origin
+
+
+def origin_of(request: web.Request) -> str | None:
+    """The request's normalized `Origin`; None when absent; `null` and garbage stay as sent."""
+    raw = request.headers.get("Origin")
+    return None if raw is None else _normalized(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,14 @@ class Policy:
     """The origins allowed on the ingest routes (`*`: any)."""
 
     origins: tuple[str, ...]
+    # the headers of an ingest reply to a request without `Origin` (most of them): made once
+    plain_headers: tuple[tuple[str, str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        plain = ((("Access-Control-Allow-Origin", ANY),
+                  ("Access-Control-Expose-Headers", EXPOSE_HEADERS)) if self.origins == (ANY,)
+                 else (("Vary", "Origin"),))
+        object.__setattr__(self, "plain_headers", plain)
 
     @classmethod
     def from_setting(cls, text: str) -> Policy:
@@ -110,9 +118,20 @@ class Policy:
 POLICY: web.AppKey[Policy] = web.AppKey("cors_policy", Policy)
 
 
+OPS, INGEST, MANAGE = "ops", "ingest", "manage"  # the kinds of route, as CORS treats them
+
+
 def is_ingest(path: str) -> bool:
     """True for the ingest routes of every dialect."""
     return _INGEST.fullmatch(path) is not None
+
+
+def kind_of(path: str) -> str:
+    """`ops` (health, metrics: no CORS rules), `ingest` (usable cross-origin) or `manage`
+    (never cross-origin)."""
+    if path in OPS_PATHS:
+        return OPS
+    return INGEST if is_ingest(path) else MANAGE
 
 
 def _refused(origin: str) -> Forbidden:
@@ -120,14 +139,14 @@ def _refused(origin: str) -> Forbidden:
     return Forbidden(f"cross-origin requests from {shown} are not allowed here; nothing was written")
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer preflights on the ingest routes; refuse foreign origins where they are not allowed."""
-    path = request.path
-    if path in _OPS:
-        return await handler(request)
-    origin = origin_of(request)
-    if is_ingest(path):
+def check(request: web.Request, kind: str, raw_origin: str | None) -> web.Response | None:
+    """Before the handler (the middleware calls this when an `Origin` came or the method is
+    OPTIONS): the answer to a preflight on an ingest route; Forbidden for a foreign origin where
+    it is not allowed; None to go on to the handler."""
+    if kind == OPS:
+        return None
+    origin = None if raw_origin is None else _normalized(raw_origin)
+    if kind == INGEST:
         if origin is not None and not (request.app[POLICY].allows(origin)
                                        or _same_origin(origin, request)):
             raise _refused(origin)
@@ -138,31 +157,24 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                                 "Access-Control-Allow-Headers": ALLOW_HEADERS,
                                 "Access-Control-Max-Age": MAX_AGE})
             return web.Response(status=204, headers=headers)
-        return await handler(request)
+        return None
     if origin is not None and not _same_origin(origin, request):
         raise _refused(origin)  # the management API is never callable cross-origin
-    return await handler(request)
+    return None
 
 
-async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the CORS headers of every ingest reply (errors, 429 and 503 too)."""
-    if not is_ingest(request.path):
-        return
-    policy = request.app[POLICY]
-    origin = origin_of(request)
-    if not policy.any:
-        response.headers.add("Vary", "Origin")
-    if origin is None:
-        if not policy.any:
-            return
-        origin = ANY
-    elif not policy.allows(origin):
-        return
-    response.headers["Access-Control-Allow-Origin"] = policy.allow_origin_value(origin)
-    response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+def reply_headers(policy: Policy, raw_origin: str | None) -> tuple[tuple[str, str], ...]:
+    """The CORS headers of every ingest reply (errors, 429 and 503 too), for its `Origin`."""
+    if raw_origin is None:
+        return policy.plain_headers
+    origin = _normalized(raw_origin)
+    vary = () if policy.any else (("Vary", "Origin"),)
+    if not policy.allows(origin):
+        return vary
+    return (*vary, ("Access-Control-Allow-Origin", policy.allow_origin_value(origin)),
+            ("Access-Control-Expose-Headers", EXPOSE_HEADERS))
 
 
 def install(app: web.Application, allow_origins: str) -> None:
-    """Attach the policy and the response hook (the `guard` middleware is listed by the app)."""
+    """Attach the policy (gateway.middleware applies it)."""
     app[POLICY] = Policy.from_setting(allow_origins)
-    app.on_response_prepare.append(add_headers)

@@ -95,6 +95,12 @@ class TooManyRequests(GatewayError):
     code = "queue_full"
 
 
+class Overloaded(TooManyRequests):
+    """As many requests as the gateway may decode at once are being decoded; nothing was written."""
+
+    code = "overloaded"
+
+
 class RateLimited(TooManyRequests):
     """The key has used up its request rate; nothing was written; retry after `Retry-After`."""
 

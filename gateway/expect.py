@@ -8,6 +8,8 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.streams import StreamReader
 
+from gateway import cors
+
 _PENDING = "gateway.expect.continue_pending"
 
 
@@ -17,7 +19,11 @@ async def defer_continue(request: web.Request) -> None:
     if request.version != HttpVersion11:
         return
     if expect.strip().lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text="unknown Expect header; only 100-continue is supported")
+        # made before the middleware runs: a web page must still see it (CORS) on ingest routes
+        headers = (cors.reply_headers(request.app[cors.POLICY], request.headers.get("Origin"))
+                   if cors.is_ingest(request.path) else ())
+        raise web.HTTPExpectationFailed(
+            text="unknown Expect header; only 100-continue is supported", headers=headers)
     request[_PENDING] = True
 
 

@@ -52,6 +52,8 @@ PRODUCER_RESETS = Counter("gateway_sink_producer_resets_total",
                           "again, so duplicates are possible")
 SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable (from "
                        "every worker)", multiprocess_mode="livemin")
+DECODING = Gauge("gateway_requests_decoding", "ingest requests whose bodies are being read and "
+                 "decoded (capped by --max-decoding-requests)", multiprocess_mode="livesum")
 THROTTLED = Counter("gateway_throttled_requests_total",
                     "requests refused with 429 or 503, by cause", ["status", "cause"])
 SPOOL_FSYNCS = Counter("gateway_spool_fsyncs_total",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import time
 from typing import Literal
@@ -161,7 +162,11 @@ def choose_format(request: web.Request, plain: Format = Format.RAW) -> Format:
         if fmt is None:
             raise BadRequest(f"unknown format {q!r}; one of compact, streaming, raw, lines")
         return fmt
-    raw_type = request.headers.get("Content-Type", "")
+    return _format_of_type(request.headers.get("Content-Type", ""), plain)
+
+
+@functools.lru_cache(maxsize=256)  # clients send few distinct Content-Types; refusals not cached
+def _format_of_type(raw_type: str, plain: Format) -> Format:
     media = raw_type.split(";", 1)[0].strip().lower()
     if media in _UNSPECIFIED:
         return Format.COMPACT

@@ -42,6 +42,8 @@ def check_encoding(content_encoding: str) -> int | None:
 def check_transfer_encoding(transfer_encoding: str) -> None:
     """415 for a Transfer-Encoding other than chunked: aiohttp de-chunks `gzip, chunked` but does
     not decompress it, and the bytes must not pass for a plain body (use Content-Encoding)."""
+    if not transfer_encoding or transfer_encoding == "chunked":
+        return
     codings = [c.strip().lower() for c in transfer_encoding.split(",") if c.strip()]
     if any(c != "chunked" for c in codings):
         raise UnsupportedMediaType(f"unsupported Transfer-Encoding {transfer_encoding[:80]!r}; "
@@ -102,17 +104,22 @@ async def _wait_for_chunk(source: ChunkSource, loop: asyncio.AbstractEventLoop,
         raise RequestTimeout(f"{what}; request dropped, nothing was written") from None
 
 
-async def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
-                      max_decompressed: int, read_timeout: float | None = None,
-                      total_timeout: float | None = None) -> AsyncIterator[bytes]:
-    """Yield the body's (decompressed) chunks as they arrive, enforcing both size limits, the
-    longest wait for the next chunk (`read_timeout`) and for the whole body (`total_timeout`)."""
-    wbits = check_encoding(content_encoding)
+def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
+                max_decompressed: int, read_timeout: float | None = None,
+                total_timeout: float | None = None) -> AsyncIterator[bytes]:
+    """The body's (decompressed) chunks as they arrive, enforcing both size limits, the longest
+    wait for the next chunk (`read_timeout`) and for the whole body (`total_timeout`). An
+    unsupported Content-Encoding raises (415) when the chunks are first read."""
     raw = _raw_chunks(source, max_bytes, read_timeout, total_timeout)
-    if wbits is None:
-        async for chunk in raw:
-            yield chunk
-        return
+    if not content_encoding or content_encoding.strip().lower() in ("", "identity"):
+        return raw  # no layer in between: one async-generator step less per chunk
+    return _inflated(raw, content_encoding, max_decompressed)
+
+
+async def _inflated(raw: AsyncIterator[bytes], content_encoding: str, max_decompressed: int
+                    ) -> AsyncIterator[bytes]:
+    wbits = check_encoding(content_encoding)
+    assert wbits is not None  # identity bodies are not inflated
     inflater = zlib.decompressobj(wbits)
     produced = 0
     seen_any = False

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from multidict import CIMultiDict
 
+import gateway.auth
 from gateway.auth import (
     ADMIN,
     APPEND,
@@ -21,7 +22,7 @@ from gateway.auth import (
     mask,
     new_key,
 )
-from gateway.catalog.changes import Change
+from gateway.catalog.changes import Change, api_key_key, encode
 from gateway.catalog.model import ApiKey
 from gateway.catalog.store import Catalog
 from gateway.errors import Forbidden, Unauthenticated
@@ -160,6 +161,77 @@ async def test_deleted_key_rejected(auth: Authenticator, catalog: Catalog) -> No
     auth.authenticate(key)
     await catalog.delete_key(record.id)
     with pytest.raises(Unauthenticated):
+        auth.authenticate(key)
+
+
+@pytest.fixture
+def digests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every salted digest the authenticator computes (the full check's cost), by salt."""
+    made: list[str] = []
+    real = gateway.auth._digest
+
+    def counting(salt: str, key: str) -> str:
+        made.append(salt)
+        return real(salt, key)
+    monkeypatch.setattr(gateway.auth, "_digest", counting)
+    return made
+
+
+async def test_a_checked_key_is_remembered(auth: Authenticator, catalog: Catalog,
+                                           digests: list[str]) -> None:
+    key, _ = await stored_key(catalog)
+    for k in (key, ADMIN_KEY):
+        first = auth.authenticate(k)
+        count = len(digests)
+        assert auth.authenticate(k) is first and auth.authenticate(k) is first
+        assert len(digests) == count  # no digest for a key already checked
+    for _ in range(3):  # keys that fail are checked every time, never remembered
+        with pytest.raises(Unauthenticated):
+            auth.authenticate(key[:-1] + "!")
+    assert len(digests) == count + 6
+
+
+async def test_a_remembered_key_is_revoked_at_once(auth: Authenticator, catalog: Catalog) -> None:
+    key, record = await stored_key(catalog)
+    auth.authenticate(key)
+    auth.authenticate(key)
+    await catalog.delete_key(record.id)
+    with pytest.raises(Unauthenticated, match="invalid"):
+        auth.authenticate(key)
+
+
+async def test_a_changed_record_is_checked_afresh(auth: Authenticator, catalog: Catalog,
+                                                  digests: list[str]) -> None:
+    """Another replica changes the key's record (here: its scopes): the next use sees the change."""
+    key, record = await stored_key(catalog, scopes=[APPEND])
+    assert auth.authenticate(key).scopes == {APPEND}
+    log_key = api_key_key(record.id)
+    changed = msgspec.structs.replace(record, permissions=[CREATE])
+    assert catalog.apply(Change(log_key, encode(changed), "w2", catalog.version(log_key) or ""))
+    count = len(digests)
+    assert auth.authenticate(key).scopes == {CREATE}
+    assert len(digests) == count + 2  # checked again: admin digest, then the record's
+
+
+async def test_a_reloaded_catalog_checks_keys_afresh(auth: Authenticator, catalog: Catalog,
+                                                     digests: list[str]) -> None:
+    key, record = await stored_key(catalog)
+    auth.authenticate(key)
+    await catalog.start()  # a reload replays the log from scratch: every record is a new object
+    for change in catalog._backend.changes:  # type: ignore[attr-defined]
+        catalog.apply(change)
+    count = len(digests)
+    assert auth.authenticate(key).key_id == record.id
+    assert len(digests) == count + 2
+
+
+async def test_a_remembered_key_expires_on_time(auth: Authenticator, catalog: Catalog,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    key, _ = await stored_key(catalog, expire_at=int(now) + 60)
+    auth.authenticate(key)
+    monkeypatch.setattr(gateway.auth.time, "time", lambda: now + 61)
+    with pytest.raises(Unauthenticated, match="expired"):
         auth.authenticate(key)
 
 

@@ -3,6 +3,7 @@ rejected-bytes metric (data sources included), and the Retry-After rule from the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from gateway.auth import ADMIN, APPEND, Principal
 from gateway.catalog.model import Column, Stream
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import Conflict, Forbidden, InvalidRow, NotFound, Unavailable
+from gateway.errors import Conflict, Forbidden, InvalidRow, NotFound, Overloaded, Unavailable
 from gateway.ingest.formats import Format
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
@@ -125,6 +126,43 @@ async def test_data_sources_count_rejected_bytes(tmp_path: Path, aiohttp_client:
                               headers={"Authorization": "Bearer " + ADMIN_KEY})
     assert reply.status == 422
     assert rejected("ds", "invalid_row") - before == len(body)
+
+
+class HeldBody:
+    """A body that stops in the middle until `go` is set; `reading` is set once it is held."""
+
+    def __init__(self) -> None:
+        self.nbytes = 0
+        self.reading = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        hold(10)
+        self.reading.set()
+        await self.go.wait()
+        return Split([{"id": "a", "n": 1}], [])
+
+
+async def test_requests_beyond_the_decoding_cap_get_429_at_once(gw: Gateway) -> None:
+    gw.ingest.admission.decoding.cap = 2
+    throttled = REGISTRY.get_sample_value("gateway_throttled_requests_total",
+                                          {"status": "429", "cause": "decoding"}) or 0.0
+    held = [HeldBody(), HeldBody()]
+    tasks = [asyncio.create_task(gw.ingest.ingest(IngestRequest("s", b, WHO))) for b in held]
+    for body in held:
+        await body.reading.wait()
+    assert REGISTRY.get_sample_value("gateway_requests_decoding") == 2
+    with pytest.raises(Overloaded) as refused:  # decided before its body is touched
+        await gw.ingest.ingest(IngestRequest("s", Untouchable(), WHO))
+    assert (refused.value.status, refused.value.retry_after) == (429, 1.0)
+    assert REGISTRY.get_sample_value("gateway_throttled_requests_total",
+                                     {"status": "429", "cause": "decoding"}) == throttled + 1
+    for body in held:
+        body.go.set()
+    assert [(await t).rows for t in tasks] == [1, 1]
+    assert REGISTRY.get_sample_value("gateway_requests_decoding") == 0
+    body = StreamedBody(Format.STREAMING, chunks(b'{"id": "c", "n": 3}\n'))
+    assert (await gw.ingest.ingest(IngestRequest("s", body, WHO))).rows == 1  # drained: in again
 
 
 # ---- Retry-After: the time the queue needs to drain room for the request ------------------------
