@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import NewTopic
 from prometheus_client import REGISTRY
 
 from gateway.sinks.base import SinkUnavailable
 from gateway.sinks.kafka import KafkaSink
-from tests.integration.harness import read_topic, unique_name
+from tests.integration.harness import read_topic
+from tests.integration.sink_helpers import new_topic, running_sink
 
 RESETS = "gateway_sink_producer_resets_total"
 
@@ -25,18 +25,12 @@ def resets() -> float:
 
 @pytest.fixture
 async def sink(kafka: str) -> AsyncIterator[KafkaSink]:
-    sink = KafkaSink(kafka, batch_max_bytes=64 * 1024, request_timeout_ms=10_000)
-    await sink.start()
-    try:
+    async with running_sink(kafka, batch_max_bytes=64 * 1024) as sink:
         yield sink
-    finally:
-        await sink.close()
 
 
 async def make_topic(sink: KafkaSink, partitions: int) -> str:
-    topic = "ingest." + unique_name("renewal")
-    await sink.admin.create_topics([NewTopic(topic, partitions, 1)])
-    return topic
+    return await new_topic(sink, "renewal", partitions)
 
 
 def open_sequence_gap(sink: KafkaSink, tp: TopicPartition) -> None:

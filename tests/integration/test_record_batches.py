@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka.admin import NewTopic
 
 from gateway.sinks import recordbatch
 from gateway.sinks.base import Headers, Landed, RecordMeta
 from gateway.sinks.kafka import KafkaSink, partition_for_key
 from gateway.sinks.recordbatch import Encoder
-from tests.integration.harness import read_topic, unique_name
+from tests.integration.harness import read_topic
+from tests.integration.sink_helpers import new_topic, running_sink
 from tests.unit.test_recordbatch import ENCODERS
 
 ROWS = 500
@@ -25,19 +25,12 @@ VERSION: Headers = [("schema-version", b"3")]
 async def sink(request: pytest.FixtureRequest, kafka: str) -> AsyncIterator[KafkaSink]:
     encoder: Encoder | None = request.param
     assert encoder is not None, "a C compiler is here, but the native module was not built"
-    sink = KafkaSink(kafka, batch_max_bytes=8 * 1024, request_timeout_ms=10_000)  # many batches
-    sink.encoder = encoder
-    await sink.start()
-    try:
+    async with running_sink(kafka, batch_max_bytes=8 * 1024, encoder=encoder) as sink:  # many batches
         yield sink
-    finally:
-        await sink.close()
 
 
 async def topic_of(sink: KafkaSink, partitions: int) -> str:
-    topic = "ingest." + unique_name("batches")
-    await sink.admin.create_topics([NewTopic(topic, partitions, 1)])
-    return topic
+    return await new_topic(sink, "batches", partitions)
 
 
 async def landed(sink: KafkaSink, topic: str, values: list[bytes], keys: list[bytes] | None = None,

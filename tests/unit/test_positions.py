@@ -69,20 +69,26 @@ async def test_each_request_gets_its_own_slice_of_a_merged_flush() -> None:
                                             [(1, 201), (0, 102)]]
 
 
-async def test_records_with_their_own_details_merge_with_plain_ones() -> None:
+async def _one_flush(*entries: Entry
+                     ) -> tuple[list[bytes], list[bytes] | None, RecordMeta | None]:
+    """Offer `entries` to one stream's queue, wait until they are settled, and return what the
+    sink was handed in its first send (values, keys, meta)."""
     sink = LandingSink()
     queues = Queues(sink, _limits())
     try:
         q = queues.queue("s", "t")
-        plain = _entry(b"p1")
-        placed = _entry(b"x1", b"x2", meta=RecordMeta([b"k", None], [2, -1],
-                                                      [[("h", b"v")], []]))
-        q.offer(plain)
-        q.offer(placed)
-        await _settled([plain, placed])
+        for entry in entries:
+            q.offer(entry)
+        await _settled(list(entries))
     finally:
         await queues.stop()
-    values, keys, meta = sink.sent[0]
+    return sink.sent[0]
+
+
+async def test_records_with_their_own_details_merge_with_plain_ones() -> None:
+    plain = _entry(b"p1")
+    placed = _entry(b"x1", b"x2", meta=RecordMeta([b"k", None], [2, -1], [[("h", b"v")], []]))
+    values, keys, meta = await _one_flush(plain, placed)
     assert values == [b"p1", b"x1", b"x2"] and keys is None and meta is not None
     assert meta.keys == [None, b"k", None]
     assert meta.partitions == [-1, 2, -1]
@@ -92,22 +98,11 @@ async def test_records_with_their_own_details_merge_with_plain_ones() -> None:
 async def test_an_entrys_shared_headers_follow_each_records_own() -> None:
     """The stream's schema-version header reaches records with their own details too, after
     their own headers, and plain rows of the same flush get it alone."""
-    sink = LandingSink()
-    queues = Queues(sink, _limits())
     version = [("schema-version", b"3")]
-    try:
-        q = queues.queue("s", "t")
-        plain = Entry([b"p1"], None, 2, asyncio.get_running_loop().create_future(),
-                      headers=version)
-        placed = Entry([b"x1", b"x2"], None, 4, asyncio.get_running_loop().create_future(),
-                       headers=version, meta=RecordMeta([b"k", None], [2, -1],
-                                                        [[("h", b"v")], []]))
-        q.offer(plain)
-        q.offer(placed)
-        await _settled([plain, placed])
-    finally:
-        await queues.stop()
-    meta = sink.sent[0][2]
+    plain = Entry([b"p1"], None, 2, asyncio.get_running_loop().create_future(), headers=version)
+    placed = Entry([b"x1", b"x2"], None, 4, asyncio.get_running_loop().create_future(),
+                   headers=version, meta=RecordMeta([b"k", None], [2, -1], [[("h", b"v")], []]))
+    meta = (await _one_flush(plain, placed))[2]
     assert meta is not None
     assert meta.headers == [version, [("h", b"v"), *version], version]
     assert meta.partitions == [-1, 2, -1] and meta.keys == [None, b"k", None]
