@@ -84,9 +84,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.force_close()
     except web.HTTPException as exc:
         response = gw.renderers["default"](_from_http_exception(request, exc), request_id)
-        for name in ("Allow",):
-            if name in exc.headers:
-                response.headers[name] = exc.headers[name]
+        if "Allow" in exc.headers:  # a 405 names the methods the route takes
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
                       request_id)
