@@ -3,6 +3,7 @@ reader that takes a topic's records back out of Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -212,6 +213,16 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: off for tp, off in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def known_partitions(bootstrap: str, topic: str, timeout: float = 60) -> set[int]:
+    """The topic's partitions once the broker's metadata shows them: a topic made by CreateTopics
+    reaches the broker's metadata a moment after the reply (KRaft applies it asynchronously)."""
+    deadline = time.monotonic() + timeout  # a failure guard only
+    while not (ends := await end_offsets(bootstrap, topic)):
+        assert time.monotonic() < deadline, f"topic {topic} has no partitions after {timeout} s"
+        await asyncio.sleep(0.05)
+    return set(ends)
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Record]:

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import ADMIN_KEY, ROOT, Gateway, end_offsets, free_port, unique_name
+from tests.integration.harness import (
+    ADMIN_KEY,
+    ROOT,
+    Gateway,
+    free_port,
+    known_partitions,
+    unique_name,
+)
 
 SCRIPT = Path(sys.executable).parent / "ingest-gateway"
 
@@ -44,7 +51,7 @@ async def test_streams_create_list_get_delete(gateway: Gateway, kafka: str, tmp_
     assert [(c["name"], c["type"], c["default"]) for c in made["columns"]] == [
         ("id", "string", ""), ("n", "int64", "0"),
         ("at", "datetime64(3)", "'2024-01-01T00:00:00Z'")]
-    assert set(await end_offsets(kafka, made["topic"])) == {0, 1}
+    assert await known_partitions(kafka, made["topic"]) == {0, 1}
     definition = tmp_path / "kv.json"
     definition.write_text(json.dumps({"name": "ignored", "mode": "versioned_kv",
                                       "primary_key": "id",
