@@ -268,6 +268,16 @@ static char *put_record(char *p, const Parts *r, const HeaderBlock *hb, Py_ssize
     return p + hb->size;
 }
 
+/* A new bytearray of `size` bytes for a batch (*out): its header zeroed; where records go. */
+static char *blank_batch(Py_ssize_t size, PyObject **out) {
+    *out = PyByteArray_FromStringAndSize(NULL, size);
+    if (*out == NULL)
+        return NULL;
+    char *p = PyByteArray_AS_STRING(*out);
+    memset(p, 0, HEADER_SIZE);
+    return p + HEADER_SIZE;
+}
+
 static PyObject *list_or_null(PyObject *obj, const char *what, int *failed) {
     if (obj == Py_None)
         return NULL;
@@ -307,12 +317,9 @@ static PyObject *encode(PyObject *module, PyObject *args) {
             break;
         pos += size;
     }
-    out = PyByteArray_FromStringAndSize(NULL, pos);
-    if (out == NULL)
+    char *p = blank_batch(pos, &out);
+    if (p == NULL)
         goto done;
-    char *p = PyByteArray_AS_STRING(out);
-    memset(p, 0, HEADER_SIZE);
-    p += HEADER_SIZE;
     for (Py_ssize_t k = 0; k < count; k++) {
         if (record_at(&src, start + k, &r, &hb) < 0) {
             Py_CLEAR(out);
@@ -406,12 +413,9 @@ static PyObject *encode_lines(PyObject *module, PyObject *args) {
         end_offset = 0;
     }
 fitted:
-    out = PyByteArray_FromStringAndSize(NULL, pos);
-    if (out == NULL)
+    char *p = blank_batch(pos, &out);
+    if (p == NULL)
         goto done;
-    char *p = PyByteArray_AS_STRING(out);
-    memset(p, 0, HEADER_SIZE);
-    p += HEADER_SIZE;
     Py_ssize_t written = 0;
     for (Py_ssize_t k = run; written < count; k++) {
         if (run_at(runs, k, &data, &len) < 0 || run_headers(headers, k, &hb) < 0) {
