@@ -133,10 +133,11 @@ class Pipeline:
 
     def _check_sizes(self, lines: bytes) -> None:
         """Every record must fit a batch (413 otherwise)."""
-        for i, value in enumerate(lines_of(lines)):
-            if len(value) > self.max_record_bytes:
-                raise PayloadTooLarge(f"row {i} is {len(value)} bytes as JSON; the largest row is "
-                                      f"{self.max_record_bytes} bytes", row=i)
+        values = lines_of(lines)
+        if max(map(len, values)) > self.max_record_bytes:
+            big = next(i for i, v in enumerate(values) if len(v) > self.max_record_bytes)
+            raise PayloadTooLarge(f"row {big} is {len(values[big])} bytes as JSON; the largest row "
+                                  f"is {self.max_record_bytes} bytes", row=big)
 
     def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
         """A record with its own key and headers must still fit a batch (413 otherwise)."""
