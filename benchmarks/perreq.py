@@ -116,6 +116,7 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
     gw = app[GATEWAY]
     if null_sink:
         gw.sink.send = _acknowledged  # type: ignore[method-assign,assignment]
+        gw.sink.send_lines = _acknowledged  # type: ignore[method-assign,assignment]
     await gw.lifecycle.wait_catalog()
     while not gw.ready:  # noqa: ASYNC110 (readiness is computed, no event to await)
         await asyncio.sleep(0.01)

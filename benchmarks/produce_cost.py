@@ -5,6 +5,8 @@ CRC-32C), and encoding the Produce request around them, for each way of building
   c-builder        aiokafka's C builder called directly per record (the sink before the encoder)
   pure-python      gateway/sinks/recordbatch_py.py: one call per batch, pure Python
   native           gateway/sinks/_recordbatch.c: one call per batch
+  *-lines          the same encoders given the flush as runs of lines (`encode_lines`: one run per
+                   100-row request, as the queues hand them over) instead of a bytes object per record
 
     python -m benchmarks.produce_cost [--rounds 7] [--flushes 200] [--flush-rows 1000] [--malloc-tuned]
 
@@ -22,6 +24,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -35,7 +38,26 @@ from gateway.sinks.recordbatch import NATIVE, PURE, Encoder
 BATCH_BYTES = 1 << 20
 TS = 1_700_000_000_000
 HEADERS: Headers = [("schema-version", b"1")]
-Build = Callable[[list[bytes], list[Headers]], list[Any]]
+REQUEST_ROWS = 100  # rows per run of lines (an S1 request)
+
+
+@dataclass
+class Flush:
+    """One flush's records, both ways the sink takes them."""
+
+    values: list[bytes]
+    headers: list[Headers]  # per record
+    runs: list[bytes]  # the same records as runs of lines
+    run_headers: list[Headers | None]  # per run
+
+    @classmethod
+    def of(cls, values: list[bytes]) -> Flush:
+        runs = [b"".join(v + b"\n" for v in values[i:i + REQUEST_ROWS])
+                for i in range(0, len(values), REQUEST_ROWS)]
+        return cls(values, [HEADERS] * len(values), runs, [HEADERS] * len(runs))
+
+
+Build = Callable[[Flush], list[Any]]
 
 
 def rows(n: int) -> list[bytes]:
@@ -43,9 +65,9 @@ def rows(n: int) -> list[bytes]:
             for i in range(n)]
 
 
-def aiokafka_append(values: list[bytes], headers: list[Headers]) -> list[Any]:
+def aiokafka_append(flush: Flush) -> list[Any]:
     out, batch = [], BatchBuilder(BATCH_BYTES, 0)
-    for value, hdrs in zip(values, headers, strict=True):
+    for value, hdrs in zip(flush.values, flush.headers, strict=True):
         if batch.append(timestamp=TS, key=None, value=value, headers=hdrs) is None:
             out.append(batch)
             batch = BatchBuilder(BATCH_BYTES, 0)
@@ -53,8 +75,9 @@ def aiokafka_append(values: list[bytes], headers: list[Headers]) -> list[Any]:
     return [*out, batch]
 
 
-def c_builder(values: list[bytes], headers: list[Headers]) -> list[Any]:
+def c_builder(flush: Flush) -> list[Any]:
     """The sink's loop before the record-batch encoder (gateway/sinks/kafka.py at 49a0dcd)."""
+    values, headers = flush.values, flush.headers
     out, batch = [], BatchBuilder(BATCH_BYTES, 0)
     append, count = batch._builder.append, 0
     for i, value in enumerate(values):
@@ -73,11 +96,23 @@ def c_builder(values: list[bytes], headers: list[Headers]) -> list[Any]:
 
 
 def encoder_fill(encoder: Encoder) -> Build:
-    def fill(values: list[bytes], headers: list[Headers]) -> list[Any]:
+    def fill(flush: Flush) -> list[Any]:
         out, start = [], 0
-        while start < len(values):
-            batch = RecordBatch.fill(values, None, headers, None, start, TS, BATCH_BYTES, encoder=encoder)
+        while start < len(flush.values):
+            batch = RecordBatch.fill(flush.values, None, flush.headers, None, start, TS, BATCH_BYTES,
+                                     encoder=encoder)
             start += batch.record_count()
+            out.append(batch)
+        return out
+    return fill
+
+
+def encoder_fill_lines(encoder: Encoder) -> Build:
+    def fill(flush: Flush) -> list[Any]:
+        out, run, offset = [], 0, 0
+        while run < len(flush.runs):
+            batch, run, offset = RecordBatch.fill_lines(flush.runs, flush.run_headers, run, offset, TS,
+                                                        BATCH_BYTES, encoder=encoder)
             out.append(batch)
         return out
     return fill
@@ -99,12 +134,11 @@ def request(buffers: list[bytes]) -> bytes:
 
 def measure(build: Build, flushes: int, flush_rows: int) -> tuple[float, float, float]:
     """CPU-seconds per million records: (fill, finish, Produce request)."""
-    values = rows(flush_rows)
-    headers = [HEADERS] * flush_rows
+    flush = Flush.of(rows(flush_rows))
     fill_s = finish_s = request_s = 0.0
     for _ in range(flushes):
         t0 = time.process_time()
-        batches = build(values, headers)
+        batches = build(flush)
         t1 = time.process_time()
         buffers = finish(batches)
         t2 = time.process_time()
@@ -125,9 +159,11 @@ def main() -> None:
     if args.malloc_tuned:
         keep_request_buffers()
     paths: dict[str, Build] = {"aiokafka-append": aiokafka_append, "c-builder": c_builder,
-                               "pure-python": encoder_fill(PURE)}
+                               "pure-python": encoder_fill(PURE),
+                               "pure-python-lines": encoder_fill_lines(PURE)}
     if NATIVE is not None:
         paths["native"] = encoder_fill(NATIVE)
+        paths["native-lines"] = encoder_fill_lines(NATIVE)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
     for _ in range(args.rounds):  # interleaved, so that load changes hit every path alike
         for name, build in paths.items():

@@ -20,7 +20,7 @@ from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
-from gateway.sinks.base import RecordMeta, RowPositions
+from gateway.sinks.base import RecordMeta, RowPositions, lines_of
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -86,20 +86,21 @@ class Pipeline:
                                "nothing was written")
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
-        if encoded.nbytes > self.max_record_bytes and max(map(len, encoded.values)) > \
-                self.max_record_bytes:
-            big = next(i for i, v in enumerate(encoded.values) if len(v) > self.max_record_bytes)
-            raise PayloadTooLarge(f"row {big} is {len(encoded.values[big])} bytes as JSON; the "
-                                  f"largest row is {self.max_record_bytes} bytes", row=big)
-        if meta is not None:
-            if encoded.keys is not None:  # keyed streams: the key comes from the primary key
-                meta.keys = list(encoded.keys)
-            self._check_extras(encoded.values, meta)
-        self.admission.charge(stream, len(encoded.values), encoded.nbytes)
+        if encoded.nbytes > self.max_record_bytes:
+            self._check_sizes(encoded.lines)
+        # unkeyed rows stay one run of lines (the common path); others get a bytes object each
+        values: list[bytes] | bytes = encoded.lines
+        if encoded.keys is not None or meta is not None:
+            values = listed = encoded.values
+            if meta is not None:
+                if encoded.keys is not None:  # keyed streams: the key comes from the primary key
+                    meta.keys = list(encoded.keys)
+                self._check_extras(listed, meta)
+        self.admission.charge(stream, encoded.rows, encoded.nbytes)
         done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
                                             else None)
-        entry = Entry(encoded.values, encoded.keys, encoded.nbytes, done,
-                      headers=version_headers(stream), meta=meta)
+        entry = Entry(values, encoded.keys, encoded.nbytes, done,
+                      headers=version_headers(stream), meta=meta, rows=encoded.rows)
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine, quarantine_meta)
         else:
@@ -130,6 +131,14 @@ class Pipeline:
             accepted.positions = entry.done.result()
         return accepted
 
+    def _check_sizes(self, lines: bytes) -> None:
+        """Every record must fit a batch (413 otherwise)."""
+        values = lines_of(lines)
+        if max(map(len, values)) > self.max_record_bytes:
+            big = next(i for i, v in enumerate(values) if len(v) > self.max_record_bytes)
+            raise PayloadTooLarge(f"row {big} is {len(values[big])} bytes as JSON; the largest row "
+                                  f"is {self.max_record_bytes} bytes", row=big)
+
     def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
         """A record with its own key and headers must still fit a batch (413 otherwise)."""
         for i, value in enumerate(values):
@@ -144,7 +153,7 @@ class Pipeline:
         assert self.spool is not None
         committed = None
         for q, e in offers:
-            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.values, e.keys,
+            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.value_list(), e.keys,
                                                        e.headers, e.meta)
         try:
             if committed is not None:  # the last append's group commit covers the earlier ones

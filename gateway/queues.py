@@ -20,7 +20,16 @@ from typing import Any
 
 from gateway import metrics
 from gateway.limiters.drain_rate import DrainRate
-from gateway.sinks.base import Headers, Landed, RecordMeta, RowPositions, Sink, SinkUnavailable
+from gateway.sinks.base import (
+    Headers,
+    Landed,
+    Lines,
+    RecordMeta,
+    RowPositions,
+    Sink,
+    SinkUnavailable,
+    lines_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +38,9 @@ log = logging.getLogger(__name__)
 class Entry:
     """One request's records, and the future a wait=true request awaits."""
 
-    values: list[bytes]
+    # one bytes object per record, or (unkeyed records, the common path) all of them as one run
+    # of newline-terminated JSON lines (see `Lines`)
+    values: list[bytes] | bytes
     keys: list[bytes] | None
     nbytes: int
     # resolved to the records' RowPositions (None when the sink cannot tell) once acknowledged
@@ -38,11 +49,17 @@ class Entry:
     headers: Headers | None = None  # Kafka headers of every record (e.g. its schema version)
     # each record's own key, partition and headers (rarely set); `headers` follow each record's own
     meta: RecordMeta | None = None
+    rows: int = -1  # how many records the entry holds (counted from `values` when not given)
 
-    @property
-    def rows(self) -> int:
-        """How many records the entry holds."""
-        return len(self.values)
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            v = self.values
+            self.rows = v.count(b"\n") if isinstance(v, bytes) else len(v)
+
+    def value_list(self) -> list[bytes]:
+        """The records' values, one bytes object each."""
+        v = self.values
+        return lines_of(v) if isinstance(v, bytes) else v
 
 
 @dataclass(slots=True)
@@ -247,12 +264,17 @@ class StreamQueue:
     async def _hand_over(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
         if any(e.meta is not None for e in entries):
             return await self._hand_over_placed(entries)
+        runs = [v for e in entries if isinstance(v := e.values, bytes)]
+        if len(runs) == len(entries):  # the common path: no bytes object per record
+            run_headers = [e.headers for e in entries] if any(e.headers for e in entries) else None
+            lines = Lines(runs, run_headers, sum(e.rows for e in entries))
+            return await self.sink.send_lines(self.topic, lines)
         if len(entries) == 1:
-            values, keys = entries[0].values, entries[0].keys
+            values, keys = entries[0].value_list(), entries[0].keys
         else:
             values = []
             for e in entries:
-                values += e.values
+                values += e.value_list()
             keys = None
             if entries[0].keys is not None:
                 keys = []
@@ -271,7 +293,7 @@ class StreamQueue:
         values: list[bytes] = []
         meta = RecordMeta([], [], [])
         for e in entries:
-            values += e.values
+            values += e.value_list()
             m = e.meta if e.meta is not None else RecordMeta.plain(e.rows, e.keys)
             meta.keys += m.keys
             meta.partitions += m.partitions

@@ -17,6 +17,7 @@ import msgspec
 from gateway.catalog.model import Column, Stream
 from gateway.errors import BadRequest, InvalidRow, MalformedBody
 from gateway.ingest.types import ColumnType, nullable_of, parse_type
+from gateway.sinks.base import lines_of
 
 UTC = datetime.UTC
 _PATH = re.compile(r"^(.*?)(?: - at `\$\[(\d+)\](.*)`)?$", re.S)
@@ -35,11 +36,22 @@ class SchemaError(ValueError):
 
 @dataclass(slots=True)
 class Encoded:
-    """A request's rows as Kafka records: JSON values, optional keys, and their total size."""
+    """A request's rows as Kafka records: their JSON values as one run of newline-terminated
+    lines, optional keys, and how many rows."""
 
-    values: list[bytes]
+    lines: bytes
     keys: list[bytes] | None
-    nbytes: int
+    rows: int
+
+    @property
+    def nbytes(self) -> int:
+        """The values' size, a newline each included."""
+        return len(self.lines)
+
+    @property
+    def values(self) -> list[bytes]:
+        """One bytes object per row's value (made on each use: the common path needs none)."""
+        return lines_of(self.lines)
 
 
 @dataclass(slots=True)
@@ -336,9 +348,7 @@ class CompiledSchema:
     # ---- encoding ---------------------------------------------------------------------------
     def encode(self, rows: list[Any]) -> Encoded:
         """Encode rows as Kafka record values (JSON objects, every column) and keys (kv modes)."""
-        blob = self.encoder.encode_lines(rows)
-        values = blob.split(b"\n")
-        values.pop()  # encode_lines ends every row with a newline
+        blob = self.encoder.encode_lines(rows)  # a newline after each row, none inside one
         keys: list[bytes] | None = None
         if self._key_getter is not None:
             parts = list(map(self._key_getter, rows))
@@ -346,9 +356,8 @@ class CompiledSchema:
                 keys = [p.encode() for p in parts]
             else:
                 kblob = self.encoder.encode_lines(parts)
-                keys = kblob.split(b"\n")
-                keys.pop()
-        return Encoded(values, keys, len(blob))
+                keys = lines_of(kblob)
+        return Encoded(blob, keys, len(rows))
 
 
 @dataclass

@@ -9,6 +9,11 @@
  *     (i = start, start+1, … when order is None) after a blank 61-byte batch header, as many as fit
  *     in batch_size bytes by aiokafka's rule (always the first one). No Python code runs during
  *     the call, so a headers list seen again (every record of a flush shares one) is encoded once.
+ * encode_lines(runs, headers, run, offset, batch_size) -> (bytearray, count, run, offset)
+ *     The same for unkeyed records given as runs of newline-terminated lines (msgspec's
+ *     `encode_lines` output: one run per request, whose records share headers[run]): records from
+ *     byte `offset` of runs[run] on, as many as fit; returns where the next batch starts
+ *     (len(runs), 0 once every record is in). No per-record Python object is made or read.
  * finish(buffer, count, timestamp, producer_id, producer_epoch, base_sequence, attributes)
  *     Fill in the batch header and its CRC-32C, in place.
  */
@@ -17,7 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define ABI 1
+#define ABI 2
 #define HEADER_SIZE 61
 #define LENGTH_OFFSET 8
 #define LEADER_EPOCH_OFFSET 12 /* the batch length counts from here */
@@ -263,6 +268,16 @@ static char *put_record(char *p, const Parts *r, const HeaderBlock *hb, Py_ssize
     return p + hb->size;
 }
 
+/* A new bytearray of `size` bytes for a batch (*out): its header zeroed; where records go. */
+static char *blank_batch(Py_ssize_t size, PyObject **out) {
+    *out = PyByteArray_FromStringAndSize(NULL, size);
+    if (*out == NULL)
+        return NULL;
+    char *p = PyByteArray_AS_STRING(*out);
+    memset(p, 0, HEADER_SIZE);
+    return p + HEADER_SIZE;
+}
+
 static PyObject *list_or_null(PyObject *obj, const char *what, int *failed) {
     if (obj == Py_None)
         return NULL;
@@ -302,12 +317,9 @@ static PyObject *encode(PyObject *module, PyObject *args) {
             break;
         pos += size;
     }
-    out = PyByteArray_FromStringAndSize(NULL, pos);
-    if (out == NULL)
+    char *p = blank_batch(pos, &out);
+    if (p == NULL)
         goto done;
-    char *p = PyByteArray_AS_STRING(out);
-    memset(p, 0, HEADER_SIZE);
-    p += HEADER_SIZE;
     for (Py_ssize_t k = 0; k < count; k++) {
         if (record_at(&src, start + k, &r, &hb) < 0) {
             Py_CLEAR(out);
@@ -320,6 +332,111 @@ done:
     if (out == NULL)
         return NULL;
     return Py_BuildValue("(Nn)", out, count);
+}
+
+/* ---- records as runs of lines ------------------------------------------------------------------ */
+
+/* Run r of `runs`: bytes whose every line ends with a newline (or empty). */
+static int run_at(PyObject *runs, Py_ssize_t r, const char **data, Py_ssize_t *len) {
+    PyObject *obj = PyList_GET_ITEM(runs, r);
+    if (!PyBytes_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "a run of records must be bytes, not %.80s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *data = PyBytes_AS_STRING(obj);
+    *len = PyBytes_GET_SIZE(obj);
+    if (*len > 0 && (*data)[*len - 1] != '\n') {
+        PyErr_SetString(PyExc_ValueError, "a run of records must end with a newline");
+        return -1;
+    }
+    return 0;
+}
+
+/* The headers of run r's records into hb (headers: a list per run, or NULL for none). */
+static int run_headers(PyObject *headers, Py_ssize_t r, HeaderBlock *hb) {
+    if (headers == NULL)
+        return header_block(hb, Py_None);
+    if (r >= PyList_GET_SIZE(headers)) {
+        PyErr_SetString(PyExc_IndexError, "fewer header lists than runs");
+        return -1;
+    }
+    return header_block(hb, PyList_GET_ITEM(headers, r));
+}
+
+static PyObject *encode_lines(PyObject *module, PyObject *args) {
+    PyObject *runs, *headers;
+    Py_ssize_t run, offset, batch_size;
+    if (!PyArg_ParseTuple(args, "O!Onnn:encode_lines", &PyList_Type, &runs, &headers, &run,
+                          &offset, &batch_size))
+        return NULL;
+    int failed = 0;
+    headers = list_or_null(headers, "headers", &failed);
+    if (failed)
+        return NULL;
+    Py_ssize_t nruns = PyList_GET_SIZE(runs);
+    if (run < 0 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "run and offset must not be negative");
+        return NULL;
+    }
+    HeaderBlock hb = {NULL, NULL, 0, 0};
+    Parts r = {NULL, NULL, -1, 0};
+    PyObject *out = NULL;
+    const char *data;
+    Py_ssize_t len;
+    /* first pass: how many records fit, and where the next batch starts */
+    Py_ssize_t pos = HEADER_SIZE, count = 0, end_run = run, end_offset = offset;
+    for (Py_ssize_t k = run; k < nruns; k++) {
+        if (run_at(runs, k, &data, &len) < 0 || run_headers(headers, k, &hb) < 0)
+            goto done;
+        Py_ssize_t at = k == run ? offset : 0;
+        if (at > len) {
+            PyErr_SetString(PyExc_ValueError, "offset past the end of its run");
+            goto done;
+        }
+        while (at < len) {
+            const char *nl = memchr(data + at, '\n', (size_t)(len - at)); /* found: ends with one */
+            r.value = data + at;
+            r.vlen = nl - r.value;
+            Py_ssize_t body = body_size(&r, &hb, count);
+            Py_ssize_t size = body + varint_size(body);
+            if (count > 0 && pos + size >= batch_size) {
+                end_run = k;
+                end_offset = at;
+                goto fitted;
+            }
+            pos += size;
+            count++;
+            at = nl - data + 1;
+        }
+        end_run = k + 1;
+        end_offset = 0;
+    }
+fitted:
+    char *p = blank_batch(pos, &out);
+    if (p == NULL)
+        goto done;
+    Py_ssize_t written = 0;
+    for (Py_ssize_t k = run; written < count; k++) {
+        if (run_at(runs, k, &data, &len) < 0 || run_headers(headers, k, &hb) < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_ssize_t at = k == run ? offset : 0;
+        while (at < len && written < count) {
+            const char *nl = memchr(data + at, '\n', (size_t)(len - at));
+            r.value = data + at;
+            r.vlen = nl - r.value;
+            p = put_record(p, &r, &hb, written, body_size(&r, &hb, written));
+            written++;
+            at = nl - data + 1;
+        }
+    }
+done:
+    PyMem_Free(hb.data);
+    if (out == NULL)
+        return NULL;
+    return Py_BuildValue("(Nnnn)", out, count, end_run, end_offset);
 }
 
 static PyObject *finish(PyObject *module, PyObject *args) {
@@ -366,6 +483,8 @@ static PyObject *crc(PyObject *module, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"encode", encode, METH_VARARGS, "Encode records after a blank batch header: (bytearray, count)."},
+    {"encode_lines", encode_lines, METH_VARARGS,
+     "Encode runs of newline-terminated records: (bytearray, count, next run, next offset)."},
     {"finish", finish, METH_VARARGS, "Fill in a batch's header and CRC-32C, in place."},
     {"crc32c", crc, METH_O, "CRC-32C of a bytes-like object."},
     {NULL, NULL, 0, NULL},

@@ -56,6 +56,16 @@ class RecordBatch:
         buffer, count = encoder.encode(values, keys, headers, order, start, batch_size)
         return cls(buffer, count, timestamp, encoder=encoder, compression=compression)
 
+    @classmethod
+    def fill_lines(cls, runs: list[bytes], headers: list[Headers | None] | None, run: int,
+                   offset: int, timestamp: int, batch_size: int, *, encoder: Encoder = ENCODER,
+                   compression: str | None = None) -> tuple[RecordBatch, int, int]:
+        """As many unkeyed records as fit, from byte `offset` of runs[run] on (runs of
+        newline-terminated records, see `Lines`): the batch, and the run and offset where the next
+        one starts."""
+        buffer, count, run, offset = encoder.encode_lines(runs, headers, run, offset, batch_size)
+        return cls(buffer, count, timestamp, encoder=encoder, compression=compression), run, offset
+
     # ---- what aiokafka's MessageBatch and MessageAccumulator call ----------------------------
     def record_count(self) -> int:
         return self._count

@@ -51,6 +51,24 @@ class RecordMeta:
 
 
 @dataclass(slots=True)
+class Lines:
+    """Unkeyed records as runs of JSON lines, each run one request's records as msgspec's
+    `encode_lines` wrote them (every record ends with a newline; JSON never holds a raw one), so
+    that no bytes object is made per record. The records of run k carry headers[k]."""
+
+    runs: list[bytes]
+    headers: list[Headers | None] | None  # None: no record has headers
+    rows: int
+
+
+def lines_of(run: bytes) -> list[bytes]:
+    """A run's records, one bytes object each (for the paths that need them one by one)."""
+    values = run.split(b"\n")
+    values.pop()  # after the last newline
+    return values
+
+
+@dataclass(slots=True)
 class Landed:
     """Where a flush's records landed: per batch, its partition, base offset and the indices
     (into the flush's records) it holds. Per-record positions are only computed when asked."""
@@ -103,6 +121,10 @@ class Sink(Protocol):
         landed, when the sink knows), or fails. `headers`: one list per record (the fast paths);
         `meta` (rarely set) holds every record's key, partition and headers and overrides both
         `keys` and `headers`."""
+
+    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
+        """Hand over unkeyed records given as runs of lines (the common path), as `send` does;
+        the flush's records are numbered across the runs, in order."""
 
 
 class TopicAdmin(Protocol):

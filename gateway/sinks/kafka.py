@@ -8,7 +8,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -29,7 +29,7 @@ from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks import recordbatch
 from gateway.sinks.aiokafka_batch import RecordBatch, abandon
-from gateway.sinks.base import Headers, Landed, RecordMeta, SinkUnavailable
+from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 from gateway.sinks.malloc_tuning import keep_request_buffers
 
@@ -262,20 +262,30 @@ class KafkaSink:
         """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones,
         or each record's own key, partition and headers when `meta` is given); `headers`, when
         given without `meta`, holds each record's headers."""
+        async def route(producer: Any, n: int) -> list[Shipped]:
+            if meta is not None:
+                return await self._send_placed(producer, topic, values, meta, n)
+            if keys is None:
+                return await self._send_spread(producer, topic, self._value_batches(values, headers), n)
+            return await self._send_keyed(producer, topic, values, keys, n, headers)
+        return await self._produce(topic, route)
+
+    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
+        """Pack unkeyed records given as runs of lines into batches, sticky partition as `send`."""
+        async def route(producer: Any, n: int) -> list[Shipped]:
+            return await self._send_spread(producer, topic, self._line_batches(lines), n)
+        return await self._produce(topic, route)
+
+    async def _produce(self, topic: str, route: Callable[[Any, int], Awaitable[list[Shipped]]]
+                       ) -> asyncio.Future[Landed | None]:
+        """Ship a flush's batches (`route` builds and ships them, given the producer and the
+        topic's partition count) through one producer; the future settles once all did."""
         if self._producer is None:
             raise SinkUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
         producer = self._producer  # a whole flush goes through one producer
         try:
-            n = await self.partition_count(topic)
-            if meta is not None:
-                shipped = await self._send_placed(producer, topic, values, meta, n)
-            elif keys is None:
-                first = self._next_partition.get(topic, 0) % n
-                shipped, used = await self._send_spread(producer, topic, values, first, n, headers)
-                self._next_partition[topic] = first + used
-            else:
-                shipped = await self._send_keyed(producer, topic, values, keys, n, headers)
+            shipped = await route(producer, await self.partition_count(topic))
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
@@ -345,21 +355,40 @@ class KafkaSink:
         except Exception as err:  # the old producer is gone either way
             log.warning("closing the replaced Kafka producer failed: %s", err)
 
-    async def _send_spread(self, producer: Any, topic: str, values: list[bytes], first: int, n: int,
-                           headers: list[Headers] | None = None) -> tuple[list[Shipped], int]:
+    async def _send_spread(self, producer: Any, topic: str, batches: Iterator[RecordBatch], n: int
+                           ) -> list[Shipped]:
+        """Unkeyed batches to one partition after another, from the topic's next one on."""
         shipped: list[Shipped] = []
-        partition = first
-        ts = int(time.time() * 1000)
+        partition = self._next_partition.get(topic, 0) % n
         start = 0
-        while start < len(values):
-            batch = RecordBatch.fill(values, None, headers, None, start, ts, self.batch_max_bytes,
-                                     encoder=self.encoder, compression=self.compression)
+        for batch in batches:
             count = batch.record_count()
             shipped.append((await self._ship(producer, batch, topic, partition % n),
                             range(start, start + count)))
             start += count
             partition += 1
-        return shipped, partition - first
+        self._next_partition[topic] = partition
+        return shipped
+
+    def _value_batches(self, values: list[bytes], headers: list[Headers] | None
+                       ) -> Iterator[RecordBatch]:
+        ts = int(time.time() * 1000)
+        start = 0
+        while start < len(values):
+            batch = RecordBatch.fill(values, None, headers, None, start, ts, self.batch_max_bytes,
+                                     encoder=self.encoder, compression=self.compression)
+            start += batch.record_count()
+            yield batch
+
+    def _line_batches(self, lines: Lines) -> Iterator[RecordBatch]:
+        ts = int(time.time() * 1000)
+        run = offset = 0
+        while run < len(lines.runs):
+            batch, run, offset = RecordBatch.fill_lines(
+                lines.runs, lines.headers, run, offset, ts, self.batch_max_bytes,
+                encoder=self.encoder, compression=self.compression)
+            if batch.record_count():  # none when only empty runs were left
+                yield batch
 
     async def _send_keyed(self, producer: Any, topic: str, values: list[bytes], keys: list[bytes], n: int,
                           headers: list[Headers] | None = None) -> list[Shipped]:

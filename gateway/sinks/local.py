@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.catalog.model import Stream
-from gateway.sinks.base import Headers, Landed, RecordMeta, TopicStats
+from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, TopicStats
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +92,7 @@ class LocalSink:
         """Append the values, one per line (an NDJSON file has no place for keys or headers)."""
         data = b"\n".join(values) + b"\n"
         return asyncio.wrap_future(self._pool.submit(self._append, topic, data))
+
+    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
+        """Append the runs as they are: already one value per line."""
+        return asyncio.wrap_future(self._pool.submit(self._append, topic, b"".join(lines.runs)))

@@ -15,7 +15,7 @@ from gateway.sinks.base import Headers
 log = logging.getLogger(__name__)
 FORCE_PURE_ENV = "GATEWAY_PURE_PYTHON_BATCHES"
 HEADER_SIZE = recordbatch_py.HEADER_SIZE  # a batch's header, before its first record
-ABI = 1  # the native module's ABI constant this code expects (a stale build is not used)
+ABI = 2  # the native module's ABI constant this code expects (a stale build is not used)
 
 
 Keys = list[bytes] | list[bytes | None]  # a key per record (None: no key)
@@ -27,6 +27,9 @@ class Encoder(Protocol):
     def encode(self, values: list[bytes], keys: Keys | None,
                headers: list[Headers] | None, order: list[int] | None, start: int,
                batch_size: int, /) -> tuple[bytearray, int]: ...
+
+    def encode_lines(self, runs: list[bytes], headers: list[Headers | None] | None, run: int,
+                     offset: int, batch_size: int, /) -> tuple[bytearray, int, int, int]: ...
 
     def finish(self, buffer: bytearray, count: int, timestamp: int, producer_id: int,
                producer_epoch: int, base_sequence: int, attributes: int, /) -> None: ...

@@ -19,6 +19,7 @@ _BEFORE_CRC = struct.Struct(">qiib")  # base offset, length, partition leader ep
 _CRC = struct.Struct(">I")
 _NO_HEADERS = b"\x00"
 _NONE = b"\x01"  # the varint of -1: a null key or value
+_NO_HEADER_LIST: Headers = []
 _ZEROS = b"\x00\x00"  # a record's attributes and timestamp delta (one timestamp per batch)
 
 
@@ -85,6 +86,47 @@ def encode(values: list[bytes], keys: list[bytes] | list[bytes | None] | None,
         pos += size
         count += 1
     return bytearray(b"".join(parts)), count
+
+
+def encode_lines(runs: list[bytes], headers: list[Headers | None] | None, run: int, offset: int,
+                 batch_size: int) -> tuple[bytearray, int, int, int]:
+    """Unkeyed records given as runs of newline-terminated lines (one run per request; its records
+    share headers[run]), from byte `offset` of runs[run] on, as many as fit by the rule of
+    `encode`: (the buffer, how many records it holds, the run and offset the next batch starts at;
+    len(runs), 0 once every record is in)."""
+    if run < 0 or offset < 0:
+        raise ValueError("run and offset must not be negative")
+    values: list[bytes] = []
+    each: list[Headers] = []  # each record's headers: its run's list, shared
+    firsts: list[tuple[int, int, int]] = []  # per run split: (run, offset, its first record)
+    size = 0
+    for k in range(run, len(runs)):
+        if size >= batch_size:  # more than a batch holds: enough split
+            break
+        blob = runs[k]
+        if type(blob) is not bytes:
+            raise TypeError(f"a run of records must be bytes, not {type(blob).__name__}")
+        if blob and blob[-1] != 0x0A:
+            raise ValueError("a run of records must end with a newline")
+        at = offset if k == run else 0
+        if at > len(blob):
+            raise ValueError("offset past the end of its run")
+        lines = blob[at:].split(b"\n")
+        lines.pop()
+        firsts.append((k, at, len(values)))
+        values += lines
+        if headers is not None:
+            each += [headers[k] or _NO_HEADER_LIST] * len(lines)
+        size += len(blob) - at
+    buffer, count = encode(values, None, each if headers is not None else None, None, 0, batch_size)
+    k, at = run, offset
+    for split_run, split_at, first in reversed(firsts):  # the run holding the next record
+        if first <= count:
+            k, at = split_run, split_at + sum(map(len, values[first:count])) + count - first
+            break
+    while k < len(runs) and at == len(runs[k]):  # past a run's last record: the next run
+        k, at = k + 1, 0
+    return buffer, count, k, at
 
 
 def finish(buffer: bytearray, count: int, timestamp: int, producer_id: int, producer_epoch: int,

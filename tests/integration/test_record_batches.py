@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.sinks import recordbatch
-from gateway.sinks.base import Headers, Landed, RecordMeta
+from gateway.sinks.base import Headers, Landed, Lines, RecordMeta
 from gateway.sinks.kafka import KafkaSink, partition_for_key
 from gateway.sinks.recordbatch import Encoder
 from tests.integration.harness import read_topic
@@ -53,6 +53,28 @@ async def test_spread_records_with_headers_read_back_where_they_landed(sink: Kaf
     assert len(records) == len(expected) == len(positions)
     assert [records[p].value for p in positions] == expected
     assert all(r.key is None and r.headers == VERSION for r in records.values())
+
+
+async def test_runs_of_lines_read_back_where_they_landed(sink: KafkaSink, kafka: str) -> None:
+    """The common path: flushes given as runs of lines (one per request, each with its own
+    headers; an empty one too), split into many batches, some runs across two batches."""
+    topic = await topic_of(sink, 3)
+    positions = []
+    expected: list[tuple[bytes, Headers]] = []
+    other: Headers = [("schema-version", b"4")]
+    for flush in range(3):
+        requests = [VALUES[i:i + 70] for i in range(flush * 150, (flush + 1) * 150, 70)]
+        runs = [b"".join(v + b"\n" for v in r) for r in requests] + [b""]
+        headers: list[Headers | None] = [VERSION if i % 2 else other for i in range(len(runs))]
+        lines = Lines(runs, headers, sum(map(len, requests)))
+        result = await (await sink.send_lines(topic, lines))
+        assert isinstance(result, Landed) and len(result.batches) > 1
+        positions += result.positions()
+        expected += [(v, headers[i]) for i, r in enumerate(requests) for v in r]  # type: ignore[misc]
+    records = {(r.partition, r.offset): r for r in await read_topic(kafka, topic)}
+    assert len(records) == len(expected) == len(positions)
+    assert [(records[p].key, records[p].value, records[p].headers) for p in positions] == [
+        (None, v, h) for v, h in expected]
 
 
 async def test_keyed_and_placed_records_read_back_where_they_landed(sink: KafkaSink,

@@ -69,6 +69,25 @@ async def test_each_request_gets_its_own_slice_of_a_merged_flush() -> None:
                                             [(1, 201), (0, 102)]]
 
 
+async def test_each_run_of_lines_gets_its_own_slice_of_a_merged_flush() -> None:
+    """Entries as runs of lines (the common path): positions numbered across the runs."""
+    sink = LandingSink()
+    queues = Queues(sink, _limits())
+    try:
+        q = queues.queue("s", "t")
+        loop = asyncio.get_running_loop()
+        first = Entry(b"a\nb\nc\n", None, 6, loop.create_future())
+        second = Entry(b"d\ne\n", None, 4, loop.create_future())
+        q.offer(first)
+        q.offer(second)
+        got = await _settled([first, second])
+    finally:
+        await queues.stop()
+    assert sink.lines_sent == 1 and sink.sent[0][0] == [b"a", b"b", b"c", b"d", b"e"]
+    assert [g.positions() for g in got] == [[(0, 100), (1, 200), (0, 101)],
+                                            [(1, 201), (0, 102)]]
+
+
 async def _one_flush(*entries: Entry
                      ) -> tuple[list[bytes], list[bytes] | None, RecordMeta | None]:
     """Offer `entries` to one stream's queue, wait until they are settled, and return what the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import pytest
 
 from gateway.catalog.model import Stream
 from gateway.queues import Discarded, Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
-from gateway.sinks.base import Headers, Sink, SinkUnavailable
+from gateway.sinks.base import Headers, Lines, Sink, SinkUnavailable, lines_of
 
 GUARD = 2.0  # upper bound on waiting for an event that must happen; never reached when green
 
@@ -40,6 +41,7 @@ class FakeSink:
         self.calls: asyncio.Queue[Send] = asyncio.Queue()
         self.history: list[Send] = []
         self.raise_next: list[BaseException] = []
+        self.lines_sent = 0  # sends that came as runs of lines
 
     async def start(self) -> None:
         pass
@@ -66,6 +68,16 @@ class FakeSink:
         self.calls.put_nowait(send)
         return send.future
 
+    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[None]:
+        """Recorded as a `send` of the same records, one value and header list each."""
+        values = [v for run in lines.runs for v in lines_of(run)]
+        assert len(values) == lines.rows
+        self.lines_sent += 1
+        if lines.headers is None:
+            return await self.send(topic, values, None)
+        return await self.send(topic, values, None, [h or [] for run, h in zip(
+            lines.runs, lines.headers, strict=True) for _ in lines_of(run)])
+
     async def next_send(self) -> Send:
         async with asyncio.timeout(GUARD):
             return await self.calls.get()
@@ -78,9 +90,22 @@ def limits(**kw: float) -> Limits:
     return Limits(**base)  # type: ignore[arg-type]
 
 
+AS_LINES = False  # set by the `form` fixture: unkeyed entries as one run of lines, as the pipeline makes
+
+
+@pytest.fixture(autouse=True, params=["values", "lines"])
+def form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with unkeyed entries as lists of values and as runs of lines."""
+    monkeypatch.setattr(sys.modules[__name__], "AS_LINES", request.param == "lines")
+    return str(request.param)
+
+
 def entry(*values: bytes, keys: list[bytes] | None = None, wait: bool = True) -> Entry:
     done = asyncio.get_running_loop().create_future() if wait else None
-    return Entry(list(values), keys, sum(len(v) for v in values), done)
+    records: list[bytes] | bytes = list(values)
+    if AS_LINES and keys is None:
+        records = b"".join(v + b"\n" for v in values)
+    return Entry(records, keys, sum(len(v) for v in values), done)
 
 
 async def let_run() -> None:
@@ -502,3 +527,31 @@ async def test_entry_headers_reach_every_record_of_a_flush(sink: FakeSink) -> No
     assert send.headers == [[("schema-version", b"1")]] * 2 + [v2]
     send.ack()
     await qs.stop()
+
+
+async def test_entries_as_runs_of_lines_go_to_the_sink_as_runs(sink: FakeSink, form: str) -> None:
+    """The common path: a flush of entries that are all runs of lines reaches the sink as those
+    runs, each with its entry's headers; any entry with a value per record makes it values."""
+    qs = make_queues(sink, linger_s=GUARD)  # lingers: the entries go in one flush
+    q = qs.queue("s", "t")
+    v1, v2 = [("schema-version", b"1")], [("schema-version", b"2")]
+    third = Entry(b"c\n", None, 2, headers=v2) if form == "lines" else Entry([b"c"], None, 1)
+    qs.offer_all([(q, Entry(b"a\nb\n", None, 4, headers=v1)), (q, Entry(b"", None, 0)),
+                  (q, third)])
+    assert q.rows == 3
+    q.flush_now()
+    send = await sink.next_send()
+    assert send.values == [b"a", b"b", b"c"]
+    assert send.headers == [v1, v1, v2 if form == "lines" else []]
+    assert sink.lines_sent == (1 if form == "lines" else 0)
+    send.ack()
+    await qs.drain(GUARD)
+    assert_empty(q)
+    await qs.stop()
+
+
+def test_an_entry_counts_the_records_of_its_run() -> None:
+    e = Entry(b'{"a":1}\n{"a":2}\n', None, 16)
+    assert (e.rows, e.value_list()) == (2, [b'{"a":1}', b'{"a":2}'])
+    assert Entry(b"", None, 0).rows == 0
+    assert Entry(b"x\n", None, 2, rows=1).rows == 1
