@@ -7,7 +7,6 @@ refusals (429/503) are decided by gateway.admission.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,12 +45,6 @@ def version_headers(stream: Stream) -> list[tuple[str, bytes]]:
     """The Kafka headers every record of a request carries: the schema version its rows were
     validated against (the version current when the request was admitted)."""
     return [(SCHEMA_VERSION_HEADER, str(stream.schema_version).encode())]
-
-
-@functools.lru_cache(maxsize=65536)
-def _accepted_metrics(stream: str) -> tuple[Any, Any]:
-    """The stream's labelled accepted-rows and accepted-bytes counters (looked up once)."""
-    return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
 
 
 class Pipeline:
@@ -107,10 +100,8 @@ class Pipeline:
         self.admission.offer(stream, entry, offers)
         if quarantine:
             metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
-        rows_accepted, bytes_accepted = _accepted_metrics(stream.name)
-        rows_accepted.inc(entry.rows)
-        bytes_accepted.inc(entry.nbytes)
-        if entry.rows:
+        if entry.rows:  # the stream's own queue is the last offer
+            offers[-1][0].tally(entry.rows, entry.nbytes)
             self.rates.record(stream.name, entry.rows, entry.nbytes)
         accepted = Outcome(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
         if done is None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.catalog.model import Stream
 from gateway.queues import Discarded, Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
@@ -502,3 +503,37 @@ async def test_entry_headers_reach_every_record_of_a_flush(sink: FakeSink) -> No
     assert send.headers == [[("schema-version", b"1")]] * 2 + [v2]
     send.ack()
     await qs.stop()
+
+
+def _sample(name: str, stream: str) -> float:
+    value = REGISTRY.get_sample_value(name, {"stream": stream})
+    return 0.0 if value is None else value
+
+
+async def test_queue_gauges_read_the_queue_and_accepted_counters_follow_each_flush(
+        sink: FakeSink, queues: Queues) -> None:
+    """One process: the queue gauges read the queue when scraped (nothing set per request); the
+    accepted counters take what `tally` counted once per flush, or when asked (before a scrape)."""
+    q = queues.queue("gauged", "t")
+    accepted = _sample("gateway_rows_accepted_total", "gauged")
+    accepted_bytes = _sample("gateway_bytes_accepted_total", "gauged")
+    e1 = entry(b"abc", b"de", wait=False)
+    q.offer(e1)
+    q.tally(e1.rows, e1.nbytes)
+    assert _sample("gateway_queue_rows", "gauged") == 2
+    assert _sample("gateway_queue_bytes", "gauged") == 5
+    send = await sink.next_send()  # the flush counted the tally
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 2
+    assert _sample("gateway_bytes_accepted_total", "gauged") == accepted_bytes + 5
+    e2 = entry(b"f", wait=False)
+    q.offer(e2)  # max_in_flight=1: not flushed yet
+    q.tally(e2.rows, e2.nbytes)
+    assert _sample("gateway_queue_rows", "gauged") == 3
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 2
+    queues.count_accepted()
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 3
+    send.ack()
+    (await sink.next_send()).ack()
+    assert await q.drain(GUARD)
+    assert _sample("gateway_queue_rows", "gauged") == 0
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 3
