@@ -7,6 +7,7 @@ refusals (429/503) are decided by gateway.admission.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +44,14 @@ SCHEMA_VERSION_HEADER = "schema-version"
 
 def version_headers(stream: Stream) -> list[tuple[str, bytes]]:
     """The Kafka headers every record of a request carries: the schema version its rows were
-    validated against (the version current when the request was admitted)."""
-    return [(SCHEMA_VERSION_HEADER, str(stream.schema_version).encode())]
+    validated against (the version current when the request was admitted). One list per version,
+    shared by the requests: never changed in place."""
+    return _version_headers(stream.schema_version)
+
+
+@functools.lru_cache(maxsize=1024)
+def _version_headers(version: int) -> list[tuple[str, bytes]]:
+    return [(SCHEMA_VERSION_HEADER, str(version).encode())]
 
 
 class Pipeline:
