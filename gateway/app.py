@@ -234,7 +234,8 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
         canonical = route.resource.canonical if route.resource else path
         gw.renderers[canonical] = dialect.render_error
     registered += [(method, path, handler) for _, method, path, handler in routes]
-    app[ROUTES] = Routes(app.router.routes(), gw.renderers)
+    app[ROUTES] = Routes(app.router.routes(), gw.renderers, worker=gw.worker,
+                         policy=app[cors.POLICY])
     app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
         registered, title="ingest-gateway", version=__version__,
         description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))

@@ -18,6 +18,7 @@ from gateway.context import REQUEST_ID as REQUEST_ID_KEY
 from gateway.errors import GatewayError, NotFound, RequestTimeout, Unavailable
 from gateway.limiters.retry_after import retry_after_header
 from gateway.logs import REQUEST_ID
+from gateway.replies import FastReply, Frame
 from gateway.routes import ROUTES
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,10 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> Gatewa
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one middleware: request id, CORS, latency and status metrics, JSON errors in the
     route's dialect. CORS costs nothing but a header lookup for requests without `Origin`."""
-    gw = request.app[GATEWAY]
+    app = request.app
+    gw = app[GATEWAY]
     match = request.match_info
-    route = request.app[ROUTES].of(match.route if match.http_exception is None else None,
-                                   request.path)
+    route = app[ROUTES].of(match.route if match.http_exception is None else None, request.path)
     request_id = request.headers.get("X-Request-ID")
     if request_id is None or not _REQUEST_ID.fullmatch(request_id):  # absent, or unsafe to echo
         request_id = new_request_id()
@@ -92,11 +93,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = route.render(GatewayError("internal error"), request_id)
     finally:
         REQUEST_ID.reset(token)
-    headers = response.headers
-    headers["X-Request-ID"] = request_id
-    headers["X-Gateway-Worker"] = gw.worker
-    if route.kind == cors.INGEST:
-        headers.extend(cors.reply_headers(request.app[cors.POLICY], origin))
+    if isinstance(response, FastReply):  # its header lines made once per route
+        response.stamp(request_id, route.frame if origin is None or route.kind != cors.INGEST
+                       else Frame((("X-Gateway-Worker", gw.worker),
+                                   *cors.reply_headers(app[cors.POLICY], origin))))
+    else:
+        headers = response.headers
+        headers["X-Request-ID"] = request_id
+        headers["X-Gateway-Worker"] = gw.worker
+        if route.kind == cors.INGEST:
+            headers.extend(cors.reply_headers(app[cors.POLICY], origin))
     status = response.status
     if status >= 400 and status not in (429, 503):  # those two come in floods
         log.log(logging.WARNING if status >= 500 else logging.INFO,

@@ -44,14 +44,14 @@ SCHEMA_VERSION_HEADER = "schema-version"
 
 def version_headers(stream: Stream) -> list[tuple[str, bytes]]:
     """The Kafka headers every record of a request carries: the schema version its rows were
-    validated against (the version current when the request was admitted)."""
-    return [(SCHEMA_VERSION_HEADER, str(stream.schema_version).encode())]
+    validated against (the version current when the request was admitted). One list per version,
+    shared by the requests: never changed in place."""
+    return _version_headers(stream.schema_version)
 
 
-@functools.lru_cache(maxsize=65536)
-def _accepted_metrics(stream: str) -> tuple[Any, Any]:
-    """The stream's labelled accepted-rows and accepted-bytes counters (looked up once)."""
-    return metrics.ROWS_ACCEPTED.labels(stream=stream), metrics.BYTES_ACCEPTED.labels(stream=stream)
+@functools.lru_cache(maxsize=1024)
+def _version_headers(version: int) -> list[tuple[str, bytes]]:
+    return [(SCHEMA_VERSION_HEADER, str(version).encode())]
 
 
 class Pipeline:
@@ -108,10 +108,8 @@ class Pipeline:
         self.admission.offer(stream, entry, offers)
         if quarantine:
             metrics.ROWS_QUARANTINED.labels(stream=stream.name).inc(len(quarantine))
-        rows_accepted, bytes_accepted = _accepted_metrics(stream.name)
-        rows_accepted.inc(entry.rows)
-        bytes_accepted.inc(entry.nbytes)
-        if entry.rows:
+        if entry.rows:  # the stream's own queue is the last offer
+            offers[-1][0].tally(entry.rows, entry.nbytes)
             self.rates.record(stream.name, entry.rows, entry.nbytes)
         accepted = Outcome(entry.rows, acknowledged=wait, quarantined=len(quarantine or ()))
         if done is None:

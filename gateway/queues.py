@@ -128,13 +128,22 @@ class StreamQueue:
     _handing: list[Entry] | None = None  # taken for the hand-over that is in progress
     _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     drain_rate: DrainRate = field(default_factory=DrainRate)  # acknowledged rows/bytes per second
+    # rows and bytes accepted (`tally`) and not yet added to their counters (`count_accepted`)
+    _accepted_rows: int = 0
+    _accepted_bytes: int = 0
 
     def __post_init__(self) -> None:
         self._idle.set()
         self._landed.set()
         self._slot_free.set()
-        self._gauge_rows = metrics.QUEUE_ROWS.labels(stream=self.stream)
-        self._gauge_bytes = metrics.QUEUE_BYTES.labels(stream=self.stream)
+        gauges = (metrics.QUEUE_ROWS.labels(stream=self.stream),
+                  metrics.QUEUE_BYTES.labels(stream=self.stream))
+        # One process: the gauges read the queue when scraped, nothing per request. Under
+        # --workers the values must go to the shared files: set once per flush (`_set_gauges`).
+        self._gauges: tuple[Any, Any] | None = gauges if metrics.MULTIPROCESS else None
+        if self._gauges is None:
+            gauges[0].set_function(lambda: self.rows)
+            gauges[1].set_function(lambda: self.nbytes)
         self._delivered = metrics.ROWS_DELIVERED.labels(stream=self.stream)
 
     def start(self) -> None:
@@ -189,8 +198,27 @@ class StreamQueue:
         self._wakeup.set()
         if self.nbytes - self._in_flight_nbytes >= self.limits.batch_max_bytes:
             self._flush_now.set()
-        self._gauge_rows.set(self.rows)
-        self._gauge_bytes.set(self.nbytes)
+
+    def tally(self, rows: int, nbytes: int) -> None:
+        """Count a request's rows as accepted (gateway_rows/bytes_accepted_total). The counters
+        are updated once per flush and before a scrape (`count_accepted`): a counter's inc()
+        takes a lock and checks its type, twice per request."""
+        self._accepted_rows += rows
+        self._accepted_bytes += nbytes
+
+    def count_accepted(self) -> None:
+        """Add the rows and bytes tallied since the last call to their counters."""
+        if self._accepted_rows or self._accepted_bytes:
+            rows, nbytes = self._accepted_rows, self._accepted_bytes
+            self._accepted_rows = self._accepted_bytes = 0
+            metrics.ROWS_ACCEPTED.labels(stream=self.stream).inc(rows)
+            metrics.BYTES_ACCEPTED.labels(stream=self.stream).inc(nbytes)
+
+    def _set_gauges(self) -> None:
+        """Under --workers: the queue gauges' values, once per flush."""
+        if self._gauges is not None:
+            self._gauges[0].set(self.rows)
+            self._gauges[1].set(self.nbytes)
 
     def _release(self, entries: list[Entry]) -> None:
         rows = sum(e.rows for e in entries)
@@ -198,8 +226,7 @@ class StreamQueue:
         self.rows -= rows
         self.nbytes -= nbytes
         self.budget.used -= nbytes
-        self._gauge_rows.set(self.rows)
-        self._gauge_bytes.set(self.nbytes)
+        self._set_gauges()
         self._delivered.inc(rows)
         self.drain_rate.record(rows, nbytes)
         if self.on_release is not None:
@@ -232,6 +259,8 @@ class StreamQueue:
             if self._closed:
                 return
             entries = self._take()
+            self.count_accepted()
+            self._set_gauges()
             if not self._draining:
                 self._flush_now.clear()
             if not entries:
@@ -328,6 +357,7 @@ class StreamQueue:
         self.rows -= sum(e.rows for e in entries)
         self.nbytes -= nbytes
         self.budget.used -= nbytes
+        self._set_gauges()
         if self.on_release is not None:
             self.on_release(entries)
         self._fail_waiters(entries)
@@ -369,6 +399,7 @@ class StreamQueue:
         """Stop the flusher (after `drain`); rows still queued are not flushed any more. Within
         `grace` seconds a hand-over in progress may finish, so that no batch is left half sent."""
         self._closed = True
+        self.count_accepted()
         for event in (self._wakeup, self._flush_now, self._slot_free):
             event.set()
         if self._task is None:
@@ -467,6 +498,11 @@ class Queues:
         for q in list(self._queues.values()):
             await q.stop()
         self._queues.clear()
+
+    def count_accepted(self) -> None:
+        """Bring every queue's accepted-rows counters up to date (before a scrape)."""
+        for q in self._queues.values():
+            q.count_accepted()
 
     def total_rows(self) -> int:
         """Rows queued or in flight over all streams."""

@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
-from gateway.cors import INGEST, kind_of
+from gateway.cors import INGEST, Policy, kind_of
 from gateway.dialects.contract import ErrorRenderer
+from gateway.replies import Frame
 
 UNMATCHED = "unmatched"  # the label of requests no route matched (404, 405)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
@@ -27,6 +28,8 @@ class RouteInfo:
     name: str  # the path template: the metric label (bounded cardinality)
     kind: str  # gateway.cors: ops, ingest or manage
     render: ErrorRenderer  # the dialect's error body
+    # the headers after X-Request-ID of its replies to requests without `Origin` (worker, CORS)
+    frame: Frame
     latency: Any = field(init=False)  # the labelled histogram child
     _counts: dict[tuple[str, int], Any] = field(init=False, default_factory=dict)
 
@@ -85,15 +88,21 @@ def sample_path(template: str) -> str:
 class Routes:
     """Every route's RouteInfo, and the unmatched ones by kind."""
 
-    def __init__(self, routes: Iterable[Any], renderers: dict[str, ErrorRenderer]) -> None:
+    def __init__(self, routes: Iterable[Any], renderers: dict[str, ErrorRenderer], *,
+                 worker: str = "0", policy: Policy | None = None) -> None:
         default = renderers["default"]
+        worker_header = ("X-Gateway-Worker", worker)
+        cors = policy.plain_headers if policy is not None else ()
+        frames = {kind: Frame((worker_header, *(cors if kind == INGEST else ())))
+                  for kind in ("ops", "ingest", "manage")}
         self._by_route: dict[Any, RouteInfo] = {}
         for route in routes:
             resource = route.resource
             name = resource.canonical if resource is not None else UNMATCHED
-            self._by_route[route] = RouteInfo(name, kind_of(sample_path(name)),
-                                              renderers.get(name, default))
-        self._unmatched = {kind: RouteInfo(UNMATCHED, kind, default)
+            kind = kind_of(sample_path(name))
+            self._by_route[route] = RouteInfo(name, kind, renderers.get(name, default),
+                                              frames[kind])
+        self._unmatched = {kind: RouteInfo(UNMATCHED, kind, default, frames[kind])
                            for kind in ("ops", "ingest", "manage")}
 
     def of(self, route: Any, path: str) -> RouteInfo:

@@ -38,6 +38,7 @@ from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, Wording
 from gateway.openapi import Doc, Reply, operation
+from gateway.replies import FastReply
 
 SHAPE = {"timestamp": "int64", "name": "string", "value": "float64"}
 KEY = ["timestamp", "name"]
@@ -171,7 +172,7 @@ async def ingest(request: web.Request) -> web.Response:
     await gw.ingest.ingest(IngestRequest(body.read, body, who, wait=True,
                                          request_id=request_id_of(request), wording=WORDING,
                                          check=_is_data_source, allow_empty=True))
-    return web.Response(status=204)
+    return FastReply(b"", 204)
 
 
 def routes() -> list[Route]:

@@ -57,6 +57,7 @@ async def readyz(request: web.Request) -> web.Response:
            security=(), tags=OPS)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition (the totals over every worker when there are several)."""
+    gateway_of(request).queues.count_accepted()  # the accepted rows tallied since the last flush
     resp = web.Response(body=gateway_metrics.exposition())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp

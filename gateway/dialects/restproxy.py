@@ -43,6 +43,7 @@ from gateway.errors import (
 from gateway.ingest.service import IngestRequest, Wording
 from gateway.openapi import API_KEY, Doc, Param, Reply, operation
 from gateway.pipeline import Outcome
+from gateway.replies import FastReply, fast_json
 from gateway.sinks.kafka_topics import topic_configs
 
 CLUSTER_ID = "ingest-gateway"  # the one cluster the gateway fronts, as v3 names it
@@ -231,9 +232,7 @@ async def produce_v2(request: web.Request) -> web.Response:
     offsets = [OffsetOut(None, None, rec.error.error_code, rec.error.message)
                if rec.error is not None else OffsetOut(*next(written))
                for rec in payload.records]
-    reply = _v2_reply(ProduceOut(offsets))
-    reply.headers.update(done.headers)
-    return reply
+    return fast_json(ProduceOut(offsets), headers=done.headers, content_type=V2_JSON)
 
 
 @operation("List topics (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
@@ -388,8 +387,7 @@ async def produce_v3(request: web.Request) -> web.StreamResponse:
             key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
             value=SizeOut(rec.value_type, rec.value_size)))
     body = b"".join(msgspec.json.encode(r) + b"\n" for r in results)
-    reply = web.Response(body=body, content_type="application/json", headers=done.headers)
-    return reply
+    return FastReply(body, content_type="application/json", headers=done.headers)
 
 
 def routes() -> list[Route]:

@@ -40,6 +40,7 @@ from gateway.ingest.formats import Format
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, StreamedBody
 from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
+from gateway.replies import fast_json
 from gateway.scopes import parse_scopes
 from gateway.stats import StatsOut, history_days, stream_stats
 
@@ -237,9 +238,9 @@ async def ingest(request: web.Request) -> web.Response:
     payload = StreamedBody(pick, body_chunks(request), quarantine=quarantine)
     done = await gw.ingest.ingest(IngestRequest(
         name, payload, who, wait=wait, request_id=request_id_of(request)))
-    return json_reply(doc.IngestOut(name, done.rows, done.acknowledged,
-                                    row_results(done) if rows else msgspec.UNSET),
-                      status=200 if done.acknowledged else 202)
+    return fast_json(doc.IngestOut(name, done.rows, done.acknowledged,
+                                   row_results(done) if rows else msgspec.UNSET),
+                     status=200 if done.acknowledged else 202)
 
 
 @operation("List streams", tags=("streams",), error_body=doc.TimeplusError,

@@ -31,6 +31,7 @@ from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated
 from gateway.ingest.formats import Format
 from gateway.ingest.service import IngestRequest, StreamedBody, Wording
 from gateway.openapi import RATE_LIMIT_HEADERS, RETRY_AFTER, Doc, Param, Reply, operation
+from gateway.replies import fast_json
 
 WORDING = Wording(not_found=lambda name: f"Data Source {name!r} not found",
                   archived=lambda name: f"Data Source {name!r} is archived and accepts no rows")
@@ -99,9 +100,9 @@ async def events(request: web.Request) -> web.Response:
     done = await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=wait, request_id=request_id_of(request),
         wording=WORDING, key_rate=True))
-    return json_reply(EventsOut(done.rows, done.quarantined,
-                                row_results(done) if rows else msgspec.UNSET),
-                      status=200 if done.acknowledged else 202, headers=done.headers)
+    return fast_json(EventsOut(done.rows, done.quarantined,
+                               row_results(done) if rows else msgspec.UNSET),
+                     status=200 if done.acknowledged else 202, headers=done.headers)
 
 
 def routes() -> list[Route]:

@@ -11,7 +11,7 @@ its request into an `IngestRequest` (stream name, a `Payload`, flags) and the ou
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway import metrics
@@ -82,6 +82,9 @@ class Wording:
     archived: Callable[[str], str] = lambda name: f"stream {name!r} is archived"
 
 
+DEFAULT_WORDING = Wording()
+
+
 @dataclass(slots=True)
 class IngestRequest:
     """What a dialect parsed from its request."""
@@ -93,7 +96,7 @@ class IngestRequest:
     who: Principal
     wait: bool = False
     request_id: str = ""
-    wording: Wording = field(default_factory=Wording)
+    wording: Wording = DEFAULT_WORDING  # frozen: one shared, not one made per request
     check: Callable[[Stream], None] | None = None  # the dialect's own test of the stream (raises)
     key_rate: bool = False  # count the request against its key's request rate (429)
     allow_empty: bool = False  # a body with no rows is accepted (else 400)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.catalog.model import Stream
 from gateway.queues import Discarded, Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
@@ -555,3 +556,37 @@ def test_an_entry_counts_the_records_of_its_run() -> None:
     assert (e.rows, e.value_list()) == (2, [b'{"a":1}', b'{"a":2}'])
     assert Entry(b"", None, 0).rows == 0
     assert Entry(b"x\n", None, 2, rows=1).rows == 1
+
+
+def _sample(name: str, stream: str) -> float:
+    value = REGISTRY.get_sample_value(name, {"stream": stream})
+    return 0.0 if value is None else value
+
+
+async def test_queue_gauges_read_the_queue_and_accepted_counters_follow_each_flush(
+        sink: FakeSink, queues: Queues) -> None:
+    """One process: the queue gauges read the queue when scraped (nothing set per request); the
+    accepted counters take what `tally` counted once per flush, or when asked (before a scrape)."""
+    q = queues.queue("gauged", "t")
+    accepted = _sample("gateway_rows_accepted_total", "gauged")
+    accepted_bytes = _sample("gateway_bytes_accepted_total", "gauged")
+    e1 = entry(b"abc", b"de", wait=False)
+    q.offer(e1)
+    q.tally(e1.rows, e1.nbytes)
+    assert _sample("gateway_queue_rows", "gauged") == 2
+    assert _sample("gateway_queue_bytes", "gauged") == 5
+    send = await sink.next_send()  # the flush counted the tally
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 2
+    assert _sample("gateway_bytes_accepted_total", "gauged") == accepted_bytes + 5
+    e2 = entry(b"f", wait=False)
+    q.offer(e2)  # max_in_flight=1: not flushed yet
+    q.tally(e2.rows, e2.nbytes)
+    assert _sample("gateway_queue_rows", "gauged") == 3
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 2
+    queues.count_accepted()
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 3
+    send.ack()
+    (await sink.next_send()).ack()
+    assert await q.drain(GUARD)
+    assert _sample("gateway_queue_rows", "gauged") == 0
+    assert _sample("gateway_rows_accepted_total", "gauged") == accepted + 3
