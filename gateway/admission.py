@@ -75,11 +75,16 @@ def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
     return float(min(MAX_S, max(MIN_S, wait)))
 
 
+@functools.lru_cache(maxsize=1024)
+def _full_message(name: str, cause: str) -> str:
+    return f"the queue of stream {name!r} is full ({cause}); nothing was written, retry later"
+
+
 def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
           ) -> TooManyRequests:
     throttled("429", cause).inc()
-    return TooManyRequests(f"the queue of stream {stream.name!r} is full ({cause}); nothing was "
-                           "written, retry later", retry_after=drain_seconds(queue, rows, nbytes))
+    return TooManyRequests(_full_message(stream.name, cause),
+                           retry_after=drain_seconds(queue, rows, nbytes))
 
 
 class BodyHold:
