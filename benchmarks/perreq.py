@@ -7,6 +7,8 @@ the process's CPU time (`time.process_time`) per request over the measured reque
     PYTHONPATH=<checkout> python -m benchmarks.perreq [--route timeplus] [--rows 1] [--requests N]
 
 Compare two checkouts by running each in turn (A, B, A, B, …) with the same interpreter.
+`--refused` measures a refusal instead (S6's 429 `stream_rows`): after the warm-up the stream's
+queue is held at its row bound, so every measured request is refused before its body is decoded.
 """
 
 from __future__ import annotations
@@ -107,8 +109,17 @@ async def _acknowledged(*args: Any, **kwargs: Any) -> asyncio.Future[None]:
     return done
 
 
+async def hold_full(gw: Any, stream: str) -> None:
+    """Hold the stream's queue at its row bound once it has drained: every request is refused."""
+    queue = next(q for (name, _), q in gw.queues._queues.items() if name == stream)
+    while queue.rows:  # noqa: ASYNC110 (the flusher drains it; no event to await)
+        await asyncio.sleep(0.01)
+    queue.rows = queue.limits.max_rows
+
+
 async def measure(route: str, rows: int, total: int, connections: int, warmup: int,
-                  rounds: int, linger_ms: float, null_sink: bool) -> dict[str, Any]:
+                  rounds: int, linger_ms: float, null_sink: bool, refused: bool = False
+                  ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="perreq-"))
     app = build_app(Settings(data_dir=tmp, access_log=False, linger_ms=linger_ms), ADMIN_KEY)
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
@@ -140,6 +151,8 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
     per = max(1, warmup // connections)
     await asyncio.gather(*(connection(p, s, requests, i * 7, per) for i, (p, s) in
                            enumerate(protos)))
+    if refused:
+        await hold_full(gw, stream)
     results = []
     for _ in range(rounds):
         gc.collect()
@@ -155,7 +168,7 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
             statuses[k.decode()] = statuses.get(k.decode(), 0) + v
     await runner.cleanup()
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"route": route, "rows": rows, "requests_per_round": per * connections,
+    return {"route": route, "rows": rows, "refused": refused, "requests_per_round": per * connections,
             "cpu_us_per_request": results, "median": statistics.median(results),
             "statuses": statuses, "wall_s_last_round": wall}
 
@@ -172,9 +185,12 @@ def main() -> int:
     p.add_argument("--null-sink", action="store_true",
                    help="acknowledge every flush at once (no file, no thread): with --linger-ms 0 "
                         "the run has no timing in it, so instruction counts repeat (valgrind)")
+    p.add_argument("--refused", action="store_true",
+                   help="measure refusals: the stream's queue is held full after the warm-up "
+                        "(every request gets 429 before its body is decoded, as in S6)")
     a = p.parse_args()
     result = uvloop.run(measure(a.route, a.rows, a.requests, a.connections, a.warmup, a.rounds,
-                                a.linger_ms, a.null_sink))
+                                a.linger_ms, a.null_sink, a.refused))
     json.dump(result, sys.stdout)
     print()
     return 0

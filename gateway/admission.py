@@ -4,7 +4,8 @@ One question, asked at fixed points of the ingest path (gateway.ingest.service):
 - `gate`: 503 while starting, draining, after a spool failure, or while Kafka is unreachable
   (unless wait=false rows may be queued during outages).
 - `key_rate`: 429 when the API key is over its request rate (dialects that ask for it).
-- `early`: 429 before decoding, when the stream's queue could not take a request like its last.
+- `early`: 429 before decoding, when the stream's queue could not take a request like its last,
+  or (with `--max-loop-lag-ms`) while the event loop is that far behind: the CPU is saturated.
 - `charge`: 429 when the stream is over its byte rate (`--stream-max-bytes-per-s`).
 - `hold_body`: 429 when as many requests as `--max-decoding-requests` are being decoded; while
   a body is decoded its bytes are held against the memory cap: 413 when the body alone outgrows
@@ -34,6 +35,7 @@ from gateway.errors import (
 )
 from gateway.lifecycle import Lifecycle
 from gateway.limiters.drain_rate import WINDOW_S
+from gateway.limiters.loop_lag import LoopLag
 from gateway.limiters.retry_after import MAX_S, MIN_S
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
@@ -45,6 +47,10 @@ UNAVAILABLE_RETRY_S = 1.0  # 503: the gateway cannot know when Kafka or another 
 # The setting behind each queue bound, named in a 413 so the operator or client knows what to change.
 _BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-bytes",
                "memory": "--memory-cap-bytes"}
+
+
+_LAG_MESSAGE = ("the gateway is behind with the requests it has (--max-loop-lag-ms); nothing was "
+                "written, retry later")
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,11 +81,16 @@ def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
     return float(min(MAX_S, max(MIN_S, wait)))
 
 
+@functools.lru_cache(maxsize=1024)
+def _full_message(name: str, cause: str) -> str:
+    return f"the queue of stream {name!r} is full ({cause}); nothing was written, retry later"
+
+
 def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
           ) -> TooManyRequests:
     throttled("429", cause).inc()
-    return TooManyRequests(f"the queue of stream {stream.name!r} is full ({cause}); nothing was "
-                           "written, retry later", retry_after=drain_seconds(queue, rows, nbytes))
+    return TooManyRequests(_full_message(stream.name, cause),
+                           retry_after=drain_seconds(queue, rows, nbytes))
 
 
 class BodyHold:
@@ -162,7 +173,8 @@ class Admission:
     def __init__(self, sink: Sink, queues: Queues, lifecycle: Lifecycle, *,
                  accept_during_outage: bool = False, spool: Spool | None = None,
                  byte_rate: StreamByteRate | None = None,
-                 key_limiter: KeyRateLimiter | None = None, max_decoding: int = 0) -> None:
+                 key_limiter: KeyRateLimiter | None = None, max_decoding: int = 0,
+                 max_loop_lag_s: float = 0.0) -> None:
         self.sink = sink
         self.queues = queues
         self.lifecycle = lifecycle
@@ -171,6 +183,8 @@ class Admission:
         self.byte_rate = byte_rate
         self.key_limiter = key_limiter or KeyRateLimiter(0)
         self.decoding = DecodeSlots(max_decoding)
+        self.max_loop_lag_s = max_loop_lag_s
+        self.loop_lag = LoopLag()
 
     def gate(self, *, wait: bool = False) -> None:
         """503 (nothing written, safe to retry) while draining, after a spool failure, before the
@@ -207,11 +221,16 @@ class Admission:
         """429 before any decoding when the stream's queue could not take a request like its last.
 
         A 429 promises nothing was written, so refusing early is always safe; it keeps the CPU for
-        the flusher when clients offer more than Kafka takes."""
+        the flusher when clients offer more than Kafka takes. With `max_loop_lag_s`, also while
+        the event loop is that far behind: a refusal costs a fraction of an admitted request, so
+        admitting less lets the gateway answer everyone instead of queueing them for seconds."""
         queue = self.queues.get(stream.name, stream.topic)
         if queue is None or not self.sink.available():
             # During an outage `offer` decides (wait=false: 202 while the queues hold).
             return
+        if self.max_loop_lag_s and self.loop_lag.lag() > self.max_loop_lag_s:
+            throttled("429", "loop_lag").inc()
+            raise Overloaded(_LAG_MESSAGE, retry_after=MIN_S)
         try:
             queue.check_room()
         except QueueFull as full:

@@ -112,7 +112,8 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                           byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
                                      if settings.stream_max_bytes_per_s else None),
                           key_limiter=KeyRateLimiter(settings.rate_limit_per_key),
-                          max_decoding=settings.max_decoding_requests)
+                          max_decoding=settings.max_decoding_requests,
+                          max_loop_lag_s=settings.max_loop_lag_ms / 1000)
     pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)

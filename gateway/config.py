@@ -107,6 +107,10 @@ class Settings:
     max_decoding_requests: int = field(
         default=64, metadata={"help": "ingest requests whose bodies may be read and decoded at once; "
                                       "beyond, 429 at once (0 = no cap)"})
+    max_loop_lag_ms: float = field(
+        default=0.0, metadata={"help": "ingest requests get 429 before decoding while the event "
+                                       "loop is this far behind (ms; 0 = no such rule): under CPU "
+                                       "overload, admit less so admitted requests do not wait"})
     rate_limit_per_key: float = field(
         default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
                                           "events route (0 = unlimited; a key's rate_limit wins)"}
@@ -261,6 +265,8 @@ def _check(s: Settings) -> None:
     if s.max_decoding_requests < 0:
         raise ValueError(f"max_decoding_requests must be ≥ 0 (0 = no cap), got "
                          f"{s.max_decoding_requests}")
+    if s.max_loop_lag_ms < 0:
+        raise ValueError(f"max_loop_lag_ms must be ≥ 0 (0 = no such rule), got {s.max_loop_lag_ms}")
     if s.rate_limit_per_key < 0:
         raise ValueError(f"rate_limit_per_key must be ≥ 0, got {s.rate_limit_per_key}")
     if s.linger_ms < 0 or s.wait_timeout_s <= 0 or s.drain_timeout_s < 0:

@@ -16,8 +16,8 @@ from gateway import cors
 from gateway.context import GATEWAY
 from gateway.context import REQUEST_ID as REQUEST_ID_KEY
 from gateway.errors import GatewayError, NotFound, RequestTimeout, Unavailable
-from gateway.limiters.retry_after import retry_after_header
 from gateway.logs import REQUEST_ID
+from gateway.refusals import error_reply
 from gateway.replies import FastReply, Frame
 from gateway.routes import ROUTES
 
@@ -76,10 +76,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                      if origin is not None or request.method == "OPTIONS" else None)
         response = preflight if preflight is not None else await handler(request)
     except GatewayError as err:
-        response = route.render(err, request_id)
-        if err.retry_after is not None:
-            response.headers.update(retry_after_header(err.retry_after))
-        response.headers.update(err.headers)
+        response = error_reply(route.render, err, request_id)
         if isinstance(err, RequestTimeout):  # a stalled body: drop the client, no lingering read
             request.content.feed_eof()
             response.force_close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -108,16 +109,34 @@ def authenticate(request: web.Request, key: str | None) -> Principal:
     return who
 
 
-def body_chunks(request: web.Request) -> Any:
-    """The request body as decompressed chunks, with the configured limits."""
-    settings = gateway_of(request).settings
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds "
-                              f"{settings.max_body_bytes} bytes")
-    check_transfer_encoding(request.headers.get("Transfer-Encoding", ""))
-    return read_chunks(body_source(request),
-                       content_encoding=request.headers.get("Content-Encoding", ""),
-                       max_bytes=settings.max_body_bytes,
-                       max_decompressed=settings.max_decompressed_bytes,
-                       read_timeout=settings.body_read_timeout_s,
-                       total_timeout=settings.body_total_timeout_s)
+class BodyChunks:
+    """The request body as decompressed chunks, with the configured limits. Nothing is checked or
+    set up until the body is first read: a request refused before that (429 under overload) costs
+    none of it; a declared size over the limit (413) or an unsupported Transfer-Encoding (415) is
+    refused then, before any body byte is read or a "100 Continue" sent."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        request = self._request
+        settings = gateway_of(request).settings
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise PayloadTooLarge(f"body of {length} bytes exceeds "
+                                  f"{settings.max_body_bytes} bytes")
+        check_transfer_encoding(request.headers.get("Transfer-Encoding", ""))
+        return read_chunks(body_source(request),
+                           content_encoding=request.headers.get("Content-Encoding", ""),
+                           max_bytes=settings.max_body_bytes,
+                           max_decompressed=settings.max_decompressed_bytes,
+                           read_timeout=settings.body_read_timeout_s,
+                           total_timeout=settings.body_total_timeout_s).__aiter__()
+
+
+def body_chunks(request: web.Request) -> BodyChunks:
+    """The request body as decompressed chunks, with the configured limits (checked when the
+    body is first read)."""
+    return BodyChunks(request)
