@@ -74,6 +74,47 @@ async def test_rows_are_queued_and_acknowledged(gw: Gateway, tmp_path: Path) -> 
     assert lines == [b'{"id":"a","n":1}', b'{"id":"b","n":2}']
 
 
+class KeptSplit:
+    """A streamed body that keeps the Split it decoded, to look at while the request waits."""
+
+    def __init__(self, body: StreamedBody) -> None:
+        self.body = body
+        self.split: Split | None = None
+        self.nbytes = 0
+
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        self.split = await self.body.rows(schema, hold)
+        return self.split
+
+
+async def test_a_waiting_request_does_not_keep_its_decoded_rows(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the encoded records stay queued until Kafka acknowledges: 64 waiting requests holding
+    their decoded rows too spread the working set beyond the CPU caches (S2: ~12 % more CPU)."""
+    sent, gate = asyncio.Event(), asyncio.get_running_loop().create_future()
+    send = gw.sink.send
+
+    async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        landed = await send(*args, **kwargs)
+        sent.set()
+
+        async def acknowledged() -> Any:
+            await gate
+            return await landed
+        return asyncio.ensure_future(acknowledged())
+
+    monkeypatch.setattr(gw.sink, "send", held_send)
+    payload = KeptSplit(StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n',
+                                                              b'{"id": "b", "n": 2}\n')))
+    task = asyncio.create_task(gw.ingest.ingest(IngestRequest("s", payload, WHO, wait=True)))
+    await sent.wait()
+    assert not task.done() and payload.split is not None
+    assert payload.split.rows == []  # encoded and queued: the decoded rows are gone
+    gate.set_result(None)
+    outcome = await task
+    assert (outcome.rows, outcome.acknowledged) == (2, True)
+
+
 async def test_refusals_come_before_the_body_is_decoded(gw: Gateway) -> None:
     with pytest.raises(NotFound, match="no such thing: nope"):
         await gw.ingest.ingest(IngestRequest("nope", Untouchable(), WHO, wording=Wording(
