@@ -16,6 +16,7 @@ from gateway import metrics
 from gateway.admission import Admission
 from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
+from gateway.deadlines import Deadlines
 from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
@@ -64,6 +65,7 @@ class Pipeline:
         self.schemas = schemas
         self.admission = admission
         self.wait_timeout_s = wait_timeout_s
+        self.deadlines = Deadlines(wait_timeout_s)
         self.max_record_bytes = max_record_bytes
         self.catalog = catalog
         self.spool = spool
@@ -122,9 +124,12 @@ class Pipeline:
             if self.spool is not None:
                 await self._spool(offers)
             return accepted
+        if not patient:
+            self.deadlines.watch(done)
         try:
-            async with asyncio.timeout(None if patient else self.wait_timeout_s):
-                await asyncio.shield(done)
+            # not shielded: were this task cancelled, cancelling `done` only tells the queue that
+            # nobody waits for it any more (the rows stay queued, as after a timeout)
+            await done
         except Discarded:
             raise NotFound(f"stream {stream.name!r} was deleted before Kafka acknowledged the "
                            "rows; they were discarded with it") from None

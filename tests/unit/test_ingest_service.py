@@ -18,7 +18,8 @@ from gateway.auth import ADMIN, APPEND, Principal
 from gateway.catalog.model import Column, Stream
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import Conflict, Forbidden, InvalidRow, NotFound, Overloaded, Unavailable
+from gateway.deadlines import Deadlines
+from gateway.errors import Conflict, Forbidden, InvalidRow, NotConfirmed, NotFound, Overloaded, Unavailable
 from gateway.ingest.formats import Format
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
@@ -113,6 +114,30 @@ async def test_a_waiting_request_does_not_keep_its_decoded_rows(
     gate.set_result(None)
     outcome = await task
     assert (outcome.rows, outcome.acknowledged) == (2, True)
+
+
+async def test_a_wait_past_its_deadline_is_not_confirmed_and_the_rows_stay_queued(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    gate = asyncio.get_running_loop().create_future()
+    send = gw.sink.send
+
+    async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        landed = await send(*args, **kwargs)
+
+        async def acknowledged() -> Any:
+            await gate
+            return await landed
+        return asyncio.ensure_future(acknowledged())
+
+    monkeypatch.setattr(gw.sink, "send", held_send)
+    gw.pipeline.deadlines = Deadlines(0.01)
+    body = StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n'))
+    with pytest.raises(NotConfirmed):
+        await gw.ingest.ingest(IngestRequest("s", body, WHO, wait=True))
+    gate.set_result(None)
+    assert await gw.queues.drain(30)
+    lines = (tmp_path / "sink" / "ingest.s.ndjson").read_bytes().splitlines()
+    assert lines == [b'{"id":"a","n":1}']
 
 
 async def test_refusals_come_before_the_body_is_decoded(gw: Gateway) -> None:
