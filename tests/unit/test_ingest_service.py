@@ -75,6 +75,26 @@ async def test_rows_are_queued_and_acknowledged(gw: Gateway, tmp_path: Path) -> 
     assert lines == [b'{"id":"a","n":1}', b'{"id":"b","n":2}']
 
 
+def hold_acknowledgements(gw: Gateway, monkeypatch: pytest.MonkeyPatch
+                          ) -> tuple[asyncio.Event, asyncio.Future[None]]:
+    """Make the sink's acknowledgements wait for the returned gate; the event is set once a flush
+    was handed over."""
+    sent, gate = asyncio.Event(), asyncio.get_running_loop().create_future()
+    send = gw.sink.send
+
+    async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        landed = await send(*args, **kwargs)
+        sent.set()
+
+        async def acknowledged() -> Any:
+            await gate
+            return await landed
+        return asyncio.ensure_future(acknowledged())
+
+    monkeypatch.setattr(gw.sink, "send", held_send)
+    return sent, gate
+
+
 class KeptSplit:
     """A streamed body that keeps the Split it decoded, to look at while the request waits."""
 
@@ -92,19 +112,7 @@ async def test_a_waiting_request_does_not_keep_its_decoded_rows(
         gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the encoded records stay queued until Kafka acknowledges: 64 waiting requests holding
     their decoded rows too spread the working set beyond the CPU caches (S2: ~12 % more CPU)."""
-    sent, gate = asyncio.Event(), asyncio.get_running_loop().create_future()
-    send = gw.sink.send
-
-    async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        landed = await send(*args, **kwargs)
-        sent.set()
-
-        async def acknowledged() -> Any:
-            await gate
-            return await landed
-        return asyncio.ensure_future(acknowledged())
-
-    monkeypatch.setattr(gw.sink, "send", held_send)
+    sent, gate = hold_acknowledgements(gw, monkeypatch)
     payload = KeptSplit(StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n',
                                                               b'{"id": "b", "n": 2}\n')))
     task = asyncio.create_task(gw.ingest.ingest(IngestRequest("s", payload, WHO, wait=True)))
@@ -118,18 +126,7 @@ async def test_a_waiting_request_does_not_keep_its_decoded_rows(
 
 async def test_a_wait_past_its_deadline_is_not_confirmed_and_the_rows_stay_queued(
         gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    gate = asyncio.get_running_loop().create_future()
-    send = gw.sink.send
-
-    async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        landed = await send(*args, **kwargs)
-
-        async def acknowledged() -> Any:
-            await gate
-            return await landed
-        return asyncio.ensure_future(acknowledged())
-
-    monkeypatch.setattr(gw.sink, "send", held_send)
+    _, gate = hold_acknowledgements(gw, monkeypatch)
     gw.pipeline.deadlines = Deadlines(0.01)
     body = StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n'))
     with pytest.raises(NotConfirmed):
