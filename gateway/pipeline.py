@@ -16,6 +16,7 @@ from gateway import metrics
 from gateway.admission import Admission
 from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
+from gateway.deadlines import Deadlines
 from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
 from gateway.ingest.schema import CompiledSchema, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
@@ -64,6 +65,7 @@ class Pipeline:
         self.schemas = schemas
         self.admission = admission
         self.wait_timeout_s = wait_timeout_s
+        self.deadlines = Deadlines(wait_timeout_s)
         self.max_record_bytes = max_record_bytes
         self.catalog = catalog
         self.spool = spool
@@ -77,7 +79,12 @@ class Pipeline:
         has acknowledged all of them (and, when it tells, where they landed). `meta`: each row's
         own key, partition and headers (keyed streams' keys come from the schema);
         `quarantine_meta` likewise for the quarantine records. `patient`: wait however long
-        Kafka takes, not `wait_timeout_s` (the caller bounds the wait itself)."""
+        Kafka takes, not `wait_timeout_s` (the caller bounds the wait itself).
+
+        The decoded rows are let go once encoded: a caller that hands its only reference over
+        (as IngestService does) has them freed before the wait. A waiting request would otherwise
+        keep them (~50 KB per 100-row request) alive until Kafka acknowledges; 64 such requests
+        spread the working set beyond the CPU caches (S2: ~12 % more CPU per row)."""
         self.admission.gate(wait=wait)  # the body took a while: draining may have begun
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
@@ -86,6 +93,7 @@ class Pipeline:
                                "nothing was written")
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
+        del rows
         if encoded.nbytes > self.max_record_bytes:
             self._check_sizes(encoded.lines)
         # unkeyed rows stay one run of lines (the common path); others get a bytes object each
@@ -116,9 +124,12 @@ class Pipeline:
             if self.spool is not None:
                 await self._spool(offers)
             return accepted
+        if not patient:
+            self.deadlines.watch(done)
         try:
-            async with asyncio.timeout(None if patient else self.wait_timeout_s):
-                await asyncio.shield(done)
+            # not shielded: were this task cancelled, cancelling `done` only tells the queue that
+            # nobody waits for it any more (the rows stay queued, as after a timeout)
+            await done
         except Discarded:
             raise NotFound(f"stream {stream.name!r} was deleted before Kafka acknowledged the "
                            "rows; they were discarded with it") from None

@@ -67,6 +67,11 @@ class Split:
     bad: list[BadRow]
     meta: RecordMeta | None = None  # the rows' own Kafka keys, partitions, headers (REST proxy)
 
+    def take_rows(self) -> list[Any]:
+        """The valid rows, handed over: the split keeps no reference to them."""
+        rows, self.rows = self.rows, []
+        return rows
+
 
 def split_rows(schema: CompiledSchema, body: bytes) -> Split:
     """Decode NDJSON (or concatenated objects) into valid rows and bad rows.

@@ -140,7 +140,8 @@ class IngestService:
             await self.ensure_quarantine(stream)
             quarantine = quarantine_values(split.bad, stream=stream.name,
                                            request_id=req.request_id)
-        outcome = await self.pipeline.admit(stream, split.rows, wait=req.wait,
+        # handed over, not kept here: the pipeline frees the decoded rows before it waits
+        outcome = await self.pipeline.admit(stream, split.take_rows(), wait=req.wait,
                                             quarantine=quarantine, meta=split.meta)
         outcome.headers = headers
         return outcome

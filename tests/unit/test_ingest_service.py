@@ -4,7 +4,8 @@ rejected-bytes metric (data sources included), and the Retry-After rule from the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from gateway.auth import ADMIN, APPEND, Principal
 from gateway.catalog.model import Column, Stream
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import Conflict, Forbidden, InvalidRow, NotFound, Overloaded, Unavailable
+from gateway.deadlines import Deadlines
+from gateway.errors import Conflict, Forbidden, InvalidRow, NotConfirmed, NotFound, Overloaded, Unavailable
 from gateway.ingest.formats import Format
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
@@ -72,6 +74,75 @@ async def test_rows_are_queued_and_acknowledged(gw: Gateway, tmp_path: Path) -> 
     assert (outcome.rows, outcome.quarantined, outcome.acknowledged) == (2, 0, True)
     lines = (tmp_path / "sink" / "ingest.s.ndjson").read_bytes().splitlines()
     assert lines == [b'{"id":"a","n":1}', b'{"id":"b","n":2}']
+
+
+def hold_acknowledgements(gw: Gateway, monkeypatch: pytest.MonkeyPatch
+                          ) -> tuple[asyncio.Event, asyncio.Future[None]]:
+    """Make the sink's acknowledgements (of `send` and `send_lines`) wait for the returned gate;
+    the event is set once a flush was handed over."""
+    sent, gate = asyncio.Event(), asyncio.get_running_loop().create_future()
+
+    def held(send: Callable[..., Awaitable[asyncio.Future[Any]]]
+             ) -> Callable[..., Awaitable[asyncio.Future[Any]]]:
+        async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            landed = await send(*args, **kwargs)
+            sent.set()
+
+            async def acknowledged() -> Any:
+                await gate
+                return await landed
+            return asyncio.ensure_future(acknowledged())
+        return held_send
+
+    monkeypatch.setattr(gw.sink, "send", held(gw.sink.send))
+    monkeypatch.setattr(gw.sink, "send_lines", held(gw.sink.send_lines))
+    return sent, gate
+
+
+class KeptRows:
+    """A streamed body that keeps the list of rows it decoded, to look at while the request waits."""
+
+    __slots__ = ("body", "decoded", "nbytes")
+
+    def __init__(self, body: StreamedBody) -> None:
+        self.body = body
+        self.decoded: list[Any] = []
+        self.nbytes = 0
+
+    async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        split = await self.body.rows(schema, hold)
+        self.decoded = split.rows
+        return split
+
+
+async def test_a_waiting_request_does_not_keep_its_decoded_rows(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the encoded records stay queued until Kafka acknowledges: 64 waiting requests holding
+    their decoded rows too spread the working set beyond the CPU caches (S2: ~12 % more CPU)."""
+    sent, gate = hold_acknowledgements(gw, monkeypatch)
+    payload = KeptRows(StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n',
+                                                              b'{"id": "b", "n": 2}\n')))
+    task = asyncio.create_task(gw.ingest.ingest(IngestRequest("s", payload, WHO, wait=True)))
+    await sent.wait()
+    assert not task.done() and len(payload.decoded) == 2
+    # encoded and queued: nothing of the waiting request holds its decoded rows any more
+    assert gc.get_referrers(payload.decoded) == [payload]
+    gate.set_result(None)
+    outcome = await task
+    assert (outcome.rows, outcome.acknowledged) == (2, True)
+
+
+async def test_a_wait_past_its_deadline_is_not_confirmed_and_the_rows_stay_queued(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _, gate = hold_acknowledgements(gw, monkeypatch)
+    gw.pipeline.deadlines = Deadlines(0.01)
+    body = StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n'))
+    with pytest.raises(NotConfirmed):
+        await gw.ingest.ingest(IngestRequest("s", body, WHO, wait=True))
+    gate.set_result(None)
+    assert await gw.queues.drain(30)
+    lines = (tmp_path / "sink" / "ingest.s.ndjson").read_bytes().splitlines()
+    assert lines == [b'{"id":"a","n":1}']
 
 
 async def test_refusals_come_before_the_body_is_decoded(gw: Gateway) -> None:
