@@ -101,6 +101,13 @@ class Offsets:
             if any(not c.partitions_for_topic(t) for t in missing):
                 await asyncio.sleep(0.2)
 
+    async def max_partitions(self, topics: list[str]) -> int:
+        """The most partitions any of the topics has."""
+        counts: dict[str, int] = {}
+        for tp in await self._partitions(topics):
+            counts[tp.topic] = counts.get(tp.topic, 0) + 1
+        return max(counts.values(), default=1)
+
     async def total(self, topics: Iterable[str]) -> int:
         """Records in the topics (sum of every partition's end offset)."""
         tps = await self._partitions(list(topics))
