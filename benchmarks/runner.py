@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,7 +374,9 @@ class Run:
         """Many streams: two delivered batches on every partition, then a quiet broker
         (benchmarks.steady says why)."""
         body = make_body(s.payload, [self.rows.row() for _ in range(s.payload.rows)]).data
+        started = time.monotonic()
         rounds = 2 * await self.offsets.max_partitions(topics)
+        known = time.monotonic() - started
         primed = 0.0
         for srv in gw.servers:
             primed += await steady.prime(steady.Priming(f"http://127.0.0.1:{srv.port}", paths,
@@ -382,7 +385,8 @@ class Run:
         self.say(f"{s.id}: primed {len(paths)} streams x {rounds} requests in {primed:.1f} s, "
                  f"then waited {idle['broker_idle_wait_s']:.1f} s for an idle broker"
                  f"{'' if idle['broker_settled'] else ' (it did NOT settle)'}")
-        return {"primed_s": round(primed, 2), "priming_requests_per_stream": rounds, **idle}
+        return {"topics_known_s": round(known, 2), "primed_s": round(primed, 2),
+                "priming_requests_per_stream": rounds, **idle}
 
     async def _stop(self, gw: Gateways) -> list[int | None]:
         """Stop the gateways (each drains), then delete their topics: a run leaves no data behind."""
