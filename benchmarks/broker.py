@@ -101,6 +101,14 @@ class Offsets:
             if any(not c.partitions_for_topic(t) for t in missing):
                 await asyncio.sleep(0.2)
 
+    async def max_partitions(self, topics: list[str], timeout: float = 120) -> int:
+        """The most partitions any of the topics has (new topics: waits until they are known;
+        200 just created took over 30 s to appear at a load average of 12-18)."""
+        counts: dict[str, int] = {}
+        for tp in await self._partitions(topics, timeout):
+            counts[tp.topic] = counts.get(tp.topic, 0) + 1
+        return max(counts.values(), default=1)
+
     async def total(self, topics: Iterable[str]) -> int:
         """Records in the topics (sum of every partition's end offset)."""
         tps = await self._partitions(list(topics))

@@ -15,13 +15,20 @@ from typing import Any
 
 import msgspec
 
-from benchmarks import broker
+from benchmarks import broker, steady
 from benchmarks.broker import Offsets
 from benchmarks.gateways import Gateways, supports_workers
 from benchmarks.loadgen import Request, Step
 from benchmarks.machine import git, machine, now_utc, versions
 from benchmarks.measure import Load, Profile, build_request, measure
-from benchmarks.payloads import Payload, RowFactory, make_pool, pool_size, sample_lines
+from benchmarks.payloads import (
+    Payload,
+    RowFactory,
+    make_body,
+    make_pool,
+    pool_size,
+    sample_lines,
+)
 from benchmarks.procs import (
     ROOT,
     Pinning,
@@ -115,13 +122,17 @@ class Run:
 
     def requests(self, payload: Payload, port: int, paths: list[str], wait: bool,
                  size: int | None = None) -> list[Request]:
-        headers = {"X-Api-Key": self.key, "Content-Type": payload.content_type}
-        if payload.gzip:
-            headers["Content-Encoding"] = "gzip"
+        headers = self.headers(payload)
         query = "" if payload.fmt == "restproxy" else "?wait=true" if wait else "?wait=false"
         return [build_request("127.0.0.1", port, paths[i % len(paths)] + query, headers, b.data,
                               b.rows, b.raw_bytes)
                 for i, b in enumerate(self.pool(payload, size))]
+
+    def headers(self, payload: Payload) -> dict[str, str]:
+        headers = {"X-Api-Key": self.key, "Content-Type": payload.content_type}
+        if payload.gzip:
+            headers["Content-Encoding"] = "gzip"
+        return headers
 
     def steps(self, seconds: float | None = None) -> list[Step]:
         return [Step(self.o.rate or 0.0, seconds or self.o.duration)]
@@ -328,10 +339,10 @@ class Run:
         try:
             await gw.start(count, extra)
             topics = await gw.create_streams(names)
-            if s.streams > 1:
-                out["config"]["broker_settle_s"] = await self._settle_broker()
             paths = ([f"/topics/{n}" for n in names] if s.route == "restproxy" else
                      [f"/api/v1beta2/streams/{n}/ingest" for n in names])
+            if s.streams > 1:
+                out["config"]["steady_state"] = await self._steady(gw, s, paths, topics)
             size = max(pool_size(s.payload), s.streams)
             load = Load([("127.0.0.1", srv.port) for srv in gw.servers],
                         [self.requests(s.payload, srv.port, paths, s.wait, size) for srv in gw.servers],
@@ -358,19 +369,24 @@ class Run:
         out["goal"] = evaluate(s, out.get("measurement", {}), self.ceilings, self.results)
         return out
 
-    async def _settle_broker(self, idle_cores: float = 0.15, timeout: float = 30.0) -> float:
-        """Wait while the broker is still busy with new topics (about 0.5 core for some seconds
-        after 200 were created), so that the phase measures producing, not topic set-up."""
-        if not self.broker_pid:
-            return 0.0
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            before = cpu_seconds(self.broker_pid)
-            await asyncio.sleep(0.5)
-            after = cpu_seconds(self.broker_pid)
-            if before is None or after is None or (after - before) / 0.5 < idle_cores:
-                break
-        return time.monotonic() - start
+    async def _steady(self, gw: Gateways, s: Scenario, paths: list[str], topics: list[str]
+                      ) -> dict[str, Any]:
+        """Many streams: two delivered batches on every partition, then a quiet broker
+        (benchmarks.steady says why)."""
+        body = make_body(s.payload, [self.rows.row() for _ in range(s.payload.rows)]).data
+        started = time.monotonic()
+        rounds = 2 * await self.offsets.max_partitions(topics)
+        known = time.monotonic() - started
+        primed = 0.0
+        for srv in gw.servers:
+            primed += await steady.prime(steady.Priming(f"http://127.0.0.1:{srv.port}", paths,
+                                                        self.headers(s.payload), body, rounds))
+        idle = await steady.broker_idle(self.broker_pid)
+        self.say(f"{s.id}: primed {len(paths)} streams x {rounds} requests in {primed:.1f} s, "
+                 f"then waited {idle['broker_idle_wait_s']:.1f} s for an idle broker"
+                 f"{'' if idle['broker_settled'] else ' (it did NOT settle)'}")
+        return {"topics_known_s": round(known, 2), "primed_s": round(primed, 2),
+                "priming_requests_per_stream": rounds, **idle}
 
     async def _stop(self, gw: Gateways) -> list[int | None]:
         """Stop the gateways (each drains), then delete their topics: a run leaves no data behind."""

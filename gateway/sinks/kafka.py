@@ -289,21 +289,51 @@ class KafkaSink:
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return asyncio.ensure_future(self._delivered(producer, shipped, started))
+        return self._delivered(producer, shipped, started)
 
-    async def _delivered(self, producer: Any, shipped: list[Shipped],
-                         started: float) -> Landed | None:
-        try:
-            done = await asyncio.gather(*(fut for fut, _ in shipped))
-        except KafkaError as exc:
-            self._failed(producer, exc)
-            raise SinkUnavailable(str(exc)) from exc
+    def _delivered(self, producer: Any, shipped: list[Shipped],
+                   started: float) -> asyncio.Future[Landed | None]:
+        """A future of the flush: where its batches landed once all are acknowledged, or the
+        first failure. Done callbacks instead of a task gathering them: with many quiet streams
+        every request is a flush of its own, and a task plus `gather` per flush cost more."""
+        out: asyncio.Future[Landed | None] = asyncio.get_running_loop().create_future()
+        pending = len(shipped)
+
+        def settled(fut: asyncio.Future[Any]) -> None:
+            nonlocal pending
+            if out.done():  # an earlier batch failed: the flush is settled already
+                if not fut.cancelled():
+                    fut.exception()  # retrieved, or asyncio logs it at GC
+                return
+            if fut.cancelled():
+                out.cancel()
+                return
+            exc = fut.exception()
+            if exc is not None:
+                if isinstance(exc, KafkaError):
+                    self._failed(producer, exc)
+                    failure = SinkUnavailable(str(exc))
+                    failure.__cause__ = exc
+                    exc = failure
+                out.set_exception(exc)
+                return
+            pending -= 1
+            if not pending:
+                out.set_result(self._landed(shipped, started))
+
+        if not shipped:
+            out.set_result(self._landed(shipped, started))
+        for fut, _ in shipped:
+            fut.add_done_callback(settled)
+        return out
+
+    def _landed(self, shipped: list[Shipped], started: float) -> Landed:
         self._last_reply = time.monotonic()
         self._set_healthy(True)
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         # the batch future's metadata carries the batch's base offset (aiokafka MessageBatch.done)
-        return Landed([(md.partition, md.offset, indices)
-                       for md, (_, indices) in zip(done, shipped, strict=True)])
+        return Landed([(fut.result().partition, fut.result().offset, indices)
+                       for fut, indices in shipped])
 
     def _failed(self, producer: Any, exc: KafkaError) -> None:
         """Count a failed send; Kafka is unreachable unless it answered (sequence errors) or the
