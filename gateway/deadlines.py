@@ -48,7 +48,7 @@ class Deadlines:
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         watched = self._watched
-        now = loop.time()
+        now = loop.time() + 0.001  # uvloop's clock and timers move in whole milliseconds
         while watched and (watched[0][1].done() or watched[0][0] <= now):
             _, fut = watched.popleft()
             if not fut.done():

@@ -13,6 +13,7 @@ import contextvars
 import functools
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -141,9 +142,10 @@ class StreamQueue:
         # One process: the gauges read the queue when scraped, nothing per request. Under
         # --workers the values must go to the shared files: set once per flush (`_set_gauges`).
         self._gauges: tuple[Any, Any] | None = gauges if metrics.MULTIPROCESS else None
-        if self._gauges is None:
-            gauges[0].set_function(lambda: self.rows)
-            gauges[1].set_function(lambda: self.nbytes)
+        if self._gauges is None:  # a weak reference: the gauge must not keep a deleted queue
+            queue = weakref.ref(self)
+            gauges[0].set_function(lambda: q.rows if (q := queue()) is not None else 0)
+            gauges[1].set_function(lambda: q.nbytes if (q := queue()) is not None else 0)
         self._delivered = metrics.ROWS_DELIVERED.labels(stream=self.stream)
 
     def start(self) -> None:

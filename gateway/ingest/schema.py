@@ -54,6 +54,17 @@ class Encoded:
         return lines_of(self.lines)
 
 
+def _one_line_each(encoder: msgspec.json.Encoder, items: list[Any]) -> bytes:
+    """`items` as JSON, one line each: the newlines are the record boundaries downstream. A `json`
+    column keeps the client's bytes (msgspec.Raw), which may hold newlines between tokens; rows
+    holding one are compacted (a scan of the blob finds them, the rare path re-encodes)."""
+    blob = encoder.encode_lines(items)
+    if blob.count(b"\n") == len(items):
+        return blob
+    compact = msgspec.json.format
+    return b"".join([compact(encoder.encode(item), indent=-1) + b"\n" for item in items])
+
+
 @dataclass(slots=True)
 class _Field:
     column: Column
@@ -348,15 +359,14 @@ class CompiledSchema:
     # ---- encoding ---------------------------------------------------------------------------
     def encode(self, rows: list[Any]) -> Encoded:
         """Encode rows as Kafka record values (JSON objects, every column) and keys (kv modes)."""
-        blob = self.encoder.encode_lines(rows)  # a newline after each row, none inside one
+        blob = _one_line_each(self.encoder, rows)
         keys: list[bytes] | None = None
         if self._key_getter is not None:
             parts = list(map(self._key_getter, rows))
             if self._key_is_text:
                 keys = [p.encode() for p in parts]
             else:
-                kblob = self.encoder.encode_lines(parts)
-                keys = lines_of(kblob)
+                keys = lines_of(_one_line_each(self.encoder, parts))
         return Encoded(blob, keys, len(rows))
 
 

@@ -412,7 +412,7 @@ static PyObject *encode_lines(PyObject *module, PyObject *args) {
         end_run = k + 1;
         end_offset = 0;
     }
-fitted:
+fitted:;  /* a null statement: a declaration may not follow a label before C23 */
     char *p = blank_batch(pos, &out);
     if (p == NULL)
         goto done;

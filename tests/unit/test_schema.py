@@ -320,6 +320,22 @@ def test_compact_empty_data(events: CompiledSchema) -> None:
     assert events.decode_compact_data(["id"], b"[]") == []
 
 
+@pytest.mark.parametrize("form", ["ndjson", "compact"])
+def test_a_json_value_with_newlines_stays_one_record(events: CompiledSchema, form: str) -> None:
+    """A `json` column keeps the client's bytes; newlines between its tokens would split the row
+    into several Kafka records (the newlines are the record boundaries): they are compacted away,
+    and newlines escaped inside its strings are kept."""
+    meta = b'{\n  "k": [1,\n 2],\r\n  "s": "a\\nb"\n}'
+    if form == "ndjson":
+        rows = events.decode_ndjson(b'{"id":1,"meta":' + meta + b'}\n{"id":2}\n', 0)
+    else:
+        rows = events.decode_compact_data(["id", "meta"], b"[[1," + meta + b"],[2,{}]]")
+    enc = events.encode(rows)
+    assert enc.rows == 2 == enc.lines.count(b"\n")
+    first, second = parsed(enc.values)
+    assert first["meta"] == {"k": [1, 2], "s": "a\nb"} and second["id"] == 2  # type: ignore[index]
+
+
 # ---- keys ---------------------------------------------------------------------------------------
 def test_keyed_stream_with_composite_key_gives_json_array_keys() -> None:
     schema = compile_(Column("timestamp", "datetime64(3)"), Column("name", "string"),
