@@ -254,6 +254,10 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
     if settings.spool_dir and (workload["kind"] != "StatefulSet"
                                or mounts.get(settings.spool_dir) not in claims):
         yield f"{name}: --spool-dir {settings.spool_dir} must be a StatefulSet's volume claim"
+    if settings.spool_dir and settings.worker_count > 1:
+        # gateway/workers.py gives every worker the same --spool-dir: they would append to and
+        # delete each other's segment files.
+        yield f"{name}: --spool-dir needs --workers 1 (the workers would share one spool)"
 
     # Resources (README "Workers and sizing"): a core per worker; memory above the row buffers.
     resources = gw.get("resources", {})
@@ -385,6 +389,35 @@ def test_the_admin_key_guard_refuses_the_placeholder(built: dict[str, Any]) -> N
     assert run("0123456789abcdef" * 3).returncode == 0
 
 
+def test_a_site_overlay_replaces_the_placeholder_key(tools: Path, tmp_path: Path) -> None:
+    """The README's way to supply the admin key: an overlay of one's own, kept out of git."""
+    key = "0123456789abcdef" * 3
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "admin.env").write_text(f"GATEWAY_ADMIN_KEY={key}\n")
+    (site / "kustomization.yaml").write_text(f"""\
+resources: ["{os.path.relpath(KUBERNETES / "overlays" / "production", site)}"]
+secretGenerator:
+  - name: ingest-gateway-admin
+    behavior: replace
+    envs: [admin.env]
+images:
+  - name: ingest-gateway
+    newName: registry.example.com/ingest-gateway
+    newTag: "{__version__}"
+""")
+    _, docs = build(tools, site)
+    (secret,) = of_kind(docs, "Secret")
+    assert base64.b64decode(secret["data"]["GATEWAY_ADMIN_KEY"]).decode() == key
+    pod = workload_of(docs)["spec"]["template"]["spec"]
+    assert environment(docs, gateway_container(pod))["GATEWAY_ADMIN_KEY"] == key
+    assert environment(docs, pod["initContainers"][0])["GATEWAY_ADMIN_KEY"] == key
+    assert gateway_container(pod)["image"] == f"registry.example.com/ingest-gateway:{__version__}"
+    # Everything else holds; only the committed-placeholder rule (meant for this repository) not.
+    problems = check(docs)
+    assert problems and all("placeholder" in p for p in problems), problems
+
+
 def test_dockerfile_makes_what_the_manifests_expect() -> None:
     """The facts check_workload compares against, read from deploy/Dockerfile."""
     image = dockerfile()
@@ -445,6 +478,9 @@ BREAKAGES: dict[str, tuple[Callable[[list[dict[str, Any]]], object], str]] = {
         memory="512Mi"), "memory limit 512 MiB <"),
     "a spool on an emptyDir": (lambda d: settings_map(d).update(GATEWAY_SPOOL_DIR="/tmp/spool"),
                                "must be a StatefulSet's volume claim"),
+    "a shared spool": (lambda d: settings_map(d).update(GATEWAY_SPOOL_DIR="/tmp/spool",
+                                                       GATEWAY_WORKERS="2"),
+                       "--spool-dir needs --workers 1"),
     "service selects nothing": (lambda d: of_kind(d, "Service")[0]["spec"]["selector"].update(
         app="other"), "does not select the gateway pods"),
     "secret not in the output": (lambda d: of_kind(d, "Secret")[0]["metadata"].update(
