@@ -28,9 +28,10 @@ from gateway.config import MiB, Settings, env_name, from_sources
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-# The oldest Kubernetes the manifests are for: PodDisruptionBudget.unhealthyPodEvictionPolicy and
-# StatefulSet.persistentVolumeClaimRetentionPolicy are GA from 1.31 and 1.32 on.
-KUBERNETES_VERSION = "1.32.0"
+# The oldest Kubernetes the manifests are for (PodDisruptionBudget.unhealthyPodEvictionPolicy and
+# StatefulSet.persistentVolumeClaimRetentionPolicy are GA from 1.31 and 1.32 on), and the newest
+# that kubernetes-validate 1.37.0 bundles (nothing used was removed since).
+KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 # kube-score checks left out, with why:
 KUBE_SCORE_IGNORED = (
     # The image is pinned to a version tag; IfNotPresent lets pods restart during a registry outage.
@@ -78,17 +79,18 @@ def build(tools: Path, directory: Path) -> tuple[str, list[dict[str, Any]]]:
 
 
 def schema_errors(docs: list[dict[str, Any]]) -> list[str]:
-    """Every document against the pinned version's schemas, strict (unknown fields are errors);
+    """Every document against the pinned versions' schemas, strict (unknown fields are errors);
     a kind without a schema is an error too (the CLI would only warn)."""
     errors = []
-    for doc in docs:
-        name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
-        try:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            errors.append(f"{name}: {'.'.join(map(str, exc.path))}: {exc.message}")
-        except kubernetes_validate.SchemaNotFoundError as exc:
-            errors.append(f"{name}: {exc.message}")
+    for version in KUBERNETES_VERSIONS:
+        for doc in docs:
+            name = f"{version} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append(f"{name}: {'.'.join(map(str, exc.path))}: {exc.message}")
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                errors.append(f"{name}: {exc.message}")
     return errors
 
 
