@@ -198,6 +198,9 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
     if ports.get("http") != image["port"] or settings.port != image["port"]:
         yield f"{name}: port http {ports.get('http')} / GATEWAY_PORT {settings.port} is not " \
               f"the image's EXPOSE {image['port']}"
+    scrape = workload["spec"]["template"]["metadata"].get("annotations", {})
+    if scrape.get("prometheus.io/port", str(image["port"])) != str(image["port"]):
+        yield f"{name}: prometheus.io/port is not the gateway's port {image['port']}"
     if settings.host != "0.0.0.0":
         yield f"{name}: the gateway must listen on 0.0.0.0, not {settings.host}"
 
@@ -470,6 +473,8 @@ BREAKAGES: dict[str, tuple[Callable[[list[dict[str, Any]]], object], str]] = {
                      "is not ingest-gateway:"),
     "another port": (lambda d: settings_map(d).update(GATEWAY_PORT="9000"),
                      "is not the image's EXPOSE"),
+    "scrape another port": (lambda d: workload_of(d)["spec"]["template"]["metadata"][
+        "annotations"].update({"prometheus.io/port": "9000"}), "prometheus.io/port"),
     "a real key": (lambda d: of_kind(d, "Secret")[0]["data"].update(
         GATEWAY_ADMIN_KEY=base64.b64encode(b"k" * 48).decode()), "placeholder"),
     "a misspelt setting": (lambda d: settings_map(d).update(GATEWAY_DRAIN_TIMEOUT="60"),
