@@ -394,23 +394,25 @@ def test_the_admin_key_guard_refuses_the_placeholder(built: dict[str, Any]) -> N
     assert run("0123456789abcdef" * 3).returncode == 0
 
 
-def test_a_site_overlay_replaces_the_placeholder_key(tools: Path, tmp_path: Path) -> None:
-    """The README's way to supply the admin key: an overlay of one's own, kept out of git."""
+README = ROOT / "README.md"
+
+
+def readme_kubernetes() -> str:
+    text = README.read_text()
+    return text[text.index("### Kubernetes"):]
+
+
+def test_the_readme_site_overlay_replaces_the_placeholder_key(tools: Path, tmp_path: Path) -> None:
+    """The README's way to supply the admin key, as written there: an overlay of one's own."""
+    section = readme_kubernetes()
+    kustomization = re.search(r"cat > kustomization.yaml <<'EOT'\n(.*?)\nEOT\n", section, re.S)
+    assert kustomization is not None
     key = "0123456789abcdef" * 3
-    site = tmp_path / "site"
+    site = tmp_path / "my-gateway"
     site.mkdir()
     (site / "admin.env").write_text(f"GATEWAY_ADMIN_KEY={key}\n")
-    (site / "kustomization.yaml").write_text(f"""\
-resources: ["{os.path.relpath(KUBERNETES / "overlays" / "production", site)}"]
-secretGenerator:
-  - name: ingest-gateway-admin
-    behavior: replace
-    envs: [admin.env]
-images:
-  - name: ingest-gateway
-    newName: registry.example.com/ingest-gateway
-    newTag: "{__version__}"
-""")
+    (site / "kustomization.yaml").write_text(kustomization.group(1).replace(
+        "../deploy/kubernetes/", os.path.relpath(KUBERNETES, site) + "/"))
     _, docs = build(tools, site)
     (secret,) = of_kind(docs, "Secret")
     assert base64.b64decode(secret["data"]["GATEWAY_ADMIN_KEY"]).decode() == key
@@ -421,6 +423,42 @@ images:
     # Everything else holds; only the committed-placeholder rule (meant for this repository) not.
     problems = check(docs)
     assert problems and all("placeholder" in p for p in problems), problems
+
+
+def test_the_readme_strimzi_kafka_is_what_the_manifests_point_at(built: dict[str, Any]) -> None:
+    """The README's Kafka resource, the bootstrap address, and the NetworkPolicies of both sides."""
+    block = re.search(r"```yaml\n(apiVersion: kafka\.strimzi\.io/.*?)```", readme_kubernetes(), re.S)
+    assert block is not None
+    kafka = yaml.safe_load(block.group(1))
+    assert kafka["kind"] == "Kafka"
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    # What the gateway supports: plaintext, no authentication (gateway/config.py has no Kafka TLS
+    # or SASL setting).
+    assert listener["tls"] is False and "authentication" not in listener
+    assert not [f for f in Settings.__dataclass_fields__ if re.search(r"sasl|tls|ssl", f)]
+    docs = docs_of(built, "overlays/production")
+    gw = gateway_container(workload_of(docs)["spec"]["template"]["spec"])
+    settings = settings_of(docs, gw)
+    name, namespace = kafka["metadata"]["name"], kafka["metadata"]["namespace"]
+    assert settings.kafka_bootstrap == f"{name}-kafka-bootstrap.{namespace}.svc:{listener['port']}"
+    config = kafka["spec"]["kafka"]["config"]
+    assert settings.replication_factor == config["default.replication.factor"] > \
+        config["min.insync.replicas"]
+    assert config["auto.create.topics.enable"] is False
+    # The gateway's egress reaches exactly those brokers...
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    (to_kafka,) = [rule for rule in policy["spec"]["egress"] if "to" in rule]
+    (peer,) = to_kafka["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
+    assert peer["podSelector"]["matchLabels"] == {"strimzi.io/cluster": name}
+    assert [p["port"] for p in to_kafka["ports"]] == [listener["port"]]
+    # ...and the listener lets the gateway's pods in.
+    (allowed,) = listener["networkPolicyPeers"]
+    (ns,) = of_kind(docs, "Namespace")
+    assert allowed["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": ns["metadata"]["name"]}
+    labels = workload_of(docs)["spec"]["template"]["metadata"]["labels"]
+    assert allowed["podSelector"]["matchLabels"].items() <= labels.items()
 
 
 def test_dockerfile_makes_what_the_manifests_expect() -> None:
