@@ -133,8 +133,7 @@ def gateway_container(pod: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in containers if c["name"] == "gateway")
 
 
-def environment(docs: list[dict[str, Any]], container: dict[str, Any],
-                *, admin_key: str | None = None) -> dict[str, str]:
+def environment(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
     """The container's environment from its ConfigMaps and Secrets (envFrom and env)."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
@@ -147,14 +146,12 @@ def environment(docs: list[dict[str, Any]], container: dict[str, Any],
                         (secret or {}).get("data", {}).items()})
             env.update((secret or {}).get("stringData", {}))
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
-    if admin_key is not None and "GATEWAY_ADMIN_KEY" in env:
-        env["GATEWAY_ADMIN_KEY"] = admin_key
     return env
 
 
 def settings_of(docs: list[dict[str, Any]], container: dict[str, Any]) -> Settings:
     """The gateway's settings in that environment (ValueError if the gateway would refuse them)."""
-    env = environment(docs, container, admin_key="k" * 48)
+    env = environment(docs, container)
     return from_sources(None, {k: v for k, v in env.items() if k.startswith("GATEWAY_")})
 
 
@@ -184,8 +181,7 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
             else ("Secret", source["secretRef"])
         if by_name(docs, kind, ref["name"]) is None:
             yield f"{name}: envFrom names {kind} {ref['name']}, which is not in the output"
-    key = environment(docs, gw).get("GATEWAY_ADMIN_KEY", "")
-    if not key.startswith(PLACEHOLDER):
+    if not env.get("GATEWAY_ADMIN_KEY", "").startswith(PLACEHOLDER):
         yield f"{name}: the committed admin key must be the {PLACEHOLDER}… placeholder"
 
     # The image: deploy/Dockerfile's user, port, entrypoint and version.
