@@ -118,7 +118,10 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)
     streams = StreamService(catalog, parts.topics, queues, schemas, StreamDefaults(
-        settings.topic_prefix, settings.default_shards, settings.replication_factor))
+        settings.topic_prefix, settings.default_shards, settings.replication_factor,
+        max_shards=settings.max_shards, max_columns=settings.max_columns,
+        max_schema_versions=settings.max_schema_versions,
+        max_record_bytes=settings.max_stream_record_bytes))
     ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
     quarantine_log: QuarantineLog = (FileQuarantineLog(settings.data_dir / "sink")
                                      if isinstance(sink, LocalSink)
@@ -201,6 +204,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
                   gw.settings.drain_timeout_s, gw.queues.total_rows())
         app["drain_failed"] = True
     await gw.queues.stop()
+    if not isinstance(gw.stats, LocalSink):  # the embedded sink is its own stats reader
+        await gw.stats.close()
     if gw.lifecycle.sink_started:
         await gw.sink.close()
     await gw.catalog.close()

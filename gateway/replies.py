@@ -24,13 +24,15 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.compression_utils import MAX_SYNC_CHUNK_SIZE
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_response import REASON_PHRASES
 from multidict import CIMultiDict
 
 # Characters a header must not hold (aiohttp's serializer refuses the same: header injection).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_SERVER_TAIL = f"\r\nServer: {SERVER_SOFTWARE}\r\n"
+# Every reply's `Server` header: no Python or aiohttp version (aiohttp's default names both).
+# Replies aiohttp prepares itself get it from the middleware and GuardedHandler.handle_error.
+SERVER_NAME = "ingest-gateway"
+_SERVER_TAIL = f"\r\nServer: {SERVER_NAME}\r\n"
 _status_lines: dict[tuple[int, int, int], str] = {}
 
 

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.catalog.model import ReplayMark, Stream
-from gateway.errors import BadRequest, Unavailable
+from gateway.errors import BadRequest, failed
 from gateway.evolution.replay_scan import MAX_SCAN, Scan, scan_written
 
 Position = dict[int, int]
@@ -109,8 +109,7 @@ class KafkaQuarantineLog:
                     await consumer.start()
                     yield consumer
             except (KafkaError, OSError, TimeoutError) as exc:
-                raise Unavailable(f"could not read the quarantine topic: {exc!r}",
-                                  retry_after=1.0) from None
+                raise failed("could not read the quarantine topic", exc) from None
             finally:
                 with contextlib.suppress(Exception):
                     await consumer.stop()

@@ -17,6 +17,11 @@ class SinkUnavailable(Exception):
     """The sink cannot take records right now (Kafka unreachable, topic missing, …)."""
 
 
+class TopicRefused(Exception):
+    """Kafka refused a topic change for good (invalid partitions, replication factor, config,
+    policy): retrying it unchanged cannot help. The message names Kafka's error, nothing else."""
+
+
 @dataclass(slots=True)
 class TopicStats:
     """What the sink can tell about a stream's topic; None where it does not know."""
@@ -145,6 +150,9 @@ class TopicStatsReader(Protocol):
 
     async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
         """Row count, size, first/last record times and (for `days` > 0) rows per day."""
+
+    async def close(self) -> None:
+        """Release the clients it holds (at shutdown)."""
 
 
 @dataclass(slots=True)
