@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -61,7 +63,9 @@ class StreamService:
     """Validates stream definitions, manages their topics, and keeps the catalog in step."""
 
     def __init__(self, catalog: Catalog, topics: TopicAdmin, queues: Queues, schemas: SchemaCache,
-                 defaults: StreamDefaults) -> None:
+                 defaults: StreamDefaults, on_gone: Callable[[Stream], None] | None = None
+                 ) -> None:
+        self.on_gone = on_gone  # drops a deleted stream's metrics, limiters, producer state
         self.catalog = catalog
         self.topics = topics
         self.queues = queues
@@ -80,12 +84,21 @@ class StreamService:
         # Deleted (its topics too): its queues go now, so rows for a stream re-created meanwhile
         # get new ones, and its quarantine topic must be made again.
         self._quarantine_ready.discard(before.topic)
-        for queue in (self.queues.detach(name, before.topic),
-                      self.queues.detach(before.quarantine_topic, before.quarantine_topic)):
-            if queue is not None:  # its waiting requests get 404 now, its queued rows go
-                task = asyncio.get_running_loop().create_task(queue.delete(DELETE_GRACE_S))
-                self._dropping.add(task)
-                task.add_done_callback(self._dropping.discard)
+        deleting = [queue.delete(DELETE_GRACE_S)  # its waiting requests get 404, its rows go
+                    for queue in (self.queues.detach(name, before.topic),
+                                  self.queues.detach(before.quarantine_topic,
+                                                     before.quarantine_topic))
+                    if queue is not None]
+        task = asyncio.get_running_loop().create_task(self._gone(before, deleting))
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
+    async def _gone(self, stream: Stream, deleting: list[Coroutine[Any, Any, None]]) -> None:
+        """Once a deleted stream's queues are dropped, forget everything kept under its name
+        (unless a stream of that name was created again meanwhile)."""
+        await asyncio.gather(*deleting, return_exceptions=True)
+        if self.on_gone is not None and self.catalog.stream(stream.name) is None:
+            self.on_gone(stream)
 
     def get(self, name: str) -> Stream:
         """The stream, or 404."""

@@ -131,6 +131,9 @@ class Sink(Protocol):
         """Hand over unkeyed records given as runs of lines (the common path), as `send` does;
         the flush's records are numbered across the runs, in order."""
 
+    def forget_topics(self, topics: list[str]) -> None:
+        """Drop whatever the sink keeps per topic, for topics of a deleted stream."""
+
 
 class TopicAdmin(Protocol):
     """Creates, alters and deletes a stream's topics. Implementations: `KafkaTopics`, `LocalSink`."""
