@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 from gateway.catalog.changes import ABSENT, Change
 from gateway.catalog.store import Catalog
 from gateway.errors import NotConfirmed, Unavailable, failed
+from gateway.sinks.kafka_stop import stop_quietly
 
 log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "_ingest_gateway_catalog"
@@ -159,5 +160,4 @@ class KafkaLog:
                 await self._follower
         for client in (self._producer, self._consumer):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                await stop_quietly(client)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Int64, Schema,
 
 from gateway.catalog.model import Stream
 from gateway.sinks.base import SinkUnavailable, TopicStats
+from gateway.sinks.kafka_stop import stop_quietly
 
 if TYPE_CHECKING:
     from gateway.sinks.kafka import KafkaSink
@@ -91,8 +91,7 @@ class KafkaStats:
                 consumer.unsubscribe()  # drop the partitions _latest_timestamp assigned
                 self._idle.append(consumer)
             elif consumer is not None:  # failed or cancelled: its state is unknown, stop it
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+                await stop_quietly(consumer)
             self._slots.release()
 
     async def _new_consumer(self) -> Any:
@@ -102,8 +101,7 @@ class KafkaStats:
         try:
             await consumer.start()
         except BaseException:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await stop_quietly(consumer)
             raise
         self.made += 1
         return consumer
@@ -112,8 +110,7 @@ class KafkaStats:
         """Stop the idle consumers (at shutdown)."""
         idle, self._idle = self._idle, []
         for consumer in idle:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await stop_quietly(consumer)
 
     async def _stats(self, consumer: Any, topic: str, days: int) -> TopicStats:
         parts = sorted(await self._sink.producer.partitions_for(topic) or ())
