@@ -88,7 +88,9 @@ class KafkaStats:
             raise SinkUnavailable(f"could not read the offsets of {stream.topic}: {exc}") from exc
         finally:
             if healthy:
-                consumer.unsubscribe()  # drop the partitions _latest_timestamp assigned
+                # no partitions and no topics tracked: an idle consumer keeps no topic that may be
+                # deleted (it would log "not found" at each metadata refresh)
+                consumer.assign([])
                 self._idle.append(consumer)
             elif consumer is not None:  # failed or cancelled: its state is unknown, stop it
                 await stop_quietly(consumer)

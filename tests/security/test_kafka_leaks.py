@@ -46,6 +46,8 @@ def test_deleted_streams_leave_nothing_behind(broker: Broker, tmp_path: Path) ->
             gw.create_stream(name, COLUMNS)
             assert gw.ingest(name, '{"id": "a", "n": 1}\n',
                              content_type="application/x-ndjson").status == 200
+            # its stats: the pooled stats consumers must not keep tracking its topic either
+            assert gw.request("GET", f"{STREAMS}/{name}/stats").status == 200
             assert gw.request("DELETE", f"{STREAMS}/{name}").status == 204
         # each new topic the producer meets makes it refresh its metadata: a deleted topic it
         # still tracked was logged as an ERROR at every refresh (quadratic in the cycles). (A
