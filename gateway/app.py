@@ -18,6 +18,7 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
 from gateway.catalog.kafka_log import KafkaLog
+from gateway.catalog.model import Stream
 from gateway.catalog.store import Backend, Catalog
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
@@ -118,7 +119,11 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)
     streams = StreamService(catalog, parts.topics, queues, schemas, StreamDefaults(
-        settings.topic_prefix, settings.default_shards, settings.replication_factor))
+        settings.topic_prefix, settings.default_shards, settings.replication_factor,
+        max_shards=settings.max_shards, max_columns=settings.max_columns,
+        max_schema_versions=settings.max_schema_versions,
+        max_record_bytes=settings.max_stream_record_bytes))
+    streams.on_gone = functools.partial(_forget_stream, sink, admission, pipeline)
     ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
     quarantine_log: QuarantineLog = (FileQuarantineLog(settings.data_dir / "sink")
                                      if isinstance(sink, LocalSink)
@@ -128,6 +133,16 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                    Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats,
                    replayer=Replayer(catalog, schemas, pipeline, quarantine_log,
                                      claim_s=settings.replay_claim_s))
+
+
+def _forget_stream(sink: Sink, admission: Admission, pipeline: Pipeline, stream: Stream) -> None:
+    """A deleted stream leaves nothing behind: its metric series, write rates, byte-rate bucket
+    and what the sink keeps per topic (the Kafka producer's metadata interest)."""
+    metrics.forget_stream(stream.name)
+    pipeline.rates.forget(stream.name)
+    if admission.byte_rate is not None:
+        admission.byte_rate.forget(stream.name)
+    sink.forget_topics([stream.topic, stream.quarantine_topic])
 
 
 def _partitions_of(sink: Sink) -> PartitionsOf:
@@ -201,6 +216,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
                   gw.settings.drain_timeout_s, gw.queues.total_rows())
         app["drain_failed"] = True
     await gw.queues.stop()
+    if not isinstance(gw.stats, LocalSink):  # the embedded sink is its own stats reader
+        await gw.stats.close()
     if gw.lifecycle.sink_started:
         await gw.sink.close()
     await gw.catalog.close()

@@ -37,10 +37,14 @@ class Principal:
         """True for the admin key and keys with the admin scope."""
         return ADMIN in self.scopes
 
+    def may_append(self, stream: str) -> bool:
+        """True when the key may write rows into `stream` (whether or not it exists)."""
+        return (self.admin or CREATE in self.scopes or APPEND in self.scopes
+                or f"{APPEND}:{stream}" in self.scopes)
+
     def require_append(self, stream: str) -> None:
         """403 unless the key may write rows into `stream`."""
-        if not (self.admin or CREATE in self.scopes or APPEND in self.scopes
-                or f"{APPEND}:{stream}" in self.scopes):
+        if not self.may_append(stream):
             raise Forbidden(f"this key may not append to stream {stream!r}")
 
     @property
@@ -167,5 +171,6 @@ class Authenticator:
 
 
 def _check_expiry(record: ApiKey) -> None:
+    # worded as an unknown key: "expired" would confirm to whoever holds it that it was real
     if record.expire_at and record.expire_at <= time.time():
-        raise Unauthenticated("API key has expired")
+        raise Unauthenticated("invalid API key")

@@ -119,6 +119,20 @@ class Settings:
         default="*", metadata={"help": "origins whose web pages may send to the ingest routes: * "
                                        "(any), empty (none), or a comma-separated list of "
                                        "scheme://host[:port]; the management API never"})
+    # -- what replies may name, and bounds on what creators can make (issue 20, authz) --
+    public_url: str = field(
+        default="", metadata={"help": "the gateway's public base URL (https://host[:port]) for "
+                                      "the URLs replies contain (REST proxy v3); empty = "
+                                      "relative URLs. Never taken from the request's Host"})
+    max_shards: int = field(
+        default=256, metadata={"help": "most shards (partitions) a stream may have (400)"})
+    max_columns: int = field(
+        default=1000, metadata={"help": "most columns a stream may have (400)"})
+    max_schema_versions: int = field(
+        default=100, metadata={"help": "most schema versions a stream may keep (400)"})
+    max_stream_record_bytes: int = field(
+        default=256 * 1024, metadata={"help": "largest catalog record of a stream, every "
+                                               "schema version included, as JSON (400)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(
         default="text", metadata={"help": "text, or json: one JSON object per line"}
@@ -256,6 +270,14 @@ def _check(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
+    for name in ("max_shards", "max_columns", "max_schema_versions", "max_stream_record_bytes"):
+        if getattr(s, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
+    if s.default_shards > s.max_shards:
+        raise ValueError(f"default_shards ({s.default_shards}) must be at most max_shards "
+                         f"({s.max_shards})")
+    if s.public_url and not s.public_url.startswith(("http://", "https://")):
+        raise ValueError(f"public_url must start with http:// or https://, got {s.public_url!r}")
     if s.gc_gen0_threshold < 0:
         raise ValueError("gc_gen0_threshold must be ≥ 0 (0 = Python's default)")
     if s.kafka_max_unsettled_bytes < s.batch_max_bytes:

@@ -17,6 +17,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway import metrics
+from gateway.replies import SERVER_NAME
 
 log = logging.getLogger(__name__)
 # Liveness probes are served even over the connection cap: refusing them would get a gateway that
@@ -139,7 +140,7 @@ class GuardedHandler(RequestHandler):
         log.info("refused a malformed HTTP request from %s: %d %s", request.remote, status, text)
         body = {"code": status, "message": text, "error": code, "request_id": uuid.uuid4().hex}
         resp = web.Response(body=msgspec.json.encode(body), status=status,
-                            content_type="application/json")
+                            content_type="application/json", headers={"Server": SERVER_NAME})
         resp.force_close()
         return resp
 

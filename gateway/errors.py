@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 
 class GatewayError(Exception):
     """An outcome that ends a request with a non-2xx reply."""
@@ -133,3 +135,21 @@ class NotDurable(GatewayError):
 
     status = 507
     code = "not_durable"
+
+
+class Unprocessable(GatewayError):
+    """Kafka refused a change for good (a topic setting it will never take); retrying cannot help."""
+
+    status = 422
+    code = "refused_by_kafka"
+
+
+_log = logging.getLogger("gateway.errors")
+
+
+def failed(what: str, exc: BaseException, *, retry_after: float = 1.0) -> Unavailable:
+    """A 503 saying what failed and not why: the cause (broker addresses, exception text) goes to
+    the log only, under the request's id, which the reply carries (`X-Request-ID`)."""
+    _log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+    return Unavailable(f"{what}; retry later (the reason is in the gateway's log under this "
+                       "request's id)", retry_after=retry_after)

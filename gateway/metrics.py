@@ -35,6 +35,11 @@ QUEUE_ROWS = Gauge("gateway_queue_rows", "rows queued or in flight, per stream",
                    multiprocess_mode="livesum")
 QUEUE_BYTES = Gauge("gateway_queue_bytes", "bytes queued or in flight, per stream", ["stream"],
                     multiprocess_mode="livesum")
+# Every metric labelled by stream: a deleted stream's series are removed from each (forget_stream).
+_S, _SC = ("stream",), ("stream", "cause")
+PER_STREAM = ((ROWS_ACCEPTED, _S), (BYTES_ACCEPTED, _S), (ROWS_REJECTED, _SC),
+              (BYTES_REJECTED, _SC), (ROWS_QUARANTINED, _S), (ROWS_DELIVERED, _S),
+              (QUEUE_ROWS, _S), (QUEUE_BYTES, _S))
 QUEUE_LIMIT = Gauge("gateway_queue_limit", "configured queue bounds (stream_rows, stream_bytes, "
                     "memory_bytes), summed over the workers like the queue gauges", ["bound"],
                     multiprocess_mode="livesum")
@@ -69,6 +74,16 @@ if MULTIPROCESS:
     MultiProcessCollector(_registry)  # type: ignore[no-untyped-call]
 else:
     _registry = REGISTRY
+
+
+def forget_stream(stream: str) -> None:
+    """Remove every series of a deleted stream, in this process (with --workers, values other
+    workers wrote to their files stay in the sums until those workers restart)."""
+    for metric, names in PER_STREAM:
+        seen = {tuple(s.labels[n] for n in names) for family in metric.collect()
+                for s in family.samples if s.labels.get("stream") == stream}
+        for values in seen:
+            metric.remove(*values)
 
 
 def exposition() -> bytes:

@@ -18,7 +18,7 @@ from gateway.context import REQUEST_ID as REQUEST_ID_KEY
 from gateway.errors import GatewayError, NotFound, RequestTimeout, Unavailable
 from gateway.logs import REQUEST_ID
 from gateway.refusals import error_reply
-from gateway.replies import FastReply, Frame
+from gateway.replies import SERVER_NAME, FastReply, Frame
 from gateway.routes import ROUTES
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = response.headers
         headers["X-Request-ID"] = request_id
         headers["X-Gateway-Worker"] = gw.worker
+        headers["Server"] = SERVER_NAME  # not aiohttp's default, which names versions
         if route.kind == cors.INGEST:
             headers.extend(cors.reply_headers(app[cors.POLICY], origin))
     status = response.status

@@ -24,13 +24,16 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.compression_utils import MAX_SYNC_CHUNK_SIZE
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_response import REASON_PHRASES
 from multidict import CIMultiDict
 
 # Characters a header must not hold (aiohttp's serializer refuses the same: header injection).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_SERVER_TAIL = f"\r\nServer: {SERVER_SOFTWARE}\r\n"
+# Every reply's `Server` header: no Python or aiohttp version (aiohttp's default names both).
+# Set where a handler would set it (after the route's frame), so the fast head and aiohttp's own
+# path give the same bytes; other replies get it from the middleware and GuardedHandler.
+SERVER_NAME = "ingest-gateway"
+_SERVER_LINE = f"Server: {SERVER_NAME}\r\n"
 _status_lines: dict[tuple[int, int, int], str] = {}
 
 
@@ -134,14 +137,19 @@ class FastReply(web.Response):
                 and not (self._compression or self._chunked or self._cookies))
 
     # ---- writing ---------------------------------------------------------------------------
+    async def _slow_prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._payload_writer is None and not self._eof_sent:
+            self._headers.setdefault("Server", SERVER_NAME)  # not aiohttp's, which names versions
+        return await super().prepare(request)
+
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if not self._fast or self._eof_sent or self._payload_writer is not None:
-            return await super().prepare(request)
+            return await self._slow_prepare(request)
         match_info = getattr(request, "_match_info", None)
         if match_info is not None:
             for app in match_info.apps:  # response signals may change headers: aiohttp's path
                 if app.on_response_prepare:
-                    return await super().prepare(request)
+                    return await self._slow_prepare(request)
         method = request.method
         status = self._status
         empty = status in EMPTY_BODY_STATUS_CODES
@@ -157,8 +165,8 @@ class FastReply(web.Response):
         length = "" if empty else f"Content-Length: {len(self._body)}\r\n"  # type: ignore[arg-type]
         assert self._frame is not None
         self._head = (f"{_status_line(major, minor, status, self._reason)}\r\n{self._lead}"
-                      f"X-Request-ID: {self._stamp_id}\r\n{self._frame.lines}{length}"
-                      f"Date: {rfc822_formatted_time()}{_SERVER_TAIL}{connection}\r\n").encode()
+                      f"X-Request-ID: {self._stamp_id}\r\n{self._frame.lines}{_SERVER_LINE}"
+                      f"{length}Date: {rfc822_formatted_time()}\r\n{connection}\r\n").encode()
         self._req = request
         writer = self._payload_writer = request.writer
         return writer

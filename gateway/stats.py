@@ -19,7 +19,7 @@ import datetime
 import msgspec
 
 from gateway.catalog.model import Stream
-from gateway.errors import BadRequest, Unavailable
+from gateway.errors import BadRequest, failed
 from gateway.openapi import Doc
 from gateway.rates import DAY_S, WriteRates
 from gateway.sinks.base import SinkUnavailable, TopicStatsReader
@@ -76,7 +76,7 @@ async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRat
     try:
         topic = await reader.topic_stats(stream, days)
     except SinkUnavailable as exc:
-        raise Unavailable(f"could not read the stream's stats: {exc}", retry_after=1.0) from None
+        raise failed("could not read the stream's stats", exc) from None
     eps, bps = rates.rates(stream.name)
     first, last = rates.seen(stream.name)
     body = StatsOut(

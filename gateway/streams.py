@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from gateway.catalog.model import COMPATIBILITY_MODES, MODES, ON_ERROR, Stream, valid_stream_name
 from gateway.catalog.store import Catalog
-from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.errors import BadRequest, Conflict, NotFound, Unprocessable, failed
 from gateway.evolution.versions import evolve
 from gateway.ingest.schema import SchemaCache, SchemaError, check_columns
 from gateway.queues import Queues
-from gateway.sinks.base import SinkUnavailable, TopicAdmin
+from gateway.sinks.base import SinkUnavailable, TopicAdmin, TopicRefused
 
 # How long a deleted stream's flush in progress may go on (so no batch is left half sent).
 DELETE_GRACE_S = 5.0
@@ -32,13 +34,38 @@ class StreamDefaults:
     topic_prefix: str
     shards: int
     replication_factor: int
+    # bounds on what a creator can make (each a 400 naming its setting)
+    max_shards: int = 256
+    max_columns: int = 1000
+    max_schema_versions: int = 100
+    max_record_bytes: int = 256 * 1024
+
+
+def check_bounds(stream: Stream, d: StreamDefaults, *, record: bool = True) -> None:
+    """400 naming the limit when the stream has more shards, columns or schema versions than the
+    settings allow, or (with `record`) its catalog record is too large."""
+    if stream.shards > d.max_shards:
+        raise BadRequest(f"shards: at most {d.max_shards} (--max-shards), got {stream.shards}")
+    if len(stream.columns) > d.max_columns:
+        raise BadRequest(f"columns: at most {d.max_columns} per stream (--max-columns), got "
+                         f"{len(stream.columns)}")
+    if stream.schema_version > d.max_schema_versions:
+        raise BadRequest(f"stream {stream.name!r} has {d.max_schema_versions} schema versions, "
+                         "the most a stream may have (--max-schema-versions): create a new "
+                         "stream for further changes")
+    size = len(msgspec.json.encode(stream)) if record else 0
+    if size > d.max_record_bytes:
+        raise BadRequest(f"the stream's definition (every schema version included) would be "
+                         f"{size} bytes, over {d.max_record_bytes} (--max-stream-record-bytes)")
 
 
 class StreamService:
     """Validates stream definitions, manages their topics, and keeps the catalog in step."""
 
     def __init__(self, catalog: Catalog, topics: TopicAdmin, queues: Queues, schemas: SchemaCache,
-                 defaults: StreamDefaults) -> None:
+                 defaults: StreamDefaults, on_gone: Callable[[Stream], None] | None = None
+                 ) -> None:
+        self.on_gone = on_gone  # drops a deleted stream's metrics, limiters, producer state
         self.catalog = catalog
         self.topics = topics
         self.queues = queues
@@ -57,12 +84,21 @@ class StreamService:
         # Deleted (its topics too): its queues go now, so rows for a stream re-created meanwhile
         # get new ones, and its quarantine topic must be made again.
         self._quarantine_ready.discard(before.topic)
-        for queue in (self.queues.detach(name, before.topic),
-                      self.queues.detach(before.quarantine_topic, before.quarantine_topic)):
-            if queue is not None:  # its waiting requests get 404 now, its queued rows go
-                task = asyncio.get_running_loop().create_task(queue.delete(DELETE_GRACE_S))
-                self._dropping.add(task)
-                task.add_done_callback(self._dropping.discard)
+        deleting = [queue.delete(DELETE_GRACE_S)  # its waiting requests get 404, its rows go
+                    for queue in (self.queues.detach(name, before.topic),
+                                  self.queues.detach(before.quarantine_topic,
+                                                     before.quarantine_topic))
+                    if queue is not None]
+        task = asyncio.get_running_loop().create_task(self._gone(before, deleting))
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
+    async def _gone(self, stream: Stream, deleting: list[Coroutine[Any, Any, None]]) -> None:
+        """Once a deleted stream's queues are dropped, forget everything kept under its name
+        (unless a stream of that name was created again meanwhile)."""
+        await asyncio.gather(*deleting, return_exceptions=True)
+        if self.on_gone is not None and self.catalog.stream(stream.name) is None:
+            self.on_gone(stream)
 
     def get(self, name: str) -> Stream:
         """The stream, or 404."""
@@ -85,6 +121,7 @@ class StreamService:
             replication_factor=(stream.replication_factor if stream.replication_factor > 0
                                 else self.defaults.replication_factor),
         )
+        check_bounds(stream, self.defaults, record=False)  # before compiling the columns
         try:
             check_columns(stream)
         except SchemaError as exc:
@@ -99,11 +136,13 @@ class StreamService:
         now = now_text()
         stream = msgspec.structs.replace(stream, created_at=now, last_updated_at=now,
                                          created_by=created_by, last_updated_by=created_by)
+        check_bounds(stream, self.defaults)
         try:
             await self.topics.ensure_topic(stream)
+        except TopicRefused as exc:
+            raise Unprocessable(str(exc)) from None
         except SinkUnavailable as exc:
-            raise Unavailable(f"could not create the stream's topic: {exc}",
-                              retry_after=1.0) from None
+            raise failed("could not create the stream's topic", exc) from None
         if not await self.catalog.put_stream(stream, create=True):
             raise Conflict(f"stream {stream.name!r} exists")
         self._quarantine_ready.add(stream.topic)
@@ -115,9 +154,9 @@ class StreamService:
             return
         try:
             await self.topics.ensure_topic(stream)
-        except SinkUnavailable as exc:
-            raise Unavailable(f"could not create the quarantine topic: {exc}; nothing was "
-                              "inserted", retry_after=1.0) from None
+        except (SinkUnavailable, TopicRefused) as exc:
+            raise failed("could not create the quarantine topic; nothing was inserted",
+                         exc) from None
         self._quarantine_ready.add(stream.topic)
 
     async def update(self, name: str, changes: dict[str, object], updated_by: str) -> Stream:
@@ -143,13 +182,15 @@ class StreamService:
                                               last_updated_by=updated_by)
             if schema:
                 updated = self._new_version(updated, schema, updated_by)
+            check_bounds(updated, self.defaults)
             if (updated.logstore_retention_ms, updated.logstore_retention_bytes) != (
                     stream.logstore_retention_ms, stream.logstore_retention_bytes):
                 try:
                     await self.topics.update_topic(updated)
+                except TopicRefused as exc:
+                    raise Unprocessable(str(exc)) from None
                 except SinkUnavailable as exc:
-                    raise Unavailable(f"could not change the topic's retention: {exc}",
-                                      retry_after=1.0) from None
+                    raise failed("could not change the topic's retention", exc) from None
             if (self.catalog.stream(name) is not stream
                     or not await self.catalog.put_stream(updated, create=False)):
                 raise Conflict(f"stream {name!r} changed or was deleted meanwhile; retry")
@@ -161,6 +202,7 @@ class StreamService:
         columns = schema.get("columns", stream.columns)
         key = schema.get("primary_key")
         assert isinstance(columns, list) and (key is None or isinstance(key, str))
+        check_bounds(msgspec.structs.replace(stream, columns=columns), self.defaults, record=False)
         try:  # an invalid column list is a 400 before any compatibility question
             check_columns(msgspec.structs.replace(stream, columns=columns,
                                                   primary_key=stream.primary_key if key is None
@@ -181,6 +223,5 @@ class StreamService:
         try:
             await self.topics.delete_topic(stream)
         except SinkUnavailable as exc:
-            raise Unavailable(f"stream removed, but its topic could not be deleted: {exc}",
-                              retry_after=1.0) from None
+            raise failed("stream removed, but its topic could not be deleted", exc) from None
         return stream

@@ -37,7 +37,8 @@ from aiokafka.errors import KafkaError
 
 from gateway.catalog.changes import ABSENT, Change
 from gateway.catalog.store import Catalog
-from gateway.errors import NotConfirmed, Unavailable
+from gateway.errors import NotConfirmed, Unavailable, failed
+from gateway.sinks.kafka_stop import stop_quietly
 
 log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "_ingest_gateway_catalog"
@@ -149,8 +150,7 @@ class KafkaLog:
             raise NotConfirmed("Kafka did not acknowledge the catalog change in time; it may "
                                "still take effect") from None
         except KafkaError as exc:
-            raise Unavailable(f"could not write to the catalog topic: {exc!r}; retry",
-                              retry_after=1.0) from exc
+            raise failed("could not write to the catalog topic", exc) from exc
 
     async def close(self) -> None:
         """Stop following and disconnect."""
@@ -160,5 +160,4 @@ class KafkaLog:
                 await self._follower
         for client in (self._producer, self._consumer):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                await stop_quietly(client)

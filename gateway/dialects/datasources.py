@@ -76,7 +76,9 @@ class Envelope(msgspec.Struct):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
-WORDING = Wording(not_found=lambda name: NOT_FOUND, archived=lambda name: "Data source is archived.")
+# The contract has no 403: a data source the token may not write is not found, as a missing one.
+WORDING = Wording(not_found=lambda name: NOT_FOUND, archived=lambda name: "Data source is archived.",
+                  hidden=lambda name: NotFound(NOT_FOUND))
 
 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
@@ -155,8 +157,8 @@ def _principal_key(request: web.Request) -> str:
     "Upsert time-series records", tags=("data sources",), error_body=DetailError,
     request=DataSourceIn, replies={204: Reply("Every record acknowledged by Kafka.")},
     errors={400: "The body is not JSON.", 401: "Missing access token. / Invalid access token.",
-            403: "The key may not append to this data source.",
-            404: "Data source not found.", 409: "Data source is archived.",
+            404: "Data source not found (also when the key may not append to it).",
+            409: "Data source is archived.",
             413: "Body too large.", 422: "A record does not fit (`records[3].value: …`).",
             504: "Kafka did not acknowledge in time; the records stay queued."})
 async def ingest(request: web.Request) -> web.Response:

@@ -10,10 +10,11 @@ Errors: `{"error_code": 40401, "message": "Topic not found."}` with the proxies'
 
 from __future__ import annotations
 
+import base64
 import re
 
 import msgspec
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
 from gateway.catalog.model import Stream
@@ -49,8 +50,10 @@ from gateway.sinks.kafka_topics import topic_configs
 CLUSTER_ID = "ingest-gateway"  # the one cluster the gateway fronts, as v3 names it
 V2_JSON = "application/vnd.kafka.v2+json"
 SECURITY = ("basic", *API_KEY)
+# A topic the key may not see is not found, as a missing one (the reads answer the same).
 WORDING = Wording(not_found=lambda name: "Topic not found.",
-                  archived=lambda name: f"Topic {name!r} belongs to an archived stream.")
+                  archived=lambda name: f"Topic {name!r} belongs to an archived stream.",
+                  hidden=lambda name: NotFound("Topic not found."))
 # application/vnd.kafka[.EMBEDDED][.vN]+json or application/json (Karapace's rule: no embedded
 # format means binary)
 _MEDIA = re.compile(r"application/(?:vnd\.kafka(?:\.(?P<fmt>[a-z]+))?(?:\.v[12])?\+)?json")
@@ -99,24 +102,23 @@ def principal(request: web.Request) -> Principal:
     """HTTP Basic with the key as password (or as user name with no password), as the proxies'
     clients send it; or the gateway's own headers (X-Api-Key, Bearer)."""
     header = request.headers.get("Authorization", "")
-    key: str | None
-    if header[:6].lower() == "basic ":
-        try:
-            basic = BasicAuth.decode(header)
-        except ValueError:
-            raise Unauthenticated("malformed Basic credentials") from None
-        key = basic.password or basic.login
-    else:
-        key = key_from_headers(request.headers)
-    return authenticate(request, key)
+    basic = header[:6].lower() == "basic "
+    return authenticate(request, basic_key(header) if basic else key_from_headers(request.headers))
+
+
+def basic_key(header: str) -> str:
+    """The key in `Authorization: Basic …`: the password, or the user name when there is no
+    password — with or without the colon (`key:` or just `key`)."""
+    try:
+        text = base64.b64decode(header[6:].strip(), validate=True).decode("latin-1")
+    except ValueError:  # binascii.Error included
+        raise Unauthenticated("malformed Basic credentials") from None
+    login, _, password = text.partition(":")
+    return password or login
 
 
 def _may_see(who: Principal, stream: Stream) -> bool:
-    try:
-        who.require_append(stream.name)
-    except Forbidden:
-        return False
-    return True
+    return who.may_append(stream.name)
 
 
 def _stream_of(request: web.Request, topic: str) -> Stream | None:
@@ -321,8 +323,14 @@ class RecordOut(Doc, kw_only=True):
     value: SizeOut | msgspec.UnsetType | None = msgspec.UNSET
 
 
+def _base(request: web.Request) -> str:
+    """Where v3 URLs start: `--public-url`, else nothing (relative URLs). Never the request's
+    `Host`, which the client chooses (a reflected Host poisons caches and links)."""
+    return gateway_of(request).settings.public_url.rstrip("/")
+
+
 def _cluster(request: web.Request) -> ClusterOut:
-    base = f"{request.scheme}://{request.host}/v3/clusters/{CLUSTER_ID}"
+    base = f"{_base(request)}/v3/clusters/{CLUSTER_ID}"
     return ClusterOut("KafkaCluster", Meta(base, f"crn:///kafka={CLUSTER_ID}"), CLUSTER_ID)
 
 
@@ -337,7 +345,7 @@ async def list_clusters(request: web.Request) -> web.Response:
     """GET /v3/clusters: the gateway's one cluster."""
     principal(request)
     return json_reply(ClusterListOut(
-        "KafkaClusterList", ClusterListMeta(f"{request.scheme}://{request.host}/v3/clusters"),
+        "KafkaClusterList", ClusterListMeta(f"{_base(request)}/v3/clusters"),
         [_cluster(request)]))
 
 

@@ -97,20 +97,22 @@ def _replayer(request: web.Request) -> Replayer:
 
 @operation("A stream's schema versions", tags=("streams",), error_body=doc.TimeplusError,
            replies={200: Reply("Every version, oldest first.", list[SchemaOut])},
-           errors={404: "No such stream."})
+           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
+                   404: "No such stream."})
 async def list_schemas(request: web.Request) -> web.Response:
     """GET …/streams/{name}/schemas."""
-    principal(request)
+    principal(request).require_read(request.match_info["name"])  # before the lookup
     stream = gateway_of(request).streams.get(request.match_info["name"])
     return json_reply([_schema_body(v, stream.schema_version) for v in versions(stream)])
 
 
 @operation("One schema version of a stream", tags=("streams",), error_body=doc.TimeplusError,
            replies={200: Reply("The version.", SchemaOut)},
-           errors={404: "No such stream or version."})
+           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
+                   404: "No such stream or version."})
 async def get_schema(request: web.Request) -> web.Response:
     """GET …/streams/{name}/schemas/{schema_version}."""
-    principal(request)
+    principal(request).require_read(request.match_info["name"])  # before the lookup
     stream = gateway_of(request).streams.get(request.match_info["name"])
     text = request.match_info["schema_version"]
     number = int(text) if text.isdigit() and len(text) < 10 else 0  # 0: no such version

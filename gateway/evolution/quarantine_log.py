@@ -22,8 +22,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.catalog.model import ReplayMark, Stream
-from gateway.errors import BadRequest, Unavailable
+from gateway.errors import BadRequest, failed
 from gateway.evolution.replay_scan import MAX_SCAN, Scan, scan_written
+from gateway.sinks.kafka_stop import stop_quietly
 
 Position = dict[int, int]
 PartitionsOf = Callable[[str], Awaitable[set[int] | None]]
@@ -109,11 +110,9 @@ class KafkaQuarantineLog:
                     await consumer.start()
                     yield consumer
             except (KafkaError, OSError, TimeoutError) as exc:
-                raise Unavailable(f"could not read the quarantine topic: {exc!r}",
-                                  retry_after=1.0) from None
+                raise failed("could not read the quarantine topic", exc) from None
             finally:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+                await stop_quietly(consumer)
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
         return [TopicPartition(topic, p) for p in sorted(await self.partitions_for(topic) or ())]

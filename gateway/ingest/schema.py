@@ -74,12 +74,20 @@ class _Field:
     lenient_py: Any = None  # datetimes: also epoch seconds (int | float), converted after decoding
 
 
+# A default of a range-checked type (decimal, uint64, arrays of them) is refused above this length
+# before it is parsed: a 76-digit decimal is 80 characters written out, and a million digits cost.
+MAX_CHECKED_DEFAULT = 4096
+
+
 def _default_of(col: Column, ctype: ColumnType, py: Any) -> Any:
     if col.default is None or col.default == "":
         return None if (ctype.nullable or col.nullable) else msgspec.NODEFAULT
     text = col.default.strip()
     if ctype.is_datetime and text.lower() in NOW_DEFAULTS:
         return msgspec.field(default_factory=_now)
+    if ctype.check is not None and len(text) > MAX_CHECKED_DEFAULT:  # before parsing it
+        raise SchemaError(f"default of column {col.name!r} is longer than {MAX_CHECKED_DEFAULT} "
+                          f"characters, too long for a {col.type}")
     if ctype.is_stringlike and not text.startswith('"'):
         if len(text) >= 2 and text[0] == text[-1] == "'":
             text = text[1:-1].replace("\\'", "'")
@@ -89,6 +97,9 @@ def _default_of(col: Column, ctype: ColumnType, py: Any) -> Any:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise SchemaError(f"default {col.default!r} of column {col.name!r} is not a {col.type}: "
                           f"{exc}") from None
+    if ctype.check is not None and not ctype.check(value):
+        raise SchemaError(f"default {col.default[:80]!r} of column {col.name!r} is out of range "
+                          f"for {col.type}{ctype.check_hint}")
     if isinstance(value, list | dict):
         frozen = msgspec.json.encode(value)
         return msgspec.field(default_factory=lambda: msgspec.json.decode(frozen, type=py))
@@ -148,7 +159,7 @@ class CompiledSchema:
             self._struct("LenientRow", self.fields, kw_only=True, lenient=True))
         self.encoder = msgspec.json.Encoder()
         self._datetime_attrs = [self._attr[f.column.name] for f in self.fields if f.ctype.is_datetime]
-        self._checks = [(self._attr[f.column.name], f.ctype.check, f.column)
+        self._checks = [(self._attr[f.column.name], f.ctype.check, f.column, f.ctype.check_hint)
                         for f in self.fields if f.ctype.check is not None]
         self._compact: dict[tuple[str, ...], _CompactCodec] = {}
         key_cols = stream.key_columns()
@@ -305,13 +316,15 @@ class CompiledSchema:
         return [make(**{name: t}) for t in texts]
 
     def _check_ranges(self, rows: list[Any], first_row: int) -> None:
-        """Bounds msgspec cannot check itself (uint64's upper bound); no work for other schemas."""
-        for attr, check, col in self._checks:
+        """Bounds msgspec cannot check itself (uint64's upper bound, decimal precision and scale);
+        no work for other schemas."""
+        for attr, check, col, hint in self._checks:
             get = attrgetter(attr)
             for i, row in enumerate(rows):
                 if not check(get(row)):
                     raise InvalidRow(f"row {first_row + i}, column {col.name!r}: value out of "
-                                     f"range for {col.type}", row=first_row + i, column=col.name)
+                                     f"range for {col.type}{hint}", row=first_row + i,
+                                     column=col.name)
 
     def _epochs_to_datetimes(self, rows: list[Any], first_row: int) -> None:
         """Turn epoch seconds in datetime columns into datetimes (UTC)."""

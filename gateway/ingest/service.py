@@ -1,7 +1,9 @@
 """The one ingest entry point every dialect calls: `IngestService.ingest(IngestRequest)`.
 
-It runs, in this order for every dialect: readiness/draining gate → stream lookup → the dialect's
-own stream check → scope check → archived check → admission (per-key rate, early refusal) →
+It runs, in this order for every dialect: readiness/draining gate → scope check (by name, before
+the lookup: a stream outside the key's scope gets the dialect's one answer whether it exists or
+not) → stream lookup → the dialect's own stream check → archived check → admission (per-key
+rate, early refusal) →
 streamed decode and validation (optionally splitting invalid rows off to quarantine) → enqueue →
 optional wait for Kafka's acknowledgement. It returns an `Outcome` or raises a typed
 `GatewayError`, which the dialect renders in its own reply format. No HTTP here: a dialect turns
@@ -19,7 +21,7 @@ from gateway.admission import Admission
 from gateway.auth import Principal
 from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
-from gateway.errors import BadRequest, Conflict, GatewayError, InvalidRow, NotFound
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, InvalidRow, NotFound
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.quarantine import KeptChunks, Split, quarantine_values, split_rows
 from gateway.ingest.schema import CompiledSchema, SchemaCache
@@ -74,12 +76,19 @@ class StreamedBody:
         return split_rows(schema, body)
 
 
+def _forbidden(name: str) -> GatewayError:
+    return Forbidden(f"this key may not append to stream {name!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Wording:
-    """How a dialect words the two refusals every dialect has (its vendor's messages)."""
+    """How a dialect words the refusals every dialect has (its vendor's messages). `hidden` is
+    the error for a stream outside the key's scope, the same whether the stream exists or not
+    (403 by default; 404 where the vendor's contract has no 403, as data sources)."""
 
     not_found: Callable[[str], str] = lambda name: f"stream {name!r} does not exist"
     archived: Callable[[str], str] = lambda name: f"stream {name!r} is archived"
+    hidden: Callable[[str], GatewayError] = _forbidden
 
 
 DEFAULT_WORDING = Wording()
@@ -120,12 +129,13 @@ class IngestService:
         """Run one request through the ingest path; an Outcome, or a typed GatewayError."""
         self.admission.gate()
         name = req.stream if isinstance(req.stream, str) else await req.stream()
+        if not req.who.may_append(name):  # before the lookup: no existence oracle
+            raise req.wording.hidden(name)
         stream = self.catalog.stream(name)
         if stream is None:
             raise NotFound(req.wording.not_found(name))
         if req.check is not None:
             req.check(stream)
-        req.who.require_append(stream.name)
         if stream.archived:
             raise Conflict(req.wording.archived(name))
         headers = self.admission.key_rate(req.who) if req.key_rate else {}

@@ -89,20 +89,65 @@ class ColumnType:
     is_stringlike: bool
     check: Check | None = None
 
+    @property
+    def check_hint(self) -> str:
+        """What `check` wants, for the error message of a value it refused."""
+        if "decimal" in self.name.lower():
+            return (" (a finite number, at most precision - scale digits before the point and "
+                    "scale after it; NaN and Infinity are refused)")
+        return ""
+
 
 def _uint64_ok(v: Any) -> bool:
     return v is None or v <= UINT64_MAX
 
 
+DECIMAL_MAX_PRECISION = 76  # ClickHouse's Decimal256
+
+
+def decimal_args(args: list[str]) -> tuple[int, int]:
+    """(precision, scale) of `decimal(p[, s])`; TypeError_ unless 1 ≤ p ≤ 76 and 0 ≤ s ≤ p."""
+    if not 1 <= len(args) <= 2 or not all(a.isdigit() and len(a) <= 3 for a in args):
+        raise TypeError_("decimal takes (precision[, scale]) as whole numbers")
+    p, s = int(args[0]), int(args[1]) if len(args) == 2 else 0
+    if not 1 <= p <= DECIMAL_MAX_PRECISION or s > p:
+        raise TypeError_(f"decimal({p}, {s}): precision must be 1 to {DECIMAL_MAX_PRECISION} and "
+                         "scale 0 to the precision")
+    return p, s
+
+
+def decimal_check(p: int, s: int) -> Check:
+    """True for null and for finite decimals with at most p - s digits before the point and s
+    after it; NaN, sNaN, ±Infinity and extra fractional digits (other than zeros) are refused, as
+    ClickHouse does in strict mode, never rounded. The exponent is looked at first, so `1e999999999`
+    costs no more than `1`."""
+    quantum = decimal.Decimal(1).scaleb(-s)
+    exact = decimal.Context(prec=p, traps=[decimal.Inexact, decimal.InvalidOperation])
+
+    def ok(v: Any) -> bool:
+        if v is None:
+            return True
+        if not v.is_finite() or (not v.is_zero() and v.adjusted() >= p - s):
+            return False
+        try:
+            v.quantize(quantum, context=exact)  # Inexact: a nonzero digit past the scale
+        except decimal.DecimalException:
+            return False
+        return True
+    return ok
+
+
 def _check_of(text: str) -> Check | None:
-    """A value checker for types containing uint64, else None."""
+    """A value checker for types containing uint64 or decimal, else None."""
     t = text.strip().lower().replace(" ", "")
-    if "uint64" not in t:
+    if "uint64" not in t and "decimal" not in t:
         return None
     head, _, inner = t.partition("(")
     inner = inner[:-1]
     if t == "uint64":
         return _uint64_ok
+    if head == "decimal":
+        return decimal_check(*decimal_args(split_args(inner)))
     if head in WRAPPERS:
         return _check_of(inner)
     if head == "array":
@@ -157,7 +202,8 @@ def _parse(text: str) -> tuple[Any, bool, bool, bool]:
             return datetime.datetime, False, True, True
         if head == "fixed_string" and len(args) == 1 and args[0].isdigit():
             return Annotated[str, Meta(max_length=int(args[0]))], False, False, True
-        if head == "decimal" and 1 <= len(args) <= 2 and all(a.isdigit() for a in args):
+        if head == "decimal":
+            decimal_args(args)
             return decimal.Decimal, False, False, False
         raise TypeError_(f"unknown column type {text!r}")
     if t in DATETIMES:

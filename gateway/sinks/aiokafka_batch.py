@@ -107,3 +107,14 @@ def abandon(producer: Any, exc: BaseException) -> None:
     for queued in accumulator._batches.values():
         for batch in queued:  # fail_all also fails their drain waiters, which nobody awaits:
             batch._drain_waiter.exception()  # retrieved, or asyncio logs each one at GC
+
+
+def forget_producer_topics(producer: Any, topics: list[str]) -> None:
+    """Stop `producer` tracking `topics` (deleted): drop them from the set of topics its client
+    asks metadata for, so no later refresh logs `Topic … not found` for each of them. aiokafka
+    has `set_topics` but no way to read the set or remove one topic; its accumulator drops a
+    partition's entry once its last batch is drained, so nothing else remains per topic."""
+    client = producer.client
+    tracked: set[str] = client._topics
+    if tracked & set(topics):  # (an empty set is aiokafka's initial state: no topic asked for)
+        client._topics = tracked - set(topics)

@@ -17,6 +17,11 @@ class SinkUnavailable(Exception):
     """The sink cannot take records right now (Kafka unreachable, topic missing, …)."""
 
 
+class TopicRefused(Exception):
+    """Kafka refused a topic change for good (invalid partitions, replication factor, config,
+    policy): retrying it unchanged cannot help. The message names Kafka's error, nothing else."""
+
+
 @dataclass(slots=True)
 class TopicStats:
     """What the sink can tell about a stream's topic; None where it does not know."""
@@ -126,6 +131,9 @@ class Sink(Protocol):
         """Hand over unkeyed records given as runs of lines (the common path), as `send` does;
         the flush's records are numbered across the runs, in order."""
 
+    def forget_topics(self, topics: list[str]) -> None:
+        """Drop whatever the sink keeps per topic, for topics of a deleted stream."""
+
 
 class TopicAdmin(Protocol):
     """Creates, alters and deletes a stream's topics. Implementations: `KafkaTopics`, `LocalSink`."""
@@ -145,6 +153,9 @@ class TopicStatsReader(Protocol):
 
     async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
         """Row count, size, first/last record times and (for `days` > 0) rows per day."""
+
+    async def close(self) -> None:
+        """Release the clients it holds (at shutdown)."""
 
 
 @dataclass(slots=True)

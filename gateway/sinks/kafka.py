@@ -28,7 +28,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks import recordbatch
-from gateway.sinks.aiokafka_batch import RecordBatch, abandon
+from gateway.sinks.aiokafka_batch import RecordBatch, abandon, forget_producer_topics
 from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 from gateway.sinks.malloc_tuning import keep_request_buffers
@@ -155,9 +155,13 @@ class KafkaSink:
         return self._admin
 
     def forget_topics(self, topics: list[str]) -> None:
-        """Forget the partition rotation of deleted topics."""
+        """Forget what is kept per topic for deleted topics: the partition rotation, repair
+        times, and the producer's metadata interest (forget_producer_topics)."""
         for topic in topics:
             self._next_partition.pop(topic, None)
+            self._repaired_at.pop(topic, None)
+        if self._producer is not None:
+            forget_producer_topics(self._producer, topics)
 
     # ---- health ----------------------------------------------------------------------------
     def available(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Int64, Schema,
 
 from gateway.catalog.model import Stream
 from gateway.sinks.base import SinkUnavailable, TopicStats
+from gateway.sinks.kafka_stop import stop_quietly
 
 if TYPE_CHECKING:
     from gateway.sinks.kafka import KafkaSink
@@ -52,28 +53,66 @@ class _DescribeLogDirs(Request[_LogDirsRequestV1]):  # type: ignore[misc]
         return request_struct_class(self.topics)
 
 
-class KafkaStats:
-    """TopicStatsReader for Kafka (a short-lived consumer per call, the sink's clients)."""
+POOL_SIZE = 2  # consumers stats calls share: at most this many broker clients, whatever the load
+SLOT_WAIT_S = 10.0  # a call waits this long for a free consumer, then 503
 
-    def __init__(self, sink: KafkaSink) -> None:
+
+class KafkaStats:
+    """TopicStatsReader for Kafka: a small pool of consumers shared by every stats call (each
+    call holds one for its duration; at most POOL_SIZE exist), and the sink's clients."""
+
+    def __init__(self, sink: KafkaSink, pool_size: int = POOL_SIZE) -> None:
         self._sink = sink
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[Any] = []  # started consumers no call holds
+        self.made = 0  # consumers started so far (tests check that the pool bounds them)
 
     async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
         """Rows from the offsets, bytes from DescribeLogDirs, first/last record timestamps, and
         rows per UTC day from the timestamp index (ListOffsets by time)."""
         if self._sink.producer is None:
             raise SinkUnavailable("Kafka is not connected")
+        try:
+            async with asyncio.timeout(SLOT_WAIT_S):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise SinkUnavailable("every stats consumer stayed busy") from None
+        consumer: Any = None
+        healthy = False
+        try:
+            consumer = self._idle.pop() if self._idle else await self._new_consumer()
+            stats = await self._stats(consumer, stream.topic, days)
+            healthy = True
+            return stats
+        except (KafkaError, OSError) as exc:
+            raise SinkUnavailable(f"could not read the offsets of {stream.topic}: {exc}") from exc
+        finally:
+            if healthy:
+                # no partitions and no topics tracked: an idle consumer keeps no topic that may be
+                # deleted (it would log "not found" at each metadata refresh)
+                consumer.assign([])
+                self._idle.append(consumer)
+            elif consumer is not None:  # failed or cancelled: its state is unknown, stop it
+                await stop_quietly(consumer)
+            self._slots.release()
+
+    async def _new_consumer(self) -> Any:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._sink.bootstrap, enable_auto_commit=False,
                                     request_timeout_ms=self._sink.request_timeout_ms,
                                     fetch_max_wait_ms=50, client_id="ingest-gateway-stats")
         try:
             await consumer.start()
-            return await self._stats(consumer, stream.topic, days)
-        except (KafkaError, OSError) as exc:
-            raise SinkUnavailable(f"could not read the offsets of {stream.topic}: {exc}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+        except BaseException:
+            await stop_quietly(consumer)
+            raise
+        self.made += 1
+        return consumer
+
+    async def close(self) -> None:
+        """Stop the idle consumers (at shutdown)."""
+        idle, self._idle = self._idle, []
+        for consumer in idle:
+            await stop_quietly(consumer)
 
     async def _stats(self, consumer: Any, topic: str, days: int) -> TopicStats:
         parts = sorted(await self._sink.producer.partitions_for(topic) or ())

@@ -9,16 +9,28 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, for_code
 
 from gateway.catalog.model import Stream
-from gateway.sinks.base import SinkUnavailable
+from gateway.sinks.base import SinkUnavailable, TopicRefused
 
 if TYPE_CHECKING:
     from gateway.sinks.kafka import KafkaSink
 
 TOPIC_ALREADY_EXISTS = 36
 UNKNOWN_TOPIC = 3
+# Kafka's answers to a topic change that retrying cannot fix: invalid topic, partitions,
+# replication factor, replica assignment, config, request; policy violation.
+PERMANENT = frozenset({17, 37, 38, 39, 40, 42, 44})
+
+
+def refused(name: str, code: int, message: str | None) -> Exception:
+    """The error for Kafka's `code` on topic `name`: TopicRefused when permanent, else
+    SinkUnavailable (the broker's message stays in these exceptions: logs only, never replies)."""
+    kind = for_code(code).__name__
+    if code in PERMANENT:
+        return TopicRefused(f"Kafka refused topic {name}: {kind}")
+    return SinkUnavailable(f"could not change topic {name}: {kind} {message or ''}")
 
 
 def topic_configs(stream: Stream) -> dict[str, str]:
@@ -54,8 +66,7 @@ async def create_topics(admin: Any, stream: Stream) -> None:
         raise SinkUnavailable(f"could not create topic {stream.topic}: {exc}") from exc
     for name, code, *rest in resp.topic_errors:
         if code not in (0, TOPIC_ALREADY_EXISTS):
-            message = rest[0] if rest else ""
-            raise SinkUnavailable(f"could not create topic {name}: error {code} {message}")
+            raise refused(name, code, rest[0] if rest else None)
 
 
 class KafkaTopics:
@@ -100,4 +111,4 @@ class KafkaTopics:
         for resp in responses:
             for code, message, _kind, name in resp.resources:
                 if code and not (code == UNKNOWN_TOPIC and name == stream.quarantine_topic):
-                    raise SinkUnavailable(f"could not alter topic {name}: error {code} {message}")
+                    raise refused(name, code, message)

@@ -59,6 +59,9 @@ class LocalSink:
                 self.path_of(topic).unlink(missing_ok=True)
         await asyncio.get_running_loop().run_in_executor(self._pool, remove)
 
+    def forget_topics(self, topics: list[str]) -> None:
+        """Nothing to do: delete_topic closed the topics' files (embedded mode has one process)."""
+
     async def update_topic(self, stream: Stream) -> None:
         """Nothing to do: the development sink keeps everything (no retention)."""
 

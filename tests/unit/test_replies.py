@@ -46,6 +46,7 @@ def _app(seen: list[web.StreamResponse], *, touch: bool = False,
         else:
             response.headers["X-Request-ID"] = "rid-1"
             response.headers.extend(FRAME.pairs)
+            response.headers["Server"] = "ingest-gateway"  # as the gateway's middleware does
         seen.append(response)
         return response
 
