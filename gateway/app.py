@@ -48,7 +48,7 @@ from gateway.sinks.kafka import KafkaSink, TopicOwner
 from gateway.sinks.kafka_stats import KafkaStats
 from gateway.sinks.kafka_topics import KafkaTopics
 from gateway.sinks.local import LocalSink
-from gateway.spool import Spool
+from gateway.spool import Spool, spool_directory
 from gateway.streams import StreamDefaults, StreamService
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,15 @@ def make_catalog_backend(settings: Settings) -> Backend:
                     replication_factor=settings.replication_factor)
 
 
-def build_gateway(settings: Settings, admin_key: str) -> Gateway:
-    """Wire the parts together (nothing is started yet)."""
+def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gateway:
+    """Wire the parts together (nothing is started yet; `worker`: index under --workers N)."""
     catalog = Catalog(make_catalog_backend(settings))
     # a topic deleted behind our back is recreated from the catalog
     parts = SINKS[settings.sink](settings, lambda topic: next(
         (s for s in catalog.streams() if s.topic == topic), None))
     sink = parts.sink
-    spool = (Spool(Path(settings.spool_dir), segment_bytes=settings.spool_segment_bytes)
+    spool = (Spool(spool_directory(Path(settings.spool_dir), worker, settings.worker_count),
+                   segment_bytes=settings.spool_segment_bytes)
              if settings.spool_dir else None)
     queues = Queues(sink, Limits(
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
@@ -237,7 +238,7 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
     """The aiohttp application with every dialect's routes (`worker`: index under --workers N)."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     cors.install(app, settings.cors_allow_origins)
-    gw = build_gateway(settings, admin_key)
+    gw = build_gateway(settings, admin_key, worker)
     gw.worker = str(worker)
     app[GATEWAY] = gw
     gw.renderers["default"] = timeplus.render_error

@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import sys
+from pathlib import Path
 
 import uvloop
 
@@ -17,6 +18,7 @@ from gateway import __version__, logs, workers
 from gateway.client import ApiError, GatewayClient, Unreachable, stream_definition
 from gateway.config import Settings, add_arguments, from_sources
 from gateway.server import serve
+from gateway.spool import stranded_segments
 
 log = logging.getLogger("gateway")
 
@@ -159,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "serve":
+        stranded = (stranded_segments(Path(settings.spool_dir), settings.worker_count)
+                    if settings.spool_dir else [])
+        if stranded:
+            print(f"ingest-gateway: {len(stranded)} spool segment(s) would not be replayed with "
+                  f"--workers {settings.worker_count} (e.g. {stranded[0]}): each worker replays "
+                  "only its own folder (worker-<i>); start once with the worker count that wrote "
+                  "them, let it drain, then change --workers", file=sys.stderr)
+            return 2
         admin_key = admin_key_for(settings)
         if settings.worker_count > 1:
             return workers.supervise(settings, admin_key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -30,10 +31,29 @@ from gateway.sinks.base import RecordMeta
 log = logging.getLogger(__name__)
 HEADER = struct.Struct("<II")  # payload length, CRC32 of the payload
 SUFFIX = ".wal"
+LOCK_NAME = ".lock"
+WORKER_PREFIX = "worker-"
 
 
 class SpoolError(Exception):
     """The spool could not write or fsync; durable mode cannot promise anything until restart."""
+
+
+def spool_directory(base: Path, worker: int, workers: int) -> Path:
+    """The directory of one process's spool: `base` for a single process, `base/worker-<i>` for
+    worker i of `--workers N`: each worker replays only what it wrote itself."""
+    return base if workers <= 1 else base / f"{WORKER_PREFIX}{worker}"
+
+
+def stranded_segments(base: Path, workers: int) -> list[Path]:
+    """Segment files under `base` that no process of a `workers`-process gateway would replay: a
+    single process's files under --workers N > 1, a worker's under a single process, or those of
+    workers beyond N. Starting over them would leave their rows unsent, so the gateway refuses."""
+    if not base.is_dir():
+        return []
+    mine = {spool_directory(base, i, workers) for i in range(workers)}
+    places = [base, *sorted(d for d in base.glob(WORKER_PREFIX + "*") if d.is_dir())]
+    return [f for d in places if d not in mine for f in sorted(d.glob("seg-*" + SUFFIX))]
 
 
 class SpoolRecord(msgspec.Struct, array_like=True, tag=1):
@@ -129,11 +149,15 @@ class Spool:
         self.failed: BaseException | None = None
         self._closed = False
         self._acked: list[int] = []  # positions acknowledged since the last group was written
+        self._lock_fd: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
-        """Find the segments a previous run left behind (to replay) and start a new one."""
+        """Find the segments a previous run left behind (to replay) and start a new one. Raises
+        SpoolError when another process holds the directory: two writers would replay and delete
+        each other's segments."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock()
         found = sorted(self.directory.glob("seg-*" + SUFFIX))
         last = 0
         for path in found:
@@ -170,11 +194,26 @@ class Spool:
             log.warning("spool keeps %d segment(s) with unacknowledged rows: %s", len(left),
                         ", ".join(left))
 
+    def _lock(self) -> None:
+        # A POSIX record lock: held per process, so a restart in the same process (tests) takes
+        # it again, and released by the kernel when the process dies.
+        fd = os.open(self.directory / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolError(f"the spool directory {self.directory} is in use by another gateway "
+                             "process; give each process its own --spool-dir") from None
+        self._lock_fd = fd
+
     def _close_files(self) -> None:
         for seg in self._segments.values():
             if seg.fd is not None:
                 os.close(seg.fd)
                 seg.fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _new_segment(self, seq: int) -> Segment:
         seg = Segment(seq, self.directory / f"seg-{seq:016d}{SUFFIX}")

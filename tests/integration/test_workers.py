@@ -3,6 +3,7 @@ them, a killed worker restarted without losing counts, and SIGTERM draining ever
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -160,3 +161,23 @@ def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path,
     assert gw.stop() == 1, gw.log()
     assert "did not drain cleanly: exit code 1" in gw.log()
     assert "SOME FAILED" in gw.log()
+
+
+async def test_each_worker_has_a_spool_of_its_own(kafka: str, tmp_path: Path,
+                                                  cleanup: list[Gateway]) -> None:
+    """Workers sharing one spool folder would replay and delete each other's segments."""
+    spool = tmp_path / "spool"
+    gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--spool-dir", str(spool)])
+    cleanup.append(gw)
+    gw.start()
+    wait_until(lambda: len(listening_workers(gw.log())) == 2, 30, "every worker listening")
+    wait_workers_ready(gw.url, 2)
+    name = unique_name("wsp")
+    topic = gw.create_stream(name, stream_columns())["topic"]
+    assert sorted(p.name for p in spool.iterdir()) == ["worker-0", "worker-1"]
+    assert not list(spool.glob("*.wal"))
+    sent = send_rows(gw.url, name, requests=20, rows_per_request=10, prefix="s", wait=False)
+    assert sent.statuses == {202: 20}
+    assert gw.stop() == 0, gw.log()  # drains: every acknowledged row reaches Kafka
+    got = [json.loads(r.value)["id"] for r in await read_topic(kafka, topic)]
+    assert sorted(got) == sorted(sent.ids)

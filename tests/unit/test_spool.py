@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from gateway import metrics
 from gateway.sinks.base import RecordMeta
-from gateway.spool import AckMarker, Spool, SpoolRecord
+from gateway.spool import AckMarker, Spool, SpoolRecord, spool_directory, stranded_segments
 
 
 def rows(tag: str, n: int = 3) -> list[bytes]:
@@ -134,3 +137,71 @@ async def test_records_own_keys_partitions_and_headers_survive_a_crash(tmp_path:
     assert [r.meta() for r in got] == [meta, None]
     assert got[0].headers == [("schema-version", b"1")]
     await spool2.close()
+
+
+def test_each_worker_spools_in_its_own_folder(tmp_path: Path) -> None:
+    assert spool_directory(tmp_path, 0, 1) == tmp_path
+    assert spool_directory(tmp_path, 0, 2) == tmp_path / "worker-0"
+    assert spool_directory(tmp_path, 1, 2) == tmp_path / "worker-1"
+
+
+def test_segments_no_process_would_replay_are_found(tmp_path: Path) -> None:
+    for folder in (tmp_path, tmp_path / "worker-0", tmp_path / "worker-1", tmp_path / "worker-2"):
+        folder.mkdir(exist_ok=True)
+        (folder / "seg-0000000000000001.wal").write_bytes(b"")
+    names = lambda paths: sorted(str(p.relative_to(tmp_path)) for p in paths)  # noqa: E731
+    assert names(stranded_segments(tmp_path, 1)) == [
+        "worker-0/seg-0000000000000001.wal", "worker-1/seg-0000000000000001.wal",
+        "worker-2/seg-0000000000000001.wal"]
+    assert names(stranded_segments(tmp_path, 2)) == [
+        "seg-0000000000000001.wal", "worker-2/seg-0000000000000001.wal"]
+    assert names(stranded_segments(tmp_path, 3)) == ["seg-0000000000000001.wal"]
+    assert stranded_segments(tmp_path / "missing", 2) == []
+
+
+def test_a_second_process_cannot_open_a_spool_in_use(tmp_path: Path) -> None:
+    """Two writers in one folder would replay and delete each other's segments."""
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from gateway.spool import Spool, SpoolError\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await Spool(Path(sys.argv[1]), segment_bytes=1 << 20).open()\n"
+        "    except SpoolError as exc:\n"
+        "        print(exc)\n"
+        "        return 7\n"
+        "    return 0\n"
+        "sys.exit(asyncio.run(main()))\n")
+
+    async def run() -> tuple[int, str]:
+        spool = Spool(tmp_path, segment_bytes=1 << 20)
+        await spool.open()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, str(tmp_path), stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            assert proc.returncode is not None
+            return proc.returncode, out.decode()
+        finally:
+            await spool.close()
+
+    code, out = asyncio.run(run())
+    assert code == 7, out
+    assert "in use by another gateway process" in out
+    # once the first has closed it, another process may take it
+    assert subprocess.run([sys.executable, "-c", script, str(tmp_path)]).returncode == 0
+
+
+def test_serve_refuses_to_start_over_stranded_segments(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A single process's segments are not replayed by workers: starting would leave them unsent."""
+    from gateway import cli
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "seg-0000000000000001.wal").write_bytes(b"")
+    code = cli.main(["serve", "--workers", "2", "--spool-dir", str(spool), "--data-dir",
+                     str(tmp_path / "data"), "--kafka-bootstrap", "127.0.0.1:9"])
+    assert code == 2
+    assert "would not be replayed with --workers 2" in capsys.readouterr().err
