@@ -57,6 +57,15 @@ class Settings:
         default=32 * MiB, metadata={"help": "batch bytes handed to Kafka and not yet acknowledged, "
                                             "all streams together (bounds each Produce request; "
                                             "keep under the broker's socket.request.max.bytes)"})
+    partition_stall_ms: float = field(
+        default=2000.0, metadata={"help": "a partition holding batches Kafka has not acknowledged "
+                                          "for this long is stalled (its leader does not answer): "
+                                          "unkeyed rows go to the other partitions"})
+    partition_max_bytes: int = field(
+        default=16 * MiB, metadata={"help": "bytes a stalled partition may hold before the streams "
+                                            "whose rows need it are refused (503; unkeyed streams "
+                                            "only when every partition is stalled); 0 = no bound "
+                                            "but the stream's"})
     gc_gen0_threshold: int = field(
         default=50_000, metadata={"help": "allocations between young-generation garbage "
                                           "collections (Python's default is 700; 0 keeps it)"})
@@ -252,10 +261,13 @@ def _check(s: Settings) -> None:
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
                 "memory_cap_bytes", "batch_max_bytes", "kafka_max_unsettled_bytes",
                 "max_in_flight_flushes", "spool_segment_bytes", "max_connections", "header_read_timeout_s",
-                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s", "replay_claim_s")
+                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s", "replay_claim_s",
+                "partition_stall_ms")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
+    if s.partition_max_bytes < 0:
+        raise ValueError("partition_max_bytes must be ≥ 0 (0 = no bound but the stream's)")
     if s.gc_gen0_threshold < 0:
         raise ValueError("gc_gen0_threshold must be ≥ 0 (0 = Python's default)")
     if s.kafka_max_unsettled_bytes < s.batch_max_bytes:

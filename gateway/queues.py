@@ -73,6 +73,9 @@ class Limits:
     batch_max_bytes: int
     linger_s: float
     max_in_flight: int
+    # A flush unsettled this long no longer counts against max_in_flight: a partition whose leader
+    # does not answer holds it, and must not hold back the stream's other partitions (0: never).
+    stall_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -81,6 +84,17 @@ class MemoryBudget:
 
     cap: int
     used: int = 0
+
+
+class Flight:
+    """A flush handed over to the sink and not yet settled."""
+
+    __slots__ = ("counted", "entries", "started")
+
+    def __init__(self, entries: list[Entry], started: float) -> None:
+        self.entries = entries
+        self.started = started
+        self.counted = True  # counts against max_in_flight (until overdue)
 
 
 class Discarded(Exception):
@@ -114,7 +128,7 @@ class StreamQueue:
     _pending: deque[Entry] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _flush_now: asyncio.Event = field(default_factory=asyncio.Event)
-    _in_flight: int = 0
+    _in_flight: int = 0  # flushes handed over and not settled that count against max_in_flight
     _in_flight_nbytes: int = 0
     _last_rows: int = 0  # size of the last admitted request, for check_room()
     _last_nbytes: int = 0
@@ -125,7 +139,8 @@ class StreamQueue:
     _deleted: bool = False  # the stream was deleted: rows still here are discarded, not retried
     _draining: bool = False
     _backoff: float = 0.0
-    _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
+    # handed over, not settled: the entries, when, and whether they still count in `_in_flight`
+    _flights: dict[int, Flight] = field(default_factory=dict)
     _handing: list[Entry] | None = None  # taken for the hand-over that is in progress
     _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     drain_rate: DrainRate = field(default_factory=DrainRate)  # acknowledged rows/bytes per second
@@ -256,8 +271,7 @@ class StreamQueue:
                 await asyncio.sleep(self._backoff)
             await self._linger()
             while self._in_flight >= self.limits.max_in_flight and not self._closed:
-                self._slot_free.clear()
-                await self._slot_free.wait()
+                await self._slot()
             if self._closed:
                 return
             entries = self._take()
@@ -280,9 +294,30 @@ class StreamQueue:
                 self._handing = None
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
-            self._flights[id(entries)] = entries
+            self._flights[id(entries)] = Flight(entries, time.monotonic())
             self._landed.clear()
             delivered.add_done_callback(functools.partial(self._settle, entries))
+
+    async def _slot(self) -> None:
+        """Wait until a flush settles, or until the oldest one counted is overdue (`stall_s`):
+        that one then stops counting, so that a stuck partition holds only its own flushes."""
+        self._slot_free.clear()
+        stall_s = self.limits.stall_s
+        oldest = next((f for f in self._flights.values() if f.counted), None)
+        if not stall_s or oldest is None:
+            await self._slot_free.wait()
+            return
+        wait_s = oldest.started + stall_s - time.monotonic()
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._slot_free.wait()
+            return
+        oldest.counted = False
+        self._in_flight -= 1
+        log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's leader "
+                    "does not answer?); the stream's other flushes go on",
+                    sum(e.rows for e in oldest.entries), self.topic, stall_s)
 
     async def _linger(self) -> None:
         """Wait up to linger_s for more rows, unless a full batch is waiting or a drain began.
@@ -338,10 +373,11 @@ class StreamQueue:
         return await self.sink.send(self.topic, values, None, meta)
 
     def _settle(self, entries: list[Entry], fut: asyncio.Future[Landed | None]) -> None:
-        self._flights.pop(id(entries), None)
+        flight = self._flights.pop(id(entries), None)
         if not self._flights:
             self._landed.set()
-        self._in_flight -= 1
+        if flight is None or flight.counted:
+            self._in_flight -= 1
         self._in_flight_nbytes -= sum(e.nbytes for e in entries)
         self._slot_free.set()
         if fut.cancelled() or fut.exception() is not None:
@@ -430,8 +466,8 @@ class StreamQueue:
         self._deleted = True
         self._fail_waiters(self._pending)
         self._fail_waiters(self._handing or ())
-        for entries in self._flights.values():  # their topic is going away: do not wait for it
-            self._fail_waiters(entries)
+        for flight in self._flights.values():  # their topic is going away: do not wait for it
+            self._fail_waiters(flight.entries)
         await self.stop(grace)
         pending = list(self._pending)
         self._pending.clear()

@@ -114,6 +114,12 @@ class Sink(Protocol):
     def available(self) -> bool:
         """False while the destination is known to be unreachable (requests then get 503)."""
 
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        """A partition of `topic` whose leader does not answer and that holds more than the gateway
+        lets a stalled partition hold, and that the stream's rows need (`keyed`: any partition;
+        unkeyed rows go around stalled ones): the stream is refused until it recovers. None
+        when there is none."""
+
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
                    meta: RecordMeta | None = None, headers: list[Headers] | None = None
                    ) -> asyncio.Future[Landed | None]:

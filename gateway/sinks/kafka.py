@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import time
@@ -32,6 +31,7 @@ from gateway.sinks.aiokafka_batch import RecordBatch, abandon
 from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 from gateway.sinks.malloc_tuning import keep_request_buffers
+from gateway.sinks.partitions import Lanes
 
 log = logging.getLogger(__name__)
 METADATA_WAIT_S = 3.0
@@ -62,7 +62,8 @@ class KafkaSink:
     def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
                  unreachable_after_s: float = 5.0, max_unsettled_bytes: int = 32 << 20,
                  request_timeout_ms: int = 30_000, compression: str | None = None,
-                 topic_owner: TopicOwner | None = None) -> None:
+                 topic_owner: TopicOwner | None = None, partition_stall_s: float = 2.0,
+                 partition_max_bytes: int = 16 << 20) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
@@ -73,24 +74,15 @@ class KafkaSink:
         self._producer: Any = None
         self._admin: Any = None
         self._healthy = False
-        self._next_partition: dict[str, int] = {}
         self._probe: asyncio.Task[None] | None = None
         self._closing = False
         # Finds the stream that owns a topic (from the catalog): a topic deleted behind the
         # gateway's back is then recreated instead of failing its flushes forever.
         self.topic_owner = topic_owner
         self._repaired_at: dict[str, float] = {}
-        # Batches handed to aiokafka and not yet settled, by topic: a topic is deleted only once
-        # its batches have settled, or one still retrying could land in a topic re-created under
-        # the same name (a new stream with the old stream's rows).
-        self._unsettled: dict[str, set[asyncio.Future[Any]]] = {}
-        # aiokafka puts every ready batch for a broker into one Produce request, with no size
-        # limit; one larger than the broker's socket.request.max.bytes (100 MiB by default) makes
-        # it drop the connection, and aiokafka resends the same request forever. Bounding the
-        # bytes handed over and not yet settled bounds every request.
-        self.max_unsettled_bytes = max_unsettled_bytes
-        self._unsettled_bytes = 0
-        self._room = asyncio.Event()
+        # each partition's batches, so that a stuck one holds back only its own
+        self.lanes = Lanes(max_unsettled_bytes=max_unsettled_bytes, stall_s=partition_stall_s,
+                           max_held_bytes=partition_max_bytes)
         self._renewal: asyncio.Task[None] | None = None
         self.encoder = recordbatch.ENCODER  # native or pure Python: the same bytes
 
@@ -139,6 +131,7 @@ class KafkaSink:
             self._renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
+        await self.lanes.close()
         if self._producer is not None:
             await self._producer.stop()
         if self._admin is not None:
@@ -155,13 +148,17 @@ class KafkaSink:
         return self._admin
 
     def forget_topics(self, topics: list[str]) -> None:
-        """Forget the partition rotation of deleted topics."""
-        for topic in topics:
-            self._next_partition.pop(topic, None)
+        """Forget the partitions of deleted topics."""
+        self.lanes.forget(topics)
 
     # ---- health ----------------------------------------------------------------------------
     def available(self) -> bool:
         return self._healthy and self._producer is not None
+
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        """A partition of `topic` that rows need and that is stalled with more than
+        --partition-max-bytes (see `Lanes.held_back`), or None."""
+        return self.lanes.held_back(topic, keyed)
 
     def _set_healthy(self, healthy: bool) -> None:
         if healthy != self._healthy:
@@ -285,7 +282,9 @@ class KafkaSink:
         started = time.perf_counter()
         producer = self._producer  # a whole flush goes through one producer
         try:
-            shipped = await route(producer, await self.partition_count(topic))
+            n = await self.partition_count(topic)
+            self.lanes.of(topic, n)
+            shipped = await route(producer, n)
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
@@ -387,17 +386,17 @@ class KafkaSink:
 
     async def _send_spread(self, producer: Any, topic: str, batches: Iterator[RecordBatch], n: int
                            ) -> list[Shipped]:
-        """Unkeyed batches to one partition after another, from the topic's next one on."""
+        """Unkeyed batches, each to the partition `Lanes.next_partition` picks: in turn while
+        all are idle, else the ones that answer, weighted by what they hold."""
         shipped: list[Shipped] = []
-        partition = self._next_partition.get(topic, 0) % n
+        lanes = self.lanes.of(topic, n)
         start = 0
         for batch in batches:
             count = batch.record_count()
-            shipped.append((await self._ship(producer, batch, topic, partition % n),
+            partition = self.lanes.next_partition(lanes, n)
+            shipped.append((await self._ship(producer, batch, topic, partition),
                             range(start, start + count)))
             start += count
-            partition += 1
-        self._next_partition[topic] = partition
         return shipped
 
     def _value_batches(self, values: list[bytes], headers: list[Headers] | None
@@ -430,8 +429,7 @@ class KafkaSink:
     async def _send_placed(self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
                            ) -> list[Shipped]:
         """Records with their own partition (or key, or neither: one sticky partition for those)."""
-        sticky = self._next_partition.get(topic, 0) % n
-        self._next_partition[topic] = sticky + 1
+        sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
         by_partition: dict[int, list[int]] = {}
         missing = -1
         for i, (key, partition) in enumerate(zip(meta.keys, meta.partitions, strict=True)):
@@ -470,34 +468,14 @@ class KafkaSink:
     async def _ship(self, producer: Any, batch: RecordBatch, topic: str, partition: int
                     ) -> asyncio.Future[Any]:
         metrics.BATCH_ROWS.observe(batch.record_count())
-        size = batch.size()
-        metrics.BATCH_BYTES.observe(size)
-        while self._unsettled_bytes and self._unsettled_bytes + size > self.max_unsettled_bytes:
-            self._room.clear()
-            await self._room.wait()
-        fut: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-        unsettled = self._unsettled.get(topic)
-        if unsettled is None:
-            unsettled = self._unsettled[topic] = set()
-        unsettled.add(fut)
-        self._unsettled_bytes += size
-        fut.add_done_callback(functools.partial(self._settled, unsettled, size))
-        return fut
-
-    def _settled(self, unsettled: set[asyncio.Future[Any]], size: int,
-                 fut: asyncio.Future[Any]) -> None:
-        unsettled.discard(fut)
-        self._unsettled_bytes -= size
-        self._room.set()
+        metrics.BATCH_BYTES.observe(batch.size())
+        return await self.lanes.ship(producer, batch, topic, partition)
 
     async def settle_topics(self, topics: list[str]) -> None:
         """Wait until aiokafka has settled (delivered or failed) every batch for `topics`; it
         gives up on a batch after `request_timeout_ms`, so this wait is bounded."""
-        batches = {f for t in topics for f in self._unsettled.get(t, ())}
+        batches = {f for t in topics for f in self.lanes.unsettled.get(t, ())}
         if batches:
             _, late = await asyncio.wait(batches, timeout=self.request_timeout_ms / 1000 + 5)
             if late:
                 raise SinkUnavailable(f"{len(late)} batches for {topics[0]} are still unsettled")
-        for t in topics:
-            if not self._unsettled.get(t, True):
-                del self._unsettled[t]

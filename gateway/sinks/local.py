@@ -46,6 +46,9 @@ class LocalSink:
     def available(self) -> bool:
         return True
 
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        return None  # one file per topic: no partitions
+
     async def ensure_topic(self, stream: Stream) -> None:
         self.path_of(stream.topic).touch()
         self.path_of(stream.quarantine_topic).touch()
