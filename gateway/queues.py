@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics
+from gateway.landing import Landing
 from gateway.limiters.drain_rate import DrainRate
 from gateway.sinks.base import (
     Headers,
     Landed,
     Lines,
+    OnBatch,
     RecordMeta,
     RowPositions,
     Sink,
@@ -282,8 +284,11 @@ class StreamQueue:
             if not entries:
                 continue
             self._handing = entries
+            # several requests: each settles once its own rows landed (see gateway.landing)
+            landing = Landing(entries, self._landed_early) if len(entries) > 1 else None
             try:
-                delivered = await self._hand_over(entries)
+                delivered = await self._hand_over(
+                    entries, None if landing is None else landing.landed)
             except asyncio.CancelledError:
                 self._requeue(entries, None)
                 raise
@@ -296,7 +301,7 @@ class StreamQueue:
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
             self._flights[id(entries)] = Flight(entries, time.monotonic())
             self._landed.clear()
-            delivered.add_done_callback(functools.partial(self._settle, entries))
+            delivered.add_done_callback(functools.partial(self._settle, entries, landing))
 
     async def _slot(self) -> None:
         """Wait until a flush settles, or until the oldest one counted is overdue (`stall_s`):
@@ -333,14 +338,15 @@ class StreamQueue:
         finally:
             timer.cancel()
 
-    async def _hand_over(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
+    async def _hand_over(self, entries: list[Entry], on_batch: OnBatch | None
+                         ) -> asyncio.Future[Landed | None]:
         if any(e.meta is not None for e in entries):
-            return await self._hand_over_placed(entries)
+            return await self._hand_over_placed(entries, on_batch)
         runs = [v for e in entries if isinstance(v := e.values, bytes)]
         if len(runs) == len(entries):  # the common path: no bytes object per record
             run_headers = [e.headers for e in entries] if any(e.headers for e in entries) else None
             lines = Lines(runs, run_headers, sum(e.rows for e in entries))
-            return await self.sink.send_lines(self.topic, lines)
+            return await self.sink.send_lines(self.topic, lines, on_batch=on_batch)
         if len(entries) == 1:
             values, keys = entries[0].value_list(), entries[0].keys
         else:
@@ -356,10 +362,12 @@ class StreamQueue:
             headers: list[Headers] = []
             for e in entries:
                 headers += [e.headers or []] * e.rows
-            return await self.sink.send(self.topic, values, keys, headers=headers)
-        return await self.sink.send(self.topic, values, keys)
+            return await self.sink.send(self.topic, values, keys, headers=headers,
+                                        on_batch=on_batch)
+        return await self.sink.send(self.topic, values, keys, on_batch=on_batch)
 
-    async def _hand_over_placed(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
+    async def _hand_over_placed(self, entries: list[Entry], on_batch: OnBatch | None
+                                ) -> asyncio.Future[Landed | None]:
         """A flush where some records carry their own key, partition or headers: every record's
         details in one RecordMeta, the entry's shared headers (schema version) after its own."""
         values: list[bytes] = []
@@ -370,9 +378,20 @@ class StreamQueue:
             meta.keys += m.keys
             meta.partitions += m.partitions
             meta.headers += [own + e.headers for own in m.headers] if e.headers else m.headers
-        return await self.sink.send(self.topic, values, None, meta)
+        return await self.sink.send(self.topic, values, None, meta, on_batch=on_batch)
 
-    def _settle(self, entries: list[Entry], fut: asyncio.Future[Landed | None]) -> None:
+    def _landed_early(self, landing: Landing, done: list[int]) -> None:
+        """Entries of a flush in flight whose records all landed: acknowledged now."""
+        entries = [landing.entries[k] for k in done]
+        self._release(entries)
+        landed = Landed(list(landing.batches))
+        for k, e in zip(done, entries, strict=True):
+            if e.done is not None and not e.done.done():
+                start = landing.starts[k]
+                e.done.set_result(RowPositions(landed, start, start + e.rows))
+
+    def _settle(self, entries: list[Entry], landing: Landing | None,
+                fut: asyncio.Future[Landed | None]) -> None:
         flight = self._flights.pop(id(entries), None)
         if not self._flights:
             self._landed.set()
@@ -382,13 +401,31 @@ class StreamQueue:
         self._slot_free.set()
         if fut.cancelled() or fut.exception() is not None:
             exc = fut.exception() if not fut.cancelled() else SinkUnavailable("cancelled")
+            if landing is not None:  # the entries whose rows all landed stay acknowledged
+                landing.live = False
+                entries = landing.unreleased()
             self._requeue(entries, exc)
             return
         self._backoff = 0.0
-        self._release(entries)
         landed = fut.result()
-        start = 0
-        for e in entries:
+        if landing is None:
+            self._release(entries)
+            starts: list[int] = [0]
+        else:  # those not settled as their batches landed (the sink does not tell, or no rows)
+            landing.live = False
+            entries, starts = [], []
+            for e, start, released in zip(landing.entries, landing.starts, landing.released,
+                                          strict=True):
+                if not released:
+                    entries.append(e)
+                    starts.append(start)
+            if not entries:
+                return
+            self._release(entries)
+        start = starts[0]
+        for i, e in enumerate(entries):
+            if landing is not None:
+                start = starts[i]
             if e.done is not None and not e.done.done():
                 e.done.set_result(None if landed is None else
                                   RowPositions(landed, start, start + e.rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -28,7 +29,7 @@ from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks import recordbatch
 from gateway.sinks.aiokafka_batch import RecordBatch, abandon
-from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, SinkUnavailable
+from gateway.sinks.base import Headers, Landed, Lines, OnBatch, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_topics import create_topics
 from gateway.sinks.malloc_tuning import keep_request_buffers
 from gateway.sinks.partitions import Lanes
@@ -254,8 +255,8 @@ class KafkaSink:
 
     # ---- producing -------------------------------------------------------------------------
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
-                   ) -> asyncio.Future[Landed | None]:
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
+                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones,
         or each record's own key, partition and headers when `meta` is given); `headers`, when
         given without `meta`, holds each record's headers."""
@@ -265,16 +266,17 @@ class KafkaSink:
             if keys is None:
                 return await self._send_spread(producer, topic, self._value_batches(values, headers), n)
             return await self._send_keyed(producer, topic, values, keys, n, headers)
-        return await self._produce(topic, route)
+        return await self._produce(topic, route, on_batch)
 
-    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
-        """Pack unkeyed records given as runs of lines into batches, sticky partition as `send`."""
+    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+                         ) -> asyncio.Future[Landed | None]:
+        """Pack unkeyed records given as runs of lines into batches, partitions as `send`."""
         async def route(producer: Any, n: int) -> list[Shipped]:
             return await self._send_spread(producer, topic, self._line_batches(lines), n)
-        return await self._produce(topic, route)
+        return await self._produce(topic, route, on_batch)
 
-    async def _produce(self, topic: str, route: Callable[[Any, int], Awaitable[list[Shipped]]]
-                       ) -> asyncio.Future[Landed | None]:
+    async def _produce(self, topic: str, route: Callable[[Any, int], Awaitable[list[Shipped]]],
+                       on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """Ship a flush's batches (`route` builds and ships them, given the producer and the
         topic's partition count) through one producer; the future settles once all did."""
         if self._producer is None:
@@ -288,10 +290,10 @@ class KafkaSink:
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return self._delivered(producer, shipped, started)
+        return self._delivered(producer, shipped, started, on_batch)
 
-    def _delivered(self, producer: Any, shipped: list[Shipped],
-                   started: float) -> asyncio.Future[Landed | None]:
+    def _delivered(self, producer: Any, shipped: list[Shipped], started: float,
+                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """A future of the flush: where its batches landed once all are acknowledged, or the
         first failure. Done callbacks instead of a task gathering them: with many quiet streams
         every request is a flush of its own, and a task plus `gather` per flush cost more."""
@@ -320,10 +322,16 @@ class KafkaSink:
             if not pending:
                 out.set_result(self._landed(shipped, started))
 
+        def told(indices: Sequence[int], fut: asyncio.Future[Any]) -> None:
+            if on_batch is not None and not out.done() and not fut.cancelled() \
+                    and fut.exception() is None:
+                on_batch(fut.result().partition, fut.result().offset, indices)
+            settled(fut)
+
         if not shipped:
             out.set_result(self._landed(shipped, started))
-        for fut, _ in shipped:
-            fut.add_done_callback(settled)
+        for fut, indices in shipped:
+            fut.add_done_callback(settled if on_batch is None else functools.partial(told, indices))
         return out
 
     def _landed(self, shipped: list[Shipped], started: float) -> Landed:
