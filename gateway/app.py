@@ -64,6 +64,7 @@ def kafka_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
                      probe_interval_s=settings.kafka_probe_interval_s,
                      unreachable_after_s=settings.kafka_unreachable_after_s,
                      max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
+                     request_timeout_ms=settings.kafka_request_timeout_ms,
                      topic_owner=topic_owner, partition_stall_s=settings.partition_stall_ms / 1000,
                      partition_max_bytes=settings.partition_max_bytes)
     return SinkParts(sink, KafkaTopics(sink), KafkaStats(sink))

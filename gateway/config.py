@@ -57,6 +57,10 @@ class Settings:
         default=32 * MiB, metadata={"help": "batch bytes handed to Kafka and not yet acknowledged, "
                                             "all streams together (bounds each Produce request; "
                                             "keep under the broker's socket.request.max.bytes)"})
+    kafka_request_timeout_ms: int = field(
+        default=30_000, metadata={"help": "how long the Kafka producer waits for a broker's reply "
+                                          "before it fails the batch and retries it (the rows are "
+                                          "retried, never dropped)"})
     partition_stall_ms: float = field(
         default=2000.0, metadata={"help": "a partition holding batches Kafka has not acknowledged "
                                           "for this long is stalled (its leader does not answer): "
@@ -262,7 +266,7 @@ def _check(s: Settings) -> None:
                 "memory_cap_bytes", "batch_max_bytes", "kafka_max_unsettled_bytes",
                 "max_in_flight_flushes", "spool_segment_bytes", "max_connections", "header_read_timeout_s",
                 "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s", "replay_claim_s",
-                "partition_stall_ms")
+                "partition_stall_ms", "kafka_request_timeout_ms")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
