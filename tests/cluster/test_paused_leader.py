@@ -24,6 +24,7 @@ from tests.brokers import Cluster
 from tests.integration.harness import Gateway, Record, read_topic, unique_name, wait_until
 
 COLUMNS = [{"name": "id", "type": "string"}, {"name": "seq", "type": "int64"}]
+NDJSON = "application/x-ndjson"
 ROWS = 10  # rows per request
 GUARD_S = 120  # failure guards only, all well inside the request timeout below
 REQUEST_TIMEOUT_MS = 600_000
@@ -69,9 +70,10 @@ class Clients:
             ids, body = self.rows(keyed=what == "keyed")
             try:
                 if what == "wait":
-                    reply = self.gw.ingest(stream, body, wait=True, query="results=rows")
+                    reply = self.gw.ingest(stream, body, wait=True, query="results=rows",
+                                           content_type=NDJSON)
                 else:
-                    reply = self.gw.ingest(stream, body, wait=False)
+                    reply = self.gw.ingest(stream, body, wait=False, content_type=NDJSON)
             except OSError:
                 with self.lock:
                     self.statuses[(what, 0)] += 1
@@ -124,7 +126,7 @@ def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster,
         topic, keyed_topic = "ingest." + name, "ingest." + keyed
         for stream in (name, keyed):  # warm: metadata known, connections to every leader open
             wait_until(lambda s=stream: gw.ingest(s, clients.rows(keyed=s == keyed)[1],
-                                                  wait=True).status == 200,
+                                                  wait=True, content_type=NDJSON).status == 200,
                        GUARD_S, f"a first write to {stream}")
         clients.run("wait", name, 4)
         clients.run("nowait", name, 2)
@@ -164,6 +166,7 @@ def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster,
     accepted = {i for _, ids in clients.accepted for i in ids}
     report = (f"acked {len(acked)} rows ({during} requests during the pause), accepted "
               f"{len(accepted)}, 504 {len(clients.unknown)}; statuses {dict(clients.statuses)}")
+    print(report)  # the figures (pytest -s shows them)
     assert not acked - set(seen), f"acknowledged wait=true rows missing: {report}"
     assert not accepted - set(seen), f"accepted wait=false rows missing: {report}"
     assert not set(clients.unknown) - set(seen), f"504 rows (queued) never landed: {report}"
