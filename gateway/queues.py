@@ -131,6 +131,7 @@ class StreamQueue:
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _flush_now: asyncio.Event = field(default_factory=asyncio.Event)
     _in_flight: int = 0  # flushes handed over and not settled that count against max_in_flight
+    _overdue: int = 0  # flushes handed over and not settled that no longer count (see `_slot`)
     _in_flight_nbytes: int = 0
     _last_rows: int = 0  # size of the last admitted request, for check_room()
     _last_nbytes: int = 0
@@ -320,9 +321,11 @@ class StreamQueue:
             return
         oldest.counted = False
         self._in_flight -= 1
-        log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's leader "
-                    "does not answer?); the stream's other flushes go on",
-                    sum(e.rows for e in oldest.entries), self.topic, stall_s)
+        self._overdue += 1
+        if self._overdue == 1:  # once while any is overdue: under a stuck leader, each flush is
+            log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's "
+                        "leader does not answer?); the stream's other flushes go on",
+                        sum(e.rows for e in oldest.entries), self.topic, stall_s)
 
     async def _linger(self) -> None:
         """Wait up to linger_s for more rows, unless a full batch is waiting or a drain began.
@@ -397,6 +400,8 @@ class StreamQueue:
             self._landed.set()
         if flight is None or flight.counted:
             self._in_flight -= 1
+        else:
+            self._overdue -= 1
         self._in_flight_nbytes -= sum(e.nbytes for e in entries)
         self._slot_free.set()
         if fut.cancelled() or fut.exception() is not None:

@@ -67,7 +67,7 @@ async def test_an_overdue_flush_no_longer_holds_the_stream_back() -> None:
         stuck.ack()
         async with asyncio.timeout(GUARD):
             assert await first.done is None  # type: ignore[misc]
-        assert q.rows == 0 and q._in_flight == 0
+        assert q.rows == 0 and q._in_flight == 0 and q._overdue == 0
     finally:
         await q.stop()
 
