@@ -275,6 +275,8 @@ class StreamQueue:
             await self._linger()
             while self._in_flight >= self.limits.max_in_flight and not self._closed:
                 await self._slot()
+            while self._pending and not self._closed and self._held_back():
+                await self._progress()
             if self._closed:
                 return
             entries = self._take()
@@ -326,6 +328,21 @@ class StreamQueue:
             log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's "
                         "leader does not answer?); the stream's other flushes go on",
                         sum(e.rows for e in oldest.entries), self.topic, stall_s)
+
+    def _held_back(self) -> bool:
+        """True while a partition the next rows need is stalled and full (--partition-max-bytes):
+        they stay queued here, not encoded into batches that would wait behind it."""
+        head = self._pending[0]
+        return self.sink.held_back(self.topic, head.keys is not None or head.meta is not None
+                                   ) is not None
+
+    async def _progress(self) -> None:
+        """Wait until a flush settles, or `stall_s` at most (a stalled partition may recover
+        without any flush of this stream settling)."""
+        self._slot_free.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.limits.stall_s or 1.0):
+                await self._slot_free.wait()
 
     async def _linger(self) -> None:
         """Wait up to linger_s for more rows, unless a full batch is waiting or a drain began.

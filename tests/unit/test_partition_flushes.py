@@ -157,3 +157,42 @@ async def test_a_stream_whose_stalled_partition_is_full_gets_503(gw: Gateway) ->
     assert asked == [(gw.catalog.stream("s").topic, False)]  # type: ignore[union-attr]
     assert REGISTRY.get_sample_value("gateway_throttled_requests_total",
                                      {"status": "503", "cause": "partition_stalled"}) == before + 1
+
+
+class FullSink(FakeSink):
+    """A sink whose partition 0 is stalled and full (for keyed rows) until the test says not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+        self.asked = 0
+        self.asked_thrice = asyncio.Event()
+
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        if keyed:
+            self.asked += 1
+            if self.asked >= 3:
+                self.asked_thrice.set()
+        return 0 if self.full and keyed else None
+
+
+async def test_rows_for_a_full_stalled_partition_stay_queued_unencoded() -> None:
+    sink = FullSink()
+    q = StreamQueue("s", "t", sink, _limits(stall_s=0.05), MemoryBudget(100_000))
+    q.start()
+    try:
+        q.offer(_entry(b"u"))  # unkeyed rows go around the stalled partition
+        (await sink.next_send()).ack()
+        keyed = Entry([b"k"], [b"key"], 1, asyncio.get_running_loop().create_future())
+        q.offer(keyed)
+        async with asyncio.timeout(GUARD):  # the flusher looks again (after stall_s at most)
+            await sink.asked_thrice.wait()
+        assert sink.calls.empty() and list(q._pending) == [keyed]
+        sink.full = False
+        send = await sink.next_send()
+        assert send.keys == [b"key"]
+        send.ack()
+        async with asyncio.timeout(GUARD):
+            assert await keyed.done is None  # type: ignore[misc]
+    finally:
+        await q.stop()
