@@ -25,21 +25,27 @@ class Landing:
                  on_landed: Callable[[Landing, list[int]], None]) -> None:
         self.entries = entries
         self.on_landed = on_landed  # told of the entries (by position) whose records all landed
-        starts: list[int] = []
-        n = 0
-        for e in entries:
-            starts.append(n)
-            n += e.rows
-        self.starts = starts
-        self.left = [e.rows for e in entries]  # records not acknowledged yet, per entry
-        self.released = [False] * len(entries)  # settled through `landed` already
-        self.batches: list[tuple[int, int, Sequence[int]]] = []  # landed so far
         self.live = True  # False once the flush failed: its unreleased entries are retried
+        # set up by the first `landed` (a sink that does not tell never costs more)
+        self.starts: list[int] = []  # each entry's first record number
+        self.left: list[int] = []  # records not acknowledged yet, per entry
+        self.released: list[bool] = []  # settled through `landed` already
+        self.batches: list[tuple[int, int, Sequence[int]]] = []  # landed so far
+
+    def _start(self) -> None:
+        n = 0
+        for e in self.entries:
+            self.starts.append(n)
+            n += e.rows
+        self.left = [e.rows for e in self.entries]
+        self.released = [False] * len(self.entries)
 
     def landed(self, partition: int, offset: int, indices: Sequence[int]) -> None:
         """A batch of the flush landed at `partition`, `offset` (the sink's `on_batch`)."""
         if not self.live or not indices:
             return
+        if not self.batches:
+            self._start()
         self.batches.append((partition, offset, indices))
         starts, left, entries = self.starts, self.left, self.entries
         first = bisect.bisect_right(starts, indices[0]) - 1
@@ -63,4 +69,6 @@ class Landing:
 
     def unreleased(self) -> list[Entry]:
         """The entries not settled through `landed`."""
+        if not self.batches:
+            return self.entries
         return [e for e, r in zip(self.entries, self.released, strict=True) if not r]

@@ -430,28 +430,25 @@ class StreamQueue:
             return
         self._backoff = 0.0
         landed = fut.result()
-        if landing is None:
+        if landing is None or not landing.batches:  # no batch told of: all settle now
             self._release(entries)
-            starts: list[int] = [0]
-        else:  # those not settled as their batches landed (the sink does not tell, or no rows)
-            landing.live = False
-            entries, starts = [], []
-            for e, start, released in zip(landing.entries, landing.starts, landing.released,
-                                          strict=True):
-                if not released:
-                    entries.append(e)
-                    starts.append(start)
-            if not entries:
-                return
-            self._release(entries)
-        start = starts[0]
-        for i, e in enumerate(entries):
-            if landing is not None:
-                start = starts[i]
+            start = 0
+            for e in entries:
+                if e.done is not None and not e.done.done():
+                    e.done.set_result(None if landed is None else
+                                      RowPositions(landed, start, start + e.rows))
+                start += e.rows
+            return
+        # those not settled as their batches landed (no rows, or a sink that told of some only)
+        landing.live = False
+        rest = [(e, start) for e, start, released in zip(
+            landing.entries, landing.starts, landing.released, strict=True) if not released]
+        if rest:
+            self._release([e for e, _ in rest])
+        for e, start in rest:
             if e.done is not None and not e.done.done():
                 e.done.set_result(None if landed is None else
                                   RowPositions(landed, start, start + e.rows))
-            start += e.rows
 
     def _discard(self, entries: list[Entry]) -> None:
         """Forget entries of a deleted stream: free their memory, tell the spool they are done,
