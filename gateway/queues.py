@@ -324,7 +324,7 @@ class StreamQueue:
         oldest.counted = False
         self._in_flight -= 1
         self._overdue += 1
-        if self._overdue == 1:  # once while any is overdue: under a stuck leader every flush is
+        if self._overdue == 1:  # once while any is (under a stuck leader every flush becomes so)
             log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's "
                         "leader does not answer?); the stream's other flushes go on",
                         sum(e.rows for e in oldest.entries), self.topic, stall_s)
