@@ -64,7 +64,8 @@ def kafka_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
                      probe_interval_s=settings.kafka_probe_interval_s,
                      unreachable_after_s=settings.kafka_unreachable_after_s,
                      max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
-                     topic_owner=topic_owner)
+                     topic_owner=topic_owner, replication_factor=settings.replication_factor,
+                     min_insync_replicas=settings.min_insync)
     return SinkParts(sink, KafkaTopics(sink), KafkaStats(sink))
 
 
@@ -84,7 +85,8 @@ def make_catalog_backend(settings: Settings) -> Backend:
     if settings.embedded:
         return FileBackend(settings.data_dir / "catalog.json")
     return KafkaLog(settings.kafka_bootstrap, settings.catalog_topic,
-                    replication_factor=settings.replication_factor)
+                    replication_factor=settings.replication_factor,
+                    min_insync_replicas=settings.min_insync)
 
 
 def build_gateway(settings: Settings, admin_key: str) -> Gateway:
