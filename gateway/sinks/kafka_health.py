@@ -52,15 +52,18 @@ class Round:
 
 
 def unwritable_topics(reply: Any, live: set[Any], min_insync: int) -> tuple[str, ...]:
-    """Topics of a Metadata reply none of whose partitions has a live leader and enough in-sync
-    replicas (acks=all needs min.insync.replicas of them, at most as many as it has replicas).
-    Unknown topics are skipped: a topic deleted behind the gateway's back is repaired elsewhere."""
+    """Topics of a Metadata reply none of whose partitions has a live leader and enough live
+    in-sync replicas (acks=all needs min.insync.replicas of them, at most as many as it has
+    replicas). Only live ones count: without a controller quorum (two of three combined nodes
+    down) the metadata keeps the dead in the ISR, and the leader waits for them in vain. Unknown
+    topics are skipped: a topic deleted behind the gateway's back is repaired elsewhere."""
     out = []
     for error, topic, _internal, partitions, *_ in reply.topics:
         if error:
             continue
         # partition: (error, index, leader, replicas, isr, ...) in every version aiokafka speaks
-        if not any(p[2] in live and len(p[4]) >= min(min_insync, len(p[3])) for p in partitions):
+        if not any(p[2] in live and sum(1 for r in p[4] if r in live) >= min(min_insync, len(p[3]))
+                   for p in partitions):
             out.append(topic)
     return tuple(out)
 
@@ -126,7 +129,8 @@ class KafkaHealth:
         if found.answered or found.everyone_refused:
             self._bad += 1
             if self.available and self._bad >= DOWN_AFTER:
-                self.set(False, "no topic in use has a writable partition"
+                self.set(False, f"no topic in use has a writable partition: {found.unwritable[:3]}"
+                         f", refused: {sorted(found.refused, key=str)}"
                          if found.answered else "no broker accepts connections")
         else:
             self.no_reply()

@@ -218,6 +218,8 @@ def test_a_topic_is_writable_while_one_partition_is() -> None:
     assert unwritable_topics(one_left, live, 2) == ()
     none_left = reply([2, 3], (1, [1, 2, 3], [1, 2, 3]), (-1, [1, 2, 3], [1]))
     assert unwritable_topics(none_left, live, 2) == ("t",)
+    dead_in_sync = reply([2, 3], (2, [1, 2, 3], [1, 2, 3]))  # no quorum to shrink the ISR
+    assert unwritable_topics(dead_in_sync, {2}, 2) == ("t",)
     too_few_in_sync = reply([2], (2, [1, 2, 3], [2]))
     assert unwritable_topics(too_few_in_sync, {2}, 2) == ("t",)
     assert unwritable_topics(too_few_in_sync, {2}, 1) == ()
