@@ -84,8 +84,9 @@ class Settings:
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
     kafka_unreachable_after_s: float = field(
-        default=5.0, metadata={"help": "Kafka that refuses connections is unreachable at once; one "
-                                       "that stops answering, after this long without a reply"})
+        default=5.0, metadata={"help": "Kafka whose brokers all refuse connections (or whose topics "
+                                       "in use have no writable partition) is unavailable after 2 "
+                                       "probes; one that stops answering, after this long"})
     accept_during_outage: bool = field(
         default=True, metadata={"help": "queue wait=false rows while Kafka is unreachable (202 until "
                                         "the queues are full, then 429); off: 503 at once"})
