@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.client import ConnectionGroup
-from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway import metrics
@@ -31,6 +30,7 @@ log = logging.getLogger("gateway.sinks.kafka")
 DOWN_AFTER = 2  # bad rounds in a row before Kafka is called unavailable
 UP_AFTER = 2  # good rounds (or delivered batches) in a row before it is available again
 CONNECT_S = 0.5  # a TCP connect to a broker the producer holds no connection to
+HEDGE_S = 0.5  # how long a round waits for one broker's answer before asking the next as well
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +81,7 @@ class KafkaHealth:
         self.last_reply = 0.0  # monotonic time of the last probe reply or delivered batch
         self._good = self._bad = 0
         self._prefer: Any = None  # the node that answered last: asked first
-        self._slow: Any = None  # the node that last did not answer in time: asked last
-        self.attempt_s = max(interval_s, 1.0)  # one node's time to answer the metadata request
+        self.round_s = max(interval_s * 2, 2.0)  # the longest a round waits for an answer
         self._wake = asyncio.Event()
         self.closing = False
 
@@ -154,7 +153,7 @@ class KafkaHealth:
             if self.closing:
                 return
             try:
-                async with asyncio.timeout(self.attempt_s * 2 + CONNECT_S):
+                async with asyncio.timeout(self.round_s + CONNECT_S + 1):
                     found = await self.probe(client(), sorted(topics()))
             except TimeoutError:
                 metrics.SINK_ERRORS.labels(kind="probe_TimeoutError").inc()
@@ -175,20 +174,10 @@ class KafkaHealth:
             return Round(False, frozenset({None}), everyone_refused=True)
         reachable = await asyncio.gather(*(self._reachable(client, b) for b in brokers.values()))
         refused = frozenset(n for n, ok in zip(brokers, reachable, strict=True) if not ok)
-        # the node that answered last first, one that did not answer in time last
-        order = sorted(set(brokers) - refused, key=lambda n: (n == self._slow, n != self._prefer))
-        for node in order:
-            try:
-                # Metadata for no topics when none is in use: the reply stays tiny (all topics
-                # cost a broker with hundreds of them ~20 ms of CPU per probe)
-                async with asyncio.timeout(self.attempt_s):
-                    reply = await client.send(node, MetadataRequest(topics, False))
-            except (KafkaError, OSError, TimeoutError) as exc:
-                metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
-                if isinstance(exc, TimeoutError):
-                    self._slow = node
-                continue
-            self._prefer = node
+        # the node that answered last first
+        order = sorted(set(brokers) - refused, key=lambda n: n != self._prefer)
+        reply = await self._first_answer(client, order, topics)
+        if reply is not None:
             live = {b[0] for b in reply.brokers} - refused
             if not live:
                 return Round(True, refused, ("(no live broker)",), 1)
@@ -196,6 +185,39 @@ class KafkaHealth:
             return Round(True, refused, unwritable_topics(reply, live, self.min_insync), known)
         # some node took the connection but did not answer in time: slow, not known down
         return Round(False, refused, everyone_refused=len(refused) == len(brokers))
+
+    async def _first_answer(self, client: Any, order: list[Any], topics: list[str]) -> Any:
+        """The first Metadata reply from the nodes in `order`, asked one after another: the next
+        one as soon as the last failed or after HEDGE_S without an answer (a frozen or overloaded
+        broker delays the round by HEDGE_S, not the round's budget); None after `round_s`.
+        Metadata for no topics when none is in use keeps the reply tiny (all topics cost a
+        broker with hundreds of them ~20 ms of CPU per probe)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.round_s
+        pending: dict[asyncio.Task[Any], Any] = {}
+        try:
+            for i, node in enumerate(order):
+                pending[asyncio.create_task(client.send(node, MetadataRequest(topics, False)))] = node
+                last = i == len(order) - 1
+                while pending:
+                    wait = deadline - loop.time() if last else min(HEDGE_S, deadline - loop.time())
+                    done, _ = await asyncio.wait(pending, timeout=max(wait, 0),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        break  # no answer yet: ask the next node too (or give up, after the last)
+                    for task in done:
+                        asked = pending.pop(task)
+                        exc = task.exception()
+                        if exc is None:
+                            self._prefer = asked
+                            return task.result()
+                        metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
+                    if not last:
+                        break  # a failure: ask the next node now
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
 
     async def _reachable(self, client: Any, broker: Any) -> bool:
         """The producer holds a live connection to the broker, or it accepts one now."""

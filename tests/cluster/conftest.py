@@ -9,11 +9,12 @@ import pytest
 from tests.brokers import Cluster, own_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     """Three combined broker+controller nodes on loopback (replication 3, min.insync.replicas 2,
-    unclean election off), shared by the session: a test that stops, kills or pauses nodes
-    takes `whole_cluster`, which brings every node back afterwards."""
+    unclean election off), shared by this tier's tests and stopped after them (three idle JVMs
+    would slow the rest of the suite): a test that stops, kills or pauses nodes takes
+    `whole_cluster`, which brings every node back afterwards."""
     with own_cluster(3) as c:
         yield c
 

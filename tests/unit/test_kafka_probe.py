@@ -153,7 +153,7 @@ async def test_one_node_refusing_while_the_others_are_slow_is_no_outage() -> Non
     async def slow() -> Any:
         await asyncio.sleep(3600)
     health, client = healthy([], {1: False, 2: True, 3: True})
-    health.attempt_s = 0.01
+    health.round_s = 0.05
     client.send = lambda node, request: slow()  # type: ignore[method-assign]
     for _ in range(3):
         found = await health.probe(client, ["t"])
@@ -244,3 +244,21 @@ async def test_a_probe_ending_before_close_is_logged(caplog: pytest.LogCaptureFi
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         "the Kafka probe stopped before close (RuntimeError: surprise); Kafka outages go "
         "unnoticed now"]
+
+
+async def test_a_frozen_broker_delays_a_round_by_the_hedge_only() -> None:
+    # A paused (SIGSTOP) broker keeps its connections open and never answers: the round asks
+    # the next broker after HEDGE_S instead of spending its whole budget on the frozen one.
+    health, client = healthy([], {1: True, 2: True})
+    health._prefer = 1
+
+    async def send(node: int, request: Any) -> Any:
+        client.asked.append(node)
+        if node == 1:
+            await asyncio.sleep(3600)
+        return reply([1, 2], (1, [1, 2], [1, 2]), (2, [1, 2], [1, 2]))
+    client.send = send  # type: ignore[method-assign]
+    health.round_s = 3600  # the frozen node alone would hold the round this long
+    found = await asyncio.wait_for(health.probe(client, ["t"]), 60)  # a failure guard
+    assert found.good and client.asked == [1, 2]
+    assert health._prefer == 2
