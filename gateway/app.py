@@ -65,7 +65,9 @@ def kafka_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
                      unreachable_after_s=settings.kafka_unreachable_after_s,
                      max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
                      request_timeout_ms=settings.kafka_request_timeout_ms,
-                     topic_owner=topic_owner, partition_stall_s=settings.partition_stall_ms / 1000,
+                     topic_owner=topic_owner, replication_factor=settings.replication_factor,
+                     min_insync_replicas=settings.min_insync,
+                     partition_stall_s=settings.partition_stall_ms / 1000,
                      partition_max_bytes=settings.partition_max_bytes)
     return SinkParts(sink, KafkaTopics(sink), KafkaStats(sink))
 
@@ -86,7 +88,8 @@ def make_catalog_backend(settings: Settings) -> Backend:
     if settings.embedded:
         return FileBackend(settings.data_dir / "catalog.json")
     return KafkaLog(settings.kafka_bootstrap, settings.catalog_topic,
-                    replication_factor=settings.replication_factor)
+                    replication_factor=settings.replication_factor,
+                    min_insync_replicas=settings.min_insync)
 
 
 def build_gateway(settings: Settings, admin_key: str) -> Gateway:

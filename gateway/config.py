@@ -41,6 +41,9 @@ class Settings:
     topic_prefix: str = field(default="ingest.", metadata={"help": "prefix of stream topics"})
     default_shards: int = field(default=3, metadata={"help": "partitions of a new stream's topic"})
     replication_factor: int = field(default=1, metadata={"help": "default topic replication"})
+    min_insync_replicas: int = field(
+        default=0, metadata={"help": "min.insync.replicas of the topics the gateway creates (at most "
+                                     "each topic's replication); 0 = min(2, --replication-factor)"})
     max_body_bytes: int = field(default=64 * MiB, metadata={"help": "largest request body (413)"})
     max_decompressed_bytes: int = field(
         default=256 * MiB, metadata={"help": "largest body after gzip (413)"}
@@ -94,8 +97,9 @@ class Settings:
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
     kafka_unreachable_after_s: float = field(
-        default=5.0, metadata={"help": "Kafka that refuses connections is unreachable at once; one "
-                                       "that stops answering, after this long without a reply"})
+        default=5.0, metadata={"help": "Kafka whose brokers all refuse connections (or whose topics "
+                                       "in use have no writable partition) is unavailable after 2 "
+                                       "probes; one that stops answering, after this long"})
     accept_during_outage: bool = field(
         default=True, metadata={"help": "queue wait=false rows while Kafka is unreachable (202 until "
                                         "the queues are full, then 429); off: 503 at once"})
@@ -153,6 +157,11 @@ class Settings:
     def sink(self) -> str:
         """The sink's name in `gateway.app.SINKS`: `kafka` with a bootstrap address, else `local`."""
         return "local" if self.embedded else "kafka"
+
+    @property
+    def min_insync(self) -> int:
+        """The min.insync.replicas the gateway's topics get: the setting, else min(2, replication)."""
+        return self.min_insync_replicas or min(2, self.replication_factor)
 
     @property
     def worker_count(self) -> int:
@@ -289,6 +298,9 @@ def _check(s: Settings) -> None:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.stream_max_bytes_per_s < 0:
         raise ValueError("stream_max_bytes_per_s must be ≥ 0 (0 = no limit)")
+    if not 0 <= s.min_insync_replicas <= s.replication_factor:
+        raise ValueError(f"min_insync_replicas must be 0..replication_factor ({s.replication_factor}),"
+                         f" got {s.min_insync_replicas}: acks=all could never be met")
     if s.kafka_probe_interval_s <= 0 or s.kafka_unreachable_after_s <= 0:
         raise ValueError("kafka_probe_interval_s and kafka_unreachable_after_s must be positive")
     if not s.catalog_topic.strip():

@@ -15,21 +15,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidProducerEpoch,
-    KafkaConnectionError,
     KafkaError,
-    NodeNotReadyError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
 )
 from aiokafka.partitioner import murmur2
-from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks import recordbatch
 from gateway.sinks.aiokafka_batch import RecordBatch, abandon
 from gateway.sinks.base import Headers, Landed, Lines, OnBatch, RecordMeta, SinkUnavailable
+from gateway.sinks.kafka_health import KafkaHealth, check_replication
 from gateway.sinks.kafka_topics import create_topics
 from gateway.sinks.malloc_tuning import keep_request_buffers
 from gateway.sinks.partitions import Lanes
@@ -63,18 +61,22 @@ class KafkaSink:
     def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
                  unreachable_after_s: float = 5.0, max_unsettled_bytes: int = 32 << 20,
                  request_timeout_ms: int = 30_000, compression: str | None = None,
-                 topic_owner: TopicOwner | None = None, partition_stall_s: float = 2.0,
+                 topic_owner: TopicOwner | None = None, replication_factor: int = 1,
+                 min_insync_replicas: int = 1, partition_stall_s: float = 2.0,
                  partition_max_bytes: int = 16 << 20) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
-        self.unreachable_after_s = unreachable_after_s
-        self._last_reply = 0.0  # monotonic time of the last probe reply or delivered batch
+        # Kafka's availability (/readyz, 503s): judged per topic partition, with hysteresis
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
+        self.health = KafkaHealth(bootstrap, interval_s=probe_interval_s,
+                                  unreachable_after_s=unreachable_after_s,
+                                  min_insync=min_insync_replicas)
         self.request_timeout_ms = request_timeout_ms
         self.compression = compression
         self._producer: Any = None
         self._admin: Any = None
-        self._healthy = False
         self._probe: asyncio.Task[None] | None = None
         self._closing = False
         # Finds the stream that owns a topic (from the catalog): a topic deleted behind the
@@ -107,23 +109,25 @@ class KafkaSink:
         try:
             await producer.start()
             await admin.start()
-        except (KafkaError, OSError, asyncio.CancelledError) as exc:  # cancelled: shutdown began
+            await check_replication(producer.client, self.replication_factor, self.bootstrap)
+        except (KafkaError, OSError, SinkUnavailable, asyncio.CancelledError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, asyncio.CancelledError | SinkUnavailable):  # cancelled: shutdown began
                 raise
             raise SinkUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
         self._producer, self._admin = producer, admin
         recordbatch.announce()
-        self._set_healthy(True)
-        self._probe = asyncio.create_task(self._probe_loop(), name="kafka-probe")
+        self.health.set(True)
+        self._probe = asyncio.create_task(
+            self.health.run(lambda: self._producer.client, self._topics_in_use), name="kafka-probe")
         self._probe.add_done_callback(self._probe_ended)
 
     async def close(self) -> None:
         """Wait for handed-over batches, then disconnect."""
-        self._closing = True
+        self._closing = self.health.closing = True
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,49 +158,16 @@ class KafkaSink:
 
     # ---- health ----------------------------------------------------------------------------
     def available(self) -> bool:
-        return self._healthy and self._producer is not None
+        return self.health.available and self._producer is not None
 
     def held_back(self, topic: str, keyed: bool) -> int | None:
         """A partition of `topic` that rows need and that is stalled with more than
         --partition-max-bytes (see `Lanes.held_back`), or None."""
         return self.lanes.held_back(topic, keyed)
 
-    def _set_healthy(self, healthy: bool) -> None:
-        if healthy != self._healthy:
-            # losing Kafka is a warning; finding it (at start or again) is good news
-            log.log(logging.INFO if healthy else logging.WARNING, "Kafka at %s is %s",
-                    self.bootstrap, "reachable" if healthy else "UNREACHABLE")
-        self._healthy = healthy
-        metrics.SINK_AVAILABLE.set(1 if healthy else 0)
-
-    async def _probe_loop(self) -> None:
-        """Refused or reset connections mark Kafka unreachable at once. A probe that only times
-        out does so after `unreachable_after_s` without any reply: a broker busy creating hundreds
-        of partitions answers late but works, and 503s would refuse rows it would take.
-
-        Nothing but cancellation ends the loop: this task is awaited only at close, so an
-        exception escaping it would stop the probing silently and leave Kafka "reachable"
-        through a whole outage (early 429s instead of the outage rules)."""
-        self._last_reply = time.monotonic()
-        while not self._closing:
-            await asyncio.sleep(self.probe_interval_s)
-            try:
-                async with asyncio.timeout(max(self.probe_interval_s * 2, 1.0)):
-                    await self._probe_once()
-            except (KafkaConnectionError, NodeNotReadyError, OSError) as exc:
-                metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
-                self._set_healthy(False)
-            except (KafkaError, TimeoutError) as exc:
-                metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
-                self._no_reply_since_long()
-            except Exception as exc:  # a bug or an aiokafka surprise: no reply, keep probing
-                metrics.SINK_ERRORS.labels(kind="probe_unexpected").inc()
-                log.error("the Kafka probe failed unexpectedly (%s: %s); probing goes on",
-                          type(exc).__name__, exc)
-                self._no_reply_since_long()
-            else:
-                self._last_reply = time.monotonic()
-                self._set_healthy(True)
+    def _topics_in_use(self) -> list[str]:
+        """The topics the producer has metadata for: those the streams write to."""
+        return list(self._producer.client.cluster.topics())
 
     def _probe_ended(self, task: asyncio.Task[None]) -> None:
         """The probe ends only at close; anything else would freeze the health state, so say it."""
@@ -206,22 +177,6 @@ class KafkaSink:
         exc = None if task.cancelled() else task.exception()
         log.error("the Kafka probe stopped before close (%s); Kafka outages go unnoticed now",
                   "cancelled" if exc is None else f"{type(exc).__name__}: {exc}")
-
-    def _no_reply_since_long(self) -> None:
-        """Unreachable once no probe or batch got a reply for `unreachable_after_s`."""
-        if time.monotonic() - self._last_reply >= self.unreachable_after_s:
-            self._set_healthy(False)
-
-    async def _probe_once(self) -> None:
-        """One Metadata request for *no* topics: the broker must answer, but the reply stays tiny
-        (asking for all topics costs ~20 ms of CPU per probe on a broker with hundreds of them)."""
-        client = self._producer.client
-        node = client.get_random_node()
-        if node is None:  # no broker in the metadata: nothing to connect to, as when refused
-            raise KafkaConnectionError("no broker known")
-        reply = await client.send(node, MetadataRequest([]))
-        if not reply.brokers:
-            raise KafkaError("the broker lists no brokers")
 
     # ---- topics ----------------------------------------------------------------------------
     async def partition_count(self, topic: str) -> int:
@@ -249,7 +204,7 @@ class KafkaSink:
                   "back?); recreating it", topic, owner.name)
         metrics.SINK_ERRORS.labels(kind="topic_missing").inc()
         try:
-            await create_topics(self._admin, owner)
+            await create_topics(self._admin, owner, self.min_insync_replicas)
         except SinkUnavailable as exc:
             log.error("%s", exc)
 
@@ -335,21 +290,20 @@ class KafkaSink:
         return out
 
     def _landed(self, shipped: list[Shipped], started: float) -> Landed:
-        self._last_reply = time.monotonic()
-        self._set_healthy(True)
+        self.health.delivered()
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         # the batch future's metadata carries the batch's base offset (aiokafka MessageBatch.done)
         return Landed([(fut.result().partition, fut.result().offset, indices)
                        for fut, indices in shipped])
 
     def _failed(self, producer: Any, exc: KafkaError) -> None:
-        """Count a failed send; Kafka is unreachable unless it answered (sequence errors) or the
-        producer was replaced (its rows go again through the new one)."""
+        """Count a failed send; unless Kafka answered (sequence errors) or the producer was
+        replaced (its rows go again through the new one), the health probe judges Kafka now."""
         metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
         if isinstance(exc, SEQUENCE_ERRORS):
             self._renew(producer, exc)
         elif not isinstance(exc, ProducerReplaced):
-            self._set_healthy(False)
+            self.health.failed()
 
     # ---- producer renewal ------------------------------------------------------------------
     def _renew(self, producer: Any, exc: KafkaError) -> None:

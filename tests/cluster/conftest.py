@@ -9,11 +9,12 @@ import pytest
 from tests.brokers import Cluster, own_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     """Three combined broker+controller nodes on loopback (replication 3, min.insync.replicas 2,
-    unclean election off), shared by the session: a test that stops, kills or pauses nodes
-    takes `whole_cluster`, which brings every node back afterwards."""
+    unclean election off), shared by this tier's tests and stopped after them (three idle JVMs
+    would slow the rest of the suite): a test that stops, kills or pauses nodes takes
+    `whole_cluster`, which brings every node back afterwards."""
     with own_cluster(3) as c:
         yield c
 
@@ -24,3 +25,13 @@ def whole_cluster(cluster: Cluster) -> Iterator[Cluster]:
     cluster.restore()
     yield cluster
     cluster.restore()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The cluster tier's figures (rows acknowledged, missing, duplicated; longest stretch
+    without a 2xx; /readyz not 200), whether the cases passed or not."""
+    from tests.cluster.replication import RESULTS
+    if RESULTS:
+        terminalreporter.section("cluster tier figures")
+        for result in RESULTS:
+            terminalreporter.write_line(result.line())
