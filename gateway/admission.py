@@ -6,6 +6,7 @@ One question, asked at fixed points of the ingest path (gateway.ingest.service):
 - `key_rate`: 429 when the API key is over its request rate (dialects that ask for it).
 - `early`: 429 before decoding, when the stream's queue could not take a request like its last,
   or (with `--max-loop-lag-ms`) while the event loop is that far behind: the CPU is saturated.
+  503 when a partition the stream's rows need is stalled and holds `--partition-max-bytes`.
 - `charge`: 429 when the stream is over its byte rate (`--stream-max-bytes-per-s`).
 - `hold_body`: 429 when as many requests as `--max-decoding-requests` are being decoded; while
   a body is decoded its bytes are held against the memory cap: 413 when the body alone outgrows
@@ -79,6 +80,13 @@ def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
     wait = max(need_rows / rows_per_s if need_rows > 0 else 0.0,
                need_bytes / bytes_per_s if need_bytes > 0 else 0.0)
     return float(min(MAX_S, max(MIN_S, wait)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _stalled_message(name: str, partition: int) -> str:
+    return (f"partition {partition} of stream {name!r} is stalled (its Kafka leader does not "
+            "answer) and holds as many rows as it may (--partition-max-bytes); nothing was "
+            "written, retry later")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -231,6 +239,11 @@ class Admission:
         if self.max_loop_lag_s and self.loop_lag.lag() > self.max_loop_lag_s:
             throttled("429", "loop_lag").inc()
             raise Overloaded(_LAG_MESSAGE, retry_after=MIN_S)
+        partition = self.sink.held_back(stream.topic, stream.keyed)
+        if partition is not None:
+            throttled("503", "partition_stalled").inc()
+            raise Unavailable(_stalled_message(stream.name, partition),
+                              retry_after=UNAVAILABLE_RETRY_S)
         try:
             queue.check_room()
         except QueueFull as full:

@@ -65,7 +65,11 @@ def kafka_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
                      probe_interval_s=settings.kafka_probe_interval_s,
                      unreachable_after_s=settings.kafka_unreachable_after_s,
                      max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
-                     topic_owner=topic_owner)
+                     request_timeout_ms=settings.kafka_request_timeout_ms,
+                     topic_owner=topic_owner, replication_factor=settings.replication_factor,
+                     min_insync_replicas=settings.min_insync,
+                     partition_stall_s=settings.partition_stall_ms / 1000,
+                     partition_max_bytes=settings.partition_max_bytes)
     return SinkParts(sink, KafkaTopics(sink), KafkaStats(sink))
 
 
@@ -85,7 +89,8 @@ def make_catalog_backend(settings: Settings) -> Backend:
     if settings.embedded:
         return FileBackend(settings.data_dir / "catalog.json")
     return KafkaLog(settings.kafka_bootstrap, settings.catalog_topic,
-                    replication_factor=settings.replication_factor)
+                    replication_factor=settings.replication_factor,
+                    min_insync_replicas=settings.min_insync)
 
 
 def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gateway:
@@ -101,7 +106,8 @@ def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gatewa
     queues = Queues(sink, Limits(
         max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
         memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
-        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes),
+        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes,
+        stall_s=settings.partition_stall_ms / 1000),
         on_release=None if spool is None else functools.partial(_release_spooled, spool))
     for bound, value in (("stream_rows", settings.queue_max_rows),
                          ("stream_bytes", settings.queue_max_bytes),

@@ -41,6 +41,9 @@ class Settings:
     topic_prefix: str = field(default="ingest.", metadata={"help": "prefix of stream topics"})
     default_shards: int = field(default=3, metadata={"help": "partitions of a new stream's topic"})
     replication_factor: int = field(default=1, metadata={"help": "default topic replication"})
+    min_insync_replicas: int = field(
+        default=0, metadata={"help": "min.insync.replicas of the topics the gateway creates (at most "
+                                     "each topic's replication); 0 = min(2, --replication-factor)"})
     max_body_bytes: int = field(default=64 * MiB, metadata={"help": "largest request body (413)"})
     max_decompressed_bytes: int = field(
         default=256 * MiB, metadata={"help": "largest body after gzip (413)"}
@@ -57,6 +60,19 @@ class Settings:
         default=32 * MiB, metadata={"help": "batch bytes handed to Kafka and not yet acknowledged, "
                                             "all streams together (bounds each Produce request; "
                                             "keep under the broker's socket.request.max.bytes)"})
+    kafka_request_timeout_ms: int = field(
+        default=30_000, metadata={"help": "how long the Kafka producer waits for a broker's reply "
+                                          "before it fails the batch and retries it (the rows are "
+                                          "retried, never dropped)"})
+    partition_stall_ms: float = field(
+        default=2000.0, metadata={"help": "a partition holding batches Kafka has not acknowledged "
+                                          "for this long is stalled (its leader does not answer): "
+                                          "unkeyed rows go to the other partitions"})
+    partition_max_bytes: int = field(
+        default=16 * MiB, metadata={"help": "bytes a stalled partition may hold before the streams "
+                                            "whose rows need it are refused (503; unkeyed streams "
+                                            "only when every partition is stalled); 0 = no bound "
+                                            "but the stream's"})
     gc_gen0_threshold: int = field(
         default=50_000, metadata={"help": "allocations between young-generation garbage "
                                           "collections (Python's default is 700; 0 keeps it)"})
@@ -81,8 +97,9 @@ class Settings:
         default=1.0, metadata={"help": "how often Kafka reachability is re-checked"}
     )
     kafka_unreachable_after_s: float = field(
-        default=5.0, metadata={"help": "Kafka that refuses connections is unreachable at once; one "
-                                       "that stops answering, after this long without a reply"})
+        default=5.0, metadata={"help": "Kafka whose brokers all refuse connections (or whose topics "
+                                       "in use have no writable partition) is unavailable after 2 "
+                                       "probes; one that stops answering, after this long"})
     accept_during_outage: bool = field(
         default=True, metadata={"help": "queue wait=false rows while Kafka is unreachable (202 until "
                                         "the queues are full, then 429); off: 503 at once"})
@@ -154,6 +171,11 @@ class Settings:
     def sink(self) -> str:
         """The sink's name in `gateway.app.SINKS`: `kafka` with a bootstrap address, else `local`."""
         return "local" if self.embedded else "kafka"
+
+    @property
+    def min_insync(self) -> int:
+        """The min.insync.replicas the gateway's topics get: the setting, else min(2, replication)."""
+        return self.min_insync_replicas or min(2, self.replication_factor)
 
     @property
     def worker_count(self) -> int:
@@ -266,7 +288,8 @@ def _check(s: Settings) -> None:
                 "max_decompressed_bytes", "queue_max_rows", "queue_max_bytes",
                 "memory_cap_bytes", "batch_max_bytes", "kafka_max_unsettled_bytes",
                 "max_in_flight_flushes", "spool_segment_bytes", "max_connections", "header_read_timeout_s",
-                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s", "replay_claim_s")
+                "body_read_timeout_s", "body_total_timeout_s", "keepalive_timeout_s", "replay_claim_s",
+                "partition_stall_ms", "kafka_request_timeout_ms")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(s, name)}")
@@ -278,6 +301,8 @@ def _check(s: Settings) -> None:
                          f"({s.max_shards})")
     if s.public_url and not s.public_url.startswith(("http://", "https://")):
         raise ValueError(f"public_url must start with http:// or https://, got {s.public_url!r}")
+    if s.partition_max_bytes < 0:
+        raise ValueError("partition_max_bytes must be ≥ 0 (0 = no bound but the stream's)")
     if s.gc_gen0_threshold < 0:
         raise ValueError("gc_gen0_threshold must be ≥ 0 (0 = Python's default)")
     if s.kafka_max_unsettled_bytes < s.batch_max_bytes:
@@ -295,6 +320,9 @@ def _check(s: Settings) -> None:
         raise ValueError("linger_ms must be ≥ 0, wait_timeout_s > 0 and drain_timeout_s ≥ 0")
     if s.stream_max_bytes_per_s < 0:
         raise ValueError("stream_max_bytes_per_s must be ≥ 0 (0 = no limit)")
+    if not 0 <= s.min_insync_replicas <= s.replication_factor:
+        raise ValueError(f"min_insync_replicas must be 0..replication_factor ({s.replication_factor}),"
+                         f" got {s.min_insync_replicas}: acks=all could never be met")
     if s.kafka_probe_interval_s <= 0 or s.kafka_unreachable_after_s <= 0:
         raise ValueError("kafka_probe_interval_s and kafka_unreachable_after_s must be positive")
     if not s.catalog_topic.strip():

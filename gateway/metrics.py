@@ -57,6 +57,11 @@ PRODUCER_RESETS = Counter("gateway_sink_producer_resets_total",
                           "again, so duplicates are possible")
 SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is reachable (from "
                        "every worker)", multiprocess_mode="livemin")
+PARTITIONS_HELD_BACK = Gauge(
+    "gateway_sink_partitions_held_back", "partitions holding batches Kafka has not acknowledged "
+    "for --partition-stall-ms (state=stalled; unkeyed rows go to other partitions), and of those "
+    "the ones holding more than --partition-max-bytes (state=full; streams that need them get "
+    "503)", ["state"], multiprocess_mode="livesum")
 DECODING = Gauge("gateway_requests_decoding", "ingest requests whose bodies are being read and "
                  "decoded (capped by --max-decoding-requests)", multiprocess_mode="livesum")
 THROTTLED = Counter("gateway_throttled_requests_total",

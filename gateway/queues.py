@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics
+from gateway.landing import Landing
 from gateway.limiters.drain_rate import DrainRate
 from gateway.sinks.base import (
     Headers,
     Landed,
     Lines,
+    OnBatch,
     RecordMeta,
     RowPositions,
     Sink,
@@ -73,6 +75,9 @@ class Limits:
     batch_max_bytes: int
     linger_s: float
     max_in_flight: int
+    # A flush unsettled this long no longer counts against max_in_flight: a partition whose leader
+    # does not answer holds it, and must not hold back the stream's other partitions (0: never).
+    stall_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -81,6 +86,17 @@ class MemoryBudget:
 
     cap: int
     used: int = 0
+
+
+class Flight:
+    """A flush handed over to the sink and not yet settled."""
+
+    __slots__ = ("counted", "entries", "started")
+
+    def __init__(self, entries: list[Entry], started: float) -> None:
+        self.entries = entries
+        self.started = started
+        self.counted = True  # counts against max_in_flight (until overdue)
 
 
 class Discarded(Exception):
@@ -114,7 +130,8 @@ class StreamQueue:
     _pending: deque[Entry] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _flush_now: asyncio.Event = field(default_factory=asyncio.Event)
-    _in_flight: int = 0
+    _in_flight: int = 0  # flushes handed over and not settled that count against max_in_flight
+    _overdue: int = 0  # flushes handed over and not settled that no longer count (see `_slot`)
     _in_flight_nbytes: int = 0
     _last_rows: int = 0  # size of the last admitted request, for check_room()
     _last_nbytes: int = 0
@@ -125,7 +142,8 @@ class StreamQueue:
     _deleted: bool = False  # the stream was deleted: rows still here are discarded, not retried
     _draining: bool = False
     _backoff: float = 0.0
-    _flights: dict[int, list[Entry]] = field(default_factory=dict)  # handed over, not settled
+    # handed over, not settled: the entries, when, and whether they still count in `_in_flight`
+    _flights: dict[int, Flight] = field(default_factory=dict)
     _handing: list[Entry] | None = None  # taken for the hand-over that is in progress
     _landed: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
     drain_rate: DrainRate = field(default_factory=DrainRate)  # acknowledged rows/bytes per second
@@ -256,8 +274,9 @@ class StreamQueue:
                 await asyncio.sleep(self._backoff)
             await self._linger()
             while self._in_flight >= self.limits.max_in_flight and not self._closed:
-                self._slot_free.clear()
-                await self._slot_free.wait()
+                await self._slot()
+            while self._pending and not self._closed and self._held_back():
+                await self._progress()
             if self._closed:
                 return
             entries = self._take()
@@ -268,8 +287,11 @@ class StreamQueue:
             if not entries:
                 continue
             self._handing = entries
+            # several requests: each settles once its own rows landed (see gateway.landing)
+            landing = Landing(entries, self._landed_early) if len(entries) > 1 else None
             try:
-                delivered = await self._hand_over(entries)
+                delivered = await self._hand_over(
+                    entries, None if landing is None else landing.landed)
             except asyncio.CancelledError:
                 self._requeue(entries, None)
                 raise
@@ -280,9 +302,47 @@ class StreamQueue:
                 self._handing = None
             self._in_flight += 1
             self._in_flight_nbytes += sum(e.nbytes for e in entries)
-            self._flights[id(entries)] = entries
+            self._flights[id(entries)] = Flight(entries, time.monotonic())
             self._landed.clear()
-            delivered.add_done_callback(functools.partial(self._settle, entries))
+            delivered.add_done_callback(functools.partial(self._settle, entries, landing))
+
+    async def _slot(self) -> None:
+        """Wait until a flush settles, or until the oldest one counted is overdue (`stall_s`):
+        that one then stops counting, so that a stuck partition holds only its own flushes."""
+        self._slot_free.clear()
+        stall_s = self.limits.stall_s
+        oldest = next((f for f in self._flights.values() if f.counted), None)
+        if not stall_s or oldest is None:
+            await self._slot_free.wait()
+            return
+        wait_s = oldest.started + stall_s - time.monotonic()
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._slot_free.wait()
+            return
+        oldest.counted = False
+        self._in_flight -= 1
+        self._overdue += 1
+        if self._overdue == 1:  # once while any is (under a stuck leader every flush becomes so)
+            log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's "
+                        "leader does not answer?); the stream's other flushes go on",
+                        sum(e.rows for e in oldest.entries), self.topic, stall_s)
+
+    def _held_back(self) -> bool:
+        """True while a partition the next rows need is stalled and full (--partition-max-bytes):
+        they stay queued here, not encoded into batches that would wait behind it."""
+        head = self._pending[0]
+        return self.sink.held_back(self.topic, head.keys is not None or head.meta is not None
+                                   ) is not None
+
+    async def _progress(self) -> None:
+        """Wait until a flush settles, or `stall_s` at most (a stalled partition may recover
+        without any flush of this stream settling)."""
+        self._slot_free.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.limits.stall_s or 1.0):
+                await self._slot_free.wait()
 
     async def _linger(self) -> None:
         """Wait up to linger_s for more rows, unless a full batch is waiting or a drain began.
@@ -298,14 +358,15 @@ class StreamQueue:
         finally:
             timer.cancel()
 
-    async def _hand_over(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
+    async def _hand_over(self, entries: list[Entry], on_batch: OnBatch | None
+                         ) -> asyncio.Future[Landed | None]:
         if any(e.meta is not None for e in entries):
-            return await self._hand_over_placed(entries)
+            return await self._hand_over_placed(entries, on_batch)
         runs = [v for e in entries if isinstance(v := e.values, bytes)]
         if len(runs) == len(entries):  # the common path: no bytes object per record
             run_headers = [e.headers for e in entries] if any(e.headers for e in entries) else None
             lines = Lines(runs, run_headers, sum(e.rows for e in entries))
-            return await self.sink.send_lines(self.topic, lines)
+            return await self.sink.send_lines(self.topic, lines, on_batch=on_batch)
         if len(entries) == 1:
             values, keys = entries[0].value_list(), entries[0].keys
         else:
@@ -321,10 +382,12 @@ class StreamQueue:
             headers: list[Headers] = []
             for e in entries:
                 headers += [e.headers or []] * e.rows
-            return await self.sink.send(self.topic, values, keys, headers=headers)
-        return await self.sink.send(self.topic, values, keys)
+            return await self.sink.send(self.topic, values, keys, headers=headers,
+                                        on_batch=on_batch)
+        return await self.sink.send(self.topic, values, keys, on_batch=on_batch)
 
-    async def _hand_over_placed(self, entries: list[Entry]) -> asyncio.Future[Landed | None]:
+    async def _hand_over_placed(self, entries: list[Entry], on_batch: OnBatch | None
+                                ) -> asyncio.Future[Landed | None]:
         """A flush where some records carry their own key, partition or headers: every record's
         details in one RecordMeta, the entry's shared headers (schema version) after its own."""
         values: list[bytes] = []
@@ -335,28 +398,57 @@ class StreamQueue:
             meta.keys += m.keys
             meta.partitions += m.partitions
             meta.headers += [own + e.headers for own in m.headers] if e.headers else m.headers
-        return await self.sink.send(self.topic, values, None, meta)
+        return await self.sink.send(self.topic, values, None, meta, on_batch=on_batch)
 
-    def _settle(self, entries: list[Entry], fut: asyncio.Future[Landed | None]) -> None:
-        self._flights.pop(id(entries), None)
+    def _landed_early(self, landing: Landing, done: list[int]) -> None:
+        """Entries of a flush in flight whose records all landed: acknowledged now."""
+        entries = [landing.entries[k] for k in done]
+        self._release(entries)
+        landed = Landed(list(landing.batches))
+        for k, e in zip(done, entries, strict=True):
+            if e.done is not None and not e.done.done():
+                start = landing.starts[k]
+                e.done.set_result(RowPositions(landed, start, start + e.rows))
+
+    def _settle(self, entries: list[Entry], landing: Landing | None,
+                fut: asyncio.Future[Landed | None]) -> None:
+        flight = self._flights.pop(id(entries), None)
         if not self._flights:
             self._landed.set()
-        self._in_flight -= 1
+        if flight is None or flight.counted:
+            self._in_flight -= 1
+        else:
+            self._overdue -= 1
         self._in_flight_nbytes -= sum(e.nbytes for e in entries)
         self._slot_free.set()
         if fut.cancelled() or fut.exception() is not None:
             exc = fut.exception() if not fut.cancelled() else SinkUnavailable("cancelled")
+            if landing is not None:  # the entries whose rows all landed stay acknowledged
+                landing.live = False
+                entries = landing.unreleased()
             self._requeue(entries, exc)
             return
         self._backoff = 0.0
-        self._release(entries)
         landed = fut.result()
-        start = 0
-        for e in entries:
+        if landing is None or not landing.batches:  # no batch told of: all settle now
+            self._release(entries)
+            start = 0
+            for e in entries:
+                if e.done is not None and not e.done.done():
+                    e.done.set_result(None if landed is None else
+                                      RowPositions(landed, start, start + e.rows))
+                start += e.rows
+            return
+        # those not settled as their batches landed (no rows, or a sink that told of some only)
+        landing.live = False
+        rest = [(e, start) for e, start, released in zip(
+            landing.entries, landing.starts, landing.released, strict=True) if not released]
+        if rest:
+            self._release([e for e, _ in rest])
+        for e, start in rest:
             if e.done is not None and not e.done.done():
                 e.done.set_result(None if landed is None else
                                   RowPositions(landed, start, start + e.rows))
-            start += e.rows
 
     def _discard(self, entries: list[Entry]) -> None:
         """Forget entries of a deleted stream: free their memory, tell the spool they are done,
@@ -430,8 +522,8 @@ class StreamQueue:
         self._deleted = True
         self._fail_waiters(self._pending)
         self._fail_waiters(self._handing or ())
-        for entries in self._flights.values():  # their topic is going away: do not wait for it
-            self._fail_waiters(entries)
+        for flight in self._flights.values():  # their topic is going away: do not wait for it
+            self._fail_waiters(flight.entries)
         await self.stop(grace)
         pending = list(self._pending)
         self._pending.clear()

@@ -31,22 +31,29 @@ def _listening(port: int) -> bool:
 
 @dataclass
 class Broker:
-    """A broker of our own, on its own port and data directory."""
+    """A broker of our own, on its own port and data directory; or one node of a cluster of our
+    own (`own_cluster`), then `data` is the cluster's directory and `node_id` picks the node."""
 
     port: int
     data: Path
     props: str = ""  # extra broker properties (KAFKA_DEV_PROPS), "k=v k=v"
+    node_id: int = 1
+    nodes: int = 1  # nodes of its cluster (1: a single broker)
+    base_port: int = 0  # node 1's port, when in a cluster
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def _env(self) -> dict[str, str]:
-        return {"KAFKA_DEV_PORT": str(self.port), "KAFKA_DEV_DATA": str(self.data),
-                "KAFKA_DEV_PROPS": self.props}
+        return {"KAFKA_DEV_PORT": str(self.base_port or self.port), "KAFKA_DEV_DATA": str(self.data),
+                "KAFKA_DEV_PROPS": self.props, "KAFKA_DEV_NODES": str(self.nodes)}
+
+    def _args(self, *args: str) -> list[str]:
+        return [*(["--node", str(self.node_id)] if self.nodes > 1 else []), *args]
 
     def _run(self, *args: str) -> str:
-        done = kafka_dev(*args, env=self._env())
+        done = kafka_dev(*self._args(*args), env=self._env())
         assert done.returncode == 0, f"kafka-dev {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -74,35 +81,110 @@ class Broker:
         self._run("resume")
 
     def running(self) -> bool:
-        return kafka_dev("status", env=self._env()).returncode == 0
+        return kafka_dev(*self._args("status"), env=self._env()).returncode == 0
+
+
+@dataclass
+class Cluster:
+    """A KRaft cluster of our own: every node a combined broker and controller, topics replicated
+    3 times (at most the node count) with min.insync.replicas 2, unclean election off."""
+
+    nodes: list[Broker]
+    data: Path
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address, comma separated."""
+        return ",".join(b.bootstrap for b in self.nodes)
+
+    def node(self, node_id: int) -> Broker:
+        """The node with this id (1..N)."""
+        return self.nodes[node_id - 1]
+
+    def restore(self) -> None:
+        """Resume paused nodes and start stopped ones; returns once every node answers."""
+        for node in self.nodes:
+            if not node.running():
+                kafka_dev(*node._args("resume"), env=node._env())  # fails when not paused: fine
+                node.start()
+
+    def _ask(self, *args: str) -> int:
+        done = kafka_dev(*args, env=self.nodes[0]._env())
+        if done.returncode != 0:
+            raise LookupError(f"kafka-dev {' '.join(args)}: {done.stderr.strip()}")
+        return int(done.stdout.split()[-1])
+
+    def leader_of(self, topic: str, partition: int) -> Broker:
+        """The partition's leader, from the metadata of the first node that answers now;
+        LookupError when no node answers or the partition has no leader."""
+        node_id = self._ask("leader", topic, str(partition))
+        if node_id < 0:
+            raise LookupError(f"{topic}-{partition} has no leader")
+        return self.node(node_id)
+
+    def controller(self) -> Broker:
+        """The active KRaft controller (the node that answers DescribeQuorum as the leader);
+        LookupError when none does."""
+        return self.node(self._ask("controller"))
+
+
+def _claim(port: int) -> int | None:
+    """Claim a port pair against parallel test runs (the lock goes away with this process); the
+    claim's fd, or None when the pair is in use or claimed."""
+    if _listening(port) or _listening(port + 1):
+        return None
+    claim = os.open(os.path.join(tempfile.gettempdir(), f"ingest-gateway-kafka-{port}.lock"),
+                    os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(claim)
+        return None
+    return claim
 
 
 @contextlib.contextmanager
 def own_broker(props: str = "") -> Iterator[Broker]:
     """A fresh broker on a free port of 19500-19599, stopped and its data removed on exit."""
-    for port in PRIVATE_PORTS:
-        if _listening(port) or _listening(port + 1):
+    with own_cluster(1, props) as cluster:
+        yield cluster.nodes[0]
+
+
+@contextlib.contextmanager
+def own_cluster(nodes: int = 3, props: str = "") -> Iterator[Cluster]:
+    """A fresh KRaft cluster of `nodes` nodes (node i on port pair base+2(i-1), all in
+    19500-19599), every node stopped and the data removed on exit. `props`: extra broker
+    properties for every node, "k=v k=v"."""
+    for base in PRIVATE_PORTS:
+        if base + 2 * nodes - 1 >= PRIVATE_PORTS.stop:
+            break
+        claims: list[int] = []
+        for port in range(base, base + 2 * nodes, 2):
+            claim = _claim(port)
+            if claim is None:
+                break
+            claims.append(claim)
+        if len(claims) < nodes:
+            for claim in claims:
+                os.close(claim)
             continue
-        # Claim the port against parallel test runs; the lock goes away with this process.
-        claim = os.open(os.path.join(tempfile.gettempdir(), f"ingest-gateway-kafka-{port}.lock"),
-                        os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(claim)
-            continue
-        broker = Broker(port, Path(tempfile.mkdtemp(prefix=f"ingest-gateway-kafka-{port}-")), props)
+        data = Path(tempfile.mkdtemp(prefix=f"ingest-gateway-kafka-{base}-"))
+        members = [Broker(base + 2 * i, data, props, i + 1, nodes, base) for i in range(nodes)]
+        cluster = Cluster(members, data)
+        whole = Broker(base, data, props, 1, nodes, base)  # kafka-dev without --node: every node
         try:
             # The claim binds only runs that take it (older checkouts claim elsewhere; other
-            # programs not at all): if one took the port meanwhile, try the next port.
-            if not broker.start_fresh_unless_port_taken():
+            # programs not at all): if one took a port meanwhile, try the next ports.
+            if not whole.start_fresh_unless_port_taken():
                 continue
-            yield broker
+            yield cluster
         finally:
-            kafka_dev("resume", env=broker._env())  # a paused JVM ignores TERM
-            kafka_dev("stop", env=broker._env())
-            shutil.rmtree(broker.data, ignore_errors=True)
-            Path(f"{broker.data}.lock").unlink(missing_ok=True)  # kafka-dev's lock, beside the data
-            os.close(claim)
+            env = {**whole._env(), "KAFKA_DEV_STOP_TIMEOUT": "20"}
+            kafka_dev("resume", env=env)  # a paused JVM ignores TERM
+            kafka_dev("stop", env=env)
+            shutil.rmtree(data, ignore_errors=True)
+            Path(f"{data}.lock").unlink(missing_ok=True)  # kafka-dev's lock, beside the data
+            for claim in claims:
+                os.close(claim)
         return
-    pytest.fail("no free port pair for a private broker in 19500-19599")
+    pytest.fail(f"no {nodes} free port pairs for private brokers in 19500-19599")

@@ -61,10 +61,11 @@ class KafkaLog:
     """A catalog backend on a compacted single-partition topic."""
 
     def __init__(self, bootstrap: str, topic: str = DEFAULT_TOPIC, *, replication_factor: int = 1,
-                 request_timeout_ms: int = 10_000) -> None:
+                 min_insync_replicas: int = 1, request_timeout_ms: int = 10_000) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.replication_factor = replication_factor
+        self.min_insync_replicas = min(min_insync_replicas, replication_factor)
         self.request_timeout_ms = request_timeout_ms
         self._tp = TopicPartition(topic, 0)
         self._producer: Any = None
@@ -110,7 +111,8 @@ class KafkaLog:
         try:
             resp = await admin.create_topics([NewTopic(
                 name=self.topic, num_partitions=1, replication_factor=self.replication_factor,
-                topic_configs={"cleanup.policy": "compact"})])
+                topic_configs={"cleanup.policy": "compact",
+                               "min.insync.replicas": str(self.min_insync_replicas)})])
             for _name, code, *_ in resp.topic_errors:
                 if code == 0:
                     log.info("catalog: created topic %s", self.topic)

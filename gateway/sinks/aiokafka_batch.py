@@ -1,5 +1,6 @@
 """The only use of aiokafka's private members: a record batch encoded in one call that aiokafka sends
-as if its own `BatchBuilder` had built it, and abandoning a broken producer's batches.
+as if its own `BatchBuilder` had built it, abandoning a broken producer's batches, and whether
+`send_batch` would wait.
 
 `producer.send_batch(batch, …)` wraps `batch` in a `MessageBatch`, which calls a handful of the
 builder's methods, two of them private (`_set_producer_state` when the sender numbers the batch for
@@ -9,7 +10,8 @@ Python call per record. tests/unit/test_aiokafka_batch.py drives it through aiok
 accumulator next to aiokafka's builder and fails loudly if aiokafka changes what it calls.
 
 `abandon` fails every batch a producer still holds (queued or in flight): aiokafka's own way to do
-so (`MessageAccumulator.fail_all`) has no public wrapper either.
+so (`MessageAccumulator.fail_all`) has no public wrapper either. `holds_queued` tells whether
+`send_batch` for a partition would wait (a batch of it is still queued): nothing public does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode, zstd_encode
+from aiokafka.structs import TopicPartition
 
 from gateway.sinks.base import Headers
 from gateway.sinks.recordbatch import ENCODER, HEADER_SIZE, Encoder, Keys
@@ -118,3 +121,10 @@ def forget_producer_topics(producer: Any, topics: list[str]) -> None:
     tracked: set[str] = client._topics
     if tracked & set(topics):  # (an empty set is aiokafka's initial state: no topic asked for)
         client._topics = tracked - set(topics)
+
+
+def holds_queued(producer: Any, topic: str, partition: int) -> bool:
+    """True while `producer` holds a batch for the partition that its sender has not taken yet:
+    `send_batch` would then wait until the sender takes it, i.e. until the batch in flight before
+    it is acknowledged."""
+    return bool(producer._message_accumulator._batches.get(TopicPartition(topic, partition)))

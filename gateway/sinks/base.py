@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,6 +11,9 @@ from gateway.catalog.model import Stream
 
 Header = tuple[str, bytes]
 Headers = list[Header]  # a Kafka record's headers
+# told of each batch of a flush as it lands: its partition, base offset and record numbers (as in
+# `Landed.batches`), before the flush's future settles
+OnBatch = Callable[[int, int, Sequence[int]], None]
 
 
 class SinkUnavailable(Exception):
@@ -82,9 +85,12 @@ class Landed:
     _positions: list[tuple[int, int]] | None = field(default=None, repr=False)
 
     def positions(self) -> list[tuple[int, int]]:
-        """(partition, offset) of every record of the flush, in the order they were handed over."""
+        """(partition, offset) of every record of the flush, in the order they were handed over
+        ((-1, -1) for records of batches not landed yet)."""
         if self._positions is None:
-            out: list[tuple[int, int]] = [(-1, -1)] * sum(len(ix) for _, _, ix in self.batches)
+            size = max((ix[-1] if isinstance(ix, range) else max(ix)
+                        for _, _, ix in self.batches if ix), default=-1) + 1
+            out: list[tuple[int, int]] = [(-1, -1)] * size
             for partition, base, indices in self.batches:
                 for j, i in enumerate(indices):
                     out[i] = (partition, base + j)
@@ -119,15 +125,23 @@ class Sink(Protocol):
     def available(self) -> bool:
         """False while the destination is known to be unreachable (requests then get 503)."""
 
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        """A partition of `topic` whose leader does not answer and that holds more than the gateway
+        lets a stalled partition hold, and that the stream's rows need (`keyed`: any partition;
+        unkeyed rows go around stalled ones): the stream is refused until it recovers. None
+        when there is none."""
+
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
-                   ) -> asyncio.Future[Landed | None]:
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
+                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """Hand over records; the returned future resolves once all are durable (to where they
         landed, when the sink knows), or fails. `headers`: one list per record (the fast paths);
         `meta` (rarely set) holds every record's key, partition and headers and overrides both
-        `keys` and `headers`."""
+        `keys` and `headers`. `on_batch`, when the sink can tell, is told of each batch as it
+        lands (a sink that cannot ignores it: the future still settles)."""
 
-    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
+    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+                         ) -> asyncio.Future[Landed | None]:
         """Hand over unkeyed records given as runs of lines (the common path), as `send` does;
         the flush's records are numbered across the runs, in order."""
 

@@ -15,23 +15,22 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     InvalidProducerEpoch,
-    KafkaConnectionError,
     KafkaError,
-    NodeNotReadyError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
 )
 from aiokafka.partitioner import murmur2
-from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway import metrics
 from gateway.catalog.model import Stream
 from gateway.sinks import recordbatch
 from gateway.sinks.aiokafka_batch import RecordBatch, abandon, forget_producer_topics
-from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, SinkUnavailable
+from gateway.sinks.base import Headers, Landed, Lines, OnBatch, RecordMeta, SinkUnavailable
+from gateway.sinks.kafka_health import KafkaHealth, check_replication
 from gateway.sinks.kafka_topics import create_topics
 from gateway.sinks.malloc_tuning import keep_request_buffers
+from gateway.sinks.partitions import Lanes
 
 log = logging.getLogger(__name__)
 METADATA_WAIT_S = 3.0
@@ -62,35 +61,31 @@ class KafkaSink:
     def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
                  unreachable_after_s: float = 5.0, max_unsettled_bytes: int = 32 << 20,
                  request_timeout_ms: int = 30_000, compression: str | None = None,
-                 topic_owner: TopicOwner | None = None) -> None:
+                 topic_owner: TopicOwner | None = None, replication_factor: int = 1,
+                 min_insync_replicas: int = 1, partition_stall_s: float = 2.0,
+                 partition_max_bytes: int = 16 << 20) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
-        self.unreachable_after_s = unreachable_after_s
-        self._last_reply = 0.0  # monotonic time of the last probe reply or delivered batch
+        # Kafka's availability (/readyz, 503s): judged per topic partition, with hysteresis
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
+        self.health = KafkaHealth(bootstrap, interval_s=probe_interval_s,
+                                  unreachable_after_s=unreachable_after_s,
+                                  min_insync=min_insync_replicas)
         self.request_timeout_ms = request_timeout_ms
         self.compression = compression
         self._producer: Any = None
         self._admin: Any = None
-        self._healthy = False
-        self._next_partition: dict[str, int] = {}
         self._probe: asyncio.Task[None] | None = None
         self._closing = False
         # Finds the stream that owns a topic (from the catalog): a topic deleted behind the
         # gateway's back is then recreated instead of failing its flushes forever.
         self.topic_owner = topic_owner
         self._repaired_at: dict[str, float] = {}
-        # Batches handed to aiokafka and not yet settled, by topic: a topic is deleted only once
-        # its batches have settled, or one still retrying could land in a topic re-created under
-        # the same name (a new stream with the old stream's rows).
-        self._unsettled: dict[str, set[asyncio.Future[Any]]] = {}
-        # aiokafka puts every ready batch for a broker into one Produce request, with no size
-        # limit; one larger than the broker's socket.request.max.bytes (100 MiB by default) makes
-        # it drop the connection, and aiokafka resends the same request forever. Bounding the
-        # bytes handed over and not yet settled bounds every request.
-        self.max_unsettled_bytes = max_unsettled_bytes
-        self._unsettled_bytes = 0
-        self._room = asyncio.Event()
+        # each partition's batches, so that a stuck one holds back only its own
+        self.lanes = Lanes(max_unsettled_bytes=max_unsettled_bytes, stall_s=partition_stall_s,
+                           max_held_bytes=partition_max_bytes)
         self._renewal: asyncio.Task[None] | None = None
         self.encoder = recordbatch.ENCODER  # native or pure Python: the same bytes
 
@@ -114,23 +109,25 @@ class KafkaSink:
         try:
             await producer.start()
             await admin.start()
-        except (KafkaError, OSError, asyncio.CancelledError) as exc:  # cancelled: shutdown began
+            await check_replication(producer.client, self.replication_factor, self.bootstrap)
+        except (KafkaError, OSError, SinkUnavailable, asyncio.CancelledError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, asyncio.CancelledError | SinkUnavailable):  # cancelled: shutdown began
                 raise
             raise SinkUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
         self._producer, self._admin = producer, admin
         recordbatch.announce()
-        self._set_healthy(True)
-        self._probe = asyncio.create_task(self._probe_loop(), name="kafka-probe")
+        self.health.set(True)
+        self._probe = asyncio.create_task(
+            self.health.run(lambda: self._producer.client, self._topics_in_use), name="kafka-probe")
         self._probe.add_done_callback(self._probe_ended)
 
     async def close(self) -> None:
         """Wait for handed-over batches, then disconnect."""
-        self._closing = True
+        self._closing = self.health.closing = True
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,6 +136,7 @@ class KafkaSink:
             self._renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
+        await self.lanes.close()
         if self._producer is not None:
             await self._producer.stop()
         if self._admin is not None:
@@ -155,54 +153,26 @@ class KafkaSink:
         return self._admin
 
     def forget_topics(self, topics: list[str]) -> None:
-        """Forget what is kept per topic for deleted topics: the partition rotation, repair
+        """Forget what is kept per topic for deleted topics: their partition lanes, repair
         times, and the producer's metadata interest (forget_producer_topics)."""
+        self.lanes.forget(topics)
         for topic in topics:
-            self._next_partition.pop(topic, None)
             self._repaired_at.pop(topic, None)
         if self._producer is not None:
             forget_producer_topics(self._producer, topics)
 
     # ---- health ----------------------------------------------------------------------------
     def available(self) -> bool:
-        return self._healthy and self._producer is not None
+        return self.health.available and self._producer is not None
 
-    def _set_healthy(self, healthy: bool) -> None:
-        if healthy != self._healthy:
-            # losing Kafka is a warning; finding it (at start or again) is good news
-            log.log(logging.INFO if healthy else logging.WARNING, "Kafka at %s is %s",
-                    self.bootstrap, "reachable" if healthy else "UNREACHABLE")
-        self._healthy = healthy
-        metrics.SINK_AVAILABLE.set(1 if healthy else 0)
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        """A partition of `topic` that rows need and that is stalled with more than
+        --partition-max-bytes (see `Lanes.held_back`), or None."""
+        return self.lanes.held_back(topic, keyed)
 
-    async def _probe_loop(self) -> None:
-        """Refused or reset connections mark Kafka unreachable at once. A probe that only times
-        out does so after `unreachable_after_s` without any reply: a broker busy creating hundreds
-        of partitions answers late but works, and 503s would refuse rows it would take.
-
-        Nothing but cancellation ends the loop: this task is awaited only at close, so an
-        exception escaping it would stop the probing silently and leave Kafka "reachable"
-        through a whole outage (early 429s instead of the outage rules)."""
-        self._last_reply = time.monotonic()
-        while not self._closing:
-            await asyncio.sleep(self.probe_interval_s)
-            try:
-                async with asyncio.timeout(max(self.probe_interval_s * 2, 1.0)):
-                    await self._probe_once()
-            except (KafkaConnectionError, NodeNotReadyError, OSError) as exc:
-                metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
-                self._set_healthy(False)
-            except (KafkaError, TimeoutError) as exc:
-                metrics.SINK_ERRORS.labels(kind="probe_" + type(exc).__name__).inc()
-                self._no_reply_since_long()
-            except Exception as exc:  # a bug or an aiokafka surprise: no reply, keep probing
-                metrics.SINK_ERRORS.labels(kind="probe_unexpected").inc()
-                log.error("the Kafka probe failed unexpectedly (%s: %s); probing goes on",
-                          type(exc).__name__, exc)
-                self._no_reply_since_long()
-            else:
-                self._last_reply = time.monotonic()
-                self._set_healthy(True)
+    def _topics_in_use(self) -> list[str]:
+        """The topics the producer has metadata for: those the streams write to."""
+        return list(self._producer.client.cluster.topics())
 
     def _probe_ended(self, task: asyncio.Task[None]) -> None:
         """The probe ends only at close; anything else would freeze the health state, so say it."""
@@ -212,22 +182,6 @@ class KafkaSink:
         exc = None if task.cancelled() else task.exception()
         log.error("the Kafka probe stopped before close (%s); Kafka outages go unnoticed now",
                   "cancelled" if exc is None else f"{type(exc).__name__}: {exc}")
-
-    def _no_reply_since_long(self) -> None:
-        """Unreachable once no probe or batch got a reply for `unreachable_after_s`."""
-        if time.monotonic() - self._last_reply >= self.unreachable_after_s:
-            self._set_healthy(False)
-
-    async def _probe_once(self) -> None:
-        """One Metadata request for *no* topics: the broker must answer, but the reply stays tiny
-        (asking for all topics costs ~20 ms of CPU per probe on a broker with hundreds of them)."""
-        client = self._producer.client
-        node = client.get_random_node()
-        if node is None:  # no broker in the metadata: nothing to connect to, as when refused
-            raise KafkaConnectionError("no broker known")
-        reply = await client.send(node, MetadataRequest([]))
-        if not reply.brokers:
-            raise KafkaError("the broker lists no brokers")
 
     # ---- topics ----------------------------------------------------------------------------
     async def partition_count(self, topic: str) -> int:
@@ -255,14 +209,14 @@ class KafkaSink:
                   "back?); recreating it", topic, owner.name)
         metrics.SINK_ERRORS.labels(kind="topic_missing").inc()
         try:
-            await create_topics(self._admin, owner)
+            await create_topics(self._admin, owner, self.min_insync_replicas)
         except SinkUnavailable as exc:
             log.error("%s", exc)
 
     # ---- producing -------------------------------------------------------------------------
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
-                   ) -> asyncio.Future[Landed | None]:
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
+                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones,
         or each record's own key, partition and headers when `meta` is given); `headers`, when
         given without `meta`, holds each record's headers."""
@@ -272,16 +226,17 @@ class KafkaSink:
             if keys is None:
                 return await self._send_spread(producer, topic, self._value_batches(values, headers), n)
             return await self._send_keyed(producer, topic, values, keys, n, headers)
-        return await self._produce(topic, route)
+        return await self._produce(topic, route, on_batch)
 
-    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
-        """Pack unkeyed records given as runs of lines into batches, sticky partition as `send`."""
+    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+                         ) -> asyncio.Future[Landed | None]:
+        """Pack unkeyed records given as runs of lines into batches, partitions as `send`."""
         async def route(producer: Any, n: int) -> list[Shipped]:
             return await self._send_spread(producer, topic, self._line_batches(lines), n)
-        return await self._produce(topic, route)
+        return await self._produce(topic, route, on_batch)
 
-    async def _produce(self, topic: str, route: Callable[[Any, int], Awaitable[list[Shipped]]]
-                       ) -> asyncio.Future[Landed | None]:
+    async def _produce(self, topic: str, route: Callable[[Any, int], Awaitable[list[Shipped]]],
+                       on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """Ship a flush's batches (`route` builds and ships them, given the producer and the
         topic's partition count) through one producer; the future settles once all did."""
         if self._producer is None:
@@ -289,14 +244,16 @@ class KafkaSink:
         started = time.perf_counter()
         producer = self._producer  # a whole flush goes through one producer
         try:
-            shipped = await route(producer, await self.partition_count(topic))
+            n = await self.partition_count(topic)
+            self.lanes.of(topic, n)
+            shipped = await route(producer, n)
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return self._delivered(producer, shipped, started)
+        return self._delivered(producer, shipped, started, on_batch)
 
-    def _delivered(self, producer: Any, shipped: list[Shipped],
-                   started: float) -> asyncio.Future[Landed | None]:
+    def _delivered(self, producer: Any, shipped: list[Shipped], started: float,
+                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """A future of the flush: where its batches landed once all are acknowledged, or the
         first failure. Done callbacks instead of a task gathering them: with many quiet streams
         every request is a flush of its own, and a task plus `gather` per flush cost more."""
@@ -325,28 +282,33 @@ class KafkaSink:
             if not pending:
                 out.set_result(self._landed(shipped, started))
 
+        def told(indices: Sequence[int], fut: asyncio.Future[Any]) -> None:
+            if on_batch is not None and not out.done() and not fut.cancelled() \
+                    and fut.exception() is None:
+                on_batch(fut.result().partition, fut.result().offset, indices)
+            settled(fut)
+
         if not shipped:
             out.set_result(self._landed(shipped, started))
-        for fut, _ in shipped:
-            fut.add_done_callback(settled)
+        for fut, indices in shipped:
+            fut.add_done_callback(settled if on_batch is None else functools.partial(told, indices))
         return out
 
     def _landed(self, shipped: list[Shipped], started: float) -> Landed:
-        self._last_reply = time.monotonic()
-        self._set_healthy(True)
+        self.health.delivered()
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         # the batch future's metadata carries the batch's base offset (aiokafka MessageBatch.done)
         return Landed([(fut.result().partition, fut.result().offset, indices)
                        for fut, indices in shipped])
 
     def _failed(self, producer: Any, exc: KafkaError) -> None:
-        """Count a failed send; Kafka is unreachable unless it answered (sequence errors) or the
-        producer was replaced (its rows go again through the new one)."""
+        """Count a failed send; unless Kafka answered (sequence errors) or the producer was
+        replaced (its rows go again through the new one), the health probe judges Kafka now."""
         metrics.SINK_ERRORS.labels(kind=type(exc).__name__).inc()
         if isinstance(exc, SEQUENCE_ERRORS):
             self._renew(producer, exc)
         elif not isinstance(exc, ProducerReplaced):
-            self._set_healthy(False)
+            self.health.failed()
 
     # ---- producer renewal ------------------------------------------------------------------
     def _renew(self, producer: Any, exc: KafkaError) -> None:
@@ -391,17 +353,17 @@ class KafkaSink:
 
     async def _send_spread(self, producer: Any, topic: str, batches: Iterator[RecordBatch], n: int
                            ) -> list[Shipped]:
-        """Unkeyed batches to one partition after another, from the topic's next one on."""
+        """Unkeyed batches, each to the partition `Lanes.next_partition` picks: in turn while
+        all are idle, else the ones that answer, weighted by what they hold."""
         shipped: list[Shipped] = []
-        partition = self._next_partition.get(topic, 0) % n
+        lanes = self.lanes.of(topic, n)
         start = 0
         for batch in batches:
             count = batch.record_count()
-            shipped.append((await self._ship(producer, batch, topic, partition % n),
+            partition = self.lanes.next_partition(lanes, n)
+            shipped.append((await self._ship(producer, batch, topic, partition),
                             range(start, start + count)))
             start += count
-            partition += 1
-        self._next_partition[topic] = partition
         return shipped
 
     def _value_batches(self, values: list[bytes], headers: list[Headers] | None
@@ -434,8 +396,7 @@ class KafkaSink:
     async def _send_placed(self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
                            ) -> list[Shipped]:
         """Records with their own partition (or key, or neither: one sticky partition for those)."""
-        sticky = self._next_partition.get(topic, 0) % n
-        self._next_partition[topic] = sticky + 1
+        sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
         by_partition: dict[int, list[int]] = {}
         missing = -1
         for i, (key, partition) in enumerate(zip(meta.keys, meta.partitions, strict=True)):
@@ -474,34 +435,14 @@ class KafkaSink:
     async def _ship(self, producer: Any, batch: RecordBatch, topic: str, partition: int
                     ) -> asyncio.Future[Any]:
         metrics.BATCH_ROWS.observe(batch.record_count())
-        size = batch.size()
-        metrics.BATCH_BYTES.observe(size)
-        while self._unsettled_bytes and self._unsettled_bytes + size > self.max_unsettled_bytes:
-            self._room.clear()
-            await self._room.wait()
-        fut: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-        unsettled = self._unsettled.get(topic)
-        if unsettled is None:
-            unsettled = self._unsettled[topic] = set()
-        unsettled.add(fut)
-        self._unsettled_bytes += size
-        fut.add_done_callback(functools.partial(self._settled, unsettled, size))
-        return fut
-
-    def _settled(self, unsettled: set[asyncio.Future[Any]], size: int,
-                 fut: asyncio.Future[Any]) -> None:
-        unsettled.discard(fut)
-        self._unsettled_bytes -= size
-        self._room.set()
+        metrics.BATCH_BYTES.observe(batch.size())
+        return await self.lanes.ship(producer, batch, topic, partition)
 
     async def settle_topics(self, topics: list[str]) -> None:
         """Wait until aiokafka has settled (delivered or failed) every batch for `topics`; it
         gives up on a batch after `request_timeout_ms`, so this wait is bounded."""
-        batches = {f for t in topics for f in self._unsettled.get(t, ())}
+        batches = {f for t in topics for f in self.lanes.unsettled.get(t, ())}
         if batches:
             _, late = await asyncio.wait(batches, timeout=self.request_timeout_ms / 1000 + 5)
             if late:
                 raise SinkUnavailable(f"{len(late)} batches for {topics[0]} are still unsettled")
-        for t in topics:
-            if not self._unsettled.get(t, True):
-                del self._unsettled[t]

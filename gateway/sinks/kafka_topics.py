@@ -33,8 +33,9 @@ def refused(name: str, code: int, message: str | None) -> Exception:
     return SinkUnavailable(f"could not change topic {name}: {kind} {message or ''}")
 
 
-def topic_configs(stream: Stream) -> dict[str, str]:
-    """The topic settings a stream implies: retention, and compaction for `*_kv` modes."""
+def topic_configs(stream: Stream, min_insync: int = 0) -> dict[str, str]:
+    """The topic settings a stream implies: retention, compaction for `*_kv` modes, and
+    `min_insync` (capped at the stream's replication; 0: the broker's default) in-sync replicas."""
     cfg = {
         "retention.ms": str(stream.logstore_retention_ms if stream.logstore_retention_ms > 0 else -1),
         "retention.bytes": str(
@@ -42,22 +43,24 @@ def topic_configs(stream: Stream) -> dict[str, str]:
     }
     if stream.keyed:
         cfg["cleanup.policy"] = "compact"
+    if min_insync > 0:
+        cfg["min.insync.replicas"] = str(min(min_insync, stream.replication_factor))
     return cfg
 
 
-def quarantine_configs(stream: Stream) -> dict[str, str]:
+def quarantine_configs(stream: Stream, min_insync: int = 0) -> dict[str, str]:
     """The quarantine topic keeps the stream's retention, never compaction (its records are unkeyed)."""
-    cfg = topic_configs(stream)
+    cfg = topic_configs(stream, min_insync)
     cfg.pop("cleanup.policy", None)
     return cfg
 
 
-async def create_topics(admin: Any, stream: Stream) -> None:
+async def create_topics(admin: Any, stream: Stream, min_insync: int = 0) -> None:
     """Create the stream's topic and its quarantine topic; existing topics are kept as they are."""
     topics = [NewTopic(name=name, num_partitions=stream.shards,
                        replication_factor=stream.replication_factor, topic_configs=cfg)
-              for name, cfg in ((stream.topic, topic_configs(stream)),
-                                (stream.quarantine_topic, quarantine_configs(stream)))]
+              for name, cfg in ((stream.topic, topic_configs(stream, min_insync)),
+                                (stream.quarantine_topic, quarantine_configs(stream, min_insync)))]
     if admin is None:  # a request that arrived while the sink is still connecting
         raise SinkUnavailable("Kafka is not connected yet")
     try:
@@ -77,7 +80,7 @@ class KafkaTopics:
 
     async def ensure_topic(self, stream: Stream) -> None:
         """Create the stream's topic and its quarantine topic; existing topics are kept as they are."""
-        await create_topics(self._sink.admin, stream)
+        await create_topics(self._sink.admin, stream, self._sink.min_insync_replicas)
 
     async def delete_topic(self, stream: Stream) -> None:
         """Delete the stream's topic and its quarantine topic once their batches in flight have
@@ -98,9 +101,11 @@ class KafkaTopics:
     async def update_topic(self, stream: Stream) -> None:
         """Set the retention of both topics. AlterConfigs replaces a topic's whole configuration,
         so every setting the stream implies is sent (a quarantine topic may be missing: skipped)."""
-        resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic, topic_configs(stream)),
+        min_insync = self._sink.min_insync_replicas
+        resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic,
+                                    topic_configs(stream, min_insync)),
                      ConfigResource(ConfigResourceType.TOPIC, stream.quarantine_topic,
-                                    quarantine_configs(stream))]
+                                    quarantine_configs(stream, min_insync))]
         admin = self._sink.admin
         if admin is None:
             raise SinkUnavailable("Kafka is not connected yet")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.catalog.model import Stream
-from gateway.sinks.base import Headers, Landed, Lines, RecordMeta, TopicStats
+from gateway.sinks.base import Headers, Landed, Lines, OnBatch, RecordMeta, TopicStats
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class LocalSink:
 
     def available(self) -> bool:
         return True
+
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        return None  # one file per topic: no partitions
 
     async def ensure_topic(self, stream: Stream) -> None:
         self.path_of(stream.topic).touch()
@@ -90,12 +93,13 @@ class LocalSink:
         return None  # a file has no partitions or offsets to report
 
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None
-                   ) -> asyncio.Future[Landed | None]:
+                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
+                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
         """Append the values, one per line (an NDJSON file has no place for keys or headers)."""
         data = b"\n".join(values) + b"\n"
         return asyncio.wrap_future(self._pool.submit(self._append, topic, data))
 
-    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[Landed | None]:
+    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+                         ) -> asyncio.Future[Landed | None]:
         """Append the runs as they are: already one value per line."""
         return asyncio.wrap_future(self._pool.submit(self._append, topic, b"".join(lines.runs)))

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.producer.sender import SendProduceReqHandler
 from aiokafka.protocol.produce import ProduceRequest_v7
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from gateway.sinks.aiokafka_batch import RecordBatch, abandon
+from gateway.sinks.aiokafka_batch import RecordBatch, abandon, holds_queued
 from gateway.sinks.recordbatch import PURE
 
 TS = 1_700_000_000_000
@@ -120,3 +120,18 @@ async def test_abandon_fails_held_batches_and_refuses_later_ones() -> None:
     with pytest.raises(KafkaError, match="replaced"):
         await accumulator.add_batch(producer.create_batch(), tp, 1.0)
     await producer.stop()
+
+
+async def test_holds_queued_while_the_sender_has_not_taken_the_partitions_batch(
+        producer: AIOKafkaProducer) -> None:
+    """`send_batch` waits exactly while `holds_queued` says so: the sink's lanes rely on it."""
+    tp = TopicPartition("t", 1)
+    accumulator = producer._message_accumulator
+    assert not holds_queued(producer, "t", 1)
+    await accumulator.add_batch(aiokafka_builder(producer, 0), tp, 1.0)
+    assert holds_queued(producer, "t", 1) and not holds_queued(producer, "t", 0)
+    with pytest.raises(KafkaTimeoutError):  # what the lane spares the flush
+        await accumulator.add_batch(aiokafka_builder(producer, 0), tp, 0.01)
+    accumulator._pop_batch(tp)  # the sender took it (in flight now)
+    assert not holds_queued(producer, "t", 1)
+    assert tp not in accumulator._batches  # asking did not add an empty queue

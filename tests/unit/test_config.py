@@ -249,3 +249,11 @@ def test_json_log_lines_carry_the_request_id(capsys: pytest.CaptureFixture[str])
     assert first["http"] == {"status": 202} and first["worker"] == 2
     assert first["time"].endswith("Z")
     assert "request_id" not in second and second["message"] == "outside"
+
+
+def test_min_insync_replicas_defaults_to_two_at_most_the_replication() -> None:
+    assert [from_sources(parse("--replication-factor", rf), {}).min_insync for rf in "123"] == [1, 2, 2]
+    s = from_sources(parse("--replication-factor", "5", "--min-insync-replicas", "3"), {})
+    assert s.min_insync == 3
+    with pytest.raises(ValueError, match=r"min_insync_replicas must be 0\.\.replication_factor"):
+        from_sources(parse("--replication-factor", "2", "--min-insync-replicas", "3"), {})

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from gateway.queues import Entry, Limits, Queues
-from gateway.sinks.base import Landed, RecordMeta, RowPositions
+from gateway.sinks.base import Landed, OnBatch, RecordMeta, RowPositions
 from tests.unit.test_queues import FakeSink
 
 GUARD = 2.0  # upper bound on waiting for an event that must happen; never reached when green
@@ -22,7 +22,8 @@ class LandingSink(FakeSink):
         self.sent: list[tuple[list[bytes], list[bytes] | None, RecordMeta | None]] = []
 
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None) -> asyncio.Future[Landed | None]:  # type: ignore[override]
+                   meta: RecordMeta | None = None, on_batch: OnBatch | None = None
+                   ) -> asyncio.Future[Landed | None]:  # type: ignore[override]
         self.sent.append((list(values), keys, meta))
         even = list(range(0, len(values), 2))
         odd = list(range(1, len(values), 2))

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from gateway.catalog.model import Stream
 from gateway.queues import Discarded, Entry, Limits, MemoryBudget, QueueFull, Queues, StreamQueue
-from gateway.sinks.base import Headers, Lines, Sink, SinkUnavailable, lines_of
+from gateway.sinks.base import Headers, Lines, OnBatch, Sink, SinkUnavailable, lines_of
 
 GUARD = 2.0  # upper bound on waiting for an event that must happen; never reached when green
 
@@ -53,6 +53,9 @@ class FakeSink:
     def available(self) -> bool:
         return True
 
+    def held_back(self, topic: str, keyed: bool) -> int | None:
+        return None
+
     async def ensure_topic(self, stream: Stream) -> None:
         pass
 
@@ -60,7 +63,8 @@ class FakeSink:
         pass
 
     async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   headers: list[Headers] | None = None) -> asyncio.Future[None]:
+                   headers: list[Headers] | None = None, on_batch: OnBatch | None = None
+                   ) -> asyncio.Future[None]:
         if self.raise_next:
             raise self.raise_next.pop(0)
         send = Send(topic, list(values), None if keys is None else list(keys),
@@ -69,7 +73,8 @@ class FakeSink:
         self.calls.put_nowait(send)
         return send.future
 
-    async def send_lines(self, topic: str, lines: Lines) -> asyncio.Future[None]:
+    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+                         ) -> asyncio.Future[None]:
         """Recorded as a `send` of the same records, one value and header list each."""
         values = [v for run in lines.runs for v in lines_of(run)]
         assert len(values) == lines.rows
@@ -467,7 +472,8 @@ class StuckSink(FakeSink):
         self.release = asyncio.Event()
         self.entered = asyncio.Event()
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None
+    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
+                   headers: list[Headers] | None = None, on_batch: OnBatch | None = None
                    ) -> asyncio.Future[None]:
         self.entered.set()
         await self.release.wait()
