@@ -53,9 +53,9 @@ class ReadyWatch:
         def poll() -> None:
             while not self._stop.wait(0.05):
                 try:
-                    status = http("GET", self.gw.url + "/readyz", timeout=5).status
-                except OSError:
-                    status = 0
+                    status = http("GET", self.gw.url + "/readyz", timeout=30).status
+                except OSError:  # no answer at all says nothing about readiness
+                    continue
                 self.samples.append((time.monotonic(), status))
         self._thread = threading.Thread(target=poll, daemon=True, name="readyz-watch")
         self._thread.start()
