@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import BadRequest, GatewayError, MalformedBody
+from gateway.errors import BadRequest, GatewayError, MalformedBody, detach
 from gateway.ingest.schema import CompiledSchema
 
 BOM = b"\xef\xbb\xbf"
@@ -93,7 +93,10 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
         except msgspec.DecodeError as exc:
             raise _malformed(exc, consumed, buf) from None
     if invalid is not None:
-        raise invalid
+        try:
+            raise invalid
+        finally:  # this frame, in the error's traceback, must not hold the error (a cycle)
+            del invalid
     return rows
 
 
@@ -112,7 +115,7 @@ def _decode_run(schema: CompiledSchema, part: bytes | bytearray, rows: list[Any]
         except MalformedBody:
             raise
         except GatewayError as err:
-            invalid = err
+            invalid = detach(err)  # kept past this block: no traceback pinning the body
     schema.check_utf8(part)
     try:
         _syntax.decode_lines(part)
