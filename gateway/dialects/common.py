@@ -141,6 +141,7 @@ class BodyChunks:
                            content_encoding=request.headers.get("Content-Encoding", ""),
                            max_bytes=settings.max_body_bytes,
                            max_decompressed=settings.max_decompressed_bytes,
+                           max_members=settings.max_gzip_members,
                            read_timeout=settings.body_read_timeout_s,
                            total_timeout=settings.body_total_timeout_s).__aiter__()
 
