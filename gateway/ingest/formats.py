@@ -211,6 +211,7 @@ class CompactHead(msgspec.Struct):
 
 
 _compact_tail = msgspec.json.Decoder(CompactHead)
+_elements = msgspec.json.Decoder(list[msgspec.Raw])  # a run of `data` elements, syntax only
 # `{"columns": [...], "data": [` at the start of a compact body: its rows are then framed as they
 # arrive (column names hold no `]`; a body whose columns do not fit this is read whole)
 _COMPACT_HEAD = re.compile(rb'\s*\{\s*"columns"\s*:\s*(\[[^\]]*\])\s*,\s*"data"\s*:\s*\[')
@@ -333,10 +334,11 @@ class _CompactFramer:
         is not a run of whole elements."""
         assert self.columns is not None
         part = b"[" + bytes(self.buf[:end]) + b"]"
-        try:
-            self.rows += self.schema.decode_compact_data(self.columns, part, len(self.rows))
-        except msgspec.DecodeError:
+        try:  # syntax first: a wrong cut may close an element early, a false "invalid row"
+            _elements.decode(part)
+        except (msgspec.DecodeError, RecursionError):
             return False
+        self.rows += self.schema.decode_compact_data(self.columns, part, len(self.rows))
         self.consumed += end
         del self.buf[:end]
         return True

@@ -46,7 +46,9 @@ class KeptChunks:
         """The whole body: what was read so far and the rest, read now."""
         async for _ in self:
             pass
-        return b"".join(self.kept)
+        body = b"".join(self.kept)
+        self.kept.clear()  # held once, not twice, while the body is split
+        return body
 
 
 @dataclass(slots=True)
