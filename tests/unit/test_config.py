@@ -125,7 +125,8 @@ def test_every_setting_has_a_flag_naming_its_env_var() -> None:
     ("memory_cap_bytes", "0"), ("batch_max_bytes", "0"), ("max_in_flight_flushes", "0"),
     ("linger_ms", "-1"), ("linger_ms", "fast"), ("wait_timeout_s", "0"),
     ("wait_timeout_s", "-1"), ("drain_timeout_s", "-0.5"), ("kafka_probe_interval_s", "often"),
-    ("log_level", "verbose"), ("log_level", ""),
+    ("log_level", "verbose"), ("log_level", ""), ("max_row_bytes", "-1"),
+    ("max_gzip_members", "0"),
 ])
 def test_invalid_values_raise_naming_the_field(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):
@@ -249,3 +250,10 @@ def test_json_log_lines_carry_the_request_id(capsys: pytest.CaptureFixture[str])
     assert first["http"] == {"status": 202} and first["worker"] == 2
     assert first["time"].endswith("Z")
     assert "request_id" not in second and second["message"] == "outside"
+
+
+def test_the_row_bound_defaults_to_a_batch() -> None:
+    s = from_sources(None, {env_name("batch_max_bytes"): "2000000"})
+    assert s.max_row_bytes == 0 and s.row_bytes_limit == 2_000_000 and s.max_gzip_members == 1000
+    s = from_sources(None, {env_name("max_row_bytes"): "5000"})
+    assert s.row_bytes_limit == 5000
