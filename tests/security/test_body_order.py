@@ -111,3 +111,18 @@ def test_every_body_route_refuses_a_read_only_key_before_the_body(
     key = key_with(gw, f"DATASOURCE:READ:{ds}")
     reply = withheld(gw, method, path.format(ds=ds), key, b'{"', total=512 * 1024)
     assert reply.status in (401, 403), reply
+
+
+def test_a_management_body_is_held_against_the_memory_cap(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    small = start_embedded(Path(tmp_path_factory.mktemp("cap")),
+                           ["--memory-cap-bytes", str(256 * 1024)])
+    try:
+        name = unique_name("cap")
+        reply = small.request("POST", "/api/v1beta2/streams", {
+            "name": name, "columns": DS_COLUMNS, "description": "x" * (512 * 1024)})
+        assert reply.status == 413, reply.body
+        assert "--memory-cap-bytes" in reply.json()["message"]
+        small.create_stream(name, DS_COLUMNS)  # the hold was given back
+    finally:
+        assert small.stop() == 0, small.log()[-3000:]
