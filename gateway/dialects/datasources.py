@@ -148,7 +148,7 @@ class EnvelopeBody:
             if m is not None:
                 try:
                     self._named = msgspec.json.decode(m.group(1), type=str)
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
                     break  # left to the whole body's decode to word
                 return self._named
             if len(head) == HEAD_MAX:

@@ -137,7 +137,7 @@ def _next_value(view: memoryview, pos: int) -> int | None:
         if text.startswith(_TRAILING):
             return pos + int(text[len(_TRAILING):-1]) - 1
         return None
-    except RecursionError:
+    except (RecursionError, UnicodeDecodeError):
         return None
     return None
 
@@ -300,8 +300,8 @@ class _CompactFramer:
             return False
         try:
             self.columns = msgspec.json.decode(m.group(1), type=list[str])
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return False
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            return False  # the whole body's decode words it
         self.schema.compact_decoder(self.columns)  # a bad `columns` is refused before any row
         self.consumed = m.end()
         del self.buf[: m.end()]
@@ -338,6 +338,8 @@ class _CompactFramer:
             _elements.decode(part)
         except (msgspec.DecodeError, RecursionError):
             return False
+        except UnicodeDecodeError as exc:  # a cut never splits a character: the body's own
+            raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
         self.rows += self.schema.decode_compact_data(self.columns, part, len(self.rows))
         self.consumed += end
         del self.buf[:end]
@@ -393,6 +395,8 @@ class _CompactFramer:
             raise _malformed(exc, self.consumed - 1, part) from None
         except RecursionError:
             raise MalformedBody("JSON is nested too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
         raise MalformedBody("`data` must be an array of arrays")
 
     def _check_tail(self) -> None:
@@ -402,7 +406,8 @@ class _CompactFramer:
         rest = bytes(self.tail).lstrip(b" \t\r\n")
         try:
             extra = _compact_tail.decode(b"{" + (rest[1:] if rest.startswith(b",") else rest))
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
+                UnicodeDecodeError):
             raise MalformedBody("compact body: what follows `data` is not the end of the "
                                 "object") from None
         if extra.columns is not None or extra.data is not None:

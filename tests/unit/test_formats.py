@@ -497,3 +497,11 @@ def test_a_compact_element_past_the_bound_is_413_naming_it() -> None:
 def test_compact_framed_refuses_what_the_whole_decode_refuses(body: bytes) -> None:
     with pytest.raises(BadRequest):
         run(decode_compact(feed([body[i:i + 3] for i in range(0, len(body), 3)]), BOUNDED))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"columns": ["\x80"], "data": [[1]]}', b'{"columns": ["id"], "data": [["\x80"], [1]]}'])
+def test_compact_framed_refuses_invalid_utf8_as_malformed(body: bytes) -> None:
+    """Found by test_hostile_properties: msgspec raises UnicodeDecodeError, not DecodeError."""
+    with pytest.raises(BadRequest):
+        run(decode_compact(feed([body[i:i + 4] for i in range(0, len(body), 4)]), BOUNDED))
