@@ -102,6 +102,14 @@ async def connection(proto: GuardedHandler, sink: Sink, requests: list[bytes], s
         await sink.waiter
 
 
+def as_compact(ndjson: bytes) -> bytes:
+    """The same rows as a compact body: `{"columns": [...], "data": [[...], ...]}`."""
+    rows = [json.loads(line) for line in ndjson.splitlines() if line.strip()]
+    columns = list(rows[0])
+    return json.dumps({"columns": columns,
+                       "data": [[r.get(c) for c in columns] for r in rows]}).encode()
+
+
 async def _acknowledged(*args: Any, **kwargs: Any) -> asyncio.Future[None]:
     """A sink's send that acknowledges at once: no I/O, no thread (repeatable counts)."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -118,8 +126,8 @@ async def hold_full(gw: Any, stream: str) -> None:
 
 
 async def measure(route: str, rows: int, total: int, connections: int, warmup: int,
-                  rounds: int, linger_ms: float, null_sink: bool, refused: bool = False
-                  ) -> dict[str, Any]:
+                  rounds: int, linger_ms: float, null_sink: bool, refused: bool = False,
+                  compact: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="perreq-"))
     app = build_app(Settings(data_dir=tmp, access_log=False, linger_ms=linger_ms), ADMIN_KEY)
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
@@ -137,7 +145,8 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
     payload = Payload("restproxy" if route == "restproxy" else "ndjson", rows)
     bodies = make_pool(payload, RowFactory("perreq"), 64)
     path = PATHS[route].format(s=stream)
-    requests = [request_bytes(path, payload.content_type, b.data) for b in bodies]
+    requests = [request_bytes(path, "application/json", as_compact(b.data)) if compact
+                else request_bytes(path, payload.content_type, b.data) for b in bodies]
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
@@ -188,9 +197,11 @@ def main() -> int:
     p.add_argument("--refused", action="store_true",
                    help="measure refusals: the stream's queue is held full after the warm-up "
                         "(every request gets 429 before its body is decoded, as in S6)")
+    p.add_argument("--compact", action="store_true",
+                   help="send the rows as compact bodies (timeplus route) instead of NDJSON")
     a = p.parse_args()
     result = uvloop.run(measure(a.route, a.rows, a.requests, a.connections, a.warmup, a.rounds,
-                                a.linger_ms, a.null_sink, a.refused))
+                                a.linger_ms, a.null_sink, a.refused, a.compact))
     json.dump(result, sys.stdout)
     print()
     return 0

@@ -249,12 +249,12 @@ class Admission:
         except QueueFull as full:
             raise _full(stream, queue, full.cause, *queue.last_request) from None
 
-    def hold_body(self, stream: Stream) -> BodyHold:
+    def hold_body(self, stream: Stream | None) -> BodyHold:
         """A decoding slot (429 when none is free) and a hold on the memory budget for the body
-        of a request to `stream`."""
+        of a request to `stream` (None: not known until the body names it)."""
         self.decoding.take()
-        return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic),
-                        self.decoding)
+        return BodyHold(self.queues.budget, None if stream is None
+                        else self.queues.get(stream.name, stream.topic), self.decoding)
 
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""

@@ -113,7 +113,8 @@ def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gatewa
                          ("stream_bytes", settings.queue_max_bytes),
                          ("memory_bytes", settings.memory_cap_bytes)):
         metrics.QUEUE_LIMIT.labels(bound=bound).set(value)
-    schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields)
+    schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields,
+                          max_row_bytes=settings.row_bytes_limit)
     lifecycle = Lifecycle()
     admission = Admission(sink, queues, lifecycle,
                           accept_during_outage=settings.accept_during_outage, spool=spool,

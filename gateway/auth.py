@@ -47,6 +47,13 @@ class Principal:
         if not self.may_append(stream):
             raise Forbidden(f"this key may not append to stream {stream!r}")
 
+    def require_append_some(self) -> None:
+        """403 unless the key may write rows into some stream (checked before a body that names
+        its stream is read)."""
+        if not (self.admin or CREATE in self.scopes or APPEND in self.scopes
+                or any(s.startswith(f"{APPEND}:") for s in self.scopes)):
+            raise Forbidden("this key may not append to any stream; nothing was read")
+
     @property
     def reads_all(self) -> bool:
         """True when the key may see every stream (admin, DATASOURCE:CREATE or DATASOURCE:READ)."""

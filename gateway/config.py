@@ -48,6 +48,14 @@ class Settings:
     max_decompressed_bytes: int = field(
         default=256 * MiB, metadata={"help": "largest body after gzip (413)"}
     )
+    max_row_bytes: int = field(
+        default=0, metadata={"help": "longest row text a body may hold (an NDJSON object, a line, "
+                                     "a raw body, a compact `data` element): longer is 413 as soon "
+                                     "as that many bytes arrived without the row ending (0: "
+                                     "--batch-max-bytes, as a record must fit a batch)"})
+    max_gzip_members: int = field(
+        default=1000, metadata={"help": "gzip (or deflate) members one body may concatenate; more "
+                                        "is 413 (each costs a decoder, whatever its size)"})
     queue_max_rows: int = field(default=500_000, metadata={"help": "rows one stream may buffer"})
     queue_max_bytes: int = field(default=128 * MiB, metadata={"help": "bytes one stream may buffer"})
     memory_cap_bytes: int = field(
@@ -176,6 +184,11 @@ class Settings:
     def min_insync(self) -> int:
         """The min.insync.replicas the gateway's topics get: the setting, else min(2, replication)."""
         return self.min_insync_replicas or min(2, self.replication_factor)
+
+    @property
+    def row_bytes_limit(self) -> int:
+        """The longest row text a body may hold (`max_row_bytes`, else `batch_max_bytes`)."""
+        return self.max_row_bytes or self.batch_max_bytes
 
     @property
     def worker_count(self) -> int:
@@ -309,6 +322,9 @@ def _check(s: Settings) -> None:
         raise ValueError("kafka_max_unsettled_bytes must be at least batch_max_bytes")
     if not 1 <= s.port <= 65535:
         raise ValueError(f"port must be 1..65535, got {s.port}")
+    if s.max_row_bytes < 0 or s.max_gzip_members < 1:
+        raise ValueError("max_row_bytes must be ≥ 0 (0 = --batch-max-bytes) and max_gzip_members "
+                         "≥ 1")
     if s.max_decoding_requests < 0:
         raise ValueError(f"max_decoding_requests must be ≥ 0 (0 = no cap), got "
                          f"{s.max_decoding_requests}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 
 class GatewayError(Exception):
@@ -153,3 +154,15 @@ def failed(what: str, exc: BaseException, *, retry_after: float = 1.0) -> Unavai
     _log.warning("%s: %s: %s", what, type(exc).__name__, exc)
     return Unavailable(f"{what}; retry later (the reason is in the gateway's log under this "
                        "request's id)", retry_after=retry_after)
+E = TypeVar("E", bound=BaseException)
+
+
+def detach(err: E) -> E:
+    """`err` cut from the frames it went through (its traceback and the errors it was raised while
+    handling), to be kept past its `except` block or raised again later. Those frames hold the
+    request's body; one of them holding `err` back is a reference cycle that only the garbage
+    collector would free, long after the reply (issue 20, item 13)."""
+    err.__traceback__ = None
+    err.__context__ = None
+    err.__cause__ = None
+    return err

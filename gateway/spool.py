@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 
 from gateway import metrics
+from gateway.errors import detach
 from gateway.sinks.base import RecordMeta
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ class Spool:
             except OSError as exc:
                 log.error("spool write failed, durable mode is off until restart: %s", exc)
                 metrics.SINK_ERRORS.labels(kind="spool_write").inc()
-                self.failed = exc
+                self.failed = detach(exc)  # kept for good: no traceback pinning `group`
                 for w in waiters:
                     if not w.done():
                         w.set_exception(SpoolError(str(exc)))

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from gateway.admission import BodyHold
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.cors import origin_of
@@ -30,25 +31,33 @@ def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = No
 
 
 async def json_body(request: web.Request, kind: type[T]) -> T:
-    """A small JSON request body (management APIs) decoded into `kind`; 400 when it does not fit."""
+    """A small JSON request body (management APIs) decoded into `kind`; 400 when it does not fit.
+    Called once the key and its scope are checked; its bytes are held against the memory cap
+    (no decoding slot: management keeps working while ingest has them all)."""
     if request.content_length is not None and request.content_length > MAX_JSON_BODY:
         raise PayloadTooLarge(f"body exceeds {MAX_JSON_BODY} bytes")
     check_transfer_encoding(request.headers.get("Transfer-Encoding", ""))
-    body = bytearray()
-    async for chunk in read_chunks(body_source(request),
-                                   content_encoding=request.headers.get("Content-Encoding", ""),
-                                   max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
-                                   read_timeout=gateway_of(request).settings.body_read_timeout_s,
-                                   total_timeout=gateway_of(request).settings.body_total_timeout_s):
-        body += chunk
+    gw = gateway_of(request)
+    held = BodyHold(gw.queues.budget, None)
     try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request body: {exc}") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedBody("request body is nested too deeply") from None
+        body = bytearray()
+        async for chunk in read_chunks(body_source(request),
+                                       content_encoding=request.headers.get("Content-Encoding", ""),
+                                       max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
+                                       read_timeout=gw.settings.body_read_timeout_s,
+                                       total_timeout=gw.settings.body_total_timeout_s):
+            held.hold(len(chunk))
+            body += chunk
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"invalid request body: {exc}") from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise MalformedBody("request body is nested too deeply") from None
+    finally:
+        held.release()
 
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -132,6 +141,7 @@ class BodyChunks:
                            content_encoding=request.headers.get("Content-Encoding", ""),
                            max_bytes=settings.max_body_bytes,
                            max_decompressed=settings.max_decompressed_bytes,
+                           max_members=settings.max_gzip_members,
                            read_timeout=settings.body_read_timeout_s,
                            total_timeout=settings.body_total_timeout_s).__aiter__()
 

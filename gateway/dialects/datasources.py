@@ -28,6 +28,7 @@ from gateway.cors import origin_of
 from gateway.dialects.common import body_chunks, json_reply
 from gateway.dialects.contract import Route
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     InvalidRow,
     MalformedBody,
@@ -76,6 +77,9 @@ class Envelope(msgspec.Struct):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
+# `{"data_source": "NAME",` at the start of a body: the name, read before the rest of the body.
+_HEAD = re.compile(rb'\s*\{\s*"data_source"\s*:\s*("(?:[^"\\]|\\.)*")\s*[,}]')
+HEAD_MAX = 4096  # how far into the body the name is looked for before reading it whole
 # The contract has no 403: a data source the token may not write is not found, as a missing one.
 WORDING = Wording(not_found=lambda name: NOT_FOUND, archived=lambda name: "Data source is archived.",
                   hidden=lambda name: NotFound(NOT_FOUND))
@@ -115,18 +119,50 @@ def _is_data_source(stream: Stream) -> None:
 
 
 class EnvelopeBody:
-    """The request body: read whole (it names the data source), then its `records` decoded with
-    the data source's schema. A record that does not fit is 422 naming it (`records[3].value`)."""
+    """The request body, which names the data source: read only as far as `"data_source": NAME`
+    when it leads the object (as documented), so the lookup and scope check come before the rest
+    is read; otherwise (it follows `records`) read whole first. Every byte is held against the
+    memory cap; `records` is decoded with the data source's schema. A record that does not fit is
+    422 naming it (`records[3].value`)."""
 
     def __init__(self, chunks: AsyncIterable[bytes]) -> None:
-        self._chunks = chunks
+        self._chunks = aiter(chunks)
+        self._parts: list[bytes] = []
+        self._named: str | None = None  # the name its head gave
         self._records = msgspec.Raw()
         self.nbytes = 0
 
-    async def read(self) -> str:
-        """Read the body; the data source's name."""
-        body = b"".join([chunk async for chunk in self._chunks])
-        self.nbytes = len(body)
+    async def _more(self, hold: Callable[[int], None]) -> bool:
+        """Read and hold the next chunk; False at the end of the body."""
+        chunk = await anext(self._chunks, b"")
+        if not chunk:
+            return False
+        hold(len(chunk))
+        self.nbytes += len(chunk)
+        self._parts.append(chunk)
+        return True
+
+    async def read(self, hold: Callable[[int], None]) -> str:
+        """Read the body as far as its data source's name; the name."""
+        while await self._more(hold):
+            head = b"".join(self._parts)[:HEAD_MAX]
+            m = _HEAD.match(head)
+            if m is not None:
+                try:
+                    self._named = msgspec.json.decode(m.group(1), type=str)
+                except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+                    break  # left to the whole body's decode to word
+                return self._named
+            if len(head) == HEAD_MAX:
+                break
+        return await self._envelope(hold)
+
+    async def _envelope(self, hold: Callable[[int], None]) -> str:
+        """Read the rest of the body and decode it; the name it gives."""
+        while await self._more(hold):
+            pass
+        body = b"".join(self._parts)
+        self._parts = []
         try:
             envelope = _envelope.decode(body)
         except msgspec.ValidationError as exc:
@@ -137,6 +173,8 @@ class EnvelopeBody:
         return envelope.data_source
 
     async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
+        if self._named is not None and await self._envelope(hold) != self._named:
+            raise BadRequest("data_source: the body names its data source more than once")
         schema.check_utf8(memoryview(self._records))
         try:
             return Split(schema.array_decoder.decode(self._records), [])

@@ -150,12 +150,10 @@ def _embedded(request: web.Request) -> Embedded:
 
 async def _produce(request: web.Request, topic: str, payload: ProxyPayload,
                    who: Principal) -> Outcome:
-    async def name() -> str:
-        stream = _stream_of(request, topic)
-        return stream.name if stream is not None else topic
+    stream = _stream_of(request, topic)
     return await gateway_of(request).ingest.ingest(IngestRequest(
-        name, payload, who, wait=True, request_id=request_id_of(request), wording=WORDING,
-        key_rate=True, allow_empty=payload.each))
+        stream.name if stream is not None else topic, payload, who, wait=True,
+        request_id=request_id_of(request), wording=WORDING, key_rate=True, allow_empty=payload.each))
 
 
 def _positions(done: Outcome, records: list[ProxyRecord]) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from gateway.errors import GatewayError, InvalidRow, MalformedBody
+from gateway.errors import GatewayError, InvalidRow, MalformedBody, detach
 from gateway.ingest.quarantine import BadRow, Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.sinks.base import Header, RecordMeta
@@ -220,7 +220,7 @@ def v3_record(raw: bytes) -> ProxyRecord:
             rec.text = None if data is None else _text_of(data, "the value")
             rec.value_size = len(data or b"")
     except ProxyError as exc:
-        rec.error = exc
+        rec.error = detach(exc)  # kept on the record: no traceback back to this frame (a cycle)
     return rec
 
 
@@ -333,7 +333,7 @@ class ProxyPayload:
             except ProxyError as err:
                 if not self.each:
                     raise
-                rec.error = err
+                rec.error = detach(err)
                 continue
             self.written.append(i)
         return rows

@@ -294,6 +294,7 @@ async def update_stream(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     who = principal(request)
     who.require_manage()
+    gw.streams.get(request.match_info["name"])  # 404 before the body is read
     req = await json_body(request, UpdateStreamIn)
     changes: dict[str, object] = {f: v for f in req.__struct_fields__
                                   if (v := getattr(req, f)) is not None}

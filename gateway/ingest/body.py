@@ -20,6 +20,7 @@ from gateway.errors import (
 # Output of one inflate step: a bomb is refused after this much more than its limit, never holding
 # the whole limit twice (one step's output plus what the decoder buffered).
 INFLATE_STEP = 1 << 20
+MAX_MEMBERS = 1000  # --max-gzip-members: concatenated members one body may hold
 ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
              "deflate": zlib.MAX_WBITS}
 
@@ -106,21 +107,24 @@ async def _wait_for_chunk(source: ChunkSource, loop: asyncio.AbstractEventLoop,
 
 def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
                 max_decompressed: int, read_timeout: float | None = None,
-                total_timeout: float | None = None) -> AsyncIterator[bytes]:
-    """The body's (decompressed) chunks as they arrive, enforcing both size limits, the longest
-    wait for the next chunk (`read_timeout`) and for the whole body (`total_timeout`). An
-    unsupported Content-Encoding raises (415) when the chunks are first read."""
+                total_timeout: float | None = None,
+                max_members: int = MAX_MEMBERS) -> AsyncIterator[bytes]:
+    """The body's (decompressed) chunks as they arrive, enforcing both size limits, the most
+    gzip/deflate members a body may concatenate (`max_members`), the longest wait for the next
+    chunk (`read_timeout`) and for the whole body (`total_timeout`). An unsupported
+    Content-Encoding raises (415) when the chunks are first read."""
     raw = _raw_chunks(source, max_bytes, read_timeout, total_timeout)
     if not content_encoding or content_encoding.strip().lower() in ("", "identity"):
         return raw  # no layer in between: one async-generator step less per chunk
-    return _inflated(raw, content_encoding, max_decompressed)
+    return _inflated(raw, content_encoding, max_decompressed, max_members)
 
 
-async def _inflated(raw: AsyncIterator[bytes], content_encoding: str, max_decompressed: int
-                    ) -> AsyncIterator[bytes]:
+async def _inflated(raw: AsyncIterator[bytes], content_encoding: str, max_decompressed: int,
+                    max_members: int = MAX_MEMBERS) -> AsyncIterator[bytes]:
     wbits = check_encoding(content_encoding)
     assert wbits is not None  # identity bodies are not inflated
     inflater = zlib.decompressobj(wbits)
+    members = 1
     produced = 0
     seen_any = False
     async for chunk in raw:
@@ -142,6 +146,13 @@ async def _inflated(raw: AsyncIterator[bytes], content_encoding: str, max_decomp
             if inflater.eof:  # concatenated gzip members are one body (as `cat a.gz b.gz`)
                 data = inflater.unused_data
                 if data:
+                    # each member costs a decoder and a turn of this loop, however little it
+                    # holds: empty ones would take seconds of CPU per body without this bound
+                    members += 1
+                    if members > max_members:
+                        raise PayloadTooLarge(
+                            f"body has more than {max_members} {content_encoding} members "
+                            "(--max-gzip-members); compress it as one member, or split it")
                     inflater = zlib.decompressobj(wbits)
             else:
                 data = inflater.unconsumed_tail

@@ -46,7 +46,9 @@ class KeptChunks:
         """The whole body: what was read so far and the rest, read now."""
         async for _ in self:
             pass
-        return b"".join(self.kept)
+        body = b"".join(self.kept)
+        self.kept.clear()  # held once, not twice, while the body is split
+        return body
 
 
 @dataclass(slots=True)
@@ -90,10 +92,12 @@ def split_rows(schema: CompiledSchema, body: bytes) -> Split:
     rows: list[Any] = []
     bad: list[BadRow] = []
     i, n, run = 0, len(objects), FIRST_RUN
-    bad_at, bad_err = n, InvalidRow("")  # the next bad row found so far, if any (bad_at < n)
+    # the next bad row found so far, if any (bad_at < n), and its error's column and message (not
+    # the error: kept past its handler, its traceback would pin this frame and the body)
+    bad_at, bad_column, bad_message = n, None, ""
     while i < n:
         if i == bad_at:
-            bad.append(BadRow(i, bad_err.column, bad_err.message, bytes(objects[i])))
+            bad.append(BadRow(i, bad_column, bad_message, bytes(objects[i])))
             i += 1
             bad_at = n
             continue
@@ -106,10 +110,10 @@ def split_rows(schema: CompiledSchema, body: bytes) -> Split:
                 # one: an out-of-range datetime is found only once the whole run has decoded);
                 # runs then start at twice the gap between bad rows, so dense bad rows cost short
                 # runs and sparse ones long runs
-                bad_at, bad_err = err.row, err
+                bad_at, bad_column, bad_message = err.row, err.column, err.message
                 run = max(1, 2 * (err.row - i))
             elif end - i == 1:
-                bad_at, bad_err = i, err
+                bad_at, bad_column, bad_message = i, err.column, err.message
             else:
                 run = 1  # cannot tell which row: look at them one by one
             continue

@@ -140,7 +140,9 @@ _CompactCodec = tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any], Call
 class CompiledSchema:
     """Decoders, encoders and error translation for one version of one stream's schema."""
 
-    def __init__(self, stream: Stream, *, forbid_unknown: bool = False) -> None:
+    def __init__(self, stream: Stream, *, forbid_unknown: bool = False,
+                 max_row_bytes: int = 1 << 62) -> None:
+        self.max_row_bytes = max_row_bytes  # the framers refuse a longer row text (413) at once
         names = [c.name for c in stream.columns]
         if not names:
             raise SchemaError("a stream needs at least one column")
@@ -277,8 +279,10 @@ class CompiledSchema:
         codec = self._compact[key] = (decoder, lenient_decoder, build)
         return codec
 
-    def decode_compact_data(self, columns: Sequence[str], data: bytes | msgspec.Raw) -> list[Any]:
-        """Decode a compact body's `data` (an array of arrays) given its `columns`."""
+    def decode_compact_data(self, columns: Sequence[str], data: bytes | bytearray | msgspec.Raw,
+                            first_row: int = 0) -> list[Any]:
+        """Decode a compact body's `data` (an array of arrays) given its `columns`; `first_row`:
+        the index of its first row in the body (for errors)."""
         decoder, lenient_decoder, build = self.compact_decoder(columns)
         self.check_utf8(memoryview(data))
         epochs = False
@@ -291,15 +295,15 @@ class CompiledSchema:
                 tuples = lenient_decoder.decode(data)
                 epochs = True
         except msgspec.ValidationError as exc:
-            raise self.row_error(str(exc), 0, columns) from None
+            raise self.row_error(str(exc), first_row, columns) from None
         except UnicodeDecodeError as exc:
             raise MalformedBody(f"body is not valid UTF-8: {exc.reason}") from None
         except RecursionError:
             raise MalformedBody("JSON is nested too deeply") from None
         rows: list[Any] = build(tuples)
         if epochs:
-            self._epochs_to_datetimes(rows, 0)
-        self._check_ranges(rows, 0)
+            self._epochs_to_datetimes(rows, first_row)
+        self._check_ranges(rows, first_row)
         return rows
 
     @property
@@ -388,13 +392,15 @@ class SchemaCache:
     """Compiled schemas by stream name, recompiled when the catalog hands out a new Stream object."""
 
     forbid_unknown: bool = False
+    max_row_bytes: int = 1 << 62  # the longest row text a body may hold (413 beyond)
     _cache: dict[str, CompiledSchema] = field(default_factory=dict)
 
     def get(self, stream: Stream) -> CompiledSchema:
         """The compiled schema of `stream` (compiled on first use, then cached)."""
         hit = self._cache.get(stream.name)
         if hit is None or hit.stream is not stream:
-            compiled = CompiledSchema(stream, forbid_unknown=self.forbid_unknown)
+            compiled = CompiledSchema(stream, forbid_unknown=self.forbid_unknown,
+                                      max_row_bytes=self.max_row_bytes)
             # a request admitted under an older schema version (it changed while the body was
             # read) keeps its version, without evicting the current one
             if hit is not None and hit.stream.schema_version > stream.schema_version:

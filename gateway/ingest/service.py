@@ -5,9 +5,13 @@ the lookup: a stream outside the key's scope gets the dialect's one answer wheth
 not) → stream lookup → the dialect's own stream check → archived check → admission (per-key
 rate, early refusal) →
 streamed decode and validation (optionally splitting invalid rows off to quarantine) → enqueue →
-optional wait for Kafka's acknowledgement. It returns an `Outcome` or raises a typed
-`GatewayError`, which the dialect renders in its own reply format. No HTTP here: a dialect turns
-its request into an `IngestRequest` (stream name, a `Payload`, flags) and the outcome into a reply.
+optional wait for Kafka's acknowledgement. No body byte is read before the scope check, except
+where the body itself names the stream (the data-source API): there a key that may append to no
+stream is refused first, and the body is read under a decoding slot and the memory cap from its
+first byte, only as far as the name before the lookup and scope check. It returns an `Outcome`
+or raises a typed `GatewayError`, which the dialect renders in its own reply format. No HTTP
+here: a dialect turns its request into an `IngestRequest` (stream name, a `Payload`, flags) and
+the outcome into a reply.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway import metrics
-from gateway.admission import Admission
+from gateway.admission import Admission, BodyHold
 from gateway.auth import Principal
 from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
@@ -98,9 +102,10 @@ DEFAULT_WORDING = Wording()
 class IngestRequest:
     """What a dialect parsed from its request."""
 
-    # The stream's name, or (when the name is in the body) a coroutine function that reads it;
-    # it is awaited after the gate, so a 503 never depends on the body.
-    stream: str | Callable[[], Awaitable[str]]
+    # The stream's name, or (when the name is in the body) a coroutine function that reads the
+    # body as far as the name, calling `hold(n)` before buffering n more bytes; it is awaited
+    # after the gate (a 503 never depends on the body), holding a decoding slot.
+    stream: str | Callable[[Callable[[int], None]], Awaitable[str]]
     payload: Payload
     who: Principal
     wait: bool = False
@@ -128,19 +133,22 @@ class IngestService:
     async def ingest(self, req: IngestRequest) -> Outcome:
         """Run one request through the ingest path; an Outcome, or a typed GatewayError."""
         self.admission.gate()
-        name = req.stream if isinstance(req.stream, str) else await req.stream()
-        if not req.who.may_append(name):  # before the lookup: no existence oracle
-            raise req.wording.hidden(name)
-        stream = self.catalog.stream(name)
-        if stream is None:
-            raise NotFound(req.wording.not_found(name))
-        if req.check is not None:
-            req.check(stream)
-        if stream.archived:
-            raise Conflict(req.wording.archived(name))
-        headers = self.admission.key_rate(req.who) if req.key_rate else {}
-        self.admission.early(stream)
-        split = await self._decode(stream, req.payload)
+        if isinstance(req.stream, str):
+            stream = self._admitted(req, req.stream)
+            headers = self.admission.key_rate(req.who) if req.key_rate else {}
+            self.admission.early(stream)
+            held = self.admission.hold_body(stream)
+        else:  # the body names the stream: held from its first byte
+            req.who.require_append_some()
+            headers = self.admission.key_rate(req.who) if req.key_rate else {}
+            held = self.admission.hold_body(None)
+            try:
+                stream = self._admitted(req, await req.stream(held.hold))
+                self.admission.early(stream)
+            except BaseException:
+                held.release()
+                raise
+        split = await self._decode(stream, req.payload, held)
         if not split.rows and not split.bad:
             if req.allow_empty:
                 return Outcome(0, acknowledged=req.wait, headers=headers)
@@ -156,10 +164,24 @@ class IngestService:
         outcome.headers = headers
         return outcome
 
-    async def _decode(self, stream: Stream, payload: Payload) -> Split:
-        """Decode and validate the body, its bytes held against the memory cap meanwhile; they
-        count as rejected when it fails."""
-        held = self.admission.hold_body(stream)
+    def _admitted(self, req: IngestRequest, name: str) -> Stream:
+        """The stream `name`, if the key may append to it (checked before the lookup: a stream
+        outside the scope gets the dialect's one answer whether it exists or not), it exists,
+        passes the dialect's check and is not archived (hidden, 404, the dialect's error, 409)."""
+        if not req.who.may_append(name):
+            raise req.wording.hidden(name)
+        stream = self.catalog.stream(name)
+        if stream is None:
+            raise NotFound(req.wording.not_found(name))
+        if req.check is not None:
+            req.check(stream)
+        if stream.archived:
+            raise Conflict(req.wording.archived(name))
+        return stream
+
+    async def _decode(self, stream: Stream, payload: Payload, held: BodyHold) -> Split:
+        """Decode and validate the body, its bytes held against the memory cap meanwhile (and
+        the decoding slot given back after); they count as rejected when it fails."""
         try:
             return await payload.rows(self.schemas.get(stream), held.hold)
         except GatewayError as err:

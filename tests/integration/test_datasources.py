@@ -127,8 +127,11 @@ async def test_errors_have_the_documents_details(gateway: Gateway, kafka: str,
         "data_source: Object missing required field `data_source`"
     assert detail(ingest(gateway, {"data_source": name, "records": {"a": 1}}), 422) == \
         "records: Expected `array`, got `object`"
-    assert detail(ingest(gateway, '{"data_source": "x", "records": ['), 400).startswith(
+    # the name leads the body: looked up before the rest is read (an unknown one is 404 at once)
+    assert detail(ingest(gateway, f'{{"data_source": "{name}", "records": ['), 400).startswith(
         "body: not valid JSON")
+    assert detail(ingest(gateway, '{"data_source": "x", "records": ['), 404) == \
+        "Data source not found."
     scoped = gateway.request("POST", "/api/v1beta2/apikeys",
                              {"permissions": ["DATASOURCE:APPEND:another_source"]}).json()["api_key"]
     # a data source outside the token's scope is not found, as a missing one (issue 20: the

@@ -125,7 +125,8 @@ def test_every_setting_has_a_flag_naming_its_env_var() -> None:
     ("memory_cap_bytes", "0"), ("batch_max_bytes", "0"), ("max_in_flight_flushes", "0"),
     ("linger_ms", "-1"), ("linger_ms", "fast"), ("wait_timeout_s", "0"),
     ("wait_timeout_s", "-1"), ("drain_timeout_s", "-0.5"), ("kafka_probe_interval_s", "often"),
-    ("log_level", "verbose"), ("log_level", ""),
+    ("log_level", "verbose"), ("log_level", ""), ("max_row_bytes", "-1"),
+    ("max_gzip_members", "0"),
 ])
 def test_invalid_values_raise_naming_the_field(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):
@@ -257,3 +258,9 @@ def test_min_insync_replicas_defaults_to_two_at_most_the_replication() -> None:
     assert s.min_insync == 3
     with pytest.raises(ValueError, match=r"min_insync_replicas must be 0\.\.replication_factor"):
         from_sources(parse("--replication-factor", "2", "--min-insync-replicas", "3"), {})
+
+def test_the_row_bound_defaults_to_a_batch() -> None:
+    s = from_sources(None, {env_name("batch_max_bytes"): "2000000"})
+    assert s.max_row_bytes == 0 and s.row_bytes_limit == 2_000_000 and s.max_gzip_members == 1000
+    s = from_sources(None, {env_name("max_row_bytes"): "5000"})
+    assert s.row_bytes_limit == 5000

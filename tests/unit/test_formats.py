@@ -444,3 +444,64 @@ def test_streaming_outcome_does_not_depend_on_chunking() -> None:
             streaming_error(chunks, MalformedBody)
     for chunks in ([b'""\n{"id": 1}\n'], [b'""\n', b'{"id": 1}\n']):
         streaming_error(chunks, InvalidRow)
+
+
+# ---- issue 20 item 4: the bytes held for one row are bounded by the longest row ----------------
+def bounded(*columns: Column, limit: int) -> CompiledSchema:
+    return CompiledSchema(Stream(name="f", columns=list(columns), topic="t.f"), max_row_bytes=limit)
+
+
+BOUNDED = bounded(Column("id", "int32"), Column("meta", "json", default="null"), limit=300)
+TRICKY = [{"id": i, "meta": v} for i, v in enumerate(
+    [[1, [2], "],[x"], {"a": [1, 2], "b": "\"],"}, "s],\"", None, [[[]]], "x" * 100] * 8)]
+
+
+def test_pretty_printed_rows_under_the_bound_are_framed_by_walking() -> None:
+    """Objects spanning lines in a buffer past the bound: the walk finds the last whole one."""
+    body = b"".join(msgspec.json.format(msgspec.json.encode(r), indent=2) + b"\n"
+                    for r in TRICKY)
+    assert len(body) > 3 * 300
+    for size in (1, 7, 64, 301, len(body)):
+        chunks = [body[i:i + size] for i in range(0, len(body), size)]
+        assert streaming(chunks, BOUNDED) == whole(body, BOUNDED), size
+
+
+def test_a_row_past_the_bound_is_413_naming_it() -> None:
+    body = b'{"id": 1}\n{"id": 2}\n{"id": 3, "meta": "' + b"x" * 400 + b'"}\n'
+    with pytest.raises(GatewayError) as err:
+        streaming([body[i:i + 50] for i in range(0, len(body), 50)], BOUNDED)
+    assert err.value.status == 413 and err.value.row == 2, err.value.message
+
+
+def test_compact_data_is_framed_row_by_row_as_it_arrives() -> None:
+    body = msgspec.json.encode({"columns": ["meta", "id"],
+                                "data": [[r["meta"], r["id"]] for r in TRICKY]})
+    one = values(run(decode_compact(feed([body]), BOUNDED)), BOUNDED)
+    assert len(one) == len(TRICKY)
+    for size in (1, 5, 40, 299):
+        chunks = [body[i:i + size] for i in range(0, len(body), size)]
+        assert values(run(decode_compact(feed(chunks), BOUNDED)), BOUNDED) == one, size
+
+
+def test_a_compact_element_past_the_bound_is_413_naming_it() -> None:
+    body = (b'{"columns": ["id", "meta"], "data": [[1, null], [2, "' + b"x" * 400 + b'"]]}')
+    with pytest.raises(GatewayError) as err:
+        run(decode_compact(feed([body[i:i + 30] for i in range(0, len(body), 30)]), BOUNDED))
+    assert err.value.status == 413 and err.value.row == 1, err.value.message
+
+
+@pytest.mark.parametrize("body", [
+    b'{"columns": ["id"], "data": [[1], [2],]}', b'{"columns": ["id"], "data": [[1] [2]]}',
+    b'{"columns": ["id"], "data": [[1], [2]]', b'{"columns": ["id"], "data": [[1], [2]]} x',
+    b'{"columns": ["id"], "data": [[1], [2]], "data": []}'])
+def test_compact_framed_refuses_what_the_whole_decode_refuses(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        run(decode_compact(feed([body[i:i + 3] for i in range(0, len(body), 3)]), BOUNDED))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"columns": ["\x80"], "data": [[1]]}', b'{"columns": ["id"], "data": [["\x80"], [1]]}'])
+def test_compact_framed_refuses_invalid_utf8_as_malformed(body: bytes) -> None:
+    """Found by test_hostile_properties: msgspec raises UnicodeDecodeError, not DecodeError."""
+    with pytest.raises(BadRequest):
+        run(decode_compact(feed([body[i:i + 4] for i in range(0, len(body), 4)]), BOUNDED))
