@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -9,11 +10,12 @@ import msgspec
 from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
+from gateway.config import Settings
 from gateway.context import gateway_of
 from gateway.cors import origin_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
 from gateway.expect import body_source
-from gateway.ingest.body import check_transfer_encoding, read_chunks
+from gateway.ingest.body import MinRate, check_transfer_encoding, read_chunks
 from gateway.openapi import Doc, Param
 from gateway.pipeline import Outcome
 
@@ -39,7 +41,8 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
                                    content_encoding=request.headers.get("Content-Encoding", ""),
                                    max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
                                    read_timeout=gateway_of(request).settings.body_read_timeout_s,
-                                   total_timeout=gateway_of(request).settings.body_total_timeout_s):
+                                   total_timeout=gateway_of(request).settings.body_total_timeout_s,
+                                   min_rate=min_rate(gateway_of(request).settings)):
         body += chunk
     try:
         return msgspec.json.decode(body, type=kind)
@@ -49,6 +52,12 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise MalformedBody("request body is nested too deeply") from None
+
+
+@functools.lru_cache(maxsize=4)
+def min_rate(settings: Settings) -> MinRate:
+    """The slowest a request body may arrive (--body-min-bytes-per-s over --body-rate-window-s)."""
+    return MinRate(settings.body_min_bytes_per_s, settings.body_rate_window_s)
 
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -133,7 +142,8 @@ class BodyChunks:
                            max_bytes=settings.max_body_bytes,
                            max_decompressed=settings.max_decompressed_bytes,
                            read_timeout=settings.body_read_timeout_s,
-                           total_timeout=settings.body_total_timeout_s).__aiter__()
+                           total_timeout=settings.body_total_timeout_s,
+                           min_rate=min_rate(settings)).__aiter__()
 
 
 def body_chunks(request: web.Request) -> BodyChunks:

@@ -130,7 +130,7 @@ class IngestService:
             raise Conflict(req.wording.archived(name))
         headers = self.admission.key_rate(req.who) if req.key_rate else {}
         self.admission.early(stream)
-        split = await self._decode(stream, req.payload)
+        split = await self._decode(stream, req.payload, req.who)
         if not split.rows and not split.bad:
             if req.allow_empty:
                 return Outcome(0, acknowledged=req.wait, headers=headers)
@@ -146,10 +146,10 @@ class IngestService:
         outcome.headers = headers
         return outcome
 
-    async def _decode(self, stream: Stream, payload: Payload) -> Split:
-        """Decode and validate the body, its bytes held against the memory cap meanwhile; they
-        count as rejected when it fails."""
-        held = self.admission.hold_body(stream)
+    async def _decode(self, stream: Stream, payload: Payload, who: Principal) -> Split:
+        """Decode and validate the body, its bytes held against the memory cap (and `who`'s share
+        of it) meanwhile; they count as rejected when it fails."""
+        held = self.admission.hold_body(stream, who)
         try:
             return await payload.rows(self.schemas.get(stream), held.hold)
         except GatewayError as err:

@@ -21,7 +21,7 @@ CAP = 2
 @pytest.fixture(scope="module")
 def capped(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = Gateway(Path(tmp_path_factory.mktemp("capped")), kafka,
-                 extra=["--max-decoding-requests", str(CAP)])
+                 extra=["--max-decoding-requests", str(CAP), "--key-share", "1"])
     gw.start()
     yield gw
     assert gw.stop() == 0, gw.log()

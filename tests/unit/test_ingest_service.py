@@ -216,6 +216,7 @@ class HeldBody:
 
 async def test_requests_beyond_the_decoding_cap_get_429_at_once(gw: Gateway) -> None:
     gw.ingest.admission.decoding.cap = 2
+    gw.ingest.admission.decoding.shares.share = 1.0  # one key may take both (the cap is tested)
     throttled = REGISTRY.get_sample_value("gateway_throttled_requests_total",
                                           {"status": "429", "cause": "decoding"}) or 0.0
     held = [HeldBody(), HeldBody()]
