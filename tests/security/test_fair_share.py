@@ -6,13 +6,14 @@ the admin's and another address's requests succeed."""
 from __future__ import annotations
 
 import re
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ADMIN_KEY, Gateway, http, unique_name, wait_until
+from tests.integration.harness import Gateway, http, unique_name, wait_until
 from tests.reliability.rawhttp import closed_by_peer, connect, read_reply, request_bytes
 from tests.security.conftest import COLUMNS, start_embedded
 from tests.security.test_keys_and_scopes import new_key
@@ -71,7 +72,6 @@ def start_slow_bodies(gw: Gateway, stream: str, key: str, count: int, sent: byte
 def refusals(socks: list[socket.socket], expected: int) -> list[dict[str, object]]:
     """The replies of the `expected` requests refused at once (the others hold their slots and
     have no reply yet: only sockets with something to read are read)."""
-    import select
     replies: list[dict[str, object]] = []
     pending = list(socks)
     while len(replies) < expected:
