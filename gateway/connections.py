@@ -147,6 +147,8 @@ class GuardedHandler(RequestHandler):
         (bounded by aiohttp's read buffer until the handler reads them, then by the body hold)."""
         payload = self._last_payload
         in_head = payload is None or payload.is_eof()
+        if in_head:
+            self._last_payload = None  # read to its end: nothing of the last body is kept
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a head (or more) is complete
