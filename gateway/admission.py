@@ -101,15 +101,17 @@ class BodyHold:
     (--memory-cap-bytes) until `release()`. 413 when the body alone outgrows the cap, 429 when
     the cap is in use (the wait: the stream's queue draining that many bytes)."""
 
-    __slots__ = ("_budget", "_held", "_queue", "_slots", "_who")
+    __slots__ = ("_admin", "_budget", "_held", "_key", "_queue", "_slots")
 
     def __init__(self, budget: MemoryBudget, queue: StreamQueue | None,
-                 slots: DecodeSlots | None = None, who: Principal | None = None) -> None:
+                 slots: DecodeSlots | None = None, key: str | None = None,
+                 admin: bool = False) -> None:
         self._budget = budget
         self._queue = queue
         self._held = 0
         self._slots = slots
-        self._who = who  # the key whose share of the cap the bytes count against (with `slots`)
+        self._key = key  # whose share of the cap the bytes count against (with `slots`)
+        self._admin = admin
 
     def hold(self, n: int) -> None:
         """Hold `n` more bytes of the body."""
@@ -124,8 +126,8 @@ class BodyHold:
                                   "queued rows; nothing was written, retry later",
                                   retry_after=(MIN_S if self._queue is None
                                                else drain_seconds(self._queue, 0, n)))
-        if self._slots is not None and self._who is not None:
-            self._slots.shares.hold_bytes(self._who, self._held, n)
+        if self._key is not None and self._slots is not None:
+            self._slots.shares.hold_bytes(self._key, self._admin, self._held, n)
         budget.used += n
         self._held += n
 
@@ -133,9 +135,9 @@ class BodyHold:
         """Give the held bytes (and the decoding slot) back, once the body is decoded or refused."""
         self._budget.used -= self._held
         if self._slots is not None:
-            if self._who is not None:
-                self._slots.shares.release_bytes(self._who, self._held)
-            self._slots.release(self._who)
+            if self._key is not None:
+                self._slots.shares.release(self._key, self._admin, self._held)
+            self._slots.release()
             self._slots = None
         self._held = 0
 
@@ -159,23 +161,22 @@ class DecodeSlots:
         if self._gauge is None:
             metrics.DECODING.set_function(lambda: self.busy)
 
-    def take(self, who: Principal | None = None) -> None:
-        """Take a slot for `who`; 429 when all are taken, or `who` holds its share."""
+    def take(self, key: str | None = None, admin: bool = False) -> None:
+        """Take a slot (for `key`, counted in its share: give both back with `shares.release`);
+        429 when all are taken, or the key holds its share."""
         if self.cap and self.busy >= self.cap:
             throttled("429", "decoding").inc()
             raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
                                   "as it may (--max-decoding-requests); nothing was written, "
                                   "retry later", retry_after=MIN_S)
-        if who is not None:
-            self.shares.take_slot(who, self.cap or 1 << 30)
+        if key is not None:
+            self.shares.take_slot(key, admin, self.cap or 1 << 30)
         self.busy += 1
         if self._gauge is not None:
             self._gauge.inc()
 
-    def release(self, who: Principal | None = None) -> None:
-        """Give `who`'s slot back."""
-        if who is not None:
-            self.shares.release_slot(who)
+    def release(self) -> None:
+        """Give a slot back."""
         self.busy -= 1
         if self._gauge is not None:
             self._gauge.dec()
@@ -254,9 +255,14 @@ class Admission:
     def hold_body(self, stream: Stream, who: Principal | None = None) -> BodyHold:
         """A decoding slot (429 when none is free, or `who` holds its share) and a hold on the
         memory budget (and `who`'s share of it) for the body of a request to `stream`."""
-        self.decoding.take(who)
+        if who is None:
+            self.decoding.take()
+            return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic),
+                            self.decoding)
+        admin = who.admin
+        self.decoding.take(who.key_id, admin)
         return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic),
-                        self.decoding, who)
+                        self.decoding, who.key_id, admin)
 
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""

@@ -131,7 +131,23 @@ class GuardedHandler(RequestHandler):
             super().data_received(judged)
             self.close()  # serve this probe only, then close (after the parser queued it)
         elif self._budget is not None:
-            self._parse_counting_head(data)
+            # Inline (one call per read): a head this data leaves unfinished is held against the
+            # memory cap and bounded (431). Bytes that come while a body is unfinished are the
+            # body's (bounded by aiohttp's read buffer until the handler reads them, then held).
+            payload = self._last_payload
+            in_head = payload is None or payload.is_eof()
+            if in_head:
+                self._last_payload = None  # read to its end: nothing of the last body is kept
+            parsed = self._request_count
+            super().data_received(data)
+            if self._request_count != parsed:  # a head (or more) is complete
+                self._last_payload = self._messages[-1][1] if self._messages else None
+                if self._head_held + len(data) > self._max_head_bytes:
+                    self._check_head_size()
+                if self._head_held:
+                    self._release_head()
+            elif in_head and data and not self._force_close:
+                self._hold_head(len(data))
         else:
             super().data_received(data)
         if self._between_requests():
@@ -140,24 +156,6 @@ class GuardedHandler(RequestHandler):
         elif self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-
-    def _parse_counting_head(self, data: bytes) -> None:
-        """Parse `data`, holding the bytes of a head it leaves unfinished against the memory cap
-        and bounding the head (431). Bytes that come while a body is unfinished are the body's
-        (bounded by aiohttp's read buffer until the handler reads them, then by the body hold)."""
-        payload = self._last_payload
-        in_head = payload is None or payload.is_eof()
-        if in_head:
-            self._last_payload = None  # read to its end: nothing of the last body is kept
-        parsed = self._request_count
-        super().data_received(data)
-        if self._request_count != parsed:  # a head (or more) is complete
-            message, self._last_payload = self._messages[-1] if self._messages else (None, None)
-            if self._head_held + len(data) > self._max_head_bytes and message is not None:
-                self._check_head_size()
-            self._release_head()
-        elif in_head and data and not self._force_close:
-            self._hold_head(len(data))
 
     def _check_head_size(self) -> None:
         """Heads that arrived whole are measured only when the data was larger than the bound

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -10,12 +9,11 @@ import msgspec
 from aiohttp import web
 
 from gateway.auth import Principal, key_from_headers
-from gateway.config import Settings
 from gateway.context import gateway_of
 from gateway.cors import origin_of
 from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
 from gateway.expect import body_source
-from gateway.ingest.body import MinRate, check_transfer_encoding, read_chunks
+from gateway.ingest.body import check_transfer_encoding, read_chunks
 from gateway.openapi import Doc, Param
 from gateway.pipeline import Outcome
 
@@ -42,7 +40,8 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
                                    max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
                                    read_timeout=gateway_of(request).settings.body_read_timeout_s,
                                    total_timeout=gateway_of(request).settings.body_total_timeout_s,
-                                   min_rate=min_rate(gateway_of(request).settings)):
+                                   min_rate=gateway_of(request).settings.body_min_bytes_per_s,
+                                   rate_window=gateway_of(request).settings.body_rate_window_s):
         body += chunk
     try:
         return msgspec.json.decode(body, type=kind)
@@ -52,12 +51,6 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise MalformedBody("request body is nested too deeply") from None
-
-
-@functools.lru_cache(maxsize=4)
-def min_rate(settings: Settings) -> MinRate:
-    """The slowest a request body may arrive (--body-min-bytes-per-s over --body-rate-window-s)."""
-    return MinRate(settings.body_min_bytes_per_s, settings.body_rate_window_s)
 
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -143,7 +136,8 @@ class BodyChunks:
                            max_decompressed=settings.max_decompressed_bytes,
                            read_timeout=settings.body_read_timeout_s,
                            total_timeout=settings.body_total_timeout_s,
-                           min_rate=min_rate(settings)).__aiter__()
+                           min_rate=settings.body_min_bytes_per_s,
+                           rate_window=settings.body_rate_window_s).__aiter__()
 
 
 def body_chunks(request: web.Request) -> BodyChunks:

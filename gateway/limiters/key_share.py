@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 from gateway import metrics
-from gateway.auth import Principal
 from gateway.errors import Overloaded, PayloadTooLarge, TooManyRequests
 from gateway.limiters.retry_after import MIN_S
 
@@ -35,31 +34,38 @@ def reserved(reserve: float, total: int) -> int:
 
 
 class KeyShares:
-    """Decoding slots and body bytes held per key, with the refusals of a key over its share."""
+    """Decoding slots and body bytes held per key, with the refusals of a key over its share.
+    Keys are given as their id and whether they have the admin scope (looked up once per
+    request by the caller)."""
 
-    __slots__ = ("bytes", "bytes_cap", "others_bytes", "others_slots", "reserve", "share", "slots")
+    __slots__ = ("_cap", "_others_slots_max", "_slots_per_key", "bytes", "bytes_per_key",
+                 "others_bytes", "others_bytes_max", "others_slots", "reserve", "share", "slots")
 
     def __init__(self, share: float, reserve: float, bytes_cap: int) -> None:
-        self.share = share  # of the slots and of `bytes_cap`, per key
+        self.share = share  # of the slots and of `bytes_cap` (the memory cap), per key
         self.reserve = reserve  # of the slots and of `bytes_cap`, for admin keys only
-        self.bytes_cap = bytes_cap  # the memory cap (--memory-cap-bytes)
+        self.bytes_per_key = int(share * bytes_cap)
+        self.others_bytes_max = bytes_cap - int(reserve * bytes_cap)
         self.slots: dict[str, int] = {}
         self.bytes: dict[str, int] = {}
         self.others_slots = 0  # held by keys without the admin scope
         self.others_bytes = 0
+        self._cap = -1  # the slot cap the two limits below were worked out for
+        self._slots_per_key = self._others_slots_max = 0
 
-    def take_slot(self, who: Principal, cap: int) -> None:
-        """Count a decoding slot of the `cap` for `who`; 429 when the key holds its share, or when
-        keys other than admin hold all but the admin reserve."""
-        key = who.key_id
+    def take_slot(self, key: str, admin: bool, cap: int) -> None:
+        """Count a decoding slot of the `cap` for `key`; 429 when the key holds its share, or
+        when keys other than admin hold all but the admin reserve."""
+        if cap != self._cap:
+            self._cap, self._slots_per_key = cap, per_key(self.share, cap)
+            self._others_slots_max = cap - reserved(self.reserve, cap)
         held = self.slots.get(key, 0)
-        if held >= per_key(self.share, cap):
+        if held >= self._slots_per_key:
             _throttled("key_share").inc()
             raise Overloaded(f"this key already has {held} requests being decoded, its share of "
                              f"the gateway's {cap} (--key-share {self.share:g}); nothing was "
                              "written, retry later", retry_after=MIN_S)
-        admin = who.admin
-        if not admin and self.others_slots >= cap - reserved(self.reserve, cap):
+        if not admin and self.others_slots >= self._others_slots_max:
             _throttled("decoding").inc()
             raise Overloaded(f"the gateway is decoding {self.others_slots} requests at once, as "
                              "many as keys other than admin may (--max-decoding-requests less "
@@ -69,28 +75,16 @@ class KeyShares:
         if not admin:
             self.others_slots += 1
 
-    def release_slot(self, who: Principal) -> None:
-        """Give `who`'s decoding slot back."""
-        key = who.key_id
-        held = self.slots[key] - 1
-        if held:
-            self.slots[key] = held
-        else:
-            del self.slots[key]
-        if not who.admin:
-            self.others_slots -= 1
-
-    def hold_bytes(self, who: Principal, body_held: int, n: int) -> None:
-        """Count `n` more body bytes for `who` (whose body holds `body_held` already); 413 when the
-        body alone outgrows a key's share, 429 when the key's bodies together would, or when keys
-        other than admin would take the admin reserve."""
-        limit = int(self.share * self.bytes_cap)
+    def hold_bytes(self, key: str, admin: bool, body_held: int, n: int) -> None:
+        """Count `n` more body bytes for `key` (whose body holds `body_held` already); 413 when
+        the body alone outgrows a key's share, 429 when the key's bodies together would, or when
+        keys other than admin would take the admin reserve."""
+        limit = self.bytes_per_key
         if body_held + n > limit:
             raise PayloadTooLarge(f"the body is larger than one key's share of the memory cap, "
                                   f"{limit} bytes (--key-share * --memory-cap-bytes) once "
                                   "decompressed; split it into smaller requests; nothing was "
                                   "written")
-        key = who.key_id
         held = self.bytes.get(key, 0)
         if held + n > limit:
             _throttled("key_share").inc()
@@ -98,9 +92,7 @@ class KeyShares:
                                   f"the memory cap, {limit} bytes (--key-share * "
                                   "--memory-cap-bytes); nothing was written, retry later",
                                   retry_after=MIN_S)
-        admin = who.admin
-        if not admin and (self.others_bytes + n
-                          > self.bytes_cap - int(self.reserve * self.bytes_cap)):
+        if not admin and self.others_bytes + n > self.others_bytes_max:
             _throttled("memory").inc()
             raise TooManyRequests("the memory cap left to keys other than admin (--admin-reserve) "
                                   "is in use by other requests; nothing was written, retry later",
@@ -109,15 +101,19 @@ class KeyShares:
         if not admin:
             self.others_bytes += n
 
-    def release_bytes(self, who: Principal, n: int) -> None:
-        """Give `n` body bytes of `who` back."""
-        if not n:
-            return
-        key = who.key_id
-        held = self.bytes[key] - n
+    def release(self, key: str, admin: bool, nbytes: int) -> None:
+        """Give `key`'s decoding slot back, and the `nbytes` body bytes it held."""
+        held = self.slots[key] - 1
         if held:
-            self.bytes[key] = held
+            self.slots[key] = held
         else:
-            del self.bytes[key]
-        if not who.admin:
-            self.others_bytes -= n
+            del self.slots[key]
+        if nbytes:
+            left = self.bytes[key] - nbytes
+            if left:
+                self.bytes[key] = left
+            else:
+                del self.bytes[key]
+        if not admin:
+            self.others_slots -= 1
+            self.others_bytes -= nbytes

@@ -6,17 +6,16 @@ import asyncio
 
 import pytest
 
-from gateway.auth import Principal
 from gateway.errors import Overloaded, PayloadTooLarge, RequestTimeout, TooManyRequests
-from gateway.ingest.body import MinRate, read_chunks
+from gateway.ingest.body import read_chunks
 from gateway.limiters.address_share import AddressShares, address_of, parse_networks
 from gateway.limiters.key_share import KeyShares, per_key, reserved
 
-ADMIN = Principal("admin", "admin", frozenset({"admin"}))
+ADMIN = ("admin", True)
 
 
-def key(n: int) -> Principal:
-    return Principal(f"k{n}", f"k{n}", frozenset({"DATASOURCE:APPEND:s"}))
+def key(n: int) -> tuple[str, bool]:
+    return f"k{n}", False
 
 
 def test_shares_of_a_total() -> None:
@@ -27,42 +26,44 @@ def test_shares_of_a_total() -> None:
 def test_a_key_holds_at_most_its_share_of_the_slots_and_others_leave_the_reserve() -> None:
     shares = KeyShares(0.25, 0.1, 1000)
     for _ in range(16):
-        shares.take_slot(key(1), 64)
+        shares.take_slot(*key(1), 64)
     with pytest.raises(Overloaded, match="--key-share"):
-        shares.take_slot(key(1), 64)
+        shares.take_slot(*key(1), 64)
     for n in (2, 3):
         for _ in range(16):
-            shares.take_slot(key(n), 64)
+            shares.take_slot(*key(n), 64)
     for _ in range(9):
-        shares.take_slot(key(4), 64)
+        shares.take_slot(*key(4), 64)
     with pytest.raises(Overloaded, match="--admin-reserve"):
-        shares.take_slot(key(5), 64)
-    shares.take_slot(ADMIN, 64)  # the reserve is the admin's
-    shares.release_slot(key(1))
-    shares.take_slot(key(5), 64)  # a slot given back is anyone's again
+        shares.take_slot(*key(5), 64)
+    shares.take_slot(*ADMIN, 64)  # the reserve is the admin's
+    shares.release(*key(1), 0)
+    shares.take_slot(*key(5), 64)  # a slot given back is anyone's again
     for n in (1, 2, 3, 4, 5):
         while shares.slots.get(f"k{n}"):
-            shares.release_slot(key(n))
-    shares.release_slot(ADMIN)
+            shares.release(*key(n), 0)
+    shares.release(*ADMIN, 0)
     assert shares.slots == {} and shares.others_slots == 0
 
 
 def test_a_key_holds_at_most_its_share_of_the_body_bytes() -> None:
     shares = KeyShares(0.25, 0.1, 1000)
     with pytest.raises(PayloadTooLarge):  # one body larger than a key's share: never fits
-        shares.hold_bytes(key(1), 200, 51)
-    shares.hold_bytes(key(1), 0, 200)
+        shares.hold_bytes(*key(1), 200, 51)
+    for who in (key(1), key(2), key(3), ADMIN):
+        shares.take_slot(*who, 64)
+    shares.hold_bytes(*key(1), 0, 200)
     with pytest.raises(TooManyRequests, match="--key-share"):
-        shares.hold_bytes(key(1), 0, 51)
-    shares.hold_bytes(key(2), 0, 250)
-    shares.hold_bytes(key(3), 0, 250)
+        shares.hold_bytes(*key(1), 0, 51)
+    shares.hold_bytes(*key(2), 0, 250)
+    shares.hold_bytes(*key(3), 0, 250)
     with pytest.raises(TooManyRequests, match="--admin-reserve"):  # 900 of 1000 for others
-        shares.hold_bytes(key(4), 0, 201)
-    shares.hold_bytes(ADMIN, 0, 250)
-    for n, held in ((1, 200), (2, 250), (3, 250)):
-        shares.release_bytes(key(n), held)
-    shares.release_bytes(ADMIN, 250)
-    assert shares.bytes == {} and shares.others_bytes == 0
+        shares.hold_bytes(*key(4), 0, 201)
+    shares.hold_bytes(*ADMIN, 0, 250)
+    for who, held in ((key(1), 200), (key(2), 250), (key(3), 250), (ADMIN, 250)):
+        shares.release(*who, held)
+    assert shares.bytes == {} and shares.slots == {}
+    assert shares.others_bytes == 0 and shares.others_slots == 0
 
 
 def test_connections_are_counted_per_address_and_ipv6_per_64() -> None:
@@ -109,7 +110,7 @@ async def test_a_body_below_the_minimum_rate_is_408_before_its_read_timeout() ->
     with pytest.raises(RequestTimeout, match="bytes/s"):
         async for chunk in read_chunks(OneThenSilence(b"abc"), content_encoding="",
                                        max_bytes=100, max_decompressed=100, read_timeout=60,
-                                       min_rate=MinRate(1000, 0.05)):
+                                       min_rate=1000, rate_window=0.05):
             got.append(chunk)
     assert got == [b"abc"]
 
@@ -128,7 +129,7 @@ async def test_a_gateway_slow_to_read_does_not_blame_the_client() -> None:
     got = b""
     async for chunk in read_chunks(Ready(), content_encoding="", max_bytes=100,
                                    max_decompressed=100, read_timeout=60,
-                                   min_rate=MinRate(1000, 0.5)):
+                                   min_rate=1000, rate_window=0.5):
         got += chunk
         await asyncio.sleep(0.06)  # the gateway busy elsewhere: 12 bytes take > 0.7 s of wall time
     assert got == b"x" * 12
