@@ -54,8 +54,9 @@ SINK_AVAILABLE = Gauge("gateway_sink_available", "1 while the sink (Kafka) is re
                        "every worker)", multiprocess_mode="livemin")
 DECODING = Gauge("gateway_requests_decoding", "ingest requests whose bodies are being read and "
                  "decoded (capped by --max-decoding-requests)", multiprocess_mode="livesum")
-HEAD_BYTES = Gauge("gateway_request_head_bytes", "bytes of unfinished request heads held, "
-                   "counted against --memory-cap-bytes", multiprocess_mode="livesum")
+HEAD_BYTES = Gauge("gateway_request_head_bytes", "memory held by unfinished request heads as "
+                   "counted against --memory-cap-bytes (twice the bytes received)",
+                   multiprocess_mode="livesum")
 THROTTLED = Counter("gateway_throttled_requests_total",
                     "requests refused with 429 or 503 (and heads refused with 431), by cause",
                     ["status", "cause"])
