@@ -127,18 +127,43 @@ class BodyHold:
                                   "queued rows; nothing was written, retry later",
                                   retry_after=(MIN_S if self._queue is None
                                                else drain_seconds(self._queue, 0, n)))
-        if self._key is not None and self._slots is not None:
-            self._slots.shares.hold_bytes(self._key, self._admin, self._held, n)
+        key = self._key
+        if key is not None and self._slots is not None:  # the key's share (key_share.py)
+            shares = self._slots.shares
+            key_held = shares.bytes.get(key, 0) + n
+            if key_held > shares.bytes_per_key or (
+                    not self._admin and shares.others_bytes + n > shares.others_bytes_max):
+                shares.refuse_bytes(self._held + n, key_held)
+            shares.bytes[key] = key_held
+            if not self._admin:
+                shares.others_bytes += n
         budget.used += n
         self._held += n
 
     def release(self) -> None:
         """Give the held bytes (and the decoding slot) back, once the body is decoded or refused."""
-        self._budget.used -= self._held
-        if self._slots is not None:
-            if self._key is not None:
-                self._slots.shares.release(self._key, self._admin, self._held)
-            self._slots.release()
+        held = self._held
+        self._budget.used -= held
+        slots = self._slots
+        if slots is not None:
+            key = self._key
+            if key is not None:  # the key's slot and bytes (taken in DecodeSlots.take, hold)
+                shares = slots.shares
+                left = shares.slots[key] - 1
+                if left:
+                    shares.slots[key] = left
+                else:
+                    del shares.slots[key]
+                if held:
+                    left = shares.bytes[key] - held
+                    if left:
+                        shares.bytes[key] = left
+                    else:
+                        del shares.bytes[key]
+                if not self._admin:
+                    shares.others_slots -= 1
+                    shares.others_bytes -= held
+            slots.release()
             self._slots = None
         self._held = 0
 
@@ -163,15 +188,24 @@ class DecodeSlots:
             metrics.DECODING.set_function(lambda: self.busy)
 
     def take(self, key: str | None = None, admin: bool = False) -> None:
-        """Take a slot (for `key`, counted in its share: give both back with `shares.release`);
+        """Take a slot (for `key`, counted in its share: BodyHold.release gives both back);
         429 when all are taken, or the key holds its share."""
         if self.cap and self.busy >= self.cap:
             throttled("429", "decoding").inc()
             raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
                                   "as it may (--max-decoding-requests); nothing was written, "
                                   "retry later", retry_after=MIN_S)
-        if key is not None:
-            self.shares.take_slot(key, admin, self.cap or 1 << 30)
+        if key is not None:  # the key's share (key_share.py)
+            shares = self.shares
+            if self.cap != shares.cap:
+                shares.for_cap(self.cap)
+            held = shares.slots.get(key, 0)
+            if held >= shares.slots_per_key or (
+                    not admin and shares.others_slots >= shares.others_slots_max):
+                shares.refuse_slot(held)
+            shares.slots[key] = held + 1
+            if not admin:
+                shares.others_slots += 1
         self.busy += 1
         if self._gauge is not None:
             self._gauge.inc()

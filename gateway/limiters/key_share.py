@@ -34,12 +34,13 @@ def reserved(reserve: float, total: int) -> int:
 
 
 class KeyShares:
-    """Decoding slots and body bytes held per key, with the refusals of a key over its share.
-    Keys are given as their id and whether they have the admin scope (looked up once per
-    request by the caller)."""
+    """Decoding slots and body bytes held per key (by key id; `admin`: the key has the admin
+    scope), and the refusals of a key over its share. gateway.admission's DecodeSlots and BodyHold
+    count in here on their own (one call less per request on the hot path); this class works out
+    the limits and words the refusals."""
 
-    __slots__ = ("_cap", "_others_slots_max", "_slots_per_key", "bytes", "bytes_per_key",
-                 "others_bytes", "others_bytes_max", "others_slots", "reserve", "share", "slots")
+    __slots__ = ("bytes", "bytes_per_key", "cap", "others_bytes", "others_bytes_max",
+                 "others_slots", "others_slots_max", "reserve", "share", "slots", "slots_per_key")
 
     def __init__(self, share: float, reserve: float, bytes_cap: int) -> None:
         self.share = share  # of the slots and of `bytes_cap` (the memory cap), per key
@@ -50,70 +51,44 @@ class KeyShares:
         self.bytes: dict[str, int] = {}
         self.others_slots = 0  # held by keys without the admin scope
         self.others_bytes = 0
-        self._cap = -1  # the slot cap the two limits below were worked out for
-        self._slots_per_key = self._others_slots_max = 0
+        self.cap = -1  # the slot cap the two limits below were worked out for
+        self.slots_per_key = self.others_slots_max = 0
 
-    def take_slot(self, key: str, admin: bool, cap: int) -> None:
-        """Count a decoding slot of the `cap` for `key`; 429 when the key holds its share, or
-        when keys other than admin hold all but the admin reserve."""
-        if cap != self._cap:
-            self._cap, self._slots_per_key = cap, per_key(self.share, cap)
-            self._others_slots_max = cap - reserved(self.reserve, cap)
-        held = self.slots.get(key, 0)
-        if held >= self._slots_per_key:
+    def for_cap(self, cap: int) -> None:
+        """Work the slot limits out for a cap of `cap` decoding slots (0: no cap)."""
+        total = cap or 1 << 30
+        self.cap, self.slots_per_key = cap, per_key(self.share, total)
+        self.others_slots_max = total - reserved(self.reserve, total)
+
+    def refuse_slot(self, held: int) -> None:
+        """429: the key holds `held` slots, its share, or keys other than admin hold all theirs."""
+        if held >= self.slots_per_key:
             _throttled("key_share").inc()
             raise Overloaded(f"this key already has {held} requests being decoded, its share of "
-                             f"the gateway's {cap} (--key-share {self.share:g}); nothing was "
-                             "written, retry later", retry_after=MIN_S)
-        if not admin and self.others_slots >= self._others_slots_max:
-            _throttled("decoding").inc()
-            raise Overloaded(f"the gateway is decoding {self.others_slots} requests at once, as "
-                             "many as keys other than admin may (--max-decoding-requests less "
-                             "--admin-reserve); nothing was written, retry later",
-                             retry_after=MIN_S)
-        self.slots[key] = held + 1
-        if not admin:
-            self.others_slots += 1
+                             f"the gateway's {self.cap} (--key-share {self.share:g}); nothing "
+                             "was written, retry later", retry_after=MIN_S)
+        _throttled("decoding").inc()
+        raise Overloaded(f"the gateway is decoding {self.others_slots} requests at once, as many "
+                         "as keys other than admin may (--max-decoding-requests less "
+                         "--admin-reserve); nothing was written, retry later", retry_after=MIN_S)
 
-    def hold_bytes(self, key: str, admin: bool, body_held: int, n: int) -> None:
-        """Count `n` more body bytes for `key` (whose body holds `body_held` already); 413 when
-        the body alone outgrows a key's share, 429 when the key's bodies together would, or when
-        keys other than admin would take the admin reserve."""
+    def refuse_bytes(self, body_held: int, key_held: int) -> None:
+        """413 when the body (holding `body_held` bytes with the next ones) alone outgrows a
+        key's share; 429 when the key's bodies together (`key_held`) would, or keys other than
+        admin would take the admin reserve."""
         limit = self.bytes_per_key
-        if body_held + n > limit:
+        if body_held > limit:
             raise PayloadTooLarge(f"the body is larger than one key's share of the memory cap, "
                                   f"{limit} bytes (--key-share * --memory-cap-bytes) once "
                                   "decompressed; split it into smaller requests; nothing was "
                                   "written")
-        held = self.bytes.get(key, 0)
-        if held + n > limit:
+        if key_held > limit:
             _throttled("key_share").inc()
             raise TooManyRequests(f"this key's requests being decoded already hold its share of "
                                   f"the memory cap, {limit} bytes (--key-share * "
                                   "--memory-cap-bytes); nothing was written, retry later",
                                   retry_after=MIN_S)
-        if not admin and self.others_bytes + n > self.others_bytes_max:
-            _throttled("memory").inc()
-            raise TooManyRequests("the memory cap left to keys other than admin (--admin-reserve) "
-                                  "is in use by other requests; nothing was written, retry later",
-                                  retry_after=MIN_S)
-        self.bytes[key] = held + n
-        if not admin:
-            self.others_bytes += n
-
-    def release(self, key: str, admin: bool, nbytes: int) -> None:
-        """Give `key`'s decoding slot back, and the `nbytes` body bytes it held."""
-        held = self.slots[key] - 1
-        if held:
-            self.slots[key] = held
-        else:
-            del self.slots[key]
-        if nbytes:
-            left = self.bytes[key] - nbytes
-            if left:
-                self.bytes[key] = left
-            else:
-                del self.bytes[key]
-        if not admin:
-            self.others_slots -= 1
-            self.others_bytes -= nbytes
+        _throttled("memory").inc()
+        raise TooManyRequests("the memory cap left to keys other than admin (--admin-reserve) "
+                              "is in use by other requests; nothing was written, retry later",
+                              retry_after=MIN_S)

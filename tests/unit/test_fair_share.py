@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
+from gateway.admission import BodyHold, DecodeSlots
 from gateway.errors import Overloaded, PayloadTooLarge, RequestTimeout, TooManyRequests
 from gateway.ingest.body import read_chunks
 from gateway.limiters.address_share import AddressShares, address_of, parse_networks
 from gateway.limiters.key_share import KeyShares, per_key, reserved
+from gateway.queues import MemoryBudget
 
 ADMIN = ("admin", True)
 
@@ -23,46 +25,51 @@ def test_shares_of_a_total() -> None:
     assert reserved(0.1, 64) == 7 and reserved(0.1, 1) == 0 and reserved(0.0, 64) == 0
 
 
+def hold(slots: DecodeSlots, who: tuple[str, bool], budget: MemoryBudget) -> BodyHold:
+    slots.take(*who)
+    return BodyHold(budget, None, slots, *who)
+
+
 def test_a_key_holds_at_most_its_share_of_the_slots_and_others_leave_the_reserve() -> None:
     shares = KeyShares(0.25, 0.1, 1000)
-    for _ in range(16):
-        shares.take_slot(*key(1), 64)
+    slots, budget = DecodeSlots(64, shares), MemoryBudget(1000)
+    held = [hold(slots, key(1), budget) for _ in range(16)]
     with pytest.raises(Overloaded, match="--key-share"):
-        shares.take_slot(*key(1), 64)
-    for n in (2, 3):
-        for _ in range(16):
-            shares.take_slot(*key(n), 64)
-    for _ in range(9):
-        shares.take_slot(*key(4), 64)
+        slots.take(*key(1))
+    held += [hold(slots, key(n), budget) for n in (2, 3) for _ in range(16)]
+    held += [hold(slots, key(4), budget) for _ in range(9)]
     with pytest.raises(Overloaded, match="--admin-reserve"):
-        shares.take_slot(*key(5), 64)
-    shares.take_slot(*ADMIN, 64)  # the reserve is the admin's
-    shares.release(*key(1), 0)
-    shares.take_slot(*key(5), 64)  # a slot given back is anyone's again
-    for n in (1, 2, 3, 4, 5):
-        while shares.slots.get(f"k{n}"):
-            shares.release(*key(n), 0)
-    shares.release(*ADMIN, 0)
-    assert shares.slots == {} and shares.others_slots == 0
+        slots.take(*key(5))
+    held.append(hold(slots, ADMIN, budget))  # the reserve is the admin's
+    held.pop(0).release()
+    held.append(hold(slots, key(5), budget))  # a slot given back is anyone's again
+    assert slots.busy == 58
+    for h in held:
+        h.release()
+    assert shares.slots == {} and shares.others_slots == 0 and slots.busy == 0
 
 
 def test_a_key_holds_at_most_its_share_of_the_body_bytes() -> None:
     shares = KeyShares(0.25, 0.1, 1000)
+    slots, budget = DecodeSlots(64, shares), MemoryBudget(1000)
+    one = hold(slots, key(1), budget)
     with pytest.raises(PayloadTooLarge):  # one body larger than a key's share: never fits
-        shares.hold_bytes(*key(1), 200, 51)
-    for who in (key(1), key(2), key(3), ADMIN):
-        shares.take_slot(*who, 64)
-    shares.hold_bytes(*key(1), 0, 200)
+        one.hold(251)
+    one.hold(200)
+    two = hold(slots, key(1), budget)
     with pytest.raises(TooManyRequests, match="--key-share"):
-        shares.hold_bytes(*key(1), 0, 51)
-    shares.hold_bytes(*key(2), 0, 250)
-    shares.hold_bytes(*key(3), 0, 250)
+        two.hold(51)
+    others = [hold(slots, key(n), budget) for n in (2, 3, 4)]
+    others[0].hold(250)
+    others[1].hold(250)
     with pytest.raises(TooManyRequests, match="--admin-reserve"):  # 900 of 1000 for others
-        shares.hold_bytes(*key(4), 0, 201)
-    shares.hold_bytes(*ADMIN, 0, 250)
-    for who, held in ((key(1), 200), (key(2), 250), (key(3), 250), (ADMIN, 250)):
-        shares.release(*who, held)
-    assert shares.bytes == {} and shares.slots == {}
+        others[2].hold(201)
+    admin = hold(slots, ADMIN, budget)
+    admin.hold(250)
+    assert budget.used == 950
+    for h in (one, two, *others, admin):
+        h.release()
+    assert shares.bytes == {} and shares.slots == {} and budget.used == 0
     assert shares.others_bytes == 0 and shares.others_slots == 0
 
 
