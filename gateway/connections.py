@@ -133,7 +133,7 @@ class GuardedHandler(RequestHandler):
                 return
             super().data_received(judged)
             self.close()  # serve this probe only, then close (after the parser queued it)
-        elif self._budget is not None:
+        elif self._budget is not None and data:  # b"": aiohttp re-parsing after a pause
             # Inline (one call per read): a head this data leaves unfinished is held against the
             # memory cap and bounded (431). Bytes that come while a body is unfinished are the
             # body's (bounded by aiohttp's read buffer until the handler reads them, then held).
@@ -149,7 +149,7 @@ class GuardedHandler(RequestHandler):
                     self._check_head_size()
                 if self._head_held:
                     self._release_head()
-            elif in_head and data and not self._force_close:
+            elif in_head and not self._force_close:
                 self._hold_head(len(data))
         else:
             super().data_received(data)

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from gateway import metrics
-from gateway.errors import Overloaded, PayloadTooLarge, TooManyRequests
+from gateway.errors import Overloaded, PayloadTooLarge
 from gateway.limiters.retry_after import MIN_S
 
 
@@ -84,11 +84,11 @@ class KeyShares:
                                   "written")
         if key_held > limit:
             _throttled("key_share").inc()
-            raise TooManyRequests(f"this key's requests being decoded already hold its share of "
+            raise Overloaded(f"this key's requests being decoded already hold its share of "
                                   f"the memory cap, {limit} bytes (--key-share * "
                                   "--memory-cap-bytes); nothing was written, retry later",
                                   retry_after=MIN_S)
         _throttled("memory").inc()
-        raise TooManyRequests("the memory cap left to keys other than admin (--admin-reserve) "
+        raise Overloaded("the memory cap left to keys other than admin (--admin-reserve) "
                               "is in use by other requests; nothing was written, retry later",
                               retry_after=MIN_S)
