@@ -102,17 +102,15 @@ class BodyHold:
     (--memory-cap-bytes) until `release()`. 413 when the body alone outgrows the cap, 429 when
     the cap is in use (the wait: the stream's queue draining that many bytes)."""
 
-    __slots__ = ("_admin", "_budget", "_held", "_key", "_queue", "_slots")
+    __slots__ = ("_budget", "_held", "_key", "_queue", "_slots")
 
     def __init__(self, budget: MemoryBudget, queue: StreamQueue | None,
-                 slots: DecodeSlots | None = None, key: str | None = None,
-                 admin: bool = False) -> None:
+                 slots: DecodeSlots | None = None, key: str | None = None) -> None:
         self._budget = budget
         self._queue = queue
         self._held = 0
         self._slots = slots
         self._key = key  # whose share of the cap the bytes count against (with `slots`)
-        self._admin = admin
 
     def hold(self, n: int) -> None:
         """Hold `n` more bytes of the body."""
@@ -131,12 +129,10 @@ class BodyHold:
         if key is not None and self._slots is not None:  # the key's share (key_share.py)
             shares = self._slots.shares
             key_held = shares.bytes.get(key, 0) + n
-            if key_held > shares.bytes_per_key or (
-                    not self._admin and shares.others_bytes + n > shares.others_bytes_max):
+            if key_held > shares.bytes_per_key or shares.others_bytes + n > shares.others_bytes_max:
                 shares.refuse_bytes(self._held + n, key_held)
             shares.bytes[key] = key_held
-            if not self._admin:
-                shares.others_bytes += n
+            shares.others_bytes += n
         budget.used += n
         self._held += n
 
@@ -160,9 +156,8 @@ class BodyHold:
                         shares.bytes[key] = left
                     else:
                         del shares.bytes[key]
-                if not self._admin:
-                    shares.others_slots -= 1
-                    shares.others_bytes -= held
+                shares.others_slots -= 1
+                shares.others_bytes -= held
             slots.release()
             self._slots = None
         self._held = 0
@@ -187,9 +182,9 @@ class DecodeSlots:
         if self._gauge is None:
             metrics.DECODING.set_function(lambda: self.busy)
 
-    def take(self, key: str | None = None, admin: bool = False) -> None:
-        """Take a slot (for `key`, counted in its share: BodyHold.release gives both back);
-        429 when all are taken, or the key holds its share."""
+    def take(self, key: str | None = None) -> None:
+        """Take a slot (for `key`, a key without the admin scope, counted in its share:
+        BodyHold.release gives both back); 429 when all are taken, or the key holds its share."""
         if self.cap and self.busy >= self.cap:
             throttled("429", "decoding").inc()
             raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
@@ -200,12 +195,10 @@ class DecodeSlots:
             if self.cap != shares.cap:
                 shares.for_cap(self.cap)
             held = shares.slots.get(key, 0)
-            if held >= shares.slots_per_key or (
-                    not admin and shares.others_slots >= shares.others_slots_max):
+            if held >= shares.slots_per_key or shares.others_slots >= shares.others_slots_max:
                 shares.refuse_slot(held)
             shares.slots[key] = held + 1
-            if not admin:
-                shares.others_slots += 1
+            shares.others_slots += 1
         self.busy += 1
         if self._gauge is not None:
             self._gauge.inc()
@@ -290,14 +283,12 @@ class Admission:
     def hold_body(self, stream: Stream, who: Principal | None = None) -> BodyHold:
         """A decoding slot (429 when none is free, or `who` holds its share) and a hold on the
         memory budget (and `who`'s share of it) for the body of a request to `stream`."""
-        if who is None:
-            self.decoding.take()
-            return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic),
-                            self.decoding)
-        admin = ADMIN in who.scopes  # Principal.admin without a property call (hot path)
-        self.decoding.take(who.key_id, admin)
+        # Admin keys (the operator's) are held to the cap only; they have the reserve to
+        # themselves. Principal.admin without a property call (hot path).
+        key = None if who is None or ADMIN in who.scopes else who.key_id
+        self.decoding.take(key)
         return BodyHold(self.queues.budget, self.queues.get(stream.name, stream.topic),
-                        self.decoding, who.key_id, admin)
+                        self.decoding, key)
 
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""

@@ -1,8 +1,8 @@
 """Fair shares of the decoding slots and of the body bytes in flight between API keys.
 
-No key holds more than `share` of either (a public browser key with slow bodies cannot take them
-all), and keys without the admin scope together leave `reserve` of both to admin keys (the
-operator can still write and manage while every other key holds its share). Only requests in
+No key without the admin scope holds more than `share` of either (a public browser key with slow
+bodies cannot take them all), and such keys together leave `reserve` of both to admin keys (the
+operator's, held to the caps only: it can still write while every other key holds its share). Only requests in
 flight are counted: a key's entry is dropped when it holds nothing, so the maps stay as small as
 the number of keys with a request being decoded.
 """
@@ -34,10 +34,10 @@ def reserved(reserve: float, total: int) -> int:
 
 
 class KeyShares:
-    """Decoding slots and body bytes held per key (by key id; `admin`: the key has the admin
-    scope), and the refusals of a key over its share. gateway.admission's DecodeSlots and BodyHold
-    count in here on their own (one call less per request on the hot path); this class works out
-    the limits and words the refusals."""
+    """Decoding slots and body bytes held per key without the admin scope (by key id), and the
+    refusals of a key over its share. gateway.admission's DecodeSlots and BodyHold count in here
+    on their own (one call less per request on the hot path); this class works out the limits
+    and words the refusals."""
 
     __slots__ = ("bytes", "bytes_per_key", "cap", "others_bytes", "others_bytes_max",
                  "others_slots", "others_slots_max", "reserve", "share", "slots", "slots_per_key")
@@ -49,7 +49,7 @@ class KeyShares:
         self.others_bytes_max = bytes_cap - int(reserve * bytes_cap)
         self.slots: dict[str, int] = {}
         self.bytes: dict[str, int] = {}
-        self.others_slots = 0  # held by keys without the admin scope
+        self.others_slots = 0  # held by all of them together
         self.others_bytes = 0
         self.cap = -1  # the slot cap the two limits below were worked out for
         self.slots_per_key = self.others_slots_max = 0

@@ -13,11 +13,11 @@ from gateway.limiters.address_share import AddressShares, address_of, parse_netw
 from gateway.limiters.key_share import KeyShares, per_key, reserved
 from gateway.queues import MemoryBudget
 
-ADMIN = ("admin", True)
+ADMIN = None  # admin keys are held to the caps only
 
 
-def key(n: int) -> tuple[str, bool]:
-    return f"k{n}", False
+def key(n: int) -> str:
+    return f"k{n}"
 
 
 def test_shares_of_a_total() -> None:
@@ -25,9 +25,9 @@ def test_shares_of_a_total() -> None:
     assert reserved(0.1, 64) == 7 and reserved(0.1, 1) == 0 and reserved(0.0, 64) == 0
 
 
-def hold(slots: DecodeSlots, who: tuple[str, bool], budget: MemoryBudget) -> BodyHold:
-    slots.take(*who)
-    return BodyHold(budget, None, slots, *who)
+def hold(slots: DecodeSlots, who: str | None, budget: MemoryBudget) -> BodyHold:
+    slots.take(who)
+    return BodyHold(budget, None, slots, who)
 
 
 def test_a_key_holds_at_most_its_share_of_the_slots_and_others_leave_the_reserve() -> None:
@@ -35,11 +35,11 @@ def test_a_key_holds_at_most_its_share_of_the_slots_and_others_leave_the_reserve
     slots, budget = DecodeSlots(64, shares), MemoryBudget(1000)
     held = [hold(slots, key(1), budget) for _ in range(16)]
     with pytest.raises(Overloaded, match="--key-share"):
-        slots.take(*key(1))
+        slots.take(key(1))
     held += [hold(slots, key(n), budget) for n in (2, 3) for _ in range(16)]
     held += [hold(slots, key(4), budget) for _ in range(9)]
     with pytest.raises(Overloaded, match="--admin-reserve"):
-        slots.take(*key(5))
+        slots.take(key(5))
     held.append(hold(slots, ADMIN, budget))  # the reserve is the admin's
     held.pop(0).release()
     held.append(hold(slots, key(5), budget))  # a slot given back is anyone's again

@@ -26,7 +26,6 @@ from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, StreamedBody, Wording
 from gateway.limiters.drain_rate import WINDOW_S, DrainRate
-from gateway.limiters.key_share import KeyShares
 from gateway.limiters.retry_after import retry_after_header
 from gateway.queues import Limits, MemoryBudget, StreamQueue
 
@@ -217,7 +216,6 @@ class HeldBody:
 
 async def test_requests_beyond_the_decoding_cap_get_429_at_once(gw: Gateway) -> None:
     gw.ingest.admission.decoding.cap = 2
-    gw.ingest.admission.decoding.shares = KeyShares(1.0, 0.0, 1 << 30)  # one key may take both
     throttled = REGISTRY.get_sample_value("gateway_throttled_requests_total",
                                           {"status": "429", "cause": "decoding"}) or 0.0
     held = [HeldBody(), HeldBody()]
