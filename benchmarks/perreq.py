@@ -34,6 +34,7 @@ from gateway.catalog.model import Column, Stream
 from gateway.config import Settings
 from gateway.connections import GuardedHandler
 from gateway.context import GATEWAY
+from gateway.limiters.address_share import AddressShares
 
 ADMIN_KEY = "perreq-admin-key"
 PATHS = {"timeplus": "/api/v1beta2/streams/{s}/ingest?wait=false",
@@ -150,10 +151,12 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
+    shares = AddressShares(10_000, gw.settings.address_share)  # as gateway.server wires them
     protos = []
     for _ in range(connections):
         proto = GuardedHandler(server, loop=loop, max_connections=10_000, header_timeout=10.0,
-                               **server._kwargs)
+                               shares=shares, budget=gw.queues.budget,
+                               max_head_bytes=gw.settings.max_head_bytes, **server._kwargs)
         sink = Sink()
         proto.connection_made(sink)
         protos.append((proto, sink))

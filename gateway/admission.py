@@ -8,9 +8,11 @@ One question, asked at fixed points of the ingest path (gateway.ingest.service):
   or (with `--max-loop-lag-ms`) while the event loop is that far behind: the CPU is saturated.
   503 when a partition the stream's rows need is stalled and holds `--partition-max-bytes`.
 - `charge`: 429 when the stream is over its byte rate (`--stream-max-bytes-per-s`).
-- `hold_body`: 429 when as many requests as `--max-decoding-requests` are being decoded; while
-  a body is decoded its bytes are held against the memory cap: 413 when the body alone outgrows
-  the cap, 429 when the cap is in use.
+- `hold_body`: 429 when as many requests as `--max-decoding-requests` are being decoded, or when
+  the key holds its share of them (gateway.limiters.key_share: no key more than `--key-share`,
+  keys other than admin not the `--admin-reserve`); while a body is decoded its bytes are held
+  against the memory cap, and against the key's share of it: 413 when the body alone outgrows
+  the cap or a key's share, 429 when the cap or the key's share is in use.
 - `offer`: 429 when the rows do not fit the queue bounds or the memory cap (413 when they
   could not fit even into an empty queue: retrying cannot help).
 
@@ -36,11 +38,13 @@ from gateway.errors import (
 )
 from gateway.lifecycle import Lifecycle
 from gateway.limiters.drain_rate import WINDOW_S
+from gateway.limiters.key_share import KeyShares
 from gateway.limiters.loop_lag import LoopLag
 from gateway.limiters.retry_after import MAX_S, MIN_S
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.queues import Entry, MemoryBudget, QueueFull, Queues, StreamQueue
+from gateway.scopes import ADMIN
 from gateway.sinks.base import Sink
 from gateway.spool import Spool
 
@@ -106,14 +110,15 @@ class BodyHold:
     (--memory-cap-bytes) until `release()`. 413 when the body alone outgrows the cap, 429 when
     the cap is in use (the wait: the stream's queue draining that many bytes)."""
 
-    __slots__ = ("_budget", "_held", "_queue", "_slots")
+    __slots__ = ("_budget", "_held", "_key", "_queue", "_slots")
 
     def __init__(self, budget: MemoryBudget, queue: StreamQueue | None,
-                 slots: DecodeSlots | None = None) -> None:
+                 slots: DecodeSlots | None = None, key: str | None = None) -> None:
         self._budget = budget
         self._queue = queue
         self._held = 0
         self._slots = slots
+        self._key = key  # whose share of the cap the bytes count against (with `slots`)
 
     def hold(self, n: int) -> None:
         """Hold `n` more bytes of the body."""
@@ -128,42 +133,80 @@ class BodyHold:
                                   "queued rows; nothing was written, retry later",
                                   retry_after=(MIN_S if self._queue is None
                                                else drain_seconds(self._queue, 0, n)))
+        key = self._key
+        if key is not None and self._slots is not None:  # the key's share (key_share.py)
+            shares = self._slots.shares
+            key_held = shares.bytes.get(key, 0) + n
+            if key_held > shares.bytes_per_key or shares.others_bytes + n > shares.others_bytes_max:
+                shares.refuse_bytes(self._held + n, key_held)
+            shares.bytes[key] = key_held
+            shares.others_bytes += n
         budget.used += n
         self._held += n
 
     def release(self) -> None:
         """Give the held bytes (and the decoding slot) back, once the body is decoded or refused."""
-        self._budget.used -= self._held
-        self._held = 0
-        if self._slots is not None:
-            self._slots.release()
+        held = self._held
+        self._budget.used -= held
+        slots = self._slots
+        if slots is not None:
+            key = self._key
+            if key is not None:  # the key's slot and bytes (taken in DecodeSlots.take, hold)
+                shares = slots.shares
+                left = shares.slots[key] - 1
+                if left:
+                    shares.slots[key] = left
+                else:
+                    del shares.slots[key]
+                if held:
+                    left = shares.bytes[key] - held
+                    if left:
+                        shares.bytes[key] = left
+                    else:
+                        del shares.bytes[key]
+                shares.others_slots -= 1
+                shares.others_bytes -= held
+            slots.release()
             self._slots = None
+        self._held = 0
 
 
 class DecodeSlots:
     """The cap on requests being decoded at once (--max-decoding-requests; 0 = none): above it a
     request is refused with 429 at once, before its body is read. Decoding more requests at once
     than the CPU can finish only stretches every one of them and holds their bodies in memory;
-    under overload a quick 429 leaves the CPU to the requests already admitted (and the flusher)."""
+    under overload a quick 429 leaves the CPU to the requests already admitted (and the flusher).
+    The slots, and the body bytes they hold, are shared between keys (`shares`)."""
 
-    __slots__ = ("_gauge", "busy", "cap")
+    __slots__ = ("_gauge", "busy", "cap", "shares")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, shares: KeyShares | None = None) -> None:
         self.cap = cap
         self.busy = 0
+        self.shares = shares or KeyShares(1.0, 0.0, 1 << 62)  # no shares: nothing refused
         # One process: the gauge reads `busy` when scraped (a gauge update per request cost 2% of
         # a one-row request). Under --workers the value must go to the shared files: updated.
         self._gauge = metrics.DECODING if metrics.MULTIPROCESS else None
         if self._gauge is None:
             metrics.DECODING.set_function(lambda: self.busy)
 
-    def take(self) -> None:
-        """Take a slot; 429 when all are taken."""
+    def take(self, key: str | None = None) -> None:
+        """Take a slot (for `key`, a key without the admin scope, counted in its share:
+        BodyHold.release gives both back); 429 when all are taken, or the key holds its share."""
         if self.cap and self.busy >= self.cap:
             throttled("429", "decoding").inc()
             raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
                                   "as it may (--max-decoding-requests); nothing was written, "
                                   "retry later", retry_after=MIN_S)
+        if key is not None:  # the key's share (key_share.py)
+            shares = self.shares
+            if self.cap != shares.cap:
+                shares.for_cap(self.cap)
+            held = shares.slots.get(key, 0)
+            if held >= shares.slots_per_key or shares.others_slots >= shares.others_slots_max:
+                shares.refuse_slot(held)
+            shares.slots[key] = held + 1
+            shares.others_slots += 1
         self.busy += 1
         if self._gauge is not None:
             self._gauge.inc()
@@ -182,7 +225,7 @@ class Admission:
                  accept_during_outage: bool = False, spool: Spool | None = None,
                  byte_rate: StreamByteRate | None = None,
                  key_limiter: KeyRateLimiter | None = None, max_decoding: int = 0,
-                 max_loop_lag_s: float = 0.0) -> None:
+                 max_loop_lag_s: float = 0.0, key_shares: KeyShares | None = None) -> None:
         self.sink = sink
         self.queues = queues
         self.lifecycle = lifecycle
@@ -190,7 +233,8 @@ class Admission:
         self.spool = spool
         self.byte_rate = byte_rate
         self.key_limiter = key_limiter or KeyRateLimiter(0)
-        self.decoding = DecodeSlots(max_decoding)
+        self.decoding = DecodeSlots(max_decoding, key_shares or KeyShares(1.0, 0.0,
+                                                                          queues.budget.cap))
         self.max_loop_lag_s = max_loop_lag_s
         self.loop_lag = LoopLag()
 
@@ -249,12 +293,16 @@ class Admission:
         except QueueFull as full:
             raise _full(stream, queue, full.cause, *queue.last_request) from None
 
-    def hold_body(self, stream: Stream | None) -> BodyHold:
-        """A decoding slot (429 when none is free) and a hold on the memory budget for the body
-        of a request to `stream` (None: not known until the body names it)."""
-        self.decoding.take()
+    def hold_body(self, stream: Stream | None, who: Principal | None = None) -> BodyHold:
+        """A decoding slot (429 when none is free, or `who` holds its share) and a hold on the
+        memory budget (and `who`'s share of it) for the body of a request to `stream` (None: not
+        known until the body names it)."""
+        # Admin keys (the operator's) are held to the cap only; they have the reserve to
+        # themselves. Principal.admin without a property call (hot path).
+        key = None if who is None or ADMIN in who.scopes else who.key_id
+        self.decoding.take(key)
         return BodyHold(self.queues.budget, None if stream is None
-                        else self.queues.get(stream.name, stream.topic), self.decoding)
+                        else self.queues.get(stream.name, stream.topic), self.decoding, key)
 
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""

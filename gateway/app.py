@@ -36,6 +36,7 @@ from gateway.expect import defer_continue
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
+from gateway.limiters.key_share import KeyShares
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
 from gateway.middleware import observe
@@ -122,7 +123,9 @@ def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gatewa
                                      if settings.stream_max_bytes_per_s else None),
                           key_limiter=KeyRateLimiter(settings.rate_limit_per_key),
                           max_decoding=settings.max_decoding_requests,
-                          max_loop_lag_s=settings.max_loop_lag_ms / 1000)
+                          max_loop_lag_s=settings.max_loop_lag_ms / 1000,
+                          key_shares=KeyShares(settings.key_share, settings.admin_reserve,
+                                               settings.memory_cap_bytes))
     pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
                         max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
                         catalog=catalog, spool=spool)

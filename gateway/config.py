@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cors import parse_origins
+from gateway.limiters.address_share import parse_networks
 
 MiB = 1024 * 1024
 CONFIG_ENV = "GATEWAY_CONFIG"
@@ -132,6 +133,33 @@ class Settings:
     max_decoding_requests: int = field(
         default=64, metadata={"help": "ingest requests whose bodies may be read and decoded at once; "
                                       "beyond, 429 at once (0 = no cap)"})
+    key_share: float = field(
+        default=0.25, metadata={"help": "largest fraction of the decoding slots "
+                                        "(--max-decoding-requests, at least one) and of the memory "
+                                        "cap's body bytes in flight one API key may hold at once "
+                                        "(429 beyond)"})
+    admin_reserve: float = field(
+        default=0.1, metadata={"help": "fraction of the decoding slots and of the memory cap's "
+                                       "body bytes in flight that only admin keys may use"})
+    address_share: float = field(
+        default=0.1, metadata={"help": "largest fraction of --max-connections one client address "
+                                       "(an IPv6 address: its /64) may hold open (429 beyond)"})
+    share_exempt_addresses: str = field(
+        default="", metadata={"help": "comma-separated addresses or networks (CIDR) not held to "
+                                      "--address-share: a reverse proxy in front, which must "
+                                      "limit its own clients (nginx: limit_conn)"})
+    body_min_bytes_per_s: float = field(
+        default=1024.0, metadata={"help": "a request body arriving slower than this, averaged over "
+                                          "--body-rate-window-s of waiting for it, gets 408 "
+                                          "(0 = no such rule)"})
+    body_rate_window_s: float = field(
+        default=10.0, metadata={"help": "the window over which --body-min-bytes-per-s is averaged"})
+    max_head_bytes: int = field(
+        default=32 * 1024, metadata={"help": "largest request head (request line and headers "
+                                             "together; 431 beyond); an unfinished head's bytes "
+                                             "are held against --memory-cap-bytes"})
+    max_headers: int = field(
+        default=128, metadata={"help": "most header fields in a request head (431 beyond)"})
     max_loop_lag_ms: float = field(
         default=0.0, metadata={"help": "ingest requests get 429 before decoding while the event "
                                        "loop is this far behind (ms; 0 = no such rule): under CPU "
@@ -328,6 +356,19 @@ def _check(s: Settings) -> None:
     if s.max_decoding_requests < 0:
         raise ValueError(f"max_decoding_requests must be ≥ 0 (0 = no cap), got "
                          f"{s.max_decoding_requests}")
+    for name in ("key_share", "address_share"):
+        if not 0 < getattr(s, name) <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {getattr(s, name)}")
+    if not 0 <= s.admin_reserve < 1:
+        raise ValueError(f"admin_reserve must be in [0, 1), got {s.admin_reserve}")
+    if s.body_min_bytes_per_s < 0 or s.body_rate_window_s <= 0:
+        raise ValueError("body_min_bytes_per_s must be ≥ 0 and body_rate_window_s positive")
+    if s.max_head_bytes < 1024 or s.max_headers < 1:
+        raise ValueError("max_head_bytes must be at least 1024 and max_headers positive")
+    try:
+        parse_networks(s.share_exempt_addresses)
+    except ValueError as exc:
+        raise ValueError(f"share_exempt_addresses: {exc}") from None
     if s.max_loop_lag_ms < 0:
         raise ValueError(f"max_loop_lag_ms must be ≥ 0 (0 = no such rule), got {s.max_loop_lag_ms}")
     if s.rate_limit_per_key < 0:

@@ -64,8 +64,12 @@ PARTITIONS_HELD_BACK = Gauge(
     "503)", ["state"], multiprocess_mode="livesum")
 DECODING = Gauge("gateway_requests_decoding", "ingest requests whose bodies are being read and "
                  "decoded (capped by --max-decoding-requests)", multiprocess_mode="livesum")
+HEAD_BYTES = Gauge("gateway_request_head_bytes", "memory held by unfinished request heads as "
+                   "counted against --memory-cap-bytes (twice the bytes received)",
+                   multiprocess_mode="livesum")
 THROTTLED = Counter("gateway_throttled_requests_total",
-                    "requests refused with 429 or 503, by cause", ["status", "cause"])
+                    "requests refused with 429 or 503 (and heads refused with 431), by cause",
+                    ["status", "cause"])
 SPOOL_FSYNCS = Counter("gateway_spool_fsyncs_total",
                        "group commits of the durable spool (one fsync serves many requests)")
 SPOOL_RECORDS = Counter("gateway_spool_records_total", "requests appended to the durable spool")

@@ -15,9 +15,10 @@ from aiohttp import web
 from gateway import __version__, access_log
 from gateway.app import RUNNER_OPTIONS, begin_shutdown, build_app
 from gateway.config import Settings
-from gateway.connections import GuardedSite, raise_open_files_limit
+from gateway.connections import GuardedSite, head_limits, raise_open_files_limit
 from gateway.context import GATEWAY
 from gateway.gc_tuning import tune_gc
+from gateway.limiters.address_share import AddressShares, parse_networks
 
 log = logging.getLogger("gateway")
 
@@ -34,7 +35,8 @@ async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_po
     raise_open_files_limit(settings.max_connections + 1024)
     runner = web.AppRunner(app, shutdown_timeout=settings.wait_timeout_s + 5,
                            keepalive_timeout=settings.keepalive_timeout_s,
-                           **{**RUNNER_OPTIONS, **access_log.runner_options(settings)})
+                           **{**RUNNER_OPTIONS, **access_log.runner_options(settings),
+                              **head_limits(settings.max_head_bytes, settings.max_headers)})
     await runner.setup()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ready_before_listening_s
@@ -44,7 +46,10 @@ async def serve(settings: Settings, admin_key: str, *, worker: int = 0, reuse_po
     site = GuardedSite(runner, settings.host, settings.port, backlog=1024,
                        max_connections=settings.max_connections,
                        header_timeout=settings.header_read_timeout_s,
-                       reuse_port=True if reuse_port else None)
+                       reuse_port=True if reuse_port else None,
+                       shares=AddressShares(settings.max_connections, settings.address_share,
+                                            parse_networks(settings.share_exempt_addresses)),
+                       budget=app[GATEWAY].queues.budget, max_head_bytes=settings.max_head_bytes)
     try:
         await site.start()
     except OSError:

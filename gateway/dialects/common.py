@@ -45,7 +45,9 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
                                        content_encoding=request.headers.get("Content-Encoding", ""),
                                        max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
                                        read_timeout=gw.settings.body_read_timeout_s,
-                                       total_timeout=gw.settings.body_total_timeout_s):
+                                       total_timeout=gw.settings.body_total_timeout_s,
+                                       min_rate=gw.settings.body_min_bytes_per_s,
+                                       rate_window=gw.settings.body_rate_window_s):
             held.hold(len(chunk))
             body += chunk
         try:
@@ -143,7 +145,9 @@ class BodyChunks:
                            max_decompressed=settings.max_decompressed_bytes,
                            max_members=settings.max_gzip_members,
                            read_timeout=settings.body_read_timeout_s,
-                           total_timeout=settings.body_total_timeout_s).__aiter__()
+                           total_timeout=settings.body_total_timeout_s,
+                           min_rate=settings.body_min_bytes_per_s,
+                           rate_window=settings.body_rate_window_s).__aiter__()
 
 
 def body_chunks(request: web.Request) -> BodyChunks:

@@ -59,8 +59,24 @@ def _false() -> bool:
     return False
 
 
+class _Window:
+    """A body must keep arriving: at least `bytes_per_s`, averaged over `window_s` of waiting for
+    it (408 otherwise); `got` bytes came while the gateway waited `waited` s in this window. Only
+    time spent waiting for the client counts: a gateway busy decoding (or draining) never blames
+    the client for its own delay."""
+
+    __slots__ = ("bytes_per_s", "got", "waited", "window_s")
+
+    def __init__(self, bytes_per_s: float, window_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.window_s = window_s
+        self.got = 0
+        self.waited = 0.0
+
+
 async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float | None,
-                      total_timeout: float | None) -> AsyncIterator[bytes]:
+                      total_timeout: float | None, min_rate: float = 0.0,
+                      rate_window: float = 10.0) -> AsyncIterator[bytes]:
     total = 0
     loop = asyncio.get_running_loop()
     deadline = None if total_timeout is None else loop.time() + total_timeout
@@ -68,13 +84,17 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
     # whole body of a small request); only a wait for more needs one (-16% CPU per request, S3).
     read_nowait: Callable[[], bytes] = getattr(source, "read_nowait", _nothing)
     at_eof: Callable[[], bool] = getattr(source, "at_eof", _false)
+    window: _Window | None = None  # made at the first wait: a body that has arrived needs none
     while True:
         try:
             chunk = read_nowait()
             if not chunk:
                 if at_eof():
                     return
-                chunk = await _wait_for_chunk(source, loop, read_timeout, deadline, total_timeout)
+                if min_rate > 0 and window is None:
+                    window = _Window(min_rate, rate_window)
+                chunk = await _wait_for_chunk(source, loop, read_timeout, deadline, total_timeout,
+                                              window)
                 if not chunk:
                     return
         except (ConnectionResetError, ContentLengthError):  # the client hung up mid-body
@@ -83,37 +103,65 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
         total += len(chunk)
         if total > max_bytes:
             raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
+        if window is not None:
+            window.got += len(chunk)
         yield chunk
 
 
 async def _wait_for_chunk(source: ChunkSource, loop: asyncio.AbstractEventLoop,
                           read_timeout: float | None, deadline: float | None,
-                          total_timeout: float | None) -> bytes:
-    """The next chunk, within `read_timeout` and before the whole body's `deadline` (408)."""
-    if read_timeout is None and deadline is None:
+                          total_timeout: float | None, window: _Window | None = None) -> bytes:
+    """The next chunk, within `read_timeout`, before the whole body's `deadline`, and while the
+    body keeps its minimum rate over the waits of its current `window` (408)."""
+    if read_timeout is None and deadline is None and window is None:
         return await source.readany()
-    wait = read_timeout if read_timeout is not None else float("inf")
-    whole = deadline is not None and deadline - loop.time() < wait
-    if deadline is not None:
-        wait = min(wait, max(0.0, deadline - loop.time()))
-    try:
-        async with asyncio.timeout(wait):
-            return await source.readany()
-    except TimeoutError:
-        what = (f"the body did not arrive within {total_timeout:g} s" if whole else
-                f"no body data for {read_timeout:g} s")
-        raise RequestTimeout(f"{what}; request dropped, nothing was written") from None
+    entered = loop.time()  # the last chunk came then: `read_timeout` counts from it
+    while True:
+        wait = (float("inf") if read_timeout is None
+                else max(0.0, read_timeout - (loop.time() - entered)))
+        whole = deadline is not None and deadline - loop.time() < wait
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - loop.time()))
+        window_ends = False
+        if window is not None:
+            window_ends = window.window_s - window.waited <= wait
+            wait = min(wait, window.window_s - window.waited)
+        started = loop.time()
+        chunk = None
+        try:
+            async with asyncio.timeout(wait):
+                chunk = await source.readany()
+        except TimeoutError:
+            if not window_ends:
+                what = (f"the body did not arrive within {total_timeout:g} s" if whole else
+                        f"no body data for {read_timeout:g} s")
+                raise RequestTimeout(f"{what}; request dropped, nothing was written") from None
+        if window is None or chunk == b"":  # b"": the end of the body
+            return chunk or b""
+        window.waited += loop.time() - started
+        if chunk is not None and window.waited < window.window_s:
+            return chunk
+        chunk = chunk or b""
+        # The window's waiting time is up: the body kept the rate (a new window), or is dropped.
+        if window.got + len(chunk) < window.bytes_per_s * window.window_s:
+            raise RequestTimeout(f"the body arrived at less than {window.bytes_per_s:g} "
+                                 f"bytes/s over {window.window_s:g} s of waiting for it; "
+                                 "request dropped, nothing was written")
+        window.got, window.waited = -len(chunk), 0.0  # the chunk is counted by the caller
+        if chunk:
+            return chunk
 
 
 def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
                 max_decompressed: int, read_timeout: float | None = None,
-                total_timeout: float | None = None,
-                max_members: int = MAX_MEMBERS) -> AsyncIterator[bytes]:
+                total_timeout: float | None = None, min_rate: float = 0.0,
+                rate_window: float = 10.0, max_members: int = MAX_MEMBERS) -> AsyncIterator[bytes]:
     """The body's (decompressed) chunks as they arrive, enforcing both size limits, the most
     gzip/deflate members a body may concatenate (`max_members`), the longest wait for the next
-    chunk (`read_timeout`) and for the whole body (`total_timeout`). An unsupported
+    chunk (`read_timeout`), for the whole body (`total_timeout`) and the slowest rate it may
+    arrive at (`min_rate` bytes/s over `rate_window` s of waiting; 0 = any). An unsupported
     Content-Encoding raises (415) when the chunks are first read."""
-    raw = _raw_chunks(source, max_bytes, read_timeout, total_timeout)
+    raw = _raw_chunks(source, max_bytes, read_timeout, total_timeout, min_rate, rate_window)
     if not content_encoding or content_encoding.strip().lower() in ("", "identity"):
         return raw  # no layer in between: one async-generator step less per chunk
     return _inflated(raw, content_encoding, max_decompressed, max_members)

@@ -137,11 +137,11 @@ class IngestService:
             stream = self._admitted(req, req.stream)
             headers = self.admission.key_rate(req.who) if req.key_rate else {}
             self.admission.early(stream)
-            held = self.admission.hold_body(stream)
+            held = self.admission.hold_body(stream, req.who)
         else:  # the body names the stream: held from its first byte
             req.who.require_append_some()
             headers = self.admission.key_rate(req.who) if req.key_rate else {}
-            held = self.admission.hold_body(None)
+            held = self.admission.hold_body(None, req.who)
             try:
                 stream = self._admitted(req, await req.stream(held.hold))
                 self.admission.early(stream)

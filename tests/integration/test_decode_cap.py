@@ -21,7 +21,8 @@ CAP = 2
 @pytest.fixture(scope="module")
 def capped(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = Gateway(Path(tmp_path_factory.mktemp("capped")), kafka,
-                 extra=["--max-decoding-requests", str(CAP)])
+                 extra=["--max-decoding-requests", str(CAP),
+                        "--body-min-bytes-per-s", "0"])  # bodies held for as long as it takes
     gw.start()
     yield gw
     assert gw.stop() == 0, gw.log()

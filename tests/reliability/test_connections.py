@@ -48,8 +48,10 @@ def idle_sockets() -> Iterator[list[socket.socket]]:
 
 def test_idle_keepalive_storm_does_not_starve_active_clients(
         kafka: str, tmp_path: Path, idle_sockets: list[socket.socket]) -> None:
+    # One client address holds them all: --address-share 1 lets it (this test is about the cap).
     gw = Gateway(tmp_path, kafka, extra=["--max-connections", str(IDLE + 500),
-                                         "--keepalive-timeout-s", "120"]).start()
+                                         "--keepalive-timeout-s", "120",
+                                         "--address-share", "1"]).start()
     try:
         name = unique_name("storm")
         gw.create_stream(name, COLUMNS)
@@ -81,7 +83,8 @@ def test_idle_keepalive_storm_does_not_starve_active_clients(
 def test_max_connections_refuses_with_503_and_recovers(
         kafka: str, tmp_path: Path, idle_sockets: list[socket.socket]) -> None:
     limit = 100
-    gw = Gateway(tmp_path, kafka, extra=["--max-connections", str(limit)]).start()
+    gw = Gateway(tmp_path, kafka, extra=["--max-connections", str(limit),
+                                         "--address-share", "1"]).start()
     try:
         for _ in range(limit):
             idle_sockets.append(keep_alive_socket(gw.port))

@@ -29,6 +29,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway = start_embedded(Path(tmp_path_factory.mktemp("proto")), [
         "--queue-max-rows", str(QUEUE_ROWS), "--memory-cap-bytes", str(MEMORY_CAP),
         "--queue-max-bytes", str(MEMORY_CAP), "--max-connections", str(MAX_CONNECTIONS),
+        "--address-share", "1",  # every test connects from 127.0.0.1
         "--max-decompressed-bytes", str(1024 * MiB), "--max-body-bytes", str(64 * MiB)])
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
@@ -113,7 +114,8 @@ def test_100_continue_waits_for_auth_and_size(gw: Gateway, stream: str) -> None:
 
 def test_healthz_is_served_over_the_connection_cap(tmp_path: Path) -> None:
     # A gateway of its own: the held connections must not crowd the other tests out.
-    gw = start_embedded(tmp_path, ["--max-connections", str(MAX_CONNECTIONS)])
+    gw = start_embedded(tmp_path, ["--max-connections", str(MAX_CONNECTIONS),
+                                   "--address-share", "1"])
     held: list[socket.socket] = []
     try:
         # Fill the cap with served connections (earlier tests' closed sockets may still count
