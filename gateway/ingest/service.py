@@ -166,10 +166,11 @@ class IngestService:
 
     def _admitted(self, req: IngestRequest, name: str) -> Stream:
         """The stream `name`, if the key may append to it (checked before the lookup: a stream
-        outside the scope gets the dialect's one answer whether it exists or not), it exists,
-        passes the dialect's check and is not archived (hidden, 404, the dialect's error, 409)."""
+        outside the scope gets the dialect's one answer whether it exists or not; 403 for one it
+        may only read), it exists, passes the dialect's check and is not archived."""
         if not req.who.may_append(name):
-            raise req.wording.hidden(name)
+            # A key that may read the stream sees it anyway: it is told it may not write there.
+            raise _forbidden(name) if req.who.may_read(name) else req.wording.hidden(name)
         stream = self.catalog.stream(name)
         if stream is None:
             raise NotFound(req.wording.not_found(name))
