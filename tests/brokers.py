@@ -20,6 +20,9 @@ import pytest
 from tests.integration.harness import kafka_dev
 
 PRIVATE_PORTS = range(19500, 19600, 2)  # broker port, controller port = port + 1
+# Port claims live in the system's temp folder, shared by every test run on the machine (taken at
+# import, before tests/conftest.py gives the suite a temp folder of its own).
+CLAIMS = Path(tempfile.gettempdir())
 PORT_TAKEN = 3  # kafka-dev start's exit status when another process holds the port
 
 
@@ -77,19 +80,43 @@ class Broker:
         return kafka_dev("status", env=self._env()).returncode == 0
 
 
+def claim_port(port: int) -> int | None:
+    """Lock `port` against parallel test runs: the open, locked claim file's descriptor, or None
+    when another run holds it. Give it back with `release_port`, which removes the file."""
+    path = CLAIMS / f"ingest-gateway-kafka-{port}.lock"
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # The holder removes the file before it unlocks: a lock on a file no longer at the path
+        # (opened before the removal) claims nothing, so take a fresh one.
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:
+            here = None
+        held = os.fstat(fd)
+        if here is not None and (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)
+
+
+def release_port(port: int, fd: int) -> None:
+    """Give a claim back: remove its file while still holding the lock, then unlock."""
+    (CLAIMS / f"ingest-gateway-kafka-{port}.lock").unlink(missing_ok=True)
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def own_broker(props: str = "") -> Iterator[Broker]:
     """A fresh broker on a free port of 19500-19599, stopped and its data removed on exit."""
     for port in PRIVATE_PORTS:
         if _listening(port) or _listening(port + 1):
             continue
-        # Claim the port against parallel test runs; the lock goes away with this process.
-        claim = os.open(os.path.join(tempfile.gettempdir(), f"ingest-gateway-kafka-{port}.lock"),
-                        os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(claim)
+        claim = claim_port(port)  # against parallel test runs
+        if claim is None:
             continue
         broker = Broker(port, Path(tempfile.mkdtemp(prefix=f"ingest-gateway-kafka-{port}-")), props)
         try:
@@ -103,6 +130,6 @@ def own_broker(props: str = "") -> Iterator[Broker]:
             kafka_dev("stop", env=broker._env())
             shutil.rmtree(broker.data, ignore_errors=True)
             Path(f"{broker.data}.lock").unlink(missing_ok=True)  # kafka-dev's lock, beside the data
-            os.close(claim)
+            release_port(port, claim)
         return
     pytest.fail("no free port pair for a private broker in 19500-19599")
