@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 
 import uvloop
@@ -147,7 +148,19 @@ def manage(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `ingest-gateway` console script."""
+    """Entry point of the `ingest-gateway` console script. When stdout's reader goes away (`|
+    head`), exit quietly with 141, as a command killed by SIGPIPE does in the shell: the command
+    did its work, only the rest of its output was not wanted."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a broken pipe prints "Exception ignored"
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command in ("streams", "keys"):
         return manage(args)
