@@ -35,8 +35,9 @@ def admin_key_for(settings: Settings) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
-    # Printed once, on stdout and never through the logger, so that log shipping never sees it.
-    print(f"Generated admin API key (kept in {path}): {key}", flush=True)
+    # Never printed: stdout and stderr end up in log collectors. Where it is, and how to read it.
+    log.warning("generated an admin API key, kept in %s (readable by this user only): "
+                "read it with `cat %s`, or set GATEWAY_ADMIN_KEY", path.resolve(), path)
     return key
 
 

@@ -138,3 +138,16 @@ def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
             "pipe0", "pipe2"]
     finally:
         assert gw.stop() == 0
+
+
+def test_first_start_names_the_admin_key_file_and_never_prints_the_key(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, None, env={"GATEWAY_ADMIN_KEY": ""}).start()
+    try:
+        key_file = tmp_path / "admin.key"
+        key = key_file.read_text().strip()
+        assert gw.request("GET", "/api/v1beta2/streams", key=key).status == 200
+        assert key not in gw.log()
+        assert f"kept in {key_file.resolve()}" in gw.log(), gw.log()
+        assert f"cat {key_file}" in gw.log(), gw.log()
+    finally:
+        assert gw.stop() == 0
