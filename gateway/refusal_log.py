@@ -1,8 +1,9 @@
 """One log line per refused request (a 4xx or 5xx reply): the stream, the cause and the request id,
-so that a refused client can be traced. A flood (429s under overload, an attacker's bad requests)
-cannot fill the disk: per (cause, stream) at most LINES_PER_S lines are written in each second
-and at most TOTAL_PER_S over all of them; the others are counted, and one line per second
-reports how many were left out, by cause. Request text reaches the line only through the log
+so that a refused client can be traced. 429 and 503, the replies that come in floods (overload,
+rate limits, an outage), cannot fill the disk: per (cause, stream) at most LINES_PER_S of their
+lines are written in each second and at most TOTAL_PER_S over all of them; the others are
+counted, and one line per second reports how many were left out, by cause. Other refusals are
+each logged, as before. Request text reaches the line only through the log
 handler's sanitiser (gateway.log_sanitize), like every record."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 log = logging.getLogger("gateway.refused")
 LINES_PER_S = 5  # lines per (cause, stream) in one second
 TOTAL_PER_S = 50  # lines over every (cause, stream) in one second
+SAMPLED = (429, 503)  # the statuses whose lines are capped
 MAX_KEYS = 1024  # (cause, stream) pairs tracked in one second; the stream comes from the request
 
 
@@ -34,6 +36,9 @@ class RefusalLog:
     def refused(self, method: str, path: str, status: int, cause: str, stream: str,
                 message: str, request_id: str) -> None:
         """Log (or count) one refused request."""
+        if status not in SAMPLED:
+            self._write(method, path, status, cause, stream, message, request_id)
+            return
         second = int(self._clock())
         if second != self._second:
             self._new_second(second)
@@ -45,6 +50,11 @@ class RefusalLog:
             return
         self._counts[key] = seen + 1
         self._total += 1
+        self._write(method, path, status, cause, stream, message, request_id)
+
+    @staticmethod
+    def _write(method: str, path: str, status: int, cause: str, stream: str, message: str,
+               request_id: str) -> None:
         log.log(logging.WARNING if status >= 500 else logging.INFO,
                 "refused %s %s -> %d %s, stream %s: %s (request %s)", method, path, status,
                 cause, stream or "-", message, request_id,

@@ -55,9 +55,17 @@ def test_many_streams_cannot_flood_either(caplog: pytest.LogCaptureFixture,
     caplog.set_level(logging.INFO, "gateway.refused")
     log = RefusalLog(Clock())
     for i in range(10_000):  # a stream name per request (it comes from the request)
-        log.refused("POST", "/p", 404, "not_found", f"s{i}", "m", f"r{i}")
+        log.refused("POST", "/p", 429, "rate_limited", f"s{i}", "m", f"r{i}")
     assert len(lines(caplog)) == TOTAL_PER_S
     assert len(log._counts) <= refusal_log.MAX_KEYS
+
+
+async def test_other_refusals_are_each_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "gateway.refused")
+    log = RefusalLog(Clock())
+    for i in range(100):
+        log.refused("GET", "/x", 404, "not_found", "", "no route", f"r{i}")
+    assert len(lines(caplog)) == 100
 
 
 async def test_the_count_is_reported_when_the_flood_stops(caplog: pytest.LogCaptureFixture
