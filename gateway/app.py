@@ -198,6 +198,13 @@ async def _load_catalog(gw: Gateway) -> None:
     gw.lifecycle.catalog_loaded()
     log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
              len(gw.catalog.api_keys()))
+    local = gw.settings.data_dir / "catalog.json"
+    if (not gw.settings.embedded and not gw.catalog.streams() and not gw.catalog.api_keys()
+            and local.exists()):
+        log.warning("the catalog in Kafka (topic %s) is empty, but %s holds the streams and keys "
+                    "of embedded mode; they are not carried over by themselves: copy them with "
+                    "`ingest-gateway catalog import` (see README, 'From the local sink to Kafka')",
+                    gw.settings.catalog_topic, local)
 
 
 async def _replay_after(loading: asyncio.Task[None], gw: Gateway) -> None:

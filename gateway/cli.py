@@ -1,5 +1,6 @@
 """Command line: `ingest-gateway serve` runs the gateway (see `--help` for every option);
-`ingest-gateway streams …` and `keys …` manage a running gateway over HTTP and print JSON."""
+`ingest-gateway streams …` and `keys …` manage a running gateway over HTTP and print JSON;
+`ingest-gateway catalog export | import` copy the catalog between stores (gateway.catalog.transfer)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 
 import uvloop
 
 from gateway import __version__, logs, workers
+from gateway.catalog.transfer import export_catalog, import_catalog
 from gateway.client import ApiError, GatewayClient, Unreachable, stream_definition
 from gateway.config import Settings, add_arguments, from_sources
+from gateway.errors import GatewayError
 from gateway.server import serve
 from gateway.spool import stranded_segments
 
@@ -36,8 +40,9 @@ def admin_key_for(settings: Settings) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
-    # Printed once, on stdout and never through the logger, so that log shipping never sees it.
-    print(f"Generated admin API key (kept in {path}): {key}", flush=True)
+    # Never printed: stdout and stderr end up in log collectors. Where it is, and how to read it.
+    log.warning("generated an admin API key, kept in %s (readable by this user only): "
+                "read it with `cat %s`, or set GATEWAY_ADMIN_KEY", path.resolve(), path)
     return key
 
 
@@ -87,7 +92,52 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--allowed-origin", action="append", default=[],
                    help="web page origin that may use the key, e.g. https://www.example.com "
                         "(repeat; default: any)")
+    store = argparse.ArgumentParser(add_help=False)  # where the catalog is: as `serve` finds it
+    store.add_argument("--config", metavar="FILE", help="TOML settings file (env GATEWAY_CONFIG)")
+    store.add_argument("--data-dir", help="embedded mode's data directory (env GATEWAY_DATA_DIR)")
+    store.add_argument("--kafka-bootstrap", help="Kafka mode: the brokers (env "
+                       "GATEWAY_KAFKA_BOOTSTRAP); without it, <data-dir>/catalog.json")
+    store.add_argument("--catalog-topic", help="Kafka mode's catalog topic (env "
+                       "GATEWAY_CATALOG_TOPIC)")
+    catalog = sub.add_parser("catalog", help="copy streams and API keys between catalog stores",
+                             description="Read or write a catalog store directly (no gateway "
+                                         "needed): <data-dir>/catalog.json in embedded mode, "
+                                         "the Kafka catalog topic with --kafka-bootstrap.")
+    ct = catalog.add_subparsers(dest="action", required=True)
+    ct.add_parser("export", parents=[store], help="print the catalog as JSON (keys as salted "
+                                                   "hashes only)")
+    ct.add_parser("import", parents=[store], help="add a file's streams (and their topics) and "
+                                                   "keys; existing ones are kept"
+                  ).add_argument("file", help="a `catalog export` file ('-': stdin)")
     return p
+
+
+def catalog_command(args: argparse.Namespace) -> int:
+    """`catalog export` (JSON on stdout) or `catalog import FILE` (a summary on stdout)."""
+    try:
+        settings = from_sources(args)
+        if args.action == "import":
+            data = (sys.stdin.buffer.read() if args.file == "-"
+                    else Path(args.file).read_bytes())
+    except (ValueError, OSError) as exc:
+        print(f"ingest-gateway: {exc}", file=sys.stderr)
+        return 2
+    logs.configure("warning", "text")
+    try:
+        if args.action == "export":
+            out = asyncio.run(export_catalog(settings))
+            sys.stdout.buffer.write(out + b"\n")
+            return 0
+        done = asyncio.run(import_catalog(settings, data))
+    except ValueError as exc:
+        print(f"ingest-gateway: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:  # the store is unreachable, or a change was not confirmed
+        print(f"ingest-gateway: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"imported_streams": done.streams, "imported_keys": done.keys,
+                      "kept_streams": done.kept_streams, "kept_keys": done.kept_keys}, indent=2))
+    return 0
 
 
 def _create_body(args: argparse.Namespace) -> dict[str, object]:
@@ -149,10 +199,24 @@ def manage(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `ingest-gateway` console script."""
+    """Entry point of the `ingest-gateway` console script. When stdout's reader goes away (`|
+    head`), exit quietly with 141, as a command killed by SIGPIPE does in the shell: the command
+    did its work, only the rest of its output was not wanted."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a broken pipe prints "Exception ignored"
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command in ("streams", "keys"):
         return manage(args)
+    if args.command == "catalog":
+        return catalog_command(args)
     try:
         settings = from_sources(args)
     except ValueError as exc:

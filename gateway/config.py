@@ -33,7 +33,7 @@ class Settings:
         default=Path("./data"), metadata={"help": "embedded sink and local catalog directory"}
     )
     admin_key: str = field(
-        default="", metadata={"help": "admin API key; generated and printed once when empty"}
+        default="", metadata={"help": "admin API key; empty: one made once in <data-dir>/admin.key"}
     )
     catalog_topic: str = field(
         default="_ingest_gateway_catalog",

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
@@ -65,7 +66,7 @@ class GuardedHandler(RequestHandler):
         self._budget = budget
         self._max_head_bytes = max_head_bytes
         self._head_held = 0  # what an unfinished head holds of `budget` (HEAD_COPIES per byte)
-        self._last_payload: Any = None  # the body of the last head parsed (None: none yet)
+        self._last_payload: StreamReader | None = None  # the body of the last request parsed here
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -121,6 +122,9 @@ class GuardedHandler(RequestHandler):
                 and not self._request_in_progress)
 
     def data_received(self, data: bytes) -> None:
+        if self._close or self._force_close:  # refused, closed, or the server is draining
+            self._finish_body(data)
+            return
         # A head starting in this data gets header_timeout from now; the timer is only armed when
         # the data did not complete it (most requests arrive whole: no timer made and cancelled).
         starts_head = bool(data) and self._head_timer is None and self._between_requests()
@@ -154,6 +158,8 @@ class GuardedHandler(RequestHandler):
                 self._hold_head(len(data))
         else:
             super().data_received(data)
+            if self._messages:
+                self._last_payload = self._messages[-1][1]
         if self._between_requests():
             if starts_head and not self._force_close:
                 self._arm_head_timer()
@@ -198,6 +204,22 @@ class GuardedHandler(RequestHandler):
             self._budget.used -= held
             self._head_held = 0
             metrics.HEAD_BYTES.dec(held)
+
+    def _finish_body(self, data: bytes) -> None:
+        """While draining, feed the rest of a body whose request arrived before the drain began.
+        aiohttp drops every byte received once the server's shutdown marked the connection
+        closing (`close()`, then `shutdown()` while it waits for the handler): the handler would
+        wait for its body until the read timeout and answer 408 ("do not retry") to a request it
+        must finish or refuse with 503 ("nothing written, retry")."""
+        payload = self._last_payload
+        if self.transport is None or payload is None or payload.is_eof():
+            return  # really closed, or between requests: a new request is not taken any more
+        closing = self._close, self._force_close
+        self._close = self._force_close = False
+        try:
+            super().data_received(data)
+        finally:
+            self._close, self._force_close = closing
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self._loop.call_later(self._header_timeout, self._head_too_slow)

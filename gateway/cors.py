@@ -134,9 +134,10 @@ def kind_of(path: str) -> str:
     return INGEST if is_ingest(path) else MANAGE
 
 
-def _refused(origin: str) -> Forbidden:
+def _refused(origin: str, method: str) -> Forbidden:
     shown = origin if _ORIGIN.fullmatch(origin) else "this origin"
-    return Forbidden(f"cross-origin requests from {shown} are not allowed here; nothing was written")
+    done = "" if method in ("GET", "HEAD", "OPTIONS") else "; nothing was written"
+    return Forbidden(f"cross-origin requests from {shown} are not allowed here{done}")
 
 
 def check(request: web.Request, kind: str, raw_origin: str | None) -> web.Response | None:
@@ -149,7 +150,7 @@ def check(request: web.Request, kind: str, raw_origin: str | None) -> web.Respon
     if kind == INGEST:
         if origin is not None and not (request.app[POLICY].allows(origin)
                                        or _same_origin(origin, request)):
-            raise _refused(origin)
+            raise _refused(origin, request.method)
         if request.method == "OPTIONS":  # a preflight, or a plain OPTIONS: what may be sent here
             headers = {"Allow": ALLOW_METHODS}
             if origin is not None and "Access-Control-Request-Method" in request.headers:
@@ -159,7 +160,7 @@ def check(request: web.Request, kind: str, raw_origin: str | None) -> web.Respon
             return web.Response(status=204, headers=headers)
         return None
     if origin is not None and not _same_origin(origin, request):
-        raise _refused(origin)  # the management API is never callable cross-origin
+        raise _refused(origin, request.method)  # the management API is never used cross-origin
     return None
 
 

@@ -20,6 +20,9 @@ import pytest
 from tests.integration.harness import kafka_dev
 
 PRIVATE_PORTS = range(19500, 19600, 2)  # broker port, controller port = port + 1
+# Port claims live in the system's temp folder, shared by every test run on the machine (taken at
+# import, before tests/conftest.py gives the suite a temp folder of its own).
+CLAIMS = Path(tempfile.gettempdir())
 PORT_TAKEN = 3  # kafka-dev start's exit status when another process holds the port
 
 
@@ -129,18 +132,40 @@ class Cluster:
 
 
 def _claim(port: int) -> int | None:
-    """Claim a port pair against parallel test runs (the lock goes away with this process); the
-    claim's fd, or None when the pair is in use or claimed."""
+    """Claim a port pair against parallel test runs (`claim_port`); the claim's fd, or None when
+    the pair is in use or claimed."""
     if _listening(port) or _listening(port + 1):
         return None
-    claim = os.open(os.path.join(tempfile.gettempdir(), f"ingest-gateway-kafka-{port}.lock"),
-                    os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(claim)
-        return None
-    return claim
+    return claim_port(port)
+
+
+def claim_port(port: int) -> int | None:
+    """Lock `port` against parallel test runs: the open, locked claim file's descriptor, or None
+    when another run holds it. Give it back with `release_port`, which removes the file."""
+    path = CLAIMS / f"ingest-gateway-kafka-{port}.lock"
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # The holder removes the file before it unlocks: a lock on a file no longer at the path
+        # (opened before the removal) claims nothing, so take a fresh one.
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:
+            here = None
+        held = os.fstat(fd)
+        if here is not None and (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)
+
+
+def release_port(port: int, fd: int) -> None:
+    """Give a claim back: remove its file while still holding the lock, then unlock."""
+    (CLAIMS / f"ingest-gateway-kafka-{port}.lock").unlink(missing_ok=True)
+    os.close(fd)
 
 
 @contextlib.contextmanager
@@ -158,15 +183,15 @@ def own_cluster(nodes: int = 3, props: str = "") -> Iterator[Cluster]:
     for base in PRIVATE_PORTS:
         if base + 2 * nodes - 1 >= PRIVATE_PORTS.stop:
             break
-        claims: list[int] = []
+        claims: list[tuple[int, int]] = []
         for port in range(base, base + 2 * nodes, 2):
             claim = _claim(port)
             if claim is None:
                 break
-            claims.append(claim)
+            claims.append((port, claim))
         if len(claims) < nodes:
-            for claim in claims:
-                os.close(claim)
+            for port, claim in claims:
+                release_port(port, claim)
             continue
         data = Path(tempfile.mkdtemp(prefix=f"ingest-gateway-kafka-{base}-"))
         members = [Broker(base + 2 * i, data, props, i + 1, nodes, base) for i in range(nodes)]
@@ -184,7 +209,7 @@ def own_cluster(nodes: int = 3, props: str = "") -> Iterator[Cluster]:
             kafka_dev("stop", env=env)
             shutil.rmtree(data, ignore_errors=True)
             Path(f"{data}.lock").unlink(missing_ok=True)  # kafka-dev's lock, beside the data
-            for claim in claims:
-                os.close(claim)
+            for port, claim in claims:
+                release_port(port, claim)
         return
     pytest.fail(f"no {nodes} free port pairs for private brokers in 19500-19599")

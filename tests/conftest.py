@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.brokers import own_broker
+
+# The suite's own temp folder: whatever the tests and the processes they start (brokers, gateways,
+# Chromium, nginx) put in "the temp folder" lands here. The session fails if anything but
+# pytest's own tmp_path tree is left in it at the end, and the folder is removed afterwards, so a
+# run leaves nothing in the system's temp folder and another session's files cannot confuse the
+# check. (Port claims stay in the system's temp folder: tests.brokers.CLAIMS.)
+SUITE_TMP = Path(tempfile.mkdtemp(prefix="igw-tests-"))
+os.environ["TMPDIR"] = str(SUITE_TMP)
+tempfile.tempdir = str(SUITE_TMP)
 
 # Hypothesis: the same examples on every run (a failure is reproducible from the test alone, and a
 # CI run cannot fail by the luck of the draw), no example database written into the worktree, no
@@ -25,3 +37,20 @@ def kafka() -> Iterator[str]:
     session's own: a free port, data in a temporary directory removed afterwards."""
     with own_broker() as broker:
         yield broker.bootstrap
+
+
+def leftovers(folder: Path) -> list[str]:
+    """What is in `folder` besides pytest's own tmp_path tree (pytest-of-<user>)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("pytest-of-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_folder_left_clean() -> Iterator[None]:
+    """Set up before (so torn down after) every other session fixture, brokers included."""
+    yield
+    left = leftovers(SUITE_TMP)
+    assert not left, f"the tests left these in the temp folder {SUITE_TMP}: {left}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SUITE_TMP, ignore_errors=True)

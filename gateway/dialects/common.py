@@ -12,7 +12,7 @@ from gateway.admission import BodyHold
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.cors import origin_of
-from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge
+from gateway.errors import BadRequest, MalformedBody, PayloadTooLarge, Unauthenticated
 from gateway.expect import body_source
 from gateway.ingest.body import check_transfer_encoding, read_chunks
 from gateway.openapi import Doc, Param
@@ -107,9 +107,12 @@ def row_results(done: Outcome) -> list[RowPosition]:
 
 
 def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
-    """The authenticated caller; 401 when the key is missing or invalid."""
-    return authenticate(request, key_from_headers(request.headers,
-                                                  request.query if allow_query_token else None))
+    """The authenticated caller; 401 when the key is missing or invalid. A route that takes
+    `?token=` (Tinybird's) names its own ways of sending one when it is missing."""
+    key = key_from_headers(request.headers, request.query if allow_query_token else None)
+    if not key and allow_query_token:
+        raise Unauthenticated("missing token: send `Authorization: Bearer TOKEN` or `?token=TOKEN`")
+    return authenticate(request, key)
 
 
 def authenticate(request: web.Request, key: str | None) -> Principal:

@@ -10,8 +10,8 @@ from gateway.context import gateway_of
 from gateway.dialects import timeplus_replies as doc
 from gateway.dialects.common import json_reply, principal
 from gateway.errors import BadRequest, Unavailable
-from gateway.evolution.quarantine_log import cursor, parse_cursor
-from gateway.evolution.replay import Replayer, stored_row
+from gateway.evolution.quarantine_log import QuarantineRecord, cursor, parse_cursor
+from gateway.evolution.replay import Replayer, StoredRow, stored_row
 from gateway.evolution.versions import version, versions
 from gateway.openapi import Doc, Param, Reply, operation
 
@@ -45,7 +45,7 @@ class QuarantinedOut(Doc):
     position: str
     time: str
     request_id: str
-    schema_version: str
+    schema_version: int | None  # None: not known (a record from before versions were kept)
     error: RowErrorOut
     row_text: str
 
@@ -119,6 +119,15 @@ async def get_schema(request: web.Request) -> web.Response:
     return json_reply(_schema_body(version(stream, number), stream.schema_version))
 
 
+def _version_of(record: QuarantineRecord, stored: StoredRow | None) -> int | None:
+    """The schema version a quarantined row was checked against: its `schema-version` header
+    (Kafka), else the record's own field (the local sink keeps no headers)."""
+    header = record.headers.get("schema-version", "")
+    if header.isdigit():
+        return int(header)
+    return stored.schema_version if stored and stored.schema_version else None
+
+
 @operation("Read a stream's quarantined rows", tags=("streams",), error_body=doc.TimeplusError,
            params=[Param("limit", f"Rows per page, 1 to {MAX_LIMIT} (default {READ_LIMIT}).",
                          int),
@@ -139,7 +148,7 @@ async def read_quarantine(request: web.Request) -> web.Response:
         err = stored.error if stored else None
         rows.append(QuarantinedOut(
             f"{r.partition}:{r.offset}", stored.time if stored else "",
-            stored.request_id if stored else "", r.headers.get("schema-version", ""),
+            stored.request_id if stored else "", _version_of(r, stored),
             RowErrorOut(err.message if err else "not a quarantined row",
                         err.row if err else None, err.column if err else None),
             stored.row_text if stored else r.value.decode(errors="replace")))

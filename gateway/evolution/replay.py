@@ -61,6 +61,7 @@ class StoredRow(msgspec.Struct):
     time: str = ""
     stream: str = ""
     request_id: str = ""
+    schema_version: int = 0  # 0: written before records carried it
     error: _Error = msgspec.field(default_factory=_Error)
     row_text: str = ""
 
@@ -225,7 +226,8 @@ class Replayer:
         if not checked.rows and not checked.bad:
             return
         quarantine = (quarantine_values(checked.bad, stream=stream.name,
-                                        request_id=f"replay-{self.replica}")
+                                        request_id=f"replay-{self.replica}",
+                                        schema_version=stream.schema_version)
                       if checked.bad else None)
         await self.pipeline.admit(stream, checked.rows, wait=True, quarantine=quarantine,
                                   meta=_meta(checked.row_headers),

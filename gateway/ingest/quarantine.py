@@ -132,6 +132,7 @@ class _Quarantined(msgspec.Struct):
     time: str
     stream: str
     request_id: str
+    schema_version: int
     error: _Error
     row_text: str
 
@@ -139,11 +140,14 @@ class _Quarantined(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 
 
-def quarantine_values(bad: list[BadRow], *, stream: str, request_id: str) -> list[bytes]:
-    """One JSON record per bad row: when, which stream and request, the error, the original text."""
+def quarantine_values(bad: list[BadRow], *, stream: str, request_id: str,
+                      schema_version: int) -> list[bytes]:
+    """One JSON record per bad row: when, which stream, request and schema version (the one the
+    row was checked against, as in the `schema-version` header), the error, the original text."""
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     now = now.replace("+00:00", "Z")
-    records = [_Quarantined(now, stream, request_id, _Error(b.message, b.row, b.column),
+    records = [_Quarantined(now, stream, request_id, schema_version,
+                            _Error(b.message, b.row, b.column),
                             b.text.decode("utf-8", "replace")) for b in bad]
     values = _encoder.encode_lines(records).split(b"\n")
     values.pop()

@@ -157,7 +157,8 @@ class IngestService:
         if split.bad:
             await self.ensure_quarantine(stream)
             quarantine = quarantine_values(split.bad, stream=stream.name,
-                                           request_id=req.request_id)
+                                           request_id=req.request_id,
+                                           schema_version=stream.schema_version)
         # handed over, not kept here: the pipeline frees the decoded rows before it waits
         outcome = await self.pipeline.admit(stream, split.take_rows(), wait=req.wait,
                                             quarantine=quarantine, meta=split.meta)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -138,12 +140,16 @@ def chromium() -> str:
 def browser(url: str, profile: Path) -> Iterator[None]:
     """Headless Chromium showing `url` for the duration of the block."""
     profile.mkdir(parents=True, exist_ok=True)
+    # Chromium leaves org.chromium.Chromium.* folders in TMPDIR: give it one of its own, removed
+    # afterwards (short: its singleton socket's path must fit a Unix socket address, 108 bytes)
+    own_tmp = tempfile.mkdtemp(prefix="chr-")
     with open(profile / "chromium.log", "wb") as log:
         proc = subprocess.Popen(
             [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions",
              "--disable-background-networking", "--disable-component-update",
-             f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=log)
+             f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=log,
+            env={**os.environ, "TMPDIR": own_tmp})
     try:
         yield
     finally:
@@ -153,6 +159,7 @@ def browser(url: str, profile: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(own_tmp, ignore_errors=True)
 
 
 def browse(page: PageServer, profile: Path) -> dict[str, Any]:

@@ -112,3 +112,42 @@ def test_flags_and_failures(gateway: Gateway) -> None:
     assert "not-a-key-0123456789" not in wrong.stderr
     down = cli(None, "streams", "list", env={"GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
     assert down.returncode == 1 and "cannot reach the gateway" in down.stderr
+
+
+def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`ingest-gateway streams list | head -1`: no BrokenPipeError traceback, exit status 141 (as
+    a command killed by SIGPIPE), and the command still did its work."""
+    gw = Gateway(tmp_path, None).start()
+    try:
+        for i in range(3):
+            gw.create_stream(f"pipe{i}", [{"name": "id", "type": "string"}])
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the command writes a byte
+        environ = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_URL": gw.url,
+                   "GATEWAY_ADMIN_KEY": ADMIN_KEY}
+        try:
+            done = subprocess.run([str(SCRIPT), "streams", "delete", "pipe1"], stdout=write,
+                                  stderr=subprocess.PIPE, text=True, timeout=60, env=environ)
+            listed = subprocess.run([str(SCRIPT), "streams", "list"], stdout=write,
+                                    stderr=subprocess.PIPE, text=True, timeout=60, env=environ)
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (141, "")
+        assert (listed.returncode, listed.stderr) == (141, "")
+        assert [s["name"] for s in gw.request("GET", "/api/v1beta2/streams").json()] == [
+            "pipe0", "pipe2"]
+    finally:
+        assert gw.stop() == 0
+
+
+def test_first_start_names_the_admin_key_file_and_never_prints_the_key(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, None, env={"GATEWAY_ADMIN_KEY": ""}).start()
+    try:
+        key_file = tmp_path / "admin.key"
+        key = key_file.read_text().strip()
+        assert gw.request("GET", "/api/v1beta2/streams", key=key).status == 200
+        assert key not in gw.log()
+        assert f"kept in {key_file.resolve()}" in gw.log(), gw.log()
+        assert f"cat {key_file}" in gw.log(), gw.log()
+    finally:
+        assert gw.stop() == 0

@@ -83,7 +83,7 @@ async def test_replay_is_exactly_once_across_a_restart(
         assert len({r["position"] for r in rows}) == len(rows)
         missing = [r for r in rows if json.loads(r["row_text"])["id"].startswith("missing")]
         assert len(missing) == MISSING_N
-        assert all(r["error"]["column"] == "n" and r["schema_version"] == "1" for r in missing)
+        assert all(r["error"]["column"] == "n" and r["schema_version"] == 1 for r in missing)
 
         # fix the schema: `n` gets a default (a compatible change)
         reply = gw.request("PATCH", f"/api/v1beta2/streams/{name}", {"columns": [

@@ -77,3 +77,26 @@ async def test_unexpected_error_is_500_in_the_dialects_shape(
                               json={"data_source": "ds", "records": [
                                   {"timestamp": 1, "name": "a", "value": 1}]})
     assert reply.status == 500 and await reply.json() == {"detail": "internal error"}
+
+
+async def test_missing_token_hint_names_the_tinybird_ways(tmp_path: Path, aiohttp_client: Any
+                                                         ) -> None:
+    client = await _client(tmp_path, aiohttp_client)
+    reply = await client.post("/v0/events?name=ds", data=b'{"timestamp": 1}\n')
+    body = await reply.json()
+    assert reply.status == 403
+    assert "`Authorization: Bearer TOKEN`" in body["error"] and "`?token=TOKEN`" in body["error"]
+    assert "X-Api-Key" not in body["error"]
+
+
+async def test_cross_origin_read_of_the_management_api_does_not_speak_of_writing(
+        tmp_path: Path, aiohttp_client: Any) -> None:
+    client = await _client(tmp_path, aiohttp_client)
+    foreign = {"X-Api-Key": ADMIN, "Origin": "https://elsewhere.example"}
+    read = await client.get("/api/v1beta2/streams", headers=foreign)
+    assert read.status == 403
+    message = (await read.json())["message"]
+    assert "not allowed" in message and "written" not in message
+    write = await client.delete("/api/v1beta2/streams/ds", headers=foreign)
+    assert write.status == 403
+    assert (await write.json())["message"].endswith("nothing was written")

@@ -102,9 +102,10 @@ def test_few_bad_rows_take_few_decode_calls(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_quarantine_records() -> None:
     split = split_rows(SCHEMA, b'{"id": "a", "n": 1}\n{"id": "\xc3\xa9", "n": "x"}\n')
-    (value,) = quarantine_values(split.bad, stream="q", request_id="r1")
+    (value,) = quarantine_values(split.bad, stream="q", request_id="r1", schema_version=3)
     record = json.loads(value)
     assert record["stream"] == "q" and record["request_id"] == "r1"
+    assert record["schema_version"] == 3
     assert record["row_text"] == '{"id": "é", "n": "x"}'
     assert record["error"] == {"row": 1, "column": "n",
                                "message": "row 1, column 'n': Expected `int`, got `str`"}
