@@ -112,8 +112,10 @@ class Settings:
                                        "loop is this far behind (ms; 0 = no such rule): under CPU "
                                        "overload, admit less so admitted requests do not wait"})
     rate_limit_per_key: float = field(
-        default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
-                                          "events route (0 = unlimited; a key's rate_limit wins)"}
+        default=1000.0, metadata={"help": "requests per second one API key may make to the ingest "
+                                          "routes, and apart from those to the management API, "
+                                          "across all replicas (0 = unlimited; a key's rate_limit "
+                                          "wins)"}
     )
     cors_allow_origins: str = field(
         default="*", metadata={"help": "origins whose web pages may send to the ingest routes: * "

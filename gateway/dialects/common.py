@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from gateway.admission import MANAGE
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.cors import origin_of
@@ -95,17 +96,23 @@ def row_results(done: Outcome) -> list[RowPosition]:
     return [RowPosition(p, o) for p, o in done.positions.positions()]
 
 
-def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
-    """The authenticated caller; 401 when the key is missing or invalid."""
+def principal(request: web.Request, *, allow_query_token: bool = False,
+              ingest: bool = False) -> Principal:
+    """The authenticated caller; 401 when the key is missing or invalid (see `authenticate`)."""
     return authenticate(request, key_from_headers(request.headers,
-                                                  request.query if allow_query_token else None))
+                                                  request.query if allow_query_token else None),
+                        ingest=ingest)
 
 
-def authenticate(request: web.Request, key: str | None) -> Principal:
+def authenticate(request: web.Request, key: str | None, *, ingest: bool = False) -> Principal:
     """The caller owning `key` (401 when missing or invalid), if the key may be used from the
-    request's origin (403)."""
-    who = gateway_of(request).auth.authenticate(key)
+    request's origin (403). A management call (not `ingest`) is counted against the key's
+    management rate here (429); an ingest request against its ingest rate by the ingest path."""
+    gw = gateway_of(request)
+    who = gw.auth.authenticate(key)
     who.require_origin(origin_of(request))
+    if not ingest:
+        gw.ingest.admission.key_rate(who, MANAGE)
     return who
 
 

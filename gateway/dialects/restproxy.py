@@ -95,9 +95,10 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
 
 
 # ---- auth and lookup ----------------------------------------------------------------------
-def principal(request: web.Request) -> Principal:
+def principal(request: web.Request, *, ingest: bool = False) -> Principal:
     """HTTP Basic with the key as password (or as user name with no password), as the proxies'
-    clients send it; or the gateway's own headers (X-Api-Key, Bearer)."""
+    clients send it; or the gateway's own headers (X-Api-Key, Bearer). `ingest`: see
+    gateway.dialects.common.authenticate."""
     header = request.headers.get("Authorization", "")
     key: str | None
     if header[:6].lower() == "basic ":
@@ -108,7 +109,7 @@ def principal(request: web.Request) -> Principal:
         key = basic.password or basic.login
     else:
         key = key_from_headers(request.headers)
-    return authenticate(request, key)
+    return authenticate(request, key, ingest=ingest)
 
 
 def _may_see(who: Principal, stream: Stream) -> bool:
@@ -153,7 +154,7 @@ async def _produce(request: web.Request, topic: str, payload: ProxyPayload,
         return stream.name if stream is not None else topic
     return await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=True, request_id=request_id_of(request), wording=WORDING,
-        key_rate=True, allow_empty=payload.each))
+        allow_empty=payload.each))
 
 
 def _positions(done: Outcome, records: list[ProxyRecord]) -> list[tuple[int, int]]:
@@ -223,7 +224,7 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
             504: "Kafka did not acknowledge in time (50002); the records stay queued."})
 async def produce_v2(request: web.Request) -> web.Response:
     """POST /topics/{topic}: the records' partitions and offsets once Kafka acknowledged them."""
-    who = principal(request)
+    who = principal(request, ingest=True)
     embedded = _embedded(request)
     payload = ProxyPayload(body_chunks(request), lambda body: v2_records(body, embedded),
                            quarantine=flag(request, "quarantine"))
@@ -368,7 +369,7 @@ def _v3_records(body: bytes) -> list[ProxyRecord]:
             504: "Kafka did not acknowledge in time; the records stay queued."})
 async def produce_v3(request: web.Request) -> web.StreamResponse:
     """POST /v3/clusters/{cluster_id}/topics/{topic}/records: a result object per record."""
-    who = principal(request)
+    who = principal(request, ingest=True)
     _check_cluster(request)
     payload = ProxyPayload(body_chunks(request), _v3_records, each=True)
     done = await _produce(request, request.match_info["topic"], payload, who)

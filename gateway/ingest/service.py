@@ -1,7 +1,7 @@
 """The one ingest entry point every dialect calls: `IngestService.ingest(IngestRequest)`.
 
-It runs, in this order for every dialect: readiness/draining gate → stream lookup → the dialect's
-own stream check → scope check → archived check → admission (per-key rate, early refusal) →
+It runs, in this order for every dialect: readiness/draining gate → the key's request rate →
+stream lookup → the dialect's own stream check → scope check → archived check → early refusal →
 streamed decode and validation (optionally splitting invalid rows off to quarantine) → enqueue →
 optional wait for Kafka's acknowledgement. It returns an `Outcome` or raises a typed
 `GatewayError`, which the dialect renders in its own reply format. No HTTP here: a dialect turns
@@ -98,7 +98,6 @@ class IngestRequest:
     request_id: str = ""
     wording: Wording = DEFAULT_WORDING  # frozen: one shared, not one made per request
     check: Callable[[Stream], None] | None = None  # the dialect's own test of the stream (raises)
-    key_rate: bool = False  # count the request against its key's request rate (429)
     allow_empty: bool = False  # a body with no rows is accepted (else 400)
 
 
@@ -119,6 +118,8 @@ class IngestService:
     async def ingest(self, req: IngestRequest) -> Outcome:
         """Run one request through the ingest path; an Outcome, or a typed GatewayError."""
         self.admission.gate()
+        # before the stream lookup (a key probing names pays for it too) and before any body byte
+        headers = self.admission.key_rate(req.who)
         name = req.stream if isinstance(req.stream, str) else await req.stream()
         stream = self.catalog.stream(name)
         if stream is None:
@@ -128,7 +129,6 @@ class IngestService:
         req.who.require_append(stream.name)
         if stream.archived:
             raise Conflict(req.wording.archived(name))
-        headers = self.admission.key_rate(req.who) if req.key_rate else {}
         self.admission.early(stream)
         split = await self._decode(stream, req.payload)
         if not split.rows and not split.bad:

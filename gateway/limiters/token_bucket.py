@@ -2,6 +2,11 @@
 
 A key may make `rate` requests per second on average and up to `rate` in a burst (a bucket holds one
 second's worth). The decision carries the `X-RateLimit-*` header values and the wait when refused.
+
+Across replicas (gateway.limiters.rate_share): the limiter counts what each bucket let in since
+the last announcement (`take_usage`), and takes what the other replicas announce off its own
+buckets (`absorb`), down to a debt of at most MAX_DEBT_S seconds of the rate: every replica's
+bucket then tracks the key's use everywhere, not only its own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from gateway.limiters.retry_after import retry_after_header
 
 MAX_BUCKETS = 100_000  # keys seen; the map is cleared beyond this (buckets then start full again)
+MAX_DEBT_S = 10.0  # others' use taken off a bucket stops at this many seconds of its rate
 
 
 class TokenBucket:
@@ -36,6 +42,12 @@ class TokenBucket:
             return True
         return False
 
+    def owe(self, n: float, now: float) -> None:
+        """Refill for the time elapsed, then take `n` tokens used elsewhere (a debt, bounded)."""
+        tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.tokens = max(-self.rate * MAX_DEBT_S, tokens - n)
+        self.stamp = now
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -57,12 +69,16 @@ class Decision:
 
 
 class KeyRateLimiter:
-    """Token buckets by key id; a key's own rate wins over the default; rate 0 means unlimited."""
+    """Token buckets by bucket id (a key id, or a key id and a route class); a key's own rate wins
+    over the default; rate 0 means unlimited. With `shared`, what each bucket lets in is counted
+    for `take_usage` (one dict update per admitted request)."""
 
-    def __init__(self, default_rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, default_rate: float, clock: Callable[[], float] = time.monotonic, *,
+                 shared: bool = False) -> None:
         self.default_rate = default_rate
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        self._used: dict[str, int] | None = {} if shared else None
 
     def check(self, key_id: str, rate: float = 0) -> Decision | None:
         """Count one request of `key_id`; None when the key is not limited."""
@@ -70,12 +86,38 @@ class KeyRateLimiter:
         if rate <= 0:
             return None
         now = self._clock()
+        bucket = self._bucket(key_id, rate, now)
+        allowed = bucket.take(now)
+        if allowed and self._used is not None:
+            self._used[key_id] = self._used.get(key_id, 0) + 1
+        tokens = max(0.0, bucket.tokens)
+        missing = bucket.capacity - bucket.tokens
+        return Decision(allowed, rate, int(tokens), missing / rate,
+                        0.0 if allowed else (1.0 - bucket.tokens) / rate)
+
+    def _bucket(self, key_id: str, rate: float, now: float) -> TokenBucket:
         bucket = self._buckets.get(key_id)
         if bucket is None or bucket.rate != rate:
             if len(self._buckets) >= MAX_BUCKETS:
                 self._buckets.clear()
             bucket = self._buckets[key_id] = TokenBucket(rate, now)
-        allowed = bucket.take(now)
-        missing = bucket.capacity - bucket.tokens
-        return Decision(allowed, rate, int(bucket.tokens), missing / rate,
-                        0.0 if allowed else (1.0 - bucket.tokens) / rate)
+        return bucket
+
+    def take_usage(self) -> dict[str, tuple[float, int]]:
+        """Bucket id → (rate, requests let in) since the last call; empty unless `shared`."""
+        used = self._used
+        if not used:
+            return {}
+        self._used = {}
+        buckets = self._buckets
+        return {bid: (buckets[bid].rate, n) for bid, n in used.items() if bid in buckets}
+
+    def absorb(self, key_id: str, rate: float, n: int) -> None:
+        """Take `n` requests that another replica let in for `key_id` (at `rate`) off this
+        replica's bucket; a bucket it has not made yet is made (full) first."""
+        if rate <= 0 or n <= 0:
+            return
+        now = self._clock()
+        # this replica's own rate for the key wins (it is the one its requests are checked at)
+        bucket = self._buckets.get(key_id) or self._bucket(key_id, rate, now)
+        bucket.owe(n, now)
