@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from gateway import __version__, cors, metrics
 from gateway.admission import Admission
@@ -35,8 +36,10 @@ from gateway.expect import defer_continue
 from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
+from gateway.limiters.rate_share import RateShare
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
+from gateway.limiters.usage_kafka import KafkaUsageBus
 from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
@@ -111,7 +114,8 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                           accept_during_outage=settings.accept_during_outage, spool=spool,
                           byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
                                      if settings.stream_max_bytes_per_s else None),
-                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key),
+                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key,
+                                                     shared=shares_rates(settings)),
                           max_decoding=settings.max_decoding_requests,
                           max_loop_lag_s=settings.max_loop_lag_ms / 1000)
     pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
@@ -128,6 +132,25 @@ def build_gateway(settings: Settings, admin_key: str) -> Gateway:
                    Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats,
                    replayer=Replayer(catalog, schemas, pipeline, quarantine_log,
                                      claim_s=settings.replay_claim_s))
+
+
+def shares_rates(settings: Settings) -> bool:
+    """Whether keys' rates hold across replicas and workers (Kafka mode, an interval set)."""
+    return not settings.embedded and settings.rate_share_interval_ms > 0
+
+
+async def _share_rates(share: RateShare, app: web.Application) -> AsyncIterator[None]:
+    """Announce this process's use of its keys' rates to the other replicas while it serves
+    (each process limits on its own until the bus is connected)."""
+    async def run() -> None:
+        await _keep_trying(share.connect, KafkaError, "rate share (keys limited per process)")
+        await share.announce()
+    task = asyncio.create_task(run(), name="rate-share")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await share.close()
 
 
 def _partitions_of(sink: Sink) -> PartitionsOf:
@@ -241,4 +264,11 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
         registered, title="ingest-gateway", version=__version__,
         description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))
     app.cleanup_ctx.append(lifecycle)
+    if shares_rates(settings):
+        topic = settings.rate_share_topic or f"{settings.catalog_topic}_rates"
+        bus = KafkaUsageBus(settings.kafka_bootstrap, topic,
+                            replication_factor=settings.replication_factor)
+        share = RateShare(gw.ingest.admission.key_limiter, bus,
+                          settings.rate_share_interval_ms / 1000)
+        app.cleanup_ctx.append(functools.partial(_share_rates, share))
     return app
