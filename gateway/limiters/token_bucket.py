@@ -11,10 +11,11 @@ bucket then tracks the key's use everywhere, not only its own.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.limiters.retry_after import retry_after_header
 
@@ -49,9 +50,8 @@ class TokenBucket:
         self.stamp = now
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one request against its key's bucket."""
+class Decision(NamedTuple):
+    """The outcome of one request against its key's bucket (a tuple: one per limited request)."""
 
     allowed: bool
     limit: float
@@ -60,12 +60,22 @@ class Decision:
     retry_after_s: float  # until the next request is allowed (0 when this one was)
 
     def headers(self) -> dict[str, str]:
-        """`X-RateLimit-Limit/Remaining/Reset` (whole seconds), plus the retry wait when refused."""
-        out = {"X-RateLimit-Limit": f"{self.limit:g}", "X-RateLimit-Remaining": str(self.remaining),
-               "X-RateLimit-Reset": str(math.ceil(self.reset_s))}
-        if not self.allowed:
-            out.update(retry_after_header(self.retry_after_s))
+        """`X-RateLimit-Limit/Remaining/Reset` (whole seconds), plus the retry wait when refused.
+        Not to be changed: an admitted request's dict is shared with others of the same values."""
+        if self.allowed:
+            return _admitted_headers(self.limit, self.remaining, math.ceil(self.reset_s))
+        out = _rate_headers(self.limit, self.remaining, math.ceil(self.reset_s))
+        out.update(retry_after_header(self.retry_after_s))
         return out
+
+
+def _rate_headers(limit: float, remaining: int, reset_s: int) -> dict[str, str]:
+    return {"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(reset_s)}
+
+
+# Admitted requests' headers take few values (remaining 0..rate, reset 0..1 s): made once each.
+_admitted_headers = functools.lru_cache(maxsize=4096)(_rate_headers)
 
 
 class KeyRateLimiter:
@@ -86,14 +96,16 @@ class KeyRateLimiter:
         if rate <= 0:
             return None
         now = self._clock()
-        bucket = self._bucket(key_id, rate, now)
+        bucket = self._buckets.get(key_id)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._bucket(key_id, rate, now)
         allowed = bucket.take(now)
         if allowed and self._used is not None:
             self._used[key_id] = self._used.get(key_id, 0) + 1
-        tokens = max(0.0, bucket.tokens)
-        missing = bucket.capacity - bucket.tokens
-        return Decision(allowed, rate, int(tokens), missing / rate,
-                        0.0 if allowed else (1.0 - bucket.tokens) / rate)
+        tokens = bucket.tokens
+        return Decision(allowed, rate, int(tokens) if tokens > 0 else 0,
+                        (bucket.capacity - tokens) / rate,
+                        0.0 if allowed else (1.0 - tokens) / rate)
 
     def _bucket(self, key_id: str, rate: float, now: float) -> TokenBucket:
         bucket = self._buckets.get(key_id)
