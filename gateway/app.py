@@ -141,8 +141,10 @@ def shares_rates(settings: Settings) -> bool:
 
 async def _share_rates(share: RateShare, app: web.Application) -> AsyncIterator[None]:
     """Announce this process's use of its keys' rates to the other replicas while it serves
-    (each process limits on its own until the bus is connected)."""
+    (each process limits on its own until the bus is connected). It connects once the catalog
+    is loaded: Kafka is reachable then, and until then no key is known anyway."""
     async def run() -> None:
+        await app[GATEWAY].lifecycle.wait_catalog()
         await _keep_trying(share.connect, KafkaError, "rate share (keys limited per process)")
         await share.announce()
     task = asyncio.create_task(run(), name="rate-share")
