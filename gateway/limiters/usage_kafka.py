@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from gateway.catalog.kafka_log import RETRY_BACKOFF_MS, TOPIC_ALREADY_EXISTS
+
 log = logging.getLogger(__name__)
 CLIENT_ID = "ingest-gateway-rates"
-TOPIC_ALREADY_EXISTS = 36
 RETENTION_MS = 60_000
-RETRY_BACKOFF_MS = 1000
 
 
 class KafkaUsageBus:
