@@ -3,7 +3,8 @@
 One question, asked at fixed points of the ingest path (gateway.ingest.service): may this in?
 - `gate`: 503 while starting, draining, after a spool failure, or while Kafka is unreachable
   (unless wait=false rows may be queued during outages).
-- `key_rate`: 429 when the API key is over its request rate (dialects that ask for it).
+- `key_rate`: 429 when the API key is over its request rate: on every route that takes a key,
+  one bucket for the ingest routes and one for the management API.
 - `early`: 429 before decoding, when the stream's queue could not take a request like its last,
   or (with `--max-loop-lag-ms`) while the event loop is that far behind: the CPU is saturated.
   503 when a partition the stream's rows need is stalled and holds `--partition-max-bytes`.
@@ -53,6 +54,13 @@ UNAVAILABLE_RETRY_S = 1.0  # 503: the gateway cannot know when Kafka or another 
 _BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-bytes",
                "memory": "--memory-cap-bytes"}
 
+
+# The two route classes a key's rate applies to, each with its own bucket: rows sent do not use up
+# the calls that manage streams and keys, nor the other way round.
+INGEST = "ingest"
+MANAGE = "manage"
+_CLASS_WORDS = {INGEST: "", MANAGE: " on the management API"}
+_CLASS_DONE = {INGEST: "inserted", MANAGE: "done"}
 
 _LAG_MESSAGE = ("the gateway is behind with the requests it has (--max-loop-lag-ms); nothing was "
                 "written, retry later")
@@ -257,15 +265,19 @@ class Admission:
             raise Unavailable("Kafka is unreachable; nothing was written, retry later",
                               retry_after=UNAVAILABLE_RETRY_S)
 
-    def key_rate(self, who: Principal) -> dict[str, str]:
-        """Count the request against its key's rate: 429 when over it; else the X-RateLimit-*
-        headers for the reply (none when keys are not limited)."""
-        decision = self.key_limiter.check(who.key_id, who.rate_limit)
+    def key_rate(self, who: Principal, route_class: str = INGEST) -> dict[str, str]:
+        """Count the request against its key's rate on `route_class` (INGEST or MANAGE: one
+        bucket each): 429 when over it; else the X-RateLimit-* headers for the reply (none when
+        keys are not limited)."""
+        bucket = who.key_id if route_class == INGEST else f"{route_class}:{who.key_id}"
+        decision = self.key_limiter.check(bucket, who.rate_limit)
         if decision is None:
             return {}
         if not decision.allowed:
-            raise RateLimited(f"this key's limit of {decision.limit:g} requests per second is "
-                              "reached; nothing was inserted, retry later",
+            throttled("429", "key_rate").inc()
+            raise RateLimited(f"this key's limit of {decision.limit:g} requests per second"
+                              f"{_CLASS_WORDS[route_class]} is reached; nothing was "
+                              f"{_CLASS_DONE[route_class]}, retry later",
                               retry_after=decision.retry_after_s, headers=decision.headers())
         return decision.headers()
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from gateway import __version__, cors, metrics
 from gateway.admission import Admission
@@ -37,8 +38,10 @@ from gateway.ingest.schema import SchemaCache
 from gateway.ingest.service import IngestService
 from gateway.lifecycle import Lifecycle
 from gateway.limiters.key_share import KeyShares
+from gateway.limiters.rate_share import RateShare
 from gateway.limiters.stream_bytes import StreamByteRate
 from gateway.limiters.token_bucket import KeyRateLimiter
+from gateway.limiters.usage_kafka import KafkaUsageBus
 from gateway.middleware import observe
 from gateway.openapi import build_spec
 from gateway.pipeline import Pipeline
@@ -121,7 +124,8 @@ def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gatewa
                           accept_during_outage=settings.accept_during_outage, spool=spool,
                           byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
                                      if settings.stream_max_bytes_per_s else None),
-                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key),
+                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key,
+                                                     shared=shares_rates(settings)),
                           max_decoding=settings.max_decoding_requests,
                           max_loop_lag_s=settings.max_loop_lag_ms / 1000,
                           key_shares=KeyShares(settings.key_share, settings.admin_reserve,
@@ -154,6 +158,27 @@ def _forget_stream(sink: Sink, admission: Admission, pipeline: Pipeline, stream:
     if admission.byte_rate is not None:
         admission.byte_rate.forget(stream.name)
     sink.forget_topics([stream.topic, stream.quarantine_topic])
+
+
+def shares_rates(settings: Settings) -> bool:
+    """Whether keys' rates hold across replicas and workers (Kafka mode, an interval set)."""
+    return not settings.embedded and settings.rate_share_interval_ms > 0
+
+
+async def _share_rates(share: RateShare, app: web.Application) -> AsyncIterator[None]:
+    """Announce this process's use of its keys' rates to the other replicas while it serves
+    (each process limits on its own until the bus is connected). It connects once the catalog
+    is loaded: Kafka is reachable then, and until then no key is known anyway."""
+    async def run() -> None:
+        await app[GATEWAY].lifecycle.wait_catalog()
+        await _keep_trying(share.connect, KafkaError, "rate share (keys limited per process)")
+        await share.announce()
+    task = asyncio.create_task(run(), name="rate-share")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await share.close()
 
 
 def _partitions_of(sink: Sink) -> PartitionsOf:
@@ -276,4 +301,11 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
         registered, title="ingest-gateway", version=__version__,
         description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))
     app.cleanup_ctx.append(lifecycle)
+    if shares_rates(settings):
+        topic = settings.rate_share_topic or f"{settings.catalog_topic}_rates"
+        bus = KafkaUsageBus(settings.kafka_bootstrap, topic,
+                            replication_factor=settings.replication_factor)
+        share = RateShare(gw.ingest.admission.key_limiter, bus,
+                          settings.rate_share_interval_ms / 1000)
+        app.cleanup_ctx.append(functools.partial(_share_rates, share))
     return app

@@ -165,9 +165,20 @@ class Settings:
                                        "loop is this far behind (ms; 0 = no such rule): under CPU "
                                        "overload, admit less so admitted requests do not wait"})
     rate_limit_per_key: float = field(
-        default=1000.0, metadata={"help": "requests per second one API key may make to the Tinybird "
-                                          "events route (0 = unlimited; a key's rate_limit wins)"}
+        default=1000.0, metadata={"help": "requests per second one API key may make to the ingest "
+                                          "routes, and apart from those to the management API, "
+                                          "across all replicas (0 = unlimited; a key's rate_limit "
+                                          "wins)"}
     )
+    rate_share_interval_ms: float = field(
+        default=250.0, metadata={"help": "Kafka mode: how often each replica (and worker) tells the "
+                                         "others how many requests it let in per key, so that a "
+                                         "key's rate holds across them (ms; 0 = each process "
+                                         "limits on its own)"})
+    rate_share_topic: str = field(
+        default="", metadata={"help": "short-retention topic the replicas announce their keys' use "
+                                      "on (Kafka mode; empty = the catalog topic + `_rates`: "
+                                      "replicas of one catalog share it)"})
     cors_allow_origins: str = field(
         default="*", metadata={"help": "origins whose web pages may send to the ingest routes: * "
                                        "(any), empty (none), or a comma-separated list of "
@@ -382,6 +393,9 @@ def _check(s: Settings) -> None:
                          f" got {s.min_insync_replicas}: acks=all could never be met")
     if s.kafka_probe_interval_s <= 0 or s.kafka_unreachable_after_s <= 0:
         raise ValueError("kafka_probe_interval_s and kafka_unreachable_after_s must be positive")
+    if s.rate_share_interval_ms < 0:
+        raise ValueError(f"rate_share_interval_ms must be ≥ 0 (0 = per process), got "
+                         f"{s.rate_share_interval_ms}")
     if not s.catalog_topic.strip():
         raise ValueError("catalog_topic must not be empty")
     if s.log_level.upper() not in LOG_LEVELS:

@@ -70,6 +70,9 @@ HEAD_BYTES = Gauge("gateway_request_head_bytes", "memory held by unfinished requ
 THROTTLED = Counter("gateway_throttled_requests_total",
                     "requests refused with 429 or 503 (and heads refused with 431), by cause",
                     ["status", "cause"])
+RATE_SHARE = Counter("gateway_rate_share_messages_total",
+                     "announcements of keys' use between replicas (a key's rate across them), by "
+                     "direction (sent, received, failed)", ["direction"])
 SPOOL_FSYNCS = Counter("gateway_spool_fsyncs_total",
                        "group commits of the durable spool (one fsync serves many requests)")
 SPOOL_RECORDS = Counter("gateway_spool_records_total", "requests appended to the durable spool")

@@ -104,7 +104,7 @@ def operation(summary: str, *, replies: Mapping[int, Reply], request: Any = None
     """Attach an `Operation` to a handler. `request` is a body type (sent as JSON) or a mapping
     of media type to body type; an error is described by a text or a `Reply` (for its headers;
     its body is `error_body`). Routes with `security` also document `auth_status` (a missing or
-    bad key) and 503."""
+    bad key), 429 (its request rate) and 503."""
     if request is not None and not isinstance(request, Mapping):
         request = {"application/json": request}
     errs = {status: e if isinstance(e, Reply) else Reply(e) for status, e in (errors or {}).items()}
@@ -112,6 +112,8 @@ def operation(summary: str, *, replies: Mapping[int, Reply], request: Any = None
         errs.setdefault(auth_status, Reply("The API key is missing, unknown, expired or revoked."))
         errs.setdefault(503, Reply("Not ready, draining or Kafka unreachable: nothing was done; "
                                    "retry.", headers=RETRY_AFTER))
+        errs.setdefault(429, Reply("The key's request rate is used up: nothing was done; retry.",
+                                   headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}))
 
     def mark(handler: H) -> H:
         op = Operation(summary, dict(replies), dict(request or {}), errs, error_body, tuple(params),

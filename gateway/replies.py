@@ -48,6 +48,22 @@ def header_lines(pairs: Iterable[tuple[str, str]]) -> str:
     return "".join(f"{_safe(k)}: {_safe(v)}\r\n" for k, v in pairs)
 
 
+_lines_cache: dict[tuple[tuple[str, str], ...], str] = {}
+LINES_CACHE_SIZE = 4096  # handlers' header sets (rate limits: remaining x reset x limit)
+
+
+def _handler_lines(headers: Mapping[str, str]) -> str:
+    """`header_lines` of a handler's headers, rendered once per distinct set: they repeat (the
+    rate-limit headers of admitted requests take few values)."""
+    pairs = tuple(headers.items())
+    lines = _lines_cache.get(pairs)
+    if lines is None:
+        lines = header_lines(pairs)
+        if len(_lines_cache) < LINES_CACHE_SIZE:
+            _lines_cache[pairs] = lines
+    return lines
+
+
 class Frame:
     """Headers that every reply of a kind carries after its request id (worker, CORS), as the
     pairs and their rendered lines."""
@@ -97,7 +113,7 @@ class FastReply(web.Response):
         lead = "" if content_type is None else f"Content-Type: {_safe(content_type)}\r\n"
         self._own = headers
         # the order web.Response(headers=…, content_type=…) gives: the handler's, then the type
-        self._lead = header_lines(headers.items()) + lead if headers else lead
+        self._lead = _handler_lines(headers) + lead if headers else lead
 
     # ---- the header multidict, made only when something asks for it ----------------------
     @property  # type: ignore[override]

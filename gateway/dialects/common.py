@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from gateway.admission import BodyHold
+from gateway.admission import MANAGE, BodyHold
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.cors import origin_of
@@ -106,20 +106,25 @@ def row_results(done: Outcome) -> list[RowPosition]:
     return [RowPosition(p, o) for p, o in done.positions.positions()]
 
 
-def principal(request: web.Request, *, allow_query_token: bool = False) -> Principal:
-    """The authenticated caller; 401 when the key is missing or invalid. A route that takes
-    `?token=` (Tinybird's) names its own ways of sending one when it is missing."""
+def principal(request: web.Request, *, allow_query_token: bool = False,
+              ingest: bool = False) -> Principal:
+    """The authenticated caller; 401 when the key is missing or invalid (see `authenticate`). A
+    route that takes `?token=` (Tinybird's) names its own ways of sending one when it is missing."""
     key = key_from_headers(request.headers, request.query if allow_query_token else None)
     if not key and allow_query_token:
         raise Unauthenticated("missing token: send `Authorization: Bearer TOKEN` or `?token=TOKEN`")
-    return authenticate(request, key)
+    return authenticate(request, key, ingest=ingest)
 
 
-def authenticate(request: web.Request, key: str | None) -> Principal:
+def authenticate(request: web.Request, key: str | None, *, ingest: bool = False) -> Principal:
     """The caller owning `key` (401 when missing or invalid), if the key may be used from the
-    request's origin (403)."""
-    who = gateway_of(request).auth.authenticate(key)
+    request's origin (403). A management call (not `ingest`) is counted against the key's
+    management rate here (429); an ingest request against its ingest rate by the ingest path."""
+    gw = gateway_of(request)
+    who = gw.auth.authenticate(key)
     who.require_origin(origin_of(request))
+    if not ingest:
+        gw.ingest.admission.key_rate(who, MANAGE)
     return who
 
 

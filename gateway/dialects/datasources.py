@@ -38,7 +38,7 @@ from gateway.errors import (
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, Wording
-from gateway.openapi import Doc, Reply, operation
+from gateway.openapi import RATE_LIMIT_HEADERS, RETRY_AFTER, Doc, Reply, operation
 from gateway.replies import FastReply
 
 SHAPE = {"timestamp": "int64", "name": "string", "value": "float64"}
@@ -193,11 +193,14 @@ def _principal_key(request: web.Request) -> str:
 
 @operation(
     "Upsert time-series records", tags=("data sources",), error_body=DetailError,
-    request=DataSourceIn, replies={204: Reply("Every record acknowledged by Kafka.")},
+    request=DataSourceIn,
+    replies={204: Reply("Every record acknowledged by Kafka.", headers=RATE_LIMIT_HEADERS)},
     errors={400: "The body is not JSON.", 401: "Missing access token. / Invalid access token.",
             404: "Data source not found (also when the key may not append to it).",
             409: "Data source is archived.",
             413: "Body too large.", 422: "A record does not fit (`records[3].value: …`).",
+            429: Reply("The key's rate limit or the queue is full; nothing was written.",
+                       headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}),
             504: "Kafka did not acknowledge in time; the records stay queued."})
 async def ingest(request: web.Request) -> web.Response:
     """POST /v1/data_sources/ingest: 204 once every record is acknowledged by Kafka."""
@@ -209,10 +212,11 @@ async def ingest(request: web.Request) -> web.Response:
         raise Unauthenticated("Invalid access token.") from None
     who.require_origin(origin_of(request))
     body = EnvelopeBody(body_chunks(request))
-    await gw.ingest.ingest(IngestRequest(body.read, body, who, wait=True,
-                                         request_id=request_id_of(request), wording=WORDING,
-                                         check=_is_data_source, allow_empty=True))
-    return FastReply(b"", 204)
+    done = await gw.ingest.ingest(IngestRequest(body.read, body, who, wait=True,
+                                                request_id=request_id_of(request),
+                                                wording=WORDING, check=_is_data_source,
+                                                allow_empty=True))
+    return FastReply(b"", 204, headers=done.headers)
 
 
 def routes() -> list[Route]:

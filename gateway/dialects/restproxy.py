@@ -98,12 +98,14 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
 
 
 # ---- auth and lookup ----------------------------------------------------------------------
-def principal(request: web.Request) -> Principal:
+def principal(request: web.Request, *, ingest: bool = False) -> Principal:
     """HTTP Basic with the key as password (or as user name with no password), as the proxies'
-    clients send it; or the gateway's own headers (X-Api-Key, Bearer)."""
+    clients send it; or the gateway's own headers (X-Api-Key, Bearer). `ingest`: see
+    gateway.dialects.common.authenticate."""
     header = request.headers.get("Authorization", "")
     basic = header[:6].lower() == "basic "
-    return authenticate(request, basic_key(header) if basic else key_from_headers(request.headers))
+    key = basic_key(header) if basic else key_from_headers(request.headers)
+    return authenticate(request, key, ingest=ingest)
 
 
 def basic_key(header: str) -> str:
@@ -153,7 +155,7 @@ async def _produce(request: web.Request, topic: str, payload: ProxyPayload,
     stream = _stream_of(request, topic)
     return await gateway_of(request).ingest.ingest(IngestRequest(
         stream.name if stream is not None else topic, payload, who, wait=True,
-        request_id=request_id_of(request), wording=WORDING, key_rate=True, allow_empty=payload.each))
+        request_id=request_id_of(request), wording=WORDING, allow_empty=payload.each))
 
 
 def _positions(done: Outcome, records: list[ProxyRecord]) -> list[tuple[int, int]]:
@@ -223,7 +225,7 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
             504: "Kafka did not acknowledge in time (50002); the records stay queued."})
 async def produce_v2(request: web.Request) -> web.Response:
     """POST /topics/{topic}: the records' partitions and offsets once Kafka acknowledged them."""
-    who = principal(request)
+    who = principal(request, ingest=True)
     embedded = _embedded(request)
     payload = ProxyPayload(body_chunks(request), lambda body: v2_records(body, embedded),
                            quarantine=flag(request, "quarantine"))
@@ -374,7 +376,7 @@ def _v3_records(body: bytes) -> list[ProxyRecord]:
             504: "Kafka did not acknowledge in time; the records stay queued."})
 async def produce_v3(request: web.Request) -> web.StreamResponse:
     """POST /v3/clusters/{cluster_id}/topics/{topic}/records: a result object per record."""
-    who = principal(request)
+    who = principal(request, ingest=True)
     _check_cluster(request)
     payload = ProxyPayload(body_chunks(request), _v3_records, each=True)
     done = await _produce(request, request.match_info["topic"], payload, who)

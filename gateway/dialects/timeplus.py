@@ -39,7 +39,14 @@ from gateway.errors import BadRequest, GatewayError, NotFound, UnsupportedMediaT
 from gateway.ingest.formats import Format
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest, StreamedBody
-from gateway.openapi import CATALOG_UNCONFIRMED, RETRY_AFTER, Param, Reply, operation
+from gateway.openapi import (
+    CATALOG_UNCONFIRMED,
+    RATE_LIMIT_HEADERS,
+    RETRY_AFTER,
+    Param,
+    Reply,
+    operation,
+)
 from gateway.replies import fast_json
 from gateway.scopes import parse_scopes
 from gateway.stats import StatsOut, history_days, stream_stats
@@ -211,19 +218,21 @@ def on_error(request: web.Request, stream: Stream | None) -> tuple[bool, bool]:
                               " only); default: the stream's on_error.",
                   Literal["reject", "quarantine"]),
             RESULTS_PARAM],
-    replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut),
-             202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut)},
+    replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut,
+                        headers=RATE_LIMIT_HEADERS),
+             202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut,
+                        headers=RATE_LIMIT_HEADERS)},
     errors={400: "Malformed body or a row that does not match the schema (row and column named);"
                  " nothing was written.", 403: "The key may not append to this stream.",
             404: "No such stream.", 409: "The stream is archived.",
             413: "Body too large, or more rows or bytes than the queue can ever hold (split it).",
             415: "Unsupported Content-Type or Content-Encoding.",
-            429: Reply("The stream's queue is full; nothing was written, retry after Retry-After.",
-                       headers=RETRY_AFTER),
+            429: Reply("The key's rate limit or the stream's queue is full; nothing was written, "
+                       "retry after Retry-After.", headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}),
             504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
 async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
-    who = principal(request)
+    who = principal(request, ingest=True)
     name = request.match_info["name"]
     gw = gateway_of(request)
     quarantine, asked = on_error(request, gw.catalog.stream(name))
@@ -240,7 +249,7 @@ async def ingest(request: web.Request) -> web.Response:
         name, payload, who, wait=wait, request_id=request_id_of(request)))
     return fast_json(doc.IngestOut(name, done.rows, done.acknowledged,
                                    row_results(done) if rows else msgspec.UNSET),
-                     status=200 if done.acknowledged else 202)
+                     status=200 if done.acknowledged else 202, headers=done.headers)
 
 
 @operation("List streams", tags=("streams",), error_body=doc.TimeplusError,

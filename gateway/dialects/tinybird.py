@@ -89,7 +89,7 @@ def render_error(err: GatewayError, request_id: str) -> web.Response:
             504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
 async def events(request: web.Request) -> web.Response:
     """POST /v0/events: 202 once queued, or 200 once Kafka acknowledged (wait=true)."""
-    who = principal(request, allow_query_token=True)
+    who = principal(request, allow_query_token=True, ingest=True)
     name = request.query.get("name", "").strip()
     if not name:
         raise BadRequest("missing the `name` query parameter (the data source to append to); "
@@ -99,7 +99,7 @@ async def events(request: web.Request) -> web.Response:
     payload = StreamedBody(Format.STREAMING, body_chunks(request), quarantine=True)
     done = await gateway_of(request).ingest.ingest(IngestRequest(
         name, payload, who, wait=wait, request_id=request_id_of(request),
-        wording=WORDING, key_rate=True))
+        wording=WORDING))
     return fast_json(EventsOut(done.rows, done.quarantined,
                                row_results(done) if rows else msgspec.UNSET),
                      status=200 if done.acknowledged else 202, headers=done.headers)

@@ -1,9 +1,9 @@
 """The one ingest entry point every dialect calls: `IngestService.ingest(IngestRequest)`.
 
-It runs, in this order for every dialect: readiness/draining gate → scope check (by name, before
-the lookup: a stream outside the key's scope gets the dialect's one answer whether it exists or
-not) → stream lookup → the dialect's own stream check → archived check → admission (per-key
-rate, early refusal) →
+It runs, in this order for every dialect: readiness/draining gate → the key's request rate →
+scope check (by name, before the lookup: a stream outside the key's scope gets the dialect's one
+answer whether it exists or not) → stream lookup → the dialect's own stream check → archived
+check → early refusal →
 streamed decode and validation (optionally splitting invalid rows off to quarantine) → enqueue →
 optional wait for Kafka's acknowledgement. No body byte is read before the scope check, except
 where the body itself names the stream (the data-source API): there a key that may append to no
@@ -112,7 +112,6 @@ class IngestRequest:
     request_id: str = ""
     wording: Wording = DEFAULT_WORDING  # frozen: one shared, not one made per request
     check: Callable[[Stream], None] | None = None  # the dialect's own test of the stream (raises)
-    key_rate: bool = False  # count the request against its key's request rate (429)
     allow_empty: bool = False  # a body with no rows is accepted (else 400)
 
 
@@ -133,14 +132,14 @@ class IngestService:
     async def ingest(self, req: IngestRequest) -> Outcome:
         """Run one request through the ingest path; an Outcome, or a typed GatewayError."""
         self.admission.gate()
+        # before the stream lookup (a key probing names pays for it too) and before any body byte
+        headers = self.admission.key_rate(req.who)
         if isinstance(req.stream, str):
             stream = self._admitted(req, req.stream)
-            headers = self.admission.key_rate(req.who) if req.key_rate else {}
             self.admission.early(stream)
             held = self.admission.hold_body(stream, req.who)
         else:  # the body names the stream: held from its first byte
             req.who.require_append_some()
-            headers = self.admission.key_rate(req.who) if req.key_rate else {}
             held = self.admission.hold_body(None, req.who)
             try:
                 stream = self._admitted(req, await req.stream(held.hold))

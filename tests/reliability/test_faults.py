@@ -403,6 +403,9 @@ def test_broker_unreachable_at_gateway_start(private_broker: Broker, spawn: Spaw
     try:
         gw = spawn(private_broker.bootstrap, QUEUE_ARGS, wait_ready=False)
         wait_until(lambda: "retrying in" in gw.log(), 30, "a connection attempt to fail")
+        # the first attempt can fail (and log) before the port is bound (gateway.server binds
+        # after the app's startup tasks begin): a refused connection is not the answer tested
+        wait_until(gw.answers, 30, "the gateway to listen")
         ready = http("GET", gw.url + "/readyz", timeout=5)
         ingest = gw.ingest(name, '{"id": "early", "seq": 0, "pad": ""}\n', wait=False,
                            content_type="application/x-ndjson")
