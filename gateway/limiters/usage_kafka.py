@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from gateway.catalog.kafka_log import RETRY_BACKOFF_MS, TOPIC_ALREADY_EXISTS
+from gateway.sinks.kafka_stop import stop_quietly
 
 log = logging.getLogger(__name__)
 CLIENT_ID = "ingest-gateway-rates"
@@ -108,8 +109,7 @@ class KafkaUsageBus:
                 await self._follower
         for client in (self._producer, self._consumer):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                await stop_quietly(client)  # a consumer's stop() lets CancelledError out
 
 
 def _log_failure(delivery: asyncio.Future[Any]) -> None:
