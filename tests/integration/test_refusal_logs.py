@@ -9,12 +9,16 @@ from tests.integration.harness import ADMIN_KEY, Gateway, http
 
 
 def test_refused_requests_are_logged_with_stream_cause_and_request_id(tmp_path: Path) -> None:
-    gw = Gateway(tmp_path, None, extra=["--rate-limit-per-key", "1"]).start()
+    gw = Gateway(tmp_path, None).start()
     try:
         gw.create_stream("logged", [{"name": "n", "type": "int64"}])
+        # a key of its own rate (1 request/s) for the 429s; the admin key keeps the default rate
+        key = gw.request("POST", "/api/v1beta2/apikeys", {
+            "name": "slow", "permissions": ["DATASOURCE:APPEND:logged"], "rate_limit": 1,
+        }).json()["api_key"]
         statuses = []
         for _ in range(4):  # a burst of one second's worth (1): the others are rate limited
-            reply = http("POST", f"{gw.url}/v0/events?name=logged&token={ADMIN_KEY}", '{"n": 1}')
+            reply = http("POST", f"{gw.url}/v0/events?name=logged&token={key}", '{"n": 1}')
             statuses.append((reply.status, reply.headers["X-Request-ID"]))
         limited = [rid for status, rid in statuses if status == 429]
         assert limited, statuses
@@ -32,4 +36,4 @@ def test_refused_requests_are_logged_with_stream_cause_and_request_id(tmp_path: 
             and f"(request {unknown.headers['X-Request-ID']})" in log), log
     assert "stream no\\x0aforged line" in log, log
     assert not any(line.startswith("forged") for line in log.splitlines()), log
-    assert ADMIN_KEY not in log
+    assert ADMIN_KEY not in log and key not in log
