@@ -21,11 +21,17 @@ from benchmarks.procs import ROOT, Pinning
 KAFKA_DEV = ROOT / "deploy" / "kafka" / "kafka-dev"
 DEFAULT_PORT = 19392  # not the development/test broker's 19092/19292: a benchmark never disturbs it
 # The Java producer configured like the gateway's producer: acks=all, idempotent, 1 MiB batches.
-PRODUCER_PERF_PROPS = ["acks=all", "enable.idempotence=true", "batch.size=1048576", "linger.ms=5",
-                       "max.request.size=1114112"]
+PRODUCER_PERF_PROPS = [
+    "acks=all",
+    "enable.idempotence=true",
+    "batch.size=1048576",
+    "linger.ms=5",
+    "max.request.size=1114112",
+]
 _PP_SUMMARY = re.compile(
     r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
-    r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+    r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th"
+)
 
 
 async def kafka_dev(*args: str, port: int) -> tuple[int, str, str]:
@@ -36,8 +42,14 @@ async def kafka_dev(*args: str, port: int) -> tuple[int, str, str]:
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = await asyncio.create_subprocess_exec(
-            str(KAFKA_DEV), *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-            env={**os.environ, "KAFKA_DEV_PORT": str(port)}, close_fds=True)
+            str(KAFKA_DEV),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "KAFKA_DEV_PORT": str(port)},
+            close_fds=True,
+        )
         code = await proc.wait()
         return code, _read_back(out), _read_back(err)
 
@@ -155,29 +167,59 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def producer_perf(port: int, bootstrap: str, topic: str, records: int, payload_file: Path,
-                        pinning: Pinning) -> dict[str, Any]:
+async def producer_perf(
+    port: int, bootstrap: str, topic: str, records: int, payload_file: Path, pinning: Pinning
+) -> dict[str, Any]:
     """Kafka's ProducerPerformance with the benchmark's rows as payload; its final summary line."""
-    argv = pinning.wrap("gateway", [
-        str(KAFKA_DEV), "run-class", "org.apache.kafka.tools.ProducerPerformance",
-        "--topic", topic, "--num-records", str(records), "--payload-file", str(payload_file),
-        "--throughput", "-1", "--command-property", f"bootstrap.servers={bootstrap}",
-        *PRODUCER_PERF_PROPS])
+    argv = pinning.wrap(
+        "gateway",
+        [
+            str(KAFKA_DEV),
+            "run-class",
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(records),
+            "--payload-file",
+            str(payload_file),
+            "--throughput",
+            "-1",
+            "--command-property",
+            f"bootstrap.servers={bootstrap}",
+            *PRODUCER_PERF_PROPS,
+        ],
+    )
     cpu0 = _children_cpu()
     start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "KAFKA_DEV_PORT": str(port)})
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "KAFKA_DEV_PORT": str(port)},
+    )
     out, err = await proc.communicate()
     elapsed = time.monotonic() - start
     text = out.decode()
     matches = _PP_SUMMARY.findall(text)
     if proc.returncode != 0 or not matches:
-        raise RuntimeError(f"ProducerPerformance failed ({proc.returncode}):\n{text[-2000:]}\n"
-                           f"{err.decode()[-2000:]}")
+        raise RuntimeError(
+            f"ProducerPerformance failed ({proc.returncode}):\n{text[-2000:]}\n{err.decode()[-2000:]}"
+        )
     sent, rate, mb, avg, mx, p50, p95, p99, p999 = matches[-1]
-    return {"records": int(sent), "records_per_s": float(rate), "mb_per_s": float(mb),
-            "latency_ms": {"avg": float(avg), "max": float(mx), "p50": int(p50), "p95": int(p95),
-                           "p99": int(p99), "p999": int(p999)},
-            "cpu_s": _children_cpu() - cpu0, "wall_s": elapsed,
-            "properties": PRODUCER_PERF_PROPS}
+    return {
+        "records": int(sent),
+        "records_per_s": float(rate),
+        "mb_per_s": float(mb),
+        "latency_ms": {
+            "avg": float(avg),
+            "max": float(mx),
+            "p50": int(p50),
+            "p95": int(p95),
+            "p99": int(p99),
+            "p999": int(p999),
+        },
+        "cpu_s": _children_cpu() - cpu0,
+        "wall_s": elapsed,
+        "properties": PRODUCER_PERF_PROPS,
+    }

@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = ("acknowledged", "missing", "duplicates", "duplicates_wait_true",
-          "longest_no_2xx_wait_true_s", "longest_no_2xx_wait_false_s")
+FIELDS = (
+    "acknowledged",
+    "missing",
+    "duplicates",
+    "duplicates_wait_true",
+    "longest_no_2xx_wait_true_s",
+    "longest_no_2xx_wait_false_s",
+)
 
 
 def run(runs: int, cases: str, out: Path) -> float:
@@ -32,8 +38,19 @@ def run(runs: int, cases: str, out: Path) -> float:
     began = time.monotonic()
     for i in range(runs):
         print(f"run {i + 1}/{runs} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", "pytest", "tests/cluster/test_replication.py",
-                               "-q", "-p", "no:cacheprovider"], cwd=ROOT, env=env)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/cluster/test_replication.py",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         if done.returncode:
             print(f"run {i + 1} failed (exit {done.returncode})", file=sys.stderr)
     return time.monotonic() - began
@@ -42,8 +59,11 @@ def run(runs: int, cases: str, out: Path) -> float:
 def spread(values: list[float]) -> str:
     if not values:
         return "-"
-    return (f"{min(values):g} / {statistics.median(values):g} / {max(values):g}"
-            if len(values) > 1 else f"{values[0]:g}")
+    return (
+        f"{min(values):g} / {statistics.median(values):g} / {max(values):g}"
+        if len(values) > 1
+        else f"{values[0]:g}"
+    )
 
 
 def summary(lines: list[dict[str, Any]]) -> str:
@@ -57,8 +77,13 @@ def summary(lines: list[dict[str, Any]]) -> str:
     head = ["case", "gateway", "runs", *FIELDS, "readyz_not_200_s"]
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for (case, gw), rows in sorted(by.items()):
-        cells = [case, gw, str(len(rows)), *(spread([r[f] for r in rows]) for f in FIELDS),
-                 spread(not_ready[(case, gw)])]
+        cells = [
+            case,
+            gw,
+            str(len(rows)),
+            *(spread([r[f] for r in rows]) for f in FIELDS),
+            spread(not_ready[(case, gw)]),
+        ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 

@@ -17,16 +17,29 @@ from benchmarks.procs import ROOT, Pinning, Server, child_env, free_port, python
 
 def supports_workers() -> bool:
     """Whether `gateway serve --help` offers `--workers`."""
-    out = subprocess.run(python_module("gateway", "serve", "--help"), capture_output=True,
-                         text=True, env=child_env(), cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        python_module("gateway", "serve", "--help"),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
     return "--workers" in out.stdout
 
 
 class Gateways:
     """One or more gateway processes serving the same streams (S8 without `--workers`: two)."""
 
-    def __init__(self, bootstrap: str, work_dir: Path, admin_key: str, pinning: Pinning,
-                 extra_args: list[str], label: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        work_dir: Path,
+        admin_key: str,
+        pinning: Pinning,
+        extra_args: list[str],
+        label: str,
+    ) -> None:
         self.bootstrap = bootstrap
         self.work_dir = work_dir
         self.admin_key = admin_key
@@ -41,12 +54,24 @@ class Gateways:
     def argv(self, port: int, data_dir: Path, extra: list[str]) -> list[str]:
         # One admin key sends every scenario's requests: the per-key rate (which holds on every
         # route since issue 20) would cap the figures at its default instead of the gateway's.
-        return python_module("gateway", "serve", "--kafka-bootstrap", self.bootstrap,
-                             "--port", str(port), "--data-dir", str(data_dir),
-                             "--rate-limit-per-key", "0", *self.extra_args, *extra)
+        return python_module(
+            "gateway",
+            "serve",
+            "--kafka-bootstrap",
+            self.bootstrap,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--rate-limit-per-key",
+            "0",
+            *self.extra_args,
+            *extra,
+        )
 
-    async def start(self, count: int = 1, extra: list[str] | None = None,
-                    pin_each: list[str | None] | None = None) -> Gateways:
+    async def start(
+        self, count: int = 1, extra: list[str] | None = None, pin_each: list[str | None] | None = None
+    ) -> Gateways:
         """Start `count` gateways (separate data dirs) and wait until each answers /readyz 200."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
         for i in range(count):
@@ -57,9 +82,13 @@ class Gateways:
                 argv = Pinning(pin_each[i], None).wrap("gateway", argv)
             else:
                 argv = self.pinning.wrap("gateway", argv)
-            server = Server(f"gateway {self.label}#{i}", argv, port,
-                            self.work_dir / f"{self.label}-gw{i}.log",
-                            env={"GATEWAY_ADMIN_KEY": self.admin_key})
+            server = Server(
+                f"gateway {self.label}#{i}",
+                argv,
+                port,
+                self.work_dir / f"{self.label}-gw{i}.log",
+                env={"GATEWAY_ADMIN_KEY": self.admin_key},
+            )
             self.servers.append(await server.start())
         for server in self.servers:
             await self._ready(server)
@@ -71,8 +100,9 @@ class Gateways:
         while True:
             assert server.proc is not None
             if server.proc.returncode is not None:
-                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n"
-                                   f"{server.log_tail()}")
+                raise RuntimeError(
+                    f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+                )
             try:
                 async with self._session.get(f"http://127.0.0.1:{server.port}/readyz") as r:
                     if r.status == 200:
@@ -85,8 +115,9 @@ class Gateways:
 
     async def _call(self, server: Server, method: str, path: str, body: Any = None) -> Any:
         assert self._session is not None
-        async with self._session.request(method, f"http://127.0.0.1:{server.port}{path}",
-                                         json=body, headers={"X-Api-Key": self.admin_key}) as r:
+        async with self._session.request(
+            method, f"http://127.0.0.1:{server.port}{path}", json=body, headers={"X-Api-Key": self.admin_key}
+        ) as r:
             if r.status >= 300:
                 raise RuntimeError(f"{method} {path} → {r.status}: {await r.text()}")
             return await r.json() if r.content_type == "application/json" else None
@@ -98,8 +129,9 @@ class Gateways:
 
         async def one(server: Server, name: str) -> None:
             async with sem:
-                body = await self._call(server, "POST", "/api/v1beta2/streams",
-                                        {"name": name, "columns": COLUMNS})
+                body = await self._call(
+                    server, "POST", "/api/v1beta2/streams", {"name": name, "columns": COLUMNS}
+                )
                 topics[name] = body["topic"]
 
         for server in self.servers:
@@ -108,9 +140,9 @@ class Gateways:
         self.topics += created
         return created
 
-    async def counters(self, prefixes: tuple[str, ...] = ("gateway_throttled_requests_total",
-                                                          "gateway_sink_errors_total")
-                       ) -> dict[str, float]:
+    async def counters(
+        self, prefixes: tuple[str, ...] = ("gateway_throttled_requests_total", "gateway_sink_errors_total")
+    ) -> dict[str, float]:
         """Counters from every gateway's /metrics, summed: why requests were refused (429/503)."""
         assert self._session is not None
         out: dict[str, float] = {}

@@ -24,12 +24,17 @@ def ns_per_record(headers: list[tuple[str, bytes]], rounds: int, batches: int) -
     for _ in range(rounds):
         started, records = time.perf_counter(), 0
         for _ in range(batches):
-            batch = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
-                                              producer_id=-1, producer_epoch=-1, base_sequence=-1,
-                                              batch_size=1 << 20)
+            batch = DefaultRecordBatchBuilder(
+                magic=2,
+                compression_type=0,
+                is_transactional=0,
+                producer_id=-1,
+                producer_epoch=-1,
+                base_sequence=-1,
+                batch_size=1 << 20,
+            )
             offset = 0
-            while batch.append(offset, timestamp=None, key=None, value=VALUE,
-                               headers=headers) is not None:
+            while batch.append(offset, timestamp=None, key=None, value=VALUE, headers=headers) is not None:
                 offset += 1
             batch.build()
             records += offset

@@ -100,7 +100,7 @@ class Conn(asyncio.Protocol):
             self.abort()
             return
         stop = head.find(b"\r\n", at + 2)
-        length = int(head[at + 17: stop if stop >= 0 else len(head)])
+        length = int(head[at + 17 : stop if stop >= 0 else len(head)])
         need = end + 4 + length
         if len(buf) < need:
             return
@@ -140,8 +140,7 @@ class Stats:
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
-    def summary(self, step: Step, elapsed: float, cpu_s: float, knee_p99_ms: float
-                ) -> dict[str, Any]:
+    def summary(self, step: Step, elapsed: float, cpu_s: float, knee_p99_ms: float) -> dict[str, Any]:
         lat = sorted(self.latencies)
         status = {str(code): n for code, n in enumerate(self.status) if n}
         ok = sum(n for code, n in enumerate(self.status) if 200 <= code < 300)
@@ -169,8 +168,12 @@ class Stats:
         if step.rate:
             offered = step.rate * step.seconds
             p99 = out["latency_ms"]["p99"]
-            out["passed"] = bool(ok >= KNEE_ACHIEVED * offered and bad <= KNEE_BAD_SHARE * max(1, self.sent)
-                                 and p99 is not None and p99 <= knee_p99_ms)
+            out["passed"] = bool(
+                ok >= KNEE_ACHIEVED * offered
+                and bad <= KNEE_BAD_SHARE * max(1, self.sent)
+                and p99 is not None
+                and p99 <= knee_p99_ms
+            )
         return out
 
 
@@ -178,14 +181,20 @@ def percentiles(sorted_s: list[float]) -> dict[str, float | int | None]:
     """p50/p90/p99/p99.9/max/mean in milliseconds of sorted latencies in seconds (nearest rank)."""
     n = len(sorted_s)
     if not n:
-        return {"count": 0, "p50": None, "p90": None, "p99": None, "p999": None, "max": None,
-                "mean": None}
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "p999": None, "max": None, "mean": None}
 
     def rank(q: float) -> float:
         return sorted_s[min(n - 1, max(0, int(q * n + 0.999999) - 1))] * 1000
 
-    return {"count": n, "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99),
-            "p999": rank(0.999), "max": sorted_s[-1] * 1000, "mean": sum(sorted_s) / n * 1000}
+    return {
+        "count": n,
+        "p50": rank(0.50),
+        "p90": rank(0.90),
+        "p99": rank(0.99),
+        "p999": rank(0.999),
+        "max": sorted_s[-1] * 1000,
+        "mean": sum(sorted_s) / n * 1000,
+    }
 
 
 def _cpu() -> float:
@@ -272,8 +281,7 @@ class LoadGenerator:
             elif perf() - t0 < 0.001:
                 await asyncio.sleep(0.01)  # failing fast (refused): do not spin
 
-    async def _open_worker(self, slot: int, stats: Stats, start: float, rate: float, end: float
-                           ) -> None:
+    async def _open_worker(self, slot: int, stats: Stats, start: float, rate: float, end: float) -> None:
         target = self.slots_target[slot]
         perf = time.perf_counter
         lat = stats.latencies.append
@@ -328,9 +336,18 @@ async def run(spec: Spec) -> dict[str, Any]:
     warm = Stats()
     if spec.warmup_s > 0:
         warm, elapsed, cpu = await gen.run_step(Step(first.rate, spec.warmup_s))
-    print("ready " + json.dumps({"rows_ok": warm.rows_ok, "sent": warm.sent,
-                                 "status": {str(c): n for c, n in enumerate(warm.status) if n},
-                                 "errors": warm.errors}), flush=True)
+    print(
+        "ready "
+        + json.dumps(
+            {
+                "rows_ok": warm.rows_ok,
+                "sent": warm.sent,
+                "status": {str(c): n for c, n in enumerate(warm.status) if n},
+                "errors": warm.errors,
+            }
+        ),
+        flush=True,
+    )
     if (await _read_line()).strip() != "go":
         await gen.close()
         return {"aborted": True}

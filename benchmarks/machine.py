@@ -37,8 +37,13 @@ def _mem_gib() -> float | None:
 
 def machine() -> dict[str, Any]:
     """nproc, CPU model, memory, kernel, load average now."""
-    return {"nproc": os.cpu_count(), "cpu_model": _cpuinfo_model(), "memory_gib": _mem_gib(),
-            "kernel": platform.release(), "loadavg": list(os.getloadavg())}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpuinfo_model(),
+        "memory_gib": _mem_gib(),
+        "kernel": platform.release(),
+        "loadavg": list(os.getloadavg()),
+    }
 
 
 def versions(kafka: str | None) -> dict[str, str | None]:
@@ -64,8 +69,11 @@ def _git(*args: str) -> str | None:
 def git() -> dict[str, Any]:
     """Commit, branch, and whether the working tree had changes (outside benchmarks/results)."""
     status = _git("status", "--porcelain", "--", ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md")
-    return {"commit": _git("rev-parse", "HEAD"), "branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
-            "dirty": bool(status)}
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": bool(status),
+    }
 
 
 def now_utc() -> datetime.datetime:

@@ -62,8 +62,9 @@ class Load:
     topics: list[str] = field(default_factory=list)  # empty: nothing to count in Kafka (ceilings)
 
 
-def build_request(host: str, port: int, path: str, headers: dict[str, str], body: bytes, rows: int,
-                  raw_bytes: int) -> Request:
+def build_request(
+    host: str, port: int, path: str, headers: dict[str, str], body: bytes, rows: int, raw_bytes: int
+) -> Request:
     """A whole POST as bytes, keep-alive."""
     head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     head += [f"{k}: {v}" for k, v in headers.items()]
@@ -82,7 +83,7 @@ async def _read_tagged(stream: asyncio.StreamReader, tag: str, timeout: float) -
             raise RuntimeError(f"load generator exited before its '{tag}' line")
         text = line.decode()
         if text.startswith(tag + " "):
-            parsed: dict[str, Any] = json.loads(text[len(tag) + 1:])
+            parsed: dict[str, Any] = json.loads(text[len(tag) + 1 :])
             return parsed
 
 
@@ -100,40 +101,76 @@ def _write_spec(spec: Spec) -> Path:
         return Path(f.name)
 
 
-async def _start_profiler(pid: int, seconds: float, profile: Profile, label: str, pinning: Pinning
-                          ) -> tuple[asyncio.subprocess.Process, Path] | None:
+async def _start_profiler(
+    pid: int, seconds: float, profile: Profile, label: str, pinning: Pinning
+) -> tuple[asyncio.subprocess.Process, Path] | None:
     exe = _py_spy()
     suffix = "svg" if profile.fmt == "flamegraph" else "speedscope.json"
     out = profile.out_dir / f"{label}.{suffix}"
-    argv = pinning.wrap("loadgen", [exe, "record", "--pid", str(pid), "--duration",
-                                    str(max(1, math.ceil(seconds))), "--rate", str(profile.rate),
-                                    "--format", profile.fmt, "--output", str(out), "--subprocesses"])
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
+    argv = pinning.wrap(
+        "loadgen",
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, math.ceil(seconds))),
+            "--rate",
+            str(profile.rate),
+            "--format",
+            profile.fmt,
+            "--output",
+            str(out),
+            "--subprocesses",
+        ],
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
     return proc, out
 
 
-async def measure(load: Load, *, servers: list[Server], offsets: Offsets | None,
-                  broker_pid: int | None, pinning: Pinning, profile: Profile | None = None,
-                  label: str = "run") -> dict[str, Any]:
+async def measure(
+    load: Load,
+    *,
+    servers: list[Server],
+    offsets: Offsets | None,
+    broker_pid: int | None,
+    pinning: Pinning,
+    profile: Profile | None = None,
+    label: str = "run",
+) -> dict[str, Any]:
     """Run `load` against `servers`; the accounting of the measured phase (warm-up excluded)."""
     counted = bool(load.topics) and offsets is not None
-    spec = Spec(targets=load.targets, requests=load.requests, connections=load.connections,
-                warmup_s=load.warmup_s, steps=load.steps, timeout_s=load.timeout_s,
-                knee_p99_ms=load.knee_p99_ms, stop_at_knee=load.stop_at_knee)
+    spec = Spec(
+        targets=load.targets,
+        requests=load.requests,
+        connections=load.connections,
+        warmup_s=load.warmup_s,
+        steps=load.steps,
+        timeout_s=load.timeout_s,
+        knee_p99_ms=load.knee_p99_ms,
+        stop_at_knee=load.stop_at_knee,
+    )
     spec_path = _write_spec(spec)
     start_total = await offsets.total(load.topics) if counted and offsets else 0
     proc = await asyncio.create_subprocess_exec(
         *pinning.wrap("loadgen", python_module("benchmarks.loadgen", str(spec_path))),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=child_env(), cwd=ROOT,
-        limit=64 * 1024 * 1024)
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=child_env(),
+        cwd=ROOT,
+        limit=64 * 1024 * 1024,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         warm = await _read_tagged(proc.stdout, "ready", load.warmup_s + 120)
         before = start_total
         if counted and offsets:
-            before, waited = await offsets.wait_for(load.topics, start_total + warm["rows_ok"],
-                                                    DELIVERY_TIMEOUT_S)
+            before, waited = await offsets.wait_for(
+                load.topics, start_total + warm["rows_ok"], DELIVERY_TIMEOUT_S
+            )
             if before < start_total + warm["rows_ok"]:
                 raise RuntimeError(f"warm-up rows did not reach Kafka within {waited:.0f} s")
         roots = [s.pid for s in servers]
@@ -141,8 +178,7 @@ async def measure(load: Load, *, servers: list[Server], offsets: Offsets | None,
         broker0 = cpu_seconds(broker_pid) if broker_pid else None
         busy0, harness0 = machine_busy_cpu_s(), self_cpu_s()
         seconds = sum(s.seconds for s in load.steps)
-        profiler = (await _start_profiler(roots[0], seconds, profile, label, pinning)
-                    if profile else None)
+        profiler = await _start_profiler(roots[0], seconds, profile, label, pinning) if profile else None
         t0 = time.monotonic()
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
@@ -170,12 +206,19 @@ async def measure(load: Load, *, servers: list[Server], offsets: Offsets | None,
         pproc, path = profiler
         _, perr = await pproc.communicate()
         profiled = str(path) if path.exists() else f"py-spy failed: {perr.decode()[-500:]}"
-    m = summarise(steps, accepted=accepted, delivered=delivered, drain_s=drain_s, wall_s=wall,
-                  gateway_cpu_s=cpu_delta(cpu0, cpu1),
-                  broker_cpu_s=(broker1 - broker0) if broker0 is not None and broker1 is not None
-                  else None,
-                  peak_rss_mb=sum(r for r in rss if r is not None), profile=profiled,
-                  connections=load.connections, warmup=warm)
+    m = summarise(
+        steps,
+        accepted=accepted,
+        delivered=delivered,
+        drain_s=drain_s,
+        wall_s=wall,
+        gateway_cpu_s=cpu_delta(cpu0, cpu1),
+        broker_cpu_s=(broker1 - broker0) if broker0 is not None and broker1 is not None else None,
+        peak_rss_mb=sum(r for r in rss if r is not None),
+        profile=profiled,
+        connections=load.connections,
+        warmup=warm,
+    )
     # A load generator near a full core limits the figure itself: then it is not the server's.
     m["loadgen_saturated"] = m["loadgen_cpu_s"] >= 0.85 * m["elapsed_s"]
     m["harness_cpu_s"] = harness
@@ -185,9 +228,20 @@ async def measure(load: Load, *, servers: list[Server], offsets: Offsets | None,
     return m
 
 
-def summarise(steps: list[dict[str, Any]], *, accepted: int, delivered: int | None, drain_s: float,
-              wall_s: float, gateway_cpu_s: float, broker_cpu_s: float | None, peak_rss_mb: float,
-              profile: str | None, connections: int, warmup: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    steps: list[dict[str, Any]],
+    *,
+    accepted: int,
+    delivered: int | None,
+    drain_s: float,
+    wall_s: float,
+    gateway_cpu_s: float,
+    broker_cpu_s: float | None,
+    peak_rss_mb: float,
+    profile: str | None,
+    connections: int,
+    warmup: dict[str, Any],
+) -> dict[str, Any]:
     """The figures of one measured phase; a run that lost acknowledged rows is FAILED, not a number."""
     elapsed = sum(s["elapsed_s"] for s in steps)
     status: dict[str, int] = {}
@@ -201,8 +255,10 @@ def summarise(steps: list[dict[str, Any]], *, accepted: int, delivered: int | No
     ok = sum(n for code, n in status.items() if 200 <= int(code) < 300)
     failure = None
     if delivered is not None and delivered < accepted:
-        failure = (f"{accepted - delivered} acknowledged rows did not reach Kafka within "
-                   f"{DELIVERY_TIMEOUT_S:.0f} s ({delivered} of {accepted})")
+        failure = (
+            f"{accepted - delivered} acknowledged rows did not reach Kafka within "
+            f"{DELIVERY_TIMEOUT_S:.0f} s ({delivered} of {accepted})"
+        )
     rows_basis = delivered if delivered is not None else accepted
     m: dict[str, Any] = {
         "status": "FAILED" if failure else "ok",
@@ -225,8 +281,7 @@ def summarise(steps: list[dict[str, Any]], *, accepted: int, delivered: int | No
         "rows_delivered": delivered,
         "rows_duplicated": max(0, delivered - accepted) if delivered is not None else None,
         "rows_accepted_per_s": accepted / elapsed if elapsed else 0.0,
-        "rows_delivered_per_s": (None if failure or delivered is None
-                                 else delivered / (elapsed + drain_s)),
+        "rows_delivered_per_s": (None if failure or delivered is None else delivered / (elapsed + drain_s)),
         "requests_per_s": answered / elapsed if elapsed else 0.0,
         "ok_requests_per_s": ok / elapsed if elapsed else 0.0,
         "mb_in_per_s": sum(s["wire_bytes"] for s in steps) / elapsed / 1e6 if elapsed else 0.0,

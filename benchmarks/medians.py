@@ -75,8 +75,10 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
     for f in per_run:
         keys += [k for k in f if k not in keys]
     head = " | ".join(r["run_id"] for r in runs)
-    lines = [f"| scenario | figure | {head} | median | goal | met |",
-             "| --- | --- |" + " --- |" * len(runs) + " --- | --- | --- |"]
+    lines = [
+        f"| scenario | figure | {head} | median | goal | met |",
+        "| --- | --- |" + " --- |" * len(runs) + " --- | --- | --- |",
+    ]
     for key in keys:
         values = [f.get(key, (None, None))[0] for f in per_run]
         limits = [f.get(key, (None, None))[1] for f in per_run]
@@ -84,8 +86,11 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
         present = [v for v in values if v is not None]
         median = statistics.median(present) if present else None
         goal = "" if limit is None else ("≤ " if key[1] in AT_MOST else "≥ ") + _fmt(limit)
-        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(_fmt(v) for v in values)
-                     + f" | **{_fmt(median)}** | {goal} | {meets(key[1], median, limit)} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | "
+            + " | ".join(_fmt(v) for v in values)
+            + f" | **{_fmt(median)}** | {goal} | {meets(key[1], median, limit)} |"
+        )
     return lines
 
 

@@ -98,8 +98,7 @@ def make_body(payload: Payload, rows: list[list[Any]]) -> Body:
     elif payload.fmt == "compact":
         raw = _encoder.encode({"columns": COLUMN_NAMES, "data": rows})
     elif payload.fmt == "restproxy":
-        raw = _encoder.encode({"records": [{"value": dict(zip(COLUMN_NAMES, r, strict=True))}
-                                           for r in rows]})
+        raw = _encoder.encode({"records": [{"value": dict(zip(COLUMN_NAMES, r, strict=True))} for r in rows]})
     else:
         raise ValueError(f"unknown payload format {payload.fmt!r}")
     data = gzip.compress(raw, compresslevel=6, mtime=0) if payload.gzip else raw

@@ -37,9 +37,11 @@ from gateway.context import GATEWAY
 from gateway.limiters.address_share import AddressShares
 
 ADMIN_KEY = "perreq-admin-key"
-PATHS = {"timeplus": "/api/v1beta2/streams/{s}/ingest?wait=false",
-         "tinybird": "/v0/events?name={s}&wait=false",
-         "restproxy": "/topics/{s}"}
+PATHS = {
+    "timeplus": "/api/v1beta2/streams/{s}/ingest?wait=false",
+    "tinybird": "/v0/events?name={s}&wait=false",
+    "restproxy": "/topics/{s}",
+}
 
 
 class Sink(asyncio.Transport):
@@ -74,8 +76,7 @@ class Sink(asyncio.Transport):
         self._closing = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name,
-                                                                                        default)
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
     def pause_reading(self) -> None:
         pass
@@ -88,13 +89,16 @@ class Sink(asyncio.Transport):
 
 
 def request_bytes(path: str, content_type: str, body: bytes) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: {len(body)}\r\n"
-            f"X-Api-Key: {ADMIN_KEY}\r\nContent-Type: {content_type}\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: {len(body)}\r\n"
+        f"X-Api-Key: {ADMIN_KEY}\r\nContent-Type: {content_type}\r\n\r\n"
+    )
     return head.encode() + body
 
 
-async def connection(proto: GuardedHandler, sink: Sink, requests: list[bytes], start: int,
-                     count: int) -> None:
+async def connection(
+    proto: GuardedHandler, sink: Sink, requests: list[bytes], start: int, count: int
+) -> None:
     """Send `count` requests one after another on one connection (keep-alive)."""
     loop = asyncio.get_running_loop()
     for i in range(count):
@@ -107,8 +111,7 @@ def as_compact(ndjson: bytes) -> bytes:
     """The same rows as a compact body: `{"columns": [...], "data": [[...], ...]}`."""
     rows = [json.loads(line) for line in ndjson.splitlines() if line.strip()]
     columns = list(rows[0])
-    return json.dumps({"columns": columns,
-                       "data": [[r.get(c) for c in columns] for r in rows]}).encode()
+    return json.dumps({"columns": columns, "data": [[r.get(c) for c in columns] for r in rows]}).encode()
 
 
 async def _acknowledged(*args: Any, **kwargs: Any) -> asyncio.Future[None]:
@@ -126,9 +129,18 @@ async def hold_full(gw: Any, stream: str) -> None:
     queue.rows = queue.limits.max_rows
 
 
-async def measure(route: str, rows: int, total: int, connections: int, warmup: int,
-                  rounds: int, linger_ms: float, null_sink: bool, refused: bool = False,
-                  compact: bool = False) -> dict[str, Any]:
+async def measure(
+    route: str,
+    rows: int,
+    total: int,
+    connections: int,
+    warmup: int,
+    rounds: int,
+    linger_ms: float,
+    null_sink: bool,
+    refused: bool = False,
+    compact: bool = False,
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="perreq-"))
     app = build_app(Settings(data_dir=tmp, access_log=False, linger_ms=linger_ms), ADMIN_KEY)
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
@@ -141,28 +153,39 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
     while not gw.ready:  # noqa: ASYNC110 (readiness is computed, no event to await)
         await asyncio.sleep(0.01)
     stream = "perreq"
-    await gw.streams.create(Stream(stream, [Column(c["name"], c["type"]) for c in COLUMNS], ""),
-                            created_by="perreq")
+    await gw.streams.create(
+        Stream(stream, [Column(c["name"], c["type"]) for c in COLUMNS], ""), created_by="perreq"
+    )
     payload = Payload("restproxy" if route == "restproxy" else "ndjson", rows)
     bodies = make_pool(payload, RowFactory("perreq"), 64)
     path = PATHS[route].format(s=stream)
-    requests = [request_bytes(path, "application/json", as_compact(b.data)) if compact
-                else request_bytes(path, payload.content_type, b.data) for b in bodies]
+    requests = [
+        request_bytes(path, "application/json", as_compact(b.data))
+        if compact
+        else request_bytes(path, payload.content_type, b.data)
+        for b in bodies
+    ]
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
     shares = AddressShares(10_000, gw.settings.address_share)  # as gateway.server wires them
     protos = []
     for _ in range(connections):
-        proto = GuardedHandler(server, loop=loop, max_connections=10_000, header_timeout=10.0,
-                               shares=shares, budget=gw.queues.budget,
-                               max_head_bytes=gw.settings.max_head_bytes, **server._kwargs)
+        proto = GuardedHandler(
+            server,
+            loop=loop,
+            max_connections=10_000,
+            header_timeout=10.0,
+            shares=shares,
+            budget=gw.queues.budget,
+            max_head_bytes=gw.settings.max_head_bytes,
+            **server._kwargs,
+        )
         sink = Sink()
         proto.connection_made(sink)
         protos.append((proto, sink))
     per = max(1, warmup // connections)
-    await asyncio.gather(*(connection(p, s, requests, i * 7, per) for i, (p, s) in
-                           enumerate(protos)))
+    await asyncio.gather(*(connection(p, s, requests, i * 7, per) for i, (p, s) in enumerate(protos)))
     if refused:
         await hold_full(gw, stream)
     results = []
@@ -170,8 +193,7 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
         gc.collect()
         per = total // connections
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(connection(p, s, requests, i * 11, per) for i, (p, s) in
-                               enumerate(protos)))
+        await asyncio.gather(*(connection(p, s, requests, i * 11, per) for i, (p, s) in enumerate(protos)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         results.append(cpu / (per * connections) * 1e6)
     statuses: dict[str, int] = {}
@@ -180,9 +202,16 @@ async def measure(route: str, rows: int, total: int, connections: int, warmup: i
             statuses[k.decode()] = statuses.get(k.decode(), 0) + v
     await runner.cleanup()
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"route": route, "rows": rows, "refused": refused, "requests_per_round": per * connections,
-            "cpu_us_per_request": results, "median": statistics.median(results),
-            "statuses": statuses, "wall_s_last_round": wall}
+    return {
+        "route": route,
+        "rows": rows,
+        "refused": refused,
+        "requests_per_round": per * connections,
+        "cpu_us_per_request": results,
+        "median": statistics.median(results),
+        "statuses": statuses,
+        "wall_s_last_round": wall,
+    }
 
 
 def main() -> int:
@@ -194,17 +223,38 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=4_000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--linger-ms", type=float, default=5.0)
-    p.add_argument("--null-sink", action="store_true",
-                   help="acknowledge every flush at once (no file, no thread): with --linger-ms 0 "
-                        "the run has no timing in it, so instruction counts repeat (valgrind)")
-    p.add_argument("--refused", action="store_true",
-                   help="measure refusals: the stream's queue is held full after the warm-up "
-                        "(every request gets 429 before its body is decoded, as in S6)")
-    p.add_argument("--compact", action="store_true",
-                   help="send the rows as compact bodies (timeplus route) instead of NDJSON")
+    p.add_argument(
+        "--null-sink",
+        action="store_true",
+        help="acknowledge every flush at once (no file, no thread): with --linger-ms 0 "
+        "the run has no timing in it, so instruction counts repeat (valgrind)",
+    )
+    p.add_argument(
+        "--refused",
+        action="store_true",
+        help="measure refusals: the stream's queue is held full after the warm-up "
+        "(every request gets 429 before its body is decoded, as in S6)",
+    )
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="send the rows as compact bodies (timeplus route) instead of NDJSON",
+    )
     a = p.parse_args()
-    result = uvloop.run(measure(a.route, a.rows, a.requests, a.connections, a.warmup, a.rounds,
-                                a.linger_ms, a.null_sink, a.refused, a.compact))
+    result = uvloop.run(
+        measure(
+            a.route,
+            a.rows,
+            a.requests,
+            a.connections,
+            a.warmup,
+            a.rounds,
+            a.linger_ms,
+            a.null_sink,
+            a.refused,
+            a.compact,
+        )
+    )
     json.dump(result, sys.stdout)
     print()
     return 0

@@ -23,8 +23,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of every Python child: this checkout's packages first on the path."""
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""),
-            **(extra or {})}
+    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), **(extra or {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +176,13 @@ class Server:
         log = self._open_log()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, env=child_env(self.env), cwd=ROOT)
+                *self.argv,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=child_env(self.env),
+                cwd=ROOT,
+            )
         finally:
             log.close()
         return self

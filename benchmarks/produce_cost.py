@@ -52,8 +52,10 @@ class Flush:
 
     @classmethod
     def of(cls, values: list[bytes]) -> Flush:
-        runs = [b"".join(v + b"\n" for v in values[i:i + REQUEST_ROWS])
-                for i in range(0, len(values), REQUEST_ROWS)]
+        runs = [
+            b"".join(v + b"\n" for v in values[i : i + REQUEST_ROWS])
+            for i in range(0, len(values), REQUEST_ROWS)
+        ]
         return cls(values, [HEADERS] * len(values), runs, [HEADERS] * len(runs))
 
 
@@ -61,8 +63,9 @@ Build = Callable[[Flush], list[Any]]
 
 
 def rows(n: int) -> list[bytes]:
-    return [b'{"id":%d,"name":"%s","value":%d.25,"ok":true}' % (i, b"n" * (100 + i % 20), i)
-            for i in range(n)]
+    return [
+        b'{"id":%d,"name":"%s","value":%d.25,"ok":true}' % (i, b"n" * (100 + i % 20), i) for i in range(n)
+    ]
 
 
 def aiokafka_append(flush: Flush) -> list[Any]:
@@ -99,11 +102,13 @@ def encoder_fill(encoder: Encoder) -> Build:
     def fill(flush: Flush) -> list[Any]:
         out, start = [], 0
         while start < len(flush.values):
-            batch = RecordBatch.fill(flush.values, None, flush.headers, None, start, TS, BATCH_BYTES,
-                                     encoder=encoder)
+            batch = RecordBatch.fill(
+                flush.values, None, flush.headers, None, start, TS, BATCH_BYTES, encoder=encoder
+            )
             start += batch.record_count()
             out.append(batch)
         return out
+
     return fill
 
 
@@ -111,10 +116,12 @@ def encoder_fill_lines(encoder: Encoder) -> Build:
     def fill(flush: Flush) -> list[Any]:
         out, run, offset = [], 0, 0
         while run < len(flush.runs):
-            batch, run, offset = RecordBatch.fill_lines(flush.runs, flush.run_headers, run, offset, TS,
-                                                        BATCH_BYTES, encoder=encoder)
+            batch, run, offset = RecordBatch.fill_lines(
+                flush.runs, flush.run_headers, run, offset, TS, BATCH_BYTES, encoder=encoder
+            )
             out.append(batch)
         return out
+
     return fill
 
 
@@ -158,9 +165,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.malloc_tuned:
         keep_request_buffers()
-    paths: dict[str, Build] = {"aiokafka-append": aiokafka_append, "c-builder": c_builder,
-                               "pure-python": encoder_fill(PURE),
-                               "pure-python-lines": encoder_fill_lines(PURE)}
+    paths: dict[str, Build] = {
+        "aiokafka-append": aiokafka_append,
+        "c-builder": c_builder,
+        "pure-python": encoder_fill(PURE),
+        "pure-python-lines": encoder_fill_lines(PURE),
+    }
     if NATIVE is not None:
         paths["native"] = encoder_fill(NATIVE)
         paths["native-lines"] = encoder_fill_lines(NATIVE)
@@ -168,14 +178,18 @@ def main() -> None:
     for _ in range(args.rounds):  # interleaved, so that load changes hit every path alike
         for name, build in paths.items():
             results[name].append(measure(build, args.flushes, args.flush_rows))
-    print(f"CPU-s per million records, median of {args.rounds} rounds "
-          f"({args.flush_rows}-row flushes, 1 MiB batches{', malloc tuned' if args.malloc_tuned else ''})")
+    print(
+        f"CPU-s per million records, median of {args.rounds} rounds "
+        f"({args.flush_rows}-row flushes, 1 MiB batches{', malloc tuned' if args.malloc_tuned else ''})"
+    )
     print(f"{'path':>16} {'fill':>7} {'finish':>7} {'request':>8} {'total':>7}  (total min-max)")
     for name, runs in results.items():
         fill, fin, req = (statistics.median(r[k] for r in runs) for k in range(3))
         totals = [sum(r) for r in runs]
-        print(f"{name:>16} {fill:7.3f} {fin:7.3f} {req:8.3f} {fill + fin + req:7.3f}  "
-              f"({min(totals):.3f}-{max(totals):.3f})")
+        print(
+            f"{name:>16} {fill:7.3f} {fin:7.3f} {req:8.3f} {fill + fin + req:7.3f}  "
+            f"({min(totals):.3f}-{max(totals):.3f})"
+        )
 
 
 if __name__ == "__main__":

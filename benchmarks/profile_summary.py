@@ -37,8 +37,9 @@ def stage_of(names: list[str]) -> str:
 def summarise(path: Path) -> str:
     doc = json.loads(path.read_text())
     frames = doc["shared"]["frames"]
-    labels = [f"{f['name']} ({f.get('file', '').split('site-packages/')[-1]}:{f.get('line', '')})"
-              for f in frames]
+    labels = [
+        f"{f['name']} ({f.get('file', '').split('site-packages/')[-1]}:{f.get('line', '')})" for f in frames
+    ]
     stages: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0

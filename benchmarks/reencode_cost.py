@@ -43,23 +43,39 @@ ZEROS = bytes.maketrans(b"123456789", b"000000000")
 def exact_decoder(schema: CompiledSchema) -> msgspec.json.Decoder[Any]:
     """The schema's row type with every column required and unknown fields refused."""
     fields = [(f"f{i}", f.py) for i, f in enumerate(schema.fields)]
-    row = msgspec.defstruct("Exact", fields, kw_only=True, forbid_unknown_fields=True,
-                            rename={f"f{i}": c for i, c in enumerate(schema.columns)})
+    row = msgspec.defstruct(
+        "Exact",
+        fields,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        rename={f"f{i}": c for i, c in enumerate(schema.columns)},
+    )
     return msgspec.json.Decoder(row)
 
 
 def structure_ok(data: bytes, n: int, columns: int) -> bool:
     """Framing and exactly-once keys (the rows decoded with `exact_decoder`)."""
-    return (data.count(b"}\n{") == n - 1 and data[:1] == b"{"
-            and data.rstrip(b"\n")[-1:] == b"}" and b"\r" not in data
-            and data.count(b'":') == n * columns and b'" ' not in data and b'"\t' not in data)
+    return (
+        data.count(b"}\n{") == n - 1
+        and data[:1] == b"{"
+        and data.rstrip(b"\n")[-1:] == b"}"
+        and b"\r" not in data
+        and data.count(b'":') == n * columns
+        and b'" ' not in data
+        and b'"\t' not in data
+    )
 
 
 def datetimes_ok(data: bytes) -> bool:
     """No datetime form msgspec accepts but RFC 3339 does not (nor an escape that could hide one)."""
     zeros = data.translate(ZEROS)
-    return not (b"00-00 00:00:00" in zeros or b'0+0000"' in zeros or b'0-0000"' in zeros
-                or b"\\u002" in data or b"\\u003" in data)
+    return not (
+        b"00-00 00:00:00" in zeros
+        or b'0+0000"' in zeros
+        or b'0-0000"' in zeros
+        or b"\\u002" in data
+        or b"\\u003" in data
+    )
 
 
 def passes(data: bytes, exact: msgspec.json.Decoder[Any], columns: int) -> list[bytes] | None:
@@ -116,14 +132,15 @@ def main() -> int:
     print("| --- | --- | --- |")
     for name, fn in [
         ("typed decode (decode_ndjson)", lambda b: schema.decode_ndjson(b, 0)),
-        ("**re-encode: what pass-through would save** (schema.encode: encode_lines + split)",
-         lambda b: schema.encode(decoded[id(b)])),
-        ("split of the input into lines (pass-through needs it instead)",
-         lambda b: b.split(b"\n")),
+        (
+            "**re-encode: what pass-through would save** (schema.encode: encode_lines + split)",
+            lambda b: schema.encode(decoded[id(b)]),
+        ),
+        ("split of the input into lines (pass-through needs it instead)", lambda b: b.split(b"\n")),
         ("exact decode (no defaults, unknown fields refused)", lambda b: exact.decode_lines(b)),
         ("check: framing and exactly-once keys", lambda b: structure_ok(b, 100, ncols)),
-        ("  `\":` count alone", lambda b: b.count(b'":')),
-        ("  `\" ` search alone", lambda b: b'" ' in b),
+        ('  `":` count alone', lambda b: b.count(b'":')),
+        ('  `" ` search alone', lambda b: b'" ' in b),
         ("check: datetime forms", datetimes_ok),
         ("**pass-through: exact decode + split + checks**", lambda b: passes(b, exact, ncols)),
     ]:

@@ -33,14 +33,16 @@ async def fill(bootstrap: str, records: int) -> str:
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
-                                max_batch_size=1 << 20, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, acks="all", max_batch_size=1 << 20, enable_idempotence=True
+    )
     await producer.start()
     try:
         for p in range(PARTITIONS):
-            sent = [await producer.send(topic, VALUE, partition=p,
-                                        headers=[("schema-version", b"1")])
-                    for _ in range(records)]
+            sent = [
+                await producer.send(topic, VALUE, partition=p, headers=[("schema-version", b"1")])
+                for _ in range(records)
+            ]
             await asyncio.gather(*sent)
     finally:
         await producer.stop()
@@ -51,8 +53,7 @@ async def main(bootstrap: str, records: int, rounds: int) -> None:
     topic = await fill(bootstrap, records)
     starts = {TopicPartition(topic, p): 0 for p in range(PARTITIONS)}
     for run in range(rounds):
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
             wall, cpu = time.perf_counter(), time.process_time()
@@ -60,9 +61,11 @@ async def main(bootstrap: str, records: int, rounds: int) -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         finally:
             await consumer.stop()
-        print(f"run {run}: {PARTITIONS}x{records} records scanned in {wall:.2f} s wall, "
-              f"{cpu:.2f} s CPU ({PARTITIONS * records / cpu / 1e3:.0f}k records per CPU-s), "
-              f"complete={scan.complete}")
+        print(
+            f"run {run}: {PARTITIONS}x{records} records scanned in {wall:.2f} s wall, "
+            f"{cpu:.2f} s CPU ({PARTITIONS * records / cpu / 1e3:.0f}k records per CPU-s), "
+            f"complete={scan.complete}"
+        )
 
 
 if __name__ == "__main__":

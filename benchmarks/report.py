@@ -62,41 +62,55 @@ def _bound(m: dict[str, Any]) -> str:
 
 
 def _ceilings(c: dict[str, Any]) -> list[str]:
-    out = ["| ceiling | figure | CPU s / M rows | p50 / p90 / p99 / p99.9 / max ms | other CPU s |",
-           "| --- | --- | --- | --- | --- |"]
+    out = [
+        "| ceiling | figure | CPU s / M rows | p50 / p90 / p99 / p99.9 / max ms | other CPU s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     if "hello" in c:
         h = c["hello"]
-        out.append(f"| (1) aiohttp + uvloop hello world, 1-row POST | {_n(h['requests_per_s'])} "
-                   f"req/s{_bound(h)} | {_n(h['gateway_cpu_s_per_million_rows'], 1)} per M requests "
-                   f"| {_lat(h)} | {_n(h.get('other_cpu_s'), 1)} |")
+        out.append(
+            f"| (1) aiohttp + uvloop hello world, 1-row POST | {_n(h['requests_per_s'])} "
+            f"req/s{_bound(h)} | {_n(h['gateway_cpu_s_per_million_rows'], 1)} per M requests "
+            f"| {_lat(h)} | {_n(h.get('other_cpu_s'), 1)} |"
+        )
     for key, d in c.get("decode", {}).items():
-        out.append(f"| (2) read + untyped msgspec decode, {key} | {_n(d['rows_per_s'])} rows/s "
-                   f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)} | "
-                   f"{_n(d['gateway_cpu_s_per_million_rows'], 2)} | {_lat(d)} | "
-                   f"{_n(d.get('other_cpu_s'), 1)} |")
+        out.append(
+            f"| (2) read + untyped msgspec decode, {key} | {_n(d['rows_per_s'])} rows/s "
+            f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)} | "
+            f"{_n(d['gateway_cpu_s_per_million_rows'], 2)} | {_lat(d)} | "
+            f"{_n(d.get('other_cpu_s'), 1)} |"
+        )
     if "producer_perf" in c:
         pp = c["producer_perf"]
         lat = pp["latency_ms"]
-        out.append(f"| (3) Kafka ProducerPerformance (Java, acks=all, {pp['records']:,} records of "
-                   f"~{pp['value_bytes_mean']:.0f} B) | {_n(pp['records_per_s'])} records/s | "
-                   f"{_n(pp['cpu_s'] / pp['records'] * 1e6, 2)} (JVM incl. start) | "
-                   f"{lat['p50']} / - / {lat['p99']} / {lat['p999']} / {lat['max']:.0f} | - |")
-    for name, label in (("aiokafka", "(4) bare aiokafka batch-API loop (acks=all, idempotent)"),
-                        ("aiokafka_native", "(4n) the same, batches by the gateway's encoder")):
+        out.append(
+            f"| (3) Kafka ProducerPerformance (Java, acks=all, {pp['records']:,} records of "
+            f"~{pp['value_bytes_mean']:.0f} B) | {_n(pp['records_per_s'])} records/s | "
+            f"{_n(pp['cpu_s'] / pp['records'] * 1e6, 2)} (JVM incl. start) | "
+            f"{lat['p50']} / - / {lat['p99']} / {lat['p999']} / {lat['max']:.0f} | - |"
+        )
+    for name, label in (
+        ("aiokafka", "(4) bare aiokafka batch-API loop (acks=all, idempotent)"),
+        ("aiokafka_native", "(4n) the same, batches by the gateway's encoder"),
+    ):
         if name in c:
             a = c[name]
             moved = _moved(a, c.get("aiokafka")) if name == "aiokafka_native" else ""
-            out.append(f"| {label} | {_n(a['records_per_s'])} records/s{moved} | "
-                       f"{_n(_cpu_per_m(a), 2)} | - | - |")
-    for name, label in (("produce", "(5) read + untyped decode + bare aiokafka batch produce of "
-                                     "the lines"),
-                        ("produce_native", "(5n) the same, batches by the gateway's encoder")):
+            out.append(
+                f"| {label} | {_n(a['records_per_s'])} records/s{moved} | {_n(_cpu_per_m(a), 2)} | - | - |"
+            )
+    for name, label in (
+        ("produce", "(5) read + untyped decode + bare aiokafka batch produce of the lines"),
+        ("produce_native", "(5n) the same, batches by the gateway's encoder"),
+    ):
         for key, d in c.get(name, {}).items():
             wait = "wait=true" if d.get("wait") else "wait=false"
-            moved = (_moved(d, c.get("produce", {}).get(key)) if name == "produce_native" else "")
-            out.append(f"| {label}, {d['payload']}, {wait} | {_rows(d)} rows/s delivered "
-                       f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)}{moved} | "
-                       f"{_n(_cpu_per_m(d), 2)} | {_lat(d)} | {_n(d.get('other_cpu_s'), 1)} |")
+            moved = _moved(d, c.get("produce", {}).get(key)) if name == "produce_native" else ""
+            out.append(
+                f"| {label}, {d['payload']}, {wait} | {_rows(d)} rows/s delivered "
+                f"({_n(d['ok_requests_per_s'])} req/s){_bound(d)}{moved} | "
+                f"{_n(_cpu_per_m(d), 2)} | {_lat(d)} | {_n(d.get('other_cpu_s'), 1)} |"
+            )
     return out
 
 
@@ -108,8 +122,7 @@ def _cpu_per_m(m: dict[str, Any]) -> float | None:
     return m["cpu_s"] / m["records"] * 1e6 if m.get("records") else None
 
 
-def moved_by_native(native: dict[str, Any], base: dict[str, Any] | None
-                    ) -> tuple[float | None, float | None]:
+def moved_by_native(native: dict[str, Any], base: dict[str, Any] | None) -> tuple[float | None, float | None]:
     """How far the gateway's batch encoder moves a ceiling: (rows/s, CPU s per M rows) of the
     native-builder measurement over the aiokafka-builder one (None when either is missing)."""
     if not base or native.get("status", "ok") != "ok" or base.get("status", "ok") != "ok":
@@ -117,8 +130,7 @@ def moved_by_native(native: dict[str, Any], base: dict[str, Any] | None
     rows_n = native.get("rows_per_s") or native.get("records_per_s")
     rows_b = base.get("rows_per_s") or base.get("records_per_s")
     cpu_n, cpu_b = _cpu_per_m(native), _cpu_per_m(base)
-    return (rows_n / rows_b if rows_n and rows_b else None,
-            cpu_n / cpu_b if cpu_n and cpu_b else None)
+    return (rows_n / rows_b if rows_n and rows_b else None, cpu_n / cpu_b if cpu_n and cpu_b else None)
 
 
 def _moved(native: dict[str, Any], base: dict[str, Any] | None) -> str:
@@ -129,10 +141,12 @@ def _moved(native: dict[str, Any], base: dict[str, Any] | None) -> str:
 
 
 def _scenarios(run: dict[str, Any]) -> list[str]:
-    out = ["| id | rows/s delivered | req/s | MB/s in | p50 / p90 / p99 / p99.9 / max ms | "
-           "429 / 503 / 5xx / err | GW CPU s / M rows | GW peak RSS MB | broker CPU s | "
-           "loadgen CPU s | other CPU s | ratio | goal |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| id | rows/s delivered | req/s | MB/s in | p50 / p90 / p99 / p99.9 / max ms | "
+        "429 / 503 / 5xx / err | GW CPU s / M rows | GW peak RSS MB | broker CPU s | "
+        "loadgen CPU s | other CPU s | ratio | goal |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     notes: list[str] = []
     for sid, r in run["scenarios"].items():
         goal = r.get("goal", {})
@@ -142,68 +156,91 @@ def _scenarios(run: dict[str, Any]) -> list[str]:
         m = r["measurement"]
         ratios = r.get("ratios", {})
         if sid == "S3":
-            ratio = (f"{_r(ratios.get('requests_vs_ceiling_1'))} x c(1) "
-                     f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_1'))})")
+            ratio = (
+                f"{_r(ratios.get('requests_vs_ceiling_1'))} x c(1) "
+                f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_1'))})"
+            )
         elif sid in ("S7", "S8"):
             ratio = f"{_r(ratios.get('rows_vs_S1'))} x S1"
         else:
-            ratio = (f"{_r(ratios.get('rows_vs_ceiling_2'))} x c(2) "
-                     f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_2'))})")
+            ratio = (
+                f"{_r(ratios.get('rows_vs_ceiling_2'))} x c(2) "
+                f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_2'))})"
+            )
             if ratios.get("rows_vs_ceiling_5") is not None:
-                ratio += (f"; {_r(ratios.get('rows_vs_ceiling_5'))} x c(5) "
-                          f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_5'))})")
+                ratio += (
+                    f"; {_r(ratios.get('rows_vs_ceiling_5'))} x c(5) "
+                    f"(CPU {_r(ratios.get('cpu_efficiency_vs_ceiling_5'))})"
+                )
         checks = "; ".join(
             f"{c['name']} {_r(c['value']) if isinstance(c['value'], float) else c['value']}"
             f"{' ' + c['unit'] if c.get('unit') else ''}"
             f"{'' if c['limit'] is None else ' vs ' + str(c['limit'])}"
             f" {'✓' if c['ok'] else '✗' if c['ok'] is False else '?'}"
-            for c in goal.get("checks", []))
+            for c in goal.get("checks", [])
+        )
         out.append(
             f"| {sid} | {_rows(m)} | {_n(m['requests_per_s'])} | {_n(m['mb_in_per_s'], 1)} | "
             f"{_lat(m)} | {_codes(m)} | {_n(m['gateway_cpu_s_per_million_rows'], 2)} | "
             f"{_n(m['gateway_peak_rss_mb'])} | {_n(m['broker_cpu_s'], 1)} | "
             f"{_n(m['loadgen_cpu_s'], 1)} | {_n(m.get('other_cpu_s'), 1)} | {ratio} | "
-            f"**{goal.get('status')}**{': ' + checks if checks else ''} |")
+            f"**{goal.get('status')}**{': ' + checks if checks else ''} |"
+        )
         cfg = r.get("config", {})
         if cfg.get("mode") == "open loop":
-            notes.append(f"- {sid}: open loop at {_n(cfg.get('rate'))} requests/s offered, "
-                         f"{_n(m.get('requests_missed'))} due requests found no free connection.")
+            notes.append(
+                f"- {sid}: open loop at {_n(cfg.get('rate'))} requests/s offered, "
+                f"{_n(m.get('requests_missed'))} due requests found no free connection."
+            )
         if "ramp" in r:
             k = r["ramp"]
-            steps = ", ".join(f"{_n(s['offered_rate'])}→{_n(s['ok_per_s'])} "
-                              f"(p99 {_n(s['latency_ms']['p99'], 1)} ms)"
-                              f"{'' if s.get('passed') else ' ✗'}" for s in k["steps"])
-            notes.append(f"- S1 knee: **{_n(k['knee_requests_per_s'])} requests/s "
-                         f"({_n(k['knee_rows_per_s'])} rows/s)**"
-                         f"{' (at least: the top step passed)' if k['knee_at_top'] else ''}; "
-                         f"offered→answered 2xx per s: {steps}. Rule: {k['knee_rule']}.")
+            steps = ", ".join(
+                f"{_n(s['offered_rate'])}→{_n(s['ok_per_s'])} "
+                f"(p99 {_n(s['latency_ms']['p99'], 1)} ms)"
+                f"{'' if s.get('passed') else ' ✗'}"
+                for s in k["steps"]
+            )
+            notes.append(
+                f"- S1 knee: **{_n(k['knee_requests_per_s'])} requests/s "
+                f"({_n(k['knee_rows_per_s'])} rows/s)**"
+                f"{' (at least: the top step passed)' if k['knee_at_top'] else ''}; "
+                f"offered→answered 2xx per s: {steps}. Rule: {k['knee_rule']}."
+            )
         if "decompression" in r:
             d = r["decompression"]
-            notes.append(f"- S5 decompression: gzip {_n(d['gzip_cpu_s_per_million_rows'], 2)} vs "
-                         f"plain {_n(d['plain_cpu_s_per_million_rows'], 2)} gateway CPU s per M "
-                         f"rows (1,000-row NDJSON): gzip costs "
-                         f"{_n(d['extra_cpu_s_per_million_rows'], 2)} s per M rows "
-                         f"({_n((d['extra_share'] or 0) * 100, 0)}% of the gzip run's CPU); "
-                         f"rows/s gzip {_n(d['gzip_rows_per_s'])} vs plain "
-                         f"{_n(d['plain_rows_per_s'])}; compression ratio "
-                         f"{_n(d['compression_ratio'], 1)}.")
+            notes.append(
+                f"- S5 decompression: gzip {_n(d['gzip_cpu_s_per_million_rows'], 2)} vs "
+                f"plain {_n(d['plain_cpu_s_per_million_rows'], 2)} gateway CPU s per M "
+                f"rows (1,000-row NDJSON): gzip costs "
+                f"{_n(d['extra_cpu_s_per_million_rows'], 2)} s per M rows "
+                f"({_n((d['extra_share'] or 0) * 100, 0)}% of the gzip run's CPU); "
+                f"rows/s gzip {_n(d['gzip_rows_per_s'])} vs plain "
+                f"{_n(d['plain_rows_per_s'])}; compression ratio "
+                f"{_n(d['compression_ratio'], 1)}."
+            )
         if "cores" in r:
             c = r["cores"]
-            notes.append(f"- S8 ({cfg.get('gateway_mode')}): {_n(c['scaling_vs_S1'], 2)} x S1's "
-                         f"rows/s. CPU seconds over {_n(m['wall_s'], 1)} s "
-                         f"({_n(c['cores_available_s'], 1)} core-seconds available): gateway "
-                         f"{_n(c['gateway_cpu_s'], 1)}, broker {_n(c['broker_cpu_s'], 1)}, load "
-                         f"generator {_n(c['loadgen_cpu_s'], 1)}, harness "
-                         f"{_n(c['harness_cpu_s'], 1)}, others {_n(c['other_cpu_s'], 1)}.")
-        refused = {k: v for k, v in r.get("gateway_counters", {}).items()
-                   if k.startswith("gateway_throttled_requests_total") and v}
+            notes.append(
+                f"- S8 ({cfg.get('gateway_mode')}): {_n(c['scaling_vs_S1'], 2)} x S1's "
+                f"rows/s. CPU seconds over {_n(m['wall_s'], 1)} s "
+                f"({_n(c['cores_available_s'], 1)} core-seconds available): gateway "
+                f"{_n(c['gateway_cpu_s'], 1)}, broker {_n(c['broker_cpu_s'], 1)}, load "
+                f"generator {_n(c['loadgen_cpu_s'], 1)}, harness "
+                f"{_n(c['harness_cpu_s'], 1)}, others {_n(c['other_cpu_s'], 1)}."
+            )
+        refused = {
+            k: v
+            for k, v in r.get("gateway_counters", {}).items()
+            if k.startswith("gateway_throttled_requests_total") and v
+        }
         if refused:
-            causes = ", ".join(f"{k.split('{', 1)[1].rstrip('}')}: {v:,.0f}"
-                               for k, v in refused.items())
+            causes = ", ".join(f"{k.split('{', 1)[1].rstrip('}')}: {v:,.0f}" for k, v in refused.items())
             notes.append(f"- {sid} refusals by cause (gateway /metrics, whole scenario): {causes}.")
         if m.get("loadgen_saturated"):
-            notes.append(f"- {sid}: the load generator used ≥ 85% of a core: the figure may be "
-                         "the load generator's limit, not the gateway's.")
+            notes.append(
+                f"- {sid}: the load generator used ≥ 85% of a core: the figure may be "
+                "the load generator's limit, not the gateway's."
+            )
         if m.get("profile"):
             notes.append(f"- {sid} profile: `{Path(m['profile']).name}`")
     return out + (["", *notes] if notes else [])
@@ -242,8 +279,11 @@ def _summary_row(run: dict[str, Any]) -> str:
         r = run["scenarios"].get(sid)
         cells.append("" if r is None else (r.get("goal") or {}).get("status", "?"))
     git = run["git"]
-    return (f"| {run['run_id']} | {(git.get('commit') or '?')[:10]}{'*' if git.get('dirty') else ''} | "
-            + " | ".join(cells) + f" | {run['config'].get('note', '')} |")
+    return (
+        f"| {run['run_id']} | {(git.get('commit') or '?')[:10]}{'*' if git.get('dirty') else ''} | "
+        + " | ".join(cells)
+        + f" | {run['config'].get('note', '')} |"
+    )
 
 
 def run_files(results_dir: Path) -> list[Path]:
@@ -259,9 +299,14 @@ def write_results_md(results_dir: Path, md_path: Path) -> None:
             runs.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-    lines = [BEGIN, "", "## Runs (newest first)", "",
-             "| run | commit | S1 | S2 | S3 | S4 | S5 | S6 | S7 | S8 | S9 | note |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        BEGIN,
+        "",
+        "## Runs (newest first)",
+        "",
+        "| run | commit | S1 | S2 | S3 | S4 | S5 | S6 | S7 | S8 | S9 | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     lines += [_summary_row(r) for r in runs] + [""]
     for run in runs[:DETAILED_RUNS]:
         lines += run_section(run)
@@ -287,15 +332,25 @@ def write_chart(run: dict[str, Any], path: Path) -> Path:
     if knee and knee.get("steps"):
         offered = [s["offered_rate"] for s in knee["steps"]]
         per = knee["rows_per_request"]
-        ramp_ax.plot([o * per for o in offered], [s["ok_per_s"] * per for s in knee["steps"]],
-                     "o-", label="rows/s accepted (2xx)")
-        ramp_ax.plot([o * per for o in offered], [o * per for o in offered], ":", color="grey",
-                     label="offered")
+        ramp_ax.plot(
+            [o * per for o in offered],
+            [s["ok_per_s"] * per for s in knee["steps"]],
+            "o-",
+            label="rows/s accepted (2xx)",
+        )
+        ramp_ax.plot(
+            [o * per for o in offered], [o * per for o in offered], ":", color="grey", label="offered"
+        )
         if knee.get("knee_rows_per_s"):
             ramp_ax.axvline(knee["knee_rows_per_s"], color="red", linestyle="--", label="knee")
         p99_ax = ramp_ax.twinx()
-        p99_ax.plot([o * per for o in offered], [s["latency_ms"]["p99"] or 0 for s in knee["steps"]],
-                    "s--", color="tab:orange", label="p99 ms")
+        p99_ax.plot(
+            [o * per for o in offered],
+            [s["latency_ms"]["p99"] or 0 for s in knee["steps"]],
+            "s--",
+            color="tab:orange",
+            label="p99 ms",
+        )
         p99_ax.set_ylabel("p99 latency (ms)")
         p99_ax.set_yscale("log")
         handles = ramp_ax.get_legend_handles_labels()
@@ -329,8 +384,7 @@ def write_chart(run: dict[str, Any], path: Path) -> Path:
     lat_ax.set_ylabel("client latency (ms)")
     lat_ax.set_title("latency percentiles per scenario")
     lat_ax.legend()
-    fig.suptitle(f"ingest-gateway benchmark {run['run_id']} "
-                 f"({(run['git'].get('commit') or '?')[:10]})")
+    fig.suptitle(f"ingest-gateway benchmark {run['run_id']} ({(run['git'].get('commit') or '?')[:10]})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

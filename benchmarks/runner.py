@@ -51,8 +51,15 @@ from benchmarks.scenarios import (
     produce_ceiling_modes,
 )
 
-CEILINGS = ("hello", "decode", "producer-perf", "aiokafka", "aiokafka-native", "produce",
-            "produce-native")  # "-native": batches built by the gateway's encoder
+CEILINGS = (
+    "hello",
+    "decode",
+    "producer-perf",
+    "aiokafka",
+    "aiokafka-native",
+    "produce",
+    "produce-native",
+)  # "-native": batches built by the gateway's encoder
 RAMP_FRACTIONS = (0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 QUICK_RAMP_FRACTIONS = (0.5, 0.9, 1.3)
 
@@ -120,13 +127,17 @@ class Run:
             self._pools[k] = make_pool(payload, self.rows, count)
         return self._pools[k]
 
-    def requests(self, payload: Payload, port: int, paths: list[str], wait: bool,
-                 size: int | None = None) -> list[Request]:
+    def requests(
+        self, payload: Payload, port: int, paths: list[str], wait: bool, size: int | None = None
+    ) -> list[Request]:
         headers = self.headers(payload)
         query = "" if payload.fmt == "restproxy" else "?wait=true" if wait else "?wait=false"
-        return [build_request("127.0.0.1", port, paths[i % len(paths)] + query, headers, b.data,
-                              b.rows, b.raw_bytes)
-                for i, b in enumerate(self.pool(payload, size))]
+        return [
+            build_request(
+                "127.0.0.1", port, paths[i % len(paths)] + query, headers, b.data, b.rows, b.raw_bytes
+            )
+            for i, b in enumerate(self.pool(payload, size))
+        ]
 
     def headers(self, payload: Payload) -> dict[str, str]:
         headers = {"X-Api-Key": self.key, "Content-Type": payload.content_type}
@@ -162,13 +173,18 @@ class Run:
                     self.results[sid] = await self._scenario(SCENARIOS[sid])
                 except Exception as exc:  # one broken scenario must not lose the others' figures
                     self.say(f"scenario {sid} errored: {exc}")
-                    self.results[sid] = {"id": sid, "error": str(exc),
-                                         "goal": {"text": SCENARIOS[sid].goal, "status": "error",
-                                                  "checks": []}}
+                    self.results[sid] = {
+                        "id": sid,
+                        "error": str(exc),
+                        "goal": {"text": SCENARIOS[sid].goal, "status": "error", "checks": []},
+                    }
         finally:
             await self.offsets.close()
-            troubled = [sid for sid, r in self.results.items()
-                        if r.get("goal", {}).get("status") in ("FAILED", "error")]
+            troubled = [
+                sid
+                for sid, r in self.results.items()
+                if r.get("goal", {}).get("status") in ("FAILED", "error")
+            ]
             if troubled:
                 self.say(f"gateway logs of this run kept in {self.work} ({', '.join(troubled)})")
             else:
@@ -183,10 +199,12 @@ class Run:
             "machine": {**host, "loadavg_end": machine()["loadavg"]},
             "versions": versions(kafka_version),
             "git": git(),
-            "config": {**{k: (str(v) if isinstance(v, Path) else v)
-                          for k, v in vars(self.o).items()},
-                       "pinning": {"gateway": self.pinning.gateway, "loadgen": self.pinning.loadgen},
-                       "bootstrap": self.bootstrap, "broker_pid_found": self.broker_pid is not None},
+            "config": {
+                **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.o).items()},
+                "pinning": {"gateway": self.pinning.gateway, "loadgen": self.pinning.loadgen},
+                "bootstrap": self.bootstrap,
+                "broker_pid_found": self.broker_pid is not None,
+            },
             "ceilings": self.ceilings,
             "knee": self.knee,
             "scenarios": self.results,
@@ -194,24 +212,36 @@ class Run:
         }
 
     # ---- ceilings ---------------------------------------------------------------------------
-    async def _server_ceiling(self, module: str, payload: Payload, *args: str, wait: bool = False,
-                              topics: list[str] | None = None) -> dict[str, Any]:
+    async def _server_ceiling(
+        self, module: str, payload: Payload, *args: str, wait: bool = False, topics: list[str] | None = None
+    ) -> dict[str, Any]:
         """A ceiling server under the scenarios' load; with `topics`, the rows it writes to them
         are counted as a gateway's are."""
         port = free_port()
         argv = python_module(module, str(port), *args)
-        server = Server(module, self.pinning.wrap("gateway", argv), port,
-                        self.work / f"{module}.log")
+        server = Server(module, self.pinning.wrap("gateway", argv), port, self.work / f"{module}.log")
         await server.start()
         try:
             await server.wait_listening()
             path = "/api/v1beta2/streams/ceiling/ingest"
-            load = Load([("127.0.0.1", port)], [self.requests(payload, port, [path], wait)],
-                        self.o.connections or 64, self.steps(), self.o.warmup, self.o.timeout,
-                        topics=topics or [])
-            m = await measure(load, servers=[server], offsets=self.offsets if topics else None,
-                              broker_pid=self.broker_pid if topics else None, pinning=self.pinning,
-                              profile=self.profile(), label=f"ceiling-{module.rsplit('.', 1)[-1]}")
+            load = Load(
+                [("127.0.0.1", port)],
+                [self.requests(payload, port, [path], wait)],
+                self.o.connections or 64,
+                self.steps(),
+                self.o.warmup,
+                self.o.timeout,
+                topics=topics or [],
+            )
+            m = await measure(
+                load,
+                servers=[server],
+                offsets=self.offsets if topics else None,
+                broker_pid=self.broker_pid if topics else None,
+                pinning=self.pinning,
+                profile=self.profile(),
+                label=f"ceiling-{module.rsplit('.', 1)[-1]}",
+            )
         finally:
             await server.stop()
         m["payload"] = payload.key
@@ -224,9 +254,16 @@ class Run:
         topic = f"bench-ceiling5-{self.run_id.lower()}-{self.tag}-{secrets.token_hex(2)}"
         await broker.create_topic(self.bootstrap, topic, 3)
         try:
-            m = await self._server_ceiling("benchmarks.ceilings.produce", NDJSON100,
-                                           self.bootstrap, topic, "3", builder, wait=wait,
-                                           topics=[topic])
+            m = await self._server_ceiling(
+                "benchmarks.ceilings.produce",
+                NDJSON100,
+                self.bootstrap,
+                topic,
+                "3",
+                builder,
+                wait=wait,
+                topics=[topic],
+            )
         finally:
             await broker.delete_topics(self.bootstrap, [topic])
         m["wait"] = wait
@@ -246,7 +283,8 @@ class Run:
             for payload in decode_ceiling_payloads(self.o.scenarios):
                 self.say(f"ceiling (2): read + untyped msgspec decode, {payload.key}")
                 self.ceilings["decode"][payload.key] = await self._server_ceiling(
-                    "benchmarks.ceilings.decode", payload)
+                    "benchmarks.ceilings.decode", payload
+                )
         if "producer-perf" in wanted:
             self.say("ceiling (3): Kafka ProducerPerformance (Java, acks=all)")
             self.ceilings["producer_perf"] = await self._kafka_ceiling(self._producer_perf)
@@ -254,17 +292,19 @@ class Run:
             if name in wanted:
                 self.say(f"ceiling (4): bare aiokafka batch-API producer loop, {builder} batches")
                 self.ceilings[name.replace("-", "_")] = await self._kafka_ceiling(
-                    lambda topic, b=builder: self._aiokafka(topic, b))
-        builders = [(n.replace("-", "_"), b) for n, b in (("produce", "aiokafka"),
-                                                          ("produce-native", "native"))
-                    if n in wanted]
+                    lambda topic, b=builder: self._aiokafka(topic, b)
+                )
+        builders = [
+            (n.replace("-", "_"), b)
+            for n, b in (("produce", "aiokafka"), ("produce-native", "native"))
+            if n in wanted
+        ]
         for section, _ in builders:
             self.ceilings[section] = {}
         for wait in produce_ceiling_modes(self.o.scenarios):  # both builders in turn, per mode
             key = produce_ceiling_key(wait)
             for section, builder in builders:
-                self.say(f"ceiling (5): read + untyped decode + bare batch produce, {key}, "
-                         f"{builder} batches")
+                self.say(f"ceiling (5): read + untyped decode + bare batch produce, {key}, {builder} batches")
                 self.ceilings[section][key] = await self._produce_ceiling(wait, builder)
 
     async def _kafka_ceiling(self, body: Any) -> dict[str, Any]:
@@ -289,18 +329,32 @@ class Run:
         lines = sample_lines(self.rows, 20_000)
         payload_file.write_bytes(b"\n".join(lines))
         records = 200_000 if self.o.quick else int(max(500_000, 150_000 * self.o.duration))
-        m = await broker.producer_perf(self.broker_port, self.bootstrap, topic, records, payload_file,
-                                       self.pinning)
+        m = await broker.producer_perf(
+            self.broker_port, self.bootstrap, topic, records, payload_file, self.pinning
+        )
         m["value_bytes_mean"] = sum(map(len, lines)) / len(lines)
         return m
 
     async def _aiokafka(self, topic: str, builder: str) -> dict[str, Any]:
-        argv = self.pinning.wrap("gateway", python_module(
-            "benchmarks.ceilings.producer", "--bootstrap", self.bootstrap, "--topic", topic,
-            "--partitions", "3", "--seconds", str(self.o.duration), "--builder", builder))
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=child_env(),
-                                                    cwd=ROOT)
+        argv = self.pinning.wrap(
+            "gateway",
+            python_module(
+                "benchmarks.ceilings.producer",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                topic,
+                "--partitions",
+                "3",
+                "--seconds",
+                str(self.o.duration),
+                "--builder",
+                builder,
+            ),
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=child_env(), cwd=ROOT
+        )
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"aiokafka ceiling failed: {err.decode()[-2000:]}")
@@ -309,9 +363,18 @@ class Run:
 
     # ---- scenarios --------------------------------------------------------------------------
     async def _scenario(self, s: Scenario) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": s.id, "load": s.load, "config": {
-            "payload": s.payload.key, "wait": s.wait, "connections": self.connections(s),
-            "streams": s.streams, "workers": s.workers, "mode": "closed loop"}}
+        out: dict[str, Any] = {
+            "id": s.id,
+            "load": s.load,
+            "config": {
+                "payload": s.payload.key,
+                "wait": s.wait,
+                "connections": self.connections(s),
+                "streams": s.streams,
+                "workers": s.workers,
+                "mode": "closed loop",
+            },
+        }
         if s.overload:
             knee = await self._knee()
             rate = OVERLOAD_FACTOR * knee["knee_requests_per_s"]
@@ -329,27 +392,42 @@ class Run:
                 out["config"]["gateway_mode"] = f"--workers {s.workers}"
                 extra = ["--workers", str(s.workers)]
             else:
-                out["config"]["gateway_mode"] = (f"{s.workers} gateway processes on {s.workers} "
-                                                  "ports (serve has no --workers)")
+                out["config"]["gateway_mode"] = (
+                    f"{s.workers} gateway processes on {s.workers} ports (serve has no --workers)"
+                )
                 count = s.workers
         out["config"]["pinning"] = {"gateway": pinning.gateway, "loadgen": pinning.loadgen}
         names = [f"bench_{self.tag}_{s.id.lower()}_{i}" for i in range(s.streams)]
-        gw = Gateways(self.bootstrap, self.work, self.key, pinning, self.o.gateway_args,
-                      f"{s.id}-{self.tag}")
+        gw = Gateways(self.bootstrap, self.work, self.key, pinning, self.o.gateway_args, f"{s.id}-{self.tag}")
         try:
             await gw.start(count, extra)
             topics = await gw.create_streams(names)
-            paths = ([f"/topics/{n}" for n in names] if s.route == "restproxy" else
-                     [f"/api/v1beta2/streams/{n}/ingest" for n in names])
+            paths = (
+                [f"/topics/{n}" for n in names]
+                if s.route == "restproxy"
+                else [f"/api/v1beta2/streams/{n}/ingest" for n in names]
+            )
             if s.streams > 1:
                 out["config"]["steady_state"] = await self._steady(gw, s, paths, topics)
             size = max(pool_size(s.payload), s.streams)
-            load = Load([("127.0.0.1", srv.port) for srv in gw.servers],
-                        [self.requests(s.payload, srv.port, paths, s.wait, size) for srv in gw.servers],
-                        self.connections(s), steps, self.o.warmup, self.o.timeout, topics=topics)
-            m = await measure(load, servers=gw.servers, offsets=self.offsets,
-                              broker_pid=self.broker_pid, pinning=pinning, profile=self.profile(),
-                              label=f"{self.run_id}-{s.id}")
+            load = Load(
+                [("127.0.0.1", srv.port) for srv in gw.servers],
+                [self.requests(s.payload, srv.port, paths, s.wait, size) for srv in gw.servers],
+                self.connections(s),
+                steps,
+                self.o.warmup,
+                self.o.timeout,
+                topics=topics,
+            )
+            m = await measure(
+                load,
+                servers=gw.servers,
+                offsets=self.offsets,
+                broker_pid=self.broker_pid,
+                pinning=pinning,
+                profile=self.profile(),
+                label=f"{self.run_id}-{s.id}",
+            )
             out["measurement"] = m
             if s.id == "S1" and self.o.ramp and m["status"] == "ok":
                 self.knee = await self._ramp(gw, load, m["ok_requests_per_s"], s.payload.rows)
@@ -369,8 +447,7 @@ class Run:
         out["goal"] = evaluate(s, out.get("measurement", {}), self.ceilings, self.results)
         return out
 
-    async def _steady(self, gw: Gateways, s: Scenario, paths: list[str], topics: list[str]
-                      ) -> dict[str, Any]:
+    async def _steady(self, gw: Gateways, s: Scenario, paths: list[str], topics: list[str]) -> dict[str, Any]:
         """Many streams: two delivered batches on every partition, then a quiet broker
         (benchmarks.steady says why)."""
         body = make_body(s.payload, [self.rows.row() for _ in range(s.payload.rows)]).data
@@ -379,14 +456,21 @@ class Run:
         known = time.monotonic() - started
         primed = 0.0
         for srv in gw.servers:
-            primed += await steady.prime(steady.Priming(f"http://127.0.0.1:{srv.port}", paths,
-                                                        self.headers(s.payload), body, rounds))
+            primed += await steady.prime(
+                steady.Priming(f"http://127.0.0.1:{srv.port}", paths, self.headers(s.payload), body, rounds)
+            )
         idle = await steady.broker_idle(self.broker_pid)
-        self.say(f"{s.id}: primed {len(paths)} streams x {rounds} requests in {primed:.1f} s, "
-                 f"then waited {idle['broker_idle_wait_s']:.1f} s for an idle broker"
-                 f"{'' if idle['broker_settled'] else ' (it did NOT settle)'}")
-        return {"topics_known_s": round(known, 2), "primed_s": round(primed, 2),
-                "priming_requests_per_stream": rounds, **idle}
+        self.say(
+            f"{s.id}: primed {len(paths)} streams x {rounds} requests in {primed:.1f} s, "
+            f"then waited {idle['broker_idle_wait_s']:.1f} s for an idle broker"
+            f"{'' if idle['broker_settled'] else ' (it did NOT settle)'}"
+        )
+        return {
+            "topics_known_s": round(known, 2),
+            "primed_s": round(primed, 2),
+            "priming_requests_per_stream": rounds,
+            **idle,
+        }
 
     async def _stop(self, gw: Gateways) -> list[int | None]:
         """Stop the gateways (each drains), then delete their topics: a run leaves no data behind."""
@@ -402,11 +486,18 @@ class Run:
         name = f"bench_{self.tag}_{s.id.lower()}_plain"
         topics = await gw.create_streams([name])
         path = f"/api/v1beta2/streams/{name}/ingest"
-        load = Load([("127.0.0.1", gw.servers[0].port)],
-                    [self.requests(s.companion, gw.servers[0].port, [path], s.wait)],
-                    self.connections(s), steps, self.o.warmup, self.o.timeout, topics=topics)
-        m = await measure(load, servers=gw.servers, offsets=self.offsets,
-                          broker_pid=self.broker_pid, pinning=gw.pinning)
+        load = Load(
+            [("127.0.0.1", gw.servers[0].port)],
+            [self.requests(s.companion, gw.servers[0].port, [path], s.wait)],
+            self.connections(s),
+            steps,
+            self.o.warmup,
+            self.o.timeout,
+            topics=topics,
+        )
+        m = await measure(
+            load, servers=gw.servers, offsets=self.offsets, broker_pid=self.broker_pid, pinning=gw.pinning
+        )
         m["payload"] = s.companion.key
         return m
 
@@ -414,18 +505,33 @@ class Run:
         rates = [round(closed_rps * f, 1) for f in self.o.ramp_fractions]
         step_s = self.o.ramp_step
         self.say(f"ramp: open loop {', '.join(f'{r:g}' for r in rates)} requests/s, {step_s:g} s each")
-        load = Load(base.targets, base.requests, base.connections, [Step(r, step_s) for r in rates],
-                    self.o.warmup, self.o.timeout, self.o.knee_p99_ms, stop_at_knee=True,
-                    topics=base.topics)
-        m = await measure(load, servers=gw.servers, offsets=self.offsets, broker_pid=self.broker_pid,
-                          pinning=self.pinning)
+        load = Load(
+            base.targets,
+            base.requests,
+            base.connections,
+            [Step(r, step_s) for r in rates],
+            self.o.warmup,
+            self.o.timeout,
+            self.o.knee_p99_ms,
+            stop_at_knee=True,
+            topics=base.topics,
+        )
+        m = await measure(
+            load, servers=gw.servers, offsets=self.offsets, broker_pid=self.broker_pid, pinning=self.pinning
+        )
         passed = [st["offered_rate"] for st in m["steps"] if st.get("passed")]
         knee = max(passed) if passed else None
-        return {"closed_loop_requests_per_s": closed_rps, "knee_requests_per_s": knee,
-                "knee_rows_per_s": knee * rows if knee else None, "rows_per_request": rows,
-                "knee_at_top": bool(passed) and len(passed) == len(rates),
-                "knee_rule": f"achieved ≥ 95% of offered, ≤ 1% non-2xx, p99 ≤ {self.o.knee_p99_ms:g} ms",
-                "status": m["status"], "failure": m["failure"], "steps": m["steps"]}
+        return {
+            "closed_loop_requests_per_s": closed_rps,
+            "knee_requests_per_s": knee,
+            "knee_rows_per_s": knee * rows if knee else None,
+            "rows_per_request": rows,
+            "knee_at_top": bool(passed) and len(passed) == len(rates),
+            "knee_rule": f"achieved ≥ 95% of offered, ≤ 1% non-2xx, p99 ≤ {self.o.knee_p99_ms:g} ms",
+            "status": m["status"],
+            "failure": m["failure"],
+            "steps": m["steps"],
+        }
 
     async def _knee(self) -> dict[str, Any]:
         """S1's knee: from this run's S1 ramp, else measured now on an S1 gateway."""
@@ -433,19 +539,31 @@ class Run:
             return self.knee
         self.say("S6 needs S1's knee: measuring it (S1 closed loop, then the ramp)")
         s = SCENARIOS["S1"]
-        gw = Gateways(self.bootstrap, self.work, self.key, self.pinning, self.o.gateway_args,
-                      f"knee-{self.tag}")
+        gw = Gateways(
+            self.bootstrap, self.work, self.key, self.pinning, self.o.gateway_args, f"knee-{self.tag}"
+        )
         name = f"bench_{self.tag}_knee"
         try:
             await gw.start(1)
             topics = await gw.create_streams([name])
             path = f"/api/v1beta2/streams/{name}/ingest"
             port = gw.servers[0].port
-            load = Load([("127.0.0.1", port)], [self.requests(NDJSON100, port, [path], False)],
-                        self.connections(s), [Step(0.0, min(self.o.duration, 10.0))], self.o.warmup,
-                        self.o.timeout, topics=topics)
-            m = await measure(load, servers=gw.servers, offsets=self.offsets,
-                              broker_pid=self.broker_pid, pinning=self.pinning)
+            load = Load(
+                [("127.0.0.1", port)],
+                [self.requests(NDJSON100, port, [path], False)],
+                self.connections(s),
+                [Step(0.0, min(self.o.duration, 10.0))],
+                self.o.warmup,
+                self.o.timeout,
+                topics=topics,
+            )
+            m = await measure(
+                load,
+                servers=gw.servers,
+                offsets=self.offsets,
+                broker_pid=self.broker_pid,
+                pinning=self.pinning,
+            )
             knee = await self._ramp(gw, load, m["ok_requests_per_s"], NDJSON100.rows)
         finally:
             await self._stop(gw)
@@ -467,8 +585,7 @@ class Run:
         c1 = self.ceilings.get("hello", {}).get("requests_per_s")
         ratios: dict[str, float | None] = {
             "rows_vs_ceiling_2": rows / c2 if rows is not None and c2 else None,
-            "requests_vs_ceiling_1": (m["ok_requests_per_s"] / c1
-                                      if c1 and m["status"] == "ok" else None),
+            "requests_vs_ceiling_1": (m["ok_requests_per_s"] / c1 if c1 and m["status"] == "ok" else None),
         }
         # Per CPU-second instead of per wall-second: the ceiling's CPU per row over the gateway's.
         # Less sensitive to what other users of the machine did during either phase.
@@ -477,8 +594,9 @@ class Run:
         c1_cpu = self.ceilings.get("hello", {}).get("gateway_cpu_s_per_million_rows")
         ok = m["status"] == "ok" and gw_cpu
         ratios["cpu_efficiency_vs_ceiling_2"] = c2_cpu / gw_cpu if ok and c2_cpu else None
-        ratios["cpu_efficiency_vs_ceiling_1"] = (c1_cpu / gw_cpu if ok and c1_cpu
-                                                 and s.payload.rows == 1 else None)
+        ratios["cpu_efficiency_vs_ceiling_1"] = (
+            c1_cpu / gw_cpu if ok and c1_cpu and s.payload.rows == 1 else None
+        )
         for name in ("producer_perf", "aiokafka"):
             c = self.ceilings.get(name, {}).get("records_per_s")
             ratios[f"rows_vs_{name}"] = rows / c if rows is not None and c else None
@@ -496,20 +614,23 @@ class Run:
             gz = m.get("gateway_cpu_s_per_million_rows")
             plain = comp.get("gateway_cpu_s_per_million_rows")
             out["decompression"] = {
-                "gzip_cpu_s_per_million_rows": gz, "plain_cpu_s_per_million_rows": plain,
+                "gzip_cpu_s_per_million_rows": gz,
+                "plain_cpu_s_per_million_rows": plain,
                 "extra_cpu_s_per_million_rows": gz - plain if gz and plain else None,
                 "extra_share": (gz - plain) / gz if gz and plain else None,
-                "gzip_rows_per_s": rows, "plain_rows_per_s": comp.get("rows_delivered_per_s"),
+                "gzip_rows_per_s": rows,
+                "plain_rows_per_s": comp.get("rows_delivered_per_s"),
                 "wire_mb_per_s_gzip": m["mb_in_per_s"],
-                "compression_ratio": (self.pool(s.payload)[0].raw_bytes
-                                      / len(self.pool(s.payload)[0].data)),
+                "compression_ratio": (self.pool(s.payload)[0].raw_bytes / len(self.pool(s.payload)[0].data)),
             }
         if s.id == "S8":
             out["cores"] = {
-                "gateway_cpu_s": m["gateway_cpu_s"], "broker_cpu_s": m["broker_cpu_s"],
-                "loadgen_cpu_s": m["loadgen_cpu_s"], "harness_cpu_s": m["harness_cpu_s"],
-                "other_cpu_s": m["other_cpu_s"], "machine_busy_cpu_s": m["machine_busy_cpu_s"],
+                "gateway_cpu_s": m["gateway_cpu_s"],
+                "broker_cpu_s": m["broker_cpu_s"],
+                "loadgen_cpu_s": m["loadgen_cpu_s"],
+                "harness_cpu_s": m["harness_cpu_s"],
+                "other_cpu_s": m["other_cpu_s"],
+                "machine_busy_cpu_s": m["machine_busy_cpu_s"],
                 "cores_available_s": (os.cpu_count() or 1) * m["wall_s"],
                 "scaling_vs_S1": ratios.get("rows_vs_S1"),
             }
-

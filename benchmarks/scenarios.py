@@ -35,27 +35,57 @@ class Scenario:
     route: str = "timeplus"  # or "restproxy": POST /topics/{stream} (always waits for Kafka)
 
 
-SCENARIOS: dict[str, Scenario] = {s.id: s for s in [
-    Scenario("S1", "NDJSON, 100 rows of ~150 B, 8 typed columns, wait=false, 64 connections",
-             "rows/s delivered ≥ 0.6 x ceiling (2)", NDJSON100),
-    Scenario("S2", "as S1 with wait=true", "≥ 0.45 x ceiling (2), p99 ≤ 50 ms", NDJSON100,
-             wait=True),
-    Scenario("S3", "one row per request, wait=false", "requests/s ≥ 0.5 x ceiling (1)", ONE_ROW),
-    Scenario("S4", "compact format, 1,000 rows per request",
-             "rows/s ≥ 0.5 x ceiling (2) on the same payload", COMPACT1000),
-    Scenario("S5", "gzip NDJSON, 1,000 rows per request",
-             "report, with the cost of decompression shown", NDJSON1000GZ, companion=NDJSON1000),
-    Scenario("S6", "overload: offered rate 2 x S1's knee",
-             "zero 5xx, excess answered with 429, delivered == accepted, peak RSS ≤ 300 MB",
-             NDJSON100, connections=256, overload=True),
-    Scenario("S7", "200 streams, requests spread over them", "rows/s ≥ 0.8 x S1", NDJSON100,
-             streams=200),
-    Scenario("S8", "--workers 2 (or two processes)",
-             "report scaling vs S1, with where the cores went", NDJSON100, workers=2),
-    Scenario("S9", "Kafka REST Proxy v2 produce (POST /topics/{topic}, json), 100 records per "
-             "request, 64 connections (the proxy API always waits for Kafka)",
-             "report rows/s vs S1 and S2", RESTPROXY100, wait=True, route="restproxy"),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.id: s
+    for s in [
+        Scenario(
+            "S1",
+            "NDJSON, 100 rows of ~150 B, 8 typed columns, wait=false, 64 connections",
+            "rows/s delivered ≥ 0.6 x ceiling (2)",
+            NDJSON100,
+        ),
+        Scenario("S2", "as S1 with wait=true", "≥ 0.45 x ceiling (2), p99 ≤ 50 ms", NDJSON100, wait=True),
+        Scenario("S3", "one row per request, wait=false", "requests/s ≥ 0.5 x ceiling (1)", ONE_ROW),
+        Scenario(
+            "S4",
+            "compact format, 1,000 rows per request",
+            "rows/s ≥ 0.5 x ceiling (2) on the same payload",
+            COMPACT1000,
+        ),
+        Scenario(
+            "S5",
+            "gzip NDJSON, 1,000 rows per request",
+            "report, with the cost of decompression shown",
+            NDJSON1000GZ,
+            companion=NDJSON1000,
+        ),
+        Scenario(
+            "S6",
+            "overload: offered rate 2 x S1's knee",
+            "zero 5xx, excess answered with 429, delivered == accepted, peak RSS ≤ 300 MB",
+            NDJSON100,
+            connections=256,
+            overload=True,
+        ),
+        Scenario("S7", "200 streams, requests spread over them", "rows/s ≥ 0.8 x S1", NDJSON100, streams=200),
+        Scenario(
+            "S8",
+            "--workers 2 (or two processes)",
+            "report scaling vs S1, with where the cores went",
+            NDJSON100,
+            workers=2,
+        ),
+        Scenario(
+            "S9",
+            "Kafka REST Proxy v2 produce (POST /topics/{topic}, json), 100 records per "
+            "request, 64 connections (the proxy API always waits for Kafka)",
+            "report rows/s vs S1 and S2",
+            RESTPROXY100,
+            wait=True,
+            route="restproxy",
+        ),
+    ]
+}
 
 
 def decode_ceiling_payloads(ids: list[str]) -> list[Payload]:
@@ -79,8 +109,9 @@ def produce_ceiling_key(wait: bool) -> str:
     return f"{NDJSON100.key}{'-wait' if wait else ''}"
 
 
-def _check(name: str, value: float | None, limit: float | None, ok: bool | None,
-           unit: str = "") -> dict[str, Any]:
+def _check(
+    name: str, value: float | None, limit: float | None, ok: bool | None, unit: str = ""
+) -> dict[str, Any]:
     return {"name": name, "value": value, "limit": limit, "ok": ok, "unit": unit}
 
 
@@ -88,8 +119,9 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base if value is not None and base else None
 
 
-def evaluate(s: Scenario, m: dict[str, Any], ceilings: dict[str, Any], results: dict[str, Any]
-             ) -> dict[str, Any]:
+def evaluate(
+    s: Scenario, m: dict[str, Any], ceilings: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
     """The goal's checks (value, limit, ok) and whether it is met. A FAILED run never meets it."""
     decode = ceilings.get("decode", {}).get(s.payload.key, {})
     c2 = decode.get("rows_per_s")
@@ -118,16 +150,35 @@ def evaluate(s: Scenario, m: dict[str, Any], ceilings: dict[str, Any], results: 
             _check("5xx replies", m["count_5xx"], 0, m["count_5xx"] == 0),
             _check("client errors/timeouts", m["count_errors"], 0, m["count_errors"] == 0),
             _check("429 replies (the excess)", m["count_429"], None, m["count_429"] > 0),
-            _check("answered ÷ offered", _ratio(answered, offered), 0.95,
-                   offered > 0 and answered >= 0.95 * offered),
-            _check("delivered - accepted", (m["rows_delivered"] or 0) - m["rows_accepted"], 0,
-                   m["rows_delivered"] is not None and m["rows_delivered"] >= m["rows_accepted"]),
-            _check("peak RSS", m["gateway_peak_rss_mb"], RSS_LIMIT_MB,
-                   m["gateway_peak_rss_mb"] <= RSS_LIMIT_MB, "MB"),
+            _check(
+                "answered ÷ offered",
+                _ratio(answered, offered),
+                0.95,
+                offered > 0 and answered >= 0.95 * offered,
+            ),
+            _check(
+                "delivered - accepted",
+                (m["rows_delivered"] or 0) - m["rows_accepted"],
+                0,
+                m["rows_delivered"] is not None and m["rows_delivered"] >= m["rows_accepted"],
+            ),
+            _check(
+                "peak RSS",
+                m["gateway_peak_rss_mb"],
+                RSS_LIMIT_MB,
+                m["gateway_peak_rss_mb"] <= RSS_LIMIT_MB,
+                "MB",
+            ),
         ]
     elif s.id == "S7":
-        checks.append(_check("rows/s ÷ S1 rows/s", _ratio(rows, s1), 0.8,
-                             None if s1 is None else (rows is not None and rows >= 0.8 * s1)))
+        checks.append(
+            _check(
+                "rows/s ÷ S1 rows/s",
+                _ratio(rows, s1),
+                0.8,
+                None if s1 is None else (rows is not None and rows >= 0.8 * s1),
+            )
+        )
     elif s.id in ("S8", "S9"):
         reported = True
     for c in checks:
@@ -137,10 +188,17 @@ def evaluate(s: Scenario, m: dict[str, Any], ceilings: dict[str, Any], results: 
         status = "FAILED"
     elif reported:
         status = "reported"
-    elif any(c["value"] is None and c["limit"] is not None and c["name"] != "429 replies (the excess)"
-             for c in checks):
+    elif any(
+        c["value"] is None and c["limit"] is not None and c["name"] != "429 replies (the excess)"
+        for c in checks
+    ):
         status = "not checked"  # a ceiling or S1 is missing from this run
     else:
         status = "met" if all(c["ok"] for c in checks) else "not met"
-    return {"text": s.goal, "status": status, "checks": checks,
-            "ceiling_2_rows_per_s": c2, "ceiling_1_requests_per_s": c1}
+    return {
+        "text": s.goal,
+        "status": status,
+        "checks": checks,
+        "ceiling_2_rows_per_s": c2,
+        "ceiling_1_requests_per_s": c1,
+    }

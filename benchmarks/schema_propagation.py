@@ -44,21 +44,24 @@ async def _until_version(gw: Gateways, server_index: int, name: str, want: int) 
 async def measure(bootstrap: str, rounds: int) -> list[float]:
     """Seconds from sending each PATCH to replica A until replica B reports its version."""
     with tempfile.TemporaryDirectory(prefix="schema-propagation-") as work:
-        gw = Gateways(bootstrap, Path(work), secrets.token_urlsafe(24), Pinning(None, None), [],
-                      "propagation")
+        gw = Gateways(
+            bootstrap, Path(work), secrets.token_urlsafe(24), Pinning(None, None), [], "propagation"
+        )
         await gw.start(2)
         name = "propagation_" + uuid.uuid4().hex[:8]
         took: list[float] = []
         try:
-            created = await gw._call(gw.servers[0], "POST", "/api/v1beta2/streams",
-                                     {"name": name, "columns": COLUMNS})
+            created = await gw._call(
+                gw.servers[0], "POST", "/api/v1beta2/streams", {"name": name, "columns": COLUMNS}
+            )
             await _until_version(gw, 1, name, created.get("schema_version", 1))
             columns: list[dict[str, Any]] = list(COLUMNS)
             for i in range(rounds):
                 columns = [*columns, {"name": f"extra_{i}", "type": "nullable(string)"}]
                 sent = time.monotonic()
-                reply = await gw._call(gw.servers[0], "PATCH", f"/api/v1beta2/streams/{name}",
-                                       {"columns": columns})
+                reply = await gw._call(
+                    gw.servers[0], "PATCH", f"/api/v1beta2/streams/{name}", {"columns": columns}
+                )
                 await _until_version(gw, 1, name, reply["schema_version"])
                 took.append(time.monotonic() - sent)
             await gw._call(gw.servers[0], "DELETE", f"/api/v1beta2/streams/{name}")

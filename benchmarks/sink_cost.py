@@ -34,8 +34,9 @@ REQUEST_ROWS = 100  # rows per run of lines (an S1 request)
 
 
 def rows(n: int) -> list[bytes]:
-    return [b'{"id":%d,"name":"%s","value":%d.25,"ok":true}' % (i, b"n" * (100 + i % 20), i)
-            for i in range(n)]
+    return [
+        b'{"id":%d,"name":"%s","value":%d.25,"ok":true}' % (i, b"n" * (100 + i % 20), i) for i in range(n)
+    ]
 
 
 def perf(command: str) -> None:
@@ -44,12 +45,12 @@ def perf(command: str) -> None:
             ctl.write(command + "\n")
 
 
-async def flushes(sink: KafkaSink, topic: str, values: list[bytes], count: int, as_lines: bool
-                  ) -> None:
+async def flushes(sink: KafkaSink, topic: str, values: list[bytes], count: int, as_lines: bool) -> None:
     pending: list[asyncio.Future[Landed | None]] = []
     headers = [HEADERS] * len(values)
-    runs = [b"".join(v + b"\n" for v in values[i:i + REQUEST_ROWS])
-            for i in range(0, len(values), REQUEST_ROWS)]
+    runs = [
+        b"".join(v + b"\n" for v in values[i : i + REQUEST_ROWS]) for i in range(0, len(values), REQUEST_ROWS)
+    ]
     for _ in range(count):
         if as_lines:  # a new Lines per flush, as the queues make one
             sent = await sink.send_lines(topic, Lines(runs, [HEADERS] * len(runs), len(values)))
@@ -84,8 +85,10 @@ async def main() -> None:
     finally:
         await sink.close()
     per_m = 1e6 / (args.flushes * args.flush_rows)
-    print(f"user {(t1.user - t0.user) * per_m:.3f} sys {(t1.system - t0.system) * per_m:.3f} "
-          f"CPU-s per million records; {args.flushes * args.flush_rows / (c1 - c0):,.0f} records/s")
+    print(
+        f"user {(t1.user - t0.user) * per_m:.3f} sys {(t1.system - t0.system) * per_m:.3f} "
+        f"CPU-s per million records; {args.flushes * args.flush_rows / (c1 - c0):,.0f} records/s"
+    )
 
 
 if __name__ == "__main__":

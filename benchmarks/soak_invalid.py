@@ -61,8 +61,7 @@ class Traffic:
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
 
-    def loop(self, kind: str, path: str, body: bytes, headers: dict[str, str],
-             interval_s: float) -> None:
+    def loop(self, kind: str, path: str, body: bytes, headers: dict[str, str], interval_s: float) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         while not self.stop.is_set():
             started = time.monotonic()
@@ -89,16 +88,32 @@ def main() -> int:
     p.add_argument("--valid-interval-s", type=float, default=0.01)
     p.add_argument("--bad-interval-s", type=float, default=0.5, help="per bad path (2 MB each)")
     p.add_argument("--bad-bytes", type=int, default=2_000_000)
-    p.add_argument("--gateway-arg", action="append", default=[],
-                   help="an extra argument for the gateway (repeat)")
+    p.add_argument(
+        "--gateway-arg", action="append", default=[], help="an extra argument for the gateway (repeat)"
+    )
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     port = free_port()
     env = {**os.environ, "GATEWAY_ADMIN_KEY": ADMIN}
     log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port),
-                             "--data-dir", str(tmp / "data"), "--log-level", "WARNING",
-                             *a.gateway_arg], stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp / "data"),
+            "--log-level",
+            "WARNING",
+            *a.gateway_arg,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         return run(a, port, proc)
     finally:
@@ -122,20 +137,34 @@ def run(a: argparse.Namespace, port: int, proc: subprocess.Popen[bytes]) -> int:
             raise SystemExit("the gateway did not become ready")
         time.sleep(0.1)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/api/v1beta2/streams", json.dumps({"name": "soak", "columns": COLUMNS}),
-                 {"X-Api-Key": ADMIN, "Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/api/v1beta2/streams",
+        json.dumps({"name": "soak", "columns": COLUMNS}),
+        {"X-Api-Key": ADMIN, "Content-Type": "application/json"},
+    )
     assert conn.getresponse().status == 201
     traffic = Traffic(port)
     nd = {"X-Api-Key": ADMIN, "Content-Type": "application/x-ndjson"}
     good = b"".join(b'{"id": "r%d", "n": %d}\n' % (i, i) for i in range(20))
     bad = bad_body(a.bad_bytes)
-    plans = [("valid", "/api/v1beta2/streams/soak/ingest", good, nd, a.valid_interval_s)
-             ] * a.clients + [
+    plans = [("valid", "/api/v1beta2/streams/soak/ingest", good, nd, a.valid_interval_s)] * a.clients + [
         ("timeplus_400", "/api/v1beta2/streams/soak/ingest", bad, nd, a.bad_interval_s),
-        ("timeplus_quarantine", "/api/v1beta2/streams/soak/ingest?on_error=quarantine", bad, nd,
-         a.bad_interval_s),
-        ("tinybird_quarantine", "/v0/events?name=soak", bad,
-         {"Authorization": f"Bearer {ADMIN}"}, a.bad_interval_s)]
+        (
+            "timeplus_quarantine",
+            "/api/v1beta2/streams/soak/ingest?on_error=quarantine",
+            bad,
+            nd,
+            a.bad_interval_s,
+        ),
+        (
+            "tinybird_quarantine",
+            "/v0/events?name=soak",
+            bad,
+            {"Authorization": f"Bearer {ADMIN}"},
+            a.bad_interval_s,
+        ),
+    ]
     start_kib = rss_kib(proc.pid)
     threads = [threading.Thread(target=traffic.loop, args=plan, daemon=True) for plan in plans]
     for t in threads:
@@ -150,16 +179,23 @@ def run(a: argparse.Namespace, port: int, proc: subprocess.Popen[bytes]) -> int:
         t.join(60)
     end_kib = rss_kib(proc.pid)
     third = max(1, len(samples) // 3)
-    print(json.dumps({
-        "seconds": a.seconds, "rss_mib": {
-            "start": round(start_kib / 1024, 1),
-            "peak": round(max(k for _, k in samples) / 1024, 1),
-            "end": round(end_kib / 1024, 1),
-            "mean_first_third": round(sum(k for _, k in samples[:third]) / third / 1024, 1),
-            "mean_last_third": round(sum(k for _, k in samples[-third:]) / third / 1024, 1)},
-        "replies": dict(sorted(traffic.counts.items())),
-        "samples_mib": [(t, round(k / 1024)) for t, k in samples[:: max(1, len(samples) // 15)]],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "seconds": a.seconds,
+                "rss_mib": {
+                    "start": round(start_kib / 1024, 1),
+                    "peak": round(max(k for _, k in samples) / 1024, 1),
+                    "end": round(end_kib / 1024, 1),
+                    "mean_first_third": round(sum(k for _, k in samples[:third]) / third / 1024, 1),
+                    "mean_last_third": round(sum(k for _, k in samples[-third:]) / third / 1024, 1),
+                },
+                "replies": dict(sorted(traffic.counts.items())),
+                "samples_mib": [(t, round(k / 1024)) for t, k in samples[:: max(1, len(samples) // 15)]],
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

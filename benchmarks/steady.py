@@ -54,8 +54,9 @@ async def prime(p: Priming, timeout_s: float = 120.0) -> float:
         async def one(path: str) -> None:
             async with sem:
                 for _ in range(p.rounds):
-                    async with session.post(f"{p.base_url}{path}?wait=true", data=p.body,
-                                            headers=p.headers) as r:
+                    async with session.post(
+                        f"{p.base_url}{path}?wait=true", data=p.body, headers=p.headers
+                    ) as r:
                         if r.status >= 300:
                             raise RuntimeError(f"priming {path} → {r.status}: {await r.text()}")
 
@@ -63,8 +64,14 @@ async def prime(p: Priming, timeout_s: float = 120.0) -> float:
     return time.monotonic() - start
 
 
-async def broker_idle(pid: int | None, *, idle_cores: float = 0.15, quiet_s: float = 3.0,
-                      window_s: float = 0.5, timeout_s: float = 60.0) -> dict[str, Any]:
+async def broker_idle(
+    pid: int | None,
+    *,
+    idle_cores: float = 0.15,
+    quiet_s: float = 3.0,
+    window_s: float = 0.5,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
     """Wait until the broker's CPU stays below `idle_cores` for `quiet_s` in a row (windows of
     `window_s`), at most `timeout_s`: what was waited, whether it settled, the last rate seen."""
     start = time.monotonic()
@@ -84,6 +91,10 @@ async def broker_idle(pid: int | None, *, idle_cores: float = 0.15, quiet_s: flo
         elif quiet_since is None:
             quiet_since = now - window_s
         settled = quiet_since is not None and now - quiet_since >= quiet_s
-    return {"broker_idle_wait_s": round(time.monotonic() - start, 2), "broker_settled": settled,
-            "broker_last_cores": rate, "broker_idle_rule": f"< {idle_cores:g} core for "
-            f"{quiet_s:g} s in a row (windows of {window_s:g} s), at most {timeout_s:g} s"}
+    return {
+        "broker_idle_wait_s": round(time.monotonic() - start, 2),
+        "broker_settled": settled,
+        "broker_last_cores": rate,
+        "broker_idle_rule": f"< {idle_cores:g} core for "
+        f"{quiet_s:g} s in a row (windows of {window_s:g} s), at most {timeout_s:g} s",
+    }

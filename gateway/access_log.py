@@ -37,14 +37,19 @@ class SampledAccessLogger(AbstractAccessLogger):
         }
         # Answers made before the middleware (aiohttp's own 400s) have no X-Request-ID of their own.
         request_id = response.headers.get("X-Request-ID") or request.headers.get("X-Request-ID")
-        self.logger.info("%s %s %d %.1fms", request.method, request.path, response.status,
-                         time * 1000, extra={"http": http, "request_id": request_id})
+        self.logger.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+            extra={"http": http, "request_id": request_id},
+        )
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:
     """AppRunner options that switch the access log on, sampled as configured (empty when off)."""
     if not settings.access_log:
         return {}
-    logger_class = type("SampledAccessLogger", (SampledAccessLogger,),
-                        {"sample": settings.access_log_sample})
+    logger_class = type("SampledAccessLogger", (SampledAccessLogger,), {"sample": settings.access_log_sample})
     return {"access_log": LOGGER, "access_log_class": logger_class}

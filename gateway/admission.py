@@ -51,8 +51,11 @@ from gateway.spool import Spool
 
 UNAVAILABLE_RETRY_S = 1.0  # 503: the gateway cannot know when Kafka or another replica is back
 # The setting behind each queue bound, named in a 413 so the operator or client knows what to change.
-_BOUND_FLAG = {"stream_rows": "--queue-max-rows", "stream_bytes": "--queue-max-bytes",
-               "memory": "--memory-cap-bytes"}
+_BOUND_FLAG = {
+    "stream_rows": "--queue-max-rows",
+    "stream_bytes": "--queue-max-bytes",
+    "memory": "--memory-cap-bytes",
+}
 
 
 # The two route classes a key's rate applies to, each with its own bucket: rows sent do not use up
@@ -62,8 +65,9 @@ MANAGE = "manage"
 _CLASS_WORDS = {INGEST: "", MANAGE: " on the management API"}
 _CLASS_DONE = {INGEST: "inserted", MANAGE: "done"}
 
-_LAG_MESSAGE = ("the gateway is behind with the requests it has (--max-loop-lag-ms); nothing was "
-                "written, retry later")
+_LAG_MESSAGE = (
+    "the gateway is behind with the requests it has (--max-loop-lag-ms); nothing was written, retry later"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,24 +85,26 @@ def drain_seconds(queue: StreamQueue, rows: int, nbytes: int) -> float:
     if rows > limits.max_rows or nbytes > limits.max_bytes:
         return MIN_S
     need_rows = queue.rows + rows - limits.max_rows
-    need_bytes = max(queue.nbytes + nbytes - limits.max_bytes,
-                     queue.budget.used + nbytes - queue.budget.cap)
+    need_bytes = max(queue.nbytes + nbytes - limits.max_bytes, queue.budget.used + nbytes - queue.budget.cap)
     if need_rows <= 0 and need_bytes <= 0:
         return MIN_S
     rates = queue.drain_rate.rates()
     if rates is None:
         return WINDOW_S
     rows_per_s, bytes_per_s = rates
-    wait = max(need_rows / rows_per_s if need_rows > 0 else 0.0,
-               need_bytes / bytes_per_s if need_bytes > 0 else 0.0)
+    wait = max(
+        need_rows / rows_per_s if need_rows > 0 else 0.0, need_bytes / bytes_per_s if need_bytes > 0 else 0.0
+    )
     return float(min(MAX_S, max(MIN_S, wait)))
 
 
 @functools.lru_cache(maxsize=1024)
 def _stalled_message(name: str, partition: int) -> str:
-    return (f"partition {partition} of stream {name!r} is stalled (its Kafka leader does not "
-            "answer) and holds as many rows as it may (--partition-max-bytes); nothing was "
-            "written, retry later")
+    return (
+        f"partition {partition} of stream {name!r} is stalled (its Kafka leader does not "
+        "answer) and holds as many rows as it may (--partition-max-bytes); nothing was "
+        "written, retry later"
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,11 +112,9 @@ def _full_message(name: str, cause: str) -> str:
     return f"the queue of stream {name!r} is full ({cause}); nothing was written, retry later"
 
 
-def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int
-          ) -> TooManyRequests:
+def _full(stream: Stream, queue: StreamQueue, cause: str, rows: int, nbytes: int) -> TooManyRequests:
     throttled("429", cause).inc()
-    return TooManyRequests(_full_message(stream.name, cause),
-                           retry_after=drain_seconds(queue, rows, nbytes))
+    return TooManyRequests(_full_message(stream.name, cause), retry_after=drain_seconds(queue, rows, nbytes))
 
 
 class BodyHold:
@@ -120,8 +124,13 @@ class BodyHold:
 
     __slots__ = ("_budget", "_held", "_key", "_queue", "_slots")
 
-    def __init__(self, budget: MemoryBudget, queue: StreamQueue | None,
-                 slots: DecodeSlots | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        budget: MemoryBudget,
+        queue: StreamQueue | None,
+        slots: DecodeSlots | None = None,
+        key: str | None = None,
+    ) -> None:
         self._budget = budget
         self._queue = queue
         self._held = 0
@@ -132,15 +141,18 @@ class BodyHold:
         """Hold `n` more bytes of the body."""
         budget = self._budget
         if self._held + n > budget.cap:
-            raise PayloadTooLarge(f"the body is larger than the memory cap of {budget.cap} bytes "
-                                  "(--memory-cap-bytes) once decompressed; split it into smaller "
-                                  "requests; nothing was written")
+            raise PayloadTooLarge(
+                f"the body is larger than the memory cap of {budget.cap} bytes "
+                "(--memory-cap-bytes) once decompressed; split it into smaller "
+                "requests; nothing was written"
+            )
         if budget.used + n > budget.cap:
             throttled("429", "memory").inc()
-            raise TooManyRequests("the gateway's memory cap is in use by other requests and "
-                                  "queued rows; nothing was written, retry later",
-                                  retry_after=(MIN_S if self._queue is None
-                                               else drain_seconds(self._queue, 0, n)))
+            raise TooManyRequests(
+                "the gateway's memory cap is in use by other requests and "
+                "queued rows; nothing was written, retry later",
+                retry_after=(MIN_S if self._queue is None else drain_seconds(self._queue, 0, n)),
+            )
         key = self._key
         if key is not None and self._slots is not None:  # the key's share (key_share.py)
             shares = self._slots.shares
@@ -203,9 +215,12 @@ class DecodeSlots:
         BodyHold.release gives both back); 429 when all are taken, or the key holds its share."""
         if self.cap and self.busy >= self.cap:
             throttled("429", "decoding").inc()
-            raise Overloaded(f"the gateway is decoding {self.cap} requests at once, as many "
-                                  "as it may (--max-decoding-requests); nothing was written, "
-                                  "retry later", retry_after=MIN_S)
+            raise Overloaded(
+                f"the gateway is decoding {self.cap} requests at once, as many "
+                "as it may (--max-decoding-requests); nothing was written, "
+                "retry later",
+                retry_after=MIN_S,
+            )
         if key is not None:  # the key's share (key_share.py)
             shares = self.shares
             if self.cap != shares.cap:
@@ -229,11 +244,20 @@ class DecodeSlots:
 class Admission:
     """Decides whether a request may in; raises the typed 429/503 error when it may not."""
 
-    def __init__(self, sink: Sink, queues: Queues, lifecycle: Lifecycle, *,
-                 accept_during_outage: bool = False, spool: Spool | None = None,
-                 byte_rate: StreamByteRate | None = None,
-                 key_limiter: KeyRateLimiter | None = None, max_decoding: int = 0,
-                 max_loop_lag_s: float = 0.0, key_shares: KeyShares | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        queues: Queues,
+        lifecycle: Lifecycle,
+        *,
+        accept_during_outage: bool = False,
+        spool: Spool | None = None,
+        byte_rate: StreamByteRate | None = None,
+        key_limiter: KeyRateLimiter | None = None,
+        max_decoding: int = 0,
+        max_loop_lag_s: float = 0.0,
+        key_shares: KeyShares | None = None,
+    ) -> None:
         self.sink = sink
         self.queues = queues
         self.lifecycle = lifecycle
@@ -241,8 +265,7 @@ class Admission:
         self.spool = spool
         self.byte_rate = byte_rate
         self.key_limiter = key_limiter or KeyRateLimiter(0)
-        self.decoding = DecodeSlots(max_decoding, key_shares or KeyShares(1.0, 0.0,
-                                                                          queues.budget.cap))
+        self.decoding = DecodeSlots(max_decoding, key_shares or KeyShares(1.0, 0.0, queues.budget.cap))
         self.max_loop_lag_s = max_loop_lag_s
         self.loop_lag = LoopLag()
 
@@ -252,18 +275,22 @@ class Admission:
         during outages; with `wait`, 503 whenever it is unreachable (it would only time out)."""
         if self.lifecycle.draining:
             throttled("503", "draining").inc()
-            raise Unavailable("the gateway is shutting down; retry on another replica",
-                              retry_after=UNAVAILABLE_RETRY_S)
+            raise Unavailable(
+                "the gateway is shutting down; retry on another replica", retry_after=UNAVAILABLE_RETRY_S
+            )
         if self.spool is not None and self.spool.failed is not None:
             throttled("503", "spool_failed").inc()
-            raise Unavailable("the durable spool failed (see the gateway's log); nothing was "
-                              "written", retry_after=UNAVAILABLE_RETRY_S)
+            raise Unavailable(
+                "the durable spool failed (see the gateway's log); nothing was written",
+                retry_after=UNAVAILABLE_RETRY_S,
+            )
         if self.sink.available():
             return
         if wait or not (self.accept_during_outage and self.lifecycle.sink_started):
             throttled("503", "sink_unavailable").inc()
-            raise Unavailable("Kafka is unreachable; nothing was written, retry later",
-                              retry_after=UNAVAILABLE_RETRY_S)
+            raise Unavailable(
+                "Kafka is unreachable; nothing was written, retry later", retry_after=UNAVAILABLE_RETRY_S
+            )
 
     def key_rate(self, who: Principal, route_class: str = INGEST) -> dict[str, str]:
         """Count the request against its key's rate on `route_class` (INGEST or MANAGE: one
@@ -275,10 +302,13 @@ class Admission:
             return {}
         if not decision.allowed:
             throttled("429", "key_rate").inc()
-            raise RateLimited(f"this key's limit of {decision.limit:g} requests per second"
-                              f"{_CLASS_WORDS[route_class]} is reached; nothing was "
-                              f"{_CLASS_DONE[route_class]}, retry later",
-                              retry_after=decision.retry_after_s, headers=decision.headers())
+            raise RateLimited(
+                f"this key's limit of {decision.limit:g} requests per second"
+                f"{_CLASS_WORDS[route_class]} is reached; nothing was "
+                f"{_CLASS_DONE[route_class]}, retry later",
+                retry_after=decision.retry_after_s,
+                headers=decision.headers(),
+            )
         return decision.headers()
 
     def early(self, stream: Stream) -> None:
@@ -298,8 +328,7 @@ class Admission:
         partition = self.sink.held_back(stream.topic, stream.keyed)
         if partition is not None:
             throttled("503", "partition_stalled").inc()
-            raise Unavailable(_stalled_message(stream.name, partition),
-                              retry_after=UNAVAILABLE_RETRY_S)
+            raise Unavailable(_stalled_message(stream.name, partition), retry_after=UNAVAILABLE_RETRY_S)
         try:
             queue.check_room()
         except QueueFull as full:
@@ -313,8 +342,12 @@ class Admission:
         # themselves. Principal.admin without a property call (hot path).
         key = None if who is None or ADMIN in who.scopes else who.key_id
         self.decoding.take(key)
-        return BodyHold(self.queues.budget, None if stream is None
-                        else self.queues.get(stream.name, stream.topic), self.decoding, key)
+        return BodyHold(
+            self.queues.budget,
+            None if stream is None else self.queues.get(stream.name, stream.topic),
+            self.decoding,
+            key,
+        )
 
     def charge(self, stream: Stream, rows: int, nbytes: int) -> None:
         """429 when the stream is over its byte rate (the bytes are charged otherwise)."""
@@ -324,12 +357,13 @@ class Admission:
         if wait_s is not None:
             throttled("429", "stream_byte_rate").inc()
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause="stream_byte_rate").inc(rows)
-            raise TooManyRequests(f"stream {stream.name!r} is over its byte-rate limit of "
-                                  f"{self.byte_rate.rate:g} bytes/s; nothing was written",
-                                  retry_after=wait_s)
+            raise TooManyRequests(
+                f"stream {stream.name!r} is over its byte-rate limit of "
+                f"{self.byte_rate.rate:g} bytes/s; nothing was written",
+                retry_after=wait_s,
+            )
 
-    def offer(self, stream: Stream, entry: Entry, offers: list[tuple[StreamQueue, Entry]]
-              ) -> None:
+    def offer(self, stream: Stream, entry: Entry, offers: list[tuple[StreamQueue, Entry]]) -> None:
         """Queue `offers` (the stream's `entry`, and its quarantine records if any) all or none;
         429, with the byte-rate charge refunded, when they do not fit."""
         try:
@@ -343,7 +377,8 @@ class Admission:
                     f"this request holds {full.size} {full.unit}; the queue of stream "
                     f"{stream.name!r} can never hold more than {full.limit} {full.unit} "
                     f"({_BOUND_FLAG[full.cause]}): split it into requests of at most "
-                    f"{full.limit} {full.unit}; nothing was written") from None
+                    f"{full.limit} {full.unit}; nothing was written"
+                ) from None
             metrics.ROWS_REJECTED.labels(stream=stream.name, cause=full.cause).inc(entry.rows)
             queue = next((q for q, e in offers if e is entry), offers[0][0])
             raise _full(stream, queue, full.cause, entry.rows, entry.nbytes) from None

@@ -59,21 +59,24 @@ log = logging.getLogger(__name__)
 RECORD_OVERHEAD = 1024  # room a record batch needs around one record
 # Options for aiohttp's AppRunner. Bodies are decompressed by gateway.ingest.body, which caps the
 # decompressed size as it goes; aiohttp's own decompression would bypass that cap.
-RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None,
-                                     "handle_signals": False}
+RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None, "handle_signals": False}
 
 
 def kafka_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
     """The Kafka sink, with topic administration and statistics over its clients."""
-    sink = KafkaSink(settings.kafka_bootstrap, batch_max_bytes=settings.batch_max_bytes,
-                     probe_interval_s=settings.kafka_probe_interval_s,
-                     unreachable_after_s=settings.kafka_unreachable_after_s,
-                     max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
-                     request_timeout_ms=settings.kafka_request_timeout_ms,
-                     topic_owner=topic_owner, replication_factor=settings.replication_factor,
-                     min_insync_replicas=settings.min_insync,
-                     partition_stall_s=settings.partition_stall_ms / 1000,
-                     partition_max_bytes=settings.partition_max_bytes)
+    sink = KafkaSink(
+        settings.kafka_bootstrap,
+        batch_max_bytes=settings.batch_max_bytes,
+        probe_interval_s=settings.kafka_probe_interval_s,
+        unreachable_after_s=settings.kafka_unreachable_after_s,
+        max_unsettled_bytes=settings.kafka_max_unsettled_bytes,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        topic_owner=topic_owner,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync,
+        partition_stall_s=settings.partition_stall_ms / 1000,
+        partition_max_bytes=settings.partition_max_bytes,
+    )
     return SinkParts(sink, KafkaTopics(sink), KafkaStats(sink))
 
 
@@ -84,70 +87,118 @@ def local_parts(settings: Settings, topic_owner: TopicOwner) -> SinkParts:
 
 
 # Every sink, by the name `Settings.sink` gives: adding one is a module and a line here.
-SINKS: dict[str, Callable[[Settings, TopicOwner], SinkParts]] = {
-    "kafka": kafka_parts, "local": local_parts}
+SINKS: dict[str, Callable[[Settings, TopicOwner], SinkParts]] = {"kafka": kafka_parts, "local": local_parts}
 
 
 def make_catalog_backend(settings: Settings) -> Backend:
     """The compacted Kafka topic shared by every replica, else a local file (embedded mode)."""
     if settings.embedded:
         return FileBackend(settings.data_dir / "catalog.json")
-    return KafkaLog(settings.kafka_bootstrap, settings.catalog_topic,
-                    replication_factor=settings.replication_factor,
-                    min_insync_replicas=settings.min_insync)
+    return KafkaLog(
+        settings.kafka_bootstrap,
+        settings.catalog_topic,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync,
+    )
 
 
 def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gateway:
     """Wire the parts together (nothing is started yet; `worker`: index under --workers N)."""
     catalog = Catalog(make_catalog_backend(settings))
     # a topic deleted behind our back is recreated from the catalog
-    parts = SINKS[settings.sink](settings, lambda topic: next(
-        (s for s in catalog.streams() if s.topic == topic), None))
+    parts = SINKS[settings.sink](
+        settings, lambda topic: next((s for s in catalog.streams() if s.topic == topic), None)
+    )
     sink = parts.sink
-    spool = (Spool(spool_directory(Path(settings.spool_dir), worker, settings.worker_count),
-                   segment_bytes=settings.spool_segment_bytes)
-             if settings.spool_dir else None)
-    queues = Queues(sink, Limits(
-        max_rows=settings.queue_max_rows, max_bytes=settings.queue_max_bytes,
-        memory_cap=settings.memory_cap_bytes, batch_max_bytes=settings.batch_max_bytes,
-        linger_s=settings.linger_ms / 1000, max_in_flight=settings.max_in_flight_flushes,
-        stall_s=settings.partition_stall_ms / 1000),
-        on_release=None if spool is None else functools.partial(_release_spooled, spool))
-    for bound, value in (("stream_rows", settings.queue_max_rows),
-                         ("stream_bytes", settings.queue_max_bytes),
-                         ("memory_bytes", settings.memory_cap_bytes)):
+    spool = (
+        Spool(
+            spool_directory(Path(settings.spool_dir), worker, settings.worker_count),
+            segment_bytes=settings.spool_segment_bytes,
+        )
+        if settings.spool_dir
+        else None
+    )
+    queues = Queues(
+        sink,
+        Limits(
+            max_rows=settings.queue_max_rows,
+            max_bytes=settings.queue_max_bytes,
+            memory_cap=settings.memory_cap_bytes,
+            batch_max_bytes=settings.batch_max_bytes,
+            linger_s=settings.linger_ms / 1000,
+            max_in_flight=settings.max_in_flight_flushes,
+            stall_s=settings.partition_stall_ms / 1000,
+        ),
+        on_release=None if spool is None else functools.partial(_release_spooled, spool),
+    )
+    for bound, value in (
+        ("stream_rows", settings.queue_max_rows),
+        ("stream_bytes", settings.queue_max_bytes),
+        ("memory_bytes", settings.memory_cap_bytes),
+    ):
         metrics.QUEUE_LIMIT.labels(bound=bound).set(value)
-    schemas = SchemaCache(forbid_unknown=settings.reject_unknown_fields,
-                          max_row_bytes=settings.row_bytes_limit)
+    schemas = SchemaCache(
+        forbid_unknown=settings.reject_unknown_fields, max_row_bytes=settings.row_bytes_limit
+    )
     lifecycle = Lifecycle()
-    admission = Admission(sink, queues, lifecycle,
-                          accept_during_outage=settings.accept_during_outage, spool=spool,
-                          byte_rate=(StreamByteRate(settings.stream_max_bytes_per_s)
-                                     if settings.stream_max_bytes_per_s else None),
-                          key_limiter=KeyRateLimiter(settings.rate_limit_per_key,
-                                                     shared=shares_rates(settings)),
-                          max_decoding=settings.max_decoding_requests,
-                          max_loop_lag_s=settings.max_loop_lag_ms / 1000,
-                          key_shares=KeyShares(settings.key_share, settings.admin_reserve,
-                                               settings.memory_cap_bytes))
-    pipeline = Pipeline(queues, schemas, admission, wait_timeout_s=settings.wait_timeout_s,
-                        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
-                        catalog=catalog, spool=spool)
-    streams = StreamService(catalog, parts.topics, queues, schemas, StreamDefaults(
-        settings.topic_prefix, settings.default_shards, settings.replication_factor,
-        max_shards=settings.max_shards, max_columns=settings.max_columns,
-        max_schema_versions=settings.max_schema_versions,
-        max_record_bytes=settings.max_stream_record_bytes))
+    admission = Admission(
+        sink,
+        queues,
+        lifecycle,
+        accept_during_outage=settings.accept_during_outage,
+        spool=spool,
+        byte_rate=(
+            StreamByteRate(settings.stream_max_bytes_per_s) if settings.stream_max_bytes_per_s else None
+        ),
+        key_limiter=KeyRateLimiter(settings.rate_limit_per_key, shared=shares_rates(settings)),
+        max_decoding=settings.max_decoding_requests,
+        max_loop_lag_s=settings.max_loop_lag_ms / 1000,
+        key_shares=KeyShares(settings.key_share, settings.admin_reserve, settings.memory_cap_bytes),
+    )
+    pipeline = Pipeline(
+        queues,
+        schemas,
+        admission,
+        wait_timeout_s=settings.wait_timeout_s,
+        max_record_bytes=settings.batch_max_bytes - RECORD_OVERHEAD,
+        catalog=catalog,
+        spool=spool,
+    )
+    streams = StreamService(
+        catalog,
+        parts.topics,
+        queues,
+        schemas,
+        StreamDefaults(
+            settings.topic_prefix,
+            settings.default_shards,
+            settings.replication_factor,
+            max_shards=settings.max_shards,
+            max_columns=settings.max_columns,
+            max_schema_versions=settings.max_schema_versions,
+            max_record_bytes=settings.max_stream_record_bytes,
+        ),
+    )
     streams.on_gone = functools.partial(_forget_stream, sink, admission, pipeline)
     ingest = IngestService(catalog, schemas, admission, pipeline, streams.ensure_quarantine)
-    quarantine_log: QuarantineLog = (FileQuarantineLog(settings.data_dir / "sink")
-                                     if isinstance(sink, LocalSink)
-                                     else KafkaQuarantineLog(settings.kafka_bootstrap,
-                                                             _partitions_of(sink)))
-    return Gateway(settings, catalog, sink, queues, pipeline, streams,
-                   Authenticator(catalog, admin_key), ingest, lifecycle, parts.stats,
-                   replayer=Replayer(catalog, schemas, pipeline, quarantine_log,
-                                     claim_s=settings.replay_claim_s))
+    quarantine_log: QuarantineLog = (
+        FileQuarantineLog(settings.data_dir / "sink")
+        if isinstance(sink, LocalSink)
+        else KafkaQuarantineLog(settings.kafka_bootstrap, _partitions_of(sink))
+    )
+    return Gateway(
+        settings,
+        catalog,
+        sink,
+        queues,
+        pipeline,
+        streams,
+        Authenticator(catalog, admin_key),
+        ingest,
+        lifecycle,
+        parts.stats,
+        replayer=Replayer(catalog, schemas, pipeline, quarantine_log, claim_s=settings.replay_claim_s),
+    )
 
 
 def _forget_stream(sink: Sink, admission: Admission, pipeline: Pipeline, stream: Stream) -> None:
@@ -169,10 +220,12 @@ async def _share_rates(share: RateShare, app: web.Application) -> AsyncIterator[
     """Announce this process's use of its keys' rates to the other replicas while it serves
     (each process limits on its own until the bus is connected). It connects once the catalog
     is loaded: Kafka is reachable then, and until then no key is known anyway."""
+
     async def run() -> None:
         await app[GATEWAY].lifecycle.wait_catalog()
         await _keep_trying(share.connect, KafkaError, "rate share (keys limited per process)")
         await share.announce()
+
     task = asyncio.create_task(run(), name="rate-share")
     yield
     task.cancel()
@@ -183,12 +236,14 @@ async def _share_rates(share: RateShare, app: web.Application) -> AsyncIterator[
 
 def _partitions_of(sink: Sink) -> PartitionsOf:
     """The partitions of a topic, from the Kafka sink producer's metadata."""
+
     async def partitions(topic: str) -> set[int] | None:
         producer = getattr(sink, "producer", None)
         if producer is None:
             raise Unavailable("Kafka is not connected yet", retry_after=1.0)
         parts: set[int] | None = await producer.partitions_for(topic)
         return parts
+
     return partitions
 
 
@@ -196,8 +251,7 @@ def _release_spooled(spool: Spool, entries: list[Entry]) -> None:
     spool.release(e.spool_pos for e in entries if e.spool_pos >= 0)
 
 
-async def _keep_trying(start: Callable[[], Awaitable[None]], failure: type[Exception],
-                       what: str) -> None:
+async def _keep_trying(start: Callable[[], Awaitable[None]], failure: type[Exception], what: str) -> None:
     """Await `start()` until it no longer raises `failure`, waiting 0.5 s, 1 s, … up to 5 s
     between attempts (readiness stays 503 meanwhile)."""
     delay = 0.5
@@ -221,15 +275,16 @@ async def _load_catalog(gw: Gateway) -> None:
     """Read the catalog, retrying until its store is reachable."""
     await _keep_trying(gw.catalog.start, Unavailable, "catalog")
     gw.lifecycle.catalog_loaded()
-    log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()),
-             len(gw.catalog.api_keys()))
+    log.info("catalog loaded: %d streams, %d API keys", len(gw.catalog.streams()), len(gw.catalog.api_keys()))
     local = gw.settings.data_dir / "catalog.json"
-    if (not gw.settings.embedded and not gw.catalog.streams() and not gw.catalog.api_keys()
-            and local.exists()):
-        log.warning("the catalog in Kafka (topic %s) is empty, but %s holds the streams and keys "
-                    "of embedded mode; they are not carried over by themselves: copy them with "
-                    "`ingest-gateway catalog import` (see README, 'From the local sink to Kafka')",
-                    gw.settings.catalog_topic, local)
+    if not gw.settings.embedded and not gw.catalog.streams() and not gw.catalog.api_keys() and local.exists():
+        log.warning(
+            "the catalog in Kafka (topic %s) is empty, but %s holds the streams and keys "
+            "of embedded mode; they are not carried over by themselves: copy them with "
+            "`ingest-gateway catalog import` (see README, 'From the local sink to Kafka')",
+            gw.settings.catalog_topic,
+            local,
+        )
 
 
 async def _replay_after(loading: asyncio.Task[None], gw: Gateway) -> None:
@@ -255,8 +310,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             await task
     drained = await gw.queues.drain(gw.settings.drain_timeout_s)
     if not drained:
-        log.error("drain timed out after %.0f s: %d acknowledged rows were NOT written",
-                  gw.settings.drain_timeout_s, gw.queues.total_rows())
+        log.error(
+            "drain timed out after %.0f s: %d acknowledged rows were NOT written",
+            gw.settings.drain_timeout_s,
+            gw.queues.total_rows(),
+        )
         app["drain_failed"] = True
     await gw.queues.stop()
     if not isinstance(gw.stats, LocalSink):  # the embedded sink is its own stats reader
@@ -295,17 +353,19 @@ def build_app(settings: Settings, admin_key: str, worker: int = 0) -> web.Applic
         canonical = route.resource.canonical if route.resource else path
         gw.renderers[canonical] = dialect.render_error
     registered += [(method, path, handler) for _, method, path, handler in routes]
-    app[ROUTES] = Routes(app.router.routes(), gw.renderers, worker=gw.worker,
-                         policy=app[cors.POLICY])
-    app[ops.OPENAPI_SPEC] = msgspec.json.encode(build_spec(
-        registered, title="ingest-gateway", version=__version__,
-        description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors."))
+    app[ROUTES] = Routes(app.router.routes(), gw.renderers, worker=gw.worker, policy=app[cors.POLICY])
+    app[ops.OPENAPI_SPEC] = msgspec.json.encode(
+        build_spec(
+            registered,
+            title="ingest-gateway",
+            version=__version__,
+            description="HTTP event ingestion into Apache Kafka, speaking the APIs of several vendors.",
+        )
+    )
     app.cleanup_ctx.append(lifecycle)
     if shares_rates(settings):
         topic = settings.rate_share_topic or f"{settings.catalog_topic}_rates"
-        bus = KafkaUsageBus(settings.kafka_bootstrap, topic,
-                            replication_factor=settings.replication_factor)
-        share = RateShare(gw.ingest.admission.key_limiter, bus,
-                          settings.rate_share_interval_ms / 1000)
+        bus = KafkaUsageBus(settings.kafka_bootstrap, topic, replication_factor=settings.replication_factor)
+        share = RateShare(gw.ingest.admission.key_limiter, bus, settings.rate_share_interval_ms / 1000)
         app.cleanup_ctx.append(functools.partial(_share_rates, share))
     return app

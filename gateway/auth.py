@@ -39,8 +39,12 @@ class Principal:
 
     def may_append(self, stream: str) -> bool:
         """True when the key may write rows into `stream` (whether or not it exists)."""
-        return (self.admin or CREATE in self.scopes or APPEND in self.scopes
-                or f"{APPEND}:{stream}" in self.scopes)
+        return (
+            self.admin
+            or CREATE in self.scopes
+            or APPEND in self.scopes
+            or f"{APPEND}:{stream}" in self.scopes
+        )
 
     def require_append(self, stream: str) -> None:
         """403 unless the key may write rows into `stream`."""
@@ -50,8 +54,12 @@ class Principal:
     def require_append_some(self) -> None:
         """403 unless the key may write rows into some stream (checked before a body that names
         its stream is read)."""
-        if not (self.admin or CREATE in self.scopes or APPEND in self.scopes
-                or any(s.startswith(f"{APPEND}:") for s in self.scopes)):
+        if not (
+            self.admin
+            or CREATE in self.scopes
+            or APPEND in self.scopes
+            or any(s.startswith(f"{APPEND}:") for s in self.scopes)
+        ):
             raise Forbidden("this key may not append to any stream; nothing was read")
 
     @property
@@ -61,8 +69,7 @@ class Principal:
 
     def may_read(self, stream: str) -> bool:
         """True when the key may see `stream`: a read-all scope, or a scope naming the stream."""
-        return (self.reads_all or f"{APPEND}:{stream}" in self.scopes
-                or f"{READ}:{stream}" in self.scopes)
+        return self.reads_all or f"{APPEND}:{stream}" in self.scopes or f"{READ}:{stream}" in self.scopes
 
     def require_read(self, stream: str) -> None:
         """403 unless the key may see `stream` (checked before the lookup: no existence oracle)."""
@@ -85,8 +92,7 @@ class Principal:
             raise Forbidden("this key may not manage API keys (needs admin)")
 
 
-def key_from_headers(headers: Mapping[str, str], query: Mapping[str, str] | None = None
-                     ) -> str | None:
+def key_from_headers(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
     """The key of `X-Api-Key: K`, `Authorization: ApiKey K` / `Bearer K`, or `?token=K`."""
     key = headers.get("X-Api-Key")
     if key:
@@ -109,18 +115,34 @@ def mask(key: str) -> str:
     return f"{key[:4]}****{key[-4:]}"
 
 
-def new_key(name: str, *, scopes: list[str], expire_at: int, created_by: str,
-            rate_limit: int = 0, allowed_origins: list[str] | None = None) -> tuple[str, ApiKey]:
+def new_key(
+    name: str,
+    *,
+    scopes: list[str],
+    expire_at: int,
+    created_by: str,
+    rate_limit: int = 0,
+    allowed_origins: list[str] | None = None,
+) -> tuple[str, ApiKey]:
     """A fresh key and the record that stores it (hashed). The key is shown to its owner once."""
     key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LEN))
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(48))
     key = key_id + secret
     salt = secrets.token_hex(16)
     display = f"{name} ({mask(key)})" if name else mask(key)
-    record = ApiKey(id=key_id, name=display, salt=salt, digest=_digest(salt, key),
-                    masked=mask(key), created_at=int(time.time()), expire_at=expire_at,
-                    permissions=list(scopes), created_by=created_by, rate_limit=rate_limit,
-                    allowed_origins=list(allowed_origins or ()))
+    record = ApiKey(
+        id=key_id,
+        name=display,
+        salt=salt,
+        digest=_digest(salt, key),
+        masked=mask(key),
+        created_at=int(time.time()),
+        expire_at=expire_at,
+        permissions=list(scopes),
+        created_by=created_by,
+        rate_limit=rate_limit,
+        allowed_origins=list(allowed_origins or ()),
+    )
     return key, record
 
 
@@ -144,8 +166,7 @@ class Authenticator:
     def authenticate(self, key: str | None) -> Principal:
         """The principal of a key; 401 when it is missing, unknown, expired or revoked."""
         if not key:
-            raise Unauthenticated("missing API key: send `X-Api-Key: KEY` or "
-                                  "`Authorization: ApiKey KEY`")
+            raise Unauthenticated("missing API key: send `X-Api-Key: KEY` or `Authorization: ApiKey KEY`")
         known = self._known.get(key)
         if known is not None:
             record, who = known
@@ -166,8 +187,13 @@ class Authenticator:
         if record is None or not hmac.compare_digest(_digest(record.salt, key), record.digest):
             raise Unauthenticated("invalid API key")
         _check_expiry(record)
-        who = Principal(record.id, record.name, frozenset(record.permissions), record.rate_limit,
-                        tuple(record.allowed_origins))
+        who = Principal(
+            record.id,
+            record.name,
+            frozenset(record.permissions),
+            record.rate_limit,
+            tuple(record.allowed_origins),
+        )
         self._remember(key, record, who)
         return who
 

@@ -35,13 +35,18 @@ def parse_column(spec: str) -> dict[str, Any]:
     return column
 
 
-def stream_definition(name: str, columns: list[str], *, mode: str | None = None,
-                      primary_key: str | None = None, shards: int | None = None,
-                      description: str | None = None) -> dict[str, Any]:
+def stream_definition(
+    name: str,
+    columns: list[str],
+    *,
+    mode: str | None = None,
+    primary_key: str | None = None,
+    shards: int | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
     """The create-stream body for the CLI's flags."""
     body: dict[str, Any] = {"name": name, "columns": [parse_column(c) for c in columns]}
-    optional = {"mode": mode, "primary_key": primary_key, "shards": shards,
-                "description": description}
+    optional = {"mode": mode, "primary_key": primary_key, "shards": shards, "description": description}
     body.update({k: v for k, v in optional.items() if v is not None})
     return body
 
@@ -101,13 +106,25 @@ class GatewayClient:
         """Every API key (never the keys themselves)."""
         return self.call("GET", f"{API}/apikeys")
 
-    def create_key(self, *, name: str | None = None, expire_in: str | None = None,
-                   expire_at: str | None = None, permissions: list[str] | None = None,
-                   rate_limit: int | None = None, allowed_origins: list[str] | None = None) -> Any:
+    def create_key(
+        self,
+        *,
+        name: str | None = None,
+        expire_in: str | None = None,
+        expire_at: str | None = None,
+        permissions: list[str] | None = None,
+        rate_limit: int | None = None,
+        allowed_origins: list[str] | None = None,
+    ) -> Any:
         """Create an API key; the reply holds the key itself, this once."""
-        body = {"name": name, "expire_in": expire_in, "expire_at": expire_at,
-                "permissions": permissions or None, "rate_limit": rate_limit,
-                "allowed_origins": allowed_origins or None}
+        body = {
+            "name": name,
+            "expire_in": expire_in,
+            "expire_at": expire_at,
+            "permissions": permissions or None,
+            "rate_limit": rate_limit,
+            "allowed_origins": allowed_origins or None,
+        }
         return self.call("POST", f"{API}/apikeys", {k: v for k, v in body.items() if v})
 
     def delete_key(self, key_id: str) -> None:

@@ -33,14 +33,16 @@ _LIVENESS = (b"GET /healthz HTTP/", b"GET /healthz?", b"HEAD /healthz HTTP/")
 HEAD_COPIES = 2
 
 
-def canned_reply(status: int, reason: str, code: str, message: str,
-                 retry_after: int | None = None) -> bytes:
+def canned_reply(status: int, reason: str, code: str, message: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 reply that closes the connection, for answers given outside a handler."""
-    body = msgspec.json.encode({"code": status, "message": message, "error": code,
-                                "request_id": uuid.uuid4().hex})
+    body = msgspec.json.encode(
+        {"code": status, "message": message, "error": code, "request_id": uuid.uuid4().hex}
+    )
     after = "" if retry_after is None else f"Retry-After: {retry_after}\r\n"
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{after}"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{after}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -52,9 +54,17 @@ class GuardedHandler(RequestHandler):
     """aiohttp's per-connection protocol with a connection cap, a per-address share of it, a
     request-head deadline and the head's bytes bounded and held against the memory cap."""
 
-    def __init__(self, manager: web.Server, *, max_connections: int, header_timeout: float,
-                 shares: AddressShares | None = None, budget: MemoryBudget | None = None,
-                 max_head_bytes: int = 1 << 62, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        shares: AddressShares | None = None,
+        budget: MemoryBudget | None = None,
+        max_head_bytes: int = 1 << 62,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._max_connections = max_connections
         self._header_timeout = header_timeout
@@ -86,15 +96,23 @@ class GuardedHandler(RequestHandler):
         self._over_cap = None
         if self._over_share and self._shares is not None:
             metrics.THROTTLED.labels(status="429", cause="address_share").inc()
-            self._refuse(429, "Too Many Requests", "too_many_connections",
-                         f"this client address already holds {self._shares.limit} connections, "
-                         "its share of the gateway's (--address-share); close idle ones or "
-                         "retry later", retry_after=1)
+            self._refuse(
+                429,
+                "Too Many Requests",
+                "too_many_connections",
+                f"this client address already holds {self._shares.limit} connections, "
+                "its share of the gateway's (--address-share); close idle ones or "
+                "retry later",
+                retry_after=1,
+            )
             return
         metrics.THROTTLED.labels(status="503", cause="max_connections").inc()
-        self._refuse(503, "Service Unavailable", "too_many_connections",
-                     f"the gateway already holds {self._max_connections} connections; "
-                     "retry later")
+        self._refuse(
+            503,
+            "Service Unavailable",
+            "too_many_connections",
+            f"the gateway already holds {self._max_connections} connections; retry later",
+        )
 
     def _judge_over_cap(self, data: bytes) -> bytes | None:
         """Over the cap: the data to parse once the head starts as a liveness probe (served, then
@@ -109,8 +127,9 @@ class GuardedHandler(RequestHandler):
         self._refuse_over_cap()
         return None
 
-    def _refuse(self, status: int, reason: str, code: str, message: str,
-                retry_after: int | None = None) -> None:
+    def _refuse(
+        self, status: int, reason: str, code: str, message: str, retry_after: int | None = None
+    ) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(canned_reply(status, reason, code, message, retry_after))
@@ -118,8 +137,7 @@ class GuardedHandler(RequestHandler):
         self._release_head()
 
     def _between_requests(self) -> bool:
-        return (self._current_request is None and not self._messages
-                and not self._request_in_progress)
+        return self._current_request is None and not self._messages and not self._request_in_progress
 
     def data_received(self, data: bytes) -> None:
         if self._close or self._force_close:  # refused, closed, or the server is draining
@@ -175,24 +193,34 @@ class GuardedHandler(RequestHandler):
                 continue
             size = len(message.path) + sum(len(k) + len(v) + 4 for k, v in message.raw_headers) + 16
             if size > self._max_head_bytes:
-                self._messages[i] = (_ErrInfo(status=431, exc=HeadTooLarge(),
-                                              message="request head too large"), payload)
+                self._messages[i] = (
+                    _ErrInfo(status=431, exc=HeadTooLarge(), message="request head too large"),
+                    payload,
+                )
 
     def _hold_head(self, n: int) -> None:
         cost = n * HEAD_COPIES
         held = self._head_held + cost
         if held > self._max_head_bytes * HEAD_COPIES:
             metrics.THROTTLED.labels(status="431", cause="head_bytes").inc()
-            self._refuse(431, "Request Header Fields Too Large", "request_header_fields_too_large",
-                         f"the request head is larger than {self._max_head_bytes} bytes "
-                         "(--max-head-bytes)")
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                "request_header_fields_too_large",
+                f"the request head is larger than {self._max_head_bytes} bytes (--max-head-bytes)",
+            )
             return
         budget = self._budget
         assert budget is not None
         if budget.used + cost > budget.cap:
             metrics.THROTTLED.labels(status="503", cause="memory").inc()
-            self._refuse(503, "Service Unavailable", "unavailable",
-                         "the gateway's memory cap is in use; retry later", retry_after=1)
+            self._refuse(
+                503,
+                "Service Unavailable",
+                "unavailable",
+                "the gateway's memory cap is in use; retry later",
+                retry_after=1,
+            )
             return
         budget.used += cost
         self._head_held = held
@@ -231,8 +259,12 @@ class GuardedHandler(RequestHandler):
             return
         if self._between_requests() and not self._force_close:
             metrics.THROTTLED.labels(status="408", cause="header_timeout").inc()
-            self._refuse(408, "Request Timeout", "request_timeout",
-                         f"the request head did not arrive within {self._header_timeout:g} s")
+            self._refuse(
+                408,
+                "Request Timeout",
+                "request_timeout",
+                f"the request head did not arrive within {self._header_timeout:g} s",
+            )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
@@ -245,8 +277,13 @@ class GuardedHandler(RequestHandler):
             self._address = None
         super().connection_lost(exc)
 
-    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         """JSON instead of aiohttp's text page; oversized heads get 431, quietly logged. Neither
         the reply nor the log quotes the parser's message: it carries request bytes (keys too)."""
         code = "bad_request" if status == 400 else "internal_error"
@@ -255,16 +292,24 @@ class GuardedHandler(RequestHandler):
         if isinstance(exc, HeadTooLarge):
             status, code = 431, "request_header_fields_too_large"
             text = "the request head is too large (--max-head-bytes)"
-        elif (isinstance(exc, LineTooLong) or "too long" in said or "too large" in said
-              or "too many headers" in said):
+        elif (
+            isinstance(exc, LineTooLong)
+            or "too long" in said
+            or "too large" in said
+            or "too many headers" in said
+        ):
             status, code = 431, "request_header_fields_too_large"
             text = "the request line or a header is too long, or there are too many headers"
         elif status == 400 and exc is not None:
             text = f"malformed HTTP request ({type(exc).__name__})"
         log.info("refused a malformed HTTP request from %s: %d %s", request.remote, status, text)
         body = {"code": status, "message": text, "error": code, "request_id": uuid.uuid4().hex}
-        resp = web.Response(body=msgspec.json.encode(body), status=status,
-                            content_type="application/json", headers={"Server": SERVER_NAME})
+        resp = web.Response(
+            body=msgspec.json.encode(body),
+            status=status,
+            content_type="application/json",
+            headers={"Server": SERVER_NAME},
+        )
         resp.force_close()
         return resp
 
@@ -272,14 +317,28 @@ class GuardedHandler(RequestHandler):
 class GuardedSite(web.TCPSite):
     """A TCP site whose connections are served by GuardedHandler."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int,
-                 header_timeout: float, backlog: int = 1024, reuse_port: bool | None = None,
-                 shares: AddressShares | None = None, budget: MemoryBudget | None = None,
-                 max_head_bytes: int = 1 << 62) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        backlog: int = 1024,
+        reuse_port: bool | None = None,
+        shares: AddressShares | None = None,
+        budget: MemoryBudget | None = None,
+        max_head_bytes: int = 1 << 62,
+    ) -> None:
         super().__init__(runner, host, port, backlog=backlog, reuse_port=reuse_port)
         self._guard: dict[str, Any] = {
-            "max_connections": max_connections, "header_timeout": header_timeout,
-            "shares": shares, "budget": budget, "max_head_bytes": max_head_bytes}
+            "max_connections": max_connections,
+            "header_timeout": header_timeout,
+            "shares": shares,
+            "budget": budget,
+            "max_head_bytes": max_head_bytes,
+        }
 
     async def start(self) -> None:
         """Listen, creating a GuardedHandler per connection (with the runner's handler options)."""
@@ -291,9 +350,15 @@ class GuardedSite(web.TCPSite):
 
         def factory() -> GuardedHandler:
             return GuardedHandler(server, loop=loop, **options)
-        self._server = await loop.create_server(factory, self._host, self._port,
-                                                backlog=self._backlog, reuse_address=True,
-                                                reuse_port=self._reuse_port)
+
+        self._server = await loop.create_server(
+            factory,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port,
+        )
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
 

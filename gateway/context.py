@@ -40,8 +40,12 @@ class Gateway:
     @property
     def ready(self) -> bool:
         """Catalog loaded, sink connected and reachable, and not draining."""
-        return (self.catalog.loaded and self.lifecycle.sink_started and self.sink.available()
-                and not self.lifecycle.draining)
+        return (
+            self.catalog.loaded
+            and self.lifecycle.sink_started
+            and self.sink.available()
+            and not self.lifecycle.draining
+        )
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

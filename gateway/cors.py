@@ -22,13 +22,14 @@ from gateway.errors import BadRequest, Forbidden
 ANY = "*"
 ALLOW_METHODS = "POST, OPTIONS"
 ALLOW_HEADERS = "Content-Type, Authorization, X-Api-Key, Content-Encoding, X-Request-ID"
-EXPOSE_HEADERS = ("Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
-                  "X-Request-ID")
+EXPOSE_HEADERS = "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, X-Request-ID"
 MAX_AGE = "7200"  # seconds; Chromium caps a preflight cache entry at 2 hours
 # The ingest routes of every dialect (paths as requested; a 405 has no matched route to ask).
-_INGEST = re.compile(r"/v0/events|/v1/data_sources/ingest"
-                     r"|(?:/[A-Za-z0-9_-]{1,128})?/api/v1beta[12]/streams/[^/]+/ingest"
-                     r"|/topics/[^/]+|/v3/clusters/[^/]+/topics/[^/]+/records")
+_INGEST = re.compile(
+    r"/v0/events|/v1/data_sources/ingest"
+    r"|(?:/[A-Za-z0-9_-]{1,128})?/api/v1beta[12]/streams/[^/]+/ingest"
+    r"|/topics/[^/]+|/v3/clusters/[^/]+/topics/[^/]+/records"
+)
 OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")  # no CORS rules, never draining
 _ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 
@@ -91,9 +92,11 @@ class Policy:
     plain_headers: tuple[tuple[str, str], ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        plain = ((("Access-Control-Allow-Origin", ANY),
-                  ("Access-Control-Expose-Headers", EXPOSE_HEADERS)) if self.origins == (ANY,)
-                 else (("Vary", "Origin"),))
+        plain = (
+            (("Access-Control-Allow-Origin", ANY), ("Access-Control-Expose-Headers", EXPOSE_HEADERS))
+            if self.origins == (ANY,)
+            else (("Vary", "Origin"),)
+        )
         object.__setattr__(self, "plain_headers", plain)
 
     @classmethod
@@ -148,15 +151,18 @@ def check(request: web.Request, kind: str, raw_origin: str | None) -> web.Respon
         return None
     origin = None if raw_origin is None else _normalized(raw_origin)
     if kind == INGEST:
-        if origin is not None and not (request.app[POLICY].allows(origin)
-                                       or _same_origin(origin, request)):
+        if origin is not None and not (request.app[POLICY].allows(origin) or _same_origin(origin, request)):
             raise _refused(origin, request.method)
         if request.method == "OPTIONS":  # a preflight, or a plain OPTIONS: what may be sent here
             headers = {"Allow": ALLOW_METHODS}
             if origin is not None and "Access-Control-Request-Method" in request.headers:
-                headers.update({"Access-Control-Allow-Methods": ALLOW_METHODS,
-                                "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                                "Access-Control-Max-Age": MAX_AGE})
+                headers.update(
+                    {
+                        "Access-Control-Allow-Methods": ALLOW_METHODS,
+                        "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                        "Access-Control-Max-Age": MAX_AGE,
+                    }
+                )
             return web.Response(status=204, headers=headers)
         return None
     if origin is not None and not _same_origin(origin, request):
@@ -172,8 +178,11 @@ def reply_headers(policy: Policy, raw_origin: str | None) -> tuple[tuple[str, st
     vary = () if policy.any else (("Vary", "Origin"),)
     if not policy.allows(origin):
         return vary
-    return (*vary, ("Access-Control-Allow-Origin", policy.allow_origin_value(origin)),
-            ("Access-Control-Expose-Headers", EXPOSE_HEADERS))
+    return (
+        *vary,
+        ("Access-Control-Allow-Origin", policy.allow_origin_value(origin)),
+        ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
+    )
 
 
 def install(app: web.Application, allow_origins: str) -> None:

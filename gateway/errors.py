@@ -12,8 +12,15 @@ class GatewayError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, row: int | None = None, column: str | None = None,
-                 retry_after: float | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.row = row
@@ -152,8 +159,12 @@ def failed(what: str, exc: BaseException, *, retry_after: float = 1.0) -> Unavai
     """A 503 saying what failed and not why: the cause (broker addresses, exception text) goes to
     the log only, under the request's id, which the reply carries (`X-Request-ID`)."""
     _log.warning("%s: %s: %s", what, type(exc).__name__, exc)
-    return Unavailable(f"{what}; retry later (the reason is in the gateway's log under this "
-                       "request's id)", retry_after=retry_after)
+    return Unavailable(
+        f"{what}; retry later (the reason is in the gateway's log under this request's id)",
+        retry_after=retry_after,
+    )
+
+
 E = TypeVar("E", bound=BaseException)
 
 

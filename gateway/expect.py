@@ -20,10 +20,14 @@ async def defer_continue(request: web.Request) -> None:
         return
     if expect.strip().lower() != "100-continue":
         # made before the middleware runs: a web page must still see it (CORS) on ingest routes
-        headers = (cors.reply_headers(request.app[cors.POLICY], request.headers.get("Origin"))
-                   if cors.is_ingest(request.path) else ())
+        headers = (
+            cors.reply_headers(request.app[cors.POLICY], request.headers.get("Origin"))
+            if cors.is_ingest(request.path)
+            else ()
+        )
         raise web.HTTPExpectationFailed(
-            text="unknown Expect header; only 100-continue is supported", headers=headers)
+            text="unknown Expect header; only 100-continue is supported", headers=headers
+        )
     request[_PENDING] = True
 
 

@@ -21,8 +21,7 @@ class Landing:
 
     __slots__ = ("batches", "entries", "left", "live", "on_landed", "released", "starts")
 
-    def __init__(self, entries: list[Entry],
-                 on_landed: Callable[[Landing, list[int]], None]) -> None:
+    def __init__(self, entries: list[Entry], on_landed: Callable[[Landing, list[int]], None]) -> None:
         self.entries = entries
         self.on_landed = on_landed  # told of the entries (by position) whose records all landed
         self.live = True  # False once the flush failed: its unreleased entries are retried

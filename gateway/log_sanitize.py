@@ -15,8 +15,10 @@ REDACTED = "[redacted]"
 _KEY_PATTERNS = (
     re.compile(r"(?i)(token=)[^&\s'\"]*"),
     re.compile(r"(?i)(x-api-key['\"]?\s*[:=,]\s*['\"]?)[^\s'\",}]*"),
-    re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?(?:(?:apikey|bearer|basic|token)\s+)?)"
-               r"[^\s'\",}]*"),
+    re.compile(
+        r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?(?:(?:apikey|bearer|basic|token)\s+)?)"
+        r"[^\s'\",}]*"
+    ),
     re.compile(r"()[A-Za-z0-9]{60,}"),  # a key, or a key glued to more letters or digits
 )
 # C0, DEL, C1 and the Unicode line and paragraph separators: each becomes a visible escape.

@@ -15,8 +15,7 @@ from gateway.log_sanitize import SanitizeFilter
 # The id of the request this task is handling; set by the HTTP middleware for the handler's duration.
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName",
-                                                          "_sanitized"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "_sanitized"}
 
 
 class _RequestIdFilter(logging.Filter):
@@ -38,7 +37,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -56,8 +56,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> Gatewa
     return err
 
 
-def _log_refusal(request: web.Request, status: int, refusal: tuple[str, str] | None,
-                 request_id: str) -> None:
+def _log_refusal(request: web.Request, status: int, refusal: tuple[str, str] | None, request_id: str) -> None:
     """The refused request's line (sampled per cause and stream: gateway.refusal_log)."""
     info = request.match_info
     stream = info.get("name") or info.get("topic") or request.query.get("name", "")
@@ -93,10 +92,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     refusal: tuple[str, str] | None = None
     try:
         if gw.lifecycle.draining and route.kind != cors.OPS:
-            raise Unavailable("the gateway is shutting down; retry on another replica",
-                              retry_after=1.0)
-        preflight = (cors.check(request, route.kind, origin)
-                     if origin is not None or request.method == "OPTIONS" else None)
+            raise Unavailable("the gateway is shutting down; retry on another replica", retry_after=1.0)
+        preflight = (
+            cors.check(request, route.kind, origin)
+            if origin is not None or request.method == "OPTIONS"
+            else None
+        )
         response = preflight if preflight is not None else await handler(request)
     except GatewayError as err:
         refusal = err.code, err.message
@@ -111,16 +112,18 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         if "Allow" in exc.headers:  # a 405 names the methods the route takes
             response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.path,
-                      request_id)
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
         refusal = "internal_error", "internal error"
         response = route.render(GatewayError("internal error"), request_id)
     finally:
         REQUEST_ID.reset(token)
     if isinstance(response, FastReply):  # its header lines made once per route
-        response.stamp(request_id, route.frame if origin is None or route.kind != cors.INGEST
-                       else Frame((("X-Gateway-Worker", gw.worker),
-                                   *cors.reply_headers(app[cors.POLICY], origin))))
+        response.stamp(
+            request_id,
+            route.frame
+            if origin is None or route.kind != cors.INGEST
+            else Frame((("X-Gateway-Worker", gw.worker), *cors.reply_headers(app[cors.POLICY], origin))),
+        )
     else:
         headers = response.headers
         headers["X-Request-ID"] = request_id

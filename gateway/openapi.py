@@ -27,28 +27,50 @@ _VARIABLE = re.compile(r"\{(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)(?::(?P<re>[^{}]*(?:\
 _MAX_ENUM = 32
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
-    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
-                     "description": "The API key in `X-Api-Key: KEY`."},
-    "apiKeyAuthorization": {"type": "apiKey", "in": "header", "name": "Authorization",
-                            "description": "The API key as `Authorization: ApiKey KEY`."},
-    "bearer": {"type": "http", "scheme": "bearer",
-               "description": "The API key as `Authorization: Bearer KEY`."},
-    "basic": {"type": "http", "scheme": "basic",
-              "description": "HTTP Basic with the API key as password (Kafka REST Proxy clients)."},
-    "tokenQuery": {"type": "apiKey", "in": "query", "name": "token",
-                   "description": "The API key in the `token` query parameter."},
+    "apiKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Api-Key",
+        "description": "The API key in `X-Api-Key: KEY`.",
+    },
+    "apiKeyAuthorization": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "The API key as `Authorization: ApiKey KEY`.",
+    },
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The API key as `Authorization: Bearer KEY`.",
+    },
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "HTTP Basic with the API key as password (Kafka REST Proxy clients).",
+    },
+    "tokenQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The API key in the `token` query parameter.",
+    },
 }
 API_KEY = ("apiKeyHeader", "apiKeyAuthorization", "bearer")
 CATALOG_UNCONFIRMED = "Kafka did not confirm the catalog change in time; it may still take effect."
+
+
 class Doc(msgspec.Struct, forbid_unknown_fields=True):
     """Base of the reply bodies: the Struct a handler encodes is the one this document describes.
     Unknown fields are forbidden, so the published schemas say `additionalProperties: false`."""
 
 
 RETRY_AFTER = {"Retry-After": "Seconds to wait before retrying."}
-RATE_LIMIT_HEADERS = {"X-RateLimit-Limit": "Requests per second this key may make.",
-                      "X-RateLimit-Remaining": "Requests left in the current window.",
-                      "X-RateLimit-Reset": "Seconds until the limit is fully replenished."}
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": "Requests per second this key may make.",
+    "X-RateLimit-Remaining": "Requests left in the current window.",
+    "X-RateLimit-Reset": "Seconds until the limit is fully replenished.",
+}
 PATH_PARAMETERS = {
     "version": "API version (both are served identically).",
     "workspace": "Workspace id, as in the vendor's URLs; one gateway serves one workspace.",
@@ -96,11 +118,19 @@ class Operation:
     description: str = ""
 
 
-def operation(summary: str, *, replies: Mapping[int, Reply], request: Any = None,
-              errors: Mapping[int, str | Reply] | None = None, error_body: Any = None,
-              params: Sequence[Param] = (), security: Sequence[str] = API_KEY,
-              auth_status: int = 401, tags: Sequence[str] = (), description: str = ""
-              ) -> Callable[[H], H]:
+def operation(
+    summary: str,
+    *,
+    replies: Mapping[int, Reply],
+    request: Any = None,
+    errors: Mapping[int, str | Reply] | None = None,
+    error_body: Any = None,
+    params: Sequence[Param] = (),
+    security: Sequence[str] = API_KEY,
+    auth_status: int = 401,
+    tags: Sequence[str] = (),
+    description: str = "",
+) -> Callable[[H], H]:
     """Attach an `Operation` to a handler. `request` is a body type (sent as JSON) or a mapping
     of media type to body type; an error is described by a text or a `Reply` (for its headers;
     its body is `error_body`). Routes with `security` also document `auth_status` (a missing or
@@ -110,16 +140,33 @@ def operation(summary: str, *, replies: Mapping[int, Reply], request: Any = None
     errs = {status: e if isinstance(e, Reply) else Reply(e) for status, e in (errors or {}).items()}
     if security:
         errs.setdefault(auth_status, Reply("The API key is missing, unknown, expired or revoked."))
-        errs.setdefault(503, Reply("Not ready, draining or Kafka unreachable: nothing was done; "
-                                   "retry.", headers=RETRY_AFTER))
-        errs.setdefault(429, Reply("The key's request rate is used up: nothing was done; retry.",
-                                   headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}))
+        errs.setdefault(
+            503,
+            Reply("Not ready, draining or Kafka unreachable: nothing was done; retry.", headers=RETRY_AFTER),
+        )
+        errs.setdefault(
+            429,
+            Reply(
+                "The key's request rate is used up: nothing was done; retry.",
+                headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS},
+            ),
+        )
 
     def mark(handler: H) -> H:
-        op = Operation(summary, dict(replies), dict(request or {}), errs, error_body, tuple(params),
-                       tuple(security), tuple(tags), description or (handler.__doc__ or ""))
+        op = Operation(
+            summary,
+            dict(replies),
+            dict(request or {}),
+            errs,
+            error_body,
+            tuple(params),
+            tuple(security),
+            tuple(tags),
+            description or (handler.__doc__ or ""),
+        )
         setattr(handler, ATTRIBUTE, op)
         return handler
+
     return mark
 
 
@@ -152,7 +199,7 @@ def expand(regex: str) -> list[str] | None:
         c = regex[i]
         if c == "[":
             end = regex.find("]", i)
-            chars = _class_chars(regex[i + 1:end]) if end > i else None
+            chars = _class_chars(regex[i + 1 : end]) if end > i else None
             if chars is None:
                 return None
             parts.append(chars)
@@ -183,9 +230,17 @@ def openapi_path(path: str) -> tuple[str, list[dict[str, Any]]]:
                 schema["enum"] = values
             else:
                 schema["pattern"] = f"^{regex}$"
-        params.append({"name": name, "in": "path", "required": True, "schema": schema,
-                       "description": PATH_PARAMETERS.get(name, f"Path parameter `{name}`.")})
+        params.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": schema,
+                "description": PATH_PARAMETERS.get(name, f"Path parameter `{name}`."),
+            }
+        )
         return "{" + name + "}"
+
     return _VARIABLE.sub(replace, path), params
 
 
@@ -201,8 +256,7 @@ class _Schemas:
         return self.types.index(kind)
 
     def build(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        schemas, components = msgspec.json.schema_components(self.types,
-                                                             ref_template=REF_TEMPLATE)
+        schemas, components = msgspec.json.schema_components(self.types, ref_template=REF_TEMPLATE)
         return list(schemas), dict(components)
 
 
@@ -214,8 +268,9 @@ def _unique_id(base: str, used: set[str]) -> str:
     return candidate
 
 
-def build_spec(routes: Iterable[tuple[str, str, Any]], *, title: str, version: str,
-               description: str = "") -> dict[str, Any]:
+def build_spec(
+    routes: Iterable[tuple[str, str, Any]], *, title: str, version: str, description: str = ""
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route whose handler has an `Operation`."""
     schemas = _Schemas()
     pending: list[tuple[str, str, list[dict[str, Any]], Operation, str]] = []
@@ -228,8 +283,9 @@ def build_spec(routes: Iterable[tuple[str, str, Any]], *, title: str, version: s
         oapi, path_params = openapi_path(path)
         pending.append((method.lower(), oapi, path_params, op, handler.__name__))
     if undocumented:
-        log.warning("routes without OpenAPI operation (left out of /openapi.json): %s",
-                    ", ".join(undocumented))
+        log.warning(
+            "routes without OpenAPI operation (left out of /openapi.json): %s", ", ".join(undocumented)
+        )
     # First pass: give every body type an index; second: render with the generated schemas.
     refs: list[tuple[dict[str, int], dict[int, int], int | None]] = []
     for _m, _p, _pp, op, _n in pending:
@@ -249,32 +305,43 @@ def build_spec(routes: Iterable[tuple[str, str, Any]], *, title: str, version: s
             "summary": op.summary,
             "description": op.description.strip(),
             "tags": list(op.tags),
-            "parameters": path_params + [
-                {"name": p.name, "in": p.where, "required": p.required,
-                 "description": p.description, "schema": generated[schemas.ref(p.type)]}
-                for p in op.params],
+            "parameters": path_params
+            + [
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "required": p.required,
+                    "description": p.description,
+                    "schema": generated[schemas.ref(p.type)],
+                }
+                for p in op.params
+            ],
             "responses": {},
         }
         if not entry["parameters"]:
             del entry["parameters"]
         if req:
-            entry["requestBody"] = {"required": True, "content": {
-                media: {"schema": generated[i]} for media, i in req.items()}}
+            entry["requestBody"] = {
+                "required": True,
+                "content": {media: {"schema": generated[i]} for media, i in req.items()},
+            }
         for status, r in sorted(op.replies.items()):
             out: dict[str, Any] = {"description": r.description}
             if r.body is not None:
                 out["content"] = {r.media_type: {"schema": generated[rep[status]]}}
             if r.headers:
-                out["headers"] = {h: {"description": d, "schema": {"type": "string"}}
-                                  for h, d in r.headers.items()}
+                out["headers"] = {
+                    h: {"description": d, "schema": {"type": "string"}} for h, d in r.headers.items()
+                }
             entry["responses"][str(status)] = out
         for status, r in sorted(op.errors.items()):
             out = {"description": r.description}
             if err is not None:
                 out["content"] = {"application/json": {"schema": generated[err]}}
             if r.headers:
-                out["headers"] = {h: {"description": d, "schema": {"type": "string"}}
-                                  for h, d in r.headers.items()}
+                out["headers"] = {
+                    h: {"description": d, "schema": {"type": "string"}} for h, d in r.headers.items()
+                }
             entry["responses"][str(status)] = out
         if path_params and "404" not in entry["responses"]:
             # The router answers 404 when a path parameter does not match its pattern.

@@ -58,9 +58,17 @@ def _version_headers(version: int) -> list[tuple[str, bytes]]:
 class Pipeline:
     """Queues requests' rows whole, or refuses them whole (429/503) through `admission`."""
 
-    def __init__(self, queues: Queues, schemas: SchemaCache, admission: Admission, *,
-                 wait_timeout_s: float, max_record_bytes: int, catalog: Catalog | None = None,
-                 spool: Spool | None = None) -> None:
+    def __init__(
+        self,
+        queues: Queues,
+        schemas: SchemaCache,
+        admission: Admission,
+        *,
+        wait_timeout_s: float,
+        max_record_bytes: int,
+        catalog: Catalog | None = None,
+        spool: Spool | None = None,
+    ) -> None:
         self.queues = queues
         self.schemas = schemas
         self.admission = admission
@@ -71,10 +79,17 @@ class Pipeline:
         self.spool = spool
         self.rates = WriteRates()
 
-    async def admit(self, stream: Stream, rows: list[object], *, wait: bool,
-                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None,
-                    quarantine_meta: RecordMeta | None = None, patient: bool = False
-                    ) -> Outcome:
+    async def admit(
+        self,
+        stream: Stream,
+        rows: list[object],
+        *,
+        wait: bool,
+        quarantine: list[bytes] | None = None,
+        meta: RecordMeta | None = None,
+        quarantine_meta: RecordMeta | None = None,
+        patient: bool = False,
+    ) -> Outcome:
         """Queue validated rows (and quarantine records) whole; with `wait`, return once the sink
         has acknowledged all of them (and, when it tells, where they landed). `meta`: each row's
         own key, partition and headers (keyed streams' keys come from the schema);
@@ -89,8 +104,9 @@ class Pipeline:
         if self.catalog is not None:
             current = self.catalog.stream(stream.name)
             if current is None or current.topic != stream.topic:
-                raise NotFound(f"stream {stream.name!r} was deleted while the request was read; "
-                               "nothing was written")
+                raise NotFound(
+                    f"stream {stream.name!r} was deleted while the request was read; nothing was written"
+                )
         schema: CompiledSchema = self.schemas.get(stream)
         encoded = schema.encode(rows)
         del rows
@@ -105,10 +121,16 @@ class Pipeline:
                     meta.keys = list(encoded.keys)
                 self._check_extras(listed, meta)
         self.admission.charge(stream, encoded.rows, encoded.nbytes)
-        done: asyncio.Future[Any] | None = (asyncio.get_running_loop().create_future() if wait
-                                            else None)
-        entry = Entry(values, encoded.keys, encoded.nbytes, done,
-                      headers=version_headers(stream), meta=meta, rows=encoded.rows)
+        done: asyncio.Future[Any] | None = asyncio.get_running_loop().create_future() if wait else None
+        entry = Entry(
+            values,
+            encoded.keys,
+            encoded.nbytes,
+            done,
+            headers=version_headers(stream),
+            meta=meta,
+            rows=encoded.rows,
+        )
         if quarantine:
             done, offers = self._with_quarantine(stream, entry, quarantine, quarantine_meta)
         else:
@@ -131,11 +153,15 @@ class Pipeline:
             # nobody waits for it any more (the rows stay queued, as after a timeout)
             await done
         except Discarded:
-            raise NotFound(f"stream {stream.name!r} was deleted before Kafka acknowledged the "
-                           "rows; they were discarded with it") from None
+            raise NotFound(
+                f"stream {stream.name!r} was deleted before Kafka acknowledged the "
+                "rows; they were discarded with it"
+            ) from None
         except TimeoutError:
-            raise NotConfirmed(f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
-                               " s; they stay queued and will be written when it does") from None
+            raise NotConfirmed(
+                f"Kafka did not acknowledge the rows within {self.wait_timeout_s:g}"
+                " s; they stay queued and will be written when it does"
+            ) from None
         if entry.rows and entry.done is not None:
             accepted.positions = entry.done.result()
         return accepted
@@ -145,15 +171,19 @@ class Pipeline:
         values = lines_of(lines)
         if max(map(len, values)) > self.max_record_bytes:
             big = next(i for i, v in enumerate(values) if len(v) > self.max_record_bytes)
-            raise PayloadTooLarge(f"row {big} is {len(values[big])} bytes as JSON; the largest row "
-                                  f"is {self.max_record_bytes} bytes", row=big)
+            raise PayloadTooLarge(
+                f"row {big} is {len(values[big])} bytes as JSON; the largest row "
+                f"is {self.max_record_bytes} bytes",
+                row=big,
+            )
 
     def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
         """A record with its own key and headers must still fit a batch (413 otherwise)."""
         for i, value in enumerate(values):
             if len(value) + meta.extra_bytes(i) > self.max_record_bytes:
-                raise PayloadTooLarge(f"record {i} is larger than {self.max_record_bytes} bytes "
-                                      "with its key and headers", row=i)
+                raise PayloadTooLarge(
+                    f"record {i} is larger than {self.max_record_bytes} bytes with its key and headers", row=i
+                )
 
     async def _spool(self, offers: list[tuple[StreamQueue, Entry]]) -> None:
         """Durable mode: log the queued entries and wait for the fsync (group commit). Called
@@ -162,14 +192,17 @@ class Pipeline:
         assert self.spool is not None
         committed = None
         for q, e in offers:
-            e.spool_pos, committed = self.spool.append(q.stream, q.topic, e.value_list(), e.keys,
-                                                       e.headers, e.meta)
+            e.spool_pos, committed = self.spool.append(
+                q.stream, q.topic, e.value_list(), e.keys, e.headers, e.meta
+            )
         try:
             if committed is not None:  # the last append's group commit covers the earlier ones
                 await committed
         except SpoolError as exc:
-            raise NotDurable(f"the rows are queued but the durable spool failed ({exc}); "
-                             "they will probably be written, retrying may duplicate them") from None
+            raise NotDurable(
+                f"the rows are queued but the durable spool failed ({exc}); "
+                "they will probably be written, retrying may duplicate them"
+            ) from None
 
     async def replay_spool(self) -> None:
         """Queue again the rows the durable spool holds from a previous run (after a crash)."""
@@ -182,15 +215,20 @@ class Pipeline:
             if stream is not None and stream.topic == rec.topic:
                 key = (stream.name, stream.topic)
             else:  # a quarantine record: queued under its topic
-                owner = next((s for s in catalog.streams() if s.quarantine_topic == rec.topic),
-                             None)
+                owner = next((s for s in catalog.streams() if s.quarantine_topic == rec.topic), None)
                 if owner is None:
-                    log.warning("spool: dropping %d rows of deleted stream %r", len(rec.values),
-                                rec.stream)
+                    log.warning("spool: dropping %d rows of deleted stream %r", len(rec.values), rec.stream)
                     return False
                 key = (rec.topic, rec.topic)
-            entry = Entry(rec.values, rec.keys, sum(map(len, rec.values)) + len(rec.values),
-                          None, pos, rec.headers, rec.meta())
+            entry = Entry(
+                rec.values,
+                rec.keys,
+                sum(map(len, rec.values)) + len(rec.values),
+                None,
+                pos,
+                rec.headers,
+                rec.meta(),
+            )
             while True:
                 try:
                     queues.queue(*key).offer(entry)
@@ -203,17 +241,23 @@ class Pipeline:
         if rows:
             log.warning("spool: %d rows from a previous run queued again", rows)
 
-    def _with_quarantine(self, stream: Stream, entry: Entry, quarantine: list[bytes],
-                         meta: RecordMeta | None
-                         ) -> tuple[asyncio.Future[Any] | None, list[tuple[StreamQueue, Entry]]]:
+    def _with_quarantine(
+        self, stream: Stream, entry: Entry, quarantine: list[bytes], meta: RecordMeta | None
+    ) -> tuple[asyncio.Future[Any] | None, list[tuple[StreamQueue, Entry]]]:
         """The offers of the rows and the quarantine records (queued all or none); with wait=true,
         the future of both being acknowledged."""
         if max(map(len, quarantine)) > self.max_record_bytes:
-            raise PayloadTooLarge(f"an invalid row is too large to quarantine; the largest row is "
-                                  f"{self.max_record_bytes} bytes")
-        side = Entry(quarantine, None, sum(map(len, quarantine)),
-                     None if entry.done is None else asyncio.get_running_loop().create_future(),
-                     headers=entry.headers, meta=meta)
+            raise PayloadTooLarge(
+                f"an invalid row is too large to quarantine; the largest row is {self.max_record_bytes} bytes"
+            )
+        side = Entry(
+            quarantine,
+            None,
+            sum(map(len, quarantine)),
+            None if entry.done is None else asyncio.get_running_loop().create_future(),
+            headers=entry.headers,
+            meta=meta,
+        )
         # keyed by the topic: stream names have no `-`, so it never meets a stream's queue
         offers = [(self.queues.queue(stream.quarantine_topic, stream.quarantine_topic), side)]
         if entry.rows:

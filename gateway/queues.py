@@ -155,8 +155,10 @@ class StreamQueue:
         self._idle.set()
         self._landed.set()
         self._slot_free.set()
-        gauges = (metrics.QUEUE_ROWS.labels(stream=self.stream),
-                  metrics.QUEUE_BYTES.labels(stream=self.stream))
+        gauges = (
+            metrics.QUEUE_ROWS.labels(stream=self.stream),
+            metrics.QUEUE_BYTES.labels(stream=self.stream),
+        )
         # One process: the gauges read the queue when scraped, nothing per request. Under
         # --workers the values must go to the shared files: set once per flush (`_set_gauges`).
         self._gauges: tuple[Any, Any] | None = gauges if metrics.MULTIPROCESS else None
@@ -168,8 +170,9 @@ class StreamQueue:
 
     def start(self) -> None:
         """Start the flusher (in a fresh context: not tagged with the request that started it)."""
-        self._task = asyncio.create_task(self._run(), name=f"flush-{self.stream}",
-                                         context=contextvars.Context())
+        self._task = asyncio.create_task(
+            self._run(), name=f"flush-{self.stream}", context=contextvars.Context()
+        )
 
     def check(self, entry: Entry, other_bytes: int = 0) -> None:
         """Raise QueueFull unless the entry fits (with `other_bytes` about to join the budget)."""
@@ -179,8 +182,9 @@ class StreamQueue:
             raise QueueFull("stream_rows", limit=self.limits.max_rows, size=entry.rows, unit="rows")
         if entry.nbytes > min(self.limits.max_bytes, self.budget.cap):
             cause = "stream_bytes" if self.limits.max_bytes <= self.budget.cap else "memory"
-            raise QueueFull(cause, limit=min(self.limits.max_bytes, self.budget.cap),
-                            size=entry.nbytes, unit="bytes")
+            raise QueueFull(
+                cause, limit=min(self.limits.max_bytes, self.budget.cap), size=entry.nbytes, unit="bytes"
+            )
         if self.rows + entry.rows > self.limits.max_rows:
             raise QueueFull("stream_rows")
         if self.nbytes + entry.nbytes > self.limits.max_bytes:
@@ -290,8 +294,7 @@ class StreamQueue:
             # several requests: each settles once its own rows landed (see gateway.landing)
             landing = Landing(entries, self._landed_early) if len(entries) > 1 else None
             try:
-                delivered = await self._hand_over(
-                    entries, None if landing is None else landing.landed)
+                delivered = await self._hand_over(entries, None if landing is None else landing.landed)
             except asyncio.CancelledError:
                 self._requeue(entries, None)
                 raise
@@ -325,16 +328,19 @@ class StreamQueue:
         self._in_flight -= 1
         self._overdue += 1
         if self._overdue == 1:  # once while any is (under a stuck leader every flush becomes so)
-            log.warning("a flush of %d rows to %s is unacknowledged after %.1f s (a partition's "
-                        "leader does not answer?); the stream's other flushes go on",
-                        sum(e.rows for e in oldest.entries), self.topic, stall_s)
+            log.warning(
+                "a flush of %d rows to %s is unacknowledged after %.1f s (a partition's "
+                "leader does not answer?); the stream's other flushes go on",
+                sum(e.rows for e in oldest.entries),
+                self.topic,
+                stall_s,
+            )
 
     def _held_back(self) -> bool:
         """True while a partition the next rows need is stalled and full (--partition-max-bytes):
         they stay queued here, not encoded into batches that would wait behind it."""
         head = self._pending[0]
-        return self.sink.held_back(self.topic, head.keys is not None or head.meta is not None
-                                   ) is not None
+        return self.sink.held_back(self.topic, head.keys is not None or head.meta is not None) is not None
 
     async def _progress(self) -> None:
         """Wait until a flush settles, or `stall_s` at most (a stalled partition may recover
@@ -358,8 +364,9 @@ class StreamQueue:
         finally:
             timer.cancel()
 
-    async def _hand_over(self, entries: list[Entry], on_batch: OnBatch | None
-                         ) -> asyncio.Future[Landed | None]:
+    async def _hand_over(
+        self, entries: list[Entry], on_batch: OnBatch | None
+    ) -> asyncio.Future[Landed | None]:
         if any(e.meta is not None for e in entries):
             return await self._hand_over_placed(entries, on_batch)
         runs = [v for e in entries if isinstance(v := e.values, bytes)]
@@ -382,12 +389,12 @@ class StreamQueue:
             headers: list[Headers] = []
             for e in entries:
                 headers += [e.headers or []] * e.rows
-            return await self.sink.send(self.topic, values, keys, headers=headers,
-                                        on_batch=on_batch)
+            return await self.sink.send(self.topic, values, keys, headers=headers, on_batch=on_batch)
         return await self.sink.send(self.topic, values, keys, on_batch=on_batch)
 
-    async def _hand_over_placed(self, entries: list[Entry], on_batch: OnBatch | None
-                                ) -> asyncio.Future[Landed | None]:
+    async def _hand_over_placed(
+        self, entries: list[Entry], on_batch: OnBatch | None
+    ) -> asyncio.Future[Landed | None]:
         """A flush where some records carry their own key, partition or headers: every record's
         details in one RecordMeta, the entry's shared headers (schema version) after its own."""
         values: list[bytes] = []
@@ -410,8 +417,9 @@ class StreamQueue:
                 start = landing.starts[k]
                 e.done.set_result(RowPositions(landed, start, start + e.rows))
 
-    def _settle(self, entries: list[Entry], landing: Landing | None,
-                fut: asyncio.Future[Landed | None]) -> None:
+    def _settle(
+        self, entries: list[Entry], landing: Landing | None, fut: asyncio.Future[Landed | None]
+    ) -> None:
         flight = self._flights.pop(id(entries), None)
         if not self._flights:
             self._landed.set()
@@ -435,20 +443,21 @@ class StreamQueue:
             start = 0
             for e in entries:
                 if e.done is not None and not e.done.done():
-                    e.done.set_result(None if landed is None else
-                                      RowPositions(landed, start, start + e.rows))
+                    e.done.set_result(None if landed is None else RowPositions(landed, start, start + e.rows))
                 start += e.rows
             return
         # those not settled as their batches landed (no rows, or a sink that told of some only)
         landing.live = False
-        rest = [(e, start) for e, start, released in zip(
-            landing.entries, landing.starts, landing.released, strict=True) if not released]
+        rest = [
+            (e, start)
+            for e, start, released in zip(landing.entries, landing.starts, landing.released, strict=True)
+            if not released
+        ]
         if rest:
             self._release([e for e, _ in rest])
         for e, start in rest:
             if e.done is not None and not e.done.done():
-                e.done.set_result(None if landed is None else
-                                  RowPositions(landed, start, start + e.rows))
+                e.done.set_result(None if landed is None else RowPositions(landed, start, start + e.rows))
 
     def _discard(self, entries: list[Entry]) -> None:
         """Forget entries of a deleted stream: free their memory, tell the spool they are done,
@@ -473,9 +482,14 @@ class StreamQueue:
             return
         if exc is not None:
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
-            log.warning("flush of %d rows to %s failed (%s: %s); retrying in %.2f s",
-                        sum(e.rows for e in entries), self.topic, type(exc).__name__, exc,
-                        self._backoff)
+            log.warning(
+                "flush of %d rows to %s failed (%s: %s); retrying in %.2f s",
+                sum(e.rows for e in entries),
+                self.topic,
+                type(exc).__name__,
+                exc,
+                self._backoff,
+            )
             metrics.SINK_ERRORS.labels(kind="flush_retry").inc()
         self._pending.extendleft(reversed(entries))
         self._wakeup.set()
@@ -538,8 +552,9 @@ class StreamQueue:
 class Queues:
     """All streams' queues: admission for requests, draining for shutdown."""
 
-    def __init__(self, sink: Sink, limits: Limits,
-                 on_release: Callable[[list[Entry]], None] | None = None) -> None:
+    def __init__(
+        self, sink: Sink, limits: Limits, on_release: Callable[[list[Entry]], None] | None = None
+    ) -> None:
         self.sink = sink
         self.limits = limits
         self.on_release = on_release  # told of acknowledged and discarded entries (the spool)

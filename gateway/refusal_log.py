@@ -33,8 +33,9 @@ class RefusalLog:
         self._suppressed: dict[str, int] = {}  # cause -> lines left out in this second
         self._timer: asyncio.TimerHandle | None = None
 
-    def refused(self, method: str, path: str, status: int, cause: str, stream: str,
-                message: str, request_id: str) -> None:
+    def refused(
+        self, method: str, path: str, status: int, cause: str, stream: str, message: str, request_id: str
+    ) -> None:
         """Log (or count) one refused request."""
         if status not in SAMPLED:
             self._write(method, path, status, cause, stream, message, request_id)
@@ -44,8 +45,7 @@ class RefusalLog:
             self._new_second(second)
         key = (cause, stream)
         seen = self._counts.get(key, 0)
-        if seen >= LINES_PER_S or self._total >= TOTAL_PER_S or (
-                not seen and len(self._counts) >= MAX_KEYS):
+        if seen >= LINES_PER_S or self._total >= TOTAL_PER_S or (not seen and len(self._counts) >= MAX_KEYS):
             self._suppress(cause)
             return
         self._counts[key] = seen + 1
@@ -53,12 +53,21 @@ class RefusalLog:
         self._write(method, path, status, cause, stream, message, request_id)
 
     @staticmethod
-    def _write(method: str, path: str, status: int, cause: str, stream: str, message: str,
-               request_id: str) -> None:
-        log.log(logging.WARNING if status >= 500 else logging.INFO,
-                "refused %s %s -> %d %s, stream %s: %s (request %s)", method, path, status,
-                cause, stream or "-", message, request_id,
-                extra={"stream": stream, "cause": cause, "status": status})
+    def _write(
+        method: str, path: str, status: int, cause: str, stream: str, message: str, request_id: str
+    ) -> None:
+        log.log(
+            logging.WARNING if status >= 500 else logging.INFO,
+            "refused %s %s -> %d %s, stream %s: %s (request %s)",
+            method,
+            path,
+            status,
+            cause,
+            stream or "-",
+            message,
+            request_id,
+            extra={"stream": stream, "cause": cause, "status": status},
+        )
 
     def _suppress(self, cause: str) -> None:
         self._suppressed[cause] = self._suppressed.get(cause, 0) + 1
@@ -82,7 +91,10 @@ class RefusalLog:
         if not self._suppressed:
             return
         by_cause = ", ".join(f"{c} {n}" for c, n in sorted(self._suppressed.items()))
-        log.warning("suppressed %d similar refused-request lines (by cause: %s)",
-                    sum(self._suppressed.values()), by_cause,
-                    extra={"suppressed": dict(self._suppressed)})
+        log.warning(
+            "suppressed %d similar refused-request lines (by cause: %s)",
+            sum(self._suppressed.values()),
+            by_cause,
+            extra={"suppressed": dict(self._suppressed)},
+        )
         self._suppressed.clear()

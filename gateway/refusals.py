@@ -27,16 +27,16 @@ class _Canned:
 
     __slots__ = ("after", "before", "headers", "status")
 
-    def __init__(self, status: int, headers: CIMultiDict[str], before: bytes, after: bytes
-                 ) -> None:
+    def __init__(self, status: int, headers: CIMultiDict[str], before: bytes, after: bytes) -> None:
         self.status = status
         self.headers = headers
         self.before = before
         self.after = after
 
     def reply(self, request_id: str) -> web.Response:
-        return web.Response(body=self.before + request_id.encode() + self.after,
-                            status=self.status, headers=self.headers)
+        return web.Response(
+            body=self.before + request_id.encode() + self.after, status=self.status, headers=self.headers
+        )
 
 
 _cache: OrderedDict[tuple[Any, ...], _Canned | None] = OrderedDict()

@@ -95,8 +95,14 @@ class FastReply(web.Response):
     _materialized: CIMultiDict[str] | None = None
     _head: bytes | None = None
 
-    def __init__(self, body: bytes, status: int = 200, *, content_type: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        status: int = 200,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self._state: dict[Any, Any] = {}
         self._status = status
         self._reason = REASON_PHRASES.get(status, "")
@@ -149,8 +155,11 @@ class FastReply(web.Response):
     @property
     def _fast(self) -> bool:
         """True while nothing asked for the multidict or for a feature the head cannot encode."""
-        return (self._materialized is None and self._frame is not None
-                and not (self._compression or self._chunked or self._cookies))
+        return (
+            self._materialized is None
+            and self._frame is not None
+            and not (self._compression or self._chunked or self._cookies)
+        )
 
     # ---- writing ---------------------------------------------------------------------------
     async def _slow_prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
@@ -180,9 +189,11 @@ class FastReply(web.Response):
             connection = "Connection: close\r\n" if (major, minor) == (1, 1) else ""
         length = "" if empty else f"Content-Length: {len(self._body)}\r\n"  # type: ignore[arg-type]
         assert self._frame is not None
-        self._head = (f"{_status_line(major, minor, status, self._reason)}\r\n{self._lead}"
-                      f"X-Request-ID: {self._stamp_id}\r\n{self._frame.lines}{_SERVER_LINE}"
-                      f"{length}Date: {rfc822_formatted_time()}\r\n{connection}\r\n").encode()
+        self._head = (
+            f"{_status_line(major, minor, status, self._reason)}\r\n{self._lead}"
+            f"X-Request-ID: {self._stamp_id}\r\n{self._frame.lines}{_SERVER_LINE}"
+            f"{length}Date: {rfc822_formatted_time()}\r\n{connection}\r\n"
+        ).encode()
         self._req = request
         writer = self._payload_writer = request.writer
         return writer
@@ -194,14 +205,19 @@ class FastReply(web.Response):
         self._head = None
         body = self._body
         # one write: head and body (aiohttp's writer adds nothing: no headers of its own queued)
-        await web.StreamResponse.write_eof(
-            self, head if self._must_be_empty_body or not body else head + body)  # type: ignore[operator]
+        whole = head if self._must_be_empty_body or not body else head + body  # type: ignore[operator]
+        await web.StreamResponse.write_eof(self, whole)
 
 
 _encoder = msgspec.json.Encoder()
 
 
-def fast_json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None, *,
-              content_type: str = "application/json") -> FastReply:
+def fast_json(
+    body: Any,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    *,
+    content_type: str = "application/json",
+) -> FastReply:
     """`body` encoded as JSON (msgspec) in a FastReply."""
     return FastReply(_encoder.encode(body), status, content_type=content_type, headers=headers)

@@ -43,7 +43,8 @@ class RouteInfo:
             if len(self._counts) >= 256:  # methods and statuses are few; clients choose methods
                 self._counts.clear()
             child = self._counts[(method, status)] = metrics.REQUESTS.labels(
-                route=self.name, method=method, status=str(status))
+                route=self.name, method=method, status=str(status)
+            )
         return child
 
 
@@ -88,22 +89,30 @@ def sample_path(template: str) -> str:
 class Routes:
     """Every route's RouteInfo, and the unmatched ones by kind."""
 
-    def __init__(self, routes: Iterable[Any], renderers: dict[str, ErrorRenderer], *,
-                 worker: str = "0", policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        routes: Iterable[Any],
+        renderers: dict[str, ErrorRenderer],
+        *,
+        worker: str = "0",
+        policy: Policy | None = None,
+    ) -> None:
         default = renderers["default"]
         worker_header = ("X-Gateway-Worker", worker)
         cors = policy.plain_headers if policy is not None else ()
-        frames = {kind: Frame((worker_header, *(cors if kind == INGEST else ())))
-                  for kind in ("ops", "ingest", "manage")}
+        frames = {
+            kind: Frame((worker_header, *(cors if kind == INGEST else ())))
+            for kind in ("ops", "ingest", "manage")
+        }
         self._by_route: dict[Any, RouteInfo] = {}
         for route in routes:
             resource = route.resource
             name = resource.canonical if resource is not None else UNMATCHED
             kind = kind_of(sample_path(name))
-            self._by_route[route] = RouteInfo(name, kind, renderers.get(name, default),
-                                              frames[kind])
-        self._unmatched = {kind: RouteInfo(UNMATCHED, kind, default, frames[kind])
-                           for kind in ("ops", "ingest", "manage")}
+            self._by_route[route] = RouteInfo(name, kind, renderers.get(name, default), frames[kind])
+        self._unmatched = {
+            kind: RouteInfo(UNMATCHED, kind, default, frames[kind]) for kind in ("ops", "ingest", "manage")
+        }
 
     def of(self, route: Any, path: str) -> RouteInfo:
         """The info of a matched route; for unmatched requests, of their path's kind."""

@@ -32,7 +32,7 @@ def valid_scope(scope: str) -> bool:
         return True
     for prefix in _PER_STREAM:
         if scope.startswith(prefix):
-            return STREAM_NAME.fullmatch(scope[len(prefix):]) is not None
+            return STREAM_NAME.fullmatch(scope[len(prefix) :]) is not None
     return False
 
 
@@ -41,15 +41,19 @@ def parse_scopes(permissions: list[str] | None) -> list[str]:
     if permissions is None:
         return list(DEFAULT_SCOPES)
     if not permissions:
-        raise BadRequest("permissions must name at least one scope (an empty list would grant "
-                         "nothing); omit the field for the default DATASOURCE:CREATE and "
-                         "DATASOURCE:APPEND")
+        raise BadRequest(
+            "permissions must name at least one scope (an empty list would grant "
+            "nothing); omit the field for the default DATASOURCE:CREATE and "
+            "DATASOURCE:APPEND"
+        )
     if len(permissions) > MAX_SCOPES:
         raise BadRequest(f"at most {MAX_SCOPES} permissions per key")
     bad = [p for p in permissions if not valid_scope(p)]
     if bad:
         shown = bad[0] if len(bad[0]) <= 80 else bad[0][:80] + "…"
-        raise BadRequest(f"unknown permission {shown!r}: use admin, DATASOURCE:CREATE, "
-                         "DATASOURCE:READ, DATASOURCE:APPEND, DATASOURCE:APPEND:<stream> or "
-                         "DATASOURCE:READ:<stream>")
+        raise BadRequest(
+            f"unknown permission {shown!r}: use admin, DATASOURCE:CREATE, "
+            "DATASOURCE:READ, DATASOURCE:APPEND, DATASOURCE:APPEND:<stream> or "
+            "DATASOURCE:READ:<stream>"
+        )
     return list(dict.fromkeys(permissions))

@@ -121,7 +121,7 @@ def decode_records(data: bytes) -> tuple[list[SpoolRecord | AckMarker], int]:
     while pos + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, pos)
         start = pos + HEADER.size
-        payload = data[start:start + length]
+        payload = data[start : start + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
             break
         try:
@@ -170,8 +170,9 @@ class Spool:
         self._active = self._new_segment(last + 1)
         self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
         if found:
-            log.warning("spool %s holds %d segment(s) from a previous run; replaying them",
-                        self.directory, len(found))
+            log.warning(
+                "spool %s holds %d segment(s) from a previous run; replaying them", self.directory, len(found)
+            )
 
     async def close(self) -> None:
         """Write what is pending, stop the writer, and delete the segments that are done."""
@@ -192,8 +193,7 @@ class Spool:
         self._closed = True
         left = [s.path.name for s in self._segments.values() if s.path.exists()]
         if left:
-            log.warning("spool keeps %d segment(s) with unacknowledged rows: %s", len(left),
-                        ", ".join(left))
+            log.warning("spool keeps %d segment(s) with unacknowledged rows: %s", len(left), ", ".join(left))
 
     def _lock(self) -> None:
         # A POSIX record lock: held per process, so a restart in the same process (tests) takes
@@ -203,8 +203,10 @@ class Spool:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise SpoolError(f"the spool directory {self.directory} is in use by another gateway "
-                             "process; give each process its own --spool-dir") from None
+            raise SpoolError(
+                f"the spool directory {self.directory} is in use by another gateway "
+                "process; give each process its own --spool-dir"
+            ) from None
         self._lock_fd = fd
 
     def _close_files(self) -> None:
@@ -222,9 +224,15 @@ class Spool:
         return seg
 
     # ---- appending (the hot path) ----------------------------------------------------------
-    def append(self, stream: str, topic: str, values: list[bytes], keys: list[bytes] | None,
-               headers: list[tuple[str, bytes]] | None = None, meta: RecordMeta | None = None
-               ) -> tuple[int, asyncio.Future[None]]:
+    def append(
+        self,
+        stream: str,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        meta: RecordMeta | None = None,
+    ) -> tuple[int, asyncio.Future[None]]:
         """Log a request's rows; returns the record's position and a future that resolves once
         it is fsynced (or fails with SpoolError). Synchronous up to the future, so a caller can
         log and queue rows with nothing in between."""
@@ -237,10 +245,11 @@ class Spool:
             if seg.unwritten == 0:  # else the writer seals it after its last write
                 self._seal(seg)
             seg = self._active = self._new_segment(seg.seq + 1)
-        data = encode_record(SpoolRecord(stream, topic, values, keys, headers)
-                             if meta is None else
-                             SpoolRecord(stream, topic, values, keys, headers, meta.keys,
-                                         meta.partitions, meta.headers))
+        data = encode_record(
+            SpoolRecord(stream, topic, values, keys, headers)
+            if meta is None
+            else SpoolRecord(stream, topic, values, keys, headers, meta.keys, meta.partitions, meta.headers)
+        )
         pos = position(seg.seq, seg.records)
         seg.records += 1
         seg.outstanding += 1
@@ -303,7 +312,7 @@ class Spool:
                 created = True
             view = memoryview(b"".join(d for _, d in group[start:end]))
             while view:
-                view = view[os.write(seg.fd, view):]
+                view = view[os.write(seg.fd, view) :]
             touched[seg.seq] = seg
             start = end
         for seg in touched.values():
@@ -342,6 +351,7 @@ class Spool:
                 os.close(seg.fd)
                 seg.fd = None
             seg.path.unlink(missing_ok=True)
+
         if self._closed:
             remove()
         else:
@@ -367,8 +377,12 @@ class Spool:
             data = await loop.run_in_executor(self._pool, seg.path.read_bytes)
             records, used = decode_records(data)
             if used < len(data):
-                log.warning("spool segment %s: %d bytes after the last whole record are torn "
-                            "or corrupt and were skipped", seg.path.name, len(data) - used)
+                log.warning(
+                    "spool segment %s: %d bytes after the last whole record are torn "
+                    "or corrupt and were skipped",
+                    seg.path.name,
+                    len(data) - used,
+                )
             index = 0
             for rec in records:
                 if isinstance(rec, AckMarker):

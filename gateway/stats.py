@@ -70,8 +70,7 @@ def iso(epoch_s: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRates,
-                       days: int) -> StatsOut:
+async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRates, days: int) -> StatsOut:
     """The stats body; `days` > 0 adds `history`. 503 when the sink cannot be asked."""
     try:
         topic = await reader.topic_stats(stream, days)
@@ -82,11 +81,18 @@ async def stream_stats(stream: Stream, reader: TopicStatsReader, rates: WriteRat
     body = StatsOut(
         earliest_event=iso(topic.earliest_ms / 1000 if topic.earliest_ms is not None else first),
         latest_event=iso(topic.latest_ms / 1000 if topic.latest_ms is not None else last),
-        row_count=topic.rows, historical_data_bytes=0, streaming_data_bytes=topic.nbytes or 0,
-        written_eps=round(eps, 3), written_bps=round(bps, 3), read_eps=0, read_bps=0)
+        row_count=topic.rows,
+        historical_data_bytes=0,
+        streaming_data_bytes=topic.nbytes or 0,
+        written_eps=round(eps, 3),
+        written_bps=round(bps, 3),
+        read_eps=0,
+        read_bps=0,
+    )
     if days:
         daily = topic.daily_rows if topic.daily_rows is not None else rates.daily(stream.name, days)
         today = int(datetime.datetime.now(datetime.UTC).timestamp()) // DAY_S * DAY_S
-        body.history = [HistoryPoint(iso(today - (days - 1 - i) * DAY_S) or "", n)
-                        for i, n in enumerate(daily)]
+        body.history = [
+            HistoryPoint(iso(today - (days - 1 - i) * DAY_S) or "", n) for i, n in enumerate(daily)
+        ]
     return body

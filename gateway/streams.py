@@ -47,24 +47,35 @@ def check_bounds(stream: Stream, d: StreamDefaults, *, record: bool = True) -> N
     if stream.shards > d.max_shards:
         raise BadRequest(f"shards: at most {d.max_shards} (--max-shards), got {stream.shards}")
     if len(stream.columns) > d.max_columns:
-        raise BadRequest(f"columns: at most {d.max_columns} per stream (--max-columns), got "
-                         f"{len(stream.columns)}")
+        raise BadRequest(
+            f"columns: at most {d.max_columns} per stream (--max-columns), got {len(stream.columns)}"
+        )
     if stream.schema_version > d.max_schema_versions:
-        raise BadRequest(f"stream {stream.name!r} has {d.max_schema_versions} schema versions, "
-                         "the most a stream may have (--max-schema-versions): create a new "
-                         "stream for further changes")
+        raise BadRequest(
+            f"stream {stream.name!r} has {d.max_schema_versions} schema versions, "
+            "the most a stream may have (--max-schema-versions): create a new "
+            "stream for further changes"
+        )
     size = len(msgspec.json.encode(stream)) if record else 0
     if size > d.max_record_bytes:
-        raise BadRequest(f"the stream's definition (every schema version included) would be "
-                         f"{size} bytes, over {d.max_record_bytes} (--max-stream-record-bytes)")
+        raise BadRequest(
+            f"the stream's definition (every schema version included) would be "
+            f"{size} bytes, over {d.max_record_bytes} (--max-stream-record-bytes)"
+        )
 
 
 class StreamService:
     """Validates stream definitions, manages their topics, and keeps the catalog in step."""
 
-    def __init__(self, catalog: Catalog, topics: TopicAdmin, queues: Queues, schemas: SchemaCache,
-                 defaults: StreamDefaults, on_gone: Callable[[Stream], None] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        topics: TopicAdmin,
+        queues: Queues,
+        schemas: SchemaCache,
+        defaults: StreamDefaults,
+        on_gone: Callable[[Stream], None] | None = None,
+    ) -> None:
         self.on_gone = on_gone  # drops a deleted stream's metrics, limiters, producer state
         self.catalog = catalog
         self.topics = topics
@@ -84,11 +95,14 @@ class StreamService:
         # Deleted (its topics too): its queues go now, so rows for a stream re-created meanwhile
         # get new ones, and its quarantine topic must be made again.
         self._quarantine_ready.discard(before.topic)
-        deleting = [queue.delete(DELETE_GRACE_S)  # its waiting requests get 404, its rows go
-                    for queue in (self.queues.detach(name, before.topic),
-                                  self.queues.detach(before.quarantine_topic,
-                                                     before.quarantine_topic))
-                    if queue is not None]
+        deleting = [
+            queue.delete(DELETE_GRACE_S)  # its waiting requests get 404, its rows go
+            for queue in (
+                self.queues.detach(name, before.topic),
+                self.queues.detach(before.quarantine_topic, before.quarantine_topic),
+            )
+            if queue is not None
+        ]
         task = asyncio.get_running_loop().create_task(self._gone(before, deleting))
         self._dropping.add(task)
         task.add_done_callback(self._dropping.discard)
@@ -110,16 +124,21 @@ class StreamService:
     def prepare(self, stream: Stream) -> Stream:
         """Fill defaults and validate a stream definition; 400 with the reason when invalid."""
         if not valid_stream_name(stream.name):
-            raise BadRequest(f"invalid stream name {stream.name!r}: use at most 64 letters, digits"
-                             " or _, starting with a letter")
+            raise BadRequest(
+                f"invalid stream name {stream.name!r}: use at most 64 letters, digits"
+                " or _, starting with a letter"
+            )
         if stream.mode not in MODES:
             raise BadRequest(f"invalid mode {stream.mode!r}; one of {', '.join(MODES)}")
         stream = msgspec.structs.replace(
             stream,
             topic=self.defaults.topic_prefix + stream.name,
             shards=stream.shards if stream.shards > 0 else self.defaults.shards,
-            replication_factor=(stream.replication_factor if stream.replication_factor > 0
-                                else self.defaults.replication_factor),
+            replication_factor=(
+                stream.replication_factor
+                if stream.replication_factor > 0
+                else self.defaults.replication_factor
+            ),
         )
         check_bounds(stream, self.defaults, record=False)  # before compiling the columns
         try:
@@ -134,8 +153,9 @@ class StreamService:
         if self.catalog.stream(stream.name) is not None:
             raise Conflict(f"stream {stream.name!r} exists")
         now = now_text()
-        stream = msgspec.structs.replace(stream, created_at=now, last_updated_at=now,
-                                         created_by=created_by, last_updated_by=created_by)
+        stream = msgspec.structs.replace(
+            stream, created_at=now, last_updated_at=now, created_by=created_by, last_updated_by=created_by
+        )
         check_bounds(stream, self.defaults)
         try:
             await self.topics.ensure_topic(stream)
@@ -155,44 +175,56 @@ class StreamService:
         try:
             await self.topics.ensure_topic(stream)
         except (SinkUnavailable, TopicRefused) as exc:
-            raise failed("could not create the quarantine topic; nothing was inserted",
-                         exc) from None
+            raise failed("could not create the quarantine topic; nothing was inserted", exc) from None
         self._quarantine_ready.add(stream.topic)
 
     async def update(self, name: str, changes: dict[str, object], updated_by: str) -> Stream:
         """Change description, retention, TTL or `archived`; retention changes reach the topics
         before the catalog. Other fields cannot be changed (400)."""
-        allowed = {"description", "logstore_retention_ms", "logstore_retention_bytes",
-                   "ttl_expression", "archived", "compatibility", "on_error", "columns",
-                   "primary_key"}
+        allowed = {
+            "description",
+            "logstore_retention_ms",
+            "logstore_retention_bytes",
+            "ttl_expression",
+            "archived",
+            "compatibility",
+            "on_error",
+            "columns",
+            "primary_key",
+        }
         if set(changes) - allowed:
-            raise BadRequest(f"cannot change {', '.join(sorted(set(changes) - allowed))}; only "
-                             f"{', '.join(sorted(allowed))} can be updated")
+            raise BadRequest(
+                f"cannot change {', '.join(sorted(set(changes) - allowed))}; only "
+                f"{', '.join(sorted(allowed))} can be updated"
+            )
         if changes.get("on_error", ON_ERROR[0]) not in ON_ERROR:
-            raise BadRequest(f"invalid on_error {changes['on_error']!r}; one of "
-                             f"{', '.join(ON_ERROR)}")
+            raise BadRequest(f"invalid on_error {changes['on_error']!r}; one of {', '.join(ON_ERROR)}")
         if changes.get("compatibility", COMPATIBILITY_MODES[0]) not in COMPATIBILITY_MODES:
-            raise BadRequest(f"invalid compatibility {changes['compatibility']!r}; one of "
-                             f"{', '.join(COMPATIBILITY_MODES)}")
-        schema: dict[str, object] = {k: changes.pop(k) for k in ("columns", "primary_key")
-                                     if k in changes}
+            raise BadRequest(
+                f"invalid compatibility {changes['compatibility']!r}; one of {', '.join(COMPATIBILITY_MODES)}"
+            )
+        schema: dict[str, object] = {k: changes.pop(k) for k in ("columns", "primary_key") if k in changes}
         async with self._update_lock:
             stream = self.get(name)
-            updated = msgspec.structs.replace(stream, **changes, last_updated_at=now_text(),
-                                              last_updated_by=updated_by)
+            updated = msgspec.structs.replace(
+                stream, **changes, last_updated_at=now_text(), last_updated_by=updated_by
+            )
             if schema:
                 updated = self._new_version(updated, schema, updated_by)
             check_bounds(updated, self.defaults)
             if (updated.logstore_retention_ms, updated.logstore_retention_bytes) != (
-                    stream.logstore_retention_ms, stream.logstore_retention_bytes):
+                stream.logstore_retention_ms,
+                stream.logstore_retention_bytes,
+            ):
                 try:
                     await self.topics.update_topic(updated)
                 except TopicRefused as exc:
                     raise Unprocessable(str(exc)) from None
                 except SinkUnavailable as exc:
                     raise failed("could not change the topic's retention", exc) from None
-            if (self.catalog.stream(name) is not stream
-                    or not await self.catalog.put_stream(updated, create=False)):
+            if self.catalog.stream(name) is not stream or not await self.catalog.put_stream(
+                updated, create=False
+            ):
                 raise Conflict(f"stream {name!r} changed or was deleted meanwhile; retry")
             return updated
 
@@ -204,13 +236,14 @@ class StreamService:
         assert isinstance(columns, list) and (key is None or isinstance(key, str))
         check_bounds(msgspec.structs.replace(stream, columns=columns), self.defaults, record=False)
         try:  # an invalid column list is a 400 before any compatibility question
-            check_columns(msgspec.structs.replace(stream, columns=columns,
-                                                  primary_key=stream.primary_key if key is None
-                                                  else key))
+            check_columns(
+                msgspec.structs.replace(
+                    stream, columns=columns, primary_key=stream.primary_key if key is None else key
+                )
+            )
         except SchemaError as exc:
             raise BadRequest(str(exc)) from None
-        return evolve(stream, columns, key, mode=stream.compatibility, by=by,
-                      now=stream.last_updated_at)
+        return evolve(stream, columns, key, mode=stream.compatibility, by=by, now=stream.last_updated_at)
 
     async def delete(self, name: str) -> Stream:
         """Refuse new rows (catalog first), discard the queue, then delete the topic."""

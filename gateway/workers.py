@@ -81,8 +81,9 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def worker_main(settings: Settings, admin_key: str, index: int, restarted: bool,
-                ready: Connection, parent: int) -> None:
+def worker_main(
+    settings: Settings, admin_key: str, index: int, restarted: bool, ready: Connection, parent: int
+) -> None:
     """Entry point of a spawned worker: serve with SO_REUSEPORT until SIGTERM, then drain."""
     _die_with_parent(parent)
     logs.configure(settings.log_level, settings.log_format, worker=index)
@@ -101,9 +102,16 @@ def worker_main(settings: Settings, admin_key: str, index: int, restarted: bool,
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            code = runner.run(server.serve(
-                settings, admin_key, worker=index, reuse_port=True, on_listening=listening,
-                ready_before_listening_s=READY_BEFORE_LISTENING_S if restarted else 0.0))
+            code = runner.run(
+                server.serve(
+                    settings,
+                    admin_key,
+                    worker=index,
+                    reuse_port=True,
+                    on_listening=listening,
+                    ready_before_listening_s=READY_BEFORE_LISTENING_S if restarted else 0.0,
+                )
+            )
     except OSError as exc:
         log.error("worker %d cannot listen on %s:%d: %s", index, settings.host, settings.port, exc)
         code = EXIT_CANNOT_LISTEN
@@ -136,11 +144,15 @@ class Supervisor:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
-        old_handlers = {sig: signal.signal(sig, self._on_signal)
-                        for sig in (signal.SIGTERM, signal.SIGINT)}
+        old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            log.info("supervisor (pid %d) starting %d workers on %s:%d", os.getpid(),
-                     len(self.slots), self.settings.host, self.settings.port)
+            log.info(
+                "supervisor (pid %d) starting %d workers on %s:%d",
+                os.getpid(),
+                len(self.slots),
+                self.settings.host,
+                self.settings.port,
+            )
             for slot in self.slots:
                 self._start(slot)
             self._watch(wake_r)
@@ -156,8 +168,10 @@ class Supervisor:
     def _start(self, slot: Slot) -> None:
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
-            target=worker_main, name=f"ingest-gateway-worker-{slot.index}",
-            args=(self.settings, self.admin_key, slot.index, slot.starts > 0, writer, os.getpid()))
+            target=worker_main,
+            name=f"ingest-gateway-worker-{slot.index}",
+            args=(self.settings, self.admin_key, slot.index, slot.starts > 0, writer, os.getpid()),
+        )
         proc.start()
         writer.close()
         slot.proc, slot.conn, slot.listening = proc, reader, False
@@ -188,8 +202,7 @@ class Supervisor:
             try:
                 if slot.conn.recv() == LISTENING:
                     slot.listening = True
-                    log.info("worker %d (pid %s) listening", slot.index,
-                             slot.proc.pid if slot.proc else "?")
+                    log.info("worker %d (pid %s) listening", slot.index, slot.proc.pid if slot.proc else "?")
             except EOFError:
                 pass
             slot.conn.close()
@@ -205,16 +218,27 @@ class Supervisor:
         uptime = time.monotonic() - slot.started_at
         self._reap(slot)
         if slot.starts == 1 and not slot.listening:
-            log.error("worker %d (pid %s) exited with %s before it was listening; stopping",
-                      slot.index, pid, describe_exit(code))
+            log.error(
+                "worker %d (pid %s) exited with %s before it was listening; stopping",
+                slot.index,
+                pid,
+                describe_exit(code),
+            )
             self.failed_start = True
             self.stopping = True
             return
         slot.quick_failures = 0 if uptime >= HEALTHY_UPTIME_S else slot.quick_failures + 1
         delay = min(RESTART_DELAY_S * 2 ** max(0, slot.quick_failures - 1), RESTART_DELAY_MAX_S)
         slot.restart_at = time.monotonic() + delay
-        log.error("worker %d (pid %s) exited with %s after %.1f s; restarting it in %.1f s "
-                  "(restart #%d)", slot.index, pid, describe_exit(code), uptime, delay, slot.starts)
+        log.error(
+            "worker %d (pid %s) exited with %s after %.1f s; restarting it in %.1f s (restart #%d)",
+            slot.index,
+            pid,
+            describe_exit(code),
+            uptime,
+            delay,
+            slot.starts,
+        )
 
     def _reap(self, slot: Slot) -> None:
         """Forget an exited worker: its live gauges leave the sums, its counters stay."""
@@ -242,15 +266,23 @@ class Supervisor:
                 continue
             slot.proc.join(max(0.0, deadline - time.monotonic()))
             if slot.proc.is_alive():
-                log.error("worker %d (pid %s) did not exit within %.0f s; killing it",
-                          slot.index, slot.proc.pid, limit)
+                log.error(
+                    "worker %d (pid %s) did not exit within %.0f s; killing it",
+                    slot.index,
+                    slot.proc.pid,
+                    limit,
+                )
                 slot.proc.kill()
                 slot.proc.join()
             code = slot.proc.exitcode
             # A worker still starting has nothing queued: SIGTERM ending it is no failed drain.
             if code != 0 and not (code == -signal.SIGTERM and not slot.listening):
-                log.error("worker %d (pid %s) did not drain cleanly: %s", slot.index,
-                          slot.proc.pid, describe_exit(code))
+                log.error(
+                    "worker %d (pid %s) did not drain cleanly: %s",
+                    slot.index,
+                    slot.proc.pid,
+                    describe_exit(code),
+                )
                 failed = True
             self._reap(slot)
         log.info("supervisor: all workers stopped%s", "; SOME FAILED" if failed else "")

@@ -49,8 +49,12 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def _env(self) -> dict[str, str]:
-        return {"KAFKA_DEV_PORT": str(self.base_port or self.port), "KAFKA_DEV_DATA": str(self.data),
-                "KAFKA_DEV_PROPS": self.props, "KAFKA_DEV_NODES": str(self.nodes)}
+        return {
+            "KAFKA_DEV_PORT": str(self.base_port or self.port),
+            "KAFKA_DEV_DATA": str(self.data),
+            "KAFKA_DEV_PROPS": self.props,
+            "KAFKA_DEV_NODES": str(self.nodes),
+        }
 
     def _args(self, *args: str) -> list[str]:
         return [*(["--node", str(self.node_id)] if self.nodes > 1 else []), *args]

@@ -26,10 +26,17 @@ tempfile.tempdir = str(SUITE_TMP)
 # CI run cannot fail by the luck of the draw), no example database written into the worktree, no
 # deadline (a busy 2-core machine is slow), and a failing example printed as a reproducible blob.
 # HYPOTHESIS_PROFILE=explore draws fresh random examples for hunting bugs locally.
-settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.register_profile("explore", settings.get_profile("ci"), derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[str]:

@@ -21,9 +21,14 @@ BUILDERS = ("aiokafka", "native")  # aiokafka's BatchBuilder; the gateway's Reco
 def producer(bootstrap: str) -> AIOKafkaProducer:
     """A producer configured as the gateway's: idempotent, acks=all, 1 MiB batches, no linger of
     its own (the caller decides when a batch is sent)."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                            max_batch_size=BATCH_MAX_BYTES,
-                            max_request_size=BATCH_MAX_BYTES + 64 * 1024, linger_ms=0)
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        max_batch_size=BATCH_MAX_BYTES,
+        max_request_size=BATCH_MAX_BYTES + 64 * 1024,
+        linger_ms=0,
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -35,26 +40,30 @@ def _twice(n: int) -> list[int]:
 def _native(values: Sequence[bytes], start: int, cycle: bool) -> tuple[RecordBatch, int]:
     values = values if isinstance(values, list) else list(values)
     order = _twice(len(values)) if cycle else None
-    batch = RecordBatch.fill(values, None, None, order, start, int(time.time() * 1000),
-                             BATCH_MAX_BYTES)
+    batch = RecordBatch.fill(values, None, None, order, start, int(time.time() * 1000), BATCH_MAX_BYTES)
     return batch, start + batch.record_count()
 
 
-def _aiokafka(kafka: AIOKafkaProducer, values: Sequence[bytes], start: int, cycle: bool
-              ) -> tuple[Any, int]:
+def _aiokafka(kafka: AIOKafkaProducer, values: Sequence[bytes], start: int, cycle: bool) -> tuple[Any, int]:
     batch = kafka.create_batch()
     i, n = start, len(values)
-    while ((cycle or i < n)
-           and batch.append(key=None, value=values[i % n], timestamp=None) is not None):
+    while (cycle or i < n) and batch.append(key=None, value=values[i % n], timestamp=None) is not None:
         i += 1
     if i == start and n > start:
         raise ValueError(f"a value of {len(values[start])} bytes does not fit an empty batch")
     return batch, i
 
 
-async def send_values(kafka: AIOKafkaProducer, topic: str, partition: int,
-                      values: Sequence[bytes], start: int = 0, *, cycle: bool = False,
-                      builder: str = "aiokafka") -> tuple[asyncio.Future[Any], int]:
+async def send_values(
+    kafka: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    values: Sequence[bytes],
+    start: int = 0,
+    *,
+    cycle: bool = False,
+    builder: str = "aiokafka",
+) -> tuple[asyncio.Future[Any], int]:
     """Pack `values[start:]` into one record batch with `builder` (as many as fit, no key, no
     headers; with `cycle`, going on from the first value until the batch is full), hand it to
     aiokafka for `partition`; return its delivery future and the index after the last value

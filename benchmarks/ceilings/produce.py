@@ -33,8 +33,9 @@ _ACCEPTED = b'{"accepted":true}'
 class Flusher:
     """Lines waiting to be produced, and the futures of the `wait=true` requests among them."""
 
-    def __init__(self, kafka: AIOKafkaProducer, topic: str, partitions: int,
-                 builder: str = "aiokafka") -> None:
+    def __init__(
+        self, kafka: AIOKafkaProducer, topic: str, partitions: int, builder: str = "aiokafka"
+    ) -> None:
         self.kafka = kafka
         self.builder = builder
         self.topic = topic
@@ -73,9 +74,14 @@ class Flusher:
             futures: list[asyncio.Future[Any]] = []
             start = 0
             while start < len(lines):
-                future, start = await send_values(self.kafka, self.topic,
-                                                  self.partition % self.partitions, lines, start,
-                                                  builder=self.builder)
+                future, start = await send_values(
+                    self.kafka,
+                    self.topic,
+                    self.partition % self.partitions,
+                    lines,
+                    start,
+                    builder=self.builder,
+                )
                 self.partition += 1
                 futures.append(future)
             if waiters:
@@ -112,8 +118,7 @@ async def ingest(request: web.Request) -> web.Response:
     return web.Response(body=_ACCEPTED, status=202, content_type="application/json")
 
 
-def app(bootstrap: str, topic: str, partitions: int, builder: str = "aiokafka"
-        ) -> web.Application:
+def app(bootstrap: str, topic: str, partitions: int, builder: str = "aiokafka") -> web.Application:
     application = web.Application(client_max_size=256 * 1024 * 1024)
     application.router.add_route("POST", "/{tail:.*}", ingest)
 
@@ -133,10 +138,15 @@ def app(bootstrap: str, topic: str, partitions: int, builder: str = "aiokafka"
 
 
 if __name__ == "__main__":
-    if (len(sys.argv) not in (5, 6) or not sys.argv[4].isdigit()
-            or (sys.argv[5:] and sys.argv[5] not in BUILDERS)):
-        print("usage: python -m benchmarks.ceilings.produce PORT BOOTSTRAP TOPIC PARTITIONS "
-              f"[{'|'.join(BUILDERS)}]", file=sys.stderr)
+    if (
+        len(sys.argv) not in (5, 6)
+        or not sys.argv[4].isdigit()
+        or (sys.argv[5:] and sys.argv[5] not in BUILDERS)
+    ):
+        print(
+            "usage: python -m benchmarks.ceilings.produce PORT BOOTSTRAP TOPIC PARTITIONS "
+            f"[{'|'.join(BUILDERS)}]",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
-    raise SystemExit(main(app(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:]),
-                          sys.argv[1:2]))
+    raise SystemExit(main(app(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:]), sys.argv[1:2]))

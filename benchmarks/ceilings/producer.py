@@ -30,8 +30,9 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def produce(bootstrap: str, topic: str, partitions: int, seconds: float,
-                  builder: str = "aiokafka") -> dict[str, Any]:
+async def produce(
+    bootstrap: str, topic: str, partitions: int, seconds: float, builder: str = "aiokafka"
+) -> dict[str, Any]:
     values = sample_lines(RowFactory("ceiling"), 20_000)
     kafka = producer(bootstrap)
     await kafka.start()
@@ -45,8 +46,9 @@ async def produce(bootstrap: str, topic: str, partitions: int, seconds: float,
         start = time.perf_counter()
         end = start + seconds
         while time.perf_counter() < end:
-            fut, after = await send_values(kafka, topic, batches % partitions, values, i,
-                                           cycle=True, builder=builder)
+            fut, after = await send_values(
+                kafka, topic, batches % partitions, values, i, cycle=True, builder=builder
+            )
             batches += 1
             in_flight.append((fut, after - i))
             i = after % n
@@ -62,8 +64,15 @@ async def produce(bootstrap: str, topic: str, partitions: int, seconds: float,
         cpu = _cpu() - cpu0
     finally:
         await kafka.stop()
-    return {"builder": builder, "records": acked, "batches": batches, "elapsed_s": elapsed,
-            "cpu_s": cpu, "records_per_s": acked / elapsed, "value_bytes_mean": sum(map(len, values)) / n}
+    return {
+        "builder": builder,
+        "records": acked,
+        "batches": batches,
+        "elapsed_s": elapsed,
+        "cpu_s": cpu,
+        "records_per_s": acked / elapsed,
+        "value_bytes_mean": sum(map(len, values)) / n,
+    }
 
 
 def main() -> int:
@@ -75,8 +84,7 @@ def main() -> int:
     p.add_argument("--builder", choices=BUILDERS, default="aiokafka")
     args = p.parse_args()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result = runner.run(produce(args.bootstrap, args.topic, args.partitions, args.seconds,
-                                    args.builder))
+        result = runner.run(produce(args.bootstrap, args.topic, args.partitions, args.seconds, args.builder))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -41,7 +41,7 @@ class Reader:
         n = self.num(">h")
         if n < 0:
             return None
-        s = self.body[self.pos:self.pos + n].decode()
+        s = self.body[self.pos : self.pos + n].decode()
         self.pos += n
         return s
 
@@ -59,7 +59,7 @@ class Reader:
         n = self.uvarint() - 1
         if n < 0:
             return None
-        s = self.body[self.pos:self.pos + n].decode()
+        s = self.body[self.pos : self.pos + n].decode()
         self.pos += n
         return s
 
@@ -81,8 +81,9 @@ def uvarint(n: int) -> bytes:
             return bytes(out)
 
 
-def request(address: str, api_key: int, version: int, body: bytes, timeout: float, *,
-            flexible: bool = False) -> Reader:
+def request(
+    address: str, api_key: int, version: int, body: bytes, timeout: float, *, flexible: bool = False
+) -> Reader:
     """Send one request, return a reader positioned at the response body."""
     host, _, port = address.rpartition(":")
     header = struct.pack(">hhih", api_key, version, 42, len(CLIENT_ID)) + CLIENT_ID
@@ -101,6 +102,7 @@ def request(address: str, api_key: int, version: int, body: bytes, timeout: floa
                     raise EOFError("connection closed")
                 buf += chunk
             return buf
+
         (size,) = struct.unpack(">i", read(4))
         r = Reader(read(size))
     if r.num(">i") != 42:
@@ -110,9 +112,9 @@ def request(address: str, api_key: int, version: int, body: bytes, timeout: floa
     return r
 
 
-def metadata(address: str, timeout: float, topics: list[str]
-             ) -> tuple[list[tuple[int, str | None, int]], str | None, int,
-                        dict[str, dict[int, int]]]:
+def metadata(
+    address: str, timeout: float, topics: list[str]
+) -> tuple[list[tuple[int, str | None, int]], str | None, int, dict[str, dict[int, int]]]:
     """Metadata v4: (brokers, cluster id, controller, {topic: {partition: leader}})."""
     body = struct.pack(">i", len(topics))
     for t in topics:
@@ -176,8 +178,16 @@ def leader(topic: str, partition: int, timeout: float, addresses: list[str]) -> 
 def controller(timeout: float, addresses: list[str]) -> int:
     topic = b"__cluster_metadata"
     # DescribeQuorum v0 (flexible): topics [name, partitions [index]]
-    body = (uvarint(2) + uvarint(len(topic) + 1) + topic + uvarint(2) + struct.pack(">i", 0)
-            + uvarint(0) + uvarint(0) + uvarint(0))
+    body = (
+        uvarint(2)
+        + uvarint(len(topic) + 1)
+        + topic
+        + uvarint(2)
+        + struct.pack(">i", 0)
+        + uvarint(0)
+        + uvarint(0)
+        + uvarint(0)
+    )
     for address in addresses:
         try:
             r = request(address, DESCRIBE_QUORUM, 0, body, timeout, flexible=True)

@@ -64,9 +64,9 @@ def encode(record: Stream | ApiKey) -> bytes:
 def entity(key: str) -> tuple[Literal["stream", "key"], str] | None:
     """("stream", name) or ("key", id) of a log key; None for keys this version does not know."""
     if key.startswith(STREAM_PREFIX):
-        return "stream", key[len(STREAM_PREFIX):]
+        return "stream", key[len(STREAM_PREFIX) :]
     if key.startswith(KEY_PREFIX):
-        return "key", key[len(KEY_PREFIX):]
+        return "key", key[len(KEY_PREFIX) :]
     return None
 
 
@@ -78,8 +78,9 @@ def decode(change: Change) -> Stream | ApiKey | None:
     if change.value is None:
         return None
     try:
-        record: Stream | ApiKey = (_stream_decoder if kind[0] == "stream"
-                                   else _key_decoder).decode(change.value)
+        record: Stream | ApiKey = (_stream_decoder if kind[0] == "stream" else _key_decoder).decode(
+            change.value
+        )
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise ValueError(f"unreadable catalog record {change.key!r}: {exc}") from None
     name = record.name if isinstance(record, Stream) else record.id

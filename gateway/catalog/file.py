@@ -25,10 +25,12 @@ class FileBackend:
 
     async def start(self, catalog: Catalog) -> None:
         """Read the file (absent = empty catalog) and replay it as one change per record."""
+
         def read() -> CatalogState:
             if not self.path.exists():
                 return CatalogState()
             return msgspec.json.decode(self.path.read_bytes(), type=CatalogState)
+
         state = await asyncio.get_running_loop().run_in_executor(None, read)
         self._catalog = catalog
         for name, stream in state.streams.items():
@@ -61,4 +63,5 @@ class FileBackend:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+
         await asyncio.get_running_loop().run_in_executor(None, write)

@@ -47,21 +47,28 @@ CLIENT_ID = "ingest-gateway-catalog"
 RETRY_BACKOFF_MS = 1000  # while Kafka is down, aiokafka logs an error per attempt: not 10 a second
 
 
-def to_change(offset: int, key: bytes | None, value: bytes | None,
-              headers: Any) -> Change | None:
+def to_change(offset: int, key: bytes | None, value: bytes | None, headers: Any) -> Change | None:
     """The change a record holds (None for a record without a key)."""
     if key is None:
         return None
     meta = {name: raw.decode(errors="replace") for name, raw in headers or ()}
-    return Change(key.decode(errors="replace"), value, meta.get("wid") or f"@{offset}",
-                  meta.get("prev", ABSENT))
+    return Change(
+        key.decode(errors="replace"), value, meta.get("wid") or f"@{offset}", meta.get("prev", ABSENT)
+    )
 
 
 class KafkaLog:
     """A catalog backend on a compacted single-partition topic."""
 
-    def __init__(self, bootstrap: str, topic: str = DEFAULT_TOPIC, *, replication_factor: int = 1,
-                 min_insync_replicas: int = 1, request_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = DEFAULT_TOPIC,
+        *,
+        replication_factor: int = 1,
+        min_insync_replicas: int = 1,
+        request_timeout_ms: int = 10_000,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.replication_factor = replication_factor
@@ -74,14 +81,24 @@ class KafkaLog:
 
     async def start(self, catalog: Catalog) -> None:
         """Create the topic if needed, read it to the end offset found now, then keep following."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                    enable_idempotence=True, linger_ms=0, client_id=CLIENT_ID,
-                                    request_timeout_ms=self.request_timeout_ms,
-                                    retry_backoff_ms=RETRY_BACKOFF_MS)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    client_id=CLIENT_ID, retry_backoff_ms=RETRY_BACKOFF_MS,
-                                    request_timeout_ms=self.request_timeout_ms)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            client_id=CLIENT_ID,
+            request_timeout_ms=self.request_timeout_ms,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=CLIENT_ID,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+            request_timeout_ms=self.request_timeout_ms,
+        )
         try:
             await self._ensure_topic()
             await producer.start()
@@ -97,28 +114,38 @@ class KafkaLog:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             if isinstance(exc, KafkaError | OSError):
-                raise Unavailable(f"the catalog topic {self.topic} at {self.bootstrap} is "
-                                  f"unreachable: {exc!r}") from exc
+                raise Unavailable(
+                    f"the catalog topic {self.topic} at {self.bootstrap} is unreachable: {exc!r}"
+                ) from exc
             raise
         self._producer, self._consumer = producer, consumer
         log.info("catalog: read %s to offset %d", self.topic, end)
         self._follower = asyncio.create_task(self._follow(catalog), name="catalog-follow")
 
     async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID,
-                                    request_timeout_ms=self.request_timeout_ms)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, request_timeout_ms=self.request_timeout_ms
+        )
         await admin.start()
         try:
-            resp = await admin.create_topics([NewTopic(
-                name=self.topic, num_partitions=1, replication_factor=self.replication_factor,
-                topic_configs={"cleanup.policy": "compact",
-                               "min.insync.replicas": str(self.min_insync_replicas)})])
+            resp = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=self.topic,
+                        num_partitions=1,
+                        replication_factor=self.replication_factor,
+                        topic_configs={
+                            "cleanup.policy": "compact",
+                            "min.insync.replicas": str(self.min_insync_replicas),
+                        },
+                    )
+                ]
+            )
             for _name, code, *_ in resp.topic_errors:
                 if code == 0:
                     log.info("catalog: created topic %s", self.topic)
                 elif code != TOPIC_ALREADY_EXISTS:
-                    raise Unavailable(f"could not create the catalog topic {self.topic}: "
-                                      f"error {code}")
+                    raise Unavailable(f"could not create the catalog topic {self.topic}: error {code}")
         finally:
             await admin.close()
 
@@ -145,12 +172,13 @@ class KafkaLog:
         headers = [("wid", change.wid.encode()), ("prev", change.prev.encode())]
         try:
             async with asyncio.timeout(self.request_timeout_ms / 1000):
-                await self._producer.send_and_wait(self.topic, value=change.value,
-                                                   key=change.key.encode(), partition=0,
-                                                   headers=headers)
+                await self._producer.send_and_wait(
+                    self.topic, value=change.value, key=change.key.encode(), partition=0, headers=headers
+                )
         except TimeoutError:
-            raise NotConfirmed("Kafka did not acknowledge the catalog change in time; it may "
-                               "still take effect") from None
+            raise NotConfirmed(
+                "Kafka did not acknowledge the catalog change in time; it may still take effect"
+            ) from None
         except KafkaError as exc:
             raise failed("could not write to the catalog topic", exc) from exc
 

@@ -161,8 +161,7 @@ class Catalog:
                 if kind and kind[0] == "stream" and not isinstance(record, ApiKey):
                     self._notify(kind[1], before, record)
         elif entity(change.key) is not None:
-            log.info("catalog: ignored a change of %s based on an outdated version (lost a race)",
-                     change.key)
+            log.info("catalog: ignored a change of %s based on an outdated version (lost a race)", change.key)
             self._ignored_last.add(change.key)
             if self.loaded:  # while loading, start() schedules them
                 self._schedule_repair(change.key, own=change.wid in self._pending)
@@ -196,8 +195,11 @@ class Catalog:
         count = self._repairs.get(key, 0)
         if count >= MAX_REPAIRS:
             if count == MAX_REPAIRS:
-                log.error("catalog: replicas disagree about %s (repairs keep being ignored); "
-                          "records of the catalog topic may have been lost", key)
+                log.error(
+                    "catalog: replicas disagree about %s (repairs keep being ignored); "
+                    "records of the catalog topic may have been lost",
+                    key,
+                )
                 self._repairs[key] = count + 1
             return
         self._repairs[key] = count + 1
@@ -207,8 +209,7 @@ class Catalog:
         if kind is not None and version != ABSENT:
             record = (self._state.streams if kind[0] == "stream" else self._state.keys).get(kind[1])
         try:
-            await self._backend.append(Change(key, encode(record) if record else None,
-                                              version, version))
+            await self._backend.append(Change(key, encode(record) if record else None, version, version))
         except GatewayError as exc:  # unavailable, or not acknowledged in time
             log.warning("catalog: could not repair %s: %s", key, exc.message)
 
@@ -225,8 +226,10 @@ class Catalog:
                 async with asyncio.timeout(READBACK_TIMEOUT_S):
                     return await waiter
             except TimeoutError:
-                raise NotConfirmed("the catalog change was written but not read back within "
-                                   f"{READBACK_TIMEOUT_S:g} s; it may still take effect") from None
+                raise NotConfirmed(
+                    "the catalog change was written but not read back within "
+                    f"{READBACK_TIMEOUT_S:g} s; it may still take effect"
+                ) from None
         finally:
             self._pending.pop(change.wid, None)
 
@@ -255,8 +258,7 @@ class Catalog:
 
     async def delete_stream(self, name: str) -> Stream | None:
         """Remove a stream; returns it, or None when there was none."""
-        return await self._delete(stream_key(name), lambda: self._state.streams.get(name),
-                                  f"stream {name!r}")
+        return await self._delete(stream_key(name), lambda: self._state.streams.get(name), f"stream {name!r}")
 
     async def put_key(self, key: ApiKey) -> None:
         """Store a new API key record (409 in the astronomically unlikely case of an id clash)."""
@@ -266,5 +268,4 @@ class Catalog:
 
     async def delete_key(self, key_id: str) -> ApiKey | None:
         """Remove an API key; returns it, or None when there was none."""
-        return await self._delete(api_key_key(key_id), lambda: self._state.keys.get(key_id),
-                                  "the API key")
+        return await self._delete(api_key_key(key_id), lambda: self._state.keys.get(key_id), "the API key")

@@ -23,11 +23,11 @@ MAX_JSON_BODY = 1024 * 1024
 _encoder = msgspec.json.Encoder()
 
 
-def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None
-               ) -> web.Response:
+def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response encoded with msgspec."""
-    return web.Response(body=_encoder.encode(body), status=status, headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        body=_encoder.encode(body), status=status, headers=headers, content_type="application/json"
+    )
 
 
 async def json_body(request: web.Request, kind: type[T]) -> T:
@@ -41,13 +41,16 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     held = BodyHold(gw.queues.budget, None)
     try:
         body = bytearray()
-        async for chunk in read_chunks(body_source(request),
-                                       content_encoding=request.headers.get("Content-Encoding", ""),
-                                       max_bytes=MAX_JSON_BODY, max_decompressed=MAX_JSON_BODY,
-                                       read_timeout=gw.settings.body_read_timeout_s,
-                                       total_timeout=gw.settings.body_total_timeout_s,
-                                       min_rate=gw.settings.body_min_bytes_per_s,
-                                       rate_window=gw.settings.body_rate_window_s):
+        async for chunk in read_chunks(
+            body_source(request),
+            content_encoding=request.headers.get("Content-Encoding", ""),
+            max_bytes=MAX_JSON_BODY,
+            max_decompressed=MAX_JSON_BODY,
+            read_timeout=gw.settings.body_read_timeout_s,
+            total_timeout=gw.settings.body_total_timeout_s,
+            min_rate=gw.settings.body_min_bytes_per_s,
+            rate_window=gw.settings.body_rate_window_s,
+        ):
             held.hold(len(chunk))
             body += chunk
         try:
@@ -82,8 +85,11 @@ class RowPosition(Doc):
     offset: int
 
 
-RESULTS_PARAM = Param("results", "`rows` (with wait=true): the reply lists each written row's "
-                      "Kafka partition and offset, in order.", str)
+RESULTS_PARAM = Param(
+    "results",
+    "`rows` (with wait=true): the reply lists each written row's Kafka partition and offset, in order.",
+    str,
+)
 
 
 def wants_rows(request: web.Request, wait: bool) -> bool:
@@ -94,8 +100,9 @@ def wants_rows(request: web.Request, wait: bool) -> bool:
     if raw != "rows":
         raise BadRequest(f"query parameter 'results' must be 'rows', got {raw[:100]!r}")
     if not wait:
-        raise BadRequest("results=rows needs wait=true: a row's position is known once Kafka "
-                         "has acknowledged it")
+        raise BadRequest(
+            "results=rows needs wait=true: a row's position is known once Kafka has acknowledged it"
+        )
     return True
 
 
@@ -106,8 +113,7 @@ def row_results(done: Outcome) -> list[RowPosition]:
     return [RowPosition(p, o) for p, o in done.positions.positions()]
 
 
-def principal(request: web.Request, *, allow_query_token: bool = False,
-              ingest: bool = False) -> Principal:
+def principal(request: web.Request, *, allow_query_token: bool = False, ingest: bool = False) -> Principal:
     """The authenticated caller; 401 when the key is missing or invalid (see `authenticate`). A
     route that takes `?token=` (Tinybird's) names its own ways of sending one when it is missing."""
     key = key_from_headers(request.headers, request.query if allow_query_token else None)
@@ -144,18 +150,19 @@ class BodyChunks:
         settings = gateway_of(request).settings
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
-            raise PayloadTooLarge(f"body of {length} bytes exceeds "
-                                  f"{settings.max_body_bytes} bytes")
+            raise PayloadTooLarge(f"body of {length} bytes exceeds {settings.max_body_bytes} bytes")
         check_transfer_encoding(request.headers.get("Transfer-Encoding", ""))
-        return read_chunks(body_source(request),
-                           content_encoding=request.headers.get("Content-Encoding", ""),
-                           max_bytes=settings.max_body_bytes,
-                           max_decompressed=settings.max_decompressed_bytes,
-                           max_members=settings.max_gzip_members,
-                           read_timeout=settings.body_read_timeout_s,
-                           total_timeout=settings.body_total_timeout_s,
-                           min_rate=settings.body_min_bytes_per_s,
-                           rate_window=settings.body_rate_window_s).__aiter__()
+        return read_chunks(
+            body_source(request),
+            content_encoding=request.headers.get("Content-Encoding", ""),
+            max_bytes=settings.max_body_bytes,
+            max_decompressed=settings.max_decompressed_bytes,
+            max_members=settings.max_gzip_members,
+            read_timeout=settings.body_read_timeout_s,
+            total_timeout=settings.body_total_timeout_s,
+            min_rate=settings.body_min_bytes_per_s,
+            rate_window=settings.body_rate_window_s,
+        ).__aiter__()
 
 
 def body_chunks(request: web.Request) -> BodyChunks:

@@ -81,8 +81,11 @@ _envelope = msgspec.json.Decoder(Envelope)
 _HEAD = re.compile(rb'\s*\{\s*"data_source"\s*:\s*("(?:[^"\\]|\\.)*")\s*[,}]')
 HEAD_MAX = 4096  # how far into the body the name is looked for before reading it whole
 # The contract has no 403: a data source the token may not write is not found, as a missing one.
-WORDING = Wording(not_found=lambda name: NOT_FOUND, archived=lambda name: "Data source is archived.",
-                  hidden=lambda name: NotFound(NOT_FOUND))
+WORDING = Wording(
+    not_found=lambda name: NOT_FOUND,
+    archived=lambda name: "Data source is archived.",
+    hidden=lambda name: NotFound(NOT_FOUND),
+)
 
 
 def render_error(err: GatewayError, request_id: str) -> web.Response:
@@ -192,16 +195,25 @@ def _principal_key(request: web.Request) -> str:
 
 
 @operation(
-    "Upsert time-series records", tags=("data sources",), error_body=DetailError,
+    "Upsert time-series records",
+    tags=("data sources",),
+    error_body=DetailError,
     request=DataSourceIn,
     replies={204: Reply("Every record acknowledged by Kafka.", headers=RATE_LIMIT_HEADERS)},
-    errors={400: "The body is not JSON.", 401: "Missing access token. / Invalid access token.",
-            404: "Data source not found (also when the key may not append to it).",
-            409: "Data source is archived.",
-            413: "Body too large.", 422: "A record does not fit (`records[3].value: …`).",
-            429: Reply("The key's rate limit or the queue is full; nothing was written.",
-                       headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}),
-            504: "Kafka did not acknowledge in time; the records stay queued."})
+    errors={
+        400: "The body is not JSON.",
+        401: "Missing access token. / Invalid access token.",
+        404: "Data source not found (also when the key may not append to it).",
+        409: "Data source is archived.",
+        413: "Body too large.",
+        422: "A record does not fit (`records[3].value: …`).",
+        429: Reply(
+            "The key's rate limit or the queue is full; nothing was written.",
+            headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS},
+        ),
+        504: "Kafka did not acknowledge in time; the records stay queued.",
+    },
+)
 async def ingest(request: web.Request) -> web.Response:
     """POST /v1/data_sources/ingest: 204 once every record is acknowledged by Kafka."""
     gw = gateway_of(request)
@@ -212,10 +224,18 @@ async def ingest(request: web.Request) -> web.Response:
         raise Unauthenticated("Invalid access token.") from None
     who.require_origin(origin_of(request))
     body = EnvelopeBody(body_chunks(request))
-    done = await gw.ingest.ingest(IngestRequest(body.read, body, who, wait=True,
-                                                request_id=request_id_of(request),
-                                                wording=WORDING, check=_is_data_source,
-                                                allow_empty=True))
+    done = await gw.ingest.ingest(
+        IngestRequest(
+            body.read,
+            body,
+            who,
+            wait=True,
+            request_id=request_id_of(request),
+            wording=WORDING,
+            check=_is_data_source,
+            allow_empty=True,
+        )
+    )
     return FastReply(b"", 204, headers=done.headers)
 
 

@@ -51,9 +51,11 @@ CLUSTER_ID = "ingest-gateway"  # the one cluster the gateway fronts, as v3 names
 V2_JSON = "application/vnd.kafka.v2+json"
 SECURITY = ("basic", *API_KEY)
 # A topic the key may not see is not found, as a missing one (the reads answer the same).
-WORDING = Wording(not_found=lambda name: "Topic not found.",
-                  archived=lambda name: f"Topic {name!r} belongs to an archived stream.",
-                  hidden=lambda name: NotFound("Topic not found."))
+WORDING = Wording(
+    not_found=lambda name: "Topic not found.",
+    archived=lambda name: f"Topic {name!r} belongs to an archived stream.",
+    hidden=lambda name: NotFound("Topic not found."),
+)
 # application/vnd.kafka[.EMBEDDED][.vN]+json or application/json (Karapace's rule: no embedded
 # format means binary)
 _MEDIA = re.compile(r"application/(?:vnd\.kafka(?:\.(?P<fmt>[a-z]+))?(?:\.v[12])?\+)?json")
@@ -140,22 +142,37 @@ def _embedded(request: web.Request) -> Embedded:
     media = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
     m = _MEDIA.fullmatch(media)
     if m is None:
-        raise ProxyError(415, 415, f"Content-Type {media[:100]!r} is not a produce format; "
-                         "send application/vnd.kafka.json.v2+json or "
-                         "application/vnd.kafka.binary.v2+json")
+        raise ProxyError(
+            415,
+            415,
+            f"Content-Type {media[:100]!r} is not a produce format; "
+            "send application/vnd.kafka.json.v2+json or "
+            "application/vnd.kafka.binary.v2+json",
+        )
     fmt = m.group("fmt") or "binary"
     if fmt not in ("json", "binary"):
-        raise ProxyError(415, 415, f"the {fmt} embedded format needs a schema registry, which "
-                         "the gateway does not have: send json or binary")
+        raise ProxyError(
+            415,
+            415,
+            f"the {fmt} embedded format needs a schema registry, which "
+            "the gateway does not have: send json or binary",
+        )
     return "json" if fmt == "json" else "binary"
 
 
-async def _produce(request: web.Request, topic: str, payload: ProxyPayload,
-                   who: Principal) -> Outcome:
+async def _produce(request: web.Request, topic: str, payload: ProxyPayload, who: Principal) -> Outcome:
     stream = _stream_of(request, topic)
-    return await gateway_of(request).ingest.ingest(IngestRequest(
-        stream.name if stream is not None else topic, payload, who, wait=True,
-        request_id=request_id_of(request), wording=WORDING, allow_empty=payload.each))
+    return await gateway_of(request).ingest.ingest(
+        IngestRequest(
+            stream.name if stream is not None else topic,
+            payload,
+            who,
+            wait=True,
+            request_id=request_id_of(request),
+            wording=WORDING,
+            allow_empty=payload.each,
+        )
+    )
 
 
 def _positions(done: Outcome, records: list[ProxyRecord]) -> list[tuple[int, int]]:
@@ -206,40 +223,65 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
 
 
 @operation(
-    "Produce records (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
-    request={"application/vnd.kafka.json.v2+json": dict, "application/vnd.kafka.binary.v2+json":
-             dict}, security=SECURITY,
-    params=[Param("quarantine", "true: records whose JSON value does not fit the stream's "
-                  "schema go to its quarantine topic, each answered with error_code 42205; the "
-                  "others are written.", bool)],
-    replies={200: Reply("Acknowledged by Kafka: each record's partition and offset.", ProduceOut,
-                        media_type=V2_JSON)},
-    errors={400: "The body is not JSON.", 401: "No or unknown key.", 403: "Not allowed.",
-            404: "Topic (40401) or partition (40402) not found.", 413: "Body or record too large.",
-            415: "Unsupported Content-Type (avro, protobuf, jsonschema).",
-            422: "Not a produce request (422), a value that does not fit the stream's schema "
-                 "(42205, record named), or a value or key the stream cannot take (42206); "
-                 "nothing was written.",
-            429: "Rate limit or queue full; nothing was written.",
-            503: "Kafka unreachable or draining (50003); nothing was written.",
-            504: "Kafka did not acknowledge in time (50002); the records stay queued."})
+    "Produce records (Kafka REST Proxy v2)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    request={"application/vnd.kafka.json.v2+json": dict, "application/vnd.kafka.binary.v2+json": dict},
+    security=SECURITY,
+    params=[
+        Param(
+            "quarantine",
+            "true: records whose JSON value does not fit the stream's "
+            "schema go to its quarantine topic, each answered with error_code 42205; the "
+            "others are written.",
+            bool,
+        )
+    ],
+    replies={
+        200: Reply(
+            "Acknowledged by Kafka: each record's partition and offset.", ProduceOut, media_type=V2_JSON
+        )
+    },
+    errors={
+        400: "The body is not JSON.",
+        401: "No or unknown key.",
+        403: "Not allowed.",
+        404: "Topic (40401) or partition (40402) not found.",
+        413: "Body or record too large.",
+        415: "Unsupported Content-Type (avro, protobuf, jsonschema).",
+        422: "Not a produce request (422), a value that does not fit the stream's schema "
+        "(42205, record named), or a value or key the stream cannot take (42206); "
+        "nothing was written.",
+        429: "Rate limit or queue full; nothing was written.",
+        503: "Kafka unreachable or draining (50003); nothing was written.",
+        504: "Kafka did not acknowledge in time (50002); the records stay queued.",
+    },
+)
 async def produce_v2(request: web.Request) -> web.Response:
     """POST /topics/{topic}: the records' partitions and offsets once Kafka acknowledged them."""
     who = principal(request, ingest=True)
     embedded = _embedded(request)
-    payload = ProxyPayload(body_chunks(request), lambda body: v2_records(body, embedded),
-                           quarantine=flag(request, "quarantine"))
+    payload = ProxyPayload(
+        body_chunks(request), lambda body: v2_records(body, embedded), quarantine=flag(request, "quarantine")
+    )
     done = await _produce(request, request.match_info["topic"], payload, who)
     written = iter(_positions(done, [payload.records[i] for i in payload.written]))
-    offsets = [OffsetOut(None, None, rec.error.error_code, rec.error.message)
-               if rec.error is not None else OffsetOut(*next(written))
-               for rec in payload.records]
+    offsets = [
+        OffsetOut(None, None, rec.error.error_code, rec.error.message)
+        if rec.error is not None
+        else OffsetOut(*next(written))
+        for rec in payload.records
+    ]
     return fast_json(ProduceOut(offsets), headers=done.headers, content_type=V2_JSON)
 
 
-@operation("List topics (Kafka REST Proxy v2)", tags=("restproxy",), error_body=ProxyErrorOut,
-           security=SECURITY, replies={200: Reply("The topics of the streams the key may see.",
-                                                  list[str], media_type=V2_JSON)})
+@operation(
+    "List topics (Kafka REST Proxy v2)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+    replies={200: Reply("The topics of the streams the key may see.", list[str], media_type=V2_JSON)},
+)
 async def list_topics(request: web.Request) -> web.Response:
     """GET /topics: the topics of the streams this key may write to."""
     who = principal(request)
@@ -251,21 +293,28 @@ def _partitions(stream: Stream) -> list[PartitionOut]:
     return [PartitionOut(p) for p in range(stream.shards)]
 
 
-@operation("Describe a topic (Kafka REST Proxy v2)", tags=("restproxy",),
-           error_body=ProxyErrorOut, security=SECURITY,
-           replies={200: Reply("The topic's settings and partitions.", TopicOut,
-                               media_type=V2_JSON)},
-           errors={404: "Topic not found (40401)."})
+@operation(
+    "Describe a topic (Kafka REST Proxy v2)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+    replies={200: Reply("The topic's settings and partitions.", TopicOut, media_type=V2_JSON)},
+    errors={404: "Topic not found (40401)."},
+)
 async def get_topic(request: web.Request) -> web.Response:
     """GET /topics/{topic}: its settings and partitions (from the catalog)."""
     stream = _visible(request, principal(request), request.match_info["topic"])
     return _v2_reply(TopicOut(stream.topic, topic_configs(stream), _partitions(stream)))
 
 
-@operation("List a topic's partitions (Kafka REST Proxy v2)", tags=("restproxy",),
-           error_body=ProxyErrorOut, security=SECURITY,
-           replies={200: Reply("The topic's partitions.", list[PartitionOut], media_type=V2_JSON)},
-           errors={404: "Topic not found (40401)."})
+@operation(
+    "List a topic's partitions (Kafka REST Proxy v2)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+    replies={200: Reply("The topic's partitions.", list[PartitionOut], media_type=V2_JSON)},
+    errors={404: "Topic not found (40401)."},
+)
 async def get_partitions(request: web.Request) -> web.Response:
     """GET /topics/{topic}/partitions."""
     stream = _visible(request, principal(request), request.match_info["topic"])
@@ -339,20 +388,31 @@ def _check_cluster(request: web.Request) -> None:
         raise ProxyError(404, 404, "Cluster not found.")
 
 
-@operation("List clusters (Kafka REST Proxy v3)", tags=("restproxy",), error_body=ProxyErrorOut,
-           security=SECURITY, replies={200: Reply("The gateway's one cluster.", ClusterListOut)})
+@operation(
+    "List clusters (Kafka REST Proxy v3)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+    replies={200: Reply("The gateway's one cluster.", ClusterListOut)},
+)
 async def list_clusters(request: web.Request) -> web.Response:
     """GET /v3/clusters: the gateway's one cluster."""
     principal(request)
-    return json_reply(ClusterListOut(
-        "KafkaClusterList", ClusterListMeta(f"{_base(request)}/v3/clusters"),
-        [_cluster(request)]))
+    return json_reply(
+        ClusterListOut(
+            "KafkaClusterList", ClusterListMeta(f"{_base(request)}/v3/clusters"), [_cluster(request)]
+        )
+    )
 
 
-@operation("Describe the cluster (Kafka REST Proxy v3)", tags=("restproxy",),
-           error_body=ProxyErrorOut, security=SECURITY,
-           replies={200: Reply("The gateway's one cluster.", ClusterOut)},
-           errors={404: "No cluster with this id."})
+@operation(
+    "Describe the cluster (Kafka REST Proxy v3)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+    replies={200: Reply("The gateway's one cluster.", ClusterOut)},
+    errors={404: "No cluster with this id."},
+)
 async def get_cluster(request: web.Request) -> web.Response:
     """GET /v3/clusters/{cluster_id}."""
     principal(request)
@@ -365,15 +425,23 @@ def _v3_records(body: bytes) -> list[ProxyRecord]:
 
 
 @operation(
-    "Produce records (Kafka REST Proxy v3)", tags=("restproxy",), error_body=ProxyErrorOut,
-    request={"application/json": dict}, security=SECURITY,
-    replies={200: Reply("One result object per record (error_code 200 when written).",
-                        RecordOut)},
-    errors={400: "The body is not a stream of JSON objects.", 401: "No or unknown key.",
-            403: "Not allowed.", 404: "Cluster or topic not found.", 413: "Body too large.",
-            429: "Rate limit or queue full; nothing was written.",
-            503: "Kafka unreachable or draining; nothing was written.",
-            504: "Kafka did not acknowledge in time; the records stay queued."})
+    "Produce records (Kafka REST Proxy v3)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    request={"application/json": dict},
+    security=SECURITY,
+    replies={200: Reply("One result object per record (error_code 200 when written).", RecordOut)},
+    errors={
+        400: "The body is not a stream of JSON objects.",
+        401: "No or unknown key.",
+        403: "Not allowed.",
+        404: "Cluster or topic not found.",
+        413: "Body too large.",
+        429: "Rate limit or queue full; nothing was written.",
+        503: "Kafka unreachable or draining; nothing was written.",
+        504: "Kafka did not acknowledge in time; the records stay queued.",
+    },
+)
 async def produce_v3(request: web.Request) -> web.StreamResponse:
     """POST /v3/clusters/{cluster_id}/topics/{topic}/records: a result object per record."""
     who = principal(request, ingest=True)
@@ -389,21 +457,29 @@ async def produce_v3(request: web.Request) -> web.StreamResponse:
             results.append(RecordOut(error_code=code, message=rec.error.message))
             continue
         partition, offset = next(written)
-        results.append(RecordOut(
-            error_code=200, cluster_id=CLUSTER_ID, topic_name=topic, partition_id=partition,
-            offset=offset,
-            key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
-            value=SizeOut(rec.value_type, rec.value_size)))
+        results.append(
+            RecordOut(
+                error_code=200,
+                cluster_id=CLUSTER_ID,
+                topic_name=topic,
+                partition_id=partition,
+                offset=offset,
+                key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
+                value=SizeOut(rec.value_type, rec.value_size),
+            )
+        )
     body = b"".join(msgspec.json.encode(r) + b"\n" for r in results)
     return FastReply(body, content_type="application/json", headers=done.headers)
 
 
 def routes() -> list[Route]:
     """(method, path, handler) of the REST proxy produce API and the reads clients make first."""
-    return [("POST", "/topics/{topic}", produce_v2),
-            ("GET", "/topics", list_topics),
-            ("GET", "/topics/{topic}", get_topic),
-            ("GET", "/topics/{topic}/partitions", get_partitions),
-            ("GET", "/v3/clusters", list_clusters),
-            ("GET", "/v3/clusters/{cluster_id}", get_cluster),
-            ("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records", produce_v3)]
+    return [
+        ("POST", "/topics/{topic}", produce_v2),
+        ("GET", "/topics", list_topics),
+        ("GET", "/topics/{topic}", get_topic),
+        ("GET", "/topics/{topic}/partitions", get_partitions),
+        ("GET", "/v3/clusters", list_clusters),
+        ("GET", "/v3/clusters/{cluster_id}", get_cluster),
+        ("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records", produce_v3),
+    ]

@@ -27,8 +27,7 @@ _framer = msgspec.json.Decoder(msgspec.Raw)
 class ProxyError(GatewayError):
     """An error with the REST proxies' own `error_code` (e.g. 40402, 42205)."""
 
-    def __init__(self, status: int, error_code: int, message: str, *,
-                 row: int | None = None) -> None:
+    def __init__(self, status: int, error_code: int, message: str, *, row: int | None = None) -> None:
         super().__init__(message, row=row)
         self.status = status
         self.error_code = error_code
@@ -150,8 +149,9 @@ def _text_of(data: bytes, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise invalid_payload(f"{what} is not UTF-8 text, and the stream's one string column "
-                              "holds text") from None
+        raise invalid_payload(
+            f"{what} is not UTF-8 text, and the stream's one string column holds text"
+        ) from None
 
 
 def _base64_string(raw: msgspec.Raw, what: str) -> bytes | None:
@@ -175,8 +175,7 @@ def v2_records(body: bytes, embedded: Embedded) -> list[ProxyRecord]:
         raise invalid_format("`records` is empty")
     out: list[ProxyRecord] = []
     for i, r in enumerate(parsed.records):
-        rec = ProxyRecord(partition=-1 if r.partition is None else r.partition,
-                          headers=_headers(r.headers))
+        rec = ProxyRecord(partition=-1 if r.partition is None else r.partition, headers=_headers(r.headers))
         if r.partition is not None and r.partition < 0:
             raise partition_not_found()
         try:
@@ -249,12 +248,14 @@ def _value_row(schema: CompiledSchema, rec: ProxyRecord, i: int) -> Any:
     if rec.json is not None:
         return schema.decode_ndjson(rec.json, i)[0]
     if rec.text is None:
-        raise invalid_payload(f"record {i} has a null value; the gateway stores rows, not "
-                              "tombstones", row=i)
+        raise invalid_payload(f"record {i} has a null value; the gateway stores rows, not tombstones", row=i)
     if not schema.one_string_column:
-        raise invalid_payload(f"record {i} has a binary value, but stream "
-                              f"{schema.stream.name!r} is not one string column: send its rows "
-                              "as JSON (application/vnd.kafka.json.v2+json)", row=i)
+        raise invalid_payload(
+            f"record {i} has a binary value, but stream "
+            f"{schema.stream.name!r} is not one string column: send its rows "
+            "as JSON (application/vnd.kafka.json.v2+json)",
+            row=i,
+        )
     return schema.rows_from_strings([rec.text])[0]
 
 
@@ -262,8 +263,11 @@ def _check_placement(schema: CompiledSchema, rec: ProxyRecord, i: int) -> None:
     if rec.partition >= schema.stream.shards:
         raise partition_not_found()
     if rec.key is not None and schema.stream.keyed:
-        raise invalid_payload(f"record {i} has a key, but stream {schema.stream.name!r} takes "
-                              "its Kafka key from its primary key", row=i)
+        raise invalid_payload(
+            f"record {i} has a key, but stream {schema.stream.name!r} takes "
+            "its Kafka key from its primary key",
+            row=i,
+        )
 
 
 class ProxyPayload:
@@ -274,8 +278,14 @@ class ProxyPayload:
     does not fit go to the stream's quarantine topic instead, each keeping its error. v3
     (`each`): each record stands alone; refused ones keep their error, the others are written."""
 
-    def __init__(self, chunks: AsyncIterable[bytes], parse: Callable[[bytes], list[ProxyRecord]],
-                 *, each: bool = False, quarantine: bool = False) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterable[bytes],
+        parse: Callable[[bytes], list[ProxyRecord]],
+        *,
+        each: bool = False,
+        quarantine: bool = False,
+    ) -> None:
         self._chunks = chunks
         self._parse = parse
         self.each = each
@@ -307,8 +317,7 @@ class ProxyPayload:
         kept = [self.records[i] for i in self.written]
         if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
             return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
-        meta = RecordMeta([r.key for r in kept], [r.partition for r in kept],
-                          [r.headers for r in kept])
+        meta = RecordMeta([r.key for r in kept], [r.partition for r in kept], [r.headers for r in kept])
         return Split(rows, bad, meta)
 
     def _one_by_one(self, schema: CompiledSchema, bad: list[BadRow]) -> list[Any]:

@@ -117,21 +117,30 @@ def _default_text(value: DefaultValue) -> str | None:
 
 def columns_from_request(columns: list[ColumnIn]) -> list[Column]:
     """The catalog's columns from a request's."""
-    return [Column(c.name, c.type, _default_text(c.default), bool(c.nullable), c.description or "")
-            for c in columns]
+    return [
+        Column(c.name, c.type, _default_text(c.default), bool(c.nullable), c.description or "")
+        for c in columns
+    ]
 
 
 def stream_from_request(req: CreateStreamIn) -> Stream:
     """The catalog record a create request describes (topic and defaults filled in later)."""
     columns = columns_from_request(req.columns or [])
     return Stream(
-        name=req.name, columns=columns, topic="", description=req.description or "",
-        mode=req.mode or "append", primary_key=req.primary_key or "", shards=req.shards or 0,
+        name=req.name,
+        columns=columns,
+        topic="",
+        description=req.description or "",
+        mode=req.mode or "append",
+        primary_key=req.primary_key or "",
+        shards=req.shards or 0,
         replication_factor=req.replication_factor or 0,
-        logstore_retention_ms=(DEFAULT_RETENTION_MS if req.logstore_retention_ms is None
-                               else req.logstore_retention_ms),
-        logstore_retention_bytes=(DEFAULT_RETENTION_BYTES if req.logstore_retention_bytes is None
-                                  else req.logstore_retention_bytes),
+        logstore_retention_ms=(
+            DEFAULT_RETENTION_MS if req.logstore_retention_ms is None else req.logstore_retention_ms
+        ),
+        logstore_retention_bytes=(
+            DEFAULT_RETENTION_BYTES if req.logstore_retention_bytes is None else req.logstore_retention_bytes
+        ),
         event_time_column=req.event_time_column or "",
         event_time_timezone=req.event_time_timezone or "",
         ttl_expression=req.ttl_expression or "",
@@ -180,8 +189,10 @@ def _format_of_type(raw_type: str, plain: Format) -> Format:
         return Format.COMPACT
     base = _BY_TYPE.get(media)
     if base is None:
-        raise UnsupportedMediaType(f"unsupported Content-Type {raw_type!r}; use application/json,"
-                                   " application/x-ndjson or text/plain (see the format parameter)")
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {raw_type!r}; use application/json,"
+            " application/x-ndjson or text/plain (see the format parameter)"
+        )
     m = _FORMAT_PARAM.search(raw_type)
     if m is None:
         return plain if base is Format.RAW else base
@@ -207,29 +218,51 @@ def on_error(request: web.Request, stream: Stream | None) -> tuple[bool, bool]:
 
 # ---- handlers -------------------------------------------------------------------------------
 @operation(
-    "Push rows into a stream", tags=("ingest",), error_body=doc.TimeplusError,
-    request={"application/json": doc.CompactIn, "application/vnd.timeplus+json": doc.CompactIn,
-             "application/x-ndjson": doc.NdjsonRow, "text/plain": str},
-    params=[Param("format", "Body format; overrides the Content-Type.",
-                  Literal["compact", "streaming", "raw", "lines"]),
-            Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
-            Param("on_error", "quarantine: rows that do not fit the schema go to the stream's "
-                              "quarantine topic instead of failing the request (streaming format"
-                              " only); default: the stream's on_error.",
-                  Literal["reject", "quarantine"]),
-            RESULTS_PARAM],
-    replies={200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut,
-                        headers=RATE_LIMIT_HEADERS),
-             202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut,
-                        headers=RATE_LIMIT_HEADERS)},
-    errors={400: "Malformed body or a row that does not match the schema (row and column named);"
-                 " nothing was written.", 403: "The key may not append to this stream.",
-            404: "No such stream.", 409: "The stream is archived.",
-            413: "Body too large, or more rows or bytes than the queue can ever hold (split it).",
-            415: "Unsupported Content-Type or Content-Encoding.",
-            429: Reply("The key's rate limit or the stream's queue is full; nothing was written, "
-                       "retry after Retry-After.", headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS}),
-            504: "Kafka did not acknowledge in time (wait=true); the rows stay queued."})
+    "Push rows into a stream",
+    tags=("ingest",),
+    error_body=doc.TimeplusError,
+    request={
+        "application/json": doc.CompactIn,
+        "application/vnd.timeplus+json": doc.CompactIn,
+        "application/x-ndjson": doc.NdjsonRow,
+        "text/plain": str,
+    },
+    params=[
+        Param(
+            "format",
+            "Body format; overrides the Content-Type.",
+            Literal["compact", "streaming", "raw", "lines"],
+        ),
+        Param("wait", "true: reply 200 once Kafka has acknowledged the rows.", bool),
+        Param(
+            "on_error",
+            "quarantine: rows that do not fit the schema go to the stream's "
+            "quarantine topic instead of failing the request (streaming format"
+            " only); default: the stream's on_error.",
+            Literal["reject", "quarantine"],
+        ),
+        RESULTS_PARAM,
+    ],
+    replies={
+        200: Reply("Rows acknowledged by Kafka (wait=true).", doc.IngestOut, headers=RATE_LIMIT_HEADERS),
+        202: Reply("Rows accepted and queued (wait=false).", doc.IngestOut, headers=RATE_LIMIT_HEADERS),
+    },
+    errors={
+        400: "Malformed body or a row that does not match the schema (row and column named);"
+        " nothing was written.",
+        403: "The key may not append to this stream.",
+        404: "No such stream.",
+        409: "The stream is archived.",
+        413: "Body too large, or more rows or bytes than the queue can ever hold (split it).",
+        415: "Unsupported Content-Type or Content-Encoding.",
+        429: Reply(
+            "The key's rate limit or the stream's queue is full; nothing was written, "
+            "retry after Retry-After.",
+            headers={**RETRY_AFTER, **RATE_LIMIT_HEADERS},
+        ),
+        504: "Kafka did not acknowledge in time (wait=true); the rows stay queued.",
+    },
+)
 async def ingest(request: web.Request) -> web.Response:
     """POST …/streams/{name}/ingest: 202 once queued, or 200 once acknowledged with wait=true."""
     who = principal(request, ingest=True)
@@ -244,30 +277,48 @@ async def ingest(request: web.Request) -> web.Response:
         if asked and fmt is not Format.STREAMING:
             raise BadRequest("on_error=quarantine needs the streaming (NDJSON) format")
         return fmt
+
     payload = StreamedBody(pick, body_chunks(request), quarantine=quarantine)
-    done = await gw.ingest.ingest(IngestRequest(
-        name, payload, who, wait=wait, request_id=request_id_of(request)))
-    return fast_json(doc.IngestOut(name, done.rows, done.acknowledged,
-                                   row_results(done) if rows else msgspec.UNSET),
-                     status=200 if done.acknowledged else 202, headers=done.headers)
+    done = await gw.ingest.ingest(
+        IngestRequest(name, payload, who, wait=wait, request_id=request_id_of(request))
+    )
+    return fast_json(
+        doc.IngestOut(name, done.rows, done.acknowledged, row_results(done) if rows else msgspec.UNSET),
+        status=200 if done.acknowledged else 202,
+        headers=done.headers,
+    )
 
 
-@operation("List streams", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("The streams the key may see (all with admin, DATASOURCE:CREATE "
-                               "or DATASOURCE:READ).", list[doc.StreamOut])})
+@operation(
+    "List streams",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    replies={
+        200: Reply(
+            "The streams the key may see (all with admin, DATASOURCE:CREATE or DATASOURCE:READ).",
+            list[doc.StreamOut],
+        )
+    },
+)
 async def list_streams(request: web.Request) -> web.Response:
     """GET …/streams: the streams the key may see (every stream for a read-all scope)."""
     who = principal(request)
-    return json_reply([stream_body(s) for s in gateway_of(request).catalog.streams()
-                       if who.may_read(s.name)])
+    return json_reply([stream_body(s) for s in gateway_of(request).catalog.streams() if who.may_read(s.name)])
 
 
-@operation("Create a stream (and its Kafka topic)", tags=("streams",),
-           error_body=doc.TimeplusError, request=CreateStreamIn,
-           replies={201: Reply("The new stream.", doc.StreamOut)},
-           errors={504: CATALOG_UNCONFIRMED,
-                   400: "Invalid name, mode, column type, default or primary key.",
-                   403: "The key may not manage streams.", 409: "A stream of that name exists."})
+@operation(
+    "Create a stream (and its Kafka topic)",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    request=CreateStreamIn,
+    replies={201: Reply("The new stream.", doc.StreamOut)},
+    errors={
+        504: CATALOG_UNCONFIRMED,
+        400: "Invalid name, mode, column type, default or primary key.",
+        403: "The key may not manage streams.",
+        409: "A stream of that name exists.",
+    },
+)
 async def create_stream(request: web.Request) -> web.Response:
     """POST …/streams: 201 with the stream; creates its Kafka topic."""
     gw = gateway_of(request)
@@ -278,25 +329,37 @@ async def create_stream(request: web.Request) -> web.Response:
     return json_reply(stream_body(stream), status=201)
 
 
-@operation("Get a stream", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("The stream.", doc.StreamOut)},
-           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
-                   404: "No such stream."})
+@operation(
+    "Get a stream",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    replies={200: Reply("The stream.", doc.StreamOut)},
+    errors={
+        403: "The key's scopes do not name this stream (and it has no read-all scope).",
+        404: "No such stream.",
+    },
+)
 async def get_stream(request: web.Request) -> web.Response:
     """GET …/streams/{name}."""
     principal(request).require_read(request.match_info["name"])
     return json_reply(stream_body(gateway_of(request).streams.get(request.match_info["name"])))
 
 
-@operation("Update a stream (description, retention, TTL, archived, columns: a new schema "
-           "version)", tags=("streams",),
-           error_body=doc.TimeplusError, request=UpdateStreamIn,
-           replies={200: Reply("The updated stream.", doc.StreamOut)},
-           errors={504: CATALOG_UNCONFIRMED,
-                   400: "A field that cannot be changed, or an invalid value.",
-                   403: "The key may not manage streams.", 404: "No such stream.",
-                   409: "The new columns are not compatible (every reason listed in `reasons`),"
-                        " or the stream changed or was deleted meanwhile; retry."})
+@operation(
+    "Update a stream (description, retention, TTL, archived, columns: a new schema version)",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    request=UpdateStreamIn,
+    replies={200: Reply("The updated stream.", doc.StreamOut)},
+    errors={
+        504: CATALOG_UNCONFIRMED,
+        400: "A field that cannot be changed, or an invalid value.",
+        403: "The key may not manage streams.",
+        404: "No such stream.",
+        409: "The new columns are not compatible (every reason listed in `reasons`),"
+        " or the stream changed or was deleted meanwhile; retry.",
+    },
+)
 async def update_stream(request: web.Request) -> web.Response:
     """PATCH (or PUT) …/streams/{name}: description, retention (also on the topic), TTL, archived,
     compatibility, on_error, and columns (a new schema version when compatible)."""
@@ -305,20 +368,25 @@ async def update_stream(request: web.Request) -> web.Response:
     who.require_manage()
     gw.streams.get(request.match_info["name"])  # 404 before the body is read
     req = await json_body(request, UpdateStreamIn)
-    changes: dict[str, object] = {f: v for f in req.__struct_fields__
-                                  if (v := getattr(req, f)) is not None}
+    changes: dict[str, object] = {f: v for f in req.__struct_fields__ if (v := getattr(req, f)) is not None}
     if req.columns is not None:
         changes["columns"] = columns_from_request(req.columns)
     stream = await gw.streams.update(request.match_info["name"], changes, updated_by=who.name)
     return json_reply(stream_body(stream))
 
 
-@operation("A stream's stats", tags=("streams",), error_body=doc.TimeplusError,
-           params=[Param("historyDays", "Add rows written per day, for 1 to 7 days.", int)],
-           replies={200: Reply("Row count, sizes, event times, write rates.", StatsOut)},
-           errors={400: "historyDays is not an integer from 1 to 7.",
-                   403: "The key's scopes do not name this stream (and it has no read-all scope).",
-                   404: "No such stream."})
+@operation(
+    "A stream's stats",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    params=[Param("historyDays", "Add rows written per day, for 1 to 7 days.", int)],
+    replies={200: Reply("Row count, sizes, event times, write rates.", StatsOut)},
+    errors={
+        400: "historyDays is not an integer from 1 to 7.",
+        403: "The key's scopes do not name this stream (and it has no read-all scope).",
+        404: "No such stream.",
+    },
+)
 async def get_stats(request: web.Request) -> web.Response:
     """GET …/streams/{name}/stats[?historyDays=1..7]."""
     gw = gateway_of(request)
@@ -328,10 +396,13 @@ async def get_stats(request: web.Request) -> web.Response:
     return json_reply(await stream_stats(stream, gw.stats, gw.pipeline.rates, days))
 
 
-@operation("Delete a stream (and its Kafka topic)", tags=("streams",),
-           error_body=doc.TimeplusError, replies={204: Reply("Deleted.")},
-           errors={504: CATALOG_UNCONFIRMED,
-                   403: "The key may not manage streams.", 404: "No such stream."})
+@operation(
+    "Delete a stream (and its Kafka topic)",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    replies={204: Reply("Deleted.")},
+    errors={504: CATALOG_UNCONFIRMED, 403: "The key may not manage streams.", 404: "No such stream."},
+)
 async def delete_stream(request: web.Request) -> web.Response:
     """DELETE …/streams/{name}: 204; refuses new rows, then deletes the topic."""
     gw = gateway_of(request)
@@ -366,8 +437,7 @@ def expiry(req: CreateKeyIn) -> int:
         except ValueError:
             raise BadRequest(f"invalid expire_in {req.expire_in[:80]!r}; e.g. 24h or 30m") from None
         if not 0 < seconds <= MAX_EXPIRE_IN_S:  # also inf and nan from a 400-digit number
-            raise BadRequest(f"expire_in must be more than 0 and at most {MAX_EXPIRE_IN_S} s "
-                             "(100 years)")
+            raise BadRequest(f"expire_in must be more than 0 and at most {MAX_EXPIRE_IN_S} s (100 years)")
         return int(time.time() + seconds)
     if req.expire_at:
         try:
@@ -380,22 +450,32 @@ def expiry(req: CreateKeyIn) -> int:
     return 0
 
 
-@operation("List API keys", tags=("apikeys",), error_body=doc.TimeplusError,
-           replies={200: Reply("Every API key (never the key itself).", list[doc.ApiKeyOut])},
-           errors={403: "Needs an admin key."})
+@operation(
+    "List API keys",
+    tags=("apikeys",),
+    error_body=doc.TimeplusError,
+    replies={200: Reply("Every API key (never the key itself).", list[doc.ApiKeyOut])},
+    errors={403: "Needs an admin key."},
+)
 async def list_keys(request: web.Request) -> web.Response:
     """GET …/apikeys (admin)."""
     principal(request).require_admin()
     return json_reply([key_body(k) for k in gateway_of(request).catalog.api_keys()])
 
 
-@operation("Create an API key", tags=("apikeys",), error_body=doc.TimeplusError,
-           request=CreateKeyIn,
-           replies={201: Reply("The new key; `api_key` is shown this once.", doc.ApiKeyCreated)},
-           errors={504: CATALOG_UNCONFIRMED,
-                   400: "Invalid expire_at / expire_in, rate_limit out of range, or a permission "
-                        "outside the scope grammar (or an empty list).",
-                   403: "Needs an admin key."})
+@operation(
+    "Create an API key",
+    tags=("apikeys",),
+    error_body=doc.TimeplusError,
+    request=CreateKeyIn,
+    replies={201: Reply("The new key; `api_key` is shown this once.", doc.ApiKeyCreated)},
+    errors={
+        504: CATALOG_UNCONFIRMED,
+        400: "Invalid expire_at / expire_in, rate_limit out of range, or a permission "
+        "outside the scope grammar (or an empty list).",
+        403: "Needs an admin key.",
+    },
+)
 async def create_key(request: web.Request) -> web.Response:
     """POST …/apikeys (admin): 201 with the key, shown this once."""
     gw = gateway_of(request)
@@ -403,20 +483,28 @@ async def create_key(request: web.Request) -> web.Response:
     who.require_admin()
     req = await json_body(request, CreateKeyIn) if request.can_read_body else CreateKeyIn()
     if req.rate_limit is not None and not 0 <= req.rate_limit <= MAX_RATE_LIMIT:
-        raise BadRequest(f"rate_limit must be from 0 to {MAX_RATE_LIMIT} (requests per second; "
-                         "0 = the default)")
-    key, record = new_key(req.name or "", scopes=parse_scopes(req.permissions),
-                          expire_at=expiry(req), created_by=who.name,
-                          rate_limit=req.rate_limit or 0,
-                          allowed_origins=validate_key_origins(req.allowed_origins or []))
+        raise BadRequest(
+            f"rate_limit must be from 0 to {MAX_RATE_LIMIT} (requests per second; 0 = the default)"
+        )
+    key, record = new_key(
+        req.name or "",
+        scopes=parse_scopes(req.permissions),
+        expire_at=expiry(req),
+        created_by=who.name,
+        rate_limit=req.rate_limit or 0,
+        allowed_origins=validate_key_origins(req.allowed_origins or []),
+    )
     await gw.catalog.put_key(record)
     return json_reply(key_body(record, key), status=201)
 
 
-@operation("Delete (revoke) an API key", tags=("apikeys",), error_body=doc.TimeplusError,
-           replies={204: Reply("Revoked on every replica.")},
-           errors={504: CATALOG_UNCONFIRMED,
-                   403: "Needs an admin key.", 404: "No such API key."})
+@operation(
+    "Delete (revoke) an API key",
+    tags=("apikeys",),
+    error_body=doc.TimeplusError,
+    replies={204: Reply("Revoked on every replica.")},
+    errors={504: CATALOG_UNCONFIRMED, 403: "Needs an admin key.", 404: "No such API key."},
+)
 async def delete_key(request: web.Request) -> web.Response:
     """DELETE …/apikeys/{id} (admin): 204."""
     gw = gateway_of(request)

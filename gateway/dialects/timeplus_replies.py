@@ -124,36 +124,64 @@ class TimeplusError(Doc, kw_only=True):
 
 def error_body(err: GatewayError, request_id: str) -> TimeplusError:
     """`{"code": status, "message": …, "error": code, "row"/"column", "request_id"}`."""
-    return TimeplusError(code=err.status, message=err.message, error=err.code,
-                         row=msgspec.UNSET if err.row is None else err.row,
-                         column=msgspec.UNSET if err.column is None else err.column,
-                         reasons=(msgspec.UNSET if not isinstance(err, Incompatible) else
-                                  [ReasonOut(r.column, r.old_type, r.new_type, r.rule)
-                                   for r in err.reasons]),
-                         request_id=request_id)
+    return TimeplusError(
+        code=err.status,
+        message=err.message,
+        error=err.code,
+        row=msgspec.UNSET if err.row is None else err.row,
+        column=msgspec.UNSET if err.column is None else err.column,
+        reasons=(
+            msgspec.UNSET
+            if not isinstance(err, Incompatible)
+            else [ReasonOut(r.column, r.old_type, r.new_type, r.rule) for r in err.reasons]
+        ),
+        request_id=request_id,
+    )
 
 
 def stream_body(s: Stream) -> StreamOut:
     """A stream as the reference's response sample shows it, plus `topic` and gateway fields."""
     return StreamOut(
         name=s.name,
-        columns=[ColumnOut(c.name, c.type, c.default or "", c.nullable, c.description)
-                 for c in s.columns],
-        column_families=[], description=s.description, engine="Stream", is_external=False,
-        mode=s.mode, primary_key=s.primary_key, secondary_indexes=[],
+        columns=[ColumnOut(c.name, c.type, c.default or "", c.nullable, c.description) for c in s.columns],
+        column_families=[],
+        description=s.description,
+        engine="Stream",
+        is_external=False,
+        mode=s.mode,
+        primary_key=s.primary_key,
+        secondary_indexes=[],
         logstore_retention_bytes=s.logstore_retention_bytes,
-        logstore_retention_ms=s.logstore_retention_ms, ttl=s.ttl_expression,
-        ttl_expression=s.ttl_expression, event_time_column=s.event_time_column,
-        event_time_timezone=s.event_time_timezone, shards=s.shards,
-        replication_factor=s.replication_factor, archived=s.archived, topic=s.topic,
-        quarantine_topic=s.quarantine_topic, created_at=s.created_at,
-        created_by=UserRef(s.created_by), last_updated_at=s.last_updated_at,
-        last_updated_by=UserRef(s.last_updated_by), schema_version=s.schema_version,
-        compatibility=s.compatibility, on_error=s.on_error)
+        logstore_retention_ms=s.logstore_retention_ms,
+        ttl=s.ttl_expression,
+        ttl_expression=s.ttl_expression,
+        event_time_column=s.event_time_column,
+        event_time_timezone=s.event_time_timezone,
+        shards=s.shards,
+        replication_factor=s.replication_factor,
+        archived=s.archived,
+        topic=s.topic,
+        quarantine_topic=s.quarantine_topic,
+        created_at=s.created_at,
+        created_by=UserRef(s.created_by),
+        last_updated_at=s.last_updated_at,
+        last_updated_by=UserRef(s.last_updated_by),
+        schema_version=s.schema_version,
+        compatibility=s.compatibility,
+        on_error=s.on_error,
+    )
 
 
 def key_body(k: ApiKey, key: str | None = None) -> ApiKeyOut:
     """An API key record as the reference shows it; the key itself only at creation."""
-    fields = (k.id, k.name, k.created_at, UserRef(k.created_by), k.expire_at, k.permissions,
-              k.rate_limit, k.allowed_origins)
+    fields = (
+        k.id,
+        k.name,
+        k.created_at,
+        UserRef(k.created_by),
+        k.expire_at,
+        k.permissions,
+        k.rate_limit,
+        k.allowed_origins,
+    )
     return ApiKeyOut(*fields) if key is None else ApiKeyCreated(*fields, api_key=key)

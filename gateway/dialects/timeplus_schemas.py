@@ -74,9 +74,14 @@ class ReplayOut(Doc):
 
 
 def _schema_body(v: SchemaVersion, current: int) -> SchemaOut:
-    return SchemaOut(v.version, [doc.ColumnOut(c.name, c.type, c.default or "", c.nullable,
-                                               c.description) for c in v.columns],
-                     v.primary_key, v.created_at, doc.UserRef(v.created_by), v.version == current)
+    return SchemaOut(
+        v.version,
+        [doc.ColumnOut(c.name, c.type, c.default or "", c.nullable, c.description) for c in v.columns],
+        v.primary_key,
+        v.created_at,
+        doc.UserRef(v.created_by),
+        v.version == current,
+    )
 
 
 def _limit(request: web.Request, default: int) -> int:
@@ -95,10 +100,16 @@ def _replayer(request: web.Request) -> Replayer:
     return replayer
 
 
-@operation("A stream's schema versions", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("Every version, oldest first.", list[SchemaOut])},
-           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
-                   404: "No such stream."})
+@operation(
+    "A stream's schema versions",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    replies={200: Reply("Every version, oldest first.", list[SchemaOut])},
+    errors={
+        403: "The key's scopes do not name this stream (and it has no read-all scope).",
+        404: "No such stream.",
+    },
+)
 async def list_schemas(request: web.Request) -> web.Response:
     """GET …/streams/{name}/schemas."""
     principal(request).require_read(request.match_info["name"])  # before the lookup
@@ -106,10 +117,16 @@ async def list_schemas(request: web.Request) -> web.Response:
     return json_reply([_schema_body(v, stream.schema_version) for v in versions(stream)])
 
 
-@operation("One schema version of a stream", tags=("streams",), error_body=doc.TimeplusError,
-           replies={200: Reply("The version.", SchemaOut)},
-           errors={403: "The key's scopes do not name this stream (and it has no read-all scope).",
-                   404: "No such stream or version."})
+@operation(
+    "One schema version of a stream",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    replies={200: Reply("The version.", SchemaOut)},
+    errors={
+        403: "The key's scopes do not name this stream (and it has no read-all scope).",
+        404: "No such stream or version.",
+    },
+)
 async def get_schema(request: web.Request) -> web.Response:
     """GET …/streams/{name}/schemas/{schema_version}."""
     principal(request).require_read(request.match_info["name"])  # before the lookup
@@ -128,14 +145,21 @@ def _version_of(record: QuarantineRecord, stored: StoredRow | None) -> int | Non
     return stored.schema_version if stored and stored.schema_version else None
 
 
-@operation("Read a stream's quarantined rows", tags=("streams",), error_body=doc.TimeplusError,
-           params=[Param("limit", f"Rows per page, 1 to {MAX_LIMIT} (default {READ_LIMIT}).",
-                         int),
-                   Param("after", "The `next` cursor of the previous page (`partition:offset,"
-                                  "…`); absent: from the oldest row kept.")],
-           replies={200: Reply("A page of rows with their errors.", QuarantineOut)},
-           errors={400: "Bad limit or cursor.", 403: "The key may not manage streams.",
-                   404: "No such stream."})
+@operation(
+    "Read a stream's quarantined rows",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    params=[
+        Param("limit", f"Rows per page, 1 to {MAX_LIMIT} (default {READ_LIMIT}).", int),
+        Param(
+            "after",
+            "The `next` cursor of the previous page (`partition:offset,"
+            "…`); absent: from the oldest row kept.",
+        ),
+    ],
+    replies={200: Reply("A page of rows with their errors.", QuarantineOut)},
+    errors={400: "Bad limit or cursor.", 403: "The key may not manage streams.", 404: "No such stream."},
+)
 async def read_quarantine(request: web.Request) -> web.Response:
     """GET …/streams/{name}/quarantine?limit=&after=."""
     principal(request).require_manage()  # the rows' data: not for keys that may only append
@@ -146,37 +170,65 @@ async def read_quarantine(request: web.Request) -> web.Response:
     for r in page.records:
         stored = stored_row(r)
         err = stored.error if stored else None
-        rows.append(QuarantinedOut(
-            f"{r.partition}:{r.offset}", stored.time if stored else "",
-            stored.request_id if stored else "", _version_of(r, stored),
-            RowErrorOut(err.message if err else "not a quarantined row",
-                        err.row if err else None, err.column if err else None),
-            stored.row_text if stored else r.value.decode(errors="replace")))
-    return json_reply(QuarantineOut(rows, cursor(page.next), page.at_end,
-                                    cursor(stream.quarantine_replayed)))
+        rows.append(
+            QuarantinedOut(
+                f"{r.partition}:{r.offset}",
+                stored.time if stored else "",
+                stored.request_id if stored else "",
+                _version_of(r, stored),
+                RowErrorOut(
+                    err.message if err else "not a quarantined row",
+                    err.row if err else None,
+                    err.column if err else None,
+                ),
+                stored.row_text if stored else r.value.decode(errors="replace"),
+            )
+        )
+    return json_reply(QuarantineOut(rows, cursor(page.next), page.at_end, cursor(stream.quarantine_replayed)))
 
 
-@operation("Replay quarantined rows against the current schema", tags=("streams",),
-           error_body=doc.TimeplusError,
-           params=[Param("limit", f"Rows to replay in this call, 1 to {MAX_LIMIT} (default "
-                                  f"{REPLAY_LIMIT}); call again until `done`.", int)],
-           replies={200: Reply("Rows written once Kafka acknowledged them; rows still failing "
-                               "are quarantined again.", ReplayOut)},
-           errors={400: "Bad limit.", 403: "The key may not manage streams.",
-                   404: "No such stream.",
-                   409: "Another replica (or an earlier call) is replaying this stream's "
-                        "quarantine.",
-                   504: "Kafka did not acknowledge the page (or confirm a catalog change) in "
-                        "time; the page goes on and saves the replay position itself: call "
-                        "again."})
+@operation(
+    "Replay quarantined rows against the current schema",
+    tags=("streams",),
+    error_body=doc.TimeplusError,
+    params=[
+        Param(
+            "limit",
+            f"Rows to replay in this call, 1 to {MAX_LIMIT} (default "
+            f"{REPLAY_LIMIT}); call again until `done`.",
+            int,
+        )
+    ],
+    replies={
+        200: Reply(
+            "Rows written once Kafka acknowledged them; rows still failing are quarantined again.", ReplayOut
+        )
+    },
+    errors={
+        400: "Bad limit.",
+        403: "The key may not manage streams.",
+        404: "No such stream.",
+        409: "Another replica (or an earlier call) is replaying this stream's quarantine.",
+        504: "Kafka did not acknowledge the page (or confirm a catalog change) in "
+        "time; the page goes on and saves the replay position itself: call "
+        "again.",
+    },
+)
 async def replay_quarantine(request: web.Request) -> web.Response:
     """POST …/streams/{name}/quarantine/replay?limit=."""
     principal(request).require_manage()
-    out = await _replayer(request).replay(request.match_info["name"],
-                                          _limit(request, REPLAY_LIMIT))
-    return json_reply(ReplayOut(out.read, out.written, out.still_failing,
-                                [RowErrorOut(e.message, e.row, e.column) for e in out.errors],
-                                cursor(out.next), out.done, out.recovered))
+    out = await _replayer(request).replay(request.match_info["name"], _limit(request, REPLAY_LIMIT))
+    return json_reply(
+        ReplayOut(
+            out.read,
+            out.written,
+            out.still_failing,
+            [RowErrorOut(e.message, e.row, e.column) for e in out.errors],
+            cursor(out.next),
+            out.done,
+            out.recovered,
+        )
+    )
 
 
 ROUTES = [

@@ -86,11 +86,11 @@ def widens(old: str, new: str) -> bool:
     (oh, oa), (nh, na) = _split(o), _split(n)
     if oh == nh == "decimal":
         od, nd = _decimal(oa), _decimal(na)
-        return (od is not None and nd is not None and nd[1] >= od[1]
-                and nd[0] - nd[1] >= od[0] - od[1])
+        return od is not None and nd is not None and nd[1] >= od[1] and nd[0] - nd[1] >= od[0] - od[1]
     if oh == "fixed_string":
-        return n == "string" or (nh == "fixed_string" and na[0].isdigit() and oa[0].isdigit()
-                                 and int(na[0]) >= int(oa[0]))
+        return n == "string" or (
+            nh == "fixed_string" and na[0].isdigit() and oa[0].isdigit() and int(na[0]) >= int(oa[0])
+        )
     if oh == nh == "array" and len(oa) == len(na) == 1:
         return widens(oa[0], na[0])
     if oh == nh == "map" and len(oa) == len(na) == 2:
@@ -108,36 +108,38 @@ def _type_of(col: Column) -> str:
     return f"nullable({col.type})" if col.nullable else col.type
 
 
-def check(old: list[Column], new: list[Column], mode: str, *, old_key: str = "",
-          new_key: str = "") -> list[Reason]:
+def check(
+    old: list[Column], new: list[Column], mode: str, *, old_key: str = "", new_key: str = ""
+) -> list[Reason]:
     """Every reason the change from `old` to `new` is refused under `mode` (empty: accepted).
     `old_key`/`new_key` are the primary keys of a `*_kv` stream (empty otherwise)."""
     reasons: list[Reason] = []
     if old_key.replace(" ", "") != new_key.replace(" ", ""):
-        reasons.append(Reason("", old_key, new_key, "the primary key of a *_kv stream cannot "
-                              "change"))
+        reasons.append(Reason("", old_key, new_key, "the primary key of a *_kv stream cannot change"))
     if mode == "none":
         return reasons
     before = {c.name: c for c in old}
     after = {c.name: c for c in new}
     for name, col in before.items():
         if name not in after and not _optional(col):
-            reasons.append(Reason(name, _type_of(col), "", "a column without a default cannot "
-                                  "be dropped"))
+            reasons.append(Reason(name, _type_of(col), "", "a column without a default cannot be dropped"))
     for name, col in after.items():
         prev = before.get(name)
         if prev is None:
             if mode in ("backward", "full") and not _optional(col):
-                reasons.append(Reason(name, "", _type_of(col), "an added column needs a default "
-                                      "or must be nullable"))
+                reasons.append(
+                    Reason(name, "", _type_of(col), "an added column needs a default or must be nullable")
+                )
             continue
         o, n = _type_of(prev), _type_of(col)
         if mode in ("backward", "full") and not widens(o, n):
-            rule = ("narrowing" if widens(n, o) else "type change") + \
-                f" is refused in {mode} mode; only widening is allowed"
+            rule = (
+                "narrowing" if widens(n, o) else "type change"
+            ) + f" is refused in {mode} mode; only widening is allowed"
             reasons.append(Reason(name, o, n, rule))
         elif mode in ("forward", "full") and not widens(n, o):
-            rule = ("widening" if widens(o, n) else "type change") + \
-                f" is refused in {mode} mode; only narrowing is allowed"
+            rule = (
+                "widening" if widens(o, n) else "type change"
+            ) + f" is refused in {mode} mode; only narrowing is allowed"
             reasons.append(Reason(name, o, n, rule))
     return reasons

@@ -73,8 +73,7 @@ def cursor(position: Position) -> str:
 class QuarantineLog(Protocol):
     """Where quarantined rows are read from."""
 
-    async def read(self, stream: Stream, start: Position, limit: int,
-                   stop: Position | None = None) -> Page:
+    async def read(self, stream: Stream, start: Position, limit: int, stop: Position | None = None) -> Page:
         """Up to `limit` records at or after `start` (and before `stop`, when given: a partition
         it leaves out is not read), partition by partition."""
         ...
@@ -83,8 +82,7 @@ class QuarantineLog(Protocol):
         """The end offsets of the stream's topic and of its quarantine topic."""
         ...
 
-    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]
-                      ) -> Scan:
+    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]) -> Scan:
         """Which of the `wanted` quarantine positions records written to the stream's two topics
         after `mark` carry (see gateway.evolution.replay_scan)."""
         ...
@@ -102,9 +100,12 @@ class KafkaQuarantineLog:
     async def _consumer(self, timeout_s: float) -> AsyncIterator[Any]:
         """A started consumer, one at a time; Kafka's errors and the timeout become 503."""
         async with self._lock:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                        enable_auto_commit=False,
-                                        client_id="ingest-gateway-quarantine")
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                client_id="ingest-gateway-quarantine",
+            )
             try:
                 async with asyncio.timeout(timeout_s):
                     await consumer.start()
@@ -117,8 +118,7 @@ class KafkaQuarantineLog:
     async def _partitions(self, topic: str) -> list[TopicPartition]:
         return [TopicPartition(topic, p) for p in sorted(await self.partitions_for(topic) or ())]
 
-    async def read(self, stream: Stream, start: Position, limit: int,
-                   stop: Position | None = None) -> Page:
+    async def read(self, stream: Stream, start: Position, limit: int, stop: Position | None = None) -> Page:
         async with self._consumer(READ_TIMEOUT_S) as consumer:
             return await self._read(consumer, stream.quarantine_topic, start, limit, stop)
 
@@ -131,19 +131,20 @@ class KafkaQuarantineLog:
                 out.append({tp.partition: o for tp, o in end.items()})
             return out[0], out[1]
 
-    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]
-                      ) -> Scan:
+    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]) -> Scan:
         if not wanted:
             return Scan(set(), True)
         async with self._consumer(SCAN_TIMEOUT_S) as consumer:
-            starts = {tp: mark.stream.get(tp.partition, 0)
-                      for tp in await self._partitions(stream.topic)}
-            starts |= {tp: mark.quarantine.get(tp.partition, 0)
-                       for tp in await self._partitions(stream.quarantine_topic)}
+            starts = {tp: mark.stream.get(tp.partition, 0) for tp in await self._partitions(stream.topic)}
+            starts |= {
+                tp: mark.quarantine.get(tp.partition, 0)
+                for tp in await self._partitions(stream.quarantine_topic)
+            }
             return await scan_written(consumer, starts, mark.token, wanted, MAX_SCAN)
 
-    async def _read(self, consumer: Any, topic: str, start: Position, limit: int,
-                    stop: Position | None) -> Page:
+    async def _read(
+        self, consumer: Any, topic: str, start: Position, limit: int, stop: Position | None
+    ) -> Page:
         tps = await self._partitions(topic)
         if not tps:
             return Page([], dict(start), True)
@@ -158,14 +159,18 @@ class KafkaQuarantineLog:
             if pos < last and len(records) < limit:
                 consumer.seek(tp, pos)
                 while pos < last and len(records) < limit:
-                    batch = await consumer.getmany(tp, timeout_ms=1000,
-                                                   max_records=limit - len(records))
+                    batch = await consumer.getmany(tp, timeout_ms=1000, max_records=limit - len(records))
                     for msg in batch.get(tp, ()):
                         if msg.offset >= last or len(records) >= limit:
                             break
-                        records.append(QuarantineRecord(
-                            tp.partition, msg.offset, msg.value or b"",
-                            {k: v.decode(errors="replace") for k, v in msg.headers or ()}))
+                        records.append(
+                            QuarantineRecord(
+                                tp.partition,
+                                msg.offset,
+                                msg.value or b"",
+                                {k: v.decode(errors="replace") for k, v in msg.headers or ()},
+                            )
+                        )
                         pos = msg.offset + 1
             position[tp.partition] = pos
         at_end = all(position[tp.partition] >= end[tp] for tp in tps)
@@ -178,8 +183,7 @@ class FileQuarantineLog:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def read(self, stream: Stream, start: Position, limit: int,
-                   stop: Position | None = None) -> Page:
+    async def read(self, stream: Stream, start: Position, limit: int, stop: Position | None = None) -> Page:
         path = self.directory / f"{stream.quarantine_topic}.ndjson"
         first = start.get(0, 0)
         if stop is not None:
@@ -197,6 +201,7 @@ class FileQuarantineLog:
                         return got, False  # (a line without its newline is being written)
                     got.append(line[:-1])
             return got, True
+
         got, at_end = await asyncio.get_running_loop().run_in_executor(None, lines)
         records = [QuarantineRecord(0, first + i, v) for i, v in enumerate(got)]
         return Page(records, {0: first + len(got)}, at_end)
@@ -211,9 +216,9 @@ class FileQuarantineLog:
                 return 0
             with open(path, "rb") as f:
                 return sum(1 for line in f if line.endswith(b"\n"))
+
         return {}, {0: await asyncio.get_running_loop().run_in_executor(None, complete_lines)}
 
-    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]
-                      ) -> Scan:
+    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]) -> Scan:
         """A file has no headers: nothing is found, and the check says it is incomplete."""
         return Scan(set(), not wanted)

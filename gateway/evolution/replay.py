@@ -110,8 +110,15 @@ def _meta(headers: list[Headers]) -> RecordMeta:
 class Replayer:
     """Reads quarantined rows, and replays them page by page."""
 
-    def __init__(self, catalog: Catalog, schemas: SchemaCache, pipeline: Pipeline,
-                 log: QuarantineLog, *, claim_s: float = CLAIM_S) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        schemas: SchemaCache,
+        pipeline: Pipeline,
+        log: QuarantineLog,
+        *,
+        claim_s: float = CLAIM_S,
+    ) -> None:
         self.catalog = catalog
         self.schemas = schemas
         self.pipeline = pipeline
@@ -137,8 +144,11 @@ class Replayer:
         if limit < 1:
             raise BadRequest("limit must be at least 1")
         if name in self._pages:
-            raise Conflict(f"a replay page of stream {name!r} is still running on this replica "
-                           "(waiting for Kafka); retry once it is done", retry_after=1.0)
+            raise Conflict(
+                f"a replay page of stream {name!r} is still running on this replica "
+                "(waiting for Kafka); retry once it is done",
+                retry_after=1.0,
+            )
         task = asyncio.create_task(self._page(name, limit))
         self._pages[name] = task
         task.add_done_callback(functools.partial(self._finished, name))
@@ -146,9 +156,11 @@ class Replayer:
             async with asyncio.timeout(self.pipeline.wait_timeout_s):
                 return await asyncio.shield(task)
         except TimeoutError:
-            raise NotConfirmed(f"the replay page is not done after {self.pipeline.wait_timeout_s:g}"
-                               " s (Kafka has not acknowledged its rows); it goes on and saves "
-                               "the replay position itself: call again to go on") from None
+            raise NotConfirmed(
+                f"the replay page is not done after {self.pipeline.wait_timeout_s:g}"
+                " s (Kafka has not acknowledged its rows); it goes on and saves "
+                "the replay position itself: call again to go on"
+            ) from None
 
     def _finished(self, name: str, task: asyncio.Task[ReplayOutcome]) -> None:
         if self._pages.get(name) is task:
@@ -167,10 +179,10 @@ class Replayer:
         renewing = asyncio.create_task(self._renew(name))
         try:
             try:
-                page = await self.log.read(stream, stream.quarantine_replayed, mark.limit,
-                                           mark.quarantine)
-                checked = self._check(stream, page, await self._written(stream, mark, page)
-                                      if inherited else set(), mark.token)
+                page = await self.log.read(stream, stream.quarantine_replayed, mark.limit, mark.quarantine)
+                checked = self._check(
+                    stream, page, await self._written(stream, mark, page) if inherited else set(), mark.token
+                )
                 await self._write(stream, checked)
             except (asyncio.CancelledError, NotFound):
                 raise  # the rows may be queued (or the stream is gone): the mark stays
@@ -184,22 +196,32 @@ class Replayer:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
         await self._advance(name, page.next, None)
-        return ReplayOutcome(len(page.records), len(checked.rows), len(checked.bad),
-                             checked.bad[:MAX_ERRORS], page.next, page.at_end, checked.recovered)
+        return ReplayOutcome(
+            len(page.records),
+            len(checked.rows),
+            len(checked.bad),
+            checked.bad[:MAX_ERRORS],
+            page.next,
+            page.at_end,
+            checked.recovered,
+        )
 
     async def _written(self, stream: Stream, mark: ReplayMark, page: Page) -> set[tuple[int, int]]:
         """The positions of the page an interrupted run of it already wrote."""
-        scan = await self.log.written(stream, mark, {(r.partition, r.offset)
-                                                     for r in page.records})
+        scan = await self.log.written(stream, mark, {(r.partition, r.offset) for r in page.records})
         if not scan.complete:
-            log.warning("replay of stream %r: the interrupted page's rows were looked for in the "
-                        "first %d records of each partition after its claim; %d of %d not found "
-                        "there are written again", stream.name, MAX_SCAN,
-                        len(page.records) - len(scan.found), len(page.records))
+            log.warning(
+                "replay of stream %r: the interrupted page's rows were looked for in the "
+                "first %d records of each partition after its claim; %d of %d not found "
+                "there are written again",
+                stream.name,
+                MAX_SCAN,
+                len(page.records) - len(scan.found),
+                len(page.records),
+            )
         return scan.found
 
-    def _check(self, stream: Stream, page: Page, written: set[tuple[int, int]],
-               token: str) -> _Checked:
+    def _check(self, stream: Stream, page: Page, written: set[tuple[int, int]], token: str) -> _Checked:
         schema = self.schemas.get(stream)
         out = _Checked()
         for i, record in enumerate(page.records):
@@ -225,13 +247,25 @@ class Replayer:
     async def _write(self, stream: Stream, checked: _Checked) -> None:
         if not checked.rows and not checked.bad:
             return
-        quarantine = (quarantine_values(checked.bad, stream=stream.name,
-                                        request_id=f"replay-{self.replica}",
-                                        schema_version=stream.schema_version)
-                      if checked.bad else None)
-        await self.pipeline.admit(stream, checked.rows, wait=True, quarantine=quarantine,
-                                  meta=_meta(checked.row_headers),
-                                  quarantine_meta=_meta(checked.bad_headers), patient=True)
+        quarantine = (
+            quarantine_values(
+                checked.bad,
+                stream=stream.name,
+                request_id=f"replay-{self.replica}",
+                schema_version=stream.schema_version,
+            )
+            if checked.bad
+            else None
+        )
+        await self.pipeline.admit(
+            stream,
+            checked.rows,
+            wait=True,
+            quarantine=quarantine,
+            meta=_meta(checked.row_headers),
+            quarantine_meta=_meta(checked.bad_headers),
+            patient=True,
+        )
 
     def _claim_text(self) -> str:
         return f"{self.replica} {time.time() + self.claim_s:.3f}"
@@ -244,10 +278,13 @@ class Replayer:
             owner, _, until = stream.replay_claim.partition(" ")
             left = float(until or 0) - time.time()
             if owner and owner != self.replica and left > 0:
-                raise Conflict(f"a replay of stream {name!r} is running on another replica; "
-                               "retry once it is done", retry_after=max(1.0, left))
-            claimed = msgspec.structs.replace(stream, replay_claim=self._claim_text(),
-                                              replay_mark=stream.replay_mark or fresh)
+                raise Conflict(
+                    f"a replay of stream {name!r} is running on another replica; retry once it is done",
+                    retry_after=max(1.0, left),
+                )
+            claimed = msgspec.structs.replace(
+                stream, replay_claim=self._claim_text(), replay_mark=stream.replay_mark or fresh
+            )
             if await self.catalog.put_stream(claimed, create=False):
                 return claimed, stream.replay_mark is not None
         raise Conflict(f"stream {name!r} keeps changing; retry", retry_after=1.0)
@@ -262,12 +299,12 @@ class Replayer:
                 if stream is None or not stream.replay_claim.startswith(self.replica):
                     return
                 await self.catalog.put_stream(
-                    msgspec.structs.replace(stream, replay_claim=self._claim_text()), create=False)
+                    msgspec.structs.replace(stream, replay_claim=self._claim_text()), create=False
+                )
             except Exception as exc:  # the page goes on; the claim lapses unless renewed
                 log.warning("replay of stream %r: could not renew the claim: %r", name, exc)
 
-    async def _advance(self, name: str, position: Position | None,
-                       mark: ReplayMark | None) -> None:
+    async def _advance(self, name: str, position: Position | None, mark: ReplayMark | None) -> None:
         """Release the claim, set the mark, and (unless None) move the replay position, in one
         change."""
         for _ in range(WRITE_ATTEMPTS):
@@ -275,10 +312,15 @@ class Replayer:
             if stream is None or not stream.replay_claim.startswith(self.replica):
                 return
             done = msgspec.structs.replace(
-                stream, replay_claim="", replay_mark=mark,
-                quarantine_replayed=stream.quarantine_replayed if position is None else position)
+                stream,
+                replay_claim="",
+                replay_mark=mark,
+                quarantine_replayed=stream.quarantine_replayed if position is None else position,
+            )
             if await self.catalog.put_stream(done, create=False):
                 return
-        raise Conflict(f"stream {name!r} keeps changing; the rows are written, but the replay "
-                       "position could not be saved (the next replay finds them)",
-                       retry_after=1.0)
+        raise Conflict(
+            f"stream {name!r} keeps changing; the rows are written, but the replay "
+            "position could not be saved (the next replay finds them)",
+            retry_after=1.0,
+        )

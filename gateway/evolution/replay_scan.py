@@ -50,8 +50,13 @@ class Scan:
     complete: bool
 
 
-async def scan_written(consumer: Any, starts: dict[TopicPartition, int], token: str,
-                       wanted: set[tuple[int, int]], max_records: int) -> Scan:
+async def scan_written(
+    consumer: Any,
+    starts: dict[TopicPartition, int],
+    token: str,
+    wanted: set[tuple[int, int]],
+    max_records: int,
+) -> Scan:
     """Read every partition of `starts` from its offset (all at once: the page's rows may be in
     any of them), at most `max_records` each, collecting the `wanted` positions page `token`
     wrote."""

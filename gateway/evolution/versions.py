@@ -22,9 +22,13 @@ class Incompatible(Conflict):
 
 def versions(stream: Stream) -> list[SchemaVersion]:
     """Every version of the stream's schema, oldest first (the last is the current one)."""
-    current = SchemaVersion(stream.schema_version, stream.columns, stream.primary_key,
-                            stream.schema_created_at or stream.created_at,
-                            stream.schema_created_by or stream.created_by)
+    current = SchemaVersion(
+        stream.schema_version,
+        stream.columns,
+        stream.primary_key,
+        stream.schema_created_at or stream.created_at,
+        stream.schema_created_by or stream.created_by,
+    )
     return [*stream.schemas, current]
 
 
@@ -38,13 +42,16 @@ def version(stream: Stream, number: int) -> SchemaVersion:
 
 def _same(a: list[Column], b: list[Column]) -> bool:
     """Equal as schemas (descriptions aside; an empty default is no default)."""
+
     def shape(cols: list[Column]) -> list[tuple[str, str, str | None, bool]]:
         return [(c.name, c.type, c.default or None, c.nullable) for c in cols]
+
     return shape(a) == shape(b)
 
 
-def evolve(stream: Stream, columns: list[Column], primary_key: str | None, *, mode: str,
-           by: str, now: str) -> Stream:
+def evolve(
+    stream: Stream, columns: list[Column], primary_key: str | None, *, mode: str, by: str, now: str
+) -> Stream:
     """The stream with `columns` as its new current version (the same stream when they do not
     change); 409 `Incompatible` listing every reason when `mode` refuses the change."""
     if mode not in COMPATIBILITY_MODES:
@@ -53,14 +60,29 @@ def evolve(stream: Stream, columns: list[Column], primary_key: str | None, *, mo
     if _same(columns, stream.columns) and new_key == stream.primary_key:
         return stream
     keyed = stream.keyed
-    reasons = check(stream.columns, columns, mode, old_key=stream.primary_key if keyed else "",
-                    new_key=new_key if keyed else "")
+    reasons = check(
+        stream.columns,
+        columns,
+        mode,
+        old_key=stream.primary_key if keyed else "",
+        new_key=new_key if keyed else "",
+    )
     if reasons:
-        raise Incompatible(f"the new columns of stream {stream.name!r} are not {mode}-compatible"
-                           f" with version {stream.schema_version}: " + "; ".join(
-                               f"{r.column or 'primary key'}: {r.rule}" for r in reasons), reasons)
+        raise Incompatible(
+            f"the new columns of stream {stream.name!r} are not {mode}-compatible"
+            f" with version {stream.schema_version}: "
+            + "; ".join(f"{r.column or 'primary key'}: {r.rule}" for r in reasons),
+            reasons,
+        )
     previous = versions(stream)[-1]
     return msgspec.structs.replace(
-        stream, columns=columns, primary_key=new_key, schema_version=stream.schema_version + 1,
-        schema_created_at=now, schema_created_by=by, schemas=[*stream.schemas, previous], last_updated_at=now,
-        last_updated_by=by)
+        stream,
+        columns=columns,
+        primary_key=new_key,
+        schema_version=stream.schema_version + 1,
+        schema_created_at=now,
+        schema_created_by=by,
+        schemas=[*stream.schemas, previous],
+        last_updated_at=now,
+        last_updated_by=by,
+    )

@@ -21,8 +21,13 @@ from gateway.errors import (
 # the whole limit twice (one step's output plus what the decoder buffered).
 INFLATE_STEP = 1 << 20
 MAX_MEMBERS = 1000  # --max-gzip-members: concatenated members one body may hold
-ENCODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
-             "deflate": zlib.MAX_WBITS}
+ENCODINGS = {
+    "": None,
+    "identity": None,
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
 
 
 class ChunkSource(Protocol):
@@ -35,8 +40,9 @@ def check_encoding(content_encoding: str) -> int | None:
     """The zlib window bits for a Content-Encoding, None for identity; 415 for anything else."""
     enc = content_encoding.strip().lower()
     if enc not in ENCODINGS:
-        raise UnsupportedMediaType(f"unsupported Content-Encoding {content_encoding!r}; "
-                                   "use gzip, deflate or none")
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none"
+        )
     return ENCODINGS[enc]
 
 
@@ -47,8 +53,10 @@ def check_transfer_encoding(transfer_encoding: str) -> None:
         return
     codings = [c.strip().lower() for c in transfer_encoding.split(",") if c.strip()]
     if any(c != "chunked" for c in codings):
-        raise UnsupportedMediaType(f"unsupported Transfer-Encoding {transfer_encoding[:80]!r}; "
-                                   "only chunked (compress with Content-Encoding: gzip instead)")
+        raise UnsupportedMediaType(
+            f"unsupported Transfer-Encoding {transfer_encoding[:80]!r}; "
+            "only chunked (compress with Content-Encoding: gzip instead)"
+        )
 
 
 def _nothing() -> bytes:
@@ -74,9 +82,14 @@ class _Window:
         self.waited = 0.0
 
 
-async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float | None,
-                      total_timeout: float | None, min_rate: float = 0.0,
-                      rate_window: float = 10.0) -> AsyncIterator[bytes]:
+async def _raw_chunks(
+    source: ChunkSource,
+    max_bytes: int,
+    read_timeout: float | None,
+    total_timeout: float | None,
+    min_rate: float = 0.0,
+    rate_window: float = 10.0,
+) -> AsyncIterator[bytes]:
     total = 0
     loop = asyncio.get_running_loop()
     deadline = None if total_timeout is None else loop.time() + total_timeout
@@ -93,13 +106,14 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
                     return
                 if min_rate > 0 and window is None:
                     window = _Window(min_rate, rate_window)
-                chunk = await _wait_for_chunk(source, loop, read_timeout, deadline, total_timeout,
-                                              window)
+                chunk = await _wait_for_chunk(source, loop, read_timeout, deadline, total_timeout, window)
                 if not chunk:
                     return
         except (ConnectionResetError, ContentLengthError):  # the client hung up mid-body
-            raise ClientDisconnected("the client closed the connection before the body was "
-                                     f"complete ({total} bytes read); nothing was written") from None
+            raise ClientDisconnected(
+                "the client closed the connection before the body was "
+                f"complete ({total} bytes read); nothing was written"
+            ) from None
         total += len(chunk)
         if total > max_bytes:
             raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
@@ -108,17 +122,21 @@ async def _raw_chunks(source: ChunkSource, max_bytes: int, read_timeout: float |
         yield chunk
 
 
-async def _wait_for_chunk(source: ChunkSource, loop: asyncio.AbstractEventLoop,
-                          read_timeout: float | None, deadline: float | None,
-                          total_timeout: float | None, window: _Window | None = None) -> bytes:
+async def _wait_for_chunk(
+    source: ChunkSource,
+    loop: asyncio.AbstractEventLoop,
+    read_timeout: float | None,
+    deadline: float | None,
+    total_timeout: float | None,
+    window: _Window | None = None,
+) -> bytes:
     """The next chunk, within `read_timeout`, before the whole body's `deadline`, and while the
     body keeps its minimum rate over the waits of its current `window` (408)."""
     if read_timeout is None and deadline is None and window is None:
         return await source.readany()
     entered = loop.time()  # the last chunk came then: `read_timeout` counts from it
     while True:
-        wait = (float("inf") if read_timeout is None
-                else max(0.0, read_timeout - (loop.time() - entered)))
+        wait = float("inf") if read_timeout is None else max(0.0, read_timeout - (loop.time() - entered))
         whole = deadline is not None and deadline - loop.time() < wait
         if deadline is not None:
             wait = min(wait, max(0.0, deadline - loop.time()))
@@ -133,8 +151,11 @@ async def _wait_for_chunk(source: ChunkSource, loop: asyncio.AbstractEventLoop,
                 chunk = await source.readany()
         except TimeoutError:
             if not window_ends:
-                what = (f"the body did not arrive within {total_timeout:g} s" if whole else
-                        f"no body data for {read_timeout:g} s")
+                what = (
+                    f"the body did not arrive within {total_timeout:g} s"
+                    if whole
+                    else f"no body data for {read_timeout:g} s"
+                )
                 raise RequestTimeout(f"{what}; request dropped, nothing was written") from None
         if window is None or chunk == b"":  # b"": the end of the body
             return chunk or b""
@@ -144,18 +165,28 @@ async def _wait_for_chunk(source: ChunkSource, loop: asyncio.AbstractEventLoop,
         chunk = chunk or b""
         # The window's waiting time is up: the body kept the rate (a new window), or is dropped.
         if window.got + len(chunk) < window.bytes_per_s * window.window_s:
-            raise RequestTimeout(f"the body arrived at less than {window.bytes_per_s:g} "
-                                 f"bytes/s over {window.window_s:g} s of waiting for it; "
-                                 "request dropped, nothing was written")
+            raise RequestTimeout(
+                f"the body arrived at less than {window.bytes_per_s:g} "
+                f"bytes/s over {window.window_s:g} s of waiting for it; "
+                "request dropped, nothing was written"
+            )
         window.got, window.waited = -len(chunk), 0.0  # the chunk is counted by the caller
         if chunk:
             return chunk
 
 
-def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
-                max_decompressed: int, read_timeout: float | None = None,
-                total_timeout: float | None = None, min_rate: float = 0.0,
-                rate_window: float = 10.0, max_members: int = MAX_MEMBERS) -> AsyncIterator[bytes]:
+def read_chunks(
+    source: ChunkSource,
+    *,
+    content_encoding: str,
+    max_bytes: int,
+    max_decompressed: int,
+    read_timeout: float | None = None,
+    total_timeout: float | None = None,
+    min_rate: float = 0.0,
+    rate_window: float = 10.0,
+    max_members: int = MAX_MEMBERS,
+) -> AsyncIterator[bytes]:
     """The body's (decompressed) chunks as they arrive, enforcing both size limits, the most
     gzip/deflate members a body may concatenate (`max_members`), the longest wait for the next
     chunk (`read_timeout`), for the whole body (`total_timeout`) and the slowest rate it may
@@ -167,8 +198,9 @@ def read_chunks(source: ChunkSource, *, content_encoding: str, max_bytes: int,
     return _inflated(raw, content_encoding, max_decompressed, max_members)
 
 
-async def _inflated(raw: AsyncIterator[bytes], content_encoding: str, max_decompressed: int,
-                    max_members: int = MAX_MEMBERS) -> AsyncIterator[bytes]:
+async def _inflated(
+    raw: AsyncIterator[bytes], content_encoding: str, max_decompressed: int, max_members: int = MAX_MEMBERS
+) -> AsyncIterator[bytes]:
     wbits = check_encoding(content_encoding)
     assert wbits is not None  # identity bodies are not inflated
     inflater = zlib.decompressobj(wbits)
@@ -200,7 +232,8 @@ async def _inflated(raw: AsyncIterator[bytes], content_encoding: str, max_decomp
                     if members > max_members:
                         raise PayloadTooLarge(
                             f"body has more than {max_members} {content_encoding} members "
-                            "(--max-gzip-members); compress it as one member, or split it")
+                            "(--max-gzip-members); compress it as one member, or split it"
+                        )
                     inflater = zlib.decompressobj(wbits)
             else:
                 data = inflater.unconsumed_tail

@@ -34,8 +34,9 @@ class CompactBody(msgspec.Struct):
 _compact_decoder = msgspec.json.Decoder(CompactBody)
 
 
-def _malformed(exc: msgspec.DecodeError, consumed: int, segment: bytes | bytearray | memoryview
-               ) -> MalformedBody:
+def _malformed(
+    exc: msgspec.DecodeError, consumed: int, segment: bytes | bytearray | memoryview
+) -> MalformedBody:
     text = str(exc)
     if "truncated" in text:
         return MalformedBody("body is truncated: it ends inside a JSON value")
@@ -118,9 +119,12 @@ async def decode_streaming(chunks: AsyncIterable[bytes], schema: CompiledSchema)
 
 
 def _row_too_long(row: int, limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"row {row} is longer than {limit} bytes, the longest row the gateway "
-                           "accepts (a record must fit a Kafka batch: --max-row-bytes, "
-                           "--batch-max-bytes); nothing was written", row=row)
+    return PayloadTooLarge(
+        f"row {row} is longer than {limit} bytes, the longest row the gateway "
+        "accepts (a record must fit a Kafka batch: --max-row-bytes, "
+        "--batch-max-bytes); nothing was written",
+        row=row,
+    )
 
 
 _one = msgspec.json.Decoder(msgspec.Raw)  # one JSON value; what follows it is reported
@@ -135,7 +139,7 @@ def _next_value(view: memoryview, pos: int) -> int | None:
     except msgspec.DecodeError as exc:
         text = str(exc)
         if text.startswith(_TRAILING):
-            return pos + int(text[len(_TRAILING):-1]) - 1
+            return pos + int(text[len(_TRAILING) : -1]) - 1
         return None
     except (RecursionError, UnicodeDecodeError):
         return None
@@ -155,8 +159,9 @@ def _whole_prefix(buf: bytearray) -> int:
 _syntax = msgspec.json.Decoder(msgspec.Raw)  # its decode_lines checks JSON syntax only
 
 
-def _decode_run(schema: CompiledSchema, part: bytes | bytearray, rows: list[Any],
-                invalid: GatewayError | None) -> tuple[GatewayError | None, int]:
+def _decode_run(
+    schema: CompiledSchema, part: bytes | bytearray, rows: list[Any], invalid: GatewayError | None
+) -> tuple[GatewayError | None, int]:
     """Decode a run of whole objects onto `rows`; return the first invalid-row error so far and
     how many objects the run held. Once a row was invalid, runs are only checked for malformed
     JSON (MalformedBody or msgspec's DecodeError), which wins over the invalid row."""
@@ -195,7 +200,7 @@ async def _whole(chunks: AsyncIterable[bytes], limit: int) -> bytes:
             raise _row_too_long(0, limit)
         parts.append(chunk)
     body = parts[0] if len(parts) == 1 else b"".join(parts)
-    return body[len(BOM):] if body.startswith(BOM) else body
+    return body[len(BOM) :] if body.startswith(BOM) else body
 
 
 def _bom_len(parts: list[bytes], chunk: bytes) -> int:
@@ -226,7 +231,7 @@ async def decode_compact(chunks: AsyncIterable[bytes], schema: CompiledSchema) -
     first = await anext(it, b"")
     second = await anext(it, b"")
     if not second:
-        return _compact_whole(bytes(first[len(BOM):]) if first.startswith(BOM) else first, schema)
+        return _compact_whole(bytes(first[len(BOM) :]) if first.startswith(BOM) else first, schema)
     return await _CompactFramer(schema).feed(first, second, it)
 
 
@@ -238,8 +243,7 @@ def _compact_whole(body: bytes | bytearray, schema: CompiledSchema) -> list[Any]
     except RecursionError:
         raise MalformedBody("JSON is nested too deeply") from None
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"compact body must be {{\"columns\": [...], \"data\": [[...], ...]}}: "
-                         f"{exc}") from None
+        raise BadRequest(f'compact body must be {{"columns": [...], "data": [[...], ...]}}: {exc}') from None
     except msgspec.DecodeError as exc:
         raise _malformed(exc, 0, body) from None
     except UnicodeDecodeError as exc:
@@ -359,8 +363,7 @@ class _CompactFramer:
                     break
                 if buf[pos] == 0x5D:  # `]` where an element would start
                     if run_end or self.after_comma:
-                        raise MalformedBody(f"`data` ends with a comma (byte "
-                                            f"{self.consumed + pos})")
+                        raise MalformedBody(f"`data` ends with a comma (byte {self.consumed + pos})")
                     closed_at = pos
                     break
                 nxt = _next_value(view, pos)
@@ -370,11 +373,12 @@ class _CompactFramer:
                     run_end, pos = nxt, nxt + 1
                     continue
                 if buf[nxt] != 0x5D:
-                    raise MalformedBody(f"`data` elements must be separated by commas (byte "
-                                        f"{self.consumed + nxt})")
+                    raise MalformedBody(
+                        f"`data` elements must be separated by commas (byte {self.consumed + nxt})"
+                    )
                 run_end = closed_at = nxt
                 break
-        tail = bytearray(buf[closed_at + 1:]) if closed_at >= 0 else None
+        tail = bytearray(buf[closed_at + 1 :]) if closed_at >= 0 else None
         if run_end:
             if not self._run(run_end):
                 self._run_strict(run_end)
@@ -406,10 +410,8 @@ class _CompactFramer:
         rest = bytes(self.tail).lstrip(b" \t\r\n")
         try:
             extra = _compact_tail.decode(b"{" + (rest[1:] if rest.startswith(b",") else rest))
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
-                UnicodeDecodeError):
-            raise MalformedBody("compact body: what follows `data` is not the end of the "
-                                "object") from None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+            raise MalformedBody("compact body: what follows `data` is not the end of the object") from None
         if extra.columns is not None or extra.data is not None:
             raise BadRequest("compact body names `columns` or `data` twice")
 

@@ -82,7 +82,7 @@ def split_rows(schema: CompiledSchema, body: bytes) -> Split:
     JSON but do not fit the schema are set aside.
     """
     if body.startswith(BOM):
-        body = body[len(BOM):]
+        body = body[len(BOM) :]
     try:
         objects = _framer.decode_lines(body)
     except msgspec.DecodeError as exc:
@@ -140,15 +140,22 @@ class _Quarantined(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 
 
-def quarantine_values(bad: list[BadRow], *, stream: str, request_id: str,
-                      schema_version: int) -> list[bytes]:
+def quarantine_values(bad: list[BadRow], *, stream: str, request_id: str, schema_version: int) -> list[bytes]:
     """One JSON record per bad row: when, which stream, request and schema version (the one the
     row was checked against, as in the `schema-version` header), the error, the original text."""
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     now = now.replace("+00:00", "Z")
-    records = [_Quarantined(now, stream, request_id, schema_version,
-                            _Error(b.message, b.row, b.column),
-                            b.text.decode("utf-8", "replace")) for b in bad]
+    records = [
+        _Quarantined(
+            now,
+            stream,
+            request_id,
+            schema_version,
+            _Error(b.message, b.row, b.column),
+            b.text.decode("utf-8", "replace"),
+        )
+        for b in bad
+    ]
     values = _encoder.encode_lines(records).split(b"\n")
     values.pop()
     return values

@@ -86,8 +86,10 @@ def _default_of(col: Column, ctype: ColumnType, py: Any) -> Any:
     if ctype.is_datetime and text.lower() in NOW_DEFAULTS:
         return msgspec.field(default_factory=_now)
     if ctype.check is not None and len(text) > MAX_CHECKED_DEFAULT:  # before parsing it
-        raise SchemaError(f"default of column {col.name!r} is longer than {MAX_CHECKED_DEFAULT} "
-                          f"characters, too long for a {col.type}")
+        raise SchemaError(
+            f"default of column {col.name!r} is longer than {MAX_CHECKED_DEFAULT} "
+            f"characters, too long for a {col.type}"
+        )
     if ctype.is_stringlike and not text.startswith('"'):
         if len(text) >= 2 and text[0] == text[-1] == "'":
             text = text[1:-1].replace("\\'", "'")
@@ -95,11 +97,14 @@ def _default_of(col: Column, ctype: ColumnType, py: Any) -> Any:
     try:
         value = msgspec.json.decode(text, type=py)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise SchemaError(f"default {col.default!r} of column {col.name!r} is not a {col.type}: "
-                          f"{exc}") from None
+        raise SchemaError(
+            f"default {col.default!r} of column {col.name!r} is not a {col.type}: {exc}"
+        ) from None
     if ctype.check is not None and not ctype.check(value):
-        raise SchemaError(f"default {col.default[:80]!r} of column {col.name!r} is out of range "
-                          f"for {col.type}{ctype.check_hint}")
+        raise SchemaError(
+            f"default {col.default[:80]!r} of column {col.name!r} is out of range "
+            f"for {col.type}{ctype.check_hint}"
+        )
     if isinstance(value, list | dict):
         frozen = msgspec.json.encode(value)
         return msgspec.field(default_factory=lambda: msgspec.json.decode(frozen, type=py))
@@ -117,8 +122,10 @@ MAX_CACHED_COLUMNS = 16_384
 
 def _compile_field(col: Column) -> _Field:
     if not COLUMN_NAME.fullmatch(col.name):
-        raise SchemaError(f"column name {col.name[:80]!r} must be 1 to 255 characters, none of them"
-                          ' a control character, ", \\ or `')
+        raise SchemaError(
+            f"column name {col.name[:80]!r} must be 1 to 255 characters, none of them"
+            ' a control character, ", \\ or `'
+        )
     try:
         ctype = parse_type(col.type)
     except ValueError as exc:
@@ -140,8 +147,7 @@ _CompactCodec = tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any], Call
 class CompiledSchema:
     """Decoders, encoders and error translation for one version of one stream's schema."""
 
-    def __init__(self, stream: Stream, *, forbid_unknown: bool = False,
-                 max_row_bytes: int = 1 << 62) -> None:
+    def __init__(self, stream: Stream, *, forbid_unknown: bool = False, max_row_bytes: int = 1 << 62) -> None:
         self.max_row_bytes = max_row_bytes  # the framers refuse a longer row text (413) at once
         names = [c.name for c in stream.columns]
         if not names:
@@ -158,11 +164,15 @@ class CompiledSchema:
         # Epoch numbers in datetime columns are rare: rows are decoded with plain datetime types,
         # and only a body that has such a number is decoded again with (datetime | int | float).
         self._lenient_ndjson = msgspec.json.Decoder(
-            self._struct("LenientRow", self.fields, kw_only=True, lenient=True))
+            self._struct("LenientRow", self.fields, kw_only=True, lenient=True)
+        )
         self.encoder = msgspec.json.Encoder()
         self._datetime_attrs = [self._attr[f.column.name] for f in self.fields if f.ctype.is_datetime]
-        self._checks = [(self._attr[f.column.name], f.ctype.check, f.column, f.ctype.check_hint)
-                        for f in self.fields if f.ctype.check is not None]
+        self._checks = [
+            (self._attr[f.column.name], f.ctype.check, f.column, f.ctype.check_hint)
+            for f in self.fields
+            if f.ctype.check is not None
+        ]
         self._compact: dict[tuple[str, ...], _CompactCodec] = {}
         key_cols = stream.key_columns()
         for k in key_cols:
@@ -176,17 +186,19 @@ class CompiledSchema:
         self._key_is_text = len(key_cols) == 1 and self.fields[names.index(key_cols[0])].py is str
         self._lines_attr = self._attr[names[0]] if len(names) == 1 else None
 
-    def _struct(self, name: str, fields: Sequence[_Field], *, kw_only: bool,
-                lenient: bool = False) -> Any:
+    def _struct(self, name: str, fields: Sequence[_Field], *, kw_only: bool, lenient: bool = False) -> Any:
         spec: list[Any] = []
         for f in fields:
             attr = self._attr[f.column.name]
             py = f.lenient_py if lenient else f.py
             spec.append((attr, py) if f.default is msgspec.NODEFAULT else (attr, py, f.default))
         return msgspec.defstruct(
-            f"{name}_{self.stream.name}", spec, kw_only=kw_only,
+            f"{name}_{self.stream.name}",
+            spec,
+            kw_only=kw_only,
             rename={self._attr[f.column.name]: f.column.name for f in fields},
-            forbid_unknown_fields=self.forbid_unknown, gc=False,
+            forbid_unknown_fields=self.forbid_unknown,
+            gc=False,
         )
 
     # ---- decoding ---------------------------------------------------------------------------
@@ -233,54 +245,66 @@ class CompiledSchema:
         if hit is not None:
             return hit
         if len(key) > len(self.fields) + MAX_EXTRA_COLUMNS:
-            raise BadRequest(f"`columns` lists {len(key)} names; this stream has "
-                             f"{len(self.fields)} columns (at most {MAX_EXTRA_COLUMNS} extra "
-                             "names are skipped)")
+            raise BadRequest(
+                f"`columns` lists {len(key)} names; this stream has "
+                f"{len(self.fields)} columns (at most {MAX_EXTRA_COLUMNS} extra "
+                "names are skipped)"
+            )
         if len(set(key)) != len(key):
             raise BadRequest("`columns` lists a column twice")
         # Bounded by the columns the cached decoders cover (their size), not only by entries.
-        if (len(self._compact) >= 64
-                or sum(map(len, self._compact)) + len(key) > MAX_CACHED_COLUMNS):
+        if len(self._compact) >= 64 or sum(map(len, self._compact)) + len(key) > MAX_CACHED_COLUMNS:
             self._compact.clear()
         known = [c for c in key if c in self._attr]
         unknown = [c for c in key if c not in self._attr]
         if unknown and self.forbid_unknown:
             raise BadRequest(f"unknown column {unknown[0]!r}", column=unknown[0])
         by_name = {f.column.name: f for f in self.fields}
-        missing = [f for f in self.fields
-                   if f.column.name not in key and f.default is msgspec.NODEFAULT]
+        missing = [f for f in self.fields if f.column.name not in key and f.default is msgspec.NODEFAULT]
         if missing:
-            raise InvalidRow(f"required column {missing[0].column.name!r} is not in `columns`",
-                             column=missing[0].column.name)
+            raise InvalidRow(
+                f"required column {missing[0].column.name!r} is not in `columns`",
+                column=missing[0].column.name,
+            )
         present = [by_name[c] for c in known]
         required_first = [_Field(f.column, f.ctype, f.py, msgspec.NODEFAULT) for f in present]
         rest = [f for f in self.fields if f.column.name not in key]
         row_type = self._struct("Compact", required_first + rest, kw_only=False)
+
         def tuples_of(lenient: bool) -> msgspec.json.Decoder[Any]:
-            items = tuple((by_name[c].lenient_py if lenient else by_name[c].py)
-                          if c in by_name else msgspec.Raw for c in key)
+            items = tuple(
+                (by_name[c].lenient_py if lenient else by_name[c].py) if c in by_name else msgspec.Raw
+                for c in key
+            )
             return msgspec.json.Decoder(list[tuple[items]])  # type: ignore[valid-type]
+
         decoder = tuples_of(lenient=False)
         lenient_decoder = tuples_of(lenient=True)
         if unknown and not known:
+
             def build(rows: Iterable[Any]) -> list[Any]:
                 return [row_type() for _ in rows]
         elif unknown:
             keep = itemgetter(*[i for i, c in enumerate(key) if c in self._attr])
             if len(known) == 1:
+
                 def build(rows: Iterable[Any]) -> list[Any]:
                     return [row_type(keep(t)) for t in rows]
             else:
+
                 def build(rows: Iterable[Any]) -> list[Any]:
                     return list(starmap(row_type, map(keep, rows)))
         else:
+
             def build(rows: Iterable[Any]) -> list[Any]:
                 return list(starmap(row_type, rows))
+
         codec = self._compact[key] = (decoder, lenient_decoder, build)
         return codec
 
-    def decode_compact_data(self, columns: Sequence[str], data: bytes | bytearray | msgspec.Raw,
-                            first_row: int = 0) -> list[Any]:
+    def decode_compact_data(
+        self, columns: Sequence[str], data: bytes | bytearray | msgspec.Raw, first_row: int = 0
+    ) -> list[Any]:
         """Decode a compact body's `data` (an array of arrays) given its `columns`; `first_row`:
         the index of its first row in the body (for errors)."""
         decoder, lenient_decoder, build = self.compact_decoder(columns)
@@ -326,9 +350,11 @@ class CompiledSchema:
             get = attrgetter(attr)
             for i, row in enumerate(rows):
                 if not check(get(row)):
-                    raise InvalidRow(f"row {first_row + i}, column {col.name!r}: value out of "
-                                     f"range for {col.type}{hint}", row=first_row + i,
-                                     column=col.name)
+                    raise InvalidRow(
+                        f"row {first_row + i}, column {col.name!r}: value out of range for {col.type}{hint}",
+                        row=first_row + i,
+                        column=col.name,
+                    )
 
     def _epochs_to_datetimes(self, rows: list[Any], first_row: int) -> None:
         """Turn epoch seconds in datetime columns into datetimes (UTC)."""
@@ -341,9 +367,12 @@ class CompiledSchema:
                         setattr(row, attr, datetime.datetime.fromtimestamp(v, UTC))
                     except (OverflowError, OSError, ValueError):
                         column = self.columns[int(attr[1:])]
-                        raise InvalidRow(f"row {first_row + i}, column {column!r}: epoch value "
-                                         f"{v!r} is out of range for a datetime",
-                                         row=first_row + i, column=column) from None
+                        raise InvalidRow(
+                            f"row {first_row + i}, column {column!r}: epoch value "
+                            f"{v!r} is out of range for a datetime",
+                            row=first_row + i,
+                            column=column,
+                        ) from None
 
     def row_error(self, message: str, first_row: int, columns: Sequence[str] | None) -> InvalidRow:
         """Turn a msgspec validation message with a `$[i]…` path into a row/column error."""
@@ -359,8 +388,11 @@ class CompiledSchema:
                 what = f"row has more values than `columns` ({len(columns)})"
         elif rest.startswith("."):
             tail = rest[1:]
-            column = max((c for c in self.columns if tail == c or tail.startswith((c + ".", c + "["))),
-                         key=len, default=tail)
+            column = max(
+                (c for c in self.columns if tail == c or tail.startswith((c + ".", c + "["))),
+                key=len,
+                default=tail,
+            )
         if column is None:
             miss = _MISSING_FIELD.search(what)
             column = miss.group(1) if miss else None
@@ -399,8 +431,9 @@ class SchemaCache:
         """The compiled schema of `stream` (compiled on first use, then cached)."""
         hit = self._cache.get(stream.name)
         if hit is None or hit.stream is not stream:
-            compiled = CompiledSchema(stream, forbid_unknown=self.forbid_unknown,
-                                      max_row_bytes=self.max_row_bytes)
+            compiled = CompiledSchema(
+                stream, forbid_unknown=self.forbid_unknown, max_row_bytes=self.max_row_bytes
+            )
             # a request admitted under an older schema version (it changed while the body was
             # read) keeps its version, without evicting the current one
             if hit is not None and hit.stream.schema_version > stream.schema_version:

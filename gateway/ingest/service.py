@@ -51,16 +51,21 @@ class StreamedBody:
     the request: the fast streamed decode runs first, and only when it meets an invalid row is
     the kept body split object by object."""
 
-    def __init__(self, fmt: Format | Callable[[CompiledSchema], Format],
-                 chunks: AsyncIterable[bytes], *,
-                 quarantine: bool = False) -> None:
+    def __init__(
+        self,
+        fmt: Format | Callable[[CompiledSchema], Format],
+        chunks: AsyncIterable[bytes],
+        *,
+        quarantine: bool = False,
+    ) -> None:
         self.fmt = fmt
         self.quarantine = quarantine
         self._chunks = chunks
         self.nbytes = 0
 
-    async def _counted(self, chunks: AsyncIterable[bytes], hold: Callable[[int], None]
-                       ) -> AsyncIterator[bytes]:
+    async def _counted(
+        self, chunks: AsyncIterable[bytes], hold: Callable[[int], None]
+    ) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             self.nbytes += len(chunk)
             hold(len(chunk))
@@ -121,8 +126,14 @@ QuarantineTopics = Callable[[Stream], Awaitable[None]]
 class IngestService:
     """The ingest path shared by every dialect (see the module docstring for its order)."""
 
-    def __init__(self, catalog: Catalog, schemas: SchemaCache, admission: Admission,
-                 pipeline: Pipeline, ensure_quarantine: QuarantineTopics) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        schemas: SchemaCache,
+        admission: Admission,
+        pipeline: Pipeline,
+        ensure_quarantine: QuarantineTopics,
+    ) -> None:
         self.catalog = catalog
         self.schemas = schemas
         self.admission = admission
@@ -155,12 +166,13 @@ class IngestService:
         quarantine = None
         if split.bad:
             await self.ensure_quarantine(stream)
-            quarantine = quarantine_values(split.bad, stream=stream.name,
-                                           request_id=req.request_id,
-                                           schema_version=stream.schema_version)
+            quarantine = quarantine_values(
+                split.bad, stream=stream.name, request_id=req.request_id, schema_version=stream.schema_version
+            )
         # handed over, not kept here: the pipeline frees the decoded rows before it waits
-        outcome = await self.pipeline.admit(stream, split.take_rows(), wait=req.wait,
-                                            quarantine=quarantine, meta=split.meta)
+        outcome = await self.pipeline.admit(
+            stream, split.take_rows(), wait=req.wait, quarantine=quarantine, meta=split.meta
+        )
         outcome.headers = headers
         return outcome
 
@@ -190,4 +202,3 @@ class IngestService:
             raise
         finally:
             held.release()
-

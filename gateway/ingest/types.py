@@ -93,8 +93,10 @@ class ColumnType:
     def check_hint(self) -> str:
         """What `check` wants, for the error message of a value it refused."""
         if "decimal" in self.name.lower():
-            return (" (a finite number, at most precision - scale digits before the point and "
-                    "scale after it; NaN and Infinity are refused)")
+            return (
+                " (a finite number, at most precision - scale digits before the point and "
+                "scale after it; NaN and Infinity are refused)"
+            )
         return ""
 
 
@@ -111,8 +113,9 @@ def decimal_args(args: list[str]) -> tuple[int, int]:
         raise TypeError_("decimal takes (precision[, scale]) as whole numbers")
     p, s = int(args[0]), int(args[1]) if len(args) == 2 else 0
     if not 1 <= p <= DECIMAL_MAX_PRECISION or s > p:
-        raise TypeError_(f"decimal({p}, {s}): precision must be 1 to {DECIMAL_MAX_PRECISION} and "
-                         "scale 0 to the precision")
+        raise TypeError_(
+            f"decimal({p}, {s}): precision must be 1 to {DECIMAL_MAX_PRECISION} and scale 0 to the precision"
+        )
     return p, s
 
 
@@ -134,6 +137,7 @@ def decimal_check(p: int, s: int) -> Check:
         except decimal.DecimalException:
             return False
         return True
+
     return ok
 
 

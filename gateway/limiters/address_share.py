@@ -47,8 +47,7 @@ class AddressShares:
 
     __slots__ = ("_exempt", "limit", "open")
 
-    def __init__(self, max_connections: int, share: float, exempt: tuple[Network, ...] = ()
-                 ) -> None:
+    def __init__(self, max_connections: int, share: float, exempt: tuple[Network, ...] = ()) -> None:
         self.limit = max(1, int(share * max_connections))
         self._exempt = exempt
         self.open: dict[str, int] = {}

@@ -14,8 +14,7 @@ class DrainRate:
 
     __slots__ = ("_born", "_bytes", "_clock", "_events", "_rows", "window_s")
 
-    def __init__(self, window_s: float = WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self._clock = clock
         self._born = clock()

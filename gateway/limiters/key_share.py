@@ -39,8 +39,19 @@ class KeyShares:
     on their own (one call less per request on the hot path); this class works out the limits
     and words the refusals."""
 
-    __slots__ = ("bytes", "bytes_per_key", "cap", "others_bytes", "others_bytes_max",
-                 "others_slots", "others_slots_max", "reserve", "share", "slots", "slots_per_key")
+    __slots__ = (
+        "bytes",
+        "bytes_per_key",
+        "cap",
+        "others_bytes",
+        "others_bytes_max",
+        "others_slots",
+        "others_slots_max",
+        "reserve",
+        "share",
+        "slots",
+        "slots_per_key",
+    )
 
     def __init__(self, share: float, reserve: float, bytes_cap: int) -> None:
         self.share = share  # of the slots and of `bytes_cap` (the memory cap), per key
@@ -64,13 +75,19 @@ class KeyShares:
         """429: the key holds `held` slots, its share, or keys other than admin hold all theirs."""
         if held >= self.slots_per_key:
             _throttled("key_share").inc()
-            raise Overloaded(f"this key already has {held} requests being decoded, its share of "
-                             f"the gateway's {self.cap} (--key-share {self.share:g}); nothing "
-                             "was written, retry later", retry_after=MIN_S)
+            raise Overloaded(
+                f"this key already has {held} requests being decoded, its share of "
+                f"the gateway's {self.cap} (--key-share {self.share:g}); nothing "
+                "was written, retry later",
+                retry_after=MIN_S,
+            )
         _throttled("decoding").inc()
-        raise Overloaded(f"the gateway is decoding {self.others_slots} requests at once, as many "
-                         "as keys other than admin may (--max-decoding-requests less "
-                         "--admin-reserve); nothing was written, retry later", retry_after=MIN_S)
+        raise Overloaded(
+            f"the gateway is decoding {self.others_slots} requests at once, as many "
+            "as keys other than admin may (--max-decoding-requests less "
+            "--admin-reserve); nothing was written, retry later",
+            retry_after=MIN_S,
+        )
 
     def refuse_bytes(self, body_held: int, key_held: int) -> None:
         """413 when the body (holding `body_held` bytes with the next ones) alone outgrows a
@@ -78,17 +95,23 @@ class KeyShares:
         admin would take the admin reserve."""
         limit = self.bytes_per_key
         if body_held > limit:
-            raise PayloadTooLarge(f"the body is larger than one key's share of the memory cap, "
-                                  f"{limit} bytes (--key-share * --memory-cap-bytes) once "
-                                  "decompressed; split it into smaller requests; nothing was "
-                                  "written")
+            raise PayloadTooLarge(
+                f"the body is larger than one key's share of the memory cap, "
+                f"{limit} bytes (--key-share * --memory-cap-bytes) once "
+                "decompressed; split it into smaller requests; nothing was "
+                "written"
+            )
         if key_held > limit:
             _throttled("key_share").inc()
-            raise Overloaded(f"this key's requests being decoded already hold its share of "
-                                  f"the memory cap, {limit} bytes (--key-share * "
-                                  "--memory-cap-bytes); nothing was written, retry later",
-                                  retry_after=MIN_S)
+            raise Overloaded(
+                f"this key's requests being decoded already hold its share of "
+                f"the memory cap, {limit} bytes (--key-share * "
+                "--memory-cap-bytes); nothing was written, retry later",
+                retry_after=MIN_S,
+            )
         _throttled("memory").inc()
-        raise Overloaded("the memory cap left to keys other than admin (--admin-reserve) "
-                              "is in use by other requests; nothing was written, retry later",
-                              retry_after=MIN_S)
+        raise Overloaded(
+            "the memory cap left to keys other than admin (--admin-reserve) "
+            "is in use by other requests; nothing was written, retry later",
+            retry_after=MIN_S,
+        )

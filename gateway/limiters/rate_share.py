@@ -56,7 +56,7 @@ def encode(origin: str, usage: dict[str, tuple[float, int]]) -> Iterator[bytes]:
     """`usage` as announcements of at most MAX_ENTRIES buckets each."""
     items = [Usage(bucket, rate, used) for bucket, (rate, used) in usage.items()]
     for start in range(0, len(items), MAX_ENTRIES):
-        yield _encoder.encode(Announcement(origin, items[start:start + MAX_ENTRIES]))
+        yield _encoder.encode(Announcement(origin, items[start : start + MAX_ENTRIES]))
 
 
 class UsageBus(Protocol):

@@ -70,8 +70,11 @@ class Decision(NamedTuple):
 
 
 def _rate_headers(limit: float, remaining: int, reset_s: int) -> dict[str, str]:
-    return {"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": str(reset_s)}
+    return {
+        "X-RateLimit-Limit": f"{limit:g}",
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset_s),
+    }
 
 
 # Admitted requests' headers take few values (remaining 0..rate, reset 0..1 s): made once each.
@@ -83,8 +86,9 @@ class KeyRateLimiter:
     over the default; rate 0 means unlimited. With `shared`, what each bucket lets in is counted
     for `take_usage` (one dict update per admitted request)."""
 
-    def __init__(self, default_rate: float, clock: Callable[[], float] = time.monotonic, *,
-                 shared: bool = False) -> None:
+    def __init__(
+        self, default_rate: float, clock: Callable[[], float] = time.monotonic, *, shared: bool = False
+    ) -> None:
         self.default_rate = default_rate
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
@@ -103,9 +107,13 @@ class KeyRateLimiter:
         if allowed and self._used is not None:
             self._used[key_id] = self._used.get(key_id, 0) + 1
         tokens = bucket.tokens
-        return Decision(allowed, rate, int(tokens) if tokens > 0 else 0,
-                        (bucket.capacity - tokens) / rate,
-                        0.0 if allowed else (1.0 - tokens) / rate)
+        return Decision(
+            allowed,
+            rate,
+            int(tokens) if tokens > 0 else 0,
+            (bucket.capacity - tokens) / rate,
+            0.0 if allowed else (1.0 - tokens) / rate,
+        )
 
     def _bucket(self, key_id: str, rate: float, now: float) -> TokenBucket:
         bucket = self._buckets.get(key_id)

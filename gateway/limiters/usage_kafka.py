@@ -30,8 +30,9 @@ RETENTION_MS = 60_000
 class KafkaUsageBus:
     """Publish to and follow the rate-share topic."""
 
-    def __init__(self, bootstrap: str, topic: str, *, replication_factor: int = 1,
-                 request_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, *, replication_factor: int = 1, request_timeout_ms: int = 10_000
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.replication_factor = replication_factor
@@ -43,14 +44,24 @@ class KafkaUsageBus:
 
     async def start(self, on_message: Callable[[bytes], None]) -> None:
         """Create the topic if needed, connect, and follow it from its end."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0,
-                                    client_id=CLIENT_ID, request_timeout_ms=self.request_timeout_ms,
-                                    retry_backoff_ms=RETRY_BACKOFF_MS)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="latest",
-                                    client_id=CLIENT_ID, retry_backoff_ms=RETRY_BACKOFF_MS,
-                                    request_timeout_ms=self.request_timeout_ms,
-                                    fetch_max_wait_ms=100)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks=1,
+            linger_ms=0,
+            client_id=CLIENT_ID,
+            request_timeout_ms=self.request_timeout_ms,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            client_id=CLIENT_ID,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+            request_timeout_ms=self.request_timeout_ms,
+            fetch_max_wait_ms=100,
+        )
         try:
             await self._ensure_topic()
             await producer.start()
@@ -69,18 +80,28 @@ class KafkaUsageBus:
         log.info("rate share: announcing on %s", self.topic)
 
     async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=CLIENT_ID,
-                                    request_timeout_ms=self.request_timeout_ms)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id=CLIENT_ID, request_timeout_ms=self.request_timeout_ms
+        )
         await admin.start()
         try:
-            resp = await admin.create_topics([NewTopic(
-                name=self.topic, num_partitions=1, replication_factor=self.replication_factor,
-                topic_configs={"cleanup.policy": "delete", "retention.ms": str(RETENTION_MS),
-                               "segment.ms": str(RETENTION_MS)})])
+            resp = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=self.topic,
+                        num_partitions=1,
+                        replication_factor=self.replication_factor,
+                        topic_configs={
+                            "cleanup.policy": "delete",
+                            "retention.ms": str(RETENTION_MS),
+                            "segment.ms": str(RETENTION_MS),
+                        },
+                    )
+                ]
+            )
             for _name, code, *_ in resp.topic_errors:
                 if code not in (0, TOPIC_ALREADY_EXISTS):
-                    raise KafkaError(f"could not create the rate-share topic {self.topic}: "
-                                     f"error {code}")
+                    raise KafkaError(f"could not create the rate-share topic {self.topic}: error {code}")
         finally:
             await admin.close()
 

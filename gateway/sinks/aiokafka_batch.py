@@ -27,8 +27,10 @@ from gateway.sinks.recordbatch import ENCODER, HEADER_SIZE, Encoder, Keys
 
 # compression name → (the batch attributes' codec bits, the codec aiokafka's builder uses)
 CODECS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
-    "gzip": (1, gzip_encode), "snappy": (2, snappy_encode),
-    "lz4": (3, lz4_encode), "zstd": (4, zstd_encode),
+    "gzip": (1, gzip_encode),
+    "snappy": (2, snappy_encode),
+    "lz4": (3, lz4_encode),
+    "zstd": (4, zstd_encode),
 }
 NO_PRODUCER = (-1, -1, 0)  # aiokafka's BatchBuilder state until an idempotent producer numbers it
 
@@ -40,8 +42,15 @@ class RecordBatch:
 
     __slots__ = ("_buffer", "_codec", "_count", "_encoder", "_state", "_timestamp", "_written")
 
-    def __init__(self, buffer: bytearray, count: int, timestamp: int, *, encoder: Encoder = ENCODER,
-                 compression: str | None = None) -> None:
+    def __init__(
+        self,
+        buffer: bytearray,
+        count: int,
+        timestamp: int,
+        *,
+        encoder: Encoder = ENCODER,
+        compression: str | None = None,
+    ) -> None:
         self._buffer = buffer
         self._count = count
         self._timestamp = timestamp
@@ -51,18 +60,37 @@ class RecordBatch:
         self._written: tuple[int, int, int] | None = None
 
     @classmethod
-    def fill(cls, values: list[bytes], keys: Keys | None, headers: list[Headers] | None,
-             order: list[int] | None, start: int, timestamp: int, batch_size: int, *,
-             encoder: Encoder = ENCODER, compression: str | None = None) -> RecordBatch:
+    def fill(
+        cls,
+        values: list[bytes],
+        keys: Keys | None,
+        headers: list[Headers] | None,
+        order: list[int] | None,
+        start: int,
+        timestamp: int,
+        batch_size: int,
+        *,
+        encoder: Encoder = ENCODER,
+        compression: str | None = None,
+    ) -> RecordBatch:
         """As many records as fit in `batch_size` bytes (at least one), from position `start` of
         `order` (indices into values, keys, headers) or of `values` when `order` is None."""
         buffer, count = encoder.encode(values, keys, headers, order, start, batch_size)
         return cls(buffer, count, timestamp, encoder=encoder, compression=compression)
 
     @classmethod
-    def fill_lines(cls, runs: list[bytes], headers: list[Headers | None] | None, run: int,
-                   offset: int, timestamp: int, batch_size: int, *, encoder: Encoder = ENCODER,
-                   compression: str | None = None) -> tuple[RecordBatch, int, int]:
+    def fill_lines(
+        cls,
+        runs: list[bytes],
+        headers: list[Headers | None] | None,
+        run: int,
+        offset: int,
+        timestamp: int,
+        batch_size: int,
+        *,
+        encoder: Encoder = ENCODER,
+        compression: str | None = None,
+    ) -> tuple[RecordBatch, int, int]:
         """As many unkeyed records as fit, from byte `offset` of runs[run] on (runs of
         newline-terminated records, see `Lines`): the batch, and the run and offset where the next
         one starts."""
@@ -82,8 +110,9 @@ class RecordBatch:
     def close(self) -> None:
         """Already closed."""
 
-    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
-               headers: Any = ()) -> None:
+    def append(
+        self, *, timestamp: int | None, key: bytes | None, value: bytes | None, headers: Any = ()
+    ) -> None:
         """Full: `MessageBatch.append` (producer.send) then queues its record in a new batch."""
         return None
 

@@ -48,14 +48,14 @@ class RecordMeta:
     def extra_bytes(self, i: int) -> int:
         """What record `i`'s key and headers add to its size in a batch."""
         key = self.keys[i]
-        return (0 if key is None else len(key)) + sum(len(n) * 4 + len(v)
-                                                      for n, v in self.headers[i])
+        return (0 if key is None else len(key)) + sum(len(n) * 4 + len(v) for n, v in self.headers[i])
 
     @staticmethod
     def plain(count: int, keys: list[bytes] | None) -> RecordMeta:
         """The details of `count` records that set none of their own (to merge with others)."""
-        return RecordMeta(list(keys) if keys is not None else [None] * count, [-1] * count,
-                          [[] for _ in range(count)])
+        return RecordMeta(
+            list(keys) if keys is not None else [None] * count, [-1] * count, [[] for _ in range(count)]
+        )
 
 
 @dataclass(slots=True)
@@ -88,8 +88,13 @@ class Landed:
         """(partition, offset) of every record of the flush, in the order they were handed over
         ((-1, -1) for records of batches not landed yet)."""
         if self._positions is None:
-            size = max((ix[-1] if isinstance(ix, range) else max(ix)
-                        for _, _, ix in self.batches if ix), default=-1) + 1
+            size = (
+                max(
+                    (ix[-1] if isinstance(ix, range) else max(ix) for _, _, ix in self.batches if ix),
+                    default=-1,
+                )
+                + 1
+            )
             out: list[tuple[int, int]] = [(-1, -1)] * size
             for partition, base, indices in self.batches:
                 for j, i in enumerate(indices):
@@ -108,7 +113,7 @@ class RowPositions:
 
     def positions(self) -> list[tuple[int, int]]:
         """(partition, offset) of each of the request's records, in order."""
-        return self.landed.positions()[self.start:self.stop]
+        return self.landed.positions()[self.start : self.stop]
 
 
 class Sink(Protocol):
@@ -131,17 +136,24 @@ class Sink(Protocol):
         unkeyed rows go around stalled ones): the stream is refused until it recovers. None
         when there is none."""
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
-                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
+    async def send(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        meta: RecordMeta | None = None,
+        headers: list[Headers] | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[Landed | None]:
         """Hand over records; the returned future resolves once all are durable (to where they
         landed, when the sink knows), or fails. `headers`: one list per record (the fast paths);
         `meta` (rarely set) holds every record's key, partition and headers and overrides both
         `keys` and `headers`. `on_batch`, when the sink can tell, is told of each batch as it
         lands (a sink that cannot ignores it: the future still settles)."""
 
-    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
-                         ) -> asyncio.Future[Landed | None]:
+    async def send_lines(
+        self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+    ) -> asyncio.Future[Landed | None]:
         """Hand over unkeyed records given as runs of lines (the common path), as `send` does;
         the flush's records are numbered across the runs, in order."""
 

@@ -45,6 +45,8 @@ SEQUENCE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerE
 
 class ProducerReplaced(KafkaError):  # type: ignore[misc]
     """The batch belonged to a producer that was replaced before Kafka acknowledged it."""
+
+
 Shipped = tuple["asyncio.Future[Any]", Sequence[int]]  # a batch's future, the records it holds
 
 
@@ -58,21 +60,34 @@ class KafkaSink:
 
     name = "kafka"
 
-    def __init__(self, bootstrap: str, *, batch_max_bytes: int, probe_interval_s: float = 1.0,
-                 unreachable_after_s: float = 5.0, max_unsettled_bytes: int = 32 << 20,
-                 request_timeout_ms: int = 30_000, compression: str | None = None,
-                 topic_owner: TopicOwner | None = None, replication_factor: int = 1,
-                 min_insync_replicas: int = 1, partition_stall_s: float = 2.0,
-                 partition_max_bytes: int = 16 << 20) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        batch_max_bytes: int,
+        probe_interval_s: float = 1.0,
+        unreachable_after_s: float = 5.0,
+        max_unsettled_bytes: int = 32 << 20,
+        request_timeout_ms: int = 30_000,
+        compression: str | None = None,
+        topic_owner: TopicOwner | None = None,
+        replication_factor: int = 1,
+        min_insync_replicas: int = 1,
+        partition_stall_s: float = 2.0,
+        partition_max_bytes: int = 16 << 20,
+    ) -> None:
         self.bootstrap = bootstrap
         self.batch_max_bytes = batch_max_bytes
         self.probe_interval_s = probe_interval_s
         # Kafka's availability (/readyz, 503s): judged per topic partition, with hysteresis
         self.replication_factor = replication_factor
         self.min_insync_replicas = min_insync_replicas
-        self.health = KafkaHealth(bootstrap, interval_s=probe_interval_s,
-                                  unreachable_after_s=unreachable_after_s,
-                                  min_insync=min_insync_replicas)
+        self.health = KafkaHealth(
+            bootstrap,
+            interval_s=probe_interval_s,
+            unreachable_after_s=unreachable_after_s,
+            min_insync=min_insync_replicas,
+        )
         self.request_timeout_ms = request_timeout_ms
         self.compression = compression
         self._producer: Any = None
@@ -84,18 +99,25 @@ class KafkaSink:
         self.topic_owner = topic_owner
         self._repaired_at: dict[str, float] = {}
         # each partition's batches, so that a stuck one holds back only its own
-        self.lanes = Lanes(max_unsettled_bytes=max_unsettled_bytes, stall_s=partition_stall_s,
-                           max_held_bytes=partition_max_bytes)
+        self.lanes = Lanes(
+            max_unsettled_bytes=max_unsettled_bytes,
+            stall_s=partition_stall_s,
+            max_held_bytes=partition_max_bytes,
+        )
         self._renewal: asyncio.Task[None] | None = None
         self.encoder = recordbatch.ENCODER  # native or pure Python: the same bytes
 
     def _new_producer(self) -> Any:
         return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
             max_batch_size=self.batch_max_bytes,
             max_request_size=self.batch_max_bytes + 64 * 1024,
-            linger_ms=0, compression_type=self.compression,
-            request_timeout_ms=self.request_timeout_ms, client_id="ingest-gateway",
+            linger_ms=0,
+            compression_type=self.compression,
+            request_timeout_ms=self.request_timeout_ms,
+            client_id="ingest-gateway",
         )
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -103,9 +125,11 @@ class KafkaSink:
         """Connect the producer and the admin client; raise SinkUnavailable when Kafka is down."""
         keep_request_buffers()
         producer = self._new_producer()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                    request_timeout_ms=self.request_timeout_ms,
-                                    client_id="ingest-gateway-admin")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            request_timeout_ms=self.request_timeout_ms,
+            client_id="ingest-gateway-admin",
+        )
         try:
             await producer.start()
             await admin.start()
@@ -122,7 +146,8 @@ class KafkaSink:
         recordbatch.announce()
         self.health.set(True)
         self._probe = asyncio.create_task(
-            self.health.run(lambda: self._producer.client, self._topics_in_use), name="kafka-probe")
+            self.health.run(lambda: self._producer.client, self._topics_in_use), name="kafka-probe"
+        )
         self._probe.add_done_callback(self._probe_ended)
 
     async def close(self) -> None:
@@ -180,8 +205,10 @@ class KafkaSink:
             return
         metrics.SINK_ERRORS.labels(kind="probe_ended").inc()
         exc = None if task.cancelled() else task.exception()
-        log.error("the Kafka probe stopped before close (%s); Kafka outages go unnoticed now",
-                  "cancelled" if exc is None else f"{type(exc).__name__}: {exc}")
+        log.error(
+            "the Kafka probe stopped before close (%s); Kafka outages go unnoticed now",
+            "cancelled" if exc is None else f"{type(exc).__name__}: {exc}",
+        )
 
     # ---- topics ----------------------------------------------------------------------------
     async def partition_count(self, topic: str) -> int:
@@ -205,8 +232,11 @@ class KafkaSink:
         if owner is None or now - self._repaired_at.get(topic, -1e9) < METADATA_WAIT_S:
             return
         self._repaired_at[topic] = now
-        log.error("topic %s of stream %r is missing in Kafka (deleted behind the gateway's "
-                  "back?); recreating it", topic, owner.name)
+        log.error(
+            "topic %s of stream %r is missing in Kafka (deleted behind the gateway's back?); recreating it",
+            topic,
+            owner.name,
+        )
         metrics.SINK_ERRORS.labels(kind="topic_missing").inc()
         try:
             await create_topics(self._admin, owner, self.min_insync_replicas)
@@ -214,29 +244,44 @@ class KafkaSink:
             log.error("%s", exc)
 
     # ---- producing -------------------------------------------------------------------------
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
-                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
+    async def send(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        meta: RecordMeta | None = None,
+        headers: list[Headers] | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[Landed | None]:
         """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones,
         or each record's own key, partition and headers when `meta` is given); `headers`, when
         given without `meta`, holds each record's headers."""
+
         async def route(producer: Any, n: int) -> list[Shipped]:
             if meta is not None:
                 return await self._send_placed(producer, topic, values, meta, n)
             if keys is None:
                 return await self._send_spread(producer, topic, self._value_batches(values, headers), n)
             return await self._send_keyed(producer, topic, values, keys, n, headers)
+
         return await self._produce(topic, route, on_batch)
 
-    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
-                         ) -> asyncio.Future[Landed | None]:
+    async def send_lines(
+        self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+    ) -> asyncio.Future[Landed | None]:
         """Pack unkeyed records given as runs of lines into batches, partitions as `send`."""
+
         async def route(producer: Any, n: int) -> list[Shipped]:
             return await self._send_spread(producer, topic, self._line_batches(lines), n)
+
         return await self._produce(topic, route, on_batch)
 
-    async def _produce(self, topic: str, route: Callable[[Any, int], Awaitable[list[Shipped]]],
-                       on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
+    async def _produce(
+        self,
+        topic: str,
+        route: Callable[[Any, int], Awaitable[list[Shipped]]],
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[Landed | None]:
         """Ship a flush's batches (`route` builds and ships them, given the producer and the
         topic's partition count) through one producer; the future settles once all did."""
         if self._producer is None:
@@ -252,8 +297,9 @@ class KafkaSink:
             raise SinkUnavailable(str(exc)) from exc
         return self._delivered(producer, shipped, started, on_batch)
 
-    def _delivered(self, producer: Any, shipped: list[Shipped], started: float,
-                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
+    def _delivered(
+        self, producer: Any, shipped: list[Shipped], started: float, on_batch: OnBatch | None = None
+    ) -> asyncio.Future[Landed | None]:
         """A future of the flush: where its batches landed once all are acknowledged, or the
         first failure. Done callbacks instead of a task gathering them: with many quiet streams
         every request is a flush of its own, and a task plus `gather` per flush cost more."""
@@ -283,8 +329,7 @@ class KafkaSink:
                 out.set_result(self._landed(shipped, started))
 
         def told(indices: Sequence[int], fut: asyncio.Future[Any]) -> None:
-            if on_batch is not None and not out.done() and not fut.cancelled() \
-                    and fut.exception() is None:
+            if on_batch is not None and not out.done() and not fut.cancelled() and fut.exception() is None:
                 on_batch(fut.result().partition, fut.result().offset, indices)
             settled(fut)
 
@@ -298,8 +343,7 @@ class KafkaSink:
         self.health.delivered()
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         # the batch future's metadata carries the batch's base offset (aiokafka MessageBatch.done)
-        return Landed([(fut.result().partition, fut.result().offset, indices)
-                       for fut, indices in shipped])
+        return Landed([(fut.result().partition, fut.result().offset, indices) for fut, indices in shipped])
 
     def _failed(self, producer: Any, exc: KafkaError) -> None:
         """Count a failed send; unless Kafka answered (sequence errors) or the producer was
@@ -314,8 +358,7 @@ class KafkaSink:
     def _renew(self, producer: Any, exc: KafkaError) -> None:
         """Replace `producer` with a new one, once however many of its batches fail."""
         if producer is self._producer and self._renewal is None and not self._closing:
-            self._renewal = asyncio.create_task(self._replace(producer, exc),
-                                                name="kafka-producer-renewal")
+            self._renewal = asyncio.create_task(self._replace(producer, exc), name="kafka-producer-renewal")
 
     async def _replace(self, old: Any, exc: KafkaError) -> None:
         """Start a new producer (retried until Kafka takes it), switch sends to it, then fail
@@ -323,8 +366,12 @@ class KafkaSink:
         new producer. A batch Kafka had written without acknowledging it is then written twice
         (at-least-once, as after a crash)."""
         metrics.PRODUCER_RESETS.inc()
-        log.error("Kafka rejected the producer (%s: %s); starting a new producer and sending its "
-                  "unacknowledged rows again (duplicates possible)", type(exc).__name__, exc)
+        log.error(
+            "Kafka rejected the producer (%s: %s); starting a new producer and sending its "
+            "unacknowledged rows again (duplicates possible)",
+            type(exc).__name__,
+            exc,
+        )
         try:
             for attempt in itertools.count():
                 new = self._new_producer()
@@ -351,8 +398,9 @@ class KafkaSink:
         except Exception as err:  # the old producer is gone either way
             log.warning("closing the replaced Kafka producer failed: %s", err)
 
-    async def _send_spread(self, producer: Any, topic: str, batches: Iterator[RecordBatch], n: int
-                           ) -> list[Shipped]:
+    async def _send_spread(
+        self, producer: Any, topic: str, batches: Iterator[RecordBatch], n: int
+    ) -> list[Shipped]:
         """Unkeyed batches, each to the partition `Lanes.next_partition` picks: in turn while
         all are idle, else the ones that answer, weighted by what they hold."""
         shipped: list[Shipped] = []
@@ -361,18 +409,25 @@ class KafkaSink:
         for batch in batches:
             count = batch.record_count()
             partition = self.lanes.next_partition(lanes, n)
-            shipped.append((await self._ship(producer, batch, topic, partition),
-                            range(start, start + count)))
+            shipped.append((await self._ship(producer, batch, topic, partition), range(start, start + count)))
             start += count
         return shipped
 
-    def _value_batches(self, values: list[bytes], headers: list[Headers] | None
-                       ) -> Iterator[RecordBatch]:
+    def _value_batches(self, values: list[bytes], headers: list[Headers] | None) -> Iterator[RecordBatch]:
         ts = int(time.time() * 1000)
         start = 0
         while start < len(values):
-            batch = RecordBatch.fill(values, None, headers, None, start, ts, self.batch_max_bytes,
-                                     encoder=self.encoder, compression=self.compression)
+            batch = RecordBatch.fill(
+                values,
+                None,
+                headers,
+                None,
+                start,
+                ts,
+                self.batch_max_bytes,
+                encoder=self.encoder,
+                compression=self.compression,
+            )
             start += batch.record_count()
             yield batch
 
@@ -381,20 +436,35 @@ class KafkaSink:
         run = offset = 0
         while run < len(lines.runs):
             batch, run, offset = RecordBatch.fill_lines(
-                lines.runs, lines.headers, run, offset, ts, self.batch_max_bytes,
-                encoder=self.encoder, compression=self.compression)
+                lines.runs,
+                lines.headers,
+                run,
+                offset,
+                ts,
+                self.batch_max_bytes,
+                encoder=self.encoder,
+                compression=self.compression,
+            )
             if batch.record_count():  # none when only empty runs were left
                 yield batch
 
-    async def _send_keyed(self, producer: Any, topic: str, values: list[bytes], keys: list[bytes], n: int,
-                          headers: list[Headers] | None = None) -> list[Shipped]:
+    async def _send_keyed(
+        self,
+        producer: Any,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes],
+        n: int,
+        headers: list[Headers] | None = None,
+    ) -> list[Shipped]:
         by_partition: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_partition.setdefault(partition_for_key(key, n), []).append(i)
         return await self._send_grouped(producer, topic, values, keys, headers, by_partition)
 
-    async def _send_placed(self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
-                           ) -> list[Shipped]:
+    async def _send_placed(
+        self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
+    ) -> list[Shipped]:
         """Records with their own partition (or key, or neither: one sticky partition for those)."""
         sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
         by_partition: dict[int, list[int]] = {}
@@ -410,30 +480,50 @@ class KafkaSink:
                 partition %= n
             by_partition.setdefault(partition, []).append(i)
         if missing >= 0:
-            log.warning("topic %s has %d partitions, fewer than records ask for (up to %d): "
-                        "those went to partition %% %d", topic, n, missing, n)
+            log.warning(
+                "topic %s has %d partitions, fewer than records ask for (up to %d): "
+                "those went to partition %% %d",
+                topic,
+                n,
+                missing,
+                n,
+            )
             metrics.SINK_ERRORS.labels(kind="partition_missing").inc()
         return await self._send_grouped(producer, topic, values, meta.keys, meta.headers, by_partition)
 
-    async def _send_grouped(self, producer: Any, topic: str, values: list[bytes],
-                            keys: recordbatch.Keys | None,
-                            headers: list[Headers] | None,
-                            by_partition: dict[int, list[int]]) -> list[Shipped]:
+    async def _send_grouped(
+        self,
+        producer: Any,
+        topic: str,
+        values: list[bytes],
+        keys: recordbatch.Keys | None,
+        headers: list[Headers] | None,
+        by_partition: dict[int, list[int]],
+    ) -> list[Shipped]:
         shipped: list[Shipped] = []
         ts = int(time.time() * 1000)
         for partition, indices in by_partition.items():
             start = 0
             while start < len(indices):
-                batch = RecordBatch.fill(values, keys, headers, indices, start, ts,
-                                         self.batch_max_bytes, encoder=self.encoder,
-                                         compression=self.compression)
-                held = indices[start:start + batch.record_count()]
+                batch = RecordBatch.fill(
+                    values,
+                    keys,
+                    headers,
+                    indices,
+                    start,
+                    ts,
+                    self.batch_max_bytes,
+                    encoder=self.encoder,
+                    compression=self.compression,
+                )
+                held = indices[start : start + batch.record_count()]
                 shipped.append((await self._ship(producer, batch, topic, partition), held))
                 start += len(held)
         return shipped
 
-    async def _ship(self, producer: Any, batch: RecordBatch, topic: str, partition: int
-                    ) -> asyncio.Future[Any]:
+    async def _ship(
+        self, producer: Any, batch: RecordBatch, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
         metrics.BATCH_ROWS.observe(batch.record_count())
         metrics.BATCH_BYTES.observe(batch.size())
         return await self.lanes.ship(producer, batch, topic, partition)

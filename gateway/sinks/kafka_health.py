@@ -62,8 +62,10 @@ def unwritable_topics(reply: Any, live: set[Any], min_insync: int) -> tuple[str,
         if error:
             continue
         # partition: (error, index, leader, replicas, isr, ...) in every version aiokafka speaks
-        if not any(p[2] in live and sum(1 for r in p[4] if r in live) >= min(min_insync, len(p[3]))
-                   for p in partitions):
+        if not any(
+            p[2] in live and sum(1 for r in p[4] if r in live) >= min(min_insync, len(p[3]))
+            for p in partitions
+        ):
             out.append(topic)
     return tuple(out)
 
@@ -71,8 +73,9 @@ def unwritable_topics(reply: Any, live: set[Any], min_insync: int) -> tuple[str,
 class KafkaHealth:
     """The sink's availability with hysteresis, fed by probe rounds and by batch outcomes."""
 
-    def __init__(self, bootstrap: str, *, interval_s: float, unreachable_after_s: float,
-                 min_insync: int) -> None:
+    def __init__(
+        self, bootstrap: str, *, interval_s: float, unreachable_after_s: float, min_insync: int
+    ) -> None:
         self.bootstrap = bootstrap
         self.interval_s = interval_s
         self.unreachable_after_s = unreachable_after_s
@@ -128,9 +131,13 @@ class KafkaHealth:
         if found.answered or found.everyone_refused:
             self._bad += 1
             if self.available and self._bad >= DOWN_AFTER:
-                self.set(False, f"no topic in use has a writable partition: {found.unwritable[:3]}"
-                         f", refused: {sorted(found.refused, key=str)}"
-                         if found.answered else "no broker accepts connections")
+                self.set(
+                    False,
+                    f"no topic in use has a writable partition: {found.unwritable[:3]}"
+                    f", refused: {sorted(found.refused, key=str)}"
+                    if found.answered
+                    else "no broker accepts connections",
+                )
         else:
             self.no_reply()
 
@@ -160,8 +167,9 @@ class KafkaHealth:
                 self.no_reply()
             except Exception as exc:  # a bug or an aiokafka surprise: no reply, keep probing
                 metrics.SINK_ERRORS.labels(kind="probe_unexpected").inc()
-                log.error("the Kafka probe failed unexpectedly (%s: %s); probing goes on",
-                          type(exc).__name__, exc)
+                log.error(
+                    "the Kafka probe failed unexpectedly (%s: %s); probing goes on", type(exc).__name__, exc
+                )
                 self.no_reply()
             else:
                 self.judge(found)
@@ -201,8 +209,9 @@ class KafkaHealth:
                 last = i == len(order) - 1
                 while pending:
                     wait = deadline - loop.time() if last else min(HEDGE_S, deadline - loop.time())
-                    done, _ = await asyncio.wait(pending, timeout=max(wait, 0),
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        pending, timeout=max(wait, 0), return_when=asyncio.FIRST_COMPLETED
+                    )
                     if not done:
                         break  # no answer yet: ask the next node too (or give up, after the last)
                     for task in done:
@@ -253,4 +262,5 @@ async def check_replication(client: Any, replication_factor: int, bootstrap: str
         raise SinkUnavailable(
             f"--replication-factor {replication_factor} needs at least {replication_factor} Kafka "
             f"brokers, and the cluster at {bootstrap} has {len(brokers)} "
-            f"(node ids {sorted(brokers)}): lower --replication-factor or add brokers")
+            f"(node ids {sorted(brokers)}): lower --replication-factor or add brokers"
+        )

@@ -30,10 +30,31 @@ _STR = String("utf-8")
 class _LogDirsResponse(Response):  # type: ignore[misc]
     API_KEY = 35
     API_VERSION = 1
-    SCHEMA = Schema(("throttle_time_ms", Int32), ("results", Array(
-        ("error_code", Int16), ("log_dir", _STR), ("topics", Array(("name", _STR), ("partitions", Array(
-            ("partition_index", Int32), ("partition_size", Int64), ("offset_lag", Int64),
-            ("is_future_key", Boolean))))))))
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "results",
+            Array(
+                ("error_code", Int16),
+                ("log_dir", _STR),
+                (
+                    "topics",
+                    Array(
+                        ("name", _STR),
+                        (
+                            "partitions",
+                            Array(
+                                ("partition_index", Int32),
+                                ("partition_size", Int64),
+                                ("offset_lag", Int64),
+                                ("is_future_key", Boolean),
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    )
 
 
 class _LogDirsRequestV1(RequestStruct):  # type: ignore[misc]
@@ -97,9 +118,13 @@ class KafkaStats:
             self._slots.release()
 
     async def _new_consumer(self) -> Any:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._sink.bootstrap, enable_auto_commit=False,
-                                    request_timeout_ms=self._sink.request_timeout_ms,
-                                    fetch_max_wait_ms=50, client_id="ingest-gateway-stats")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._sink.bootstrap,
+            enable_auto_commit=False,
+            request_timeout_ms=self._sink.request_timeout_ms,
+            fetch_max_wait_ms=50,
+            client_id="ingest-gateway-stats",
+        )
         try:
             await consumer.start()
         except BaseException:
@@ -122,8 +147,9 @@ class KafkaStats:
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         held = [tp for tp in tps if end[tp] > begin[tp]]
-        stats = TopicStats(rows=sum(end[tp] - begin[tp] for tp in tps),
-                           nbytes=await self._log_bytes(topic, parts))
+        stats = TopicStats(
+            rows=sum(end[tp] - begin[tp] for tp in tps), nbytes=await self._log_bytes(topic, parts)
+        )
         if days > 0:
             today = int(time.time() * 1000) // DAY_MS * DAY_MS
             cuts: list[dict[Any, int]] = []
@@ -131,8 +157,7 @@ class KafkaStats:
                 found = await consumer.offsets_for_times({tp: today - day * DAY_MS for tp in tps})
                 cuts.append({tp: end[tp] if o is None else o.offset for tp, o in found.items()})
             cuts.append(end)
-            stats.daily_rows = [sum(cuts[i + 1][tp] - cuts[i][tp] for tp in tps)
-                                for i in range(days)]
+            stats.daily_rows = [sum(cuts[i + 1][tp] - cuts[i][tp] for tp in tps) for i in range(days)]
         if held:
             first = await consumer.offsets_for_times({tp: 0 for tp in held})
             stamps = [o.timestamp for o in first.values() if o is not None]
@@ -166,9 +191,10 @@ class KafkaStats:
             cluster = await self._sink.admin.describe_cluster()
             for broker in cluster["brokers"]:
                 resp = await self._sink.producer.client.send(
-                    broker["node_id"], _DescribeLogDirs(topic, partitions))
+                    broker["node_id"], _DescribeLogDirs(topic, partitions)
+                )
                 for error, _dir, topics in resp.results:
-                    for _name, parts in (topics if error == 0 else ()):
+                    for _name, parts in topics if error == 0 else ():
                         for index, size, _lag, future in parts:
                             if not future:
                                 sizes[index] = max(size, sizes.get(index, 0))

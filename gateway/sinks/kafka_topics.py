@@ -39,7 +39,8 @@ def topic_configs(stream: Stream, min_insync: int = 0) -> dict[str, str]:
     cfg = {
         "retention.ms": str(stream.logstore_retention_ms if stream.logstore_retention_ms > 0 else -1),
         "retention.bytes": str(
-            stream.logstore_retention_bytes if stream.logstore_retention_bytes > 0 else -1),
+            stream.logstore_retention_bytes if stream.logstore_retention_bytes > 0 else -1
+        ),
     }
     if stream.keyed:
         cfg["cleanup.policy"] = "compact"
@@ -57,10 +58,18 @@ def quarantine_configs(stream: Stream, min_insync: int = 0) -> dict[str, str]:
 
 async def create_topics(admin: Any, stream: Stream, min_insync: int = 0) -> None:
     """Create the stream's topic and its quarantine topic; existing topics are kept as they are."""
-    topics = [NewTopic(name=name, num_partitions=stream.shards,
-                       replication_factor=stream.replication_factor, topic_configs=cfg)
-              for name, cfg in ((stream.topic, topic_configs(stream, min_insync)),
-                                (stream.quarantine_topic, quarantine_configs(stream, min_insync)))]
+    topics = [
+        NewTopic(
+            name=name,
+            num_partitions=stream.shards,
+            replication_factor=stream.replication_factor,
+            topic_configs=cfg,
+        )
+        for name, cfg in (
+            (stream.topic, topic_configs(stream, min_insync)),
+            (stream.quarantine_topic, quarantine_configs(stream, min_insync)),
+        )
+    ]
     if admin is None:  # a request that arrived while the sink is still connecting
         raise SinkUnavailable("Kafka is not connected yet")
     try:
@@ -102,10 +111,12 @@ class KafkaTopics:
         """Set the retention of both topics. AlterConfigs replaces a topic's whole configuration,
         so every setting the stream implies is sent (a quarantine topic may be missing: skipped)."""
         min_insync = self._sink.min_insync_replicas
-        resources = [ConfigResource(ConfigResourceType.TOPIC, stream.topic,
-                                    topic_configs(stream, min_insync)),
-                     ConfigResource(ConfigResourceType.TOPIC, stream.quarantine_topic,
-                                    quarantine_configs(stream, min_insync))]
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, stream.topic, topic_configs(stream, min_insync)),
+            ConfigResource(
+                ConfigResourceType.TOPIC, stream.quarantine_topic, quarantine_configs(stream, min_insync)
+            ),
+        ]
         admin = self._sink.admin
         if admin is None:
             raise SinkUnavailable("Kafka is not connected yet")

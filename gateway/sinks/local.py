@@ -31,8 +31,11 @@ class LocalSink:
 
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        log.warning("no Kafka configured: using the embedded DEVELOPMENT sink in %s "
-                    "(one NDJSON file per stream; not for production)", self.directory)
+        log.warning(
+            "no Kafka configured: using the embedded DEVELOPMENT sink in %s "
+            "(one NDJSON file per stream; not for production)",
+            self.directory,
+        )
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._close_files)
@@ -60,6 +63,7 @@ class LocalSink:
                 if fd is not None:
                     os.close(fd)
                 self.path_of(topic).unlink(missing_ok=True)
+
         await asyncio.get_running_loop().run_in_executor(self._pool, remove)
 
     def forget_topics(self, topics: list[str]) -> None:
@@ -70,6 +74,7 @@ class LocalSink:
 
     async def topic_stats(self, stream: Stream, days: int) -> TopicStats:
         """Lines and bytes of the topic's file (no record timestamps, no daily counts)."""
+
         def count() -> TopicStats:
             path = self.path_of(stream.topic)
             if not path.exists():
@@ -79,6 +84,7 @@ class LocalSink:
                 while block := f.read(1 << 20):
                     lines += block.count(b"\n")
             return TopicStats(rows=lines, nbytes=path.stat().st_size)
+
         return await asyncio.get_running_loop().run_in_executor(self._pool, count)
 
     def _append(self, topic: str, data: bytes) -> Landed | None:
@@ -88,18 +94,25 @@ class LocalSink:
             self._files[topic] = fd
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
         return None  # a file has no partitions or offsets to report
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, headers: list[Headers] | None = None,
-                   on_batch: OnBatch | None = None) -> asyncio.Future[Landed | None]:
+    async def send(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        meta: RecordMeta | None = None,
+        headers: list[Headers] | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[Landed | None]:
         """Append the values, one per line (an NDJSON file has no place for keys or headers)."""
         data = b"\n".join(values) + b"\n"
         return asyncio.wrap_future(self._pool.submit(self._append, topic, data))
 
-    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
-                         ) -> asyncio.Future[Landed | None]:
+    async def send_lines(
+        self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+    ) -> asyncio.Future[Landed | None]:
         """Append the runs as they are: already one value per line."""
         return asyncio.wrap_future(self._pool.submit(self._append, topic, b"".join(lines.runs)))

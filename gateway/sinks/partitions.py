@@ -35,8 +35,7 @@ class Waiting:
 
     __slots__ = ("batch", "out", "producer", "size")
 
-    def __init__(self, producer: Any, batch: RecordBatch, size: int, out: asyncio.Future[Any]
-                 ) -> None:
+    def __init__(self, producer: Any, batch: RecordBatch, size: int, out: asyncio.Future[Any]) -> None:
         self.producer, self.batch, self.size, self.out = producer, batch, size, out
 
 
@@ -94,8 +93,14 @@ def choose(lanes: list[Lane], now: float, stall_s: float, rand: Callable[[], flo
 class Lanes:
     """Every topic's lanes; hands batches to the producer without waiting for a busy partition."""
 
-    def __init__(self, *, max_unsettled_bytes: int, stall_s: float, max_held_bytes: int,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        *,
+        max_unsettled_bytes: int,
+        stall_s: float,
+        max_held_bytes: int,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         # aiokafka puts every ready batch for a broker into one Produce request, with no size
         # limit; one larger than the broker's socket.request.max.bytes (100 MiB by default) makes
         # it drop the connection, and aiokafka resends the same request forever. Bounding the
@@ -115,7 +120,8 @@ class Lanes:
         if not metrics.MULTIPROCESS:  # one process: counted when scraped
             for state in ("stalled", "full"):
                 metrics.PARTITIONS_HELD_BACK.labels(state=state).set_function(
-                    functools.partial(self.count, state))
+                    functools.partial(self.count, state)
+                )
 
     def of(self, topic: str, partitions: int) -> TopicLanes:
         """The topic's lanes, `partitions` of them at least."""
@@ -135,8 +141,9 @@ class Lanes:
             return p
         return choose(lanes.lanes[:n], time.monotonic(), self.stall_s, self.rand)
 
-    async def ship(self, producer: Any, batch: RecordBatch, topic: str, partition: int
-                   ) -> asyncio.Future[Any]:
+    async def ship(
+        self, producer: Any, batch: RecordBatch, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
         """Hand `batch` over for `partition`: the future settles once Kafka acknowledged it (or
         it failed). Never waits: a batch that aiokafka would not take at once (its partition's
         previous batch is still queued there, or the bytes handed over to all partitions are at
@@ -145,12 +152,13 @@ class Lanes:
         lane = lanes.lanes[partition]
         size = batch.size()
         self._held(lanes, lane, size)
-        if (not lane.waiting and not holds_queued(producer, topic, partition)
-                and (not self.unsettled_bytes
-                     or self.unsettled_bytes + size <= self.max_unsettled_bytes)):
+        if (
+            not lane.waiting
+            and not holds_queued(producer, topic, partition)
+            and (not self.unsettled_bytes or self.unsettled_bytes + size <= self.max_unsettled_bytes)
+        ):
             try:  # does not wait: nothing of the partition's is queued, the topic is known
-                fut: asyncio.Future[Any] = await producer.send_batch(batch, topic,
-                                                                     partition=partition)
+                fut: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
             except BaseException:
                 self._release(lanes, lane, size)
                 raise
@@ -180,8 +188,9 @@ class Lanes:
         self.unsettled_bytes -= size
         self._room.set()
 
-    def _track(self, lanes: TopicLanes, lane: Lane, size: int, topic: str,
-               fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    def _track(
+        self, lanes: TopicLanes, lane: Lane, size: int, topic: str, fut: asyncio.Future[Any]
+    ) -> asyncio.Future[Any]:
         unsettled = self.unsettled.get(topic)
         if unsettled is None:
             unsettled = self.unsettled[topic] = set()
@@ -189,8 +198,14 @@ class Lanes:
         fut.add_done_callback(functools.partial(self._settled, lanes, lane, size, unsettled))
         return fut
 
-    def _settled(self, lanes: TopicLanes, lane: Lane, size: int,
-                 unsettled: set[asyncio.Future[Any]], fut: asyncio.Future[Any]) -> None:
+    def _settled(
+        self,
+        lanes: TopicLanes,
+        lane: Lane,
+        size: int,
+        unsettled: set[asyncio.Future[Any]],
+        fut: asyncio.Future[Any],
+    ) -> None:
         unsettled.discard(fut)
         self._release(lanes, lane, size)
 
@@ -209,8 +224,7 @@ class Lanes:
         try:
             while lane.waiting:
                 w = lane.waiting[0]
-                while (self.unsettled_bytes
-                       and self.unsettled_bytes + w.size > self.max_unsettled_bytes):
+                while self.unsettled_bytes and self.unsettled_bytes + w.size > self.max_unsettled_bytes:
                     self._room.clear()
                     await self._room.wait()
                 try:
@@ -250,8 +264,13 @@ class Lanes:
         """Partitions stalled now (`stalled`), or stalled and over `max_held_bytes` (`full`)."""
         now = time.monotonic()
         bound = self.max_held_bytes if state == "full" else 0
-        return sum(1 for lanes in self._topics.values() if lanes.busy for lane in lanes.lanes
-                   if lane.stalled(now, self.stall_s) and (not bound or lane.held > bound))
+        return sum(
+            1
+            for lanes in self._topics.values()
+            if lanes.busy
+            for lane in lanes.lanes
+            if lane.stalled(now, self.stall_s) and (not bound or lane.held > bound)
+        )
 
     def _refresh_gauges(self) -> None:
         """Under --workers: the gauges' values, at most once a second."""
@@ -272,8 +291,9 @@ class Lanes:
 
     async def close(self) -> None:
         """Stop the lanes' tasks; the batches still waiting are cancelled (their flushes retry)."""
-        pumps = [lane.pump for lanes in self._topics.values() for lane in lanes.lanes
-                 if lane.pump is not None]
+        pumps = [
+            lane.pump for lanes in self._topics.values() for lane in lanes.lanes if lane.pump is not None
+        ]
         for pump in pumps:
             pump.cancel()
         for pump in pumps:

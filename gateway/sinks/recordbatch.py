@@ -24,15 +24,38 @@ Keys = list[bytes] | list[bytes | None]  # a key per record (None: no key)
 class Encoder(Protocol):
     """What both encoders offer (see recordbatch_py for the contract)."""
 
-    def encode(self, values: list[bytes], keys: Keys | None,
-               headers: list[Headers] | None, order: list[int] | None, start: int,
-               batch_size: int, /) -> tuple[bytearray, int]: ...
+    def encode(
+        self,
+        values: list[bytes],
+        keys: Keys | None,
+        headers: list[Headers] | None,
+        order: list[int] | None,
+        start: int,
+        batch_size: int,
+        /,
+    ) -> tuple[bytearray, int]: ...
 
-    def encode_lines(self, runs: list[bytes], headers: list[Headers | None] | None, run: int,
-                     offset: int, batch_size: int, /) -> tuple[bytearray, int, int, int]: ...
+    def encode_lines(
+        self,
+        runs: list[bytes],
+        headers: list[Headers | None] | None,
+        run: int,
+        offset: int,
+        batch_size: int,
+        /,
+    ) -> tuple[bytearray, int, int, int]: ...
 
-    def finish(self, buffer: bytearray, count: int, timestamp: int, producer_id: int,
-               producer_epoch: int, base_sequence: int, attributes: int, /) -> None: ...
+    def finish(
+        self,
+        buffer: bytearray,
+        count: int,
+        timestamp: int,
+        producer_id: int,
+        producer_epoch: int,
+        base_sequence: int,
+        attributes: int,
+        /,
+    ) -> None: ...
 
 
 def _native() -> tuple[Encoder | None, str]:

@@ -53,9 +53,14 @@ def _header_block(headers: Headers) -> bytes:
     return b"".join(parts)
 
 
-def encode(values: list[bytes], keys: list[bytes] | list[bytes | None] | None,
-           headers: list[Headers] | None,
-           order: list[int] | None, start: int, batch_size: int) -> tuple[bytearray, int]:
+def encode(
+    values: list[bytes],
+    keys: list[bytes] | list[bytes | None] | None,
+    headers: list[Headers] | None,
+    order: list[int] | None,
+    start: int,
+    batch_size: int,
+) -> tuple[bytearray, int]:
     """Records values[i] (key keys[i], headers headers[i]) for i in order[start:] (values[start:]
     when order is None) after a blank 61-byte batch header, as many as fit in `batch_size` bytes
     by aiokafka's rule (the first one always): (the buffer, how many records it holds)."""
@@ -65,7 +70,7 @@ def encode(values: list[bytes], keys: list[bytes] | list[bytes | None] | None,
     block = _NO_HEADERS
     count = 0
     table = _TABLE
-    for i in (islice(order, start, None) if order is not None else range(start, len(values))):
+    for i in islice(order, start, None) if order is not None else range(start, len(values)):
         value = values[i]
         if headers is not None and headers[i] is not seen:  # a flush's records share one list
             seen = headers[i]
@@ -88,8 +93,9 @@ def encode(values: list[bytes], keys: list[bytes] | list[bytes | None] | None,
     return bytearray(b"".join(parts)), count
 
 
-def encode_lines(runs: list[bytes], headers: list[Headers | None] | None, run: int, offset: int,
-                 batch_size: int) -> tuple[bytearray, int, int, int]:
+def encode_lines(
+    runs: list[bytes], headers: list[Headers | None] | None, run: int, offset: int, batch_size: int
+) -> tuple[bytearray, int, int, int]:
     """Unkeyed records given as runs of newline-terminated lines (one run per request; its records
     share headers[run]), from byte `offset` of runs[run] on, as many as fit by the rule of
     `encode`: (the buffer, how many records it holds, the run and offset the next batch starts at;
@@ -129,10 +135,27 @@ def encode_lines(runs: list[bytes], headers: list[Headers | None] | None, run: i
     return buffer, count, k, at
 
 
-def finish(buffer: bytearray, count: int, timestamp: int, producer_id: int, producer_epoch: int,
-           base_sequence: int, attributes: int) -> None:
+def finish(
+    buffer: bytearray,
+    count: int,
+    timestamp: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    attributes: int,
+) -> None:
     """Fill in the batch header of `buffer` (from `encode`) and its CRC-32C, in place."""
     _BEFORE_CRC.pack_into(buffer, 0, 0, len(buffer) - 12, -1, 2)
-    _AFTER_CRC.pack_into(buffer, 21, attributes, max(count - 1, 0), timestamp, timestamp,
-                         producer_id, producer_epoch, base_sequence, count)
+    _AFTER_CRC.pack_into(
+        buffer,
+        21,
+        attributes,
+        max(count - 1, 0),
+        timestamp,
+        timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
+    )
     _CRC.pack_into(buffer, 17, calc_crc32c(memoryview(buffer)[21:]))

@@ -31,6 +31,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The cluster tier's figures (rows acknowledged, missing, duplicated; longest stretch
     without a 2xx; /readyz not 200), whether the cases passed or not."""
     from tests.cluster.replication import RESULTS
+
     if RESULTS:
         terminalreporter.section("cluster tier figures")
         for result in RESULTS:

@@ -35,8 +35,7 @@ from tests.reliability.conftest import offsets_total, read_back
 
 GUARD_S = 180  # failure guards only: a busy 2-core machine restarts a JVM slowly
 WAIT_TIMEOUT_S = 10
-GATEWAY_ARGS = ["--replication-factor", "3", "--default-shards", "3",
-                "--wait-timeout-s", str(WAIT_TIMEOUT_S)]
+GATEWAY_ARGS = ["--replication-factor", "3", "--default-shards", "3", "--wait-timeout-s", str(WAIT_TIMEOUT_S)]
 UNREACHABLE = re.compile(r"\S+ \S+ WARNING \S+ Kafka at \S+ is UNREACHABLE.*")
 
 
@@ -57,6 +56,7 @@ class ReadyWatch:
                 except OSError:  # no answer at all says nothing about readiness
                     continue
                 self.samples.append((time.monotonic(), status))
+
         self._thread = threading.Thread(target=poll, daemon=True, name="readyz-watch")
         self._thread.start()
         return self
@@ -90,14 +90,24 @@ class Load:
     def start(cls, gw: Gateway, prefix: str) -> Load:
         stream = unique_name(prefix)
         topic = gw.create_stream(stream, COLUMNS)["topic"]
-        driver = LoadDriver(gw.url, ADMIN_KEY, stream, TimeplusNdjson(), prefix=prefix,
-                            clients=2, rows_per_request=20, request_timeout=WAIT_TIMEOUT_S + 30,
-                            wait_for=lambda c, n: c == 0, pause_s=0.01).start()
+        driver = LoadDriver(
+            gw.url,
+            ADMIN_KEY,
+            stream,
+            TimeplusNdjson(),
+            prefix=prefix,
+            clients=2,
+            rows_per_request=20,
+            request_timeout=WAIT_TIMEOUT_S + 30,
+            wait_for=lambda c, n: c == 0,
+            pause_s=0.01,
+        ).start()
         return cls(gw, stream, topic, driver)
 
 
 def topic_isr(bootstrap: str, topic: str) -> list[tuple[int, int]]:
     """(leader, in-sync replica count) of each partition, from the cluster's metadata."""
+
     async def describe() -> list[tuple[int, int]]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         await admin.start()
@@ -106,6 +116,7 @@ def topic_isr(bootstrap: str, topic: str) -> list[tuple[int, int]]:
             return [(p["leader"], len(p["isr"])) for p in desc["partitions"]]
         finally:
             await admin.close()
+
     try:
         return asyncio.run(asyncio.wait_for(describe(), 20))
     except Exception:  # a node going away mid-request: ask again
@@ -114,8 +125,10 @@ def topic_isr(bootstrap: str, topic: str) -> list[tuple[int, int]]:
 
 def fully_replicated(cluster: Cluster, topics: list[str]) -> bool:
     """Every partition of `topics` has a leader and 3 in-sync replicas."""
-    return all((parts := topic_isr(cluster.bootstrap, t)) and
-               all(leader >= 0 and isr == 3 for leader, isr in parts) for t in topics)
+    return all(
+        (parts := topic_isr(cluster.bootstrap, t)) and all(leader >= 0 and isr == 3 for leader, isr in parts)
+        for t in topics
+    )
 
 
 def leader_id(cluster: Cluster, topic: str, partition: int) -> int | None:
@@ -154,18 +167,18 @@ def _bounce(node: Broker, cluster: Cluster, hard: bool, moved: Callable[[], bool
 def leader_bounce(hard: bool) -> Fault:
     def fault(cluster: Cluster, topic: str, _gws: list[Gateway]) -> dict[str, Any]:
         victim = cluster.leader_of(topic, 0)
-        _bounce(victim, cluster, hard,
-                lambda: leader_id(cluster, topic, 0) not in (None, victim.node_id))
+        _bounce(victim, cluster, hard, lambda: leader_id(cluster, topic, 0) not in (None, victim.node_id))
         return {"node": victim.node_id}
+
     return fault
 
 
 def controller_bounce(hard: bool) -> Fault:
     def fault(cluster: Cluster, topic: str, _gws: list[Gateway]) -> dict[str, Any]:
         victim = cluster.controller()
-        _bounce(victim, cluster, hard,
-                lambda: controller_id(cluster) not in (None, victim.node_id))
+        _bounce(victim, cluster, hard, lambda: controller_id(cluster) not in (None, victim.node_id))
         return {"node": victim.node_id}
+
     return fault
 
 
@@ -173,8 +186,11 @@ def paused_leader(cluster: Cluster, topic: str, _gws: list[Gateway]) -> dict[str
     victim = cluster.leader_of(topic, 0)
     victim.pause()
     try:  # Kafka fences it after broker.session.timeout.ms and elects another leader
-        wait_until(lambda: leader_id(cluster, topic, 0) not in (None, victim.node_id), GUARD_S,
-                   "a new leader for the paused leader's partition")
+        wait_until(
+            lambda: leader_id(cluster, topic, 0) not in (None, victim.node_id),
+            GUARD_S,
+            "a new leader for the paused leader's partition",
+        )
     finally:
         victim.resume()
     return {"node": victim.node_id}
@@ -189,8 +205,11 @@ def two_of_three_down(cluster: Cluster, topic: str, gateways: list[Gateway]) -> 
         node.kill9()
     killed = time.monotonic()
     for gw in gateways:  # the gateways notice that no topic can be written
-        wait_until(lambda g=gw: http("GET", g.url + "/readyz", timeout=10).status == 503,  # type: ignore[misc]
-                   GUARD_S, "/readyz 503 with two of three nodes down")
+        wait_until(
+            lambda g=gw: http("GET", g.url + "/readyz", timeout=10).status == 503,  # type: ignore[misc]
+            GUARD_S,
+            "/readyz 503 with two of three nodes down",
+        )
     restart = time.monotonic()
     start_all(cluster)
     return {"nodes": [n.node_id for n in down], "window": (killed, restart)}
@@ -201,15 +220,19 @@ def rolling_restart(cluster: Cluster, topic: str, _gws: list[Gateway]) -> dict[s
     for node in cluster.nodes:
         node.stop()
         node.start()
-        wait_until(lambda: fully_replicated(cluster, [topic]), GUARD_S,
-                   "every partition back to 3 in-sync replicas")
+        wait_until(
+            lambda: fully_replicated(cluster, [topic]), GUARD_S, "every partition back to 3 in-sync replicas"
+        )
     return {}
 
 
 CASES: dict[str, Fault] = {
-    "leader-kill9": leader_bounce(True), "leader-sigterm": leader_bounce(False),
-    "controller-kill9": controller_bounce(True), "controller-sigterm": controller_bounce(False),
-    "leader-paused": paused_leader, "two-of-three-down": two_of_three_down,
+    "leader-kill9": leader_bounce(True),
+    "leader-sigterm": leader_bounce(False),
+    "controller-kill9": controller_bounce(True),
+    "controller-sigterm": controller_bounce(False),
+    "leader-paused": paused_leader,
+    "two-of-three-down": two_of_three_down,
     "rolling-restart": rolling_restart,
 }
 
@@ -254,12 +277,14 @@ class CaseResult:
     def line(self) -> str:
         parts = [f"{self.case} ({self.seconds:.0f} s):"]
         for gw, r in self.rows.items():
-            parts.append(f"{gw}: acked {r['acknowledged']} (wait=true {r['acked_wait_true']}), "
-                         f"missing {r['missing']}, dup {r['duplicates']} (wait=true "
-                         f"{r['duplicates_wait_true']}), longest without 2xx wait=true "
-                         f"{r['longest_no_2xx_wait_true_s']} s / wait=false "
-                         f"{r['longest_no_2xx_wait_false_s']} s, /readyz not 200 "
-                         f"{self.readyz_not_200_s[gw]} s;")
+            parts.append(
+                f"{gw}: acked {r['acknowledged']} (wait=true {r['acked_wait_true']}), "
+                f"missing {r['missing']}, dup {r['duplicates']} (wait=true "
+                f"{r['duplicates_wait_true']}), longest without 2xx wait=true "
+                f"{r['longest_no_2xx_wait_true_s']} s / wait=false "
+                f"{r['longest_no_2xx_wait_false_s']} s, /readyz not 200 "
+                f"{self.readyz_not_200_s[gw]} s;"
+            )
         for gw, lines in self.unreachable_lines.items():
             parts.extend(f"[{gw}] {line}" for line in lines[:3])
         return " ".join(parts)
@@ -273,14 +298,26 @@ def run_case(case: str, cluster: Cluster, gateways: dict[str, Gateway]) -> CaseR
     watches = {name: ReadyWatch(gw).start() for name, gw in gateways.items()}
     try:
         for load in loads.values():
-            wait_until(lambda ld=load: ld.driver.ledger.count(200) >= 5 and  # type: ignore[misc]
-                       ld.driver.ledger.count(202) >= 5, GUARD_S, "load to build up")
+            wait_until(
+                lambda ld=load: (
+                    ld.driver.ledger.count(200) >= 5  # type: ignore[misc]
+                    and ld.driver.ledger.count(202) >= 5
+                ),
+                GUARD_S,
+                "load to build up",
+            )
         t0 = time.monotonic()
         detail = CASES[case](cluster, next(iter(loads.values())).topic, list(gateways.values()))
         t1 = time.monotonic()
         for load in loads.values():  # every kind of client acknowledged again
-            wait_until(lambda ld=load: ld.driver.ledger.count(200, since=t1) >= 3 and  # type: ignore[misc]
-                       ld.driver.ledger.count(202, since=t1) >= 3, GUARD_S, "2xx again")
+            wait_until(
+                lambda ld=load: (
+                    ld.driver.ledger.count(200, since=t1) >= 3  # type: ignore[misc]
+                    and ld.driver.ledger.count(202, since=t1) >= 3
+                ),
+                GUARD_S,
+                "2xx again",
+            )
     finally:
         ledgers = {name: load.driver.stop() for name, load in loads.items()}
         not_ready = {name: w.stop() for name, w in watches.items()}
@@ -288,22 +325,35 @@ def run_case(case: str, cluster: Cluster, gateways: dict[str, Gateway]) -> CaseR
     under_min_isr = 0
     for name, load in loads.items():
         ledger = ledgers[name]
-        wait_until(lambda ld=ledger, t=load.topic: offsets_total(cluster.bootstrap, t) >=  # type: ignore[misc]
-                   ld.acked_rows(), GUARD_S, "acknowledged rows in Kafka")
+        wait_until(
+            lambda ld=ledger, t=load.topic: (
+                offsets_total(cluster.bootstrap, t)  # type: ignore[misc]
+                >= ld.acked_rows()
+            ),
+            GUARD_S,
+            "acknowledged rows in Kafka",
+        )
         rows[name] = figures(case, name, ledger, read_back(cluster.bootstrap, load.topic), t0, t1)
         if "window" in detail:
             killed, restart = detail["window"]
-            under_min_isr += sum(1 for o in ledger.snapshot() if o.wait and o.reply == 200
-                                 and o.sent > killed and o.sent + o.took < restart)
-    unreachable = {name: UNREACHABLE.findall(gw.log()[logged[name]:])
-                   for name, gw in gateways.items()}
-    return CaseResult(case, time.monotonic() - began, rows, not_ready,
-                      {name: len(lines) for name, lines in unreachable.items()}, under_min_isr,
-                      unreachable)
+            under_min_isr += sum(
+                1
+                for o in ledger.snapshot()
+                if o.wait and o.reply == 200 and o.sent > killed and o.sent + o.took < restart
+            )
+    unreachable = {name: UNREACHABLE.findall(gw.log()[logged[name] :]) for name, gw in gateways.items()}
+    return CaseResult(
+        case,
+        time.monotonic() - began,
+        rows,
+        not_ready,
+        {name: len(lines) for name, lines in unreachable.items()},
+        under_min_isr,
+        unreachable,
+    )
 
 
-def figures(case: str, gw: str, ledger: Ledger, records: list[Any], t0: float, t1: float
-            ) -> dict[str, Any]:
+def figures(case: str, gw: str, ledger: Ledger, records: list[Any], t0: float, t1: float) -> dict[str, Any]:
     dialect = TimeplusNdjson()
     outcomes = ledger.snapshot()
     f = account(f"cluster-{case}-{gw}", [ledger], records, dialect)
@@ -312,22 +362,25 @@ def figures(case: str, gw: str, ledger: Ledger, records: list[Any], t0: float, t
     for r in records:
         seen[dialect.row_id(r)] = seen.get(dialect.row_id(r), 0) + 1
     return {
-        "acknowledged": f.rows_acknowledged, "acked_wait_true": len(waited),
-        "missing": f.acknowledged_missing, "violations": f.delivered_unacknowledged_violations,
-        "unknown": f.unknown_records, "duplicates": f.duplicates,
+        "acknowledged": f.rows_acknowledged,
+        "acked_wait_true": len(waited),
+        "missing": f.acknowledged_missing,
+        "violations": f.delivered_unacknowledged_violations,
+        "unknown": f.unknown_records,
+        "duplicates": f.duplicates,
         "duplicates_wait_true": sum(seen.get(i, 0) - 1 for i in waited if seen.get(i, 0) > 1),
         "replies": f.replies,
         "longest_no_2xx_wait_true_s": longest_without_2xx([o for o in outcomes if o.wait], t0, t1),
-        "longest_no_2xx_wait_false_s": longest_without_2xx(
-            [o for o in outcomes if not o.wait], t0, t1),
+        "longest_no_2xx_wait_false_s": longest_without_2xx([o for o in outcomes if not o.wait], t0, t1),
     }
 
 
 def gateways(cluster: Cluster, tmp: Path) -> Iterator[dict[str, Gateway]]:
     """`plain` and `spool` (--spool-dir) gateways against the cluster, stopped afterwards."""
     plain = Gateway(tmp / "plain", cluster.bootstrap, extra=GATEWAY_ARGS)
-    spool = Gateway(tmp / "spool", cluster.bootstrap,
-                    extra=[*GATEWAY_ARGS, "--spool-dir", str(tmp / "spool" / "wal")])
+    spool = Gateway(
+        tmp / "spool", cluster.bootstrap, extra=[*GATEWAY_ARGS, "--spool-dir", str(tmp / "spool" / "wal")]
+    )
     plain.start(wait_ready=False)
     spool.start(wait_ready=False)
     try:

@@ -70,8 +70,7 @@ class Clients:
             ids, body = self.rows(keyed=what == "keyed")
             try:
                 if what == "wait":
-                    reply = self.gw.ingest(stream, body, wait=True, query="results=rows",
-                                           content_type=NDJSON)
+                    reply = self.gw.ingest(stream, body, wait=True, query="results=rows", content_type=NDJSON)
                 else:
                     reply = self.gw.ingest(stream, body, wait=False, content_type=NDJSON)
             except OSError:
@@ -106,16 +105,27 @@ def _read(bootstrap: str, topic: str) -> list[Record]:
 
 
 def _ids(records: list[Record], keyed: bool = False) -> Counter[str]:
-    return Counter(f"{r.json()['id']}:{r.json()['seq']}" if keyed else r.json()["id"]
-                   for r in records)
+    return Counter(f"{r.json()['id']}:{r.json()['seq']}" if keyed else r.json()["id"] for r in records)
 
 
-def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster,
-                                                       tmp_path: Path) -> None:
+def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster, tmp_path: Path) -> None:
     cluster = whole_cluster
-    gw = Gateway(tmp_path / "gw", cluster.bootstrap, extra=[
-        "--replication-factor", "3", "--default-shards", "3", "--partition-stall-ms", "1000",
-        "--kafka-request-timeout-ms", str(REQUEST_TIMEOUT_MS), "--wait-timeout-s", "3"])
+    gw = Gateway(
+        tmp_path / "gw",
+        cluster.bootstrap,
+        extra=[
+            "--replication-factor",
+            "3",
+            "--default-shards",
+            "3",
+            "--partition-stall-ms",
+            "1000",
+            "--kafka-request-timeout-ms",
+            str(REQUEST_TIMEOUT_MS),
+            "--wait-timeout-s",
+            "3",
+        ],
+    )
     gw.start()
     clients = Clients(gw)
     paused = None
@@ -125,9 +135,14 @@ def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster,
         gw.create_stream(keyed, COLUMNS, mode="versioned_kv", primary_key="id")
         topic, keyed_topic = "ingest." + name, "ingest." + keyed
         for stream in (name, keyed):  # warm: metadata known, connections to every leader open
-            wait_until(lambda s=stream: gw.ingest(s, clients.rows(keyed=s == keyed)[1],
-                                                  wait=True, content_type=NDJSON).status == 200,
-                       GUARD_S, f"a first write to {stream}")
+            wait_until(
+                lambda s=stream: (
+                    gw.ingest(s, clients.rows(keyed=s == keyed)[1], wait=True, content_type=NDJSON).status
+                    == 200
+                ),
+                GUARD_S,
+                f"a first write to {stream}",
+            )
         clients.run("wait", name, 4)
         clients.run("nowait", name, 2)
         clients.run("keyed", keyed, 1)
@@ -137,19 +152,31 @@ def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster,
         paused.pause()
         others = ",".join(b.bootstrap for b in cluster.nodes if b is not paused)
         # The cluster fences the frozen node and moves its partitions' leadership.
-        wait_until(lambda: _led_elsewhere(cluster, topic, paused.node_id), GUARD_S,
-                   "partition 0's leadership to move off the paused node")
+        wait_until(
+            lambda: _led_elsewhere(cluster, topic, paused.node_id),
+            GUARD_S,
+            "partition 0's leadership to move off the paused node",
+        )
         moved = time.monotonic()
         # Was: nothing more acknowledged until aiokafka's request timeout (here 600 s).
-        wait_until(lambda: clients.count(moved, lambda c: c.acked) >= 20, GUARD_S,
-                   f"wait=true acks with partition 0's old leader paused ({clients.statuses})")
-        wait_until(lambda: clients.count(moved, lambda c: c.accepted) >= 20, GUARD_S,
-                   "wait=false rows accepted with the leader paused")
+        wait_until(
+            lambda: clients.count(moved, lambda c: c.acked) >= 20,
+            GUARD_S,
+            f"wait=true acks with partition 0's old leader paused ({clients.statuses})",
+        )
+        wait_until(
+            lambda: clients.count(moved, lambda c: c.accepted) >= 20,
+            GUARD_S,
+            "wait=false rows accepted with the leader paused",
+        )
         with clients.lock:
             late = {i for t, ids in clients.accepted if t >= moved for i in ids}
         # read from the running nodes: they lead every partition now
-        wait_until(lambda: len(late & set(_ids(_read(others, topic)))) >= 100, GUARD_S,
-                   "wait=false rows accepted during the pause to reach Kafka")
+        wait_until(
+            lambda: len(late & set(_ids(_read(others, topic)))) >= 100,
+            GUARD_S,
+            "wait=false rows accepted during the pause to reach Kafka",
+        )
         during = clients.count(moved, lambda c: c.acked)
         paused.resume()
         paused = None
@@ -164,8 +191,10 @@ def test_a_paused_leader_holds_back_only_its_partition(whole_cluster: Cluster,
     seen = _ids(records)
     acked = {i for _, ids, _ in clients.acked for i in ids}
     accepted = {i for _, ids in clients.accepted for i in ids}
-    report = (f"acked {len(acked)} rows ({during} requests during the pause), accepted "
-              f"{len(accepted)}, 504 {len(clients.unknown)}; statuses {dict(clients.statuses)}")
+    report = (
+        f"acked {len(acked)} rows ({during} requests during the pause), accepted "
+        f"{len(accepted)}, 504 {len(clients.unknown)}; statuses {dict(clients.statuses)}"
+    )
     print(report)  # the figures (pytest -s shows them)
     assert not acked - set(seen), f"acknowledged wait=true rows missing: {report}"
     assert not accepted - set(seen), f"accepted wait=false rows missing: {report}"

@@ -30,8 +30,7 @@ def scrape(base_url: str) -> tuple[dict[tuple[str, frozenset[tuple[str, str]]], 
     return samples, reply.headers.get("X-Gateway-Worker", "")
 
 
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float:
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels` (0 when there is none)."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
@@ -47,16 +46,30 @@ class Sent:
     workers: Counter[str] = field(default_factory=Counter)
 
 
-def send_rows(base_url: str, stream: str, *, requests: int, rows_per_request: int,
-              threads: int = 8, prefix: str = "r", wait: bool = True,
-              headers: dict[str, str] | None = None) -> Sent:
+def send_rows(
+    base_url: str,
+    stream: str,
+    *,
+    requests: int,
+    rows_per_request: int,
+    threads: int = 8,
+    prefix: str = "r",
+    wait: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Sent:
     """POST `requests` NDJSON bodies of `rows_per_request` rows, each on a new connection."""
+
     def one(i: int) -> tuple[int, str, list[str]]:
         ids = [f"{prefix}-{i}-{j}" for j in range(rows_per_request)]
         body = "".join(json.dumps({"id": rid, "n": j}) + "\n" for j, rid in enumerate(ids))
         h = {"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson", **(headers or {})}
-        reply = http("POST", f"{base_url}/api/v1beta2/streams/{stream}/ingest?wait="
-                     f"{'true' if wait else 'false'}", body, headers=h, timeout=60)
+        reply = http(
+            "POST",
+            f"{base_url}/api/v1beta2/streams/{stream}/ingest?wait={'true' if wait else 'false'}",
+            body,
+            headers=h,
+            timeout=60,
+        )
         return reply.status, reply.headers.get("X-Gateway-Worker", ""), ids
 
     sent = Sent()
@@ -121,6 +134,7 @@ def wait_workers_ready(base_url: str, workers: int, timeout: float = 30) -> None
         if reply.status == 200:
             ready.add(reply.headers.get("X-Gateway-Worker", ""))
         return len(ready) >= workers
+
     wait_until(all_ready, timeout, f"all {workers} workers ready")
 
 

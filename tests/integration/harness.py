@@ -35,8 +35,13 @@ def free_port() -> int:
 
 def kafka_dev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run deploy/kafka/kafka-dev with the given subcommand."""
-    return subprocess.run([str(KAFKA_DEV), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(KAFKA_DEV), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_until(check: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -63,8 +68,14 @@ class Reply:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: bytes | str | dict[str, Any] | list[Any] | None = None, *,
-         headers: dict[str, str] | None = None, timeout: float = 60) -> Reply:
+def http(
+    method: str,
+    url: str,
+    body: bytes | str | dict[str, Any] | list[Any] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Reply:
     """A plain HTTP request (urllib: nothing shared with the gateway's own stack)."""
     data: bytes | None
     if isinstance(body, dict | list):
@@ -100,16 +111,24 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, wait_ready: bool = True) -> Gateway:
-        args = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), *self.extra]
+        args = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra,
+        ]
         if self.kafka:
             args += ["--kafka-bootstrap", self.kafka, "--catalog-topic", self.catalog_topic]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"gateway-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         env = {**os.environ, "GATEWAY_ADMIN_KEY": ADMIN_KEY, **self.env}
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=ROOT)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         log.close()
         if wait_ready:
             self.wait_ready()
@@ -124,6 +143,7 @@ class Gateway:
                 return http("GET", self.url + "/readyz", timeout=2).status == 200
             except OSError:
                 return False
+
         wait_until(ready, timeout, "the gateway to be ready")
 
     def answers(self) -> bool:
@@ -152,23 +172,36 @@ class Gateway:
             raise
 
     # ---- API helpers -------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: Any = None, *, key: str | None = ADMIN_KEY,
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = ADMIN_KEY,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         h = dict(headers or {})
         if key is not None and "X-Api-Key" not in h and "Authorization" not in h:
             h["X-Api-Key"] = key
         return http(method, self.url + path, body, headers=h)
 
-    def create_stream(self, name: str, columns: list[dict[str, Any]], **fields: Any
-                      ) -> dict[str, Any]:
-        reply = self.request("POST", "/api/v1beta2/streams",
-                             {"name": name, "columns": columns, **fields})
+    def create_stream(self, name: str, columns: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+        reply = self.request("POST", "/api/v1beta2/streams", {"name": name, "columns": columns, **fields})
         assert reply.status == 201, reply.body
         result: dict[str, Any] = reply.json()
         return result
 
-    def ingest(self, stream: str, body: Any, *, wait: bool = True, content_type: str | None = None,
-               headers: dict[str, str] | None = None, query: str = "") -> Reply:
+    def ingest(
+        self,
+        stream: str,
+        body: Any,
+        *,
+        wait: bool = True,
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: str = "",
+    ) -> Reply:
         h = dict(headers or {})
         if content_type:
             h["Content-Type"] = content_type
@@ -227,8 +260,12 @@ async def known_partitions(bootstrap: str, topic: str, timeout: float = 60) -> s
 
 async def read_topic(bootstrap: str, topic: str) -> list[Record]:
     """Every record of the topic, from the beginning to the end offsets read first."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_uncommitted")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_uncommitted",
+    )
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
@@ -249,8 +286,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
             for tp, msgs in batch.items():
                 for m in msgs:
                     if m.offset < ends[tp]:
-                        out.append(Record(tp.partition, m.offset, m.key, m.value,
-                                          list(m.headers or ())))
+                        out.append(Record(tp.partition, m.offset, m.key, m.value, list(m.headers or ())))
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
@@ -269,6 +305,7 @@ async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
     """The topic's configuration as the broker describes it (admin DescribeConfigs)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -279,11 +316,13 @@ async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
         await admin.close()
 
 
-async def topic_config_becomes(bootstrap: str, topic: str, expected: dict[str, str],
-                               timeout: float = 10) -> dict[str, str]:
+async def topic_config_becomes(
+    bootstrap: str, topic: str, expected: dict[str, str], timeout: float = 10
+) -> dict[str, str]:
     """The topic's configuration once it holds `expected` (a broker serves its metadata image,
     which may lag the controller's commit by a moment); fails after `timeout` seconds."""
     import asyncio
+
     deadline = time.monotonic() + timeout
     while True:
         config = await topic_config(bootstrap, topic)

@@ -14,8 +14,9 @@ from tests.integration.harness import unique_name
 
 
 @contextlib.asynccontextmanager
-async def running_sink(kafka: str, *, batch_max_bytes: int, encoder: Encoder | None = None
-                       ) -> AsyncIterator[KafkaSink]:
+async def running_sink(
+    kafka: str, *, batch_max_bytes: int, encoder: Encoder | None = None
+) -> AsyncIterator[KafkaSink]:
     """A started sink (with `encoder` instead of the default one, when given), closed after."""
     sink = KafkaSink(kafka, batch_max_bytes=batch_max_bytes, request_timeout_ms=10_000)
     if encoder is not None:

@@ -12,21 +12,57 @@ from pathlib import Path
 from tests.integration.harness import ROOT
 
 MEASUREMENT_FIELDS = (
-    "status", "rows_accepted", "rows_delivered", "rows_accepted_per_s", "rows_delivered_per_s",
-    "requests_per_s", "mb_in_per_s", "latency_ms", "count_429", "count_503", "count_5xx",
-    "count_errors", "gateway_cpu_s", "gateway_cpu_s_per_million_rows", "gateway_peak_rss_mb",
-    "broker_cpu_s", "loadgen_cpu_s", "other_cpu_s",
+    "status",
+    "rows_accepted",
+    "rows_delivered",
+    "rows_accepted_per_s",
+    "rows_delivered_per_s",
+    "requests_per_s",
+    "mb_in_per_s",
+    "latency_ms",
+    "count_429",
+    "count_503",
+    "count_5xx",
+    "count_errors",
+    "gateway_cpu_s",
+    "gateway_cpu_s_per_million_rows",
+    "gateway_peak_rss_mb",
+    "broker_cpu_s",
+    "loadgen_cpu_s",
+    "other_cpu_s",
 )
 
 
 def test_s1_smoke_run_writes_a_complete_result(kafka: str, tmp_path: Path) -> None:
     out = tmp_path / "results"
     md = tmp_path / "RESULTS.md"
-    argv = [sys.executable, "-m", "benchmarks", "--scenario", "S1", "--quick", "--duration", "1",
-            "--warmup", "0.3", "--rate", "20", "--connections", "2", "--ramp-step", "0.5",
-            "--ceilings", "decode,aiokafka,aiokafka-native,produce,produce-native", "--no-chart",
-            "--kafka-bootstrap", kafka,
-            "--out", str(out), "--results-md", str(md)]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--scenario",
+        "S1",
+        "--quick",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--rate",
+        "20",
+        "--connections",
+        "2",
+        "--ramp-step",
+        "0.5",
+        "--ceilings",
+        "decode,aiokafka,aiokafka-native,produce,produce-native",
+        "--no-chart",
+        "--kafka-bootstrap",
+        kafka,
+        "--out",
+        str(out),
+        "--results-md",
+        str(md),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr

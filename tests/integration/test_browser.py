@@ -145,11 +145,24 @@ def browser(url: str, profile: Path) -> Iterator[None]:
     own_tmp = tempfile.mkdtemp(prefix="chr-")
     with open(profile / "chromium.log", "wb") as log:
         proc = subprocess.Popen(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-             "--disable-background-networking", "--disable-component-update",
-             f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=log,
-            env={**os.environ, "TMPDIR": own_tmp})
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                f"--user-data-dir={profile}",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ, "TMPDIR": own_tmp},
+        )
     try:
         yield
     finally:
@@ -187,16 +200,22 @@ async def rows_until(kafka: str, topic: str, want: list[Any], row: Any) -> None:
 def refused_count(gw: Gateway, route: str) -> float:
     """gateway_http_requests_total{route, method="POST", status="403"}."""
     text = http("GET", gw.url + "/metrics").body.decode()
-    pattern = (r'gateway_http_requests_total\{[^}]*route="' + re.escape(route)
-               + r'"[^}]*status="403"[^}]*\} ([0-9.e+]+)')
+    pattern = (
+        r'gateway_http_requests_total\{[^}]*route="'
+        + re.escape(route)
+        + r'"[^}]*status="403"[^}]*\} ([0-9.e+]+)'
+    )
     found = [m for m in re.finditer(pattern, text) if 'method="POST"' in m.group(0)]
     return sum(float(m.group(1)) for m in found)
 
 
 def senders_page(config: dict[str, Any]) -> str:
     """The page that runs every sender with `config` and reports the outcomes."""
-    return ("<!doctype html><html><body><script>" + SCRIPT % {"config": json.dumps(config)}
-            + "</script></body></html>")
+    return (
+        "<!doctype html><html><body><script>"
+        + SCRIPT % {"config": json.dumps(config)}
+        + "</script></body></html>"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -207,47 +226,64 @@ def good_page() -> Iterator[PageServer]:
 
 
 @pytest.fixture(scope="module")
-def browser_gateway(kafka: str, tmp_path_factory: pytest.TempPathFactory,
-                    good_page: PageServer) -> Iterator[Gateway]:
+def browser_gateway(
+    kafka: str, tmp_path_factory: pytest.TempPathFactory, good_page: PageServer
+) -> Iterator[Gateway]:
     """A gateway whose ingest routes allow the good page's origin only."""
-    gw = Gateway(Path(tmp_path_factory.mktemp("gwbrowser")), kafka,
-                 extra=["--default-shards", "1"],
-                 env={"GATEWAY_CORS_ALLOW_ORIGINS": good_page.origin})
+    gw = Gateway(
+        Path(tmp_path_factory.mktemp("gwbrowser")),
+        kafka,
+        extra=["--default-shards", "1"],
+        env={"GATEWAY_CORS_ALLOW_ORIGINS": good_page.origin},
+    )
     gw.start()
     yield gw
     assert gw.stop() == 0, gw.log()
 
 
 def make_key(gw: Gateway, stream: str, origins: list[str]) -> str:
-    reply = gw.request("POST", "/api/v1beta2/apikeys", {
-        "name": unique_name("web"), "permissions": [f"DATASOURCE:APPEND:{stream}"],
-        "rate_limit": 100, "allowed_origins": origins})
+    reply = gw.request(
+        "POST",
+        "/api/v1beta2/apikeys",
+        {
+            "name": unique_name("web"),
+            "permissions": [f"DATASOURCE:APPEND:{stream}"],
+            "rate_limit": 100,
+            "allowed_origins": origins,
+        },
+    )
     assert reply.status == 201, reply.body
     key: str = reply.json()["api_key"]
     return key
 
 
-async def test_browser_sends_from_an_allowed_origin(browser_gateway: Gateway, kafka: str,
-                                                    good_page: PageServer,
-                                                    tmp_path: Path) -> None:
+async def test_browser_sends_from_an_allowed_origin(
+    browser_gateway: Gateway, kafka: str, good_page: PageServer, tmp_path: Path
+) -> None:
     gw = browser_gateway
     name = unique_name("web")
     topic = gw.create_stream(name, COLUMNS)["topic"]
     key = make_key(gw, name, [good_page.origin])
     foreign_key = make_key(gw, name, ["https://somewhere-else.example"])
-    good_page.html = senders_page(
-        {"gateway": gw.url, "stream": name, "key": key, "foreign_key": foreign_key})
+    good_page.html = senders_page({"gateway": gw.url, "stream": name, "key": key, "foreign_key": foreign_key})
     refused_before = refused_count(gw, "/v0/events")
     report = browse(good_page.start(), tmp_path / "profile")
-    assert report == {"fetch_json": 200, "xhr": 200, "keepalive": 200, "beacon": True,
-                      "keepalive_timeplus": 200, "key_denied": 403}, report
+    assert report == {
+        "fetch_json": 200,
+        "xhr": 200,
+        "keepalive": 200,
+        "beacon": True,
+        "keepalive_timeplus": 200,
+        "key_denied": 403,
+    }, report
     want = [("beacon", 4), ("fetch", 1), ("keepalive", 3), ("keepalive_timeplus", 5), ("xhr", 2)]
     await rows_until(kafka, topic, want, lambda r: (r["kind"], r["n"]))
     assert refused_count(gw, "/v0/events") == refused_before + 1  # the foreign key's request
 
 
-async def test_browser_on_a_disallowed_origin_lands_nothing(browser_gateway: Gateway, kafka: str,
-                                                            tmp_path: Path) -> None:
+async def test_browser_on_a_disallowed_origin_lands_nothing(
+    browser_gateway: Gateway, kafka: str, tmp_path: Path
+) -> None:
     gw = browser_gateway
     name = unique_name("evil")
     topic = gw.create_stream(name, COLUMNS)["topic"]
@@ -258,11 +294,18 @@ async def test_browser_on_a_disallowed_origin_lands_nothing(browser_gateway: Gat
         report = browse(page, tmp_path / "profile")
         # Preflighted requests (JSON fetch, XHR with a key header) are never sent; the simple ones
         # (text/plain keepalive fetch, beacon) are sent, refused with 403, and hidden from the page.
-        assert report == {"fetch_json": "error:TypeError", "xhr": "error:network",
-                          "keepalive": "error:TypeError", "beacon": True,
-                          "keepalive_timeplus": "error:TypeError"}, report
-        wait_until(lambda: refused_count(gw, "/v0/events") >= before + 2, 60,
-                   "the gateway to refuse the keepalive fetch and the beacon")
+        assert report == {
+            "fetch_json": "error:TypeError",
+            "xhr": "error:network",
+            "keepalive": "error:TypeError",
+            "beacon": True,
+            "keepalive_timeplus": "error:TypeError",
+        }, report
+        wait_until(
+            lambda: refused_count(gw, "/v0/events") >= before + 2,
+            60,
+            "the gateway to refuse the keepalive fetch and the beacon",
+        )
         assert await end_offsets(kafka, topic) in ({}, {0: 0})
     finally:
         page.stop()
@@ -275,15 +318,15 @@ def readme_snippet(gateway: str, stream: str, key: str) -> str:
     html = section.split("```html\n", 1)[1].split("```", 1)[0]
     for name, value in (("GATEWAY", gateway), ("STREAM", stream), ("KEY", key)):
         html, n = re.subn(rf'const {name} = "[^"]*";', f"const {name} = {json.dumps(value)};", html)
-        assert n == 1, f"README snippet: no `const {name} = \"…\";` to fill in"
+        assert n == 1, f'README snippet: no `const {name} = "…";` to fill in'
     return html
 
 
-async def test_readme_snippet_works_as_written(gateway: Gateway, kafka: str,
-                                               tmp_path: Path) -> None:
+async def test_readme_snippet_works_as_written(gateway: Gateway, kafka: str, tmp_path: Path) -> None:
     name = unique_name("web_events")
-    topic = gateway.create_stream(name, [{"name": "event", "type": "string"},
-                                         {"name": "page", "type": "string"}])["topic"]
+    topic = gateway.create_stream(
+        name, [{"name": "event", "type": "string"}, {"name": "page", "type": "string"}]
+    )["topic"]
     page = PageServer("")
     page.html = readme_snippet(gateway.url, name, make_key(gateway, name, [page.origin]))
     page.start()

@@ -23,8 +23,9 @@ from tests.integration.test_cli import SCRIPT
 def catalog_cli(*args: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     environ["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([str(SCRIPT), "catalog", *args], capture_output=True, text=True,
-                          timeout=120, env=environ, cwd=ROOT)
+    return subprocess.run(
+        [str(SCRIPT), "catalog", *args], capture_output=True, text=True, timeout=120, env=environ, cwd=ROOT
+    )
 
 
 async def test_embedded_catalog_carried_over_to_kafka(kafka: str, tmp_path: Path) -> None:
@@ -32,10 +33,12 @@ async def test_embedded_catalog_carried_over_to_kafka(kafka: str, tmp_path: Path
     name = unique_name("moved")
     embedded = Gateway(data, None).start()
     try:
-        embedded.create_stream(name, [{"name": "id", "type": "string"}], mode="versioned_kv",
-                               primary_key="id")
-        made = embedded.request("POST", "/api/v1beta2/apikeys",
-                                {"name": "edge", "permissions": [f"DATASOURCE:APPEND:{name}"]})
+        embedded.create_stream(
+            name, [{"name": "id", "type": "string"}], mode="versioned_kv", primary_key="id"
+        )
+        made = embedded.request(
+            "POST", "/api/v1beta2/apikeys", {"name": "edge", "permissions": [f"DATASOURCE:APPEND:{name}"]}
+        )
         assert made.status == 201, made.body
         key = made.json()["api_key"]
     finally:
@@ -56,10 +59,17 @@ async def test_embedded_catalog_carried_over_to_kafka(kafka: str, tmp_path: Path
         summary = json.loads(imported.stdout)
         assert summary["imported_streams"] == [name] and len(summary["imported_keys"]) == 1
         # the running gateway follows the catalog topic: the stream and the key arrive by themselves
-        wait_until(lambda: gw.request("GET", f"/api/v1beta2/streams/{name}").status == 200, 60,
-                   "the imported stream to reach the gateway")
-        reply = gw.request("POST", f"/api/v1beta2/streams/{name}/ingest?wait=true",
-                           {"columns": ["id"], "data": [["a"], ["b"]]}, key=key)
+        wait_until(
+            lambda: gw.request("GET", f"/api/v1beta2/streams/{name}").status == 200,
+            60,
+            "the imported stream to reach the gateway",
+        )
+        reply = gw.request(
+            "POST",
+            f"/api/v1beta2/streams/{name}/ingest?wait=true",
+            {"columns": ["id"], "data": [["a"], ["b"]]},
+            key=key,
+        )
         assert reply.status == 200, reply.body
         again = json.loads(catalog_cli("import", str(export_file), *target).stdout)
         assert again["imported_streams"] == [] and again["kept_streams"] == [name]

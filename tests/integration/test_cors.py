@@ -25,13 +25,17 @@ from tests.integration.harness import (
 )
 
 PAGE = "http://page.example:8080"
-EXPOSED = {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
-           "x-request-id"}
+EXPOSED = {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-request-id"}
 COLUMNS = [{"name": "id", "type": "string"}, {"name": "n", "type": "int32"}]
 
 
-def send(gw: Gateway, method: str, path: str, body: bytes | str | None = None,
-         headers: dict[str, str] | None = None) -> Reply:
+def send(
+    gw: Gateway,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     """A request with exactly these headers (http.client adds no Content-Type of its own)."""
     url = urlsplit(gw.url)
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=60)
@@ -44,11 +48,19 @@ def send(gw: Gateway, method: str, path: str, body: bytes | str | None = None,
         conn.close()
 
 
-def preflight(gw: Gateway, path: str, origin: str = PAGE,
-              request_headers: str = "content-type, x-api-key") -> Reply:
-    return send(gw, "OPTIONS", path, headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": request_headers})
+def preflight(
+    gw: Gateway, path: str, origin: str = PAGE, request_headers: str = "content-type, x-api-key"
+) -> Reply:
+    return send(
+        gw,
+        "OPTIONS",
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": request_headers,
+        },
+    )
 
 
 def exposed(reply: Reply) -> set[str]:
@@ -71,12 +83,18 @@ def stream(gateway: Gateway) -> tuple[str, str]:
     return name, gateway.create_stream(name, COLUMNS)["topic"]
 
 
-@pytest.mark.parametrize("path", [
-    "/v0/events?name=x", "/v1/data_sources/ingest", "/api/v1beta2/streams/x/ingest",
-    "/api/v1beta1/streams/x/ingest?format=streaming", "/my-ws/api/v1beta2/streams/x/ingest"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v0/events?name=x",
+        "/v1/data_sources/ingest",
+        "/api/v1beta2/streams/x/ingest",
+        "/api/v1beta1/streams/x/ingest?format=streaming",
+        "/my-ws/api/v1beta2/streams/x/ingest",
+    ],
+)
 def test_preflight_on_every_ingest_route(gateway: Gateway, path: str) -> None:
-    reply = preflight(gateway, path,
-                      request_headers="content-type,authorization,x-api-key,content-encoding")
+    reply = preflight(gateway, path, request_headers="content-type,authorization,x-api-key,content-encoding")
     assert reply.status == 204, reply.body
     assert_cors(reply)
     assert {m.strip() for m in reply.headers["access-control-allow-methods"].split(",")} >= {"POST"}
@@ -91,8 +109,13 @@ def test_errors_carry_cors_headers(gateway: Gateway, stream: tuple[str, str]) ->
     cases = [
         send(gateway, "POST", f"/v0/events?name={name}", '{"id":"a","n":1}', origin),  # no token
         send(gateway, "POST", "/v0/events?name=nope&token=bad", "{}", origin),
-        send(gateway, "POST", f"/api/v1beta2/streams/{name}/ingest", "{not json",
-             {**origin, "X-Api-Key": "bad-key-0123456789"}),
+        send(
+            gateway,
+            "POST",
+            f"/api/v1beta2/streams/{name}/ingest",
+            "{not json",
+            {**origin, "X-Api-Key": "bad-key-0123456789"},
+        ),
         send(gateway, "POST", "/v1/data_sources/ingest", "{", origin),
         send(gateway, "PUT", "/v0/events", "", origin),  # 405 made by the router
     ]
@@ -102,14 +125,14 @@ def test_errors_carry_cors_headers(gateway: Gateway, stream: tuple[str, str]) ->
         assert reply.headers["content-type"].startswith("application/json")
 
 
-def test_429_carries_cors_and_exposes_rate_headers(gateway: Gateway,
-                                                   stream: tuple[str, str]) -> None:
+def test_429_carries_cors_and_exposes_rate_headers(gateway: Gateway, stream: tuple[str, str]) -> None:
     name, _ = stream
     key = make_key(gateway, rate_limit=1).json()["api_key"]
     replies: list[Reply] = []
     for _ in range(40):
-        replies.append(send(gateway, "POST", f"/v0/events?name={name}&token={key}",
-                            '{"id":"r","n":1}', {"Origin": PAGE}))
+        replies.append(
+            send(gateway, "POST", f"/v0/events?name={name}&token={key}", '{"id":"r","n":1}', {"Origin": PAGE})
+        )
         if replies[-1].status == 429:
             break
     assert replies[-1].status == 429, [r.status for r in replies]
@@ -122,8 +145,13 @@ def test_503_carries_cors_headers(tmp_path: Path) -> None:
     gw = Gateway(tmp_path / "gw503", f"127.0.0.1:{free_port()}").start(wait_ready=False)
     try:
         wait_until(gw.answers, 30, "the gateway to answer")
-        reply = send(gw, "POST", "/v0/events?name=any&wait=true", '{"id":"a"}',
-                     {"Origin": PAGE, "Authorization": "Bearer " + ADMIN_KEY})
+        reply = send(
+            gw,
+            "POST",
+            "/v0/events?name=any&wait=true",
+            '{"id":"a"}',
+            {"Origin": PAGE, "Authorization": "Bearer " + ADMIN_KEY},
+        )
         assert reply.status == 503, reply.body
         assert_cors(reply)
     finally:
@@ -132,8 +160,12 @@ def test_503_carries_cors_headers(tmp_path: Path) -> None:
 
 def test_management_api_is_never_cross_origin(gateway: Gateway, stream: tuple[str, str]) -> None:
     name, _ = stream
-    for path in ("/api/v1beta2/streams", f"/api/v1beta2/streams/{name}", "/api/v1beta2/apikeys",
-                 "/my-ws/api/v1beta1/apikeys"):
+    for path in (
+        "/api/v1beta2/streams",
+        f"/api/v1beta2/streams/{name}",
+        "/api/v1beta2/apikeys",
+        "/my-ws/api/v1beta1/apikeys",
+    ):
         reply = preflight(gateway, path)
         assert reply.status == 403, (path, reply.status)
         assert not any(h.startswith("access-control-") for h in reply.headers), reply.headers
@@ -153,18 +185,29 @@ async def test_beacon_bodies_are_json_rows(gateway: Gateway, kafka: str) -> None
     topic = gateway.create_stream(name, COLUMNS)["topic"]
     plain = {"Content-Type": "text/plain;charset=UTF-8", "Origin": PAGE}
     key = {"X-Api-Key": ADMIN_KEY}
-    a = send(gateway, "POST", f"/v0/events?name={name}&wait=true&token={ADMIN_KEY}",
-             '{"id":"tb","n":1}\n{"id":"tb","n":2}', plain)
-    b = send(gateway, "POST", f"/api/v1beta2/streams/{name}/ingest?wait=true",
-             '{"id":"tp","n":3}', {**plain, **key})
+    a = send(
+        gateway,
+        "POST",
+        f"/v0/events?name={name}&wait=true&token={ADMIN_KEY}",
+        '{"id":"tb","n":1}\n{"id":"tb","n":2}',
+        plain,
+    )
+    b = send(
+        gateway,
+        "POST",
+        f"/api/v1beta2/streams/{name}/ingest?wait=true",
+        '{"id":"tp","n":3}',
+        {**plain, **key},
+    )
     assert (a.status, b.status) == (200, 200), (a.body, b.body)
     assert_cors(a)
     rows = sorted((r.json()["id"], r.json()["n"]) for r in await read_topic(kafka, topic))
     assert rows == [("tb", 1), ("tb", 2), ("tp", 3)]
     lines = unique_name("lines")
     lines_topic = gateway.create_stream(lines, [{"name": "line", "type": "string"}])["topic"]
-    c = send(gateway, "POST", f"/api/v1beta2/streams/{lines}/ingest?wait=true",
-             '{"id":"raw"}', {**plain, **key})
+    c = send(
+        gateway, "POST", f"/api/v1beta2/streams/{lines}/ingest?wait=true", '{"id":"raw"}', {**plain, **key}
+    )
     assert c.status == 200, c.body
     assert [r.json()["line"] for r in await read_topic(kafka, lines_topic)] == ['{"id":"raw"}']
 
@@ -172,8 +215,12 @@ async def test_beacon_bodies_are_json_rows(gateway: Gateway, kafka: str) -> None
 @pytest.fixture(scope="module")
 def listed(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway whose ingest routes allow one origin only."""
-    gw = Gateway(Path(tmp_path_factory.mktemp("gwcors")), kafka,
-                 extra=["--default-shards", "1"], env={"GATEWAY_CORS_ALLOW_ORIGINS": PAGE})
+    gw = Gateway(
+        Path(tmp_path_factory.mktemp("gwcors")),
+        kafka,
+        extra=["--default-shards", "1"],
+        env={"GATEWAY_CORS_ALLOW_ORIGINS": PAGE},
+    )
     gw.start()
     yield gw
     assert gw.stop() == 0, gw.log()
@@ -192,10 +239,11 @@ async def test_explicit_origin_list(listed: Gateway, kafka: str) -> None:
     bad = preflight(listed, path, origin="http://evil.example")
     assert bad.status == 403 and "access-control-allow-origin" not in bad.headers
     before = await end_offsets(kafka, topic)
-    for body, ctype in (('{"id":"evil","n":1}', "text/plain;charset=UTF-8"),
-                        ('{"id":"evil","n":2}', "application/x-www-form-urlencoded")):
-        refused = send(listed, "POST", path, body, {"Origin": "http://evil.example",
-                                                    "Content-Type": ctype})
+    for body, ctype in (
+        ('{"id":"evil","n":1}', "text/plain;charset=UTF-8"),
+        ('{"id":"evil","n":2}', "application/x-www-form-urlencoded"),
+    ):
+        refused = send(listed, "POST", path, body, {"Origin": "http://evil.example", "Content-Type": ctype})
         assert refused.status == 403, refused.body
         assert "access-control-allow-origin" not in refused.headers
     assert send(listed, "POST", path, '{"id":"n","n":1}', {"Origin": "null"}).status == 403
@@ -206,23 +254,38 @@ async def test_explicit_origin_list(listed: Gateway, kafka: str) -> None:
 async def test_key_origin_allow_list(gateway: Gateway, kafka: str) -> None:
     name = unique_name("keyorigin")
     topic = gateway.create_stream(name, COLUMNS)["topic"]
-    created = make_key(gateway, permissions=[f"DATASOURCE:APPEND:{name}"], rate_limit=50,
-                       allowed_origins=["HTTP://Page.Example:8080/"])
+    created = make_key(
+        gateway,
+        permissions=[f"DATASOURCE:APPEND:{name}"],
+        rate_limit=50,
+        allowed_origins=["HTTP://Page.Example:8080/"],
+    )
     assert created.status == 201, created.body
     assert created.json()["allowed_origins"] == [PAGE]
     key = created.json()["api_key"]
-    listed = [k for k in gateway.request("GET", "/api/v1beta2/apikeys").json()
-              if k["id"] == created.json()["id"]]
+    listed = [
+        k for k in gateway.request("GET", "/api/v1beta2/apikeys").json() if k["id"] == created.json()["id"]
+    ]
     assert listed[0]["allowed_origins"] == [PAGE]
     path = f"/v0/events?name={name}&wait=true&token={key}"
     before = await end_offsets(kafka, topic)
-    refused = [send(gateway, "POST", path, '{"id":"x","n":1}', {"Origin": "http://other.example"}),
-               send(gateway, "POST", f"/api/v1beta2/streams/{name}/ingest?wait=true",
-                    '{"id":"x","n":1}', {"Origin": "http://other.example", "X-Api-Key": key,
-                                         "Content-Type": "application/x-ndjson"}),
-               send(gateway, "POST", "/v1/data_sources/ingest",
-                    json.dumps({"data_source": name, "records": [{"id": "x", "n": 1}]}),
-                    {"Origin": "http://other.example", "Authorization": f"Bearer {key}"})]
+    refused = [
+        send(gateway, "POST", path, '{"id":"x","n":1}', {"Origin": "http://other.example"}),
+        send(
+            gateway,
+            "POST",
+            f"/api/v1beta2/streams/{name}/ingest?wait=true",
+            '{"id":"x","n":1}',
+            {"Origin": "http://other.example", "X-Api-Key": key, "Content-Type": "application/x-ndjson"},
+        ),
+        send(
+            gateway,
+            "POST",
+            "/v1/data_sources/ingest",
+            json.dumps({"data_source": name, "records": [{"id": "x", "n": 1}]}),
+            {"Origin": "http://other.example", "Authorization": f"Bearer {key}"},
+        ),
+    ]
     assert [r.status for r in refused] == [403, 403, 403], [r.body for r in refused]
     assert await end_offsets(kafka, topic) == before
     assert send(gateway, "POST", path, '{"id":"page","n":1}', {"Origin": PAGE}).status == 200

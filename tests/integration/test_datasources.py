@@ -21,21 +21,28 @@ from tests.integration.harness import (
     unique_name,
 )
 
-DS_COLUMNS = [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
-              {"name": "value", "type": "float64"}]
-EXAMPLE = [{"timestamp": 1718841600, "name": "orders", "value": 42},
-           {"timestamp": 1718845200, "name": "orders", "value": 51},
-           {"timestamp": 1718848800, "name": "orders", "value": 47},
-           {"timestamp": 1718852400, "name": "orders", "value": 63}]
+DS_COLUMNS = [
+    {"name": "timestamp", "type": "int64"},
+    {"name": "name", "type": "string"},
+    {"name": "value", "type": "float64"},
+]
+EXAMPLE = [
+    {"timestamp": 1718841600, "name": "orders", "value": 42},
+    {"timestamp": 1718845200, "name": "orders", "value": 51},
+    {"timestamp": 1718848800, "name": "orders", "value": 47},
+    {"timestamp": 1718852400, "name": "orders", "value": 63},
+]
 
 
 def create_source(gateway: Gateway, **fields: Any) -> dict[str, Any]:
-    return gateway.create_stream(unique_name("ds"), DS_COLUMNS, mode="versioned_kv",
-                                 primary_key="timestamp, name", **fields)
+    return gateway.create_stream(
+        unique_name("ds"), DS_COLUMNS, mode="versioned_kv", primary_key="timestamp, name", **fields
+    )
 
 
-def ingest(gateway: Gateway, body: Any, key: str | None = ADMIN_KEY,
-           headers: dict[str, str] | None = None) -> Reply:
+def ingest(
+    gateway: Gateway, body: Any, key: str | None = ADMIN_KEY, headers: dict[str, str] | None = None
+) -> Reply:
     h = {"Content-Type": "application/json", **(headers or {})}
     if key is not None:
         h["Authorization"] = f"Bearer {key}"
@@ -63,15 +70,15 @@ async def test_example_request_is_204_and_written(gateway: Gateway, kafka: str) 
     assert "Content-Type" not in reply.headers
     records = await read_topic(kafka, created["topic"])  # 204 means already acknowledged
     assert sorted((r.json() for r in records), key=lambda v: v["timestamp"]) == [
-        {**e, "value": float(e["value"])} for e in EXAMPLE]
+        {**e, "value": float(e["value"])} for e in EXAMPLE
+    ]
     for r in records:
         v = r.json()
         assert r.key == json.dumps([v["timestamp"], v["name"]], separators=(",", ":")).encode()
         assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % 3
 
 
-async def test_upsert_same_key_same_partition_on_compacted_topic(gateway: Gateway,
-                                                                 kafka: str) -> None:
+async def test_upsert_same_key_same_partition_on_compacted_topic(gateway: Gateway, kafka: str) -> None:
     created = create_source(gateway, shards=3)
     name, topic = created["name"], created["topic"]
     first = [{"timestamp": 1718841600, "name": s, "value": 1} for s in ("a", "b", "c", "d")]
@@ -89,51 +96,72 @@ async def test_upsert_same_key_same_partition_on_compacted_topic(gateway: Gatewa
     await topic_config_becomes(kafka, topic, {"cleanup.policy": "compact"})
 
 
-async def test_gzip_and_other_key_headers(gateway: Gateway, kafka: str,
-                                          source: dict[str, Any]) -> None:
+async def test_gzip_and_other_key_headers(gateway: Gateway, kafka: str, source: dict[str, Any]) -> None:
     before = sum((await end_offsets(kafka, source["topic"])).values())
     body = gzip.compress(json.dumps({"records": EXAMPLE[:2], "data_source": source["name"]}).encode())
     assert ingest(gateway, body, headers={"Content-Encoding": "gzip"}).status == 204
-    assert ingest(gateway, {"data_source": source["name"], "records": EXAMPLE[2:]}, key=None,
-                  headers={"X-Api-Key": ADMIN_KEY}).status == 204
+    assert (
+        ingest(
+            gateway,
+            {"data_source": source["name"], "records": EXAMPLE[2:]},
+            key=None,
+            headers={"X-Api-Key": ADMIN_KEY},
+        ).status
+        == 204
+    )
     assert ingest(gateway, {"data_source": source["name"], "records": []}).status == 204
     assert sum((await end_offsets(kafka, source["topic"])).values()) == before + 4
 
 
-async def test_errors_have_the_documents_details(gateway: Gateway, kafka: str,
-                                                 source: dict[str, Any]) -> None:
+async def test_errors_have_the_documents_details(
+    gateway: Gateway, kafka: str, source: dict[str, Any]
+) -> None:
     name, topic = source["name"], source["topic"]
     before = sum((await end_offsets(kafka, topic)).values())
     good = {"data_source": name, "records": EXAMPLE}
     assert detail(ingest(gateway, good, key=None), 401) == "Missing access token."
     assert detail(ingest(gateway, good, key="wrong"), 401) == "Invalid access token."
-    assert detail(ingest(gateway, {"data_source": "no_such_source", "records": EXAMPLE}),
-                  404) == "Data source not found."
+    assert (
+        detail(ingest(gateway, {"data_source": "no_such_source", "records": EXAMPLE}), 404)
+        == "Data source not found."
+    )
     plain = gateway.create_stream(unique_name("ds"), DS_COLUMNS)  # append mode: not a data source
     assert detail(ingest(gateway, {"data_source": plain["name"], "records": EXAMPLE}), 404) == (
         f"Data source not found. Stream {plain['name']!r} is not a data source: it must be in "
-        "versioned_kv mode with primary key (timestamp, name).")
+        "versioned_kv mode with primary key (timestamp, name)."
+    )
     bad = [dict(e) for e in EXAMPLE]
     bad[3]["value"] = "63"
-    assert detail(ingest(gateway, {"data_source": name, "records": bad}), 422) == \
-        "records[3].value: Expected `float`, got `str`"
+    assert (
+        detail(ingest(gateway, {"data_source": name, "records": bad}), 422)
+        == "records[3].value: Expected `float`, got `str`"
+    )
     del bad[3]["value"]
-    assert detail(ingest(gateway, {"data_source": name, "records": bad}), 422) == \
-        "records[3].value: Object missing required field `value`"
+    assert (
+        detail(ingest(gateway, {"data_source": name, "records": bad}), 422)
+        == "records[3].value: Object missing required field `value`"
+    )
     bad[3] = {"timestamp": 1.5, "name": "x", "value": 1}
-    assert detail(ingest(gateway, {"data_source": name, "records": bad}), 422) == \
-        "records[3].timestamp: Expected `int`, got `float`"
-    assert detail(ingest(gateway, {"records": EXAMPLE}), 422) == \
-        "data_source: Object missing required field `data_source`"
-    assert detail(ingest(gateway, {"data_source": name, "records": {"a": 1}}), 422) == \
-        "records: Expected `array`, got `object`"
+    assert (
+        detail(ingest(gateway, {"data_source": name, "records": bad}), 422)
+        == "records[3].timestamp: Expected `int`, got `float`"
+    )
+    assert (
+        detail(ingest(gateway, {"records": EXAMPLE}), 422)
+        == "data_source: Object missing required field `data_source`"
+    )
+    assert (
+        detail(ingest(gateway, {"data_source": name, "records": {"a": 1}}), 422)
+        == "records: Expected `array`, got `object`"
+    )
     # the name leads the body: looked up before the rest is read (an unknown one is 404 at once)
     assert detail(ingest(gateway, f'{{"data_source": "{name}", "records": ['), 400).startswith(
-        "body: not valid JSON")
-    assert detail(ingest(gateway, '{"data_source": "x", "records": ['), 404) == \
-        "Data source not found."
-    scoped = gateway.request("POST", "/api/v1beta2/apikeys",
-                             {"permissions": ["DATASOURCE:APPEND:another_source"]}).json()["api_key"]
+        "body: not valid JSON"
+    )
+    assert detail(ingest(gateway, '{"data_source": "x", "records": ['), 404) == "Data source not found."
+    scoped = gateway.request(
+        "POST", "/api/v1beta2/apikeys", {"permissions": ["DATASOURCE:APPEND:another_source"]}
+    ).json()["api_key"]
     # a data source outside the token's scope is not found, as a missing one (issue 20: the
     # contract has no 403, and a 403 told the token the data source existed)
     assert detail(ingest(gateway, good, key=scoped), 404) == "Data source not found."

@@ -20,9 +20,11 @@ CAP = 2
 
 @pytest.fixture(scope="module")
 def capped(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(Path(tmp_path_factory.mktemp("capped")), kafka,
-                 extra=["--max-decoding-requests", str(CAP),
-                        "--body-min-bytes-per-s", "0"])  # bodies held for as long as it takes
+    gw = Gateway(
+        Path(tmp_path_factory.mktemp("capped")),
+        kafka,
+        extra=["--max-decoding-requests", str(CAP), "--body-min-bytes-per-s", "0"],
+    )  # bodies held for as long as it takes
     gw.start()
     yield gw
     assert gw.stop() == 0, gw.log()
@@ -34,8 +36,7 @@ def metric(gw: Gateway, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def test_the_request_beyond_the_cap_gets_429_at_once_then_it_drains(capped: Gateway,
-                                                                     kafka: str) -> None:
+def test_the_request_beyond_the_cap_gets_429_at_once_then_it_drains(capped: Gateway, kafka: str) -> None:
     name = unique_name("cap")
     topic = capped.create_stream(name, [{"name": "n", "type": "int64"}])["topic"]
     path = f"/api/v1beta2/streams/{name}/ingest?wait=true"
@@ -46,17 +47,19 @@ def test_the_request_beyond_the_cap_gets_429_at_once_then_it_drains(capped: Gate
     socks = [connect(capped.port) for _ in range(CAP)]
     try:
         for sock, body in zip(socks, bodies, strict=True):  # headers and half of each body
-            sock.sendall(request_bytes("POST", path, headers, body)[:-len(body) // 2])
-        wait_until(lambda: metric(capped, "gateway_requests_decoding") == CAP, 30,
-                   f"{CAP} requests held mid-body")
-        refused = capped.request("POST", path, '{"n": -1}\n',
-                                 headers={"Content-Type": "application/x-ndjson"})
+            sock.sendall(request_bytes("POST", path, headers, body)[: -len(body) // 2])
+        wait_until(
+            lambda: metric(capped, "gateway_requests_decoding") == CAP, 30, f"{CAP} requests held mid-body"
+        )
+        refused = capped.request(
+            "POST", path, '{"n": -1}\n', headers={"Content-Type": "application/x-ndjson"}
+        )
         assert refused.status == 429, refused.body
         assert refused.json()["code"] == 429 and "max-decoding-requests" in refused.json()["message"]
         assert refused.headers["Retry-After"] == "1"
         assert metric(capped, "gateway_throttled_requests_total", throttled) == refused_before + 1
         for sock, body in zip(socks, bodies, strict=True):  # the rest of each body
-            sock.sendall(body[-len(body) // 2:])
+            sock.sendall(body[-len(body) // 2 :])
         replies = [read_reply(sock) for sock in socks]
         assert [r.status for r in replies] == [200] * CAP, [r.body for r in replies]
     finally:

@@ -23,9 +23,16 @@ async def test_consume_prints_the_records_and_no_noise(kafka: str) -> None:
         await producer.send_and_wait(topic, b'{"n": 2}', key=b"k2")
     finally:
         await producer.stop()
-    done = kafka_dev("consume", topic, "--from-beginning", "-n", "2",
-                     "--property", "print.key=true",
-                     env={"KAFKA_DEV_PORT": kafka.rsplit(":", 1)[1]})
+    done = kafka_dev(
+        "consume",
+        topic,
+        "--from-beginning",
+        "-n",
+        "2",
+        "--property",
+        "print.key=true",
+        env={"KAFKA_DEV_PORT": kafka.rsplit(":", 1)[1]},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ['k1\t{"n": 1}', 'k2\t{"n": 2}']
     noise = [line for line in done.stderr.splitlines() if "Processed a total of" not in line]

@@ -22,8 +22,7 @@ COLUMNS = [
 
 def expected(row: dict[str, Any]) -> dict[str, Any]:
     """The value the gateway must write for a row: every column, defaults filled."""
-    full = {"x": 1.5, "ok": False, "at": "2024-01-01T00:00:00Z", "tags": [], "attrs": {},
-            "note": None, **row}
+    full = {"x": 1.5, "ok": False, "at": "2024-01-01T00:00:00Z", "tags": [], "attrs": {}, "note": None, **row}
     return {c["name"]: full[c["name"]] for c in COLUMNS}
 
 
@@ -32,9 +31,22 @@ async def test_create_stream_makes_topic(gateway: Gateway, kafka: str) -> None:
     body = gateway.create_stream(name, COLUMNS, shards=2, description="d")
     assert body["topic"] == f"ingest.{name}"
     assert body["name"] == name and body["shards"] == 2 and body["description"] == "d"
-    for f in ("columns", "created_at", "engine", "is_external", "logstore_retention_bytes",
-              "logstore_retention_ms", "mode", "primary_key", "ttl", "ttl_expression",
-              "column_families", "secondary_indexes", "last_updated_at", "created_by"):
+    for f in (
+        "columns",
+        "created_at",
+        "engine",
+        "is_external",
+        "logstore_retention_bytes",
+        "logstore_retention_ms",
+        "mode",
+        "primary_key",
+        "ttl",
+        "ttl_expression",
+        "column_families",
+        "secondary_indexes",
+        "last_updated_at",
+        "created_by",
+    ):
         assert f in body
     assert await known_partitions(kafka, body["topic"]) == {0, 1}
     got = gateway.request("GET", f"/api/v1beta2/streams/{name}").json()
@@ -46,8 +58,10 @@ async def test_create_stream_makes_topic(gateway: Gateway, kafka: str) -> None:
 async def test_compact_wait_true_one_record_per_row(gateway: Gateway, kafka: str) -> None:
     name = unique_name()
     topic = gateway.create_stream(name, COLUMNS)["topic"]
-    body = {"columns": ["id", "n", "tags", "note"],
-            "data": [["a", 1, ["t1"], "hi"], ["b", -2, [], None], ["c", 3, ["x", "y"], None]]}
+    body = {
+        "columns": ["id", "n", "tags", "note"],
+        "data": [["a", 1, ["t1"], "hi"], ["b", -2, [], None], ["c", 3, ["x", "y"], None]],
+    }
     reply = gateway.ingest(name, body)
     assert reply.status == 200, reply.body
     assert reply.json()["rows"] == 3
@@ -55,34 +69,42 @@ async def test_compact_wait_true_one_record_per_row(gateway: Gateway, kafka: str
     assert len(records) == 3
     assert all(r.key is None for r in records)
     got = sorted((r.json() for r in records), key=lambda v: v["id"])
-    assert got == [expected({"id": "a", "n": 1, "tags": ["t1"], "note": "hi"}),
-                   expected({"id": "b", "n": -2}),
-                   expected({"id": "c", "n": 3, "tags": ["x", "y"]})]
+    assert got == [
+        expected({"id": "a", "n": 1, "tags": ["t1"], "note": "hi"}),
+        expected({"id": "b", "n": -2}),
+        expected({"id": "c", "n": 3, "tags": ["x", "y"]}),
+    ]
 
 
 async def test_streaming_ndjson_multiline_and_unseparated(gateway: Gateway, kafka: str) -> None:
     name = unique_name()
     topic = gateway.create_stream(name, COLUMNS)["topic"]
-    body = ('{"id": "a", "n": 1, "at": 1700000000}\n'
-            '{\n  "id": "b",\n  "n": 2,\n  "attrs": {"k": 7}\n}\n'
-            '{"id": "c", "n": 3}{"id": "d", "n": 4, "ok": true, "x": 2}')
+    body = (
+        '{"id": "a", "n": 1, "at": 1700000000}\n'
+        '{\n  "id": "b",\n  "n": 2,\n  "attrs": {"k": 7}\n}\n'
+        '{"id": "c", "n": 3}{"id": "d", "n": 4, "ok": true, "x": 2}'
+    )
     reply = gateway.ingest(name, body, content_type="application/x-ndjson")
     assert reply.status == 200, reply.body
     got = sorted((r.json() for r in await read_topic(kafka, topic)), key=lambda v: v["id"])
-    assert got == [expected({"id": "a", "n": 1, "at": "2023-11-14T22:13:20Z"}),
-                   expected({"id": "b", "n": 2, "attrs": {"k": 7}}),
-                   expected({"id": "c", "n": 3}),
-                   expected({"id": "d", "n": 4, "ok": True, "x": 2.0})]
+    assert got == [
+        expected({"id": "a", "n": 1, "at": "2023-11-14T22:13:20Z"}),
+        expected({"id": "b", "n": 2, "attrs": {"k": 7}}),
+        expected({"id": "c", "n": 3}),
+        expected({"id": "d", "n": 4, "ok": True, "x": 2.0}),
+    ]
 
 
 async def test_format_query_parameter_wins(gateway: Gateway, kafka: str) -> None:
     name = unique_name()
     topic = gateway.create_stream(name, COLUMNS)["topic"]
-    reply = gateway.ingest(name, '{"id": "a", "n": 1}\n', content_type="application/json",
-                           query="format=streaming")
+    reply = gateway.ingest(
+        name, '{"id": "a", "n": 1}\n', content_type="application/json", query="format=streaming"
+    )
     assert reply.status == 200, reply.body
-    reply = gateway.ingest(name, '{"id": "b", "n": 2}\n',
-                           content_type="application/vnd.timeplus+json;format=streaming")
+    reply = gateway.ingest(
+        name, '{"id": "b", "n": 2}\n', content_type="application/vnd.timeplus+json;format=streaming"
+    )
     assert reply.status == 200, reply.body
     assert sorted(r.json()["id"] for r in await read_topic(kafka, topic)) == ["a", "b"]
 
@@ -102,8 +124,9 @@ async def test_gzip_body(gateway: Gateway, kafka: str) -> None:
     topic = gateway.create_stream(name, COLUMNS)["topic"]
     rows = [{"id": f"r{i}", "n": i} for i in range(500)]
     body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
-    reply = gateway.ingest(name, body, content_type="application/x-ndjson",
-                           headers={"Content-Encoding": "gzip"})
+    reply = gateway.ingest(
+        name, body, content_type="application/x-ndjson", headers={"Content-Encoding": "gzip"}
+    )
     assert reply.status == 200, reply.body
     got = sorted((r.json() for r in await read_topic(kafka, topic)), key=lambda v: v["n"])
     assert got == [expected(r) for r in rows]
@@ -120,8 +143,10 @@ async def test_wait_false_is_202_then_delivered(gateway: Gateway, kafka: str) ->
 
     async def total() -> int:
         return sum((await end_offsets(kafka, topic)).values())
+
     # Delivery happens after the 202; poll the topic's offsets (a condition, not a fixed sleep).
     import asyncio
+
     deadline = asyncio.get_running_loop().time() + 30
     while await total() < 1000:
         assert asyncio.get_running_loop().time() < deadline, "rows answered 202 never arrived"
@@ -134,16 +159,25 @@ async def test_wait_false_is_202_then_delivered(gateway: Gateway, kafka: str) ->
 
 async def test_keyed_stream_uses_primary_key(gateway: Gateway, kafka: str) -> None:
     name = unique_name()
-    cols = [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
-            {"name": "value", "type": "float64"}]
-    topic = gateway.create_stream(name, cols, mode="versioned_kv", primary_key="timestamp, name",
-                                  shards=3)["topic"]
+    cols = [
+        {"name": "timestamp", "type": "int64"},
+        {"name": "name", "type": "string"},
+        {"name": "value", "type": "float64"},
+    ]
+    topic = gateway.create_stream(name, cols, mode="versioned_kv", primary_key="timestamp, name", shards=3)[
+        "topic"
+    ]
     rows = [{"timestamp": 1718841600 + i, "name": f"s{i % 3}", "value": i} for i in range(30)]
-    assert gateway.ingest(name, "\n".join(json.dumps(r) for r in rows),
-                          content_type="application/x-ndjson").status == 200
+    assert (
+        gateway.ingest(
+            name, "\n".join(json.dumps(r) for r in rows), content_type="application/x-ndjson"
+        ).status
+        == 200
+    )
     records = await read_topic(kafka, topic)
     assert len(records) == 30
     from aiokafka.partitioner import murmur2
+
     for r in records:
         v = r.json()
         assert r.key == json.dumps([v["timestamp"], v["name"]], separators=(",", ":")).encode()
@@ -153,8 +187,9 @@ async def test_keyed_stream_uses_primary_key(gateway: Gateway, kafka: str) -> No
 def test_wait_flag_must_be_boolean(gateway: Gateway) -> None:
     name = unique_name()
     gateway.create_stream(name, COLUMNS)
-    reply = gateway.request("POST", f"/api/v1beta2/streams/{name}/ingest?wait=maybe",
-                            {"columns": ["id", "n"], "data": [["a", 1]]})
+    reply = gateway.request(
+        "POST", f"/api/v1beta2/streams/{name}/ingest?wait=maybe", {"columns": ["id", "n"], "data": [["a", 1]]}
+    )
     assert reply.status == 400
     assert "wait" in reply.json()["message"]
 
@@ -164,7 +199,13 @@ async def test_readyz_healthz_metrics(gateway: Gateway) -> None:
     ready = gateway.request("GET", "/readyz", key=None)
     assert ready.status == 200 and ready.json()["sink"] == "kafka"
     text = gateway.request("GET", "/metrics", key=None).body.decode()
-    for metric in ("gateway_http_requests_total", "gateway_http_request_duration_seconds",
-                   "gateway_rows_accepted_total", "gateway_queue_rows", "gateway_sink_batch_rows",
-                   "gateway_sink_produce_duration_seconds", "gateway_rows_delivered_total"):
+    for metric in (
+        "gateway_http_requests_total",
+        "gateway_http_request_duration_seconds",
+        "gateway_rows_accepted_total",
+        "gateway_queue_rows",
+        "gateway_sink_batch_rows",
+        "gateway_sink_produce_duration_seconds",
+        "gateway_rows_delivered_total",
+    ):
         assert metric in text, metric

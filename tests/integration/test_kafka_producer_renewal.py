@@ -46,8 +46,9 @@ async def settled(fut: asyncio.Future[None]) -> BaseException | None:
     return fut.exception()
 
 
-async def test_a_sequence_gap_replaces_the_producer_and_the_rows_go_again(sink: KafkaSink,
-                                                                          kafka: str) -> None:
+async def test_a_sequence_gap_replaces_the_producer_and_the_rows_go_again(
+    sink: KafkaSink, kafka: str
+) -> None:
     topic = await make_topic(sink, 1)
     await (await sink.send(topic, [b"first"], None))
     broken = sink.producer
@@ -68,4 +69,3 @@ async def test_a_sequence_gap_replaces_the_producer_and_the_rows_go_again(sink: 
     await (await sink.send(topic, [b"second"], None))
     await (await sink.send(topic, [b"third"], None))
     assert [r.value for r in await read_topic(kafka, topic)] == [b"first", b"second", b"third"]
-

@@ -23,6 +23,7 @@ async def test_keys_appear_nowhere(kafka: str, tmp_path: Path) -> None:
     replies: list[Reply] = []
     secrets = [ADMIN_KEY]
     try:
+
         def call(method: str, path: str, body: object = None, **kw: object) -> Reply:
             reply = gw.request(method, path, body, **kw)  # type: ignore[arg-type]
             replies.append(reply)
@@ -31,8 +32,9 @@ async def test_keys_appear_nowhere(kafka: str, tmp_path: Path) -> None:
         name = unique_name("secret")
         gw.create_stream(name, [{"name": "id", "type": "string"}])
         ingest = f"/api/v1beta2/streams/{name}/ingest?format=streaming&wait=true"
-        made = call("POST", "/api/v1beta2/apikeys", {"name": "leak", "permissions":
-                                                     [f"DATASOURCE:APPEND:{name}"]})
+        made = call(
+            "POST", "/api/v1beta2/apikeys", {"name": "leak", "permissions": [f"DATASOURCE:APPEND:{name}"]}
+        )
         short = call("POST", "/api/v1beta2/apikeys", {"name": "short", "expire_in": "1s"})
         revoked = call("POST", "/api/v1beta2/apikeys", {"name": "revoked"})
         key, short_key, revoked_key = (r.json()["api_key"] for r in (made, short, revoked))
@@ -41,20 +43,30 @@ async def test_keys_appear_nowhere(kafka: str, tmp_path: Path) -> None:
         assert call("DELETE", f"/api/v1beta2/apikeys/{revoked.json()['id']}").status == 204
         # Every way of sending a key, right and wrong, on good and failing requests.
         for k in (key, revoked_key, forged, ADMIN_KEY):
-            for headers in ({"X-Api-Key": k}, {"Authorization": f"ApiKey {k}"},
-                            {"Authorization": f"Bearer {k}"}):
+            for headers in (
+                {"X-Api-Key": k},
+                {"Authorization": f"ApiKey {k}"},
+                {"Authorization": f"Bearer {k}"},
+            ):
                 call("POST", ingest, GOOD, key=None, headers=headers)
                 call("POST", ingest, '{"id": 1}\n', key=None, headers=headers)
                 call("GET", f"/api/v1beta2/streams/nope_{name}", key=None, headers=headers)
-                call("POST", "/api/v1beta2/streams", {"name": "bad-name"}, key=None,
-                     headers=headers)
+                call("POST", "/api/v1beta2/streams", {"name": "bad-name"}, key=None, headers=headers)
             call("POST", ingest + f"&token={k}", GOOD, key=None)
             call("GET", "/no/such/route", key=k)
-            call("POST", f"/api/v1beta2/streams/{name}/ingest", "x", key=k,
-                 headers={"Content-Type": "application/xml"})
+            call(
+                "POST",
+                f"/api/v1beta2/streams/{name}/ingest",
+                "x",
+                key=k,
+                headers={"Content-Type": "application/xml"},
+            )
             call("GET", "/api/v1beta2/apikeys", key=k)
-        wait_until(lambda: call("POST", ingest, GOOD, key=short_key).status == 401, 10,
-                   "the short-lived key to expire")
+        wait_until(
+            lambda: call("POST", ingest, GOOD, key=short_key).status == 401,
+            10,
+            "the short-lived key to expire",
+        )
         statuses = {r.status for r in replies}
         assert {200, 201, 204, 400, 401, 403, 404, 415} <= statuses, statuses
         metrics = http("GET", gw.url + "/metrics").body.decode()

@@ -74,13 +74,12 @@ def start_nginx(directory: Path, upstreams: list[str]) -> Nginx:
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(NGINX_DIR / "nginx.conf", directory / "nginx.conf")
     (directory / "upstream.conf").write_text(
-        "".join(f"server {u} max_fails=2 fail_timeout=5s;\n" for u in upstreams))
+        "".join(f"server {u} max_fails=2 fail_timeout=5s;\n" for u in upstreams)
+    )
     port = free_port()
     (directory / "listen.conf").write_text(f"listen 127.0.0.1:{port};\n")
-    globals_ = (f"daemon off; pid {directory}/nginx.pid; "
-                f"error_log {directory}/error.log info;")
-    cmd = [nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
-           "-g", globals_]
+    globals_ = f"daemon off; pid {directory}/nginx.pid; error_log {directory}/error.log info;"
+    cmd = [nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", globals_]
     check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
     out = open(directory / "stdout.log", "wb")  # noqa: SIM115 - handed to the child process
@@ -92,6 +91,7 @@ def start_nginx(directory: Path, upstreams: list[str]) -> Nginx:
         assert proc.poll() is None, (directory / "stdout.log").read_text()
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
+
     wait_until(listening, 15, "nginx to listen")
     return ngx
 
@@ -99,11 +99,25 @@ def start_nginx(directory: Path, upstreams: list[str]) -> Nginx:
 @pytest.fixture(scope="module")
 def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nginx, list[Gateway]]]:
     """nginx → two gateway processes (configured by deploy/gateway/gateway.toml plus flags)."""
-    gws = [Gateway(tmp_path_factory.mktemp(f"gw{i}"), kafka,
-                   extra=["--config", str(GATEWAY_TOML), "--host", "127.0.0.1",
-                          "--queue-max-rows", str(QUEUE_MAX_ROWS), "--access-log-sample", "1",
-                          "--default-shards", "2"])
-           for i in range(2)]
+    gws = [
+        Gateway(
+            tmp_path_factory.mktemp(f"gw{i}"),
+            kafka,
+            extra=[
+                "--config",
+                str(GATEWAY_TOML),
+                "--host",
+                "127.0.0.1",
+                "--queue-max-rows",
+                str(QUEUE_MAX_ROWS),
+                "--access-log-sample",
+                "1",
+                "--default-shards",
+                "2",
+            ],
+        )
+        for i in range(2)
+    ]
     procs: list[Any] = list(gws)
     with stopped_at_exit(procs):
         for gw in gws:
@@ -140,8 +154,7 @@ def post_chunked(port: int, path: str, chunks: Iterator[bytes], headers: dict[st
         conn.close()
 
 
-async def test_large_chunked_body_streams_through(stack: tuple[Nginx, list[Gateway]],
-                                                  kafka: str) -> None:
+async def test_large_chunked_body_streams_through(stack: tuple[Nginx, list[Gateway]], kafka: str) -> None:
     ngx, gws = stack
     name, topic = create_everywhere(gws, [*stream_columns(), {"name": "pad", "type": "string"}])
     pad = "x" * 150
@@ -161,8 +174,12 @@ async def test_large_chunked_body_streams_through(stack: tuple[Nginx, list[Gatew
             size += len(chunk)
             yield chunk
 
-    reply = post_chunked(ngx.port, f"/api/v1beta2/streams/{name}/ingest?wait=true", body(),
-                         {"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson"})
+    reply = post_chunked(
+        ngx.port,
+        f"/api/v1beta2/streams/{name}/ingest?wait=true",
+        body(),
+        {"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson"},
+    )
     assert reply.status == 200, reply.body[:500]
     assert reply.json()["rows"] == rows and size >= 20_000_000
     # Streamed, not spooled: nginx never wrote the body to a temporary file first.
@@ -176,9 +193,11 @@ def test_body_reaches_the_gateway_before_it_ends(stack: tuple[Nginx, list[Gatewa
     # still sending; a buffering proxy would wait for the end of a body that never comes.
     ngx, _ = stack
     with socket.create_connection(("127.0.0.1", ngx.port), timeout=15) as s:
-        s.sendall(b"POST /api/v1beta2/streams/no_such_stream/ingest HTTP/1.1\r\nHost: t\r\n"
-                  b"X-Api-Key: " + ADMIN_KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n"
-                  b"Content-Type: application/x-ndjson\r\n\r\n")
+        s.sendall(
+            b"POST /api/v1beta2/streams/no_such_stream/ingest HTTP/1.1\r\nHost: t\r\n"
+            b"X-Api-Key: " + ADMIN_KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/x-ndjson\r\n\r\n"
+        )
         chunk = b'{"id": "a", "n": 1}\n' * 100
         s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         head = s.recv(4096)
@@ -186,8 +205,7 @@ def test_body_reaches_the_gateway_before_it_ends(stack: tuple[Nginx, list[Gatewa
     assert b'"code":404' in head or b'"code": 404' in head
 
 
-async def test_gzip_bodies_pass_through_and_spread(stack: tuple[Nginx, list[Gateway]],
-                                                   kafka: str) -> None:
+async def test_gzip_bodies_pass_through_and_spread(stack: tuple[Nginx, list[Gateway]], kafka: str) -> None:
     ngx, gws = stack
     name, topic = create_everywhere(gws, stream_columns())
     ids: list[str] = []
@@ -195,17 +213,22 @@ async def test_gzip_bodies_pass_through_and_spread(stack: tuple[Nginx, list[Gate
         batch = [f"gz-{i}-{j}" for j in range(200)]
         ids += batch
         raw = "".join(json.dumps({"id": rid, "n": j}) + "\n" for j, rid in enumerate(batch))
-        reply = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest?wait=true",
-                     gzip.compress(raw.encode()),
-                     headers={"X-Api-Key": ADMIN_KEY, "Content-Encoding": "gzip",
-                              "Content-Type": "application/x-ndjson"})
+        reply = http(
+            "POST",
+            f"{ngx.url}/api/v1beta2/streams/{name}/ingest?wait=true",
+            gzip.compress(raw.encode()),
+            headers={
+                "X-Api-Key": ADMIN_KEY,
+                "Content-Encoding": "gzip",
+                "Content-Type": "application/x-ndjson",
+            },
+        )
         assert reply.status == 200, reply.body
         assert reply.json()["rows"] == 200
     got = {r.json()["id"] for r in await read_topic(kafka, topic)}
     assert got == set(ids)
     # Both instances took part, and together they counted exactly the rows sent.
-    per_instance = [value(scrape(gw.url)[0], "gateway_rows_accepted_total", stream=name)
-                    for gw in gws]
+    per_instance = [value(scrape(gw.url)[0], "gateway_rows_accepted_total", stream=name) for gw in gws]
     assert all(n > 0 for n in per_instance), per_instance
     assert sum(per_instance) == len(ids)
     upstreams = {e["upstream_addr"] for e in ngx.access_log() if name in e["uri"]}
@@ -215,11 +238,19 @@ async def test_gzip_bodies_pass_through_and_spread(stack: tuple[Nginx, list[Gate
 def test_request_id_and_forwarded_for_reach_the_gateway(stack: tuple[Nginx, list[Gateway]]) -> None:
     ngx, gws = stack
     name, _ = create_everywhere(gws, stream_columns())
-    sent = send_rows(ngx.url, name, requests=1, rows_per_request=5,
-                     headers={"X-Request-ID": "client-id-42", "X-Forwarded-For": "203.0.113.9"})
+    sent = send_rows(
+        ngx.url,
+        name,
+        requests=1,
+        rows_per_request=5,
+        headers={"X-Request-ID": "client-id-42", "X-Forwarded-For": "203.0.113.9"},
+    )
     assert sent.statuses == {200: 1}
-    generated = http("GET", ngx.url + "/api/v1beta2/streams/" + name,
-                     headers={"X-Api-Key": ADMIN_KEY, "X-Request-ID": "bad id with spaces"})
+    generated = http(
+        "GET",
+        ngx.url + "/api/v1beta2/streams/" + name,
+        headers={"X-Api-Key": ADMIN_KEY, "X-Request-ID": "bad id with spaces"},
+    )
     assert generated.status == 200
     nginx_id = generated.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", nginx_id), nginx_id
@@ -235,6 +266,7 @@ def test_request_id_and_forwarded_for_reach_the_gateway(stack: tuple[Nginx, list
     def logged() -> dict[str, dict[str, Any]]:
         by_id = {e.get("request_id"): e for e in access_lines()}
         return by_id if {"client-id-42", nginx_id} <= by_id.keys() else {}
+
     by_id = wait_until(logged, 10, "the gateways' access log lines")
     # the connection's address only: a client-chosen X-Forwarded-For is not passed on (issue 20)
     assert by_id["client-id-42"]["http"]["forwarded_for"] == "127.0.0.1"
@@ -246,17 +278,19 @@ def test_refusal_is_passed_through_and_not_retried(stack: tuple[Nginx, list[Gate
     # One row more than a queue can ever hold: a 413 from the gateway (a 429 before issue 9).
     ngx, gws = stack
     name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
-    before = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
-              for gw in gws]
+    before = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413") for gw in gws]
     body = json.dumps({"columns": ["n"], "data": [[i] for i in range(QUEUE_MAX_ROWS + 1)]})
-    reply = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
-                 headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/json"})
+    reply = http(
+        "POST",
+        f"{ngx.url}/api/v1beta2/streams/{name}/ingest",
+        body,
+        headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/json"},
+    )
     assert reply.status == 413, reply.body
     error = reply.json()
     assert error["code"] == 413 and "--queue-max-rows" in error["message"]
     assert error["request_id"] == reply.headers["X-Request-ID"]
-    after = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413")
-             for gw in gws]
+    after = [value(scrape(gw.url)[0], "gateway_http_requests_total", status="413") for gw in gws]
     assert sum(after) - sum(before) == 1, "nginx retried the 413 on the other instance"
 
 
@@ -264,8 +298,11 @@ def test_rate_limit_429_and_retry_after_pass_through(kafka: str, tmp_path: Path)
     """A 429 from a gateway reaches the client through nginx with its Retry-After and
     X-RateLimit-* headers, and is not retried on another instance. One request per 1000 s per key
     (a bucket of one token): the second request is refused on any machine, however slow."""
-    gw = Gateway(tmp_path / "gw", kafka, extra=["--config", str(GATEWAY_TOML), "--host", "127.0.0.1",
-                                               "--rate-limit-per-key", "0.001"])
+    gw = Gateway(
+        tmp_path / "gw",
+        kafka,
+        extra=["--config", str(GATEWAY_TOML), "--host", "127.0.0.1", "--rate-limit-per-key", "0.001"],
+    )
     procs: list[Any] = [gw]
     with stopped_at_exit(procs):
         gw.start()
@@ -304,9 +341,11 @@ def test_metrics_are_not_public(stack: tuple[Nginx, list[Gateway]]) -> None:
 def test_oversized_body_gets_413_from_nginx(stack: tuple[Nginx, list[Gateway]]) -> None:
     ngx, _ = stack
     with socket.create_connection(("127.0.0.1", ngx.port), timeout=15) as s:
-        s.sendall(b"POST /api/v1beta2/streams/x/ingest HTTP/1.1\r\nHost: t\r\n"
-                  b"Origin: http://page.example\r\n"
-                  b"Content-Length: %d\r\n\r\n" % (64 * 1024 * 1024 + 1))
+        s.sendall(
+            b"POST /api/v1beta2/streams/x/ingest HTTP/1.1\r\nHost: t\r\n"
+            b"Origin: http://page.example\r\n"
+            b"Content-Length: %d\r\n\r\n" % (64 * 1024 * 1024 + 1)
+        )
         answer = b""
         while b"}" not in answer:
             data = s.recv(4096)
@@ -326,27 +365,43 @@ def test_cors_passes_through(stack: tuple[Nginx, list[Gateway]]) -> None:
     name, _ = create_everywhere(gws, [{"name": "n", "type": "int64"}])
     origin = "http://page.example:8080"
     path = f"/v0/events?name={name}"
-    pre = http("OPTIONS", ngx.url + path, headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type, x-api-key"})
+    pre = http(
+        "OPTIONS",
+        ngx.url + path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-api-key",
+        },
+    )
     headers = {k.lower(): v for k, v in pre.headers.items()}
     assert pre.status == 204, pre.body
     assert headers["access-control-allow-origin"] == "*"
     assert "x-api-key" in headers["access-control-allow-headers"].lower()
     assert headers["access-control-max-age"]
-    accepted = http("POST", f"{ngx.url}{path}&token={ADMIN_KEY}", '{"n": 1}',
-                    headers={"Origin": origin, "Content-Type": "text/plain;charset=UTF-8"})
+    accepted = http(
+        "POST",
+        f"{ngx.url}{path}&token={ADMIN_KEY}",
+        '{"n": 1}',
+        headers={"Origin": origin, "Content-Type": "text/plain;charset=UTF-8"},
+    )
     body = json.dumps({"columns": ["n"], "data": [[i] for i in range(QUEUE_MAX_ROWS + 1)]})
-    refused = http("POST", f"{ngx.url}/api/v1beta2/streams/{name}/ingest", body,
-                   headers={"Origin": origin, "X-Api-Key": ADMIN_KEY,
-                            "Content-Type": "application/json"})
+    refused = http(
+        "POST",
+        f"{ngx.url}/api/v1beta2/streams/{name}/ingest",
+        body,
+        headers={"Origin": origin, "X-Api-Key": ADMIN_KEY, "Content-Type": "application/json"},
+    )
     # one row more than the queue can ever hold: a 413 since issue 9 (it was a 429)
     assert (accepted.status, refused.status) == (202, 413), (accepted.body, refused.body)
     for reply in (accepted, refused):
         got = {k.lower(): v for k, v in reply.headers.items()}
         assert got["access-control-allow-origin"] == "*"
         assert "retry-after" in got["access-control-expose-headers"].lower()
-    closed = http("OPTIONS", ngx.url + "/api/v1beta2/streams", headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST"})
+    closed = http(
+        "OPTIONS",
+        ngx.url + "/api/v1beta2/streams",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+    )
     assert closed.status == 403
     assert not any(k.lower().startswith("access-control-") for k in closed.headers)

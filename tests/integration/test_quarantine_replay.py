@@ -24,9 +24,11 @@ PAGE = 10
 
 
 def body() -> str:
-    rows = ([{"id": f"good-{i}", "n": i} for i in range(GOOD)]
-            + [{"id": f"missing-{i}"} for i in range(MISSING_N)]
-            + [{"id": f"wrong-{i}", "n": "x"} for i in range(WRONG_N)])
+    rows = (
+        [{"id": f"good-{i}", "n": i} for i in range(GOOD)]
+        + [{"id": f"missing-{i}"} for i in range(MISSING_N)]
+        + [{"id": f"wrong-{i}", "n": "x"} for i in range(WRONG_N)]
+    )
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
@@ -41,8 +43,11 @@ def quarantine_and_fix(gw: Gateway, name: str) -> None:
     """Quarantine MISSING_N + WRONG_N rows, then give `n` a default: the missing ones now pass."""
     reply = gw.ingest(name, body(), headers=NDJSON, query="on_error=quarantine")
     assert reply.status == 200, reply.body
-    reply = gw.request("PATCH", f"/api/v1beta2/streams/{name}", {"columns": [
-        COLUMNS[0], {"name": "n", "type": "int64", "default": "0"}]})
+    reply = gw.request(
+        "PATCH",
+        f"/api/v1beta2/streams/{name}",
+        {"columns": [COLUMNS[0], {"name": "n", "type": "int64", "default": "0"}]},
+    )
     assert reply.status == 200, reply.body
 
 
@@ -51,13 +56,11 @@ async def each_row_once(kafka: str, topic: str) -> list[Record]:
     records = await read_topic(kafka, topic)
     ids = Counter(r.json()["id"] for r in records)
     assert max(ids.values()) == 1, [i for i, c in ids.items() if c > 1]
-    assert set(ids) == {f"good-{i}" for i in range(GOOD)} | {f"missing-{i}"
-                                                            for i in range(MISSING_N)}
+    assert set(ids) == {f"good-{i}" for i in range(GOOD)} | {f"missing-{i}" for i in range(MISSING_N)}
     return records
 
 
-async def test_replay_is_exactly_once_across_a_restart(
-        kafka: str, tmp_path: Path) -> None:
+async def test_replay_is_exactly_once_across_a_restart(kafka: str, tmp_path: Path) -> None:
     topic = "_test_catalog_" + uuid.uuid4().hex[:12]
     gw = Gateway(tmp_path / "gw", kafka, catalog_topic=topic, extra=["--default-shards", "2"])
     gw.start()
@@ -73,8 +76,7 @@ async def test_replay_is_exactly_once_across_a_restart(
         rows: list[dict[str, Any]] = []
         after = ""
         while True:  # read it all, a page of 7 at a time
-            page = gw.request("GET", f"/api/v1beta2/streams/{name}/quarantine?limit=7"
-                                     f"&after={after}").json()
+            page = gw.request("GET", f"/api/v1beta2/streams/{name}/quarantine?limit=7&after={after}").json()
             rows += page["rows"]
             after = page["next"]
             if page["at_end"]:
@@ -86,8 +88,11 @@ async def test_replay_is_exactly_once_across_a_restart(
         assert all(r["error"]["column"] == "n" and r["schema_version"] == 1 for r in missing)
 
         # fix the schema: `n` gets a default (a compatible change)
-        reply = gw.request("PATCH", f"/api/v1beta2/streams/{name}", {"columns": [
-            COLUMNS[0], {"name": "n", "type": "int64", "default": "0"}]})
+        reply = gw.request(
+            "PATCH",
+            f"/api/v1beta2/streams/{name}",
+            {"columns": [COLUMNS[0], {"name": "n", "type": "int64", "default": "0"}]},
+        )
         assert reply.status == 200, reply.body
         first = replay(gw, name)
         assert first["read"] == PAGE and not first["done"]
@@ -104,8 +109,7 @@ async def test_replay_is_exactly_once_across_a_restart(
         assert gw.stop() == 0, gw.log()
 
     records = await each_row_once(kafka, created["topic"])
-    versions = Counter((r.json()["id"].split("-")[0], r.header("schema-version"))
-                       for r in records)
+    versions = Counter((r.json()["id"].split("-")[0], r.header("schema-version")) for r in records)
     assert versions == {("good", b"1"): GOOD, ("missing", b"2"): MISSING_N}
     assert all(r.json()["n"] == 0 for r in records if r.json()["id"].startswith("missing"))
     # the rows that still fail are quarantined again, after the replay position
@@ -114,9 +118,14 @@ async def test_replay_is_exactly_once_across_a_restart(
 
 
 async def test_a_page_killed_after_kafka_acknowledged_it_is_not_written_again(
-        kafka: str, tmp_path: Path) -> None:
-    gw = Gateway(tmp_path / "gw", kafka, env={FAULT_ENV: ACKNOWLEDGED},
-                 extra=["--default-shards", "2", "--replay-claim-s", "2"])
+    kafka: str, tmp_path: Path
+) -> None:
+    gw = Gateway(
+        tmp_path / "gw",
+        kafka,
+        env={FAULT_ENV: ACKNOWLEDGED},
+        extra=["--default-shards", "2", "--replay-claim-s", "2"],
+    )
     gw.start()
     try:
         name = unique_name("rk")
@@ -131,10 +140,10 @@ async def test_a_page_killed_after_kafka_acknowledged_it_is_not_written_again(
         gw.start()
 
         def replayed() -> dict[str, Any] | None:  # 409 until the dead replica's claim expires
-            reply = gw.request("POST", f"/api/v1beta2/streams/{name}/quarantine/replay"
-                                       "?limit=1000")
+            reply = gw.request("POST", f"/api/v1beta2/streams/{name}/quarantine/replay?limit=1000")
             assert reply.status in (200, 409), reply.body
             return reply.json() if reply.status == 200 else None
+
         pages = [wait_until(replayed, 30, "the dead replica's replay claim to expire")]
         while not pages[-1]["done"]:
             pages.append(replay(gw, name, limit=1000))
@@ -170,8 +179,11 @@ def test_a_stream_can_quarantine_by_default(gateway: Gateway) -> None:
     name = unique_name("oe")
     gateway.create_stream(name, COLUMNS)
     path = f"/api/v1beta2/streams/{name}"
-    for bad in ({"on_error": "drop"}, {"compatibility": "sideways"},
-                {"columns": [{"name": "id", "type": "no_such_type"}]}):
+    for bad in (
+        {"on_error": "drop"},
+        {"compatibility": "sideways"},
+        {"columns": [{"name": "id", "type": "no_such_type"}]},
+    ):
         reply = gateway.request("PATCH", path, bad)
         assert reply.status == 400, (bad, reply.body)
     reply = gateway.request("PATCH", path, {"on_error": "quarantine"})

@@ -32,12 +32,18 @@ import pytest
 
 from tests.integration.harness import ROOT, Gateway
 
-SECTIONS = ("Quick start", "Other dialects", "Kafka REST Proxy dialect", "Sending from a web page",
-            "Command line management")
+SECTIONS = (
+    "Quick start",
+    "Other dialects",
+    "Kafka REST Proxy dialect",
+    "Sending from a web page",
+    "Command line management",
+)
 STATUS = re.compile(r"# → (\d{3})\b")
 QUICK_RUN = "deploy/dev/run      # installs the gateway into .venv and runs it on 127.0.0.1:8000"
-KAFKA_START = ("deploy/kafka/kafka-dev start                      # a single-node KRaft broker on "
-               "127.0.0.1:19092")
+KAFKA_START = (
+    "deploy/kafka/kafka-dev start                      # a single-node KRaft broker on 127.0.0.1:19092"
+)
 KAFKA_RUN = "deploy/dev/run --kafka-bootstrap 127.0.0.1:19092  # foreground again"
 KEY_DELETE = 'ingest-gateway keys delete KEY_ID                   # KEY_ID: a key\'s "id" in the list'
 
@@ -64,7 +70,7 @@ def readme_blocks() -> list[Block]:
             indent = len(fence.group(1))
             end = lines.index(" " * indent + "```", i + 1)
             if section in SECTIONS:
-                body = "\n".join(text[indent:] for text in lines[i + 1:end])
+                body = "\n".join(text[indent:] for text in lines[i + 1 : end])
                 blocks.append(Block(section, i + 1, body))
             i = end
         i += 1
@@ -89,8 +95,7 @@ class Run:
         if self.gateway is not None:
             assert self.gateway.stop() == 0, self.gateway.log()
         # as a first start: no GATEWAY_ADMIN_KEY, the gateway writes data/admin.key
-        gw = Gateway(self.data, kafka, env={"GATEWAY_ADMIN_KEY": ""},
-                     **({"port": port} if port else {}))
+        gw = Gateway(self.data, kafka, env={"GATEWAY_ADMIN_KEY": ""}, **({"port": port} if port else {}))
         if self.gateway is not None:
             gw.catalog_topic = self.gateway.catalog_topic
         self.gateway = gw.start(wait_ready=False)
@@ -103,24 +108,31 @@ class Run:
             script = script.replace(old, f"127.0.0.1:{port}")
         script = script.replace("127.0.0.1:19092", self.kafka)
         state = self.work / ".readme-state"
-        program = "\n".join([
-            "set -euo pipefail",
-            f"[ -f {state} ] && . {state}",
-            "_before=$(compgen -v)",
-            "curl() { command curl -sS -w '%{stderr}README-STATUS %{http_code}\\n' \"$@\"; }",
-            script,
-            "",
-            f"for _v in $(comm -13 <(echo \"$_before\" | sort) <(compgen -v | sort)); do "
-            f"case $_v in _*|BASH*|PIPESTATUS|FUNCNAME|LINENO) ;; *) declare -p \"$_v\" >> {state};; "
-            "esac; done",
-        ])
+        program = "\n".join(
+            [
+                "set -euo pipefail",
+                f"[ -f {state} ] && . {state}",
+                "_before=$(compgen -v)",
+                "curl() { command curl -sS -w '%{stderr}README-STATUS %{http_code}\\n' \"$@\"; }",
+                script,
+                "",
+                f'for _v in $(comm -13 <(echo "$_before" | sort) <(compgen -v | sort)); do '
+                f'case $_v in _*|BASH*|PIPESTATUS|FUNCNAME|LINENO) ;; *) declare -p "$_v" >> {state};; '
+                "esac; done",
+            ]
+        )
         environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        environ.update({"PATH": f"{ROOT / '.venv' / 'bin'}:{environ['PATH']}",
-                        "KAFKA_DEV_PORT": self.kafka.rsplit(":", 1)[1],
-                        "GATEWAY_URL": f"http://127.0.0.1:{port}",
-                        "GATEWAY_CATALOG_TOPIC": self.gateway.catalog_topic})
-        done = subprocess.run(["bash", "-c", program], cwd=self.work, env=environ,
-                              capture_output=True, text=True, timeout=600)
+        environ.update(
+            {
+                "PATH": f"{ROOT / '.venv' / 'bin'}:{environ['PATH']}",
+                "KAFKA_DEV_PORT": self.kafka.rsplit(":", 1)[1],
+                "GATEWAY_URL": f"http://127.0.0.1:{port}",
+                "GATEWAY_CATALOG_TOPIC": self.gateway.catalog_topic,
+            }
+        )
+        done = subprocess.run(
+            ["bash", "-c", program], cwd=self.work, env=environ, capture_output=True, text=True, timeout=600
+        )
         got = re.findall(r"^README-STATUS (\d{3})$", done.stderr, re.MULTILINE)
         context = f"{where}:\n{script}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
         assert done.returncode == 0, context
@@ -146,7 +158,10 @@ def _kafka_start(run: Run) -> None:
 
 
 MAPPED: dict[str, Callable[[Run], None]] = {
-    QUICK_RUN: _first_start, KAFKA_START: _session_broker, KAFKA_RUN: _kafka_start}
+    QUICK_RUN: _first_start,
+    KAFKA_START: _session_broker,
+    KAFKA_RUN: _kafka_start,
+}
 
 
 def run_block(run: Run, block: Block) -> None:
@@ -159,14 +174,17 @@ def run_block(run: Run, block: Block) -> None:
         if script.strip():
             run.shell(script, STATUS.findall(script), where)
         part.clear()
+
     for line in block.text.splitlines():
         if line in MAPPED:
             flush()
             MAPPED[line](run)
         elif line == KEY_DELETE:  # a placeholder: the id of the key made above with --name edge
-            part.append("ingest-gateway keys delete \"$(ingest-gateway keys list | python3 -c "
-                        "'import json,sys; print(next(k[\"id\"] for k in json.load(sys.stdin) "
-                        "if k[\"name\"].startswith(\"edge \")))')\"")
+            part.append(
+                'ingest-gateway keys delete "$(ingest-gateway keys list | python3 -c '
+                '\'import json,sys; print(next(k["id"] for k in json.load(sys.stdin) '
+                'if k["name"].startswith("edge ")))\')"'
+            )
         else:
             part.append(line)
     flush()

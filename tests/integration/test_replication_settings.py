@@ -11,8 +11,7 @@ from tests.integration.harness import Gateway, http, known_partitions, unique_na
 TOPIC_CONFIG = 1  # DescribeConfigs' config source of a setting made on the topic itself
 
 
-def test_replication_factor_above_the_broker_count_is_a_clear_error(kafka: str,
-                                                                    tmp_path: Path) -> None:
+def test_replication_factor_above_the_broker_count_is_a_clear_error(kafka: str, tmp_path: Path) -> None:
     gw = Gateway(tmp_path, kafka, extra=["--replication-factor", "3"]).start(wait_ready=False)
     try:
         wait_until(lambda: "needs at least 3 Kafka brokers" in gw.log(), 60, "the error")
@@ -27,6 +26,7 @@ async def _min_insync_entry(bootstrap: str, topic: str) -> tuple[str, int]:
     set on the topic; 4/5: the broker's file or Kafka's default)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -38,8 +38,7 @@ async def _min_insync_entry(bootstrap: str, topic: str) -> tuple[str, int]:
         await admin.close()
 
 
-async def test_topics_are_created_with_an_explicit_min_insync_replicas(kafka: str,
-                                                                      gateway: Gateway) -> None:
+async def test_topics_are_created_with_an_explicit_min_insync_replicas(kafka: str, gateway: Gateway) -> None:
     topic = gateway.create_stream(unique_name(), [{"name": "a", "type": "string"}])["topic"]
     await known_partitions(kafka, topic)
     # --replication-factor 1: min(2, 1) = 1, stated on the topic rather than left to the broker

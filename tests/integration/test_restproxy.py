@@ -34,11 +34,13 @@ def basic(key: str = ADMIN_KEY, user: str = "client") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
 
 
-def produce(gateway: Gateway, topic: str, body: Any, ctype: str = JSON_V2,
-            headers: dict[str, str] | None = None) -> Reply:
+def produce(
+    gateway: Gateway, topic: str, body: Any, ctype: str = JSON_V2, headers: dict[str, str] | None = None
+) -> Reply:
     data = body if isinstance(body, bytes | str) else json.dumps(body)
-    return gateway.request("POST", f"/topics/{topic}", data, key=None,
-                           headers=(headers or basic()) | {"Content-Type": ctype})
+    return gateway.request(
+        "POST", f"/topics/{topic}", data, key=None, headers=(headers or basic()) | {"Content-Type": ctype}
+    )
 
 
 def b64(text: str | bytes) -> str:
@@ -67,8 +69,7 @@ async def test_v2_json_keys_partitions_headers_match_kafka(gateway: Gateway, kaf
     records = [
         {"value": {"id": "a", "n": 1}},
         {"key": "k1", "value": {"id": "b", "n": 2}},
-        {"partition": 2, "value": {"id": "c", "n": 3},
-         "headers": [{"name": "trace", "value": b64("t-1")}]},
+        {"partition": 2, "value": {"id": "c", "n": 3}, "headers": [{"name": "trace", "value": b64("t-1")}]},
         {"key": {"user": 7}, "partition": 0, "value": {"id": "d", "n": 4}},
         {"key": "k1", "value": {"id": "e", "n": 5}},
     ]
@@ -86,11 +87,11 @@ async def test_v2_json_keys_partitions_headers_match_kafka(gateway: Gateway, kaf
         kafka_rec = got[(where["partition"], where["offset"])]
         assert kafka_rec.json() == rec["value"]
         key = rec.get("key")
-        assert kafka_rec.key == (None if key is None else json.dumps(key, separators=(",", ":"))
-                                 .encode())
+        assert kafka_rec.key == (None if key is None else json.dumps(key, separators=(",", ":")).encode())
         # the record's own headers, in order, then the stream's schema version (one merged list)
-        assert kafka_rec.headers == [(h["name"], base64.b64decode(h["value"]))
-                                     for h in rec.get("headers", [])] + [VERSION_1]
+        assert kafka_rec.headers == [
+            (h["name"], base64.b64decode(h["value"])) for h in rec.get("headers", [])
+        ] + [VERSION_1]
     assert offsets[2]["partition"] == 2 and offsets[3]["partition"] == 0
     assert offsets[1]["partition"] == partition_for_key(b'"k1"', SHARDS) == offsets[4]["partition"]
     assert offsets[4]["offset"] > offsets[1]["offset"]  # same key: same partition, in order
@@ -100,10 +101,18 @@ async def test_v2_binary_by_stream_name_and_content_types(gateway: Gateway, kafk
     name = unique_name("rpb")
     topic = gateway.create_stream(name, TEXT)["topic"]
     sent: list[tuple[str, str | None]] = []
-    for i, ctype in enumerate([BINARY_V2, "application/vnd.kafka.v2+json", "application/json",
-                               "application/vnd.kafka.binary.v1+json; charset=utf-8"]):
-        records = [{"key": b64(f"key{i}"), "value": b64(f"héllo {i}")},
-                   {"value": b64(f"bye {i}"), "partition": 1}]
+    for i, ctype in enumerate(
+        [
+            BINARY_V2,
+            "application/vnd.kafka.v2+json",
+            "application/json",
+            "application/vnd.kafka.binary.v1+json; charset=utf-8",
+        ]
+    ):
+        records = [
+            {"key": b64(f"key{i}"), "value": b64(f"héllo {i}")},
+            {"value": b64(f"bye {i}"), "partition": 1},
+        ]
         reply = produce(gateway, name, {"records": records}, ctype)  # addressed by stream name
         assert reply.status == 200, (ctype, reply.body)
         offsets = reply.json()["offsets"]
@@ -121,33 +130,34 @@ async def test_refusals_write_nothing(gateway: Gateway, kafka: str) -> None:
     name = unique_name("rpx")
     topic = gateway.create_stream(name, COLUMNS)["topic"]
     good = {"id": "x", "n": 1}
-    msg = assert_error(produce(gateway, topic, {"records": [{"value": good},
-                                                            {"value": {"id": "y", "n": "no"}}]}),
-                       422, 42205)
+    msg = assert_error(
+        produce(gateway, topic, {"records": [{"value": good}, {"value": {"id": "y", "n": "no"}}]}), 422, 42205
+    )
     assert "row 1" in msg and "'n'" in msg
-    assert_error(produce(gateway, topic, {"records": [{"value": good}, {"value": None}]}),
-                 422, 42205)
-    msg = assert_error(produce(gateway, topic, {"records": [{"value": b64("text")}]}, BINARY_V2),
-                       422, 42206)
+    assert_error(produce(gateway, topic, {"records": [{"value": good}, {"value": None}]}), 422, 42205)
+    msg = assert_error(produce(gateway, topic, {"records": [{"value": b64("text")}]}, BINARY_V2), 422, 42206)
     assert "one string column" in msg
     assert_error(produce(gateway, topic, {"records": [{"value": "@@@"}]}, BINARY_V2), 422, 42206)
-    assert_error(produce(gateway, topic, {"records": [{"partition": SHARDS, "value": good}]}),
-                 404, 40402)
-    assert_error(produce(gateway, topic, {"records": [{"partition": -1, "value": good}]}),
-                 404, 40402)
+    assert_error(produce(gateway, topic, {"records": [{"partition": SHARDS, "value": good}]}), 404, 40402)
+    assert_error(produce(gateway, topic, {"records": [{"partition": -1, "value": good}]}), 404, 40402)
     big = [{"name": "h", "value": b64(b"x" * (1 << 20))}]  # value fits a batch, headers do not
-    msg = assert_error(produce(gateway, topic, {"records": [{"value": good},
-                                                            {"value": good, "headers": big}]}),
-                       413, 413)
+    msg = assert_error(
+        produce(gateway, topic, {"records": [{"value": good}, {"value": good, "headers": big}]}), 413, 413
+    )
     assert "record 1" in msg
     assert_error(produce(gateway, topic, {"records": []}), 422, 422)
     assert_error(produce(gateway, topic, {"rows": [good]}), 422, 422)
     assert_error(produce(gateway, topic, b"{not json"), 400, 400)
-    assert_error(produce(gateway, topic, {"records": [{"value": good}]},
-                         "application/vnd.kafka.protobuf.v2+json"), 415, 415)
+    assert_error(
+        produce(gateway, topic, {"records": [{"value": good}]}, "application/vnd.kafka.protobuf.v2+json"),
+        415,
+        415,
+    )
     assert_error(produce(gateway, topic, {"records": [{"value": good}]}, "text/plain"), 415, 415)
-    assert assert_error(produce(gateway, "no_such_topic", {"records": [{"value": good}]}),
-                        404, 40401) == "Topic not found."
+    assert (
+        assert_error(produce(gateway, "no_such_topic", {"records": [{"value": good}]}), 404, 40401)
+        == "Topic not found."
+    )
     reply = produce(gateway, topic, {"records": [{"value": good}]}, headers=basic("wrong-key"))
     assert_error(reply, 401, 40101)
     assert reply.headers["WWW-Authenticate"].startswith("Basic")
@@ -157,10 +167,18 @@ async def test_refusals_write_nothing(gateway: Gateway, kafka: str) -> None:
 async def test_v2_quarantine_answers_each_invalid_record(gateway: Gateway, kafka: str) -> None:
     name = unique_name("rpq")
     created = gateway.create_stream(name, COLUMNS)
-    records = [{"value": {"id": "a", "n": 1}}, {"key": "k", "value": {"id": "b", "n": "two"}},
-               {"value": {"id": "c", "n": 3}, "partition": 1}]
-    reply = gateway.request("POST", f"/topics/{name}?quarantine=true", json.dumps(
-        {"records": records}), key=None, headers=basic() | {"Content-Type": JSON_V2})
+    records = [
+        {"value": {"id": "a", "n": 1}},
+        {"key": "k", "value": {"id": "b", "n": "two"}},
+        {"value": {"id": "c", "n": 3}, "partition": 1},
+    ]
+    reply = gateway.request(
+        "POST",
+        f"/topics/{name}?quarantine=true",
+        json.dumps({"records": records}),
+        key=None,
+        headers=basic() | {"Content-Type": JSON_V2},
+    )
     assert reply.status == 200, reply.body
     offsets = reply.json()["offsets"]
     assert offsets[1]["partition"] is None and offsets[1]["offset"] is None
@@ -180,8 +198,9 @@ async def test_v2_quarantine_answers_each_invalid_record(gateway: Gateway, kafka
 async def test_keyed_stream_refuses_record_keys(gateway: Gateway, kafka: str) -> None:
     name = unique_name("rpk")
     topic = gateway.create_stream(name, COLUMNS, mode="changelog_kv", primary_key="id")["topic"]
-    assert_error(produce(gateway, topic, {"records": [{"key": "z", "value": {"id": "a", "n": 1}}]}),
-                 422, 42206)
+    assert_error(
+        produce(gateway, topic, {"records": [{"key": "z", "value": {"id": "a", "n": 1}}]}), 422, 42206
+    )
     reply = produce(gateway, topic, {"records": [{"value": {"id": "a", "n": 1}}]})
     assert reply.status == 200, reply.body
     where = reply.json()["offsets"][0]
@@ -193,8 +212,11 @@ async def test_scopes_and_management_reads(gateway: Gateway) -> None:
     mine, other = unique_name("rpm"), unique_name("rpo")
     mine_topic = gateway.create_stream(mine, COLUMNS)["topic"]
     other_topic = gateway.create_stream(other, COLUMNS)["topic"]
-    made = gateway.request("POST", "/api/v1beta2/apikeys",
-                           {"name": unique_name("k"), "permissions": [f"DATASOURCE:APPEND:{mine}"]})
+    made = gateway.request(
+        "POST",
+        "/api/v1beta2/apikeys",
+        {"name": unique_name("k"), "permissions": [f"DATASOURCE:APPEND:{mine}"]},
+    )
     assert made.status == 201, made.body
     key = made.json()["api_key"]
     listed = gateway.request("GET", "/topics", key=None, headers=basic(key))
@@ -207,14 +229,16 @@ async def test_scopes_and_management_reads(gateway: Gateway) -> None:
     assert topic.json()["name"] == mine_topic
     assert [p["partition"] for p in topic.json()["partitions"]] == list(range(SHARDS))
     assert "retention.ms" in topic.json()["configs"]
-    parts = gateway.request("GET", f"/topics/{mine_topic}/partitions", key=None,
-                            headers=basic(key, user=""))
+    parts = gateway.request("GET", f"/topics/{mine_topic}/partitions", key=None, headers=basic(key, user=""))
     assert [p["partition"] for p in parts.json()] == list(range(SHARDS))
     # produce to a topic the key may not see: 40401, as the reads (issue 20: 403 told the key
     # the topic existed, 404 that it did not)
     for target in (other_topic, "ingest.no_such_topic"):
-        assert_error(produce(gateway, target, {"records": [{"value": {"id": "a", "n": 1}}]},
-                             headers=basic(key)), 404, 40401)
+        assert_error(
+            produce(gateway, target, {"records": [{"value": {"id": "a", "n": 1}}]}, headers=basic(key)),
+            404,
+            40401,
+        )
 
 
 async def test_v3_records_one_result_each(gateway: Gateway, kafka: str) -> None:
@@ -225,16 +249,26 @@ async def test_v3_records_one_result_each(gateway: Gateway, kafka: str) -> None:
     cluster = clusters.json()["data"][0]["cluster_id"]
     objects = [
         {"value": {"type": "JSON", "data": {"id": "a", "n": 1}}},
-        {"partition_id": 2, "key": {"type": "STRING", "data": "s"},
-         "headers": [{"name": "h", "value": b64(b"\x00\x01")}],
-         "value": {"type": "JSON", "data": {"id": "b", "n": 2}}},
+        {
+            "partition_id": 2,
+            "key": {"type": "STRING", "data": "s"},
+            "headers": [{"name": "h", "value": b64(b"\x00\x01")}],
+            "value": {"type": "JSON", "data": {"id": "b", "n": 2}},
+        },
         {"value": {"type": "JSON", "data": {"id": "c", "n": "bad"}}},
-        {"key": {"type": "BINARY", "data": b64("bk")},
-         "value": {"type": "JSON", "data": {"id": "d", "n": 4}}},
+        {
+            "key": {"type": "BINARY", "data": b64("bk")},
+            "value": {"type": "JSON", "data": {"id": "d", "n": 4}},
+        },
     ]
     body = "\n".join(json.dumps(o) for o in objects)
-    reply = gateway.request("POST", f"/v3/clusters/{cluster}/topics/{topic}/records", body,
-                            key=None, headers=basic() | {"Content-Type": "application/json"})
+    reply = gateway.request(
+        "POST",
+        f"/v3/clusters/{cluster}/topics/{topic}/records",
+        body,
+        key=None,
+        headers=basic() | {"Content-Type": "application/json"},
+    )
     assert reply.status == 200, reply.body
     results = [json.loads(line) for line in reply.body.splitlines()]
     assert [r["error_code"] for r in results] == [200, 200, 400, 200]
@@ -248,15 +282,23 @@ async def test_v3_records_one_result_each(gateway: Gateway, kafka: str) -> None:
         rec = got[(res["partition_id"], res["offset"])]
         assert rec.json() == obj["value"]["data"]
         key = obj.get("key")
-        assert rec.key == (None if key is None else key["data"].encode() if key["type"] ==
-                           "STRING" else base64.b64decode(key["data"]))
-        assert res["key"] == (None if rec.key is None else {"type": key["type"] if key else "",
-                                                            "size": len(rec.key)})
-        assert rec.headers == [(h["name"], base64.b64decode(h["value"]))
-                               for h in obj.get("headers", [])] + [VERSION_1]
+        assert rec.key == (
+            None
+            if key is None
+            else key["data"].encode()
+            if key["type"] == "STRING"
+            else base64.b64decode(key["data"])
+        )
+        assert res["key"] == (
+            None if rec.key is None else {"type": key["type"] if key else "", "size": len(rec.key)}
+        )
+        assert rec.headers == [(h["name"], base64.b64decode(h["value"])) for h in obj.get("headers", [])] + [
+            VERSION_1
+        ]
     assert results[1]["partition_id"] == 2
-    other = gateway.request("POST", f"/v3/clusters/nope/topics/{topic}/records", body, key=None,
-                            headers=basic())
+    other = gateway.request(
+        "POST", f"/v3/clusters/nope/topics/{topic}/records", body, key=None, headers=basic()
+    )
     assert_error(other, 404, 404)
 
 
@@ -267,10 +309,10 @@ async def test_results_rows_on_vendor_routes(gateway: Gateway, kafka: str, route
     rows = [{"id": f"r{i}", "n": i} for i in range(5)]
     ndjson = "\n".join(json.dumps(r) for r in rows)
     if route == "timeplus":
-        reply = gateway.ingest(name, ndjson, content_type="application/x-ndjson",
-                               query="results=rows")
-        refused = gateway.ingest(name, ndjson, wait=False, content_type="application/x-ndjson",
-                                 query="results=rows")
+        reply = gateway.ingest(name, ndjson, content_type="application/x-ndjson", query="results=rows")
+        refused = gateway.ingest(
+            name, ndjson, wait=False, content_type="application/x-ndjson", query="results=rows"
+        )
     else:
         reply = gateway.request("POST", f"/v0/events?name={name}&wait=true&results=rows", ndjson)
         refused = gateway.request("POST", f"/v0/events?name={name}&results=rows", ndjson)

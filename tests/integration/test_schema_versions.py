@@ -27,15 +27,17 @@ class Load:
         self.lock = threading.Lock()
         self.acked: list[tuple[str, float]] = []  # (request id, monotonic time it was sent)
         self.statuses: Counter[int] = Counter()
-        self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True)
-                        for w in range(WRITERS_PER_REPLICA)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(WRITERS_PER_REPLICA)
+        ]
 
     def _run(self, writer: int) -> None:
         seq = 0
         while not self.stop.is_set():
             rid = f"{self.tag}{writer}-{seq}"
-            body = "".join(f'{{"id": "{rid}-{i}", "n": {i}, "extra": "e"}}\n'
-                           for i in range(ROWS_PER_REQUEST))
+            body = "".join(
+                f'{{"id": "{rid}-{i}", "n": {i}, "extra": "e"}}\n' for i in range(ROWS_PER_REQUEST)
+            )
             sent = time.monotonic()
             status = self.gw.ingest(self.stream, body, headers=NDJSON).status
             with self.lock:
@@ -57,12 +59,14 @@ def schema_version(gw: Gateway, name: str) -> int:
 
 
 async def test_adding_a_nullable_column_under_load_on_two_replicas(
-        pair: tuple[Gateway, Gateway], kafka: str, record_property: Any) -> None:
+    pair: tuple[Gateway, Gateway], kafka: str, record_property: Any
+) -> None:
     a, b = pair
     name = unique_name("ver")
     topic = a.create_stream(name, COLUMNS, shards=2)["topic"]
-    wait_until(lambda: b.request("GET", f"/api/v1beta2/streams/{name}").status == 200, 30,
-               "b to know the stream")
+    wait_until(
+        lambda: b.request("GET", f"/api/v1beta2/streams/{name}").status == 200, 30, "b to know the stream"
+    )
     loads = [Load(a, name, "a"), Load(b, name, "b")]
     for load in loads:
         for t in load.threads:
@@ -70,18 +74,23 @@ async def test_adding_a_nullable_column_under_load_on_two_replicas(
     try:
         wait_until(lambda: all(len(x.acked) >= 10 for x in loads), 60, "load on both replicas")
         sent = time.monotonic()
-        reply = a.request("PATCH", f"/api/v1beta2/streams/{name}", {
-            "columns": [*COLUMNS, {"name": "extra", "type": "nullable(string)"}]})
+        reply = a.request(
+            "PATCH",
+            f"/api/v1beta2/streams/{name}",
+            {"columns": [*COLUMNS, {"name": "extra", "type": "nullable(string)"}]},
+        )
         assert reply.status == 200, reply.body
         assert reply.json()["schema_version"] == 2
-        wait_until(lambda: schema_version(b, name) == 2, 30, "b to report version 2",
-                   interval=0.01)
+        wait_until(lambda: schema_version(b, name) == 2, 30, "b to report version 2", interval=0.01)
         b_switched = time.monotonic()
         took = b_switched - sent
         record_property("schema_version_propagation_s", took)
         print(f"b reported schema version 2 {took * 1000:.0f} ms after the PATCH was sent to a")
-        wait_until(lambda: loads[1].sent_since(b_switched) >= REQUESTS_AFTER_SWITCH, 120,
-                   "requests on b after the switch")
+        wait_until(
+            lambda: loads[1].sent_since(b_switched) >= REQUESTS_AFTER_SWITCH,
+            120,
+            "requests on b after the switch",
+        )
     finally:
         for load in loads:
             load.stop.set()
@@ -111,20 +120,21 @@ async def test_adding_a_nullable_column_under_load_on_two_replicas(
     assert all(versions_of[rid] == {b"2"} for rid in after)  # b validates with v2 once it says so
 
     schemas = b.request("GET", f"/api/v1beta2/streams/{name}/schemas").json()
-    assert [(s["version"], s["current"], len(s["columns"])) for s in schemas] == [
-        (1, False, 2), (2, True, 3)]
+    assert [(s["version"], s["current"], len(s["columns"])) for s in schemas] == [(1, False, 2), (2, True, 3)]
     v1 = b.request("GET", f"/api/v1beta2/streams/{name}/schemas/1")
     assert v1.status == 200 and [c["name"] for c in v1.json()["columns"]] == ["id", "n"]
     assert b.request("GET", f"/api/v1beta2/streams/{name}/schemas/3").status == 404
 
 
-def test_an_incompatible_change_is_refused_with_every_reason(
-        pair: tuple[Gateway, Gateway]) -> None:
+def test_an_incompatible_change_is_refused_with_every_reason(pair: tuple[Gateway, Gateway]) -> None:
     a, b = pair
     name = unique_name("inc")
     a.create_stream(name, COLUMNS)
-    reply = a.request("PATCH", f"/api/v1beta2/streams/{name}", {
-        "columns": [{"name": "n", "type": "int32"}, {"name": "k", "type": "string"}]})
+    reply = a.request(
+        "PATCH",
+        f"/api/v1beta2/streams/{name}",
+        {"columns": [{"name": "n", "type": "int32"}, {"name": "k", "type": "string"}]},
+    )
     assert reply.status == 409, reply.body
     reasons = {r["column"]: r for r in reply.json()["reasons"]}
     assert set(reasons) == {"id", "n", "k"}
@@ -132,8 +142,13 @@ def test_an_incompatible_change_is_refused_with_every_reason(
     assert "narrowing" in reasons["n"]["rule"]
     assert schema_version(a, name) == 1
     # with compatibility none, the same change is accepted; both replicas then serve version 2
-    reply = a.request("PATCH", f"/api/v1beta2/streams/{name}", {
-        "compatibility": "none",
-        "columns": [{"name": "n", "type": "int32"}, {"name": "k", "type": "string"}]})
+    reply = a.request(
+        "PATCH",
+        f"/api/v1beta2/streams/{name}",
+        {
+            "compatibility": "none",
+            "columns": [{"name": "n", "type": "int32"}, {"name": "k", "type": "string"}],
+        },
+    )
     assert reply.status == 200, reply.body
     wait_until(lambda: schema_version(b, name) == 2, 30, "b to report version 2")

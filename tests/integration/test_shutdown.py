@@ -23,8 +23,9 @@ async def test_sigterm_under_load_loses_no_acknowledged_row(kafka: str, tmp_path
     # A long linger keeps rows queued when SIGTERM lands, so the drain really has work to do.
     gw = Gateway(tmp_path, kafka, extra=["--linger-ms", "3000"]).start()
     name = unique_name("term")
-    topic = gw.create_stream(name, [{"name": "id", "type": "string"},
-                                    {"name": "seq", "type": "int64"}])["topic"]
+    topic = gw.create_stream(name, [{"name": "id", "type": "string"}, {"name": "seq", "type": "int64"}])[
+        "topic"
+    ]
     acked: list[str] = []
     refused: dict[int, int] = {}
     lock = threading.Lock()
@@ -39,9 +40,13 @@ async def test_sigterm_under_load_loses_no_acknowledged_row(kafka: str, tmp_path
             body = "".join(json.dumps({"id": i, "seq": seq}) + "\n" for i in ids)
             wait = "true" if cid % 2 else "false"
             try:
-                reply = http("POST", f"{gw.url}/api/v1beta2/streams/{name}/ingest?wait={wait}",
-                             body, headers={"X-Api-Key": ADMIN_KEY, "Content-Type":
-                                            "application/x-ndjson"}, timeout=120)
+                reply = http(
+                    "POST",
+                    f"{gw.url}/api/v1beta2/streams/{name}/ingest?wait={wait}",
+                    body,
+                    headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson"},
+                    timeout=120,
+                )
             except OSError:
                 return  # the listener is gone: the gateway has stopped accepting
             with lock:
@@ -100,10 +105,12 @@ def test_body_arriving_during_the_drain_is_read_not_timed_out(tmp_path: Path) ->
     name = unique_name("late")
     gw.create_stream(name, [{"name": "id", "type": "string"}])
     body = b'{"id": "a"}\n'
-    head = (f"POST /api/v1beta2/streams/{name}/ingest?wait=true HTTP/1.1\r\n"
-            f"Host: 127.0.0.1\r\nX-Api-Key: {ADMIN_KEY}\r\n"
-            "Content-Type: application/x-ndjson\r\nExpect: 100-continue\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /api/v1beta2/streams/{name}/ingest?wait=true HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nX-Api-Key: {ADMIN_KEY}\r\n"
+        "Content-Type: application/x-ndjson\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", gw.port), timeout=120) as sock:
         sock.sendall(head)
         # "100 Continue" goes out when the handler first waits for the body: it is reading it now

@@ -19,8 +19,11 @@ from tests.integration.harness import (
     unique_name,
 )
 
-COLUMNS = [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
-           {"name": "value", "type": "float64"}]
+COLUMNS = [
+    {"name": "timestamp", "type": "int64"},
+    {"name": "name", "type": "string"},
+    {"name": "value", "type": "float64"},
+]
 KV = {"mode": "versioned_kv", "primary_key": "timestamp, name"}
 
 
@@ -31,12 +34,20 @@ def stream_path(name: str) -> str:
 async def test_patch_updates_fields_and_topic_retention(gateway: Gateway, kafka: str) -> None:
     created = gateway.create_stream(unique_name("m"), COLUMNS, description="old", **KV)
     name, topic = created["name"], created["topic"]
-    await topic_config_becomes(kafka, topic, {"retention.ms": str(7 * 24 * 3600 * 1000),
-                                              "cleanup.policy": "compact"})
-    reply = gateway.request("PATCH", stream_path(name), {
-        "description": "new description", "logstore_retention_ms": 3_600_000,
-        "logstore_retention_bytes": 1_073_741_824, "ttl_expression": "to_datetime(_tp_time) + "
-        "INTERVAL 28 DAY", "columns": created["columns"]})  # sent back as is: no new version
+    await topic_config_becomes(
+        kafka, topic, {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "compact"}
+    )
+    reply = gateway.request(
+        "PATCH",
+        stream_path(name),
+        {
+            "description": "new description",
+            "logstore_retention_ms": 3_600_000,
+            "logstore_retention_bytes": 1_073_741_824,
+            "ttl_expression": "to_datetime(_tp_time) + INTERVAL 28 DAY",
+            "columns": created["columns"],
+        },
+    )  # sent back as is: no new version
     assert reply.status == 200, reply.body
     body = reply.json()
     assert body["description"] == "new description"
@@ -46,11 +57,15 @@ async def test_patch_updates_fields_and_topic_retention(gateway: Gateway, kafka:
     assert [c["name"] for c in body["columns"]] == ["timestamp", "name", "value"]
     assert body["schema_version"] == 1
     assert gateway.request("GET", stream_path(name)).json() == body
-    config = await topic_config_becomes(kafka, topic, {"retention.ms": "3600000",
-                                                       "retention.bytes": "1073741824"})
+    config = await topic_config_becomes(
+        kafka, topic, {"retention.ms": "3600000", "retention.bytes": "1073741824"}
+    )
     assert config["cleanup.policy"] == "compact", "altering retention must keep compaction"
-    await topic_config_becomes(kafka, created["quarantine_topic"], {
-        "retention.ms": "3600000", "retention.bytes": "1073741824", "cleanup.policy": "delete"})
+    await topic_config_becomes(
+        kafka,
+        created["quarantine_topic"],
+        {"retention.ms": "3600000", "retention.bytes": "1073741824", "cleanup.policy": "delete"},
+    )
     # PUT is an alias; a non-positive retention means unlimited (-1 on the topic)
     reply = gateway.request("PUT", stream_path(name), {"logstore_retention_ms": 0})
     assert reply.status == 200 and reply.json()["description"] == "new description"
@@ -66,8 +81,9 @@ def test_patch_errors(gateway: Gateway) -> None:
     assert reply.status == 400 and "$.archived" in reply.json()["message"]
     reply = gateway.request("PATCH", stream_path(name), "not json")
     assert reply.status == 400
-    appender = gateway.request("POST", "/api/v1beta2/apikeys",
-                               {"permissions": ["DATASOURCE:APPEND"]}).json()["api_key"]
+    appender = gateway.request("POST", "/api/v1beta2/apikeys", {"permissions": ["DATASOURCE:APPEND"]}).json()[
+        "api_key"
+    ]
     reply = gateway.request("PATCH", stream_path(name), {"archived": True}, key=appender)
     assert reply.status == 403
     assert gateway.request("GET", stream_path(name)).json()["archived"] is False
@@ -80,13 +96,20 @@ async def test_archived_stream_refuses_rows_in_every_dialect(gateway: Gateway, k
     row = {"timestamp": 1718841600, "name": "orders", "value": 1}
     timeplus = gateway.ingest(name, json.dumps(row), content_type="application/x-ndjson")
     assert timeplus.status == 409 and timeplus.json()["message"] == f"stream {name!r} is archived"
-    tinybird = http("POST", f"{gateway.url}/v0/events?name={name}&wait=true", json.dumps(row),
-                    headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    tinybird = http(
+        "POST",
+        f"{gateway.url}/v0/events?name={name}&wait=true",
+        json.dumps(row),
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
     assert tinybird.status == 409
     assert tinybird.json()["error"] == f"Data Source {name!r} is archived and accepts no rows"
-    source = http("POST", f"{gateway.url}/v1/data_sources/ingest",
-                  {"data_source": name, "records": [row]},
-                  headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    source = http(
+        "POST",
+        f"{gateway.url}/v1/data_sources/ingest",
+        {"data_source": name, "records": [row]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
     assert source.status == 409 and source.json() == {"detail": "Data source is archived."}
     assert sum((await end_offsets(kafka, topic)).values()) == 0
     gateway.request("PATCH", stream_path(name), {"archived": False})
@@ -115,9 +138,17 @@ async def test_stats(gateway: Gateway, kafka: str) -> None:
     name = created["name"]
     empty = gateway.request("GET", stream_path(name) + "/stats")
     assert empty.status == 200
-    assert empty.json() == {"earliest_event": None, "latest_event": None, "row_count": 0,
-                            "historical_data_bytes": 0, "streaming_data_bytes": 0,
-                            "written_eps": 0, "written_bps": 0, "read_eps": 0, "read_bps": 0}
+    assert empty.json() == {
+        "earliest_event": None,
+        "latest_event": None,
+        "row_count": 0,
+        "historical_data_bytes": 0,
+        "streaming_data_bytes": 0,
+        "written_eps": 0,
+        "written_bps": 0,
+        "read_eps": 0,
+        "read_bps": 0,
+    }
     started = datetime.datetime.now(datetime.UTC)
     rows = [{"timestamp": i, "name": f"s{i % 7}", "value": i / 3} for i in range(250)]
     for part in (rows[:100], rows[100:]):
@@ -135,8 +166,7 @@ async def test_stats(gateway: Gateway, kafka: str) -> None:
     assert "history" not in stats
     history = gateway.request("GET", stream_path(name) + "/stats?historyDays=3").json()["history"]
     today = datetime.datetime.now(datetime.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    assert [iso(h["time"]) for h in history] == [today - datetime.timedelta(days=d)
-                                                  for d in (2, 1, 0)]
+    assert [iso(h["time"]) for h in history] == [today - datetime.timedelta(days=d) for d in (2, 1, 0)]
     if started >= today:  # (else the rows were written just before midnight UTC)
         assert [h["row_count"] for h in history] == [0, 0, 250]
     assert sum(h["row_count"] for h in history) == 250

@@ -55,8 +55,9 @@ def _scrapes_agree(url: str, stream: str, rows: int, requests: int) -> set[str]:
     return seen
 
 
-async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_path: Path,
-                                                                cleanup: list[Gateway]) -> None:
+async def test_workers_share_port_and_metrics_survive_a_restart(
+    kafka: str, tmp_path: Path, cleanup: list[Gateway]
+) -> None:
     gw = Gateway(tmp_path, kafka, extra=["--workers", str(WORKERS), "--linger-ms", "20"])
     cleanup.append(gw)
     gw.start()
@@ -76,6 +77,7 @@ async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_
         if reply.status == 200:
             knows.add(reply.headers["X-Gateway-Worker"])
         return len(knows) == WORKERS
+
     wait_until(everyone_knows, 20, "every worker to know the new stream")
 
     first = send_rows(gw.url, name, requests=60, rows_per_request=250, prefix="a")
@@ -85,12 +87,18 @@ async def test_workers_share_port_and_metrics_survive_a_restart(kafka: str, tmp_
 
     victim = next(iter(pids))
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: victim not in worker_pids(gw.proc.pid or 0)
-               and len(worker_pids(gw.proc.pid or 0)) == WORKERS, 20, "the parent to restart it")
+    wait_until(
+        lambda: victim not in worker_pids(gw.proc.pid or 0) and len(worker_pids(gw.proc.pid or 0)) == WORKERS,
+        20,
+        "the parent to restart it",
+    )
     restarted = worker_pids(gw.proc.pid) - pids
     assert len(restarted) == 1, (pids, worker_pids(gw.proc.pid))
-    wait_until(lambda: set(listening_workers(gw.log()).values()) == worker_pids(gw.proc.pid or 0),
-               30, "the restarted worker to listen")
+    wait_until(
+        lambda: set(listening_workers(gw.log()).values()) == worker_pids(gw.proc.pid or 0),
+        30,
+        "the restarted worker to listen",
+    )
     wait_workers_ready(gw.url, WORKERS)  # a restarted worker binds once it is ready
     assert f"(pid {victim}) exited with signal SIGKILL" in gw.log()
 
@@ -128,20 +136,37 @@ def test_worker_that_cannot_listen_stops_the_supervisor(kafka: str, tmp_path: Pa
         port = taken.getsockname()[1]
         env = {**os.environ, "GATEWAY_ADMIN_KEY": "k", "PYTHONPATH": str(ROOT)}
         done = subprocess.run(
-            [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--port", str(port),
-             "--kafka-bootstrap", kafka, "--data-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--kafka-bootstrap",
+                kafka,
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=ROOT,
+        )
     assert done.returncode == 1, done.stderr
     assert "address already in use" in done.stderr
     assert "before it was listening; stopping" in done.stderr
 
 
-def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path,
-                                                     cleanup: list[Gateway]) -> None:
+def test_parent_exits_1_when_a_worker_fails_to_drain(
+    kafka: str, tmp_path: Path, cleanup: list[Gateway]
+) -> None:
     # --drain-timeout-s 0 with rows still lingering in the queues: the workers cannot drain in
     # time, exit 1, and the parent must say so with its own exit code.
-    gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--linger-ms", "10000",
-                                         "--drain-timeout-s", "0"])
+    gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--linger-ms", "10000", "--drain-timeout-s", "0"])
     cleanup.append(gw)
     gw.start()
     wait_until(lambda: len(listening_workers(gw.log())) == 2, 30, "both workers listening")
@@ -155,6 +180,7 @@ def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path,
         if reply.status == 200:
             knows.add(reply.headers["X-Gateway-Worker"])
         return len(knows) == 2
+
     wait_until(everyone_knows, 20, "both workers to know the new stream")
     sent = send_rows(gw.url, name, requests=20, rows_per_request=10, wait=False)
     assert sent.statuses == {202: 20} and len(sent.workers) == 2, (sent.statuses, sent.workers)
@@ -163,8 +189,7 @@ def test_parent_exits_1_when_a_worker_fails_to_drain(kafka: str, tmp_path: Path,
     assert "SOME FAILED" in gw.log()
 
 
-async def test_each_worker_has_a_spool_of_its_own(kafka: str, tmp_path: Path,
-                                                  cleanup: list[Gateway]) -> None:
+async def test_each_worker_has_a_spool_of_its_own(kafka: str, tmp_path: Path, cleanup: list[Gateway]) -> None:
     """Workers sharing one spool folder would replay and delete each other's segments."""
     spool = tmp_path / "spool"
     gw = Gateway(tmp_path, kafka, extra=["--workers", "2", "--spool-dir", str(spool)])

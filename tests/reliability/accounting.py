@@ -33,13 +33,17 @@ import aiohttp
 from tests.integration.harness import Record
 
 # A test run writes nothing tracked: the report goes to an ignored folder unless asked otherwise.
-REPORT = Path(os.environ.get("GATEWAY_RELIABILITY_REPORT")
-              or Path(__file__).with_name("reports") / "REPORT.md")
+REPORT = Path(
+    os.environ.get("GATEWAY_RELIABILITY_REPORT") or Path(__file__).with_name("reports") / "REPORT.md"
+)
 RUNNING: list[LoadDriver] = []  # drivers not stopped yet (a fixture stops them after each test)
 ACKED = frozenset({200, 202, 204})
 # Replies that promise "nothing written": every 4xx (429 and 408 included) and 503.
-COLUMNS = [{"name": "id", "type": "string"}, {"name": "seq", "type": "int64"},
-           {"name": "pad", "type": "string"}]
+COLUMNS = [
+    {"name": "id", "type": "string"},
+    {"name": "seq", "type": "int64"},
+    {"name": "pad", "type": "string"},
+]
 
 
 def promises_nothing_written(outcome: int | str) -> bool:
@@ -56,8 +60,7 @@ class Dialect(Protocol):
         """The create-stream request body fields (columns, mode, …) the dialect needs."""
         ...
 
-    def request(self, stream: str, ids: list[str], wait: bool
-                ) -> tuple[str, str, bytes, dict[str, str]]:
+    def request(self, stream: str, ids: list[str], wait: bool) -> tuple[str, str, bytes, dict[str, str]]:
         """(method, path with query, body, headers) of a request carrying these ids."""
         ...
 
@@ -80,11 +83,14 @@ class TimeplusNdjson:
     def stream_definition(self) -> dict[str, Any]:
         return {"columns": COLUMNS}
 
-    def request(self, stream: str, ids: list[str], wait: bool
-                ) -> tuple[str, str, bytes, dict[str, str]]:
+    def request(self, stream: str, ids: list[str], wait: bool) -> tuple[str, str, bytes, dict[str, str]]:
         body = "".join(json.dumps(r) + "\n" for r in _rows(ids, self.pad)).encode()
-        return ("POST", f"/api/v1beta2/streams/{stream}/ingest?wait={str(wait).lower()}", body,
-                {"Content-Type": "application/x-ndjson"})
+        return (
+            "POST",
+            f"/api/v1beta2/streams/{stream}/ingest?wait={str(wait).lower()}",
+            body,
+            {"Content-Type": "application/x-ndjson"},
+        )
 
     def row_id(self, record: Record) -> str:
         return str(json.loads(record.value)["id"])
@@ -100,12 +106,16 @@ class TimeplusCompact:
     def stream_definition(self) -> dict[str, Any]:
         return {"columns": COLUMNS}
 
-    def request(self, stream: str, ids: list[str], wait: bool
-                ) -> tuple[str, str, bytes, dict[str, str]]:
-        body = json.dumps({"columns": ["id", "seq", "pad"],
-                           "data": [[i, n, self.pad] for n, i in enumerate(ids)]}).encode()
-        return ("POST", f"/api/v1beta2/streams/{stream}/ingest?wait={str(wait).lower()}", body,
-                {"Content-Type": "application/json"})
+    def request(self, stream: str, ids: list[str], wait: bool) -> tuple[str, str, bytes, dict[str, str]]:
+        body = json.dumps(
+            {"columns": ["id", "seq", "pad"], "data": [[i, n, self.pad] for n, i in enumerate(ids)]}
+        ).encode()
+        return (
+            "POST",
+            f"/api/v1beta2/streams/{stream}/ingest?wait={str(wait).lower()}",
+            body,
+            {"Content-Type": "application/json"},
+        )
 
     def row_id(self, record: Record) -> str:
         return str(json.loads(record.value)["id"])
@@ -121,11 +131,14 @@ class TinybirdEvents:
     def stream_definition(self) -> dict[str, Any]:
         return {"columns": COLUMNS}
 
-    def request(self, stream: str, ids: list[str], wait: bool
-                ) -> tuple[str, str, bytes, dict[str, str]]:
+    def request(self, stream: str, ids: list[str], wait: bool) -> tuple[str, str, bytes, dict[str, str]]:
         body = "".join(json.dumps(r) + "\n" for r in _rows(ids, self.pad)).encode()
-        return ("POST", f"/v0/events?name={stream}&wait={str(wait).lower()}", body,
-                {"Content-Type": "application/x-ndjson"})
+        return (
+            "POST",
+            f"/v0/events?name={stream}&wait={str(wait).lower()}",
+            body,
+            {"Content-Type": "application/x-ndjson"},
+        )
 
     def row_id(self, record: Record) -> str:
         return str(json.loads(record.value)["id"])
@@ -139,24 +152,32 @@ class DataSourceIngest:
     name: str = "data-sources"
 
     def stream_definition(self) -> dict[str, Any]:
-        return {"columns": [{"name": "timestamp", "type": "int64"},
-                            {"name": "name", "type": "string"},
-                            {"name": "value", "type": "float64"}],
-                "mode": "versioned_kv", "primary_key": "timestamp, name"}
+        return {
+            "columns": [
+                {"name": "timestamp", "type": "int64"},
+                {"name": "name", "type": "string"},
+                {"name": "value", "type": "float64"},
+            ],
+            "mode": "versioned_kv",
+            "primary_key": "timestamp, name",
+        }
 
-    def request(self, stream: str, ids: list[str], wait: bool
-                ) -> tuple[str, str, bytes, dict[str, str]]:
-        body = json.dumps({"data_source": stream, "records": [
-            {"timestamp": 1_700_000_000 + n, "name": i, "value": n * 0.5}
-            for n, i in enumerate(ids)]}).encode()
+    def request(self, stream: str, ids: list[str], wait: bool) -> tuple[str, str, bytes, dict[str, str]]:
+        body = json.dumps(
+            {
+                "data_source": stream,
+                "records": [
+                    {"timestamp": 1_700_000_000 + n, "name": i, "value": n * 0.5} for n, i in enumerate(ids)
+                ],
+            }
+        ).encode()
         return "POST", "/v1/data_sources/ingest", body, {"Content-Type": "application/json"}
 
     def row_id(self, record: Record) -> str:
         return str(json.loads(record.value)["name"])
 
 
-DIALECTS: tuple[Dialect, ...] = (TimeplusNdjson(), TimeplusCompact(), TinybirdEvents(),
-                                 DataSourceIngest())
+DIALECTS: tuple[Dialect, ...] = (TimeplusNdjson(), TimeplusCompact(), TinybirdEvents(), DataSourceIngest())
 
 
 @dataclass
@@ -204,10 +225,21 @@ class LoadDriver:
     A request that gets no reply within `request_timeout` is recorded as "timeout".
     """
 
-    def __init__(self, base_url: str, key: str, stream: str, dialect: Dialect, *, prefix: str,
-                 clients: int = 8, rows_per_request: int = 50, request_timeout: float = 30.0,
-                 wait_for: Callable[[int, int], bool] = lambda c, n: False,
-                 max_requests: int = 1_000_000, pause_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        stream: str,
+        dialect: Dialect,
+        *,
+        prefix: str,
+        clients: int = 8,
+        rows_per_request: int = 50,
+        request_timeout: float = 30.0,
+        wait_for: Callable[[int, int], bool] = lambda c, n: False,
+        max_requests: int = 1_000_000,
+        pause_s: float = 0.0,
+    ) -> None:
         self.base_url = base_url
         self.key = key
         self.stream = stream
@@ -224,8 +256,9 @@ class LoadDriver:
         self._thread: threading.Thread | None = None
 
     def start(self) -> LoadDriver:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
-                                        name="load-driver")
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), daemon=True, name="load-driver"
+        )
         self._thread.start()
         RUNNING.append(self)
         return self
@@ -257,8 +290,7 @@ class LoadDriver:
             retry_after = None
             reply: int | str
             try:
-                async with session.request(method, self.base_url + path, data=body,
-                                           headers=headers) as resp:
+                async with session.request(method, self.base_url + path, data=body, headers=headers) as resp:
                     await resp.read()
                     reply = resp.status
                     retry_after = resp.headers.get("Retry-After")
@@ -299,15 +331,24 @@ class Figures:
         if self.acknowledged_missing:
             out.append(f"{self.acknowledged_missing} acknowledged rows missing")
         if self.delivered_unacknowledged_violations:
-            out.append(f"{self.delivered_unacknowledged_violations} rows written although the "
-                       "reply promised nothing written")
+            out.append(
+                f"{self.delivered_unacknowledged_violations} rows written although the "
+                "reply promised nothing written"
+            )
         if self.unknown_records:
             out.append(f"{self.unknown_records} records that no request sent")
         return out
 
 
-def account(scenario: str, ledgers: Iterable[Ledger], records: list[Record], dialect: Dialect,
-            *, excused: Callable[[Outcome], bool] | None = None, **notes: Any) -> Figures:
+def account(
+    scenario: str,
+    ledgers: Iterable[Ledger],
+    records: list[Record],
+    dialect: Dialect,
+    *,
+    excused: Callable[[Outcome], bool] | None = None,
+    **notes: Any,
+) -> Figures:
     """Compare what was acknowledged with what the topic holds.
 
     `excused(outcome)` may mark acknowledged requests whose loss the scenario expects and measures
@@ -333,12 +374,20 @@ def account(scenario: str, ledgers: Iterable[Ledger], records: list[Record], dia
     if excused is not None:
         notes["lost_excused"] = len(lost_excused)
     return Figures(
-        scenario=scenario, dialect=dialect.name, requests=len(outcomes),
+        scenario=scenario,
+        dialect=dialect.name,
+        requests=len(outcomes),
         replies=dict(sorted(Counter(str(o.reply) for o in outcomes).items())),
-        rows_sent=len(reply_of), rows_acknowledged=len(acked), rows_delivered=len(seen),
+        rows_sent=len(reply_of),
+        rows_acknowledged=len(acked),
+        rows_delivered=len(seen),
         acknowledged_missing=len(missing - lost_excused),
-        delivered_unacknowledged_allowed=allowed, delivered_unacknowledged_violations=violations,
-        duplicates=sum(seen.values()) - len(seen), unknown_records=unknown, notes=notes)
+        delivered_unacknowledged_allowed=allowed,
+        delivered_unacknowledged_violations=violations,
+        duplicates=sum(seen.values()) - len(seen),
+        unknown_records=unknown,
+        notes=notes,
+    )
 
 
 # ---- REPORT.md ----------------------------------------------------------------------------------
@@ -372,17 +421,22 @@ def record(figures: Figures) -> None:
     entry = asdict(figures)
     entry["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     data[figures.scenario] = entry
-    lines = [_INTRO, "| scenario | requests | replies | acknowledged | delivered | missing | "
-             "lost (excused) | unacked, allowed | violations | duplicates |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        _INTRO,
+        "| scenario | requests | replies | acknowledged | delivered | missing | "
+        "lost (excused) | unacked, allowed | violations | duplicates |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name in sorted(data):
         f = data[name]
         replies = ", ".join(f"{k}: {v}" for k, v in f["replies"].items())
-        lines.append(f"| {name} | {f['requests']} | {replies} | {f['rows_acknowledged']} | "
-                     f"{f['rows_delivered']} | {f['acknowledged_missing']} | "
-                     f"{f['notes'].get('lost_excused', '-')} | "
-                     f"{f['delivered_unacknowledged_allowed']} | "
-                     f"{f['delivered_unacknowledged_violations']} | {f['duplicates']} |")
+        lines.append(
+            f"| {name} | {f['requests']} | {replies} | {f['rows_acknowledged']} | "
+            f"{f['rows_delivered']} | {f['acknowledged_missing']} | "
+            f"{f['notes'].get('lost_excused', '-')} | "
+            f"{f['delivered_unacknowledged_allowed']} | "
+            f"{f['delivered_unacknowledged_violations']} | {f['duplicates']} |"
+        )
     lines.append("\n## Scenario notes\n")
     for name in sorted(data):
         f = data[name]

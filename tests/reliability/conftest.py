@@ -43,6 +43,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         gw = Gateway(tmp_path, bootstrap, extra=extra, catalog_topic=catalog_topic)
         started.append(gw)
         return gw.start(wait_ready=wait_ready)
+
     yield make
     for gw in started:
         if gw.proc is not None and gw.proc.poll() is None:

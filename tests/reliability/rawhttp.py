@@ -65,8 +65,9 @@ def exchange(port: int, data: bytes, *, timeout: float = 30.0) -> RawReply:
         return read_reply(s, started)
 
 
-def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"", *,
-                  content_length: int | None = None) -> bytes:
+def request_bytes(
+    method: str, path: str, headers: dict[str, str], body: bytes = b"", *, content_length: int | None = None
+) -> bytes:
     """An HTTP/1.1 request; `content_length` may lie about the body."""
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in headers.items()]

@@ -47,11 +47,14 @@ def idle_sockets() -> Iterator[list[socket.socket]]:
 
 
 def test_idle_keepalive_storm_does_not_starve_active_clients(
-        kafka: str, tmp_path: Path, idle_sockets: list[socket.socket]) -> None:
+    kafka: str, tmp_path: Path, idle_sockets: list[socket.socket]
+) -> None:
     # One client address holds them all: --address-share 1 lets it (this test is about the cap).
-    gw = Gateway(tmp_path, kafka, extra=["--max-connections", str(IDLE + 500),
-                                         "--keepalive-timeout-s", "120",
-                                         "--address-share", "1"]).start()
+    gw = Gateway(
+        tmp_path,
+        kafka,
+        extra=["--max-connections", str(IDLE + 500), "--keepalive-timeout-s", "120", "--address-share", "1"],
+    ).start()
     try:
         name = unique_name("storm")
         gw.create_stream(name, COLUMNS)
@@ -62,17 +65,22 @@ def test_idle_keepalive_storm_does_not_starve_active_clients(
         latencies = []
         for i in range(200):
             started = time.monotonic()
-            reply = http("POST", f"{gw.url}/api/v1beta2/streams/{name}/ingest?wait=true",
-                         f'{{"id": "a{i}", "seq": {i}, "pad": ""}}\n',
-                         headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson"},
-                         timeout=30)  # a failure guard: a starved client gets no reply
+            reply = http(
+                "POST",
+                f"{gw.url}/api/v1beta2/streams/{name}/ingest?wait=true",
+                f'{{"id": "a{i}", "seq": {i}, "pad": ""}}\n',
+                headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson"},
+                timeout=30,
+            )  # a failure guard: a starved client gets no reply
             latencies.append(time.monotonic() - started)
             assert reply.status == 200, reply.body
         # The idle connections are all still open (nothing was dropped to make room).
         assert not any(closed_by_peer(s, 0.001) for s in idle_sockets[:: IDLE // 50])
         p99 = statistics.quantiles(latencies, n=100)[98]
-        print(f"{IDLE} idle connections opened in {opened_s:.1f} s; active wait=true requests: "
-              f"median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        print(
+            f"{IDLE} idle connections opened in {opened_s:.1f} s; active wait=true requests: "
+            f"median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+        )
         # (no latency assertion: on a busy shared machine any bound fails by chance)
     finally:
         for s in idle_sockets:
@@ -81,10 +89,10 @@ def test_idle_keepalive_storm_does_not_starve_active_clients(
 
 
 def test_max_connections_refuses_with_503_and_recovers(
-        kafka: str, tmp_path: Path, idle_sockets: list[socket.socket]) -> None:
+    kafka: str, tmp_path: Path, idle_sockets: list[socket.socket]
+) -> None:
     limit = 100
-    gw = Gateway(tmp_path, kafka, extra=["--max-connections", str(limit),
-                                         "--address-share", "1"]).start()
+    gw = Gateway(tmp_path, kafka, extra=["--max-connections", str(limit), "--address-share", "1"]).start()
     try:
         for _ in range(limit):
             idle_sockets.append(keep_alive_socket(gw.port))

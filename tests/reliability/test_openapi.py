@@ -25,8 +25,7 @@ from tests.integration.harness import ADMIN_KEY, Gateway, http
 from tests.reliability.accounting import COLUMNS
 
 EXAMPLES_PER_OPERATION = 25
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 def fuzz(spec: dict[str, Any], base_url: str, key: str) -> list[str]:
@@ -36,19 +35,26 @@ def fuzz(spec: dict[str, Any], base_url: str, key: str) -> list[str]:
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
-                      database=None, suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES_PER_OPERATION,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def check(case: Any) -> None:
-                case.call_and_validate(base_url=base_url, headers={"X-Api-Key": key},
-                                       checks=CHECKS, timeout=30)
+                case.call_and_validate(
+                    base_url=base_url, headers={"X-Api-Key": key}, checks=CHECKS, timeout=30
+                )
+
             try:
                 check()
             except hypothesis.errors.Unsatisfiable:
                 continue  # nothing to make invalid (e.g. no parameters and no body)
             except Exception as exc:  # every operation is tried; all failures are reported
-                failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): "
-                                f"{exc}")
+                failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {exc}")
     return failures
 
 

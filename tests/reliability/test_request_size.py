@@ -35,16 +35,29 @@ def small_request_broker() -> Iterator[Broker]:
 
 
 def ndjson(prefix: str, first: int) -> str:
-    return "".join(json.dumps({"id": f"{prefix}-{first + i}", "seq": first + i, "pad": PAD}) + "\n"
-                   for i in range(ROWS_PER_REQUEST))
+    return "".join(
+        json.dumps({"id": f"{prefix}-{first + i}", "seq": first + i, "pad": PAD}) + "\n"
+        for i in range(ROWS_PER_REQUEST)
+    )
 
 
-def test_backlog_over_many_streams_reaches_kafka(small_request_broker: Broker,
-                                                 spawn: Callable[..., Gateway]) -> None:
+def test_backlog_over_many_streams_reaches_kafka(
+    small_request_broker: Broker, spawn: Callable[..., Gateway]
+) -> None:
     broker = small_request_broker
-    gw = spawn(broker.bootstrap, ["--batch-max-bytes", str(256 << 10),
-                                  "--kafka-max-unsettled-bytes", str(2 << 20),
-                                  "--kafka-probe-interval-s", "0.5", "--default-shards", "3"])
+    gw = spawn(
+        broker.bootstrap,
+        [
+            "--batch-max-bytes",
+            str(256 << 10),
+            "--kafka-max-unsettled-bytes",
+            str(2 << 20),
+            "--kafka-probe-interval-s",
+            "0.5",
+            "--default-shards",
+            "3",
+        ],
+    )
     topics = {}
     for i in range(STREAMS):
         name = unique_name(f"backlog{i}")
@@ -53,8 +66,9 @@ def test_backlog_over_many_streams_reaches_kafka(small_request_broker: Broker,
     try:
         for name in topics:
             for r in range(REQUESTS_PER_STREAM):
-                reply = gw.ingest(name, ndjson(name, r * ROWS_PER_REQUEST), wait=False,
-                                  content_type="application/x-ndjson")
+                reply = gw.ingest(
+                    name, ndjson(name, r * ROWS_PER_REQUEST), wait=False, content_type="application/x-ndjson"
+                )
                 assert reply.status == 202, reply.body
     finally:
         broker.resume()

@@ -20,12 +20,12 @@ def start_embedded(tmp: Path, extra: list[str]) -> Gateway:
 
 
 @pytest.fixture(scope="module", params=["text", "json"])
-def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Gateway]:
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """An embedded gateway logging at INFO in the text or the JSON format."""
     fmt = str(request.param)
-    gateway = start_embedded(Path(tmp_path_factory.mktemp(f"sec-{fmt}")),
-                             ["--log-format", fmt, "--log-level", "INFO"])
+    gateway = start_embedded(
+        Path(tmp_path_factory.mktemp(f"sec-{fmt}")), ["--log-format", fmt, "--log-level", "INFO"]
+    )
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
 
@@ -41,8 +41,9 @@ def stream(gw: Gateway) -> str:
 def wait_logged(gw: Gateway, marker: str, count: int = 1) -> str:
     """The log once `marker` appears in it at least `count` times (the gateway logs after it
     replies, so a test that checks the log waits for the record to be written)."""
-    text: str = wait_until(lambda: gw.log() if gw.log().count(marker) >= count else None, 30,
-                           f"{count} x {marker!r} in the log")
+    text: str = wait_until(
+        lambda: gw.log() if gw.log().count(marker) >= count else None, 30, f"{count} x {marker!r} in the log"
+    )
     return text
 
 

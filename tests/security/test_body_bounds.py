@@ -26,9 +26,19 @@ READ_TIMEOUT_S = 5
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_embedded(Path(tmp_path_factory.mktemp("bounds")), [
-        "--body-read-timeout-s", str(READ_TIMEOUT_S), "--max-decompressed-bytes", str(1024 * MiB),
-        "--max-body-bytes", str(256 * MiB), "--memory-cap-bytes", str(1024 * MiB)])
+    gateway = start_embedded(
+        Path(tmp_path_factory.mktemp("bounds")),
+        [
+            "--body-read-timeout-s",
+            str(READ_TIMEOUT_S),
+            "--max-decompressed-bytes",
+            str(1024 * MiB),
+            "--max-body-bytes",
+            str(256 * MiB),
+            "--memory-cap-bytes",
+            str(1024 * MiB),
+        ],
+    )
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
 
@@ -47,13 +57,18 @@ def text_stream(gw: Gateway) -> str:
     return name
 
 
-def withheld(gw: Gateway, path: str, content_type: str, start: bytes,
-             total: int = 64 * MiB) -> RawReply:
+def withheld(gw: Gateway, path: str, content_type: str, start: bytes, total: int = 64 * MiB) -> RawReply:
     """Send the head and `start` of a body of `total` bytes, withhold the rest, read the reply."""
     with connect(gw.port, timeout=READ_TIMEOUT_S * 6) as s:
-        s.sendall(request_bytes("POST", path, {"X-Api-Key": ADMIN_KEY,
-                                               "Content-Type": content_type},
-                                start, content_length=total))
+        s.sendall(
+            request_bytes(
+                "POST",
+                path,
+                {"X-Api-Key": ADMIN_KEY, "Content-Type": content_type},
+                start,
+                content_length=total,
+            )
+        )
         return read_reply(s)
 
 
@@ -80,20 +95,19 @@ def test_an_undelimited_tinybird_row_is_refused_at_the_bound(gw: Gateway, stream
 
 def test_a_long_line_is_refused_at_the_bound(gw: Gateway, text_stream: str) -> None:
     start = b"one\ntwo\n" + b"x" * (2 * ROW_LIMIT)
-    reply = withheld(gw, f"/api/v1beta2/streams/{text_stream}/ingest?format=lines",
-                     "text/plain", start)
+    reply = withheld(gw, f"/api/v1beta2/streams/{text_stream}/ingest?format=lines", "text/plain", start)
     assert_row_refused(reply, 2)
 
 
 def test_a_long_raw_body_is_refused_at_the_bound(gw: Gateway, text_stream: str) -> None:
-    reply = withheld(gw, f"/api/v1beta2/streams/{text_stream}/ingest?format=raw",
-                     "text/plain", b"x" * (2 * ROW_LIMIT))
+    reply = withheld(
+        gw, f"/api/v1beta2/streams/{text_stream}/ingest?format=raw", "text/plain", b"x" * (2 * ROW_LIMIT)
+    )
     assert_row_refused(reply, 0)
 
 
 def test_a_long_compact_element_is_refused_at_the_bound(gw: Gateway, stream: str) -> None:
-    start = (b'{"columns": ["id", "n"], "data": [' + b'["a", 1],' * 1000 + b'["'
-             + b"x" * (2 * ROW_LIMIT))
+    start = b'{"columns": ["id", "n"], "data": [' + b'["a", 1],' * 1000 + b'["' + b"x" * (2 * ROW_LIMIT)
     reply = withheld(gw, f"/api/v1beta2/streams/{stream}/ingest", "application/json", start)
     assert_row_refused(reply, 1000)
 
@@ -109,9 +123,14 @@ def test_a_gzip_of_zeros_is_refused_within_one_row(gw: Gateway, stream: str) -> 
     before = vm_hwm_kib(gw)
     bomb = gzip.compress(b"\0" * (256 * MiB), compresslevel=1)
     with connect(gw.port, timeout=60) as s:
-        s.sendall(request_bytes("POST", f"/api/v1beta2/streams/{stream}/ingest", {
-            "X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson",
-            "Content-Encoding": "gzip"}, bomb))
+        s.sendall(
+            request_bytes(
+                "POST",
+                f"/api/v1beta2/streams/{stream}/ingest",
+                {"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+                bomb,
+            )
+        )
         reply = read_reply(s)
     assert_row_refused(reply, 0)
     grown_mib = (vm_hwm_kib(gw) - before) / 1024
@@ -121,18 +140,31 @@ def test_a_gzip_of_zeros_is_refused_within_one_row(gw: Gateway, stream: str) -> 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_many_empty_members_are_refused(gw: Gateway, stream: str, encoding: str) -> None:
     import zlib
+
     member = gzip.compress(b"") if encoding == "gzip" else zlib.compress(b"")
     body = member * 2000 + (gzip.compress(ROWS) if encoding == "gzip" else zlib.compress(ROWS))
     with connect(gw.port, timeout=60) as s:
-        s.sendall(request_bytes("POST", f"/api/v1beta2/streams/{stream}/ingest", {
-            "X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson",
-            "Content-Encoding": encoding}, body))
+        s.sendall(
+            request_bytes(
+                "POST",
+                f"/api/v1beta2/streams/{stream}/ingest",
+                {
+                    "X-Api-Key": ADMIN_KEY,
+                    "Content-Type": "application/x-ndjson",
+                    "Content-Encoding": encoding,
+                },
+                body,
+            )
+        )
         reply = read_reply(s)
     assert reply.status == 413, reply
     assert "--max-gzip-members" in reply.json()["message"]
     few = member * 10 + gzip.compress(ROWS) if encoding == "gzip" else None
     if few is not None:  # concatenated members within the bound are one body, as before
-        reply = gw.request("POST", f"/api/v1beta2/streams/{stream}/ingest?wait=true", few,
-                           headers={"Content-Type": "application/x-ndjson",
-                                    "Content-Encoding": "gzip"})
+        reply = gw.request(
+            "POST",
+            f"/api/v1beta2/streams/{stream}/ingest?wait=true",
+            few,
+            headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+        )
         assert reply.status == 200 and reply.json()["rows"] == 10, reply.body

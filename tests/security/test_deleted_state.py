@@ -29,8 +29,11 @@ async def _started(client: TestClient[Any, Any]) -> None:
 
 
 def _series(name: str) -> list[str]:
-    return [line for line in metrics.exposition().decode().splitlines()
-            if not line.startswith("#") and f'stream="{name}"' in line]
+    return [
+        line
+        for line in metrics.exposition().decode().splitlines()
+        if not line.startswith("#") and f'stream="{name}"' in line
+    ]
 
 
 async def test_a_deleted_stream_leaves_nothing_behind(tmp_path: Path, aiohttp_client: Any) -> None:
@@ -41,14 +44,15 @@ async def test_a_deleted_stream_leaves_nothing_behind(tmp_path: Path, aiohttp_cl
     refs: list[weakref.ref[Any]] = []
     for cycle in range(3):
         name = f"gone{cycle}"
-        reply = await client.post("/api/v1beta2/streams", headers=H,
-                                  json={"name": name, "columns": COLUMNS})
+        reply = await client.post("/api/v1beta2/streams", headers=H, json={"name": name, "columns": COLUMNS})
         assert reply.status == 201, await reply.text()
-        ok = await client.post(f"/api/v1beta2/streams/{name}/ingest?wait=true", headers=H,
-                               data=b'{"id": "a", "n": 1}\n')
+        ok = await client.post(
+            f"/api/v1beta2/streams/{name}/ingest?wait=true", headers=H, data=b'{"id": "a", "n": 1}\n'
+        )
         assert ok.status == 200, await ok.text()
-        bad = await client.post(f"/api/v1beta2/streams/{name}/ingest", headers=H,
-                                data=b'{"id": "a", "n": "x"}\n')
+        bad = await client.post(
+            f"/api/v1beta2/streams/{name}/ingest", headers=H, data=b'{"id": "a", "n": "x"}\n'
+        )
         assert bad.status == 400
         stream = gw.catalog.stream(name)
         queue = gw.queues.get(name, stream.topic)
@@ -64,8 +68,7 @@ async def test_a_deleted_stream_leaves_nothing_behind(tmp_path: Path, aiohttp_cl
     assert alive == [], [type(a).__name__ for a in alive]
 
 
-async def test_a_stream_made_again_gets_a_fresh_byte_rate(tmp_path: Path,
-                                                          aiohttp_client: Any) -> None:
+async def test_a_stream_made_again_gets_a_fresh_byte_rate(tmp_path: Path, aiohttp_client: Any) -> None:
     """The deleted stream's byte-rate bucket is forgotten: its debt does not pass to a stream
     created again under its name."""
     app = build_app(Settings(data_dir=tmp_path, stream_max_bytes_per_s=30), ADMIN)
@@ -73,10 +76,13 @@ async def test_a_stream_made_again_gets_a_fresh_byte_rate(tmp_path: Path,
     await _started(client)
     body = b'{"id": "abcdefgh", "n": 1}\n'
     for attempt in range(2):
-        reply = await client.post("/api/v1beta2/streams", headers=H,
-                                  json={"name": "again", "columns": COLUMNS})
+        reply = await client.post(
+            "/api/v1beta2/streams", headers=H, json={"name": "again", "columns": COLUMNS}
+        )
         assert reply.status == 201, await reply.text()
-        statuses = [(await client.post("/api/v1beta2/streams/again/ingest", headers=H,
-                                       data=body)).status for _ in range(4)]
+        statuses = [
+            (await client.post("/api/v1beta2/streams/again/ingest", headers=H, data=body)).status
+            for _ in range(4)
+        ]
         assert statuses[0] == 202 and 429 in statuses, (attempt, statuses)
         assert (await client.delete("/api/v1beta2/streams/again", headers=H)).status == 204

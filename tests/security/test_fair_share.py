@@ -30,10 +30,21 @@ NDJSON = "application/x-ndjson"
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     # The minimum-rate rule is off and the read timeout long: the hostile bodies must hold
     # their slots for as long as the test needs, however loaded the machine is.
-    gateway = start_embedded(Path(tmp_path_factory.mktemp("share")), [
-        "--memory-cap-bytes", str(MEMORY_CAP), "--queue-max-bytes", str(MEMORY_CAP),
-        "--body-min-bytes-per-s", "0", "--body-read-timeout-s", "600",
-        "--body-total-timeout-s", "600"])
+    gateway = start_embedded(
+        Path(tmp_path_factory.mktemp("share")),
+        [
+            "--memory-cap-bytes",
+            str(MEMORY_CAP),
+            "--queue-max-bytes",
+            str(MEMORY_CAP),
+            "--body-min-bytes-per-s",
+            "0",
+            "--body-read-timeout-s",
+            "600",
+            "--body-total-timeout-s",
+            "600",
+        ],
+    )
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
 
@@ -55,16 +66,23 @@ def throttled(gw: Gateway, cause: str) -> float:
     return metric(gw, "gateway_throttled_requests_total", f'{{cause="{cause}",status="429"}}')
 
 
-def start_slow_bodies(gw: Gateway, stream: str, key: str, count: int, sent: bytes,
-                      length: int) -> list[socket.socket]:
+def start_slow_bodies(
+    gw: Gateway, stream: str, key: str, count: int, sent: bytes, length: int
+) -> list[socket.socket]:
     """`count` Tinybird requests with `key`, each declaring `length` body bytes and sending only
     `sent` (a public browser key's attack: the body never finishes)."""
     socks = []
     for _ in range(count):
         s = connect(gw.port, timeout=60)
-        s.sendall(request_bytes("POST", f"/v0/events?name={stream}", {
-            "Authorization": f"Bearer {key}", "Content-Type": NDJSON}, sent,
-            content_length=length))
+        s.sendall(
+            request_bytes(
+                "POST",
+                f"/v0/events?name={stream}",
+                {"Authorization": f"Bearer {key}", "Content-Type": NDJSON},
+                sent,
+                content_length=length,
+            )
+        )
         socks.append(s)
     return socks
 
@@ -107,9 +125,11 @@ def test_one_key_cannot_take_every_decoding_slot(gw: Gateway, stream: str) -> No
     try:
         # Every hostile request either holds a slot or was refused for its key's share (before
         # the fix all 64 held one, and every other client got 429 "decoding 64 requests").
-        wait_until(lambda: metric(gw, "gateway_requests_decoding")
-                   + throttled(gw, "key_share") - before >= SLOTS, 60,
-                   "the hostile requests to hold their slots or be refused")
+        wait_until(
+            lambda: metric(gw, "gateway_requests_decoding") + throttled(gw, "key_share") - before >= SLOTS,
+            60,
+            "the hostile requests to hold their slots or be refused",
+        )
         second_clients_succeed(gw, stream, other)
         assert metric(gw, "gateway_requests_decoding") == PER_KEY
         replies = refusals(socks, SLOTS - PER_KEY)
@@ -119,22 +139,29 @@ def test_one_key_cannot_take_every_decoding_slot(gw: Gateway, stream: str) -> No
     wait_until(lambda: metric(gw, "gateway_requests_decoding") == 0, 60, "the slots given back")
 
 
-def test_the_admin_keeps_its_reserve_when_every_other_key_holds_its_share(
-        gw: Gateway, stream: str) -> None:
+def test_the_admin_keeps_its_reserve_when_every_other_key_holds_its_share(gw: Gateway, stream: str) -> None:
     keys = [new_key(gw, [f"DATASOURCE:APPEND:{stream}"]) for _ in range(4)]
     before = throttled(gw, "key_share") + throttled(gw, "decoding")
-    socks = [s for key in keys for s in
-             start_slow_bodies(gw, stream, key, PER_KEY, b'{"id":"a",', 100_000)]
+    socks = [s for key in keys for s in start_slow_bodies(gw, stream, key, PER_KEY, b'{"id":"a",', 100_000)]
     try:
-        wait_until(lambda: metric(gw, "gateway_requests_decoding") + throttled(gw, "key_share")
-                   + throttled(gw, "decoding") - before >= len(socks), 60,
-                   "the hostile requests to hold their slots or be refused")
+        wait_until(
+            lambda: (
+                metric(gw, "gateway_requests_decoding")
+                + throttled(gw, "key_share")
+                + throttled(gw, "decoding")
+                - before
+                >= len(socks)
+            ),
+            60,
+            "the hostile requests to hold their slots or be refused",
+        )
         reply = gw.ingest(stream, '{"id": "admin", "n": 3}\n', content_type=NDJSON)
         assert reply.status == 200, reply.body  # before the fix: 429, every slot taken
         assert metric(gw, "gateway_requests_decoding") == FOR_OTHERS
         fifth = new_key(gw, [f"DATASOURCE:APPEND:{stream}"])
-        reply = gw.ingest(stream, '{"id": "fifth", "n": 4}\n', content_type=NDJSON,
-                          headers={"X-Api-Key": fifth})
+        reply = gw.ingest(
+            stream, '{"id": "fifth", "n": 4}\n', content_type=NDJSON, headers={"X-Api-Key": fifth}
+        )
         assert reply.status == 429 and "--admin-reserve" in reply.json()["message"], reply.body
         assert reply.headers["Retry-After"] == "1"
         refusals(socks, len(socks) - FOR_OTHERS)
@@ -143,8 +170,7 @@ def test_the_admin_keeps_its_reserve_when_every_other_key_holds_its_share(
     wait_until(lambda: metric(gw, "gateway_requests_decoding") == 0, 60, "the slots given back")
 
 
-def test_one_key_cannot_take_the_memory_cap_with_bodies_in_flight(gw: Gateway,
-                                                                  stream: str) -> None:
+def test_one_key_cannot_take_the_memory_cap_with_bodies_in_flight(gw: Gateway, stream: str) -> None:
     hostile = new_key(gw, [f"DATASOURCE:APPEND:{stream}"])
     other = new_key(gw, [f"DATASOURCE:APPEND:{stream}"])
     piece = b'{"id": "' + b"x" * (600 * 1024)  # one row, never finished
@@ -152,9 +178,11 @@ def test_one_key_cannot_take_the_memory_cap_with_bodies_in_flight(gw: Gateway,
     before = throttled(gw, "key_share")
     socks = start_slow_bodies(gw, stream, hostile, count, piece, 1 * MiB)
     try:
-        wait_until(lambda: metric(gw, "gateway_requests_decoding")
-                   + throttled(gw, "key_share") - before >= count, 60,
-                   "the hostile bodies to be held or refused")
+        wait_until(
+            lambda: metric(gw, "gateway_requests_decoding") + throttled(gw, "key_share") - before >= count,
+            60,
+            "the hostile bodies to be held or refused",
+        )
         big = "".join(f'{{"id": "{"y" * 1000}", "n": {i}}}\n' for i in range(1000))  # 1 MB
         reply = gw.ingest(stream, big, content_type=NDJSON, headers={"X-Api-Key": other})
         assert reply.status == 200, reply.body  # before the fix: 429, the cap in use
@@ -174,9 +202,19 @@ PER_ADDRESS = 5  # --address-share 0.25
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_embedded(Path(tmp_path_factory.mktemp("conns")), [
-        "--max-connections", str(MAX_CONNECTIONS), "--address-share", "0.25",
-        "--header-read-timeout-s", "1", "--keepalive-timeout-s", "600"])
+    gateway = start_embedded(
+        Path(tmp_path_factory.mktemp("conns")),
+        [
+            "--max-connections",
+            str(MAX_CONNECTIONS),
+            "--address-share",
+            "0.25",
+            "--header-read-timeout-s",
+            "1",
+            "--keepalive-timeout-s",
+            "600",
+        ],
+    )
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
 

@@ -24,11 +24,25 @@ NDJSON = "application/x-ndjson"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_embedded(Path(tmp_path_factory.mktemp("heads")), [
-        "--memory-cap-bytes", str(MEMORY_CAP), "--queue-max-bytes", str(MEMORY_CAP),
-        "--header-read-timeout-s", "600", "--body-read-timeout-s", "600",
-        "--body-total-timeout-s", "600", "--body-min-bytes-per-s", "1000",
-        "--body-rate-window-s", "1"])
+    gateway = start_embedded(
+        Path(tmp_path_factory.mktemp("heads")),
+        [
+            "--memory-cap-bytes",
+            str(MEMORY_CAP),
+            "--queue-max-bytes",
+            str(MEMORY_CAP),
+            "--header-read-timeout-s",
+            "600",
+            "--body-read-timeout-s",
+            "600",
+            "--body-total-timeout-s",
+            "600",
+            "--body-min-bytes-per-s",
+            "1000",
+            "--body-rate-window-s",
+            "1",
+        ],
+    )
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
 
@@ -80,8 +94,7 @@ def test_unfinished_heads_are_held_against_the_memory_cap(gw: Gateway) -> None:
             s = connect(gw.port)
             socks.append(s)
             s.sendall(unfinished_head(30 * KiB))
-        wait_until(lambda: head_bytes(gw) >= MEMORY_CAP - 2 * 2 * 30 * KiB, 60,
-                   "the heads to be held")
+        wait_until(lambda: head_bytes(gw) >= MEMORY_CAP - 2 * 2 * 30 * KiB, 60, "the heads to be held")
         assert head_bytes(gw) <= MEMORY_CAP
         refused = [read_reply(s) for s in socks[-10:]]
         assert all(r.status == 503 and r.headers["retry-after"] == "1" for r in refused), refused
@@ -104,8 +117,15 @@ def test_a_trickling_body_is_dropped_and_gives_its_slot_back(gw: Gateway) -> Non
     stream = unique_name("trickle")
     gw.create_stream(stream, COLUMNS)
     with connect(gw.port) as s:
-        s.sendall(request_bytes("POST", f"/api/v1beta2/streams/{stream}/ingest", {
-            "X-Api-Key": ADMIN_KEY, "Content-Type": NDJSON}, b'{"id": "', content_length=10_000))
+        s.sendall(
+            request_bytes(
+                "POST",
+                f"/api/v1beta2/streams/{stream}/ingest",
+                {"X-Api-Key": ADMIN_KEY, "Content-Type": NDJSON},
+                b'{"id": "',
+                content_length=10_000,
+            )
+        )
         # One byte whenever a fifth of a second passes without a reply: each byte resets the
         # 600 s read timeout (before the fix it was all there was); the rate rule (1,000
         # bytes/s over 1 s of waiting) drops it after about a second.

@@ -32,8 +32,7 @@ def broker() -> Iterator[Broker]:
 
 
 def start(broker: Broker, tmp: Path, *extra: str) -> Gateway:
-    return Gateway(tmp, broker.bootstrap, extra=["--log-level", "INFO", "--linger-ms", "5",
-                                                 *extra]).start()
+    return Gateway(tmp, broker.bootstrap, extra=["--log-level", "INFO", "--linger-ms", "5", *extra]).start()
 
 
 def test_deleted_streams_leave_nothing_behind(broker: Broker, tmp_path: Path) -> None:
@@ -44,8 +43,7 @@ def test_deleted_streams_leave_nothing_behind(broker: Broker, tmp_path: Path) ->
             name = unique_name("gone")
             names.append(name)
             gw.create_stream(name, COLUMNS)
-            assert gw.ingest(name, '{"id": "a", "n": 1}\n',
-                             content_type="application/x-ndjson").status == 200
+            assert gw.ingest(name, '{"id": "a", "n": 1}\n', content_type="application/x-ndjson").status == 200
             # its stats: the pooled stats consumers must not keep tracking its topic either
             assert gw.request("GET", f"{STREAMS}/{name}/stats").status == 200
             assert gw.request("DELETE", f"{STREAMS}/{name}").status == 204
@@ -57,15 +55,20 @@ def test_deleted_streams_leave_nothing_behind(broker: Broker, tmp_path: Path) ->
         for _ in range(3):
             alive = unique_name("alive")
             gw.create_stream(alive, COLUMNS)
-            assert gw.ingest(alive, '{"id": "a", "n": 1}\n',
-                             content_type="application/x-ndjson").status == 200
+            assert (
+                gw.ingest(alive, '{"id": "a", "n": 1}\n', content_type="application/x-ndjson").status == 200
+            )
         log = gw.log()[after:]
-        not_found = [line for line in log.splitlines()
-                     if "not found" in line and any(n in line for n in names)]
+        not_found = [
+            line for line in log.splitlines() if "not found" in line and any(n in line for n in names)
+        ]
         assert not_found == [], not_found[:5]
         scrape = http("GET", gw.url + "/metrics").body.decode()
-        leftover = [line for line in scrape.splitlines()
-                    if not line.startswith("#") and any(f'"{n}"' in line for n in names)]
+        leftover = [
+            line
+            for line in scrape.splitlines()
+            if not line.startswith("#") and any(f'"{n}"' in line for n in names)
+        ]
         assert leftover == [], leftover[:8]
         assert f'stream="{alive}"' in scrape  # the live stream's series are still there
     finally:
@@ -76,8 +79,9 @@ def test_permanent_topic_errors_are_not_503(broker: Broker, tmp_path: Path) -> N
     gw = start(broker, tmp_path)
     try:
         name = unique_name("rf")
-        reply = gw.request("POST", STREAMS, {"name": name, "columns": COLUMNS,
-                                             "replication_factor": 3})  # one broker
+        reply = gw.request(
+            "POST", STREAMS, {"name": name, "columns": COLUMNS, "replication_factor": 3}
+        )  # one broker
         assert reply.status == 422, (reply.status, reply.body)
         assert "InvalidReplicationFactor" in reply.json()["message"]
         assert "127.0.0.1" not in reply.body.decode() and str(broker.port) not in reply.body.decode()
@@ -87,9 +91,14 @@ def test_permanent_topic_errors_are_not_503(broker: Broker, tmp_path: Path) -> N
 
 
 async def test_stats_calls_share_a_bounded_set_of_consumers(broker: Broker) -> None:
-    sink = KafkaSink(broker.bootstrap, batch_max_bytes=1 << 20, probe_interval_s=1.0,
-                     unreachable_after_s=5.0, max_unsettled_bytes=32 << 20,
-                     topic_owner=lambda topic: None)
+    sink = KafkaSink(
+        broker.bootstrap,
+        batch_max_bytes=1 << 20,
+        probe_interval_s=1.0,
+        unreachable_after_s=5.0,
+        max_unsettled_bytes=32 << 20,
+        topic_owner=lambda topic: None,
+    )
     await sink.start()
     stats = KafkaStats(sink)
     try:
@@ -107,26 +116,31 @@ async def test_stats_calls_share_a_bounded_set_of_consumers(broker: Broker) -> N
 
 
 def test_with_kafka_down_replies_name_nothing_internal_and_sigterm_is_clean(
-        broker: Broker, tmp_path: Path) -> None:
+    broker: Broker, tmp_path: Path
+) -> None:
     """Last in this module: it stops the module's broker."""
     gw = start(broker, tmp_path, "--drain-timeout-s", "5")
     try:
         name = unique_name("down")
         gw.create_stream(name, COLUMNS)
-        key = gw.request("POST", "/api/v1beta2/apikeys",
-                         {"name": "a", "permissions": [f"DATASOURCE:APPEND:{name}"]}).json()
+        key = gw.request(
+            "POST", "/api/v1beta2/apikeys", {"name": "a", "permissions": [f"DATASOURCE:APPEND:{name}"]}
+        ).json()
         broker.stop()
-        replies = [gw.request("GET", f"{STREAMS}/{name}/stats", key=key["api_key"]),
-                   gw.request("GET", f"{STREAMS}/{name}/stats"),
-                   gw.request("PATCH", f"{STREAMS}/{name}", {"logstore_retention_ms": 1000})]
+        replies = [
+            gw.request("GET", f"{STREAMS}/{name}/stats", key=key["api_key"]),
+            gw.request("GET", f"{STREAMS}/{name}/stats"),
+            gw.request("PATCH", f"{STREAMS}/{name}", {"logstore_retention_ms": 1000}),
+        ]
         for reply in replies:
             assert reply.status in (503, 504), (reply.status, reply.body)
             text = reply.body.decode()
             for leak in ("127.0.0.1", str(broker.port), "Error", "bootstrap", "AddressFamily"):
                 assert leak not in text, (leak, text)
             assert reply.headers.get("Server") == "ingest-gateway"
-        wait_until(lambda: gw.request("GET", "/readyz", key=None).status == 503, 30,
-                   "the gateway to see Kafka down")
+        wait_until(
+            lambda: gw.request("GET", "/readyz", key=None).status == 503, 30, "the gateway to see Kafka down"
+        )
         gw.signal(signal.SIGTERM)
         assert gw.proc is not None
         gw.proc.wait(60)

@@ -19,10 +19,19 @@ def new_key(gw: Gateway, permissions: list[str]) -> str:
     return key
 
 
-@pytest.mark.parametrize("permissions", [
-    [], ["datasource:append"], ["DATASOURCE:APPEND:../../x"], ["DATASOURCE:APPEND:"],
-    ["DATASOURCE:CREATE", "ADMIN"], ["DATASOURCE:APPEND:a b"], [""], ["admin "],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        [],
+        ["datasource:append"],
+        ["DATASOURCE:APPEND:../../x"],
+        ["DATASOURCE:APPEND:"],
+        ["DATASOURCE:CREATE", "ADMIN"],
+        ["DATASOURCE:APPEND:a b"],
+        [""],
+        ["admin "],
+    ],
+)
 def test_bad_permission_lists_are_refused(gw: Gateway, permissions: list[str]) -> None:
     reply = gw.request("POST", KEYS, {"name": "bad", "permissions": permissions})
     assert reply.status == 400, (permissions, reply.status, reply.body)
@@ -60,14 +69,23 @@ def test_a_key_sees_only_the_streams_its_scopes_name(gw: Gateway) -> None:
     one_reader = new_key(gw, [f"DATASOURCE:READ:{other}"])
     assert {s["name"] for s in gw.request("GET", STREAMS, key=one_reader).json()} == {other}
     row = '{"id": "a", "n": 1}\n'
-    assert gw.ingest(other, row, content_type="application/x-ndjson",
-                     headers={"X-Api-Key": one_reader}).status == 403
+    assert (
+        gw.ingest(other, row, content_type="application/x-ndjson", headers={"X-Api-Key": one_reader}).status
+        == 403
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {"expire_in": "9" * 400 + "h"}, {"expire_in": "9" * 400 + "s"}, {"expire_in": "0s"},
-    {"rate_limit": int("9" * 400)}, {"rate_limit": -1}, {"rate_limit": 10**12},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"expire_in": "9" * 400 + "h"},
+        {"expire_in": "9" * 400 + "s"},
+        {"expire_in": "0s"},
+        {"rate_limit": int("9" * 400)},
+        {"rate_limit": -1},
+        {"rate_limit": 10**12},
+    ],
+)
 def test_absurd_key_numbers_are_400(gw: Gateway, body: dict[str, object]) -> None:
     reply = gw.request("POST", KEYS, {"name": "n", **body})
     if reply.status == 201:  # show the consequence the old code had: every ingest then fails

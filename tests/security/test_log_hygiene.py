@@ -27,13 +27,21 @@ def malformed(key: str) -> list[bytes]:
     return [
         b"GET /v0/events?name=x&token=" + k + b"\x01 HTTP/1.1\r\n" + host + b"\r\n",
         b"GET /v0/events?token=" + k + b" x HTTP/1.1\r\n" + host + b"\r\n",
-        b"POST /v0/events?name=x HTTP/1.1\r\n" + host + b"Authorization: Bearer " + k
+        b"POST /v0/events?name=x HTTP/1.1\r\n"
+        + host
+        + b"Authorization: Bearer "
+        + k
         + b"\x00\r\nContent-Length: 2\r\n\r\n{}",
-        b"POST /v0/events?name=x HTTP/1.1\r\n" + host + b"X-Api-Key: " + k
+        b"POST /v0/events?name=x HTTP/1.1\r\n"
+        + host
+        + b"X-Api-Key: "
+        + k
         + b"\r\nContent-Length: 1x\r\n\r\n{}",
-        b"POST /v0/events?name=x HTTP/1.1\r\n" + host + b"X-Api-Key: " + k
-        + b"\nContent-Length: 2\r\n\r\n{}",
-        b"POST /api/v1beta2/streams HTTP/1.1\r\n" + host + b"X-Api-Key: " + k
+        b"POST /v0/events?name=x HTTP/1.1\r\n" + host + b"X-Api-Key: " + k + b"\nContent-Length: 2\r\n\r\n{}",
+        b"POST /api/v1beta2/streams HTTP/1.1\r\n"
+        + host
+        + b"X-Api-Key: "
+        + k
         + b"\r\nContent-Length: -1\r\n\r\n{}",
     ]
 
@@ -73,15 +81,27 @@ def test_log_cannot_be_forged_by_a_path(gw: Gateway) -> None:
 
 def test_nul_in_a_column_name_never_reaches_the_log(gw: Gateway, stream: str) -> None:
     name = "a\x00b\nFORGED"
-    create = gw.request("POST", "/api/v1beta2/streams", {
-        "name": "nulcol", "columns": [{"name": name, "type": "string"}]},
-        headers={"X-Request-ID": "nul-probe-1"})
+    create = gw.request(
+        "POST",
+        "/api/v1beta2/streams",
+        {"name": "nulcol", "columns": [{"name": name, "type": "string"}]},
+        headers={"X-Request-ID": "nul-probe-1"},
+    )
     assert create.status == 400, create.body
-    row = gw.ingest(stream, '{"id": "x", "n": 1, "a\\u0000b\\nFORGED": 1}\n', wait=False,
-                    content_type="application/x-ndjson", headers={"X-Request-ID": "nul-probe-2"})
+    row = gw.ingest(
+        stream,
+        '{"id": "x", "n": 1, "a\\u0000b\\nFORGED": 1}\n',
+        wait=False,
+        content_type="application/x-ndjson",
+        headers={"X-Request-ID": "nul-probe-2"},
+    )
     assert row.status in (200, 202), row.body
-    bad = gw.ingest(stream, '{"id": "x\\u0000\\nFORGED", "n": "nope"}\n',
-                    content_type="application/x-ndjson", headers={"X-Request-ID": "nul-probe-3"})
+    bad = gw.ingest(
+        stream,
+        '{"id": "x\\u0000\\nFORGED", "n": "nope"}\n',
+        content_type="application/x-ndjson",
+        headers={"X-Request-ID": "nul-probe-3"},
+    )
     assert bad.status == 400, bad.body
     wait_logged(gw, "nul-probe-3")
     assert_log_well_formed(gw)
@@ -89,16 +109,23 @@ def test_nul_in_a_column_name_never_reaches_the_log(gw: Gateway, stream: str) ->
         assert not line.startswith("FORGED"), line
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.binary(max_size=40), header=st.binary(max_size=40), body=st.binary(max_size=200))
-def test_any_request_bytes_give_no_5xx_and_no_key_in_the_log(gw: Gateway, path: bytes,
-                                                             header: bytes, body: bytes) -> None:
+def test_any_request_bytes_give_no_5xx_and_no_key_in_the_log(
+    gw: Gateway, path: bytes, header: bytes, body: bytes
+) -> None:
     key = SHAPED
-    data = (b"POST /api/v1beta2/streams/x" + path + b"/ingest?token=" + key.encode() + b" HTTP/1.1"
-            b"\r\nHost: x\r\nX-Api-Key: " + key.encode() + b"\r\nX-Junk: " + header
-            + b"\r\nContent-Type: application/x-ndjson\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body)
+    data = (
+        b"POST /api/v1beta2/streams/x" + path + b"/ingest?token=" + key.encode() + b" HTTP/1.1"
+        b"\r\nHost: x\r\nX-Api-Key: "
+        + key.encode()
+        + b"\r\nX-Junk: "
+        + header
+        + b"\r\nContent-Type: application/x-ndjson\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     reply = exchange(gw.port, data)
     assert reply.status < 500, (data, reply.status, reply.body)
     assert key.encode() not in reply.body

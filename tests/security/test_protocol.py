@@ -26,11 +26,25 @@ NDJSON = "application/x-ndjson"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_embedded(Path(tmp_path_factory.mktemp("proto")), [
-        "--queue-max-rows", str(QUEUE_ROWS), "--memory-cap-bytes", str(MEMORY_CAP),
-        "--queue-max-bytes", str(MEMORY_CAP), "--max-connections", str(MAX_CONNECTIONS),
-        "--address-share", "1",  # every test connects from 127.0.0.1
-        "--max-decompressed-bytes", str(1024 * MiB), "--max-body-bytes", str(64 * MiB)])
+    gateway = start_embedded(
+        Path(tmp_path_factory.mktemp("proto")),
+        [
+            "--queue-max-rows",
+            str(QUEUE_ROWS),
+            "--memory-cap-bytes",
+            str(MEMORY_CAP),
+            "--queue-max-bytes",
+            str(MEMORY_CAP),
+            "--max-connections",
+            str(MAX_CONNECTIONS),
+            "--address-share",
+            "1",  # every test connects from 127.0.0.1
+            "--max-decompressed-bytes",
+            str(1024 * MiB),
+            "--max-body-bytes",
+            str(64 * MiB),
+        ],
+    )
     yield gateway
     assert gateway.stop() == 0, gateway.log()[-3000:]
 
@@ -56,12 +70,17 @@ def test_a_request_larger_than_the_queue_is_413(gw: Gateway, stream: str) -> Non
 
 
 def test_client_hanging_up_mid_body_is_no_500(gw: Gateway, stream: str) -> None:
-    for n, path in enumerate((ingest_path(stream), f"/v0/events?name={stream}",
-                              "/api/v1beta2/streams")):
+    for n, path in enumerate((ingest_path(stream), f"/v0/events?name={stream}", "/api/v1beta2/streams")):
         with connect(gw.port) as s:
-            s.sendall(request_bytes("POST", path, {
-                "X-Api-Key": ADMIN_KEY, "Content-Type": NDJSON, "X-Request-ID": f"hangup-{n}"},
-                b'{"id": "a", "n": 1}\n', content_length=1000))
+            s.sendall(
+                request_bytes(
+                    "POST",
+                    path,
+                    {"X-Api-Key": ADMIN_KEY, "Content-Type": NDJSON, "X-Request-ID": f"hangup-{n}"},
+                    b'{"id": "a", "n": 1}\n',
+                    content_length=1000,
+                )
+            )
             s.shutdown(socket.SHUT_WR)
             read_reply(s)
     log = wait_logged(gw, "hangup-2")
@@ -81,8 +100,10 @@ def test_gzip_bomb_is_refused_within_the_memory_cap(gw: Gateway, stream: str) ->
     bomb = gzip.compress(b"\0" * (512 * MiB), compresslevel=1)
     assert len(bomb) < 4 * MiB
     before = vm_hwm_kib(gw)
-    replies = [gw.ingest(stream, bomb, content_type=fmt, headers={"Content-Encoding": "gzip"})
-               for fmt in (NDJSON, "application/json")]
+    replies = [
+        gw.ingest(stream, bomb, content_type=fmt, headers={"Content-Encoding": "gzip"})
+        for fmt in (NDJSON, "application/json")
+    ]
     grown_mib = (vm_hwm_kib(gw) - before) / 1024
     # The bomb is 512 MiB; what the gateway may hold is the 16 MiB cap plus one inflate step,
     # a copy in the decoder and allocator slack (measured: ~20 MiB). Before the fix: > 500 MiB.
@@ -96,8 +117,10 @@ def test_gzip_bomb_is_refused_within_the_memory_cap(gw: Gateway, stream: str) ->
 
 
 def head_with_expect(path: str, key: str, length: int) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: {NDJSON}\r\n"
-            f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: {NDJSON}\r\n"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
 
 
 def test_100_continue_waits_for_auth_and_size(gw: Gateway, stream: str) -> None:
@@ -114,8 +137,7 @@ def test_100_continue_waits_for_auth_and_size(gw: Gateway, stream: str) -> None:
 
 def test_healthz_is_served_over_the_connection_cap(tmp_path: Path) -> None:
     # A gateway of its own: the held connections must not crowd the other tests out.
-    gw = start_embedded(tmp_path, ["--max-connections", str(MAX_CONNECTIONS),
-                                   "--address-share", "1"])
+    gw = start_embedded(tmp_path, ["--max-connections", str(MAX_CONNECTIONS), "--address-share", "1"])
     held: list[socket.socket] = []
     try:
         # Fill the cap with served connections (earlier tests' closed sockets may still count
@@ -143,7 +165,13 @@ def test_transfer_codings_other_than_chunked_are_refused(gw: Gateway, stream: st
     row = b'{"id": "te", "n": 1}\n'
     chunked = f"{len(row):x}\r\n".encode() + row + b"\r\n0\r\n\r\n"
     for coding in ("gzip, chunked", "deflate, chunked"):
-        data = request_bytes("POST", ingest_path(stream), {
-            "X-Api-Key": ADMIN_KEY, "Content-Type": NDJSON, "Transfer-Encoding": coding}) + chunked
+        data = (
+            request_bytes(
+                "POST",
+                ingest_path(stream),
+                {"X-Api-Key": ADMIN_KEY, "Content-Type": NDJSON, "Transfer-Encoding": coding},
+            )
+            + chunked
+        )
         reply = exchange(gw.port, data)
         assert reply.status in (400, 415), (coding, reply.status, reply.body)

@@ -19,8 +19,11 @@ from tests.security.conftest import COLUMNS, start_embedded
 RATE = 2
 MAX_TRIES = 200  # a 429 comes after RATE requests unless each one takes over half a second
 NDJSON = {"Content-Type": "application/x-ndjson"}
-DS_COLUMNS = [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
-              {"name": "value", "type": "float64"}]
+DS_COLUMNS = [
+    {"name": "timestamp", "type": "int64"},
+    {"name": "name", "type": "string"},
+    {"name": "value", "type": "float64"},
+]
 
 
 @dataclass(frozen=True)
@@ -62,33 +65,53 @@ def datasources(b: Any) -> bool:
 ROW = '{"id": "a", "n": 1}\n'
 V2 = (("Content-Type", "application/vnd.kafka.json.v2+json"),)
 INGEST = {
-    "tinybird": Route("POST", "/v0/events?name={stream}", frozenset({202}), tinybird, ROW,
-                      tuple(NDJSON.items())),
-    "timeplus-v1beta2": Route("POST", "/api/v1beta2/streams/{stream}/ingest", frozenset({202}),
-                              timeplus, ROW, tuple(NDJSON.items())),
-    "timeplus-v1beta1": Route("POST", "/api/v1beta1/streams/{stream}/ingest", frozenset({202}),
-                              timeplus, ROW, tuple(NDJSON.items())),
-    "timeplus-workspace": Route("POST", "/ws-1/api/v1beta2/streams/{stream}/ingest",
-                                frozenset({202}), timeplus, ROW, tuple(NDJSON.items())),
-    "restproxy-v2": Route("POST", "/topics/{topic}", frozenset({200}), restproxy,
-                          json.dumps({"records": [{"value": {"id": "a", "n": 1}}]}), V2),
-    "restproxy-v3": Route("POST", "/v3/clusters/ingest-gateway/topics/{topic}/records",
-                          frozenset({200}), restproxy,
-                          json.dumps({"value": {"type": "JSON", "data": {"id": "a", "n": 1}}}),
-                          (("Content-Type", "application/json"),)),
-    "datasources": Route("POST", "/v1/data_sources/ingest", frozenset({204}), datasources,
-                         json.dumps({"data_source": "{ds}", "records": [
-                             {"timestamp": 1, "name": "x", "value": 1.5}]}),
-                         (("Content-Type", "application/json"),)),
+    "tinybird": Route(
+        "POST", "/v0/events?name={stream}", frozenset({202}), tinybird, ROW, tuple(NDJSON.items())
+    ),
+    "timeplus-v1beta2": Route(
+        "POST", "/api/v1beta2/streams/{stream}/ingest", frozenset({202}), timeplus, ROW, tuple(NDJSON.items())
+    ),
+    "timeplus-v1beta1": Route(
+        "POST", "/api/v1beta1/streams/{stream}/ingest", frozenset({202}), timeplus, ROW, tuple(NDJSON.items())
+    ),
+    "timeplus-workspace": Route(
+        "POST",
+        "/ws-1/api/v1beta2/streams/{stream}/ingest",
+        frozenset({202}),
+        timeplus,
+        ROW,
+        tuple(NDJSON.items()),
+    ),
+    "restproxy-v2": Route(
+        "POST",
+        "/topics/{topic}",
+        frozenset({200}),
+        restproxy,
+        json.dumps({"records": [{"value": {"id": "a", "n": 1}}]}),
+        V2,
+    ),
+    "restproxy-v3": Route(
+        "POST",
+        "/v3/clusters/ingest-gateway/topics/{topic}/records",
+        frozenset({200}),
+        restproxy,
+        json.dumps({"value": {"type": "JSON", "data": {"id": "a", "n": 1}}}),
+        (("Content-Type", "application/json"),),
+    ),
+    "datasources": Route(
+        "POST",
+        "/v1/data_sources/ingest",
+        frozenset({204}),
+        datasources,
+        json.dumps({"data_source": "{ds}", "records": [{"timestamp": 1, "name": "x", "value": 1.5}]}),
+        (("Content-Type", "application/json"),),
+    ),
 }
 MANAGE = {
     "list-streams": Route("GET", "/api/v1beta2/streams", frozenset({200}), timeplus),
-    "get-stream-workspace": Route("GET", "/ws-1/api/v1beta1/streams/{stream}", frozenset({200}),
-                                  timeplus),
-    "stream-schemas": Route("GET", "/api/v1beta2/streams/{stream}/schemas", frozenset({200}),
-                            timeplus),
-    "stream-stats": Route("GET", "/api/v1beta2/streams/{stream}/stats", frozenset({200}),
-                          timeplus),
+    "get-stream-workspace": Route("GET", "/ws-1/api/v1beta1/streams/{stream}", frozenset({200}), timeplus),
+    "stream-schemas": Route("GET", "/api/v1beta2/streams/{stream}/schemas", frozenset({200}), timeplus),
+    "stream-stats": Route("GET", "/api/v1beta2/streams/{stream}/stats", frozenset({200}), timeplus),
     "api-keys-forbidden": Route("GET", "/api/v1beta2/apikeys", frozenset({403}), timeplus),
     "restproxy-topics": Route("GET", "/topics", frozenset({200}), restproxy),
     "restproxy-topic": Route("GET", "/topics/{topic}", frozenset({200}), restproxy),
@@ -114,8 +137,11 @@ def names(gw: Gateway) -> Names:
 
 def limited_key(gw: Gateway) -> str:
     """A fresh key (a fresh bucket) that may manage streams, allowed RATE requests per second."""
-    made = gw.request("POST", "/api/v1beta2/apikeys", {
-        "name": unique_name("rl"), "permissions": ["DATASOURCE:CREATE"], "rate_limit": RATE})
+    made = gw.request(
+        "POST",
+        "/api/v1beta2/apikeys",
+        {"name": unique_name("rl"), "permissions": ["DATASOURCE:CREATE"], "rate_limit": RATE},
+    )
     assert made.status == 201, made.body
     key: str = made.json()["api_key"]
     return key
@@ -123,11 +149,19 @@ def limited_key(gw: Gateway) -> str:
 
 def send(gw: Gateway, route: Route, names: Names, key: str) -> Reply:
     def fill(text: str) -> str:
-        return (text.replace("{stream}", names.stream).replace("{topic}", names.topic)
-                .replace("{ds}", names.data_source))
-    return gw.request(route.method, fill(route.path),
-                      None if route.body is None else fill(route.body),
-                      key=None, headers={**dict(route.headers), "Authorization": f"Bearer {key}"})
+        return (
+            text.replace("{stream}", names.stream)
+            .replace("{topic}", names.topic)
+            .replace("{ds}", names.data_source)
+        )
+
+    return gw.request(
+        route.method,
+        fill(route.path),
+        None if route.body is None else fill(route.body),
+        key=None,
+        headers={**dict(route.headers), "Authorization": f"Bearer {key}"},
+    )
 
 
 def until_refused(gw: Gateway, route: Route, names: Names, key: str) -> tuple[list[int], Reply]:
@@ -151,8 +185,7 @@ def assert_rate_refusal(route: Route, reply: Reply) -> None:
     assert route.shape(reply.json()), reply.body
 
 
-@pytest.mark.parametrize("route", [*INGEST.values(), *MANAGE.values()],
-                         ids=[*INGEST, *MANAGE])
+@pytest.mark.parametrize("route", [*INGEST.values(), *MANAGE.values()], ids=[*INGEST, *MANAGE])
 def test_429_after_the_burst_on_every_route(gw: Gateway, names: Names, route: Route) -> None:
     before, refused = until_refused(gw, route, names, limited_key(gw))
     assert len(before) >= 1, "the burst let no request in"
@@ -175,10 +208,10 @@ def test_ingest_routes_share_a_bucket_and_management_has_its_own(tmp_path: Path)
     try:
         stream = unique_name("rl")
         names = Names(stream, first.create_stream(stream, COLUMNS)["topic"], unique_name("rlds"))
-        first.create_stream(names.data_source, DS_COLUMNS, mode="versioned_kv",
-                            primary_key="timestamp, name")
-        made = first.request("POST", "/api/v1beta2/apikeys", {
-            "name": "slow", "permissions": ["DATASOURCE:CREATE"]})  # rate 0: the default
+        first.create_stream(names.data_source, DS_COLUMNS, mode="versioned_kv", primary_key="timestamp, name")
+        made = first.request(
+            "POST", "/api/v1beta2/apikeys", {"name": "slow", "permissions": ["DATASOURCE:CREATE"]}
+        )  # rate 0: the default
         assert made.status == 201, made.body
         key = made.json()["api_key"]
     finally:

@@ -16,8 +16,9 @@ from gateway.config import Settings
 def _log_many(settings: Settings, n: int, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     options = runner_options(settings)
     logger = options["access_log_class"](options["access_log"], "")
-    request = make_mocked_request("POST", "/api/v1beta2/streams/s/ingest?token=SECRET",
-                                  headers={"X-Forwarded-For": "203.0.113.9"})
+    request = make_mocked_request(
+        "POST", "/api/v1beta2/streams/s/ingest?token=SECRET", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
     response = web.Response(status=202, headers={"X-Request-ID": "rid"})
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=LOGGER.name):

@@ -26,8 +26,7 @@ HEADERS = [[("schema-version", b"1")]] * 300
 @pytest.fixture
 async def producer() -> AsyncIterator[AIOKafkaProducer]:
     """An idempotent producer, never started: its accumulator numbers batches as a started one's."""
-    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True,
-                                max_batch_size=4096)
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True, max_batch_size=4096)
     producer._txn_manager.set_pid_and_epoch(4321, 7)
     yield producer
     await producer.stop()
@@ -55,8 +54,7 @@ async def drained(producer: AIOKafkaProducer, builder: object, tp: TopicPartitio
     return data
 
 
-async def test_aiokafka_sends_a_record_batch_as_its_own_builders_batch(
-        producer: AIOKafkaProducer) -> None:
+async def test_aiokafka_sends_a_record_batch_as_its_own_builders_batch(producer: AIOKafkaProducer) -> None:
     txn = producer._txn_manager
     start = 0
     for partition in range(3):  # consecutive batches: base sequences 0, n, n + m
@@ -79,7 +77,7 @@ async def test_the_pure_python_encoder_goes_the_same_way(producer: AIOKafkaProdu
     batch = DefaultRecordBatch(data)
     assert batch.validate_crc()
     assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == (4321, 7, 0)
-    assert [r.value for r in batch] == VALUES[294::-1][:ours.record_count()]
+    assert [r.value for r in batch] == VALUES[294::-1][: ours.record_count()]
 
 
 def test_a_renumbered_batch_gets_a_new_header_and_crc() -> None:
@@ -123,7 +121,8 @@ async def test_abandon_fails_held_batches_and_refuses_later_ones() -> None:
 
 
 async def test_holds_queued_while_the_sender_has_not_taken_the_partitions_batch(
-        producer: AIOKafkaProducer) -> None:
+    producer: AIOKafkaProducer,
+) -> None:
     """`send_batch` waits exactly while `holds_queued` says so: the sink's lanes rely on it."""
     tp = TopicPartition("t", 1)
     accumulator = producer._message_accumulator

@@ -12,8 +12,7 @@ from gateway.sinks.aiokafka_batch import forget_producer_topics
 
 
 def test_aiokafka_still_tracks_topics_in_client_topics() -> None:
-    for method in (AIOKafkaClient.add_topic, AIOKafkaClient.set_topics,
-                   AIOKafkaClient._md_synchronizer):
+    for method in (AIOKafkaClient.add_topic, AIOKafkaClient.set_topics, AIOKafkaClient._md_synchronizer):
         assert "self._topics" in inspect.getsource(method), method.__name__
 
 

@@ -61,30 +61,38 @@ def auth(catalog: Catalog) -> Authenticator:
     return Authenticator(catalog, ADMIN_KEY)
 
 
-async def stored_key(catalog: Catalog, *, scopes: list[str] | None = None, expire_at: int = 0,
-                     name: str = "ci") -> tuple[str, ApiKey]:
-    key, record = new_key(name, scopes=list(DEFAULT_SCOPES if scopes is None else scopes),
-                          expire_at=expire_at, created_by="admin")
+async def stored_key(
+    catalog: Catalog, *, scopes: list[str] | None = None, expire_at: int = 0, name: str = "ci"
+) -> tuple[str, ApiKey]:
+    key, record = new_key(
+        name,
+        scopes=list(DEFAULT_SCOPES if scopes is None else scopes),
+        expire_at=expire_at,
+        created_by="admin",
+    )
     await catalog.put_key(record)
     return key, record
 
 
 # ---- extraction ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("headers", "expected"), [
-    ({"X-Api-Key": "k1"}, "k1"),
-    ({"X-Api-Key": "  k1 "}, "k1"),
-    ({"Authorization": "ApiKey k2"}, "k2"),
-    ({"Authorization": "apikey   k2  "}, "k2"),
-    ({"Authorization": "Bearer k3"}, "k3"),
-    ({"Authorization": "BEARER k3"}, "k3"),
-    ({"X-Api-Key": "k1", "Authorization": "Bearer k3"}, "k1"),
-    ({"X-Api-Key": "", "Authorization": "Bearer k3"}, "k3"),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, None),
-    ({"Authorization": "Bearer"}, None),
-    ({"Authorization": "Bearer   "}, None),
-    ({"Authorization": "k3"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Api-Key": "k1"}, "k1"),
+        ({"X-Api-Key": "  k1 "}, "k1"),
+        ({"Authorization": "ApiKey k2"}, "k2"),
+        ({"Authorization": "apikey   k2  "}, "k2"),
+        ({"Authorization": "Bearer k3"}, "k3"),
+        ({"Authorization": "BEARER k3"}, "k3"),
+        ({"X-Api-Key": "k1", "Authorization": "Bearer k3"}, "k1"),
+        ({"X-Api-Key": "", "Authorization": "Bearer k3"}, "k3"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, None),
+        ({"Authorization": "Bearer"}, None),
+        ({"Authorization": "Bearer   "}, None),
+        ({"Authorization": "k3"}, None),
+        ({}, None),
+    ],
+)
 def test_key_from_headers(headers: dict[str, str], expected: str | None) -> None:
     assert key_from_headers(CIMultiDict(headers)) == expected
 
@@ -120,8 +128,9 @@ def test_missing_key(auth: Authenticator, key: str | None) -> None:
     assert info.value.status == 401
 
 
-@pytest.mark.parametrize("key", [ADMIN_KEY + "x", ADMIN_KEY[:-1], ADMIN_KEY.upper(), "nope",
-                                 "x" * ID_LEN, "x" * 60])
+@pytest.mark.parametrize(
+    "key", [ADMIN_KEY + "x", ADMIN_KEY[:-1], ADMIN_KEY.upper(), "nope", "x" * ID_LEN, "x" * 60]
+)
 def test_unknown_keys_rejected(auth: Authenticator, key: str) -> None:
     with pytest.raises(Unauthenticated, match="invalid"):
         auth.authenticate(key)
@@ -135,12 +144,16 @@ async def test_new_key_authenticates(auth: Authenticator, catalog: Catalog) -> N
     assert principal.key_id == key[:ID_LEN]
 
 
-async def test_wrong_secret_with_valid_id_prefix_rejected(auth: Authenticator,
-                                                          catalog: Catalog) -> None:
+async def test_wrong_secret_with_valid_id_prefix_rejected(auth: Authenticator, catalog: Catalog) -> None:
     key, _ = await stored_key(catalog)
     last = "A" if key[-1] != "A" else "B"
-    for wrong in (key[:-1] + last, key[:ID_LEN] + "x" * (len(key) - ID_LEN), key[:ID_LEN + 1],
-                  key + "x", key[:ID_LEN]):
+    for wrong in (
+        key[:-1] + last,
+        key[:ID_LEN] + "x" * (len(key) - ID_LEN),
+        key[: ID_LEN + 1],
+        key + "x",
+        key[:ID_LEN],
+    ):
         with pytest.raises(Unauthenticated):
             auth.authenticate(wrong)
     assert auth.authenticate(key).key_id == key[:ID_LEN]
@@ -173,12 +186,12 @@ def digests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def counting(salt: str, key: str) -> str:
         made.append(salt)
         return real(salt, key)
+
     monkeypatch.setattr(gateway.auth, "_digest", counting)
     return made
 
 
-async def test_a_checked_key_is_remembered(auth: Authenticator, catalog: Catalog,
-                                           digests: list[str]) -> None:
+async def test_a_checked_key_is_remembered(auth: Authenticator, catalog: Catalog, digests: list[str]) -> None:
     key, _ = await stored_key(catalog)
     for k in (key, ADMIN_KEY):
         first = auth.authenticate(k)
@@ -200,8 +213,9 @@ async def test_a_remembered_key_is_revoked_at_once(auth: Authenticator, catalog:
         auth.authenticate(key)
 
 
-async def test_a_changed_record_is_checked_afresh(auth: Authenticator, catalog: Catalog,
-                                                  digests: list[str]) -> None:
+async def test_a_changed_record_is_checked_afresh(
+    auth: Authenticator, catalog: Catalog, digests: list[str]
+) -> None:
     """Another replica changes the key's record (here: its scopes): the next use sees the change."""
     key, record = await stored_key(catalog, scopes=[APPEND])
     assert auth.authenticate(key).scopes == {APPEND}
@@ -213,8 +227,9 @@ async def test_a_changed_record_is_checked_afresh(auth: Authenticator, catalog: 
     assert len(digests) == count + 2  # checked again: admin digest, then the record's
 
 
-async def test_a_reloaded_catalog_checks_keys_afresh(auth: Authenticator, catalog: Catalog,
-                                                     digests: list[str]) -> None:
+async def test_a_reloaded_catalog_checks_keys_afresh(
+    auth: Authenticator, catalog: Catalog, digests: list[str]
+) -> None:
     key, record = await stored_key(catalog)
     auth.authenticate(key)
     await catalog.start()  # a reload replays the log from scratch: every record is a new object
@@ -225,8 +240,9 @@ async def test_a_reloaded_catalog_checks_keys_afresh(auth: Authenticator, catalo
     assert len(digests) == count + 2
 
 
-async def test_a_remembered_key_expires_on_time(auth: Authenticator, catalog: Catalog,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_remembered_key_expires_on_time(
+    auth: Authenticator, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = time.time()
     key, _ = await stored_key(catalog, expire_at=int(now) + 60)
     auth.authenticate(key)
@@ -239,8 +255,7 @@ async def test_stored_record_never_contains_the_key(catalog: Catalog) -> None:
     key, record = await stored_key(catalog, name="svc")
     secret = key[ID_LEN:]
     stored = msgspec.json.encode(record)
-    persisted = b"".join(c.key.encode() + (c.value or b"")
-                         for c in catalog._backend.changes)  # type: ignore[attr-defined]
+    persisted = b"".join(c.key.encode() + (c.value or b"") for c in catalog._backend.changes)  # type: ignore[attr-defined]
     for blob in (stored, persisted):
         assert key.encode() not in blob
         assert secret.encode() not in blob

@@ -25,33 +25,59 @@ def test_measured_for_s1_and_s2_only() -> None:
 
 
 def _m(**extra: Any) -> dict[str, Any]:
-    return {"status": "ok", "rows_delivered_per_s": 100_000.0, "ok_requests_per_s": 1_000.0,
-            "gateway_cpu_s_per_million_rows": 5.0, "latency_ms": {"count": 0}, "other_cpu_s": 0.1,
-            "payload": "ndjson100", **extra}
+    return {
+        "status": "ok",
+        "rows_delivered_per_s": 100_000.0,
+        "ok_requests_per_s": 1_000.0,
+        "gateway_cpu_s_per_million_rows": 5.0,
+        "latency_ms": {"count": 0},
+        "other_cpu_s": 0.1,
+        "payload": "ndjson100",
+        **extra,
+    }
 
 
 def test_report_rows_and_ratios() -> None:
-    table = "\n".join(_ceilings({"produce": {"ndjson100": _m(wait=False),
-                                             "ndjson100-wait": _m(wait=True)}}))
+    table = "\n".join(_ceilings({"produce": {"ndjson100": _m(wait=False), "ndjson100-wait": _m(wait=True)}}))
     assert "| (5) read + untyped decode + bare aiokafka batch produce" in table
     assert "ndjson100, wait=false | 100,000 rows/s delivered (1,000 req/s)" in table
     assert "ndjson100, wait=true" in table
-    measurement = {"rows_delivered_per_s": 50_000.0, "requests_per_s": 500.0, "mb_in_per_s": 7.5,
-                   "latency_ms": {"count": 0}, "count_429": 0, "count_503": 0, "count_5xx": 0,
-                   "count_errors": 0, "gateway_cpu_s_per_million_rows": 10.0,
-                   "gateway_peak_rss_mb": 80.0, "broker_cpu_s": 1.0, "loadgen_cpu_s": 1.0,
-                   "status": "ok"}
-    run = {"scenarios": {"S1": {"measurement": measurement, "goal": {"status": "not met"},
-                                "ratios": {"rows_vs_ceiling_2": 0.2,
-                                           "cpu_efficiency_vs_ceiling_2": 0.3,
-                                           "rows_vs_ceiling_5": 0.5,
-                                           "cpu_efficiency_vs_ceiling_5": 0.5}}}}
+    measurement = {
+        "rows_delivered_per_s": 50_000.0,
+        "requests_per_s": 500.0,
+        "mb_in_per_s": 7.5,
+        "latency_ms": {"count": 0},
+        "count_429": 0,
+        "count_503": 0,
+        "count_5xx": 0,
+        "count_errors": 0,
+        "gateway_cpu_s_per_million_rows": 10.0,
+        "gateway_peak_rss_mb": 80.0,
+        "broker_cpu_s": 1.0,
+        "loadgen_cpu_s": 1.0,
+        "status": "ok",
+    }
+    run = {
+        "scenarios": {
+            "S1": {
+                "measurement": measurement,
+                "goal": {"status": "not met"},
+                "ratios": {
+                    "rows_vs_ceiling_2": 0.2,
+                    "cpu_efficiency_vs_ceiling_2": 0.3,
+                    "rows_vs_ceiling_5": 0.5,
+                    "cpu_efficiency_vs_ceiling_5": 0.5,
+                },
+            }
+        }
+    }
     [row] = [line for line in _scenarios(run) if line.startswith("| S1 ")]
     assert "0.20 x c(2) (CPU 0.30); 0.50 x c(5) (CPU 0.50)" in row
 
 
 def test_both_builders_are_ceilings_of_their_own_and_in_all() -> None:
     assert {"aiokafka", "aiokafka-native", "produce", "produce-native"} <= set(CEILINGS)
+
     def ceilings(value: str) -> list[str]:
         return options(parser().parse_args(["--ceilings", value])).ceilings
 
@@ -60,11 +86,17 @@ def test_both_builders_are_ceilings_of_their_own_and_in_all() -> None:
 
 
 def test_native_rows_say_how_far_the_builder_moves_the_ceiling() -> None:
-    base, native = _m(wait=False, rows_per_s=100_000.0), _m(
-        wait=False, rows_per_s=125_000.0, gateway_cpu_s_per_million_rows=4.0)
+    base, native = (
+        _m(wait=False, rows_per_s=100_000.0),
+        _m(wait=False, rows_per_s=125_000.0, gateway_cpu_s_per_million_rows=4.0),
+    )
     loop = {"status": "ok", "records": 1_000_000, "cpu_s": 2.0, "records_per_s": 400_000.0}
-    c = {"produce": {"ndjson100": base}, "produce_native": {"ndjson100": native},
-         "aiokafka": loop, "aiokafka_native": {**loop, "cpu_s": 1.0, "records_per_s": 500_000.0}}
+    c = {
+        "produce": {"ndjson100": base},
+        "produce_native": {"ndjson100": native},
+        "aiokafka": loop,
+        "aiokafka_native": {**loop, "cpu_s": 1.0, "records_per_s": 500_000.0},
+    }
     assert moved_by_native(native, base) == (1.25, 0.8)
     assert moved_by_native(native, None) == (None, None)
     assert moved_by_native({**native, "status": "FAILED"}, base) == (None, None)

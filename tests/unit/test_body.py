@@ -48,16 +48,28 @@ class SilentSource:
         return await self.never
 
 
-async def read_all(chunks: Iterable[bytes], *, encoding: str = "", max_bytes: int = 64 * MiB,
-                   max_decompressed: int = 64 * MiB, read_timeout: float | None = None
-                   ) -> list[bytes]:
-    return [c async for c in read_chunks(FakeSource(chunks), content_encoding=encoding,
-                                         max_bytes=max_bytes, max_decompressed=max_decompressed,
-                                         read_timeout=read_timeout)]
+async def read_all(
+    chunks: Iterable[bytes],
+    *,
+    encoding: str = "",
+    max_bytes: int = 64 * MiB,
+    max_decompressed: int = 64 * MiB,
+    read_timeout: float | None = None,
+) -> list[bytes]:
+    return [
+        c
+        async for c in read_chunks(
+            FakeSource(chunks),
+            content_encoding=encoding,
+            max_bytes=max_bytes,
+            max_decompressed=max_decompressed,
+            read_timeout=read_timeout,
+        )
+    ]
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 BODY = b"".join(b'{"id":%d,"name":"row %d"}\n' % (i, i) for i in range(3000))
@@ -82,8 +94,7 @@ async def test_identity_over_the_limit() -> None:
     source = FakeSource([b"x" * 6, b"y" * 5, b"z" * 100])
     got: list[bytes] = []
     with pytest.raises(PayloadTooLarge) as info:
-        async for chunk in read_chunks(source, content_encoding="", max_bytes=10,
-                                       max_decompressed=MiB):
+        async for chunk in read_chunks(source, content_encoding="", max_bytes=10, max_decompressed=MiB):
             got.append(chunk)
     assert info.value.status == 413
     assert "10" in info.value.message
@@ -113,16 +124,21 @@ async def test_gzip_output_is_streamed_not_buffered() -> None:
 
 async def test_max_bytes_counts_compressed_bytes() -> None:
     compressed = gzip.compress(BODY)
-    assert b"".join(await read_all([compressed], encoding="gzip", max_bytes=len(compressed),
-                                   max_decompressed=len(BODY))) == BODY
+    assert (
+        b"".join(
+            await read_all(
+                [compressed], encoding="gzip", max_bytes=len(compressed), max_decompressed=len(BODY)
+            )
+        )
+        == BODY
+    )
     with pytest.raises(PayloadTooLarge):
         await read_all(pieces(compressed, 100), encoding="gzip", max_bytes=len(compressed) - 1)
 
 
 async def test_decompressed_limit_exact() -> None:
     compressed = gzip.compress(BODY)
-    assert b"".join(await read_all([compressed], encoding="gzip",
-                                   max_decompressed=len(BODY))) == BODY
+    assert b"".join(await read_all([compressed], encoding="gzip", max_decompressed=len(BODY))) == BODY
     with pytest.raises(PayloadTooLarge, match="decompression"):
         await read_all([compressed], encoding="gzip", max_decompressed=len(BODY) - 1)
 
@@ -145,8 +161,9 @@ async def test_gzip_bomb_is_refused_without_inflating_it(gzip_bomb: bytes) -> No
     tracemalloc.start()
     try:
         with pytest.raises(PayloadTooLarge, match="after decompression"):
-            async for chunk in read_chunks(source, content_encoding="gzip", max_bytes=64 * MiB,
-                                           max_decompressed=1 * MiB):
+            async for chunk in read_chunks(
+                source, content_encoding="gzip", max_bytes=64 * MiB, max_decompressed=1 * MiB
+            ):
                 received += len(chunk)
                 biggest = max(biggest, len(chunk))
         _, peak = tracemalloc.get_traced_memory()
@@ -197,12 +214,15 @@ async def test_second_member_truncated() -> None:
         await read_all([a, b[:5]], encoding="gzip")
 
 
-@pytest.mark.parametrize(("encoding", "body"), [
-    ("gzip", b"this is not gzip at all"),
-    ("gzip", zlib.compress(b"zlib, not gzip")),
-    ("deflate", gzip.compress(b"gzip, not zlib")),
-    ("gzip", b"\x1f\x8b\x08\x00" + b"\xff" * 40),
-])
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"this is not gzip at all"),
+        ("gzip", zlib.compress(b"zlib, not gzip")),
+        ("deflate", gzip.compress(b"gzip, not zlib")),
+        ("gzip", b"\x1f\x8b\x08\x00" + b"\xff" * 40),
+    ],
+)
 async def test_not_compressed_as_declared(encoding: str, body: bytes) -> None:
     with pytest.raises(MalformedBody) as info:
         await read_all([body], encoding=encoding)
@@ -224,8 +244,7 @@ async def test_empty_gzip_body_is_empty() -> None:
 async def test_unknown_content_encoding(encoding: str) -> None:
     source = FakeSource([b"x"])
     with pytest.raises(UnsupportedMediaType) as info:
-        async for _ in read_chunks(source, content_encoding=encoding, max_bytes=10,
-                                   max_decompressed=10):
+        async for _ in read_chunks(source, content_encoding=encoding, max_bytes=10, max_decompressed=10):
             pass
     assert info.value.status == 415
     assert source.reads == 0
@@ -245,8 +264,9 @@ def test_check_encoding() -> None:
 async def test_read_timeout_when_the_client_sends_nothing(encoding: str) -> None:
     source = SilentSource()
     with pytest.raises(RequestTimeout, match="no body data") as info:
-        async for _ in read_chunks(source, content_encoding=encoding, max_bytes=10,
-                                   max_decompressed=10, read_timeout=0.05):
+        async for _ in read_chunks(
+            source, content_encoding=encoding, max_bytes=10, max_decompressed=10, read_timeout=0.05
+        ):
             pass
     assert isinstance(info.value, GatewayError) and info.value.status == 408
 
@@ -269,8 +289,12 @@ async def test_buffered_body_of_aiohttp_reader_is_read_whole() -> None:
     for part in (b'{"a": 1}\n', b'{"a": 2}\n'):
         reader.feed_data(part)
     reader.feed_eof()
-    chunks = [c async for c in read_chunks(reader, content_encoding="", max_bytes=MiB,
-                                           max_decompressed=MiB, read_timeout=0.01)]
+    chunks = [
+        c
+        async for c in read_chunks(
+            reader, content_encoding="", max_bytes=MiB, max_decompressed=MiB, read_timeout=0.01
+        )
+    ]
     assert b"".join(chunks) == b'{"a": 1}\n{"a": 2}\n'
 
 
@@ -279,8 +303,9 @@ async def test_aiohttp_reader_that_stalls_after_buffered_data_times_out() -> Non
     reader.feed_data(b'{"a": 1}\n')  # taken without waiting; then nothing more arrives
     got: list[bytes] = []
     with pytest.raises(RequestTimeout):
-        async for chunk in read_chunks(reader, content_encoding="", max_bytes=MiB,
-                                       max_decompressed=MiB, read_timeout=0.05):
+        async for chunk in read_chunks(
+            reader, content_encoding="", max_bytes=MiB, max_decompressed=MiB, read_timeout=0.05
+        ):
             got.append(chunk)
     assert got == [b'{"a": 1}\n']
 
@@ -290,6 +315,7 @@ async def test_aiohttp_reader_over_the_limit_without_waiting() -> None:
     reader.feed_data(b"x" * 101)
     reader.feed_eof()
     with pytest.raises(PayloadTooLarge):
-        async for _ in read_chunks(reader, content_encoding="", max_bytes=100,
-                                   max_decompressed=MiB, read_timeout=0.05):
+        async for _ in read_chunks(
+            reader, content_encoding="", max_bytes=100, max_decompressed=MiB, read_timeout=0.05
+        ):
             pass

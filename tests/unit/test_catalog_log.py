@@ -66,8 +66,9 @@ class LogReader:
 
 
 def stream(name: str, *cols: str, description: str = "") -> Stream:
-    return Stream(name=name, columns=[Column(c, "string") for c in cols], topic="t." + name,
-                  description=description)
+    return Stream(
+        name=name, columns=[Column(c, "string") for c in cols], topic="t." + name, description=description
+    )
 
 
 async def replicas(log: SharedLog, n: int) -> list[Catalog]:
@@ -97,8 +98,9 @@ def test_rule_prev_must_match_the_current_version() -> None:
 
 
 def test_kafka_records_to_changes() -> None:
-    assert to_change(7, b"stream:a", b"{}", [("wid", b"w1"), ("prev", b"w0")]) == \
-        Change("stream:a", b"{}", "w1", "w0")
+    assert to_change(7, b"stream:a", b"{}", [("wid", b"w1"), ("prev", b"w0")]) == Change(
+        "stream:a", b"{}", "w1", "w0"
+    )
     assert to_change(7, b"key:k", None, ()) == Change("key:k", None, "@7", ABSENT)
     assert to_change(7, None, b"{}", ()) is None
 
@@ -116,8 +118,10 @@ async def test_reads_wait_for_the_catalog_to_load() -> None:
 
 async def test_a_failed_start_is_replayed_from_scratch() -> None:
     log = SharedLog()
-    log.records = [Change("stream:s", encode(stream("s", "x")), "w1", ABSENT),
-                   Change("stream:s", encode(stream("s", "y")), "w2", "w1")]
+    log.records = [
+        Change("stream:s", encode(stream("s", "x")), "w1", ABSENT),
+        Change("stream:s", encode(stream("s", "y")), "w2", "w1"),
+    ]
 
     class FailsOnce(LogReader):
         failed = False
@@ -156,10 +160,12 @@ async def test_writes_are_visible_once_read_back() -> None:
 
 async def test_undecodable_and_unknown_records_are_skipped() -> None:
     log = SharedLog()
-    log.records += [Change("stream:a", b"not json", "w1", ABSENT),
-                    Change("other:x", b"{}", "w2", ABSENT),
-                    Change("stream:b", encode(stream("c")), "w3", ABSENT),  # name mismatch
-                    Change("stream:d", encode(stream("d")), "w4", ABSENT)]
+    log.records += [
+        Change("stream:a", b"not json", "w1", ABSENT),
+        Change("other:x", b"{}", "w2", ABSENT),
+        Change("stream:b", encode(stream("c")), "w3", ABSENT),  # name mismatch
+        Change("stream:d", encode(stream("d")), "w4", ABSENT),
+    ]
     [c] = await replicas(log, 1)
     assert [s.name for s in c.streams()] == ["d"]
     assert c.version("stream:a") is None  # not seen: a readable record of it will apply
@@ -188,8 +194,9 @@ async def test_a_changed_stream_is_a_new_object_and_the_schema_cache_recompiles(
 async def test_concurrent_creates_one_winner_everywhere() -> None:
     log = SharedLog()
     a, b, c = await replicas(log, 3)
-    results = await asyncio.gather(a.put_stream(stream("s", "from_a"), create=True),
-                                   b.put_stream(stream("s", "from_b"), create=True))
+    results = await asyncio.gather(
+        a.put_stream(stream("s", "from_a"), create=True), b.put_stream(stream("s", "from_b"), create=True)
+    )
     assert sorted(results) == [False, True]
     winner = stream("s", "from_a") if results[0] else stream("s", "from_b")
     assert a.stream("s") == b.stream("s") == c.stream("s") == winner
@@ -219,8 +226,7 @@ async def test_the_log_order_decides_not_the_writer() -> None:
     tb = asyncio.create_task(b.put_stream(stream("s", "from_b"), create=True))
     for _ in range(5):
         await asyncio.sleep(0)
-    assert [ch.value for ch in log.records] == [encode(stream("s", "from_a")),
-                                                encode(stream("s", "from_b"))]
+    assert [ch.value for ch in log.records] == [encode(stream("s", "from_a")), encode(stream("s", "from_b"))]
     rb.paused = False
     rb.pump()  # b reads first, and still b loses: a's record is first in the log
     ra.paused = False
@@ -234,7 +240,8 @@ async def test_update_racing_a_delete() -> None:
     a, b = await replicas(log, 2)
     assert await a.put_stream(stream("s", "x"), create=True)
     updated, deleted = await asyncio.gather(
-        a.put_stream(stream("s", "x", description="changed"), create=False), b.delete_stream("s"))
+        a.put_stream(stream("s", "x", description="changed"), create=False), b.delete_stream("s")
+    )
     # The update came first in the log; the delete, based on the old version, was ignored and
     # retried on the newer one: the stream ends deleted, and the delete returns what it deleted.
     assert updated is True
@@ -257,8 +264,10 @@ async def test_key_revoked_on_one_replica_is_gone_on_the_other() -> None:
 async def test_an_ignored_repair_is_repaired_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "REPAIR_DELAY_S", 0.001)
     log = SharedLog()
-    log.records = [Change("stream:s", encode(stream("s", "x")), "w1", ABSENT),
-                   Change("stream:s", encode(stream("s", "y")), "w0", "w0")]  # overtaken repair
+    log.records = [
+        Change("stream:s", encode(stream("s", "x")), "w1", ABSENT),
+        Change("stream:s", encode(stream("s", "y")), "w0", "w0"),
+    ]  # overtaken repair
     [c] = await replicas(log, 1)
     assert c.stream("s") == stream("s", "x")
     await asyncio.wait_for(asyncio.gather(*c._tasks), 5)
@@ -269,12 +278,14 @@ async def test_an_ignored_repair_is_repaired_in_turn(monkeypatch: pytest.MonkeyP
     assert state(fresh) == state(c)
 
 
-async def test_replicas_that_disagree_stop_repairing(monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_replicas_that_disagree_stop_repairing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(store, "REPAIR_DELAY_S", 0.001)
     log = SharedLog()
     log.records = [Change("stream:s", encode(stream("s", "x")), "w1", ABSENT)]
     [a] = await replicas(log, 1)
+
     # b read a record of s that the others never saw (as if records were lost): it believes in
     # another version of s than a does.
     class Diverged(LogReader):
@@ -334,11 +345,15 @@ async def test_stream_deleted_elsewhere_drops_its_queue_here() -> None:
 
     log = SharedLog()
     a, b = await replicas(log, 2)
-    queues = Queues(LocalSink(Path("/nonexistent")), Limits(
-        max_rows=10, max_bytes=1000, memory_cap=1000, batch_max_bytes=1000, linger_s=0.01,
-        max_in_flight=1))
-    service = StreamService(b, LocalSink(Path("/nonexistent")), queues, SchemaCache(),
-                            StreamDefaults("t.", 1, 1))
+    queues = Queues(
+        LocalSink(Path("/nonexistent")),
+        Limits(
+            max_rows=10, max_bytes=1000, memory_cap=1000, batch_max_bytes=1000, linger_s=0.01, max_in_flight=1
+        ),
+    )
+    service = StreamService(
+        b, LocalSink(Path("/nonexistent")), queues, SchemaCache(), StreamDefaults("t.", 1, 1)
+    )
     assert await a.put_stream(stream("s", "x"), create=True)
     old = queues.queue("s", "t.s")
     reader_b = log.readers[1]

@@ -7,12 +7,22 @@ import pytest
 from gateway.catalog.model import Column
 from gateway.evolution.compat import check, widens
 
-BASE = [Column("id", "int32"), Column("name", "string"), Column("score", "float32"),
-        Column("price", "decimal(10,2)"), Column("tag", "string", default="'x'")]
+BASE = [
+    Column("id", "int32"),
+    Column("name", "string"),
+    Column("score", "float32"),
+    Column("price", "decimal(10,2)"),
+    Column("tag", "string", default="'x'"),
+]
 
 
-def changed(*, add: Column | None = None, drop: str | None = None,
-            retype: tuple[str, str] | None = None, nullable: str | None = None) -> list[Column]:
+def changed(
+    *,
+    add: Column | None = None,
+    drop: str | None = None,
+    retype: tuple[str, str] | None = None,
+    nullable: str | None = None,
+) -> list[Column]:
     cols = [Column(c.name, c.type, c.default, c.nullable) for c in BASE if c.name != drop]
     for c in cols:
         if retype and c.name == retype[0]:
@@ -61,8 +71,10 @@ MATRIX = [
 MODES = ("backward", "forward", "full", "none")
 
 
-@pytest.mark.parametrize(("mode", "case", "new", "accepted"), [
-    (mode, row[0], row[1], row[2 + i]) for row in MATRIX for i, mode in enumerate(MODES)])
+@pytest.mark.parametrize(
+    ("mode", "case", "new", "accepted"),
+    [(mode, row[0], row[1], row[2 + i]) for row in MATRIX for i, mode in enumerate(MODES)],
+)
 def test_matrix(mode: str, case: str, new: list[Column], accepted: bool) -> None:
     reasons = check(BASE, new, mode)
     assert (not reasons) == accepted, (case, reasons)
@@ -87,18 +99,36 @@ def test_primary_key_of_a_kv_stream_cannot_change(mode: str) -> None:
     assert not check(BASE, BASE, mode, old_key="id, name", new_key="id,name")
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), [
-    ("int8", "int16", True), ("int64", "int32", False), ("uint8", "int16", True),
-    ("uint32", "int32", False), ("int32", "uint64", False), ("uint16", "uint32", True),
-    ("int16", "float32", True), ("int32", "float32", False), ("int32", "float64", True),
-    ("float64", "float32", False), ("decimal(10,2)", "decimal(12,4)", True),
-    ("decimal(10,2)", "decimal(11,4)", False), ("decimal(5)", "decimal(6,1)", True),
-    ("nullable(int32)", "int64", False), ("nullable(int32)", "nullable(int64)", True),
-    ("int32", "low_cardinality(nullable(int64))", True), ("string", "low_cardinality(string)", True),
-    ("fixed_string(4)", "fixed_string(8)", True), ("fixed_string(8)", "string", True),
-    ("string", "fixed_string(8)", False), ("array(int32)", "array(int64)", True),
-    ("array(int64)", "array(int32)", False), ("map(string, float32)", "map(string,float64)", True),
-    ("date", "date32", True), ("Boolean", "bool", True), ("string", "uuid", False),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("int8", "int16", True),
+        ("int64", "int32", False),
+        ("uint8", "int16", True),
+        ("uint32", "int32", False),
+        ("int32", "uint64", False),
+        ("uint16", "uint32", True),
+        ("int16", "float32", True),
+        ("int32", "float32", False),
+        ("int32", "float64", True),
+        ("float64", "float32", False),
+        ("decimal(10,2)", "decimal(12,4)", True),
+        ("decimal(10,2)", "decimal(11,4)", False),
+        ("decimal(5)", "decimal(6,1)", True),
+        ("nullable(int32)", "int64", False),
+        ("nullable(int32)", "nullable(int64)", True),
+        ("int32", "low_cardinality(nullable(int64))", True),
+        ("string", "low_cardinality(string)", True),
+        ("fixed_string(4)", "fixed_string(8)", True),
+        ("fixed_string(8)", "string", True),
+        ("string", "fixed_string(8)", False),
+        ("array(int32)", "array(int64)", True),
+        ("array(int64)", "array(int32)", False),
+        ("map(string, float32)", "map(string,float64)", True),
+        ("date", "date32", True),
+        ("Boolean", "bool", True),
+        ("string", "uuid", False),
+    ],
+)
 def test_widens(old: str, new: str, expected: bool) -> None:
     assert widens(old, new) is expected

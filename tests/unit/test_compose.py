@@ -24,8 +24,10 @@ ENV = {**os.environ, "GATEWAY_ADMIN_KEY": "compose-check"}
 
 def compose_command() -> list[str] | None:
     """`docker compose` (v2 plugin) if it works here, else the standalone `docker-compose`."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -52,9 +54,27 @@ def gateway_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in compose["services"].items() if name.startswith("gateway-")}
 
 
-SERVICE_KEYS = {"build", "image", "command", "entrypoint", "environment", "volumes", "ports",
-                "expose", "depends_on", "healthcheck", "restart", "stop_grace_period", "networks",
-                "user", "working_dir", "labels", "logging", "ulimits", "deploy"}
+SERVICE_KEYS = {
+    "build",
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "volumes",
+    "ports",
+    "expose",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "stop_grace_period",
+    "networks",
+    "user",
+    "working_dir",
+    "labels",
+    "logging",
+    "ulimits",
+    "deploy",
+}
 
 
 def test_compose_structure(compose: dict[str, Any]) -> None:
@@ -79,13 +99,15 @@ def test_docker_compose_config_validates(compose: dict[str, Any]) -> None:
         # exists the structural check stands in for it (and runs on its own above anyway).
         test_compose_structure(compose)
         return
-    done = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True,
-                          text=True, timeout=120, env=ENV)
+    done = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=120, env=ENV
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     # The admin key must come from the environment, never from the file.
     unset = {k: v for k, v in ENV.items() if k != "GATEWAY_ADMIN_KEY"}
-    missing = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"],
-                             capture_output=True, text=True, timeout=120, env=unset)
+    missing = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=120, env=unset
+    )
     assert missing.returncode != 0 and "GATEWAY_ADMIN_KEY" in missing.stdout + missing.stderr
 
 
@@ -95,8 +117,9 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
             assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
     for name, service in gateway_services(compose).items():
         build = service["build"]
-        assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == \
-            DEPLOY / "Dockerfile", name
+        assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile", (
+            name
+        )
 
 
 def gateway_settings(compose: dict[str, Any]) -> tuple[Settings, set[str]]:

@@ -45,19 +45,22 @@ def test_env_name() -> None:
 
 
 def test_env_parsing_of_every_kind() -> None:
-    s = from_sources(None, {
-        "GATEWAY_HOST": "0.0.0.0",
-        "GATEWAY_PORT": " 9001 ",
-        "GATEWAY_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
-        "GATEWAY_DATA_DIR": "/var/lib/gw",
-        "GATEWAY_LINGER_MS": "0",
-        "GATEWAY_WAIT_TIMEOUT_S": "2.5",
-        "GATEWAY_REJECT_UNKNOWN_FIELDS": "true",
-        "GATEWAY_MAX_BODY_BYTES": "1048576",
-        "GATEWAY_LOG_LEVEL": "debug",
-        "GATEWAY_UNRELATED": "ignored",
-        "PORT": "1",
-    })
+    s = from_sources(
+        None,
+        {
+            "GATEWAY_HOST": "0.0.0.0",
+            "GATEWAY_PORT": " 9001 ",
+            "GATEWAY_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "GATEWAY_DATA_DIR": "/var/lib/gw",
+            "GATEWAY_LINGER_MS": "0",
+            "GATEWAY_WAIT_TIMEOUT_S": "2.5",
+            "GATEWAY_REJECT_UNKNOWN_FIELDS": "true",
+            "GATEWAY_MAX_BODY_BYTES": "1048576",
+            "GATEWAY_LOG_LEVEL": "debug",
+            "GATEWAY_UNRELATED": "ignored",
+            "PORT": "1",
+        },
+    )
     assert s.host == "0.0.0.0"
     assert s.port == 9001
     assert s.kafka_bootstrap == "k1:9092,k2:9092" and not s.embedded
@@ -118,16 +121,35 @@ def test_every_setting_has_a_flag_naming_its_env_var() -> None:
     assert (s.data_dir, s.admin_key, s.topic_prefix) == (Path("/tmp/x"), "k", "p.")
 
 
-@pytest.mark.parametrize(("name", "raw"), [
-    ("port", "x"), ("port", "8080.0"), ("port", ""), ("port", "0"), ("port", "-1"),
-    ("default_shards", "0"), ("replication_factor", "0"), ("max_body_bytes", "0"),
-    ("max_decompressed_bytes", "-5"), ("queue_max_rows", "0"), ("queue_max_bytes", "0"),
-    ("memory_cap_bytes", "0"), ("batch_max_bytes", "0"), ("max_in_flight_flushes", "0"),
-    ("linger_ms", "-1"), ("linger_ms", "fast"), ("wait_timeout_s", "0"),
-    ("wait_timeout_s", "-1"), ("drain_timeout_s", "-0.5"), ("kafka_probe_interval_s", "often"),
-    ("log_level", "verbose"), ("log_level", ""), ("max_row_bytes", "-1"),
-    ("max_gzip_members", "0"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("port", "x"),
+        ("port", "8080.0"),
+        ("port", ""),
+        ("port", "0"),
+        ("port", "-1"),
+        ("default_shards", "0"),
+        ("replication_factor", "0"),
+        ("max_body_bytes", "0"),
+        ("max_decompressed_bytes", "-5"),
+        ("queue_max_rows", "0"),
+        ("queue_max_bytes", "0"),
+        ("memory_cap_bytes", "0"),
+        ("batch_max_bytes", "0"),
+        ("max_in_flight_flushes", "0"),
+        ("linger_ms", "-1"),
+        ("linger_ms", "fast"),
+        ("wait_timeout_s", "0"),
+        ("wait_timeout_s", "-1"),
+        ("drain_timeout_s", "-0.5"),
+        ("kafka_probe_interval_s", "often"),
+        ("log_level", "verbose"),
+        ("log_level", ""),
+        ("max_row_bytes", "-1"),
+        ("max_gzip_members", "0"),
+    ],
+)
 def test_invalid_values_raise_naming_the_field(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):
         from_sources(None, {env_name(name): raw})
@@ -138,13 +160,16 @@ def test_invalid_flag_raises_naming_the_field() -> None:
         from_sources(parse("--max-in-flight-flushes", "many"), {})
 
 
-@pytest.mark.parametrize(("name", "raw"), [
-    ("port", "65536"),                 # not a TCP port
-    ("wait_timeout_s", "nan"),         # asyncio.timeout(nan) expires at once: every wait=true → 504
-    ("linger_ms", "nan"),
-    ("kafka_probe_interval_s", "0"),   # probe loop without pause
-    ("kafka_unreachable_after_s", "0"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("port", "65536"),  # not a TCP port
+        ("wait_timeout_s", "nan"),  # asyncio.timeout(nan) expires at once: every wait=true → 504
+        ("linger_ms", "nan"),
+        ("kafka_probe_interval_s", "0"),  # probe loop without pause
+        ("kafka_unreachable_after_s", "0"),
+    ],
+)
 def test_out_of_range_values_raise_naming_the_field(name: str, raw: str) -> None:
     with pytest.raises(ValueError, match=name):
         from_sources(None, {env_name(name): raw})
@@ -165,13 +190,16 @@ def settings(argv: list[str], env: dict[str, str] | None = None) -> Settings:
 
 def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
-    cfg.write_text('port = 9001\nqueue_max_rows = 1000\nlinger_ms = 7\nlog_format = "json"\n'
-                   'reject_unknown_fields = true\ndata_dir = "/srv/gw"\nworkers = 4\n'
-                   'kafka_bootstrap = "k:9092"\n')
-    s = settings(["--config", str(cfg), "--port", "9003"],
-                 {"GATEWAY_PORT": "9002", "GATEWAY_QUEUE_MAX_ROWS": "2000"})
-    assert s.port == 9003                      # flag beats env and file
-    assert s.queue_max_rows == 2000            # env beats file
+    cfg.write_text(
+        'port = 9001\nqueue_max_rows = 1000\nlinger_ms = 7\nlog_format = "json"\n'
+        'reject_unknown_fields = true\ndata_dir = "/srv/gw"\nworkers = 4\n'
+        'kafka_bootstrap = "k:9092"\n'
+    )
+    s = settings(
+        ["--config", str(cfg), "--port", "9003"], {"GATEWAY_PORT": "9002", "GATEWAY_QUEUE_MAX_ROWS": "2000"}
+    )
+    assert s.port == 9003  # flag beats env and file
+    assert s.queue_max_rows == 2000  # env beats file
     assert s.linger_ms == 7.0 and isinstance(s.linger_ms, float)  # file beats default
     assert s.log_format == "json" and s.reject_unknown_fields is True
     assert s.data_dir == Path("/srv/gw") and s.worker_count == 4
@@ -186,14 +214,17 @@ def test_workers_auto_is_the_core_count() -> None:
     assert settings([]).worker_count == 1
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("prot = 1\n", "unknown setting 'prot' (did you mean 'port'?)"),
-    ("queue-max-rows = 1\n", "unknown setting 'queue-max-rows' (did you mean 'queue_max_rows'?)"),
-    ('port = "8000"\n', "port must be of type int"),
-    ("access_log = 1\n", "access_log must be of type bool"),
-    ("port = true\n", "port must be of type int"),
-    ("port = = 1\n", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("prot = 1\n", "unknown setting 'prot' (did you mean 'port'?)"),
+        ("queue-max-rows = 1\n", "unknown setting 'queue-max-rows' (did you mean 'queue_max_rows'?)"),
+        ('port = "8000"\n', "port must be of type int"),
+        ("access_log = 1\n", "access_log must be of type bool"),
+        ("port = true\n", "port must be of type int"),
+        ("port = = 1\n", "is not valid TOML"),
+    ],
+)
 def test_bad_config_file_is_named(tmp_path: Path, toml: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(toml)
@@ -202,18 +233,20 @@ def test_bad_config_file_is_named(tmp_path: Path, toml: str, message: str) -> No
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize(("argv", "env", "message"), [
-    (["--port", "http"], {}, "invalid value 'http' for port (--port)"),
-    ([], {"GATEWAY_PORT": "0"}, "port must be positive"),
-    ([], {"GATEWAY_REJECT_UNKNOWN_FIELDS": "treu"}, "GATEWAY_REJECT_UNKNOWN_FIELDS"),
-    (["--workers", "many"], {}, "workers must be a positive integer or auto"),
-    (["--workers", "2"], {}, "workers > 1 needs Kafka"),
-    (["--log-format", "xml"], {}, "log_format must be text or json"),
-    (["--access-log-sample", "0"], {}, "access_log_sample must be in (0, 1]"),
-    (["--config", "/nonexistent/gw.toml"], {}, "cannot read config file /nonexistent/gw.toml"),
-])
-def test_invalid_settings_fail_with_the_source(argv: list[str], env: dict[str, str],
-                                               message: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "http"], {}, "invalid value 'http' for port (--port)"),
+        ([], {"GATEWAY_PORT": "0"}, "port must be positive"),
+        ([], {"GATEWAY_REJECT_UNKNOWN_FIELDS": "treu"}, "GATEWAY_REJECT_UNKNOWN_FIELDS"),
+        (["--workers", "many"], {}, "workers must be a positive integer or auto"),
+        (["--workers", "2"], {}, "workers > 1 needs Kafka"),
+        (["--log-format", "xml"], {}, "log_format must be text or json"),
+        (["--access-log-sample", "0"], {}, "access_log_sample must be in (0, 1]"),
+        (["--config", "/nonexistent/gw.toml"], {}, "cannot read config file /nonexistent/gw.toml"),
+    ],
+)
+def test_invalid_settings_fail_with_the_source(argv: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError) as err:
         settings(argv, env)
     assert message in str(err.value)
@@ -222,13 +255,20 @@ def test_invalid_settings_fail_with_the_source(argv: list[str], env: dict[str, s
 def test_cli_fails_fast_with_exit_2(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("queue_max_rowz = 5\n")
-    done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"ingest-gateway: invalid configuration: config file {cfg}: "
-                                   "unknown setting 'queue_max_rowz' (did you mean "
-                                   "'queue_max_rows'?)")
+    assert done.stderr.strip() == (
+        f"ingest-gateway: invalid configuration: config file {cfg}: "
+        "unknown setting 'queue_max_rowz' (did you mean "
+        "'queue_max_rows'?)"
+    )
 
 
 def test_json_log_lines_carry_the_request_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,6 +298,7 @@ def test_min_insync_replicas_defaults_to_two_at_most_the_replication() -> None:
     assert s.min_insync == 3
     with pytest.raises(ValueError, match=r"min_insync_replicas must be 0\.\.replication_factor"):
         from_sources(parse("--replication-factor", "2", "--min-insync-replicas", "3"), {})
+
 
 def test_the_row_bound_defaults_to_a_batch() -> None:
     s = from_sources(None, {env_name("batch_max_bytes"): "2000000"})

@@ -18,8 +18,11 @@ from gateway.dialects import datasources, tinybird
 from gateway.errors import Forbidden, GatewayError, InvalidRow, Unauthenticated
 
 ADMIN = "unit-admin-key"
-DS_COLUMNS = [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
-              {"name": "value", "type": "float64"}]
+DS_COLUMNS = [
+    {"name": "timestamp", "type": "int64"},
+    {"name": "name", "type": "string"},
+    {"name": "value", "type": "float64"},
+]
 
 
 def test_tinybird_maps_401_and_403_to_403() -> None:
@@ -28,8 +31,9 @@ def test_tinybird_maps_401_and_403_to_403() -> None:
         assert reply.status == 403 and reply.content_type == "application/json"
     reply = tinybird.render_error(InvalidRow("row 2, column 'n': bad", row=2, column="n"), "rid")
     assert reply.status == 400
-    assert reply.body == (b'{"error":"row 2, column \'n\': bad","code":"invalid_row","row":2,'
-                          b'"column":"n","request_id":"rid"}')
+    assert reply.body == (
+        b'{"error":"row 2, column \'n\': bad","code":"invalid_row","row":2,"column":"n","request_id":"rid"}'
+    )
 
 
 def test_datasources_detail_and_422() -> None:
@@ -52,35 +56,44 @@ async def _client(tmp_path: Path, aiohttp_client: Any) -> TestClient[Any, Any]:
     app = build_app(Settings(data_dir=tmp_path), ADMIN)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     await _started(app)
-    reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN}, json={
-        "name": "ds", "columns": DS_COLUMNS, "mode": "versioned_kv",
-        "primary_key": "timestamp, name"})
+    reply = await client.post(
+        "/api/v1beta2/streams",
+        headers={"X-Api-Key": ADMIN},
+        json={"name": "ds", "columns": DS_COLUMNS, "mode": "versioned_kv", "primary_key": "timestamp, name"},
+    )
     assert reply.status == 201, await reply.text()
     return client
 
 
 async def test_unexpected_error_is_500_in_the_dialects_shape(
-        tmp_path: Path, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = await _client(tmp_path, aiohttp_client)
     gw = client.app[GATEWAY]
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
+
     monkeypatch.setattr(gw.pipeline, "admit", broken)
-    reply = await client.post("/v0/events?name=ds&token=" + ADMIN,
-                              data=b'{"timestamp": 1, "name": "a", "value": 1}\n')
+    reply = await client.post(
+        "/v0/events?name=ds&token=" + ADMIN, data=b'{"timestamp": 1, "name": "a", "value": 1}\n'
+    )
     assert reply.status == 500 and reply.content_type == "application/json"
     body = await reply.json()
-    assert body == {"error": "internal error", "code": "internal_error",
-                    "request_id": reply.headers["X-Request-ID"]}
-    reply = await client.post("/v1/data_sources/ingest", headers={"Authorization": "Bearer " + ADMIN},
-                              json={"data_source": "ds", "records": [
-                                  {"timestamp": 1, "name": "a", "value": 1}]})
+    assert body == {
+        "error": "internal error",
+        "code": "internal_error",
+        "request_id": reply.headers["X-Request-ID"],
+    }
+    reply = await client.post(
+        "/v1/data_sources/ingest",
+        headers={"Authorization": "Bearer " + ADMIN},
+        json={"data_source": "ds", "records": [{"timestamp": 1, "name": "a", "value": 1}]},
+    )
     assert reply.status == 500 and await reply.json() == {"detail": "internal error"}
 
 
-async def test_missing_token_hint_names_the_tinybird_ways(tmp_path: Path, aiohttp_client: Any
-                                                         ) -> None:
+async def test_missing_token_hint_names_the_tinybird_ways(tmp_path: Path, aiohttp_client: Any) -> None:
     client = await _client(tmp_path, aiohttp_client)
     reply = await client.post("/v0/events?name=ds", data=b'{"timestamp": 1}\n')
     body = await reply.json()
@@ -90,7 +103,8 @@ async def test_missing_token_hint_names_the_tinybird_ways(tmp_path: Path, aiohtt
 
 
 async def test_cross_origin_read_of_the_management_api_does_not_speak_of_writing(
-        tmp_path: Path, aiohttp_client: Any) -> None:
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
     client = await _client(tmp_path, aiohttp_client)
     foreign = {"X-Api-Key": ADMIN, "Origin": "https://elsewhere.example"}
     read = await client.get("/api/v1beta2/streams", headers=foreign)

@@ -115,9 +115,15 @@ class OneThenSilence:
 async def test_a_body_below_the_minimum_rate_is_408_before_its_read_timeout() -> None:
     got = []
     with pytest.raises(RequestTimeout, match="bytes/s"):
-        async for chunk in read_chunks(OneThenSilence(b"abc"), content_encoding="",
-                                       max_bytes=100, max_decompressed=100, read_timeout=60,
-                                       min_rate=1000, rate_window=0.05):
+        async for chunk in read_chunks(
+            OneThenSilence(b"abc"),
+            content_encoding="",
+            max_bytes=100,
+            max_decompressed=100,
+            read_timeout=60,
+            min_rate=1000,
+            rate_window=0.05,
+        ):
             got.append(chunk)
     assert got == [b"abc"]
 
@@ -134,9 +140,15 @@ async def test_a_gateway_slow_to_read_does_not_blame_the_client() -> None:
             return b"x" if self.left >= 0 else b""
 
     got = b""
-    async for chunk in read_chunks(Ready(), content_encoding="", max_bytes=100,
-                                   max_decompressed=100, read_timeout=60,
-                                   min_rate=1000, rate_window=0.5):
+    async for chunk in read_chunks(
+        Ready(),
+        content_encoding="",
+        max_bytes=100,
+        max_decompressed=100,
+        read_timeout=60,
+        min_rate=1000,
+        rate_window=0.5,
+    ):
         got += chunk
         await asyncio.sleep(0.06)  # the gateway busy elsewhere: 12 bytes take > 0.7 s of wall time
     assert got == b"x" * 12

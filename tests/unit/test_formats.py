@@ -27,9 +27,13 @@ from gateway.ingest.schema import CompiledSchema
 # No example database (nothing written outside tests/), and a budget that keeps the unit suite fast.
 # No shrinking either: it can take seconds, and every bug these properties found has a minimal
 # explicit test below.
-FAST = settings(max_examples=100, deadline=None, database=None,
-                phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 FUZZ = settings(FAST, max_examples=60)
 
 
@@ -82,8 +86,7 @@ def split(body: bytes, cuts: Sequence[int]) -> list[bytes]:
     return [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
 
 
-def streaming_error(chunks: Sequence[bytes], kind: type[GatewayError] = MalformedBody
-                    ) -> GatewayError:
+def streaming_error(chunks: Sequence[bytes], kind: type[GatewayError] = MalformedBody) -> GatewayError:
     with pytest.raises(kind) as info:
         run(decode_streaming(feed(chunks), SCHEMA))
     return info.value
@@ -91,10 +94,26 @@ def streaming_error(chunks: Sequence[bytes], kind: type[GatewayError] = Malforme
 
 # ---- valid NDJSON bodies ------------------------------------------------------------------------
 # Cheap to draw: generation, not decoding, dominates these properties' run time.
-JSON_VALUES = [None, True, 0, -1.5, 1e300, "", "é \" \\ \n", [], {}, [1, [2, [3]]],
-               {"a": {"b": [None, "x"]}}, {"": 0, "k": "\u2028"}]
-json_any = st.one_of(st.sampled_from(JSON_VALUES), st.integers(), st.text(max_size=6),
-                     st.lists(st.sampled_from(JSON_VALUES), max_size=3))
+JSON_VALUES = [
+    None,
+    True,
+    0,
+    -1.5,
+    1e300,
+    "",
+    'é " \\ \n',
+    [],
+    {},
+    [1, [2, [3]]],
+    {"a": {"b": [None, "x"]}},
+    {"": 0, "k": "\u2028"},
+]
+json_any = st.one_of(
+    st.sampled_from(JSON_VALUES),
+    st.integers(),
+    st.text(max_size=6),
+    st.lists(st.sampled_from(JSON_VALUES), max_size=3),
+)
 row_dicts = st.fixed_dictionaries(
     {"id": st.integers(-(2**31), 2**31 - 1)},
     optional={
@@ -120,8 +139,7 @@ def ndjson_bodies(draw: st.DrawFn) -> bytes:
             if draw(st.booleans()):
                 text = text.replace(b"\n", b"\r\n")
         else:
-            items = [msgspec.json.encode(k) + b" :\n " + msgspec.json.encode(v)
-                     for k, v in row.items()]
+            items = [msgspec.json.encode(k) + b" :\n " + msgspec.json.encode(v) for k, v in row.items()]
             text = b" {\n" + b" ,\n".join(items) + b"\n} "
         parts.append(text)
         if i < len(rows) - 1:
@@ -134,17 +152,17 @@ def ndjson_bodies(draw: st.DrawFn) -> bytes:
 
 
 @FAST
-@given(body=ndjson_bodies(), cuts=st.lists(st.integers(0, 4000), max_size=12),
-       single_bytes=st.booleans())
-def test_streaming_is_independent_of_chunk_splitting(body: bytes, cuts: list[int],
-                                                     single_bytes: bool) -> None:
+@given(body=ndjson_bodies(), cuts=st.lists(st.integers(0, 4000), max_size=12), single_bytes=st.booleans())
+def test_streaming_is_independent_of_chunk_splitting(
+    body: bytes, cuts: list[int], single_bytes: bool
+) -> None:
     reference = whole(body)
     assert reference  # every generated body has at least one row
     assert streaming([body]) == reference
     start = len(BOM) if body.startswith(BOM) else 0  # BOM split across chunks: tested below
-    head, tail = body[:start + 1], body[start + 1:]
+    head, tail = body[: start + 1], body[start + 1 :]
     if single_bytes and len(tail) <= 400:
-        chunks = [head, *(tail[i:i + 1] for i in range(len(tail)))]
+        chunks = [head, *(tail[i : i + 1] for i in range(len(tail)))]
     else:
         chunks = [head, *split(tail, cuts)]
     assert b"".join(chunks) == body
@@ -167,12 +185,15 @@ def test_bom_only_at_the_start() -> None:
     assert "(byte 9)" in err.message
 
 
-@pytest.mark.parametrize("body", [
-    b'{"id":1}{"id":2}{"id":3}',
-    b'{"id":1}\r\n{"id":2}\r\n',
-    b'{\n  "id": 1,\n  "name": "a"\n}\n{\n  "id": 2\n}',
-    b'\n\n{"id":1}\n\n\n{"id":2}\n\n',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id":1}{"id":2}{"id":3}',
+        b'{"id":1}\r\n{"id":2}\r\n',
+        b'{\n  "id": 1,\n  "name": "a"\n}\n{\n  "id": 2\n}',
+        b'\n\n{"id":1}\n\n\n{"id":2}\n\n',
+    ],
+)
 def test_streaming_examples(body: bytes) -> None:
     got = streaming([body])
     assert len(got) == (3 if body.count(b"{") == 3 else 2)
@@ -182,8 +203,10 @@ def test_streaming_examples(body: bytes) -> None:
 
 def test_streaming_values_with_json_column() -> None:
     """A `json` column's value is kept byte-exact, also when the row ends with a newline."""
-    expected = [b'{"id":1,"name":"","meta":{"k" : [1]},"f":2.0,"ts":"1970-01-01T00:00:00Z"}',
-                b'{"id":2,"name":"","meta":"x","f":0.0,"ts":"2024-01-01T00:00:00Z"}']
+    expected = [
+        b'{"id":1,"name":"","meta":{"k" : [1]},"f":2.0,"ts":"1970-01-01T00:00:00Z"}',
+        b'{"id":2,"name":"","meta":"x","f":0.0,"ts":"2024-01-01T00:00:00Z"}',
+    ]
     body = b'{"id":1,"f":2,"ts":0,"meta":{"k" : [1]}}\n{"id":2,"meta":"x"}\n'
     assert streaming([body]) == expected
     assert streaming([body[:20], body[20:45], body[45:]]) == expected
@@ -195,11 +218,17 @@ def test_empty_body_gives_no_rows(body: bytes) -> None:
     assert run(decode_streaming(feed([]), SCHEMA)) == []
 
 
-@pytest.mark.parametrize("body", [
-    b'{"id":1}\n{"id":', b'{"id":1}\n{"id":2', b'{"id":1}\n{\n"id": 2,\n', b'{"name":"abc',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id":1}\n{"id":',
+        b'{"id":1}\n{"id":2',
+        b'{"id":1}\n{\n"id": 2,\n',
+        b'{"name":"abc',
+    ],
+)
 def test_truncated_body(body: bytes) -> None:
-    for chunks in ([body], split(body, [3]), [body[i:i + 1] for i in range(len(body))]):
+    for chunks in ([body], split(body, [3]), [body[i : i + 1] for i in range(len(body))]):
         err = streaming_error(chunks)
         assert "truncated" in err.message
         assert err.status == 400
@@ -223,12 +252,15 @@ def test_malformed_json_offset_with_bom_and_pretty_rows() -> None:
     assert f"(byte {pos})" in streaming_error([body[:5], body[5:13], body[13:]]).message
 
 
-@pytest.mark.parametrize("body", [
-    b'{"id":1,"name":"\xff"}\n',
-    b'{"id":1}\n{"id":1,"name":"a\xc3"}\n',
-    b'{"id":1,"name":"\xed\xa0\x80"}',  # UTF-16 surrogate encoded in UTF-8
-    b'{"id":1,"name":"\xc0\xaf"}\n',     # overlong encoding
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id":1,"name":"\xff"}\n',
+        b'{"id":1}\n{"id":1,"name":"a\xc3"}\n',
+        b'{"id":1,"name":"\xed\xa0\x80"}',  # UTF-16 surrogate encoded in UTF-8
+        b'{"id":1,"name":"\xc0\xaf"}\n',  # overlong encoding
+    ],
+)
 def test_invalid_utf8(body: bytes) -> None:
     for chunks in ([body], [body[:10], body[10:]]):
         err = streaming_error(chunks)
@@ -263,8 +295,27 @@ def mutated(draw: st.DrawFn, bodies: st.SearchStrategy[bytes]) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["set", "del", "ins"]))
         pos = draw(st.integers(0, len(body)))
-        byte = draw(st.sampled_from([b"{", b"}", b"[", b"]", b'"', b",", b":", b"\n", b"\xff",
-                                     b"\xc3", b"0", b"-", b"e", b" ", b"\\"]))
+        byte = draw(
+            st.sampled_from(
+                [
+                    b"{",
+                    b"}",
+                    b"[",
+                    b"]",
+                    b'"',
+                    b",",
+                    b":",
+                    b"\n",
+                    b"\xff",
+                    b"\xc3",
+                    b"0",
+                    b"-",
+                    b"e",
+                    b" ",
+                    b"\\",
+                ]
+            )
+        )
         if op == "ins" or not body:
             body[pos:pos] = byte
         elif op == "del":
@@ -279,8 +330,9 @@ COMPACT_BODIES = st.builds(
     st.lists(st.sampled_from(["id", "name", "meta", "f", "ts", "zz"]), max_size=4),
     st.lists(st.lists(json_any, max_size=4), max_size=3),
 )
-ARBITRARY = st.one_of(st.binary(max_size=120), JSONISH.map(str.encode),
-                      mutated(ndjson_bodies()), mutated(COMPACT_BODIES))
+ARBITRARY = st.one_of(
+    st.binary(max_size=120), JSONISH.map(str.encode), mutated(ndjson_bodies()), mutated(COMPACT_BODIES)
+)
 
 
 def outcome(coro: Coroutine[Any, Any, Any]) -> tuple[str, Any]:
@@ -297,8 +349,7 @@ def outcome(coro: Coroutine[Any, Any, Any]) -> tuple[str, Any]:
 def test_streaming_arbitrary_bytes_give_rows_or_4xx(body: bytes, cuts: list[int]) -> None:
     at_once = outcome(decode_streaming(feed([body]), SCHEMA))
     # cuts from byte 3 on: a BOM split across chunks is a known bug with its own test above
-    assert outcome(decode_streaming(feed(split(body, [c for c in cuts if c >= 3])), SCHEMA)
-                   ) == at_once
+    assert outcome(decode_streaming(feed(split(body, [c for c in cuts if c >= 3])), SCHEMA)) == at_once
 
 
 @FUZZ
@@ -311,7 +362,7 @@ def test_compact_arbitrary_bytes_give_rows_or_4xx(body: bytes, cuts: list[int]) 
 # ---- compact ------------------------------------------------------------------------------------
 def compact(body: bytes, schema: CompiledSchema = SCHEMA, chunks: int = 1) -> list[bytes]:
     step = max(1, len(body) // chunks)
-    parts = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+    parts = [body[i : i + step] for i in range(0, len(body), step)] or [b""]
     return values(run(decode_compact(feed(parts), schema)), schema)
 
 
@@ -334,7 +385,8 @@ def test_compact_valid_body() -> None:
     assert b'"f":2.0' in compact(body)[0]
     assert compact(BOM + body) == compact(body)
     assert compact(b' \n{"data":[[1]], "columns":["id"], "extra": 1}\n ') == compact(
-        b'{"columns":["id"],"data":[[1]]}')
+        b'{"columns":["id"],"data":[[1]]}'
+    )
 
 
 def test_compact_missing_columns() -> None:
@@ -352,8 +404,9 @@ def test_compact_data_not_an_array_of_arrays(data: bytes) -> None:
     compact_error(b'{"columns":["id"],"data":' + data + b"}", BadRequest)
 
 
-@pytest.mark.parametrize("body", [b"[1]", b'"x"', b"1", b'{"columns":"id","data":[]}',
-                                  b'{"columns":[1],"data":[]}'])
+@pytest.mark.parametrize(
+    "body", [b"[1]", b'"x"', b"1", b'{"columns":"id","data":[]}', b'{"columns":[1],"data":[]}']
+)
 def test_compact_body_not_the_right_shape(body: bytes) -> None:
     err = compact_error(body, BadRequest)
     assert "columns" in err.message
@@ -365,13 +418,10 @@ def test_compact_empty(body: bytes) -> None:
 
 
 def test_compact_malformed_truncated_and_invalid_utf8() -> None:
-    assert "truncated" in compact_error(b'{"columns":["id"],"data":[[1],[2]]',
-                                        MalformedBody).message
-    assert "(byte 37)" in compact_error(b'{"columns":["id"],"data":[[1],[2]]} x',
-                                        MalformedBody).message
+    assert "truncated" in compact_error(b'{"columns":["id"],"data":[[1],[2]]', MalformedBody).message
+    assert "(byte 37)" in compact_error(b'{"columns":["id"],"data":[[1],[2]]} x', MalformedBody).message
     assert "UTF-8" in compact_error(b'{"columns":["\xff"],"data":[]}', MalformedBody).message
-    assert "UTF-8" in compact_error(b'{"columns":["id","name"],"data":[[1,"\xff"]]}',
-                                    MalformedBody).message
+    assert "UTF-8" in compact_error(b'{"columns":["id","name"],"data":[[1,"\xff"]]}', MalformedBody).message
 
 
 def test_compact_row_errors() -> None:
@@ -425,12 +475,15 @@ def test_raw_and_lines_need_one_string_column(decoder: Any, schema: CompiledSche
         run(decoder(feed([b"a\nb\n"]), schema))
 
 
-@pytest.mark.parametrize(("fmt", "body", "count"), [
-    (Format.STREAMING, b'{"line":"a"}\n{"line":"b"}', 2),
-    (Format.COMPACT, b'{"columns":["line"],"data":[["a"]]}', 1),
-    (Format.RAW, b"a\nb", 1),
-    (Format.LINES, b"a\nb", 2),
-])
+@pytest.mark.parametrize(
+    ("fmt", "body", "count"),
+    [
+        (Format.STREAMING, b'{"line":"a"}\n{"line":"b"}', 2),
+        (Format.COMPACT, b'{"columns":["line"],"data":[["a"]]}', 1),
+        (Format.RAW, b"a\nb", 1),
+        (Format.LINES, b"a\nb", 2),
+    ],
+)
 def test_decode_dispatches_on_format(fmt: Format, body: bytes, count: int) -> None:
     assert len(run(decode(fmt, feed([body]), LINES))) == count
 
@@ -452,56 +505,63 @@ def bounded(*columns: Column, limit: int) -> CompiledSchema:
 
 
 BOUNDED = bounded(Column("id", "int32"), Column("meta", "json", default="null"), limit=300)
-TRICKY = [{"id": i, "meta": v} for i, v in enumerate(
-    [[1, [2], "],[x"], {"a": [1, 2], "b": "\"],"}, "s],\"", None, [[[]]], "x" * 100] * 8)]
+TRICKY = [
+    {"id": i, "meta": v}
+    for i, v in enumerate([[1, [2], "],[x"], {"a": [1, 2], "b": '"],'}, 's],"', None, [[[]]], "x" * 100] * 8)
+]
 
 
 def test_pretty_printed_rows_under_the_bound_are_framed_by_walking() -> None:
     """Objects spanning lines in a buffer past the bound: the walk finds the last whole one."""
-    body = b"".join(msgspec.json.format(msgspec.json.encode(r), indent=2) + b"\n"
-                    for r in TRICKY)
+    body = b"".join(msgspec.json.format(msgspec.json.encode(r), indent=2) + b"\n" for r in TRICKY)
     assert len(body) > 3 * 300
     for size in (1, 7, 64, 301, len(body)):
-        chunks = [body[i:i + size] for i in range(0, len(body), size)]
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
         assert streaming(chunks, BOUNDED) == whole(body, BOUNDED), size
 
 
 def test_a_row_past_the_bound_is_413_naming_it() -> None:
     body = b'{"id": 1}\n{"id": 2}\n{"id": 3, "meta": "' + b"x" * 400 + b'"}\n'
     with pytest.raises(GatewayError) as err:
-        streaming([body[i:i + 50] for i in range(0, len(body), 50)], BOUNDED)
+        streaming([body[i : i + 50] for i in range(0, len(body), 50)], BOUNDED)
     assert err.value.status == 413 and err.value.row == 2, err.value.message
 
 
 def test_compact_data_is_framed_row_by_row_as_it_arrives() -> None:
-    body = msgspec.json.encode({"columns": ["meta", "id"],
-                                "data": [[r["meta"], r["id"]] for r in TRICKY]})
+    body = msgspec.json.encode({"columns": ["meta", "id"], "data": [[r["meta"], r["id"]] for r in TRICKY]})
     one = values(run(decode_compact(feed([body]), BOUNDED)), BOUNDED)
     assert len(one) == len(TRICKY)
     for size in (1, 5, 40, 299):
-        chunks = [body[i:i + size] for i in range(0, len(body), size)]
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
         assert values(run(decode_compact(feed(chunks), BOUNDED)), BOUNDED) == one, size
 
 
 def test_a_compact_element_past_the_bound_is_413_naming_it() -> None:
-    body = (b'{"columns": ["id", "meta"], "data": [[1, null], [2, "' + b"x" * 400 + b'"]]}')
+    body = b'{"columns": ["id", "meta"], "data": [[1, null], [2, "' + b"x" * 400 + b'"]]}'
     with pytest.raises(GatewayError) as err:
-        run(decode_compact(feed([body[i:i + 30] for i in range(0, len(body), 30)]), BOUNDED))
+        run(decode_compact(feed([body[i : i + 30] for i in range(0, len(body), 30)]), BOUNDED))
     assert err.value.status == 413 and err.value.row == 1, err.value.message
 
 
-@pytest.mark.parametrize("body", [
-    b'{"columns": ["id"], "data": [[1], [2],]}', b'{"columns": ["id"], "data": [[1] [2]]}',
-    b'{"columns": ["id"], "data": [[1], [2]]', b'{"columns": ["id"], "data": [[1], [2]]} x',
-    b'{"columns": ["id"], "data": [[1], [2]], "data": []}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"columns": ["id"], "data": [[1], [2],]}',
+        b'{"columns": ["id"], "data": [[1] [2]]}',
+        b'{"columns": ["id"], "data": [[1], [2]]',
+        b'{"columns": ["id"], "data": [[1], [2]]} x',
+        b'{"columns": ["id"], "data": [[1], [2]], "data": []}',
+    ],
+)
 def test_compact_framed_refuses_what_the_whole_decode_refuses(body: bytes) -> None:
     with pytest.raises(BadRequest):
-        run(decode_compact(feed([body[i:i + 3] for i in range(0, len(body), 3)]), BOUNDED))
+        run(decode_compact(feed([body[i : i + 3] for i in range(0, len(body), 3)]), BOUNDED))
 
 
-@pytest.mark.parametrize("body", [
-    b'{"columns": ["\x80"], "data": [[1]]}', b'{"columns": ["id"], "data": [["\x80"], [1]]}'])
+@pytest.mark.parametrize(
+    "body", [b'{"columns": ["\x80"], "data": [[1]]}', b'{"columns": ["id"], "data": [["\x80"], [1]]}']
+)
 def test_compact_framed_refuses_invalid_utf8_as_malformed(body: bytes) -> None:
     """Found by test_hostile_properties: msgspec raises UnicodeDecodeError, not DecodeError."""
     with pytest.raises(BadRequest):
-        run(decode_compact(feed([body[i:i + 4] for i in range(0, len(body), 4)]), BOUNDED))
+        run(decode_compact(feed([body[i : i + 4] for i in range(0, len(body), 4)]), BOUNDED))

@@ -20,20 +20,30 @@ from gateway.ingest.body import read_chunks
 from gateway.ingest.formats import Format, decode
 from gateway.ingest.schema import CompiledSchema
 
-COLUMNS = [Column("id", "string"), Column("n", "int32"), Column("u", "nullable(uint8)"),
-           Column("f", "float64", default="0"), Column("t", "nullable(datetime64(3))"),
-           Column("j", "nullable(json)"), Column("a", "array(int16)", default="[]"),
-           Column("m", "map(string, nullable(string))", default="{}"),
-           Column("ip", "nullable(ipv4)"), Column("b", "bool", default="false")]
+COLUMNS = [
+    Column("id", "string"),
+    Column("n", "int32"),
+    Column("u", "nullable(uint8)"),
+    Column("f", "float64", default="0"),
+    Column("t", "nullable(datetime64(3))"),
+    Column("j", "nullable(json)"),
+    Column("a", "array(int16)", default="[]"),
+    Column("m", "map(string, nullable(string))", default="{}"),
+    Column("ip", "nullable(ipv4)"),
+    Column("b", "bool", default="false"),
+]
 SCHEMA = CompiledSchema(Stream(name="p", columns=COLUMNS, topic="t"))
 ONE_STRING = CompiledSchema(Stream(name="q", columns=[Column("line", "string")], topic="t2"))
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=4),
-    max_leaves=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
 names = st.sampled_from([c.name for c in COLUMNS] + ["zz", ""])
 rows = st.dictionaries(names, json_values, max_size=8)
 
@@ -49,7 +59,7 @@ def compact(items: list[dict[str, Any]]) -> bytes:
 
 async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 class Source:
@@ -59,17 +69,20 @@ class Source:
         self.data, self.size, self.pos = data, size, 0
 
     async def readany(self) -> bytes:
-        chunk = self.data[self.pos:self.pos + self.size]
+        chunk = self.data[self.pos : self.pos + self.size]
         self.pos += len(chunk)
         return chunk
 
 
-def outcome(fmt: Format, body: bytes, size: int, schema: CompiledSchema = SCHEMA,
-            encoding: str = "") -> list[Any] | GatewayError:
+def outcome(
+    fmt: Format, body: bytes, size: int, schema: CompiledSchema = SCHEMA, encoding: str = ""
+) -> list[Any] | GatewayError:
     async def run() -> list[Any]:
-        chunks = read_chunks(Source(body, size), content_encoding=encoding, max_bytes=1 << 20,
-                             max_decompressed=1 << 20)
+        chunks = read_chunks(
+            Source(body, size), content_encoding=encoding, max_bytes=1 << 20, max_decompressed=1 << 20
+        )
         return await decode(fmt, chunks, schema)
+
     try:
         return _LOOP.run_until_complete(run())
     except GatewayError as err:
@@ -111,10 +124,15 @@ def test_compact_rows_decode_or_4xx(items: list[dict[str, Any]], size: int) -> N
 
 
 @PROPS
-@given(st.lists(rows, max_size=6), st.integers(0, 400), st.binary(max_size=3),
-       st.sampled_from([Format.STREAMING, Format.COMPACT]))
-def test_mangled_bodies_decode_or_4xx(items: list[dict[str, Any]], cut: int, junk: bytes,
-                                      fmt: Format) -> None:
+@given(
+    st.lists(rows, max_size=6),
+    st.integers(0, 400),
+    st.binary(max_size=3),
+    st.sampled_from([Format.STREAMING, Format.COMPACT]),
+)
+def test_mangled_bodies_decode_or_4xx(
+    items: list[dict[str, Any]], cut: int, junk: bytes, fmt: Format
+) -> None:
     """Truncated, spliced and corrupted versions of valid bodies."""
     body = ndjson(items) if fmt is Format.STREAMING else compact(items)
     assert_valid(outcome(fmt, body[:cut] + junk + body[cut:], 7))
@@ -139,8 +157,10 @@ def test_deep_nesting_is_a_4xx(depth: int, fmt: Format) -> None:
     if fmt is Format.STREAMING:
         bodies = [f'{{"id": "a", "n": 1, "j": {deep}}}\n', f'{{"id": "a", "n": 1, "x": {deep}}}\n']
     else:
-        bodies = [f'{{"columns": ["id", "n", "j"], "data": [["a", 1, {deep}]]}}',
-                  f'{{"columns": ["id"], "data": {deep}}}']
+        bodies = [
+            f'{{"columns": ["id", "n", "j"], "data": [["a", 1, {deep}]]}}',
+            f'{{"columns": ["id"], "data": {deep}}}',
+        ]
     for body in bodies:
         result = outcome(fmt, body.encode(), 4096)
         assert_valid(result)

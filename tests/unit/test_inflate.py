@@ -24,9 +24,10 @@ class Chunks:
 
 
 async def inflate(data: bytes, cut: int, cap: int) -> list[bytes]:
-    source = Chunks([data[i:i + cut] for i in range(0, len(data), cut)])
-    return [c async for c in read_chunks(source, content_encoding="gzip", max_bytes=1 << 30,
-                                         max_decompressed=cap)]
+    source = Chunks([data[i : i + cut] for i in range(0, len(data), cut)])
+    return [
+        c async for c in read_chunks(source, content_encoding="gzip", max_bytes=1 << 30, max_decompressed=cap)
+    ]
 
 
 @settings(max_examples=40, derandomize=True, deadline=None)

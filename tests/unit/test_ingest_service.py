@@ -53,8 +53,9 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     await gw.catalog.start()
     await gw.sink.start()
     gw.lifecycle.connected()
-    await gw.streams.create(Stream("s", [Column("id", "string"), Column("n", "int64")], ""),
-                            created_by="test")
+    await gw.streams.create(
+        Stream("s", [Column("id", "string"), Column("n", "int64")], ""), created_by="test"
+    )
     yield gw
     await gw.queues.stop()
     await gw.sink.close()
@@ -62,28 +63,30 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 
 def rejected(stream: str, cause: str) -> float:
-    value = REGISTRY.get_sample_value("gateway_bytes_rejected_total",
-                                      {"stream": stream, "cause": cause})
+    value = REGISTRY.get_sample_value("gateway_bytes_rejected_total", {"stream": stream, "cause": cause})
     return value or 0.0
 
 
 async def test_rows_are_queued_and_acknowledged(gw: Gateway, tmp_path: Path) -> None:
-    body = StreamedBody(Format.COMPACT, chunks(b'{"columns": ["id", "n"], "data": [["a", 1],',
-                                               b' ["b", 2]]}'))
+    body = StreamedBody(
+        Format.COMPACT, chunks(b'{"columns": ["id", "n"], "data": [["a", 1],', b' ["b", 2]]}')
+    )
     outcome = await gw.ingest.ingest(IngestRequest("s", body, WHO, wait=True))
     assert (outcome.rows, outcome.quarantined, outcome.acknowledged) == (2, 0, True)
     lines = (tmp_path / "sink" / "ingest.s.ndjson").read_bytes().splitlines()
     assert lines == [b'{"id":"a","n":1}', b'{"id":"b","n":2}']
 
 
-def hold_acknowledgements(gw: Gateway, monkeypatch: pytest.MonkeyPatch
-                          ) -> tuple[asyncio.Event, asyncio.Future[None]]:
+def hold_acknowledgements(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Future[None]]:
     """Make the sink's acknowledgements (of `send` and `send_lines`) wait for the returned gate;
     the event is set once a flush was handed over."""
     sent, gate = asyncio.Event(), asyncio.get_running_loop().create_future()
 
-    def held(send: Callable[..., Awaitable[asyncio.Future[Any]]]
-             ) -> Callable[..., Awaitable[asyncio.Future[Any]]]:
+    def held(
+        send: Callable[..., Awaitable[asyncio.Future[Any]]],
+    ) -> Callable[..., Awaitable[asyncio.Future[Any]]]:
         async def held_send(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
             landed = await send(*args, **kwargs)
             sent.set()
@@ -91,7 +94,9 @@ def hold_acknowledgements(gw: Gateway, monkeypatch: pytest.MonkeyPatch
             async def acknowledged() -> Any:
                 await gate
                 return await landed
+
             return asyncio.ensure_future(acknowledged())
+
         return held_send
 
     monkeypatch.setattr(gw.sink, "send", held(gw.sink.send))
@@ -116,12 +121,14 @@ class KeptRows:
 
 
 async def test_a_waiting_request_does_not_keep_its_decoded_rows(
-        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Only the encoded records stay queued until Kafka acknowledges: 64 waiting requests holding
     their decoded rows too spread the working set beyond the CPU caches (S2: ~12 % more CPU)."""
     sent, gate = hold_acknowledgements(gw, monkeypatch)
-    payload = KeptRows(StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n',
-                                                              b'{"id": "b", "n": 2}\n')))
+    payload = KeptRows(
+        StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n', b'{"id": "b", "n": 2}\n'))
+    )
     task = asyncio.create_task(gw.ingest.ingest(IngestRequest("s", payload, WHO, wait=True)))
     await sent.wait()
     assert not task.done() and len(payload.decoded) == 2
@@ -133,7 +140,8 @@ async def test_a_waiting_request_does_not_keep_its_decoded_rows(
 
 
 async def test_a_wait_past_its_deadline_is_not_confirmed_and_the_rows_stay_queued(
-        gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _, gate = hold_acknowledgements(gw, monkeypatch)
     gw.pipeline.deadlines = Deadlines(0.01)
     body = StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n'))
@@ -147,8 +155,11 @@ async def test_a_wait_past_its_deadline_is_not_confirmed_and_the_rows_stay_queue
 
 async def test_refusals_come_before_the_body_is_decoded(gw: Gateway) -> None:
     with pytest.raises(NotFound, match="no such thing: nope"):
-        await gw.ingest.ingest(IngestRequest("nope", Untouchable(), WHO, wording=Wording(
-            not_found=lambda name: f"no such thing: {name}")))
+        await gw.ingest.ingest(
+            IngestRequest(
+                "nope", Untouchable(), WHO, wording=Wording(not_found=lambda name: f"no such thing: {name}")
+            )
+        )
     reader = Principal("k2", "reader", frozenset({f"{APPEND}:other"}))
     with pytest.raises(Forbidden):
         await gw.ingest.ingest(IngestRequest("s", Untouchable(), reader))
@@ -159,13 +170,15 @@ async def test_refusals_come_before_the_body_is_decoded(gw: Gateway) -> None:
 
     async def name_from_body() -> str:
         raise AssertionError("the body was read although the gateway is draining")
+
     with pytest.raises(Unavailable):
         await gw.ingest.ingest(IngestRequest(name_from_body, Untouchable(), WHO))
 
 
 async def test_quarantine_splits_invalid_rows_off(gw: Gateway, tmp_path: Path) -> None:
-    body = StreamedBody(Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n{"id": "b", "n": "x"}\n'),
-                        quarantine=True)
+    body = StreamedBody(
+        Format.STREAMING, chunks(b'{"id": "a", "n": 1}\n{"id": "b", "n": "x"}\n'), quarantine=True
+    )
     outcome = await gw.ingest.ingest(IngestRequest("s", body, WHO, wait=True, request_id="r1"))
     assert (outcome.rows, outcome.quarantined) == (1, 1)
     bad = (tmp_path / "sink" / "ingest.s-quarantine.ndjson").read_bytes()
@@ -176,8 +189,7 @@ async def test_an_invalid_body_counts_its_bytes_as_rejected(gw: Gateway) -> None
     before = rejected("s", "invalid_row")
     text = b'{"id": "a", "n": "not a number"}\n'
     with pytest.raises(InvalidRow):
-        await gw.ingest.ingest(IngestRequest("s", StreamedBody(Format.STREAMING, chunks(text)),
-                                             WHO))
+        await gw.ingest.ingest(IngestRequest("s", StreamedBody(Format.STREAMING, chunks(text)), WHO))
     assert rejected("s", "invalid_row") - before == len(text)
 
 
@@ -186,15 +198,26 @@ async def test_data_sources_count_rejected_bytes(tmp_path: Path, aiohttp_client:
     app = build_app(Settings(data_dir=tmp_path), ADMIN_KEY)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     await app[GATEWAY].lifecycle.wait_catalog()
-    reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN_KEY}, json={
-        "name": "ds", "mode": "versioned_kv", "primary_key": "timestamp, name",
-        "columns": [{"name": "timestamp", "type": "int64"}, {"name": "name", "type": "string"},
-                    {"name": "value", "type": "float64"}]})
+    reply = await client.post(
+        "/api/v1beta2/streams",
+        headers={"X-Api-Key": ADMIN_KEY},
+        json={
+            "name": "ds",
+            "mode": "versioned_kv",
+            "primary_key": "timestamp, name",
+            "columns": [
+                {"name": "timestamp", "type": "int64"},
+                {"name": "name", "type": "string"},
+                {"name": "value", "type": "float64"},
+            ],
+        },
+    )
     assert reply.status == 201, await reply.text()
     before = rejected("ds", "invalid_row")
     body = b'{"data_source": "ds", "records": [{"timestamp": 1, "name": "a", "value": "x"}]}'
-    reply = await client.post("/v1/data_sources/ingest", data=body,
-                              headers={"Authorization": "Bearer " + ADMIN_KEY})
+    reply = await client.post(
+        "/v1/data_sources/ingest", data=body, headers={"Authorization": "Bearer " + ADMIN_KEY}
+    )
     assert reply.status == 422
     assert rejected("ds", "invalid_row") - before == len(body)
 
@@ -216,8 +239,10 @@ class HeldBody:
 
 async def test_requests_beyond_the_decoding_cap_get_429_at_once(gw: Gateway) -> None:
     gw.ingest.admission.decoding.cap = 2
-    throttled = REGISTRY.get_sample_value("gateway_throttled_requests_total",
-                                          {"status": "429", "cause": "decoding"}) or 0.0
+    throttled = (
+        REGISTRY.get_sample_value("gateway_throttled_requests_total", {"status": "429", "cause": "decoding"})
+        or 0.0
+    )
     held = [HeldBody(), HeldBody()]
     tasks = [asyncio.create_task(gw.ingest.ingest(IngestRequest("s", b, WHO))) for b in held]
     for body in held:
@@ -226,8 +251,10 @@ async def test_requests_beyond_the_decoding_cap_get_429_at_once(gw: Gateway) -> 
     with pytest.raises(Overloaded) as refused:  # decided before its body is touched
         await gw.ingest.ingest(IngestRequest("s", Untouchable(), WHO))
     assert (refused.value.status, refused.value.retry_after) == (429, 1.0)
-    assert REGISTRY.get_sample_value("gateway_throttled_requests_total",
-                                     {"status": "429", "cause": "decoding"}) == throttled + 1
+    assert (
+        REGISTRY.get_sample_value("gateway_throttled_requests_total", {"status": "429", "cause": "decoding"})
+        == throttled + 1
+    )
     for body in held:
         body.go.set()
     assert [(await t).rows for t in tasks] == [1, 1]
@@ -246,8 +273,14 @@ class Clock:
 
 
 def queue_with(rows: int, nbytes: int, rate: DrainRate) -> StreamQueue:
-    limits = Limits(max_rows=100, max_bytes=10_000, memory_cap=1_000_000, batch_max_bytes=1000,
-                    linger_s=0, max_in_flight=1)
+    limits = Limits(
+        max_rows=100,
+        max_bytes=10_000,
+        memory_cap=1_000_000,
+        batch_max_bytes=1000,
+        linger_s=0,
+        max_in_flight=1,
+    )
     q = StreamQueue("s", "t", None, limits, MemoryBudget(limits.memory_cap))  # type: ignore[arg-type]
     q.rows, q.nbytes, q.budget.used = rows, nbytes, nbytes
     q.drain_rate = rate

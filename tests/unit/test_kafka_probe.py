@@ -1,5 +1,6 @@
 """Kafka's health (gateway/sinks/kafka_health.py) against a fake aiokafka client: probe rounds,
 their verdicts per topic partition, and the hysteresis between them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,12 +50,19 @@ class Reply:
     topics: list[tuple[int, str, bool, list[tuple[int, int, int, list[int], list[int]]]]]
 
 
-def reply(live: list[int], *partitions: tuple[int, list[int], list[int]], topic: str = "t"
-          ) -> Reply:
+def reply(live: list[int], *partitions: tuple[int, list[int], list[int]], topic: str = "t") -> Reply:
     """A Metadata reply: `live` brokers, topic `topic` with (leader, replicas, isr) partitions."""
-    return Reply([(n, "127.0.0.1", 1, None) for n in live],
-                 [(0, topic, False, [(0, i, leader, replicas, isr)
-                                     for i, (leader, replicas, isr) in enumerate(partitions)])])
+    return Reply(
+        [(n, "127.0.0.1", 1, None) for n in live],
+        [
+            (
+                0,
+                topic,
+                False,
+                [(0, i, leader, replicas, isr) for i, (leader, replicas, isr) in enumerate(partitions)],
+            )
+        ],
+    )
 
 
 class FakeClient:
@@ -79,11 +87,11 @@ class FakeClient:
 def fail(exc: BaseException) -> Step:
     def step() -> Any:
         raise exc
+
     return step
 
 
-def healthy(steps: list[Step], up: dict[int, bool] | None = None
-            ) -> tuple[KafkaHealth, FakeClient]:
+def healthy(steps: list[Step], up: dict[int, bool] | None = None) -> tuple[KafkaHealth, FakeClient]:
     # unreachable_after_s is huge: only refusals and unwritable topics can mark Kafka down here
     health = KafkaHealth("127.0.0.1:1", interval_s=0.001, unreachable_after_s=1e9, min_insync=2)
     client = FakeClient(health, steps, up or {1: True})
@@ -99,11 +107,14 @@ async def test_an_unexpected_probe_error_does_not_stop_the_probing() -> None:
     # What aiokafka's conn.send raises under uvloop when the broker reset the connection and the
     # read task has not closed it yet. Before, this ended the probe task silently: Kafka stayed
     # "reachable" through the refused connections that followed.
-    closed = RuntimeError("unable to perform operation on <TCPTransport closed=True reading=False"
-                          " 0x55>; the handler is closed")
+    closed = RuntimeError(
+        "unable to perform operation on <TCPTransport closed=True reading=False 0x55>; the handler is closed"
+    )
+
     def reset_then_refused() -> Any:
         client._conns[(1, ConnectionGroup.DEFAULT)].up = False  # the node refuses from now on
         raise closed
+
     health, client = healthy([reset_then_refused, fail(NodeNotReadyError("never asked"))])
     went_down = asyncio.Event()
     judge = health.judge
@@ -113,6 +124,7 @@ async def test_an_unexpected_probe_error_does_not_stop_the_probing() -> None:
         if not health.available:
             went_down.set()
             health.closing = True
+
     health.judge = judged  # type: ignore[method-assign]
     probing = asyncio.create_task(health.run(lambda: client, list))
     await asyncio.wait_for(went_down.wait(), 30)  # a failure guard only
@@ -152,6 +164,7 @@ async def test_one_node_refusing_while_the_others_are_slow_is_no_outage() -> Non
     # A killed node refuses, the live ones answer late (a busy machine): slow is not down.
     async def slow() -> Any:
         await asyncio.sleep(3600)
+
     health, client = healthy([], {1: False, 2: True, 3: True})
     health.round_s = 0.05
     client.send = lambda node, request: slow()  # type: ignore[method-assign]
@@ -185,8 +198,12 @@ def test_hysteresis_both_ways() -> None:
     health = KafkaHealth("k:1", interval_s=1, unreachable_after_s=1e9, min_insync=1)
     health.set(True)
     bad, good = Round(True, frozenset(), ("t",), 1), Round(True, frozenset())
-    for rounds, expected in (([bad, good, bad, good], True), ([bad, bad], False),
-                             ([good, bad, good], False), ([good, good], True)):
+    for rounds, expected in (
+        ([bad, good, bad, good], True),
+        ([bad, bad], False),
+        ([good, bad, good], False),
+        ([good, good], True),
+    ):
         for r in rounds:
             health.judge(r)
         assert health.available is expected, rounds
@@ -234,6 +251,7 @@ async def test_a_probe_ending_before_close_is_logged(caplog: pytest.LogCaptureFi
 
     async def dies() -> None:
         raise RuntimeError("surprise")
+
     task = asyncio.create_task(dies())
     await asyncio.gather(task, return_exceptions=True)
     with caplog.at_level(logging.ERROR, logger="gateway.sinks.kafka"):
@@ -242,8 +260,8 @@ async def test_a_probe_ending_before_close_is_logged(caplog: pytest.LogCaptureFi
         sink._probe_ended(task)  # at close the end is expected: no second record
     # ERROR only: another test may have left the logger at INFO ("... is reachable")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
-        "the Kafka probe stopped before close (RuntimeError: surprise); Kafka outages go "
-        "unnoticed now"]
+        "the Kafka probe stopped before close (RuntimeError: surprise); Kafka outages go unnoticed now"
+    ]
 
 
 async def test_a_frozen_broker_delays_a_round_by_the_hedge_only() -> None:
@@ -257,6 +275,7 @@ async def test_a_frozen_broker_delays_a_round_by_the_hedge_only() -> None:
         if node == 1:
             await asyncio.sleep(3600)
         return reply([1, 2], (1, [1, 2], [1, 2]), (2, [1, 2], [1, 2]))
+
     client.send = send  # type: ignore[method-assign]
     health.round_s = 3600  # the frozen node alone would hold the round this long
     found = await asyncio.wait_for(health.probe(client, ["t"]), 60)  # a failure guard

@@ -22,7 +22,7 @@ async def test_catalog_file_holds_salted_hashes_only(tmp_path: Path) -> None:
     await catalog.put_key(other_record)
     stored = path.read_text()
     for secret in (key, other):
-        assert secret[ID_LEN:] not in stored and secret[ID_LEN + 4:-4] not in stored
+        assert secret[ID_LEN:] not in stored and secret[ID_LEN + 4 : -4] not in stored
     assert record.digest in stored and record.salt in stored
     assert record.salt != other_record.salt and len(record.salt) >= 32
     # Read back by a new process: the key still authenticates, against the stored hash.

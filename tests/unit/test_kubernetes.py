@@ -47,15 +47,17 @@ pytestmark = pytest.mark.timeout(900)  # the first run builds kustomize and kube
 
 def targets() -> list[str]:
     """The base and every overlay (each directory under overlays/ with a kustomization)."""
-    overlays = sorted(p.parent.relative_to(KUBERNETES).as_posix()
-                      for p in KUBERNETES.glob("overlays/*/kustomization.yaml"))
+    overlays = sorted(
+        p.parent.relative_to(KUBERNETES).as_posix() for p in KUBERNETES.glob("overlays/*/kustomization.yaml")
+    )
     return ["base", *overlays]
 
 
 @pytest.fixture(scope="module")
 def tools() -> Path:
-    done = subprocess.run([str(ROOT / "deploy" / "dev" / "setup-kube-tools")], capture_output=True,
-                          text=True, timeout=850)
+    done = subprocess.run(
+        [str(ROOT / "deploy" / "dev" / "setup-kube-tools")], capture_output=True, text=True, timeout=850
+    )
     assert done.returncode == 0, f"deploy/dev/setup-kube-tools failed:\n{done.stderr[-3000:]}"
     return Path(done.stdout.strip().splitlines()[-1])
 
@@ -72,8 +74,9 @@ def docs_of(built: dict[str, tuple[str, list[dict[str, Any]]]], target: str) -> 
 
 def build(tools: Path, directory: Path) -> tuple[str, list[dict[str, Any]]]:
     """`kustomize build` of a directory: the YAML text and its documents."""
-    done = subprocess.run([str(tools / "kustomize"), "build", str(directory)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [str(tools / "kustomize"), "build", str(directory)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"kustomize build {directory} failed:\n{done.stderr}"
     return done.stdout, [d for d in yaml.safe_load_all(done.stdout) if d]
 
@@ -97,15 +100,19 @@ def schema_errors(docs: list[dict[str, Any]]) -> list[str]:
 def lint(tools: Path, text: str) -> tuple[bool, str]:
     """kube-score over the built manifests: passes only without a warning or a critical."""
     ignored = [arg for test in KUBE_SCORE_IGNORED for arg in ("--ignore-test", test)]
-    done = subprocess.run([str(tools / "kube-score"), "score", "--output-format", "ci",
-                           "--exit-one-on-warning", *ignored, "-"], input=text,
-                          capture_output=True, text=True, timeout=120)
-    problems = [line for line in done.stdout.splitlines()
-                if line.startswith(("[WARNING]", "[CRITICAL]"))]
+    done = subprocess.run(
+        [str(tools / "kube-score"), "score", "--output-format", "ci", "--exit-one-on-warning", *ignored, "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    problems = [line for line in done.stdout.splitlines() if line.startswith(("[WARNING]", "[CRITICAL]"))]
     return done.returncode == 0 and not problems, "\n".join(problems) or done.stderr
 
 
 # ---- the properties the gateway needs, on the built documents ---------------------------------
+
 
 def dockerfile() -> dict[str, Any]:
     """What the image is: user, exposed port, entrypoint and command, data directory."""
@@ -113,11 +120,14 @@ def dockerfile() -> dict[str, Any]:
     user = re.findall(r"^USER\s+(\d+):(\d+)\s*$", text, re.M)[-1]
     data_dir = re.search(r"GATEWAY_DATA_DIR=(\S+)", text)
     assert data_dir is not None
-    return {"uid": int(user[0]), "gid": int(user[1]),
-            "port": int(re.findall(r"^EXPOSE\s+(\d+)", text, re.M)[-1]),
-            "entrypoint": yaml.safe_load(re.findall(r"^ENTRYPOINT\s+(.+)$", text, re.M)[-1]),
-            "cmd": yaml.safe_load(re.findall(r"^CMD\s+(.+)$", text, re.M)[-1]),
-            "data_dir": data_dir.group(1)}
+    return {
+        "uid": int(user[0]),
+        "gid": int(user[1]),
+        "port": int(re.findall(r"^EXPOSE\s+(\d+)", text, re.M)[-1]),
+        "entrypoint": yaml.safe_load(re.findall(r"^ENTRYPOINT\s+(.+)$", text, re.M)[-1]),
+        "cmd": yaml.safe_load(re.findall(r"^CMD\s+(.+)$", text, re.M)[-1]),
+        "data_dir": data_dir.group(1),
+    }
 
 
 def of_kind(docs: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
@@ -142,8 +152,7 @@ def environment(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[s
             env.update(cm["data"] if cm else {})
         if "secretRef" in source:
             secret = by_name(docs, "Secret", source["secretRef"]["name"])
-            env.update({k: base64.b64decode(v).decode() for k, v in
-                        (secret or {}).get("data", {}).items()})
+            env.update({k: base64.b64decode(v).decode() for k, v in (secret or {}).get("data", {}).items()})
             env.update((secret or {}).get("stringData", {}))
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
     return env
@@ -167,8 +176,9 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
     gw = gateway_container(pod)
     image = dockerfile()
     env = environment(docs, gw)
-    unknown = {k for k in env if k.startswith("GATEWAY_")} - \
-        {env_name(f) for f in Settings.__dataclass_fields__}
+    unknown = {k for k in env if k.startswith("GATEWAY_")} - {
+        env_name(f) for f in Settings.__dataclass_fields__
+    }
     if unknown:
         yield f"{name}: not gateway settings: {sorted(unknown)}"
     try:
@@ -177,8 +187,11 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
         yield f"{name}: the gateway refuses its settings: {exc}"
         return
     for source in gw.get("envFrom", []):
-        kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source \
+        kind, ref = (
+            ("ConfigMap", source["configMapRef"])
+            if "configMapRef" in source
             else ("Secret", source["secretRef"])
+        )
         if by_name(docs, kind, ref["name"]) is None:
             yield f"{name}: envFrom names {kind} {ref['name']}, which is not in the output"
     if not env.get("GATEWAY_ADMIN_KEY", "").startswith(PLACEHOLDER):
@@ -192,8 +205,10 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
         yield f"{name}: must run the image's ENTRYPOINT with args {image['cmd']}"
     ports = {p["name"]: p["containerPort"] for p in gw.get("ports", [])}
     if ports.get("http") != image["port"] or settings.port != image["port"]:
-        yield f"{name}: port http {ports.get('http')} / GATEWAY_PORT {settings.port} is not " \
-              f"the image's EXPOSE {image['port']}"
+        yield (
+            f"{name}: port http {ports.get('http')} / GATEWAY_PORT {settings.port} is not "
+            f"the image's EXPOSE {image['port']}"
+        )
     scrape = workload["spec"]["template"]["metadata"].get("annotations", {})
     if scrape.get("prometheus.io/port", str(image["port"])) != str(image["port"]):
         yield f"{name}: prometheus.io/port is not the gateway's port {image['port']}"
@@ -201,8 +216,11 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
         yield f"{name}: the gateway must listen on 0.0.0.0, not {settings.host}"
 
     # Probes: alive = /healthz, ready = /readyz (README "Operations").
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
-                        ("startupProbe", "/healthz")):
+    for probe, path in (
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ):
         get = gw.get(probe, {}).get("httpGet", {})
         if probe == "startupProbe" and probe not in gw:
             continue
@@ -219,13 +237,18 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
     needed = sleep + settings.wait_timeout_s + settings.drain_timeout_s + 15 + GRACE_MARGIN_S
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace < needed:
-        yield f"{name}: terminationGracePeriodSeconds {grace} < {needed:.0f} (preStop {sleep} + " \
-              f"wait {settings.wait_timeout_s} + drain {settings.drain_timeout_s} + 15 + margin)"
+        yield (
+            f"{name}: terminationGracePeriodSeconds {grace} < {needed:.0f} (preStop {sleep} + "
+            f"wait {settings.wait_timeout_s} + drain {settings.drain_timeout_s} + 15 + margin)"
+        )
 
     # Security: non-root as the image's user, nothing to escalate, read-only root, RuntimeDefault.
     context = pod.get("securityContext", {})
-    if not (context.get("runAsNonRoot") is True and context.get("runAsUser") == image["uid"]
-            and context.get("runAsGroup") == image["gid"]):
+    if not (
+        context.get("runAsNonRoot") is True
+        and context.get("runAsUser") == image["uid"]
+        and context.get("runAsGroup") == image["gid"]
+    ):
         yield f"{name}: pod must run as non-root {image['uid']}:{image['gid']}, got {context}"
     if context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
         yield f"{name}: seccompProfile must be RuntimeDefault"
@@ -233,9 +256,13 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
         yield f"{name}: the gateway needs no service account token"
     for container in pod["containers"] + pod.get("initContainers", []):
         sc = container.get("securityContext", {})
-        if not (sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem")
-                is True and sc.get("capabilities", {}).get("drop") == ["ALL"]
-                and not sc.get("privileged") and not sc.get("capabilities", {}).get("add")):
+        if not (
+            sc.get("allowPrivilegeEscalation") is False
+            and sc.get("readOnlyRootFilesystem") is True
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]
+            and not sc.get("privileged")
+            and not sc.get("capabilities", {}).get("add")
+        ):
             yield f"{name}: container {container['name']}: securityContext too open: {sc}"
         for kind in ("requests", "limits"):
             missing = {"cpu", "memory"} - set(container.get("resources", {}).get(kind, {}))
@@ -252,8 +279,9 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
             yield f"{name}: {path} must be a writable emptyDir (read-only root filesystem)"
     if str(settings.data_dir) != image["data_dir"]:
         yield f"{name}: GATEWAY_DATA_DIR {settings.data_dir} is not the image's {image['data_dir']}"
-    if settings.spool_dir and (workload["kind"] != "StatefulSet"
-                               or mounts.get(settings.spool_dir) not in claims):
+    if settings.spool_dir and (
+        workload["kind"] != "StatefulSet" or mounts.get(settings.spool_dir) not in claims
+    ):
         yield f"{name}: --spool-dir {settings.spool_dir} must be a StatefulSet's volume claim"
     if settings.spool_dir and settings.worker_count > 1:
         # gateway/workers.py gives every worker the same --spool-dir: they would append to and
@@ -263,12 +291,13 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
     # Resources (README "Workers and sizing"): a core per worker; memory above the row buffers.
     resources = gw.get("resources", {})
     workers = settings.worker_count
-    need_mib = workers * (settings.memory_cap_bytes / MiB + PROCESS_MIB) + \
-        (PROCESS_MIB if workers > 1 else 0)
+    need_mib = workers * (settings.memory_cap_bytes / MiB + PROCESS_MIB) + (PROCESS_MIB if workers > 1 else 0)
     limit = quantity(resources.get("limits", {}).get("memory", "0"))
     if limit < need_mib * MiB:
-        yield f"{name}: memory limit {limit / MiB:.0f} MiB < {need_mib:.0f} MiB for {workers} " \
-              f"worker(s) of --memory-cap-bytes {settings.memory_cap_bytes}"
+        yield (
+            f"{name}: memory limit {limit / MiB:.0f} MiB < {need_mib:.0f} MiB for {workers} "
+            f"worker(s) of --memory-cap-bytes {settings.memory_cap_bytes}"
+        )
     if quantity(resources.get("requests", {}).get("cpu", "0")) < workers:
         yield f"{name}: CPU request below one core per worker ({workers})"
     if "replicas" in workload["spec"]:
@@ -277,8 +306,17 @@ def check_workload(docs: list[dict[str, Any]], workload: dict[str, Any]) -> Iter
 
 def quantity(text: str | int) -> float:
     """A Kubernetes quantity (`1Gi`, `500m`, `2`) as a number."""
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9,
-             "m": 1e-3, "": 1}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "m": 1e-3,
+        "": 1,
+    }
     match = re.fullmatch(r"([\d.]+)([A-Za-z]*)", str(text))
     assert match is not None and match.group(2) in units, text
     return float(match.group(1)) * units[match.group(2)]
@@ -302,8 +340,11 @@ def check(docs: list[dict[str, Any]]) -> list[str]:
         selector = doc["spec"].get("selector", {})
         if not selector or selector.items() - labels.items():
             problems.append(f"Service/{doc['metadata']['name']} does not select the gateway pods")
-        problems += [f"Service/{doc['metadata']['name']}: targetPort {p['targetPort']} is not a "
-                     f"container port" for p in doc["spec"]["ports"] if p["targetPort"] not in ports]
+        problems += [
+            f"Service/{doc['metadata']['name']}: targetPort {p['targetPort']} is not a container port"
+            for p in doc["spec"]["ports"]
+            if p["targetPort"] not in ports
+        ]
     for doc in of_kind(docs, "PodDisruptionBudget", "NetworkPolicy"):
         key = "podSelector" if doc["kind"] == "NetworkPolicy" else "selector"
         if doc["spec"][key]["matchLabels"].items() - labels.items():
@@ -311,8 +352,10 @@ def check(docs: list[dict[str, Any]]) -> list[str]:
     for doc in of_kind(docs, "HorizontalPodAutoscaler"):
         ref = doc["spec"]["scaleTargetRef"]
         if (ref["kind"], ref["name"]) != (workload["kind"], workload["metadata"]["name"]):
-            problems.append(f"HorizontalPodAutoscaler scales {ref['kind']}/{ref['name']}, not the "
-                            f"gateway's {workload['kind']}")
+            problems.append(
+                f"HorizontalPodAutoscaler scales {ref['kind']}/{ref['name']}, not the "
+                f"gateway's {workload['kind']}"
+            )
         if doc["spec"].get("minReplicas", 1) < 2:
             problems.append("HorizontalPodAutoscaler: minReplicas < 2 leaves no replica in a drain")
     namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
@@ -321,8 +364,9 @@ def check(docs: list[dict[str, Any]]) -> list[str]:
     for ns in of_kind(docs, "Namespace"):
         labels_ns = ns["metadata"].get("labels", {})
         if labels_ns.get("pod-security.kubernetes.io/enforce") != "restricted":
-            problems.append(f"Namespace/{ns['metadata']['name']} must enforce the restricted "
-                            f"Pod Security Standard")
+            problems.append(
+                f"Namespace/{ns['metadata']['name']} must enforce the restricted Pod Security Standard"
+            )
         if ns["metadata"]["name"] not in namespaces:
             problems.append(f"Namespace/{ns['metadata']['name']} holds none of the objects")
     return problems
@@ -330,13 +374,15 @@ def check(docs: list[dict[str, Any]]) -> list[str]:
 
 # ---- the tests --------------------------------------------------------------------------------
 
+
 def test_every_overlay_is_checked() -> None:
     assert {"base", "overlays/production", "overlays/spool"} <= set(targets())
 
 
 @pytest.mark.parametrize("target", targets())
-def test_builds_validates_lints_and_keeps_the_invariants(tools: Path, built: dict[str, Any],
-                                                         target: str) -> None:
+def test_builds_validates_lints_and_keeps_the_invariants(
+    tools: Path, built: dict[str, Any], target: str
+) -> None:
     text, docs = built[target]
     assert schema_errors(docs) == []
     ok, report = lint(tools, text)
@@ -380,8 +426,13 @@ def test_the_admin_key_guard_refuses_the_placeholder(built: dict[str, Any]) -> N
     placeholder = environment(docs, guard)["GATEWAY_ADMIN_KEY"]
 
     def run(key: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", guard["command"][2]], capture_output=True,
-                              text=True, env={"GATEWAY_ADMIN_KEY": key}, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-c", guard["command"][2]],
+            capture_output=True,
+            text=True,
+            env={"GATEWAY_ADMIN_KEY": key},
+            timeout=60,
+        )
 
     for bad in (placeholder, "", "short-key"):
         refused = run(bad)
@@ -395,7 +446,7 @@ README = ROOT / "README.md"
 
 def readme_kubernetes() -> str:
     text = README.read_text()
-    return text[text.index("### Kubernetes"):]
+    return text[text.index("### Kubernetes") :]
 
 
 def test_the_readme_site_overlay_replaces_the_placeholder_key(tools: Path, tmp_path: Path) -> None:
@@ -407,8 +458,9 @@ def test_the_readme_site_overlay_replaces_the_placeholder_key(tools: Path, tmp_p
     site = tmp_path / "my-gateway"
     site.mkdir()
     (site / "admin.env").write_text(f"GATEWAY_ADMIN_KEY={key}\n")
-    (site / "kustomization.yaml").write_text(kustomization.group(1).replace(
-        "../deploy/kubernetes/", os.path.relpath(KUBERNETES, site) + "/"))
+    (site / "kustomization.yaml").write_text(
+        kustomization.group(1).replace("../deploy/kubernetes/", os.path.relpath(KUBERNETES, site) + "/")
+    )
     _, docs = build(tools, site)
     (secret,) = of_kind(docs, "Secret")
     assert base64.b64decode(secret["data"]["GATEWAY_ADMIN_KEY"]).decode() == key
@@ -438,8 +490,7 @@ def test_the_readme_strimzi_kafka_is_what_the_manifests_point_at(built: dict[str
     name, namespace = kafka["metadata"]["name"], kafka["metadata"]["namespace"]
     assert settings.kafka_bootstrap == f"{name}-kafka-bootstrap.{namespace}.svc:{listener['port']}"
     config = kafka["spec"]["kafka"]["config"]
-    assert settings.replication_factor == config["default.replication.factor"] > \
-        config["min.insync.replicas"]
+    assert settings.replication_factor == config["default.replication.factor"] > config["min.insync.replicas"]
     assert config["auto.create.topics.enable"] is False
     # The gateway's egress reaches exactly those brokers...
     (policy,) = of_kind(docs, "NetworkPolicy")
@@ -452,7 +503,8 @@ def test_the_readme_strimzi_kafka_is_what_the_manifests_point_at(built: dict[str
     (allowed,) = listener["networkPolicyPeers"]
     (ns,) = of_kind(docs, "Namespace")
     assert allowed["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": ns["metadata"]["name"]}
+        "kubernetes.io/metadata.name": ns["metadata"]["name"]
+    }
     labels = workload_of(docs)["spec"]["template"]["metadata"]["labels"]
     assert allowed["podSelector"]["matchLabels"].items() <= labels.items()
 
@@ -469,6 +521,7 @@ def test_dockerfile_makes_what_the_manifests_expect() -> None:
 
 # ---- and each check fails on a broken manifest ------------------------------------------------
 
+
 def workload_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return of_kind(docs, "Deployment", "StatefulSet")[0]
 
@@ -484,48 +537,83 @@ def settings_map(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 # name: (how the production overlay is broken, a word of the problem check() must report)
 BREAKAGES: dict[str, tuple[Callable[[list[dict[str, Any]]], object], str]] = {
-    "readiness on /healthz": (lambda d: gateway_of(d)["readinessProbe"]["httpGet"].update(
-        path="/healthz"), "readinessProbe must GET /readyz"),
-    "no liveness probe": (lambda d: gateway_of(d).pop("livenessProbe"),
-                          "livenessProbe must GET /healthz"),
-    "grace below the drain": (lambda d: workload_of(d)["spec"]["template"]["spec"].update(
-        terminationGracePeriodSeconds=60), "terminationGracePeriodSeconds 60 <"),
-    "a longer drain, same grace": (lambda d: settings_map(d).update(
-        GATEWAY_DRAIN_TIMEOUT_S="120"), "terminationGracePeriodSeconds 130 <"),
+    "readiness on /healthz": (
+        lambda d: gateway_of(d)["readinessProbe"]["httpGet"].update(path="/healthz"),
+        "readinessProbe must GET /readyz",
+    ),
+    "no liveness probe": (lambda d: gateway_of(d).pop("livenessProbe"), "livenessProbe must GET /healthz"),
+    "grace below the drain": (
+        lambda d: workload_of(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=60),
+        "terminationGracePeriodSeconds 60 <",
+    ),
+    "a longer drain, same grace": (
+        lambda d: settings_map(d).update(GATEWAY_DRAIN_TIMEOUT_S="120"),
+        "terminationGracePeriodSeconds 130 <",
+    ),
     "no preStop": (lambda d: gateway_of(d).pop("lifecycle"), "preStop must sleep"),
-    "runs as root": (lambda d: workload_of(d)["spec"]["template"]["spec"]["securityContext"].update(
-        runAsNonRoot=False, runAsUser=0), "must run as non-root"),
-    "writable root": (lambda d: gateway_of(d)["securityContext"].update(
-        readOnlyRootFilesystem=False), "securityContext too open"),
-    "init container may escalate": (lambda d: workload_of(d)["spec"]["template"]["spec"][
-        "initContainers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
-        "check-admin-key: securityContext too open"),
-    "no seccomp": (lambda d: workload_of(d)["spec"]["template"]["spec"]["securityContext"].pop(
-        "seccompProfile"), "seccompProfile must be RuntimeDefault"),
+    "runs as root": (
+        lambda d: workload_of(d)["spec"]["template"]["spec"]["securityContext"].update(
+            runAsNonRoot=False, runAsUser=0
+        ),
+        "must run as non-root",
+    ),
+    "writable root": (
+        lambda d: gateway_of(d)["securityContext"].update(readOnlyRootFilesystem=False),
+        "securityContext too open",
+    ),
+    "init container may escalate": (
+        lambda d: workload_of(d)["spec"]["template"]["spec"]["initContainers"][0]["securityContext"].pop(
+            "allowPrivilegeEscalation"
+        ),
+        "check-admin-key: securityContext too open",
+    ),
+    "no seccomp": (
+        lambda d: workload_of(d)["spec"]["template"]["spec"]["securityContext"].pop("seccompProfile"),
+        "seccompProfile must be RuntimeDefault",
+    ),
     "no /tmp": (lambda d: gateway_of(d)["volumeMounts"].pop(0), "/tmp must be a writable emptyDir"),
-    "image latest": (lambda d: gateway_of(d).update(image="ingest-gateway:latest"),
-                     "is not ingest-gateway:"),
-    "another port": (lambda d: settings_map(d).update(GATEWAY_PORT="9000"),
-                     "is not the image's EXPOSE"),
-    "scrape another port": (lambda d: workload_of(d)["spec"]["template"]["metadata"][
-        "annotations"].update({"prometheus.io/port": "9000"}), "prometheus.io/port"),
-    "a real key": (lambda d: of_kind(d, "Secret")[0]["data"].update(
-        GATEWAY_ADMIN_KEY=base64.b64encode(b"k" * 48).decode()), "placeholder"),
-    "a misspelt setting": (lambda d: settings_map(d).update(GATEWAY_DRAIN_TIMEOUT="60"),
-                           "not gateway settings"),
-    "an invalid setting": (lambda d: settings_map(d).update(GATEWAY_WORKERS="0"),
-                           "the gateway refuses its settings"),
-    "memory limit below the cap": (lambda d: gateway_of(d)["resources"]["limits"].update(
-        memory="512Mi"), "memory limit 512 MiB <"),
-    "a spool on an emptyDir": (lambda d: settings_map(d).update(GATEWAY_SPOOL_DIR="/tmp/spool"),
-                               "must be a StatefulSet's volume claim"),
-    "a shared spool": (lambda d: settings_map(d).update(GATEWAY_SPOOL_DIR="/tmp/spool",
-                                                       GATEWAY_WORKERS="2"),
-                       "--spool-dir needs --workers 1"),
-    "service selects nothing": (lambda d: of_kind(d, "Service")[0]["spec"]["selector"].update(
-        app="other"), "does not select the gateway pods"),
-    "secret not in the output": (lambda d: of_kind(d, "Secret")[0]["metadata"].update(
-        name="other"), "which is not in the output"),
+    "image latest": (lambda d: gateway_of(d).update(image="ingest-gateway:latest"), "is not ingest-gateway:"),
+    "another port": (lambda d: settings_map(d).update(GATEWAY_PORT="9000"), "is not the image's EXPOSE"),
+    "scrape another port": (
+        lambda d: workload_of(d)["spec"]["template"]["metadata"]["annotations"].update(
+            {"prometheus.io/port": "9000"}
+        ),
+        "prometheus.io/port",
+    ),
+    "a real key": (
+        lambda d: of_kind(d, "Secret")[0]["data"].update(
+            GATEWAY_ADMIN_KEY=base64.b64encode(b"k" * 48).decode()
+        ),
+        "placeholder",
+    ),
+    "a misspelt setting": (
+        lambda d: settings_map(d).update(GATEWAY_DRAIN_TIMEOUT="60"),
+        "not gateway settings",
+    ),
+    "an invalid setting": (
+        lambda d: settings_map(d).update(GATEWAY_WORKERS="0"),
+        "the gateway refuses its settings",
+    ),
+    "memory limit below the cap": (
+        lambda d: gateway_of(d)["resources"]["limits"].update(memory="512Mi"),
+        "memory limit 512 MiB <",
+    ),
+    "a spool on an emptyDir": (
+        lambda d: settings_map(d).update(GATEWAY_SPOOL_DIR="/tmp/spool"),
+        "must be a StatefulSet's volume claim",
+    ),
+    "a shared spool": (
+        lambda d: settings_map(d).update(GATEWAY_SPOOL_DIR="/tmp/spool", GATEWAY_WORKERS="2"),
+        "--spool-dir needs --workers 1",
+    ),
+    "service selects nothing": (
+        lambda d: of_kind(d, "Service")[0]["spec"]["selector"].update(app="other"),
+        "does not select the gateway pods",
+    ),
+    "secret not in the output": (
+        lambda d: of_kind(d, "Secret")[0]["metadata"].update(name="other"),
+        "which is not in the output",
+    ),
 }
 
 
@@ -539,8 +627,7 @@ def test_invariants_fail_on_a_broken_manifest(built: dict[str, Any], breakage: s
     assert any(expected in p for p in problems), problems
 
 
-def test_kustomize_schemas_and_linter_fail_on_a_broken_overlay(tools: Path,
-                                                              tmp_path: Path) -> None:
+def test_kustomize_schemas_and_linter_fail_on_a_broken_overlay(tools: Path, tmp_path: Path) -> None:
     """An overlay of production with mistakes each tool catches, through the same checks."""
     production = KUBERNETES / "overlays" / "production"
     broken = tmp_path / "broken"
@@ -572,10 +659,10 @@ patches:
     assert not ok and "limit is not set" in report, report
     assert not lint(tools, text)[0]
     # A kind the pinned version has no schema for is an error, not a warning.
-    assert schema_errors([{"apiVersion": "apps/v1", "kind": "StatefullSet",
-                           "metadata": {"name": "x"}}]) != []
+    assert schema_errors([{"apiVersion": "apps/v1", "kind": "StatefullSet", "metadata": {"name": "x"}}]) != []
     # And kustomize refuses a kustomization naming a file that is not there.
     (broken / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
-    done = subprocess.run([str(tools / "kustomize"), "build", str(broken)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [str(tools / "kustomize"), "build", str(broken)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from gateway import logs
 from gateway.log_sanitize import mask_keys, register_secret, sanitize
 
-PROPS = settings(max_examples=300, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 ALNUM = string.ascii_letters + string.digits
 ADMIN = "admin-key-" + secrets.token_hex(8)
 register_secret(ADMIN)
@@ -57,16 +58,26 @@ def test_sanitized_text_has_no_control_characters_and_no_key(before: str, after:
 
 def test_masks_each_way_a_key_is_sent() -> None:
     key = a_key()
-    for text in (f"GET /v0/events?name=x&token={key}\x01 HTTP/1.1", f"b'X-Api-Key: {key}\\x00'",
-                 f"Authorization: Bearer {key}", f"authorization=apikey {key}", f"id {key}."):
+    for text in (
+        f"GET /v0/events?name=x&token={key}\x01 HTTP/1.1",
+        f"b'X-Api-Key: {key}\\x00'",
+        f"Authorization: Bearer {key}",
+        f"authorization=apikey {key}",
+        f"id {key}.",
+    ):
         assert key not in mask_keys(text), text
-    assert mask_keys("request 0123456789abcdef0123456789abcdef") == \
-        "request 0123456789abcdef0123456789abcdef"  # request ids are not keys
+    assert (
+        mask_keys("request 0123456789abcdef0123456789abcdef") == "request 0123456789abcdef0123456789abcdef"
+    )  # request ids are not keys
 
 
 @pytest.mark.parametrize("captured", ["text", "json"], indirect=True)
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.text())
 def test_one_record_is_one_line(captured: io.StringIO, text: str) -> None:
     key = a_key()

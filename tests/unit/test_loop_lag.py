@@ -47,14 +47,18 @@ async def test_requests_get_429_before_decoding_while_the_loop_is_behind(gw: Gat
     assert (await gw.ingest.ingest(IngestRequest("s", body, WHO))).rows == 1  # the queue exists
     admission.max_loop_lag_s = 0.2
     admission.loop_lag = Behind(0.5)  # type: ignore[assignment]
-    before = REGISTRY.get_sample_value("gateway_throttled_requests_total",
-                                       {"status": "429", "cause": "loop_lag"}) or 0.0
+    before = (
+        REGISTRY.get_sample_value("gateway_throttled_requests_total", {"status": "429", "cause": "loop_lag"})
+        or 0.0
+    )
     with pytest.raises(Overloaded) as refused:
         await gw.ingest.ingest(IngestRequest("s", Untouchable(), WHO))
     assert (refused.value.status, refused.value.retry_after) == (429, 1.0)
     assert "--max-loop-lag-ms" in refused.value.message
-    assert REGISTRY.get_sample_value("gateway_throttled_requests_total",
-                                     {"status": "429", "cause": "loop_lag"}) == before + 1
+    assert (
+        REGISTRY.get_sample_value("gateway_throttled_requests_total", {"status": "429", "cause": "loop_lag"})
+        == before + 1
+    )
     admission.loop_lag = Behind(0.1)  # type: ignore[assignment]
     body = StreamedBody(Format.STREAMING, chunks(b'{"id": "b", "n": 2}\n'))
     assert (await gw.ingest.ingest(IngestRequest("s", body, WHO))).rows == 1

@@ -8,12 +8,20 @@ from benchmarks.medians import meets, table
 
 
 def _run(run_id: str, ratio: float, p99: float) -> dict[str, Any]:
-    checks = [{"name": "rows/s ÷ ceiling (2)", "value": ratio, "limit": 0.45},
-              {"name": "p99 latency", "value": p99, "limit": 50.0}]
-    return {"run_id": run_id, "ceilings": {},
-            "scenarios": {"S2": {"measurement": {"rows_delivered_per_s": 1000.0,
-                                                 "gateway_cpu_s_per_million_rows": 5.0},
-                                 "goal": {"checks": checks}}}}
+    checks = [
+        {"name": "rows/s ÷ ceiling (2)", "value": ratio, "limit": 0.45},
+        {"name": "p99 latency", "value": p99, "limit": 50.0},
+    ]
+    return {
+        "run_id": run_id,
+        "ceilings": {},
+        "scenarios": {
+            "S2": {
+                "measurement": {"rows_delivered_per_s": 1000.0, "gateway_cpu_s_per_million_rows": 5.0},
+                "goal": {"checks": checks},
+            }
+        },
+    }
 
 
 def test_the_median_decides_not_the_best_run() -> None:

@@ -28,18 +28,23 @@ def readme_dialect() -> types.ModuleType:
     return module
 
 
-async def test_the_readme_dialect_serves_ingest(tmp_path: Path, aiohttp_client: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_readme_dialect_serves_ingest(
+    tmp_path: Path, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     acme = readme_dialect()
     monkeypatch.setattr(app_module, "DIALECTS", (*app_module.DIALECTS, acme))
     app = build_app(Settings(data_dir=tmp_path), ADMIN)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     await app[GATEWAY].lifecycle.wait_catalog()
-    reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN}, json={
-        "name": "s", "columns": [{"name": "id", "type": "string"}]})
+    reply = await client.post(
+        "/api/v1beta2/streams",
+        headers={"X-Api-Key": ADMIN},
+        json={"name": "s", "columns": [{"name": "id", "type": "string"}]},
+    )
     assert reply.status == 201, await reply.text()
-    reply = await client.post("/acme/s?wait=true", headers={"X-Api-Key": ADMIN},
-                              data=b'{"id": "a"}\n{"id": "b"}\n')
+    reply = await client.post(
+        "/acme/s?wait=true", headers={"X-Api-Key": ADMIN}, data=b'{"id": "a"}\n{"id": "b"}\n'
+    )
     assert reply.status == 201 and await reply.json() == {"accepted": 2}
     reply = await client.post("/acme/nope", headers={"X-Api-Key": ADMIN}, data=b'{"id": "a"}\n')
     assert reply.status == 404 and await reply.json() == {"reason": "stream 'nope' does not exist"}

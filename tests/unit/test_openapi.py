@@ -44,8 +44,12 @@ def routed(app: web.Application) -> set[tuple[str, str]]:
 
 
 def documented(spec: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(method.upper(), path) for path, item in spec["paths"].items()
-            for method in item if method in HTTP_METHODS}
+    return {
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
 
 
 def test_spec_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
@@ -54,9 +58,13 @@ def test_spec_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(
-        app: web.Application, spec: dict[str, Any]) -> None:
-    undocumented = sorted(f"{r.method} {r.resource.canonical}" for r in app.router.routes()
-                          if r.resource is not None and operation_of(r.handler) is None)
+    app: web.Application, spec: dict[str, Any]
+) -> None:
+    undocumented = sorted(
+        f"{r.method} {r.resource.canonical}"
+        for r in app.router.routes()
+        if r.resource is not None and operation_of(r.handler) is None
+    )
     assert not undocumented, f"routes without @operation: {undocumented}"
     missing_from_spec = routed(app) - documented(spec)
     not_routed = documented(spec) - routed(app)

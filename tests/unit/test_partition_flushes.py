@@ -29,22 +29,33 @@ class TellingSink(FakeSink):
         super().__init__()
         self.told: list[OnBatch | None] = []
 
-    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
-                         ) -> asyncio.Future[None]:
+    async def send_lines(
+        self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+    ) -> asyncio.Future[None]:
         self.told.append(on_batch)
         return await super().send_lines(topic, lines)
 
 
 def _limits(**kw: Any) -> Limits:
-    base: dict[str, Any] = {"max_rows": 100, "max_bytes": 10_000, "memory_cap": 100_000,
-                            "batch_max_bytes": 1000, "linger_s": 0, "max_in_flight": 1}
+    base: dict[str, Any] = {
+        "max_rows": 100,
+        "max_bytes": 10_000,
+        "memory_cap": 100_000,
+        "batch_max_bytes": 1000,
+        "linger_s": 0,
+        "max_in_flight": 1,
+    }
     base.update(kw)
     return Limits(**base)
 
 
 def _entry(*values: bytes) -> Entry:
-    return Entry(b"".join(v + b"\n" for v in values), None, sum(map(len, values)),
-                 asyncio.get_running_loop().create_future())
+    return Entry(
+        b"".join(v + b"\n" for v in values),
+        None,
+        sum(map(len, values)),
+        asyncio.get_running_loop().create_future(),
+    )
 
 
 async def test_an_overdue_flush_no_longer_holds_the_stream_back() -> None:
@@ -146,17 +157,26 @@ async def test_a_stream_whose_stalled_partition_is_full_gets_503(gw: Gateway) ->
     def held_back(topic: str, keyed: bool) -> int | None:
         asked.append((topic, keyed))
         return 2
+
     gw.sink.held_back = held_back  # type: ignore[method-assign]
-    before = REGISTRY.get_sample_value("gateway_throttled_requests_total",
-                                       {"status": "503", "cause": "partition_stalled"}) or 0.0
+    before = (
+        REGISTRY.get_sample_value(
+            "gateway_throttled_requests_total", {"status": "503", "cause": "partition_stalled"}
+        )
+        or 0.0
+    )
     with pytest.raises(Unavailable) as refused:
         await gw.ingest.ingest(IngestRequest("s", Untouchable(), WHO))
     assert refused.value.status == 503 and refused.value.retry_after
     assert "partition 2 of stream 's' is stalled" in refused.value.message
     assert "--partition-max-bytes" in refused.value.message
     assert asked == [(gw.catalog.stream("s").topic, False)]  # type: ignore[union-attr]
-    assert REGISTRY.get_sample_value("gateway_throttled_requests_total",
-                                     {"status": "503", "cause": "partition_stalled"}) == before + 1
+    assert (
+        REGISTRY.get_sample_value(
+            "gateway_throttled_requests_total", {"status": "503", "cause": "partition_stalled"}
+        )
+        == before + 1
+    )
 
 
 class FullSink(FakeSink):

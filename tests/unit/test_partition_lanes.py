@@ -36,8 +36,7 @@ class Producer:
         self.offsets: defaultdict[int, int] = defaultdict(int)
 
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
-        return await self._message_accumulator.add_batch(batch, TopicPartition(topic, partition),
-                                                         30.0)
+        return await self._message_accumulator.add_batch(batch, TopicPartition(topic, partition), 30.0)
 
     def step(self, partition: int, *, ack: bool = True) -> None:
         """Acknowledge the partition's batch in flight (unless `ack` is False: its leader does not
@@ -62,6 +61,7 @@ async def sink() -> AsyncIterator[tuple[KafkaSink, Producer]]:
 
     async def three(topic: str) -> int:
         return 3
+
     sink.partition_count = three  # type: ignore[method-assign]
     yield sink, producer
     await sink.lanes.close()
@@ -80,16 +80,19 @@ async def until(cond: Any, producer: Producer, partitions: Sequence[int]) -> Non
             await asyncio.sleep(0)
 
 
-async def test_a_stuck_partition_holds_back_only_its_own_batches(
-        sink: tuple[KafkaSink, Producer]) -> None:
+async def test_a_stuck_partition_holds_back_only_its_own_batches(sink: tuple[KafkaSink, Producer]) -> None:
     kafka, producer = sink
     k0, k1 = keys_for(0), keys_for(1)
     flushes = []
     for n in range(3):  # each flush: one row for partition 0, one for partition 1
         told: list[tuple[int, int, Sequence[int]]] = []
         async with asyncio.timeout(GUARD):  # the third waited for partition 0 before
-            fut = await kafka.send(TOPIC, [b"a%d" % n, b"b%d" % n], [next(k0), next(k1)],
-                                   on_batch=lambda p, o, ix, told=told: told.append((p, o, ix)))
+            fut = await kafka.send(
+                TOPIC,
+                [b"a%d" % n, b"b%d" % n],
+                [next(k0), next(k1)],
+                on_batch=lambda p, o, ix, told=told: told.append((p, o, ix)),
+            )
         flushes.append((fut, told))
         producer.step(0, ack=False)  # partition 0's first batch goes in flight and stays there
     await until(lambda: all(any(p == 1 for p, _, _ in told) for _, told in flushes), producer, [1])
@@ -98,8 +101,7 @@ async def test_a_stuck_partition_holds_back_only_its_own_batches(
     assert kafka.lanes.of(TOPIC, 3).lanes[0].waiting  # the third flush's batch for partition 0
 
 
-async def test_partition_zero_lands_in_order_after_it_answers_again(
-        sink: tuple[KafkaSink, Producer]) -> None:
+async def test_partition_zero_lands_in_order_after_it_answers_again(sink: tuple[KafkaSink, Producer]) -> None:
     kafka, producer = sink
     k0, k1 = keys_for(0), keys_for(1)
     futs = []
@@ -115,8 +117,7 @@ async def test_partition_zero_lands_in_order_after_it_answers_again(
     assert kafka.lanes.of(TOPIC, 3).busy == 0
 
 
-async def test_unkeyed_batches_go_around_a_stalled_partition(
-        sink: tuple[KafkaSink, Producer]) -> None:
+async def test_unkeyed_batches_go_around_a_stalled_partition(sink: tuple[KafkaSink, Producer]) -> None:
     kafka, producer = sink
     kafka.lanes.stall_s = 0.0  # a partition holding anything unacknowledged is stalled at once
     kafka.lanes.rand = random.Random(7).random

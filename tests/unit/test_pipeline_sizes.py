@@ -20,11 +20,21 @@ class OpenGate:
 
 @pytest.mark.parametrize("mode", ["append", "versioned_kv"])
 async def test_a_row_larger_than_a_record_is_413(mode: str) -> None:
-    stream = Stream("s", [Column("id", "int64"), Column("text", "string")], "ingest.s", mode=mode,
-                    primary_key="id" if mode != "append" else "")
+    stream = Stream(
+        "s",
+        [Column("id", "int64"), Column("text", "string")],
+        "ingest.s",
+        mode=mode,
+        primary_key="id" if mode != "append" else "",
+    )
     schemas = SchemaCache()
-    pipeline = Pipeline(None, schemas, OpenGate(), wait_timeout_s=1.0,  # type: ignore[arg-type]
-                        max_record_bytes=100)
+    pipeline = Pipeline(
+        None,
+        schemas,
+        OpenGate(),
+        wait_timeout_s=1.0,  # type: ignore[arg-type]
+        max_record_bytes=100,
+    )
     body = b'{"id":1,"text":"x"}\n{"id":2,"text":"%s"}\n{"id":3,"text":"y"}\n' % (b"z" * 90)
     rows = schemas.get(stream).decode_ndjson(body, 0)
     with pytest.raises(PayloadTooLarge) as refused:

@@ -21,9 +21,14 @@ class LandingSink(FakeSink):
         super().__init__()
         self.sent: list[tuple[list[bytes], list[bytes] | None, RecordMeta | None]] = []
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   meta: RecordMeta | None = None, on_batch: OnBatch | None = None
-                   ) -> asyncio.Future[Landed | None]:  # type: ignore[override]
+    async def send(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        meta: RecordMeta | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[Landed | None]:  # type: ignore[override]
         self.sent.append((list(values), keys, meta))
         even = list(range(0, len(values), 2))
         odd = list(range(1, len(values), 2))
@@ -33,13 +38,15 @@ class LandingSink(FakeSink):
 
 
 def _limits() -> Limits:
-    return Limits(max_rows=100, max_bytes=10_000, memory_cap=100_000, batch_max_bytes=1000,
-                  linger_s=0, max_in_flight=1)
+    return Limits(
+        max_rows=100, max_bytes=10_000, memory_cap=100_000, batch_max_bytes=1000, linger_s=0, max_in_flight=1
+    )
 
 
 def _entry(*values: bytes, meta: RecordMeta | None = None) -> Entry:
-    return Entry(list(values), None, sum(map(len, values)),
-                 asyncio.get_running_loop().create_future(), meta=meta)
+    return Entry(
+        list(values), None, sum(map(len, values)), asyncio.get_running_loop().create_future(), meta=meta
+    )
 
 
 async def _settled(entries: list[Entry]) -> list[Any]:
@@ -66,8 +73,7 @@ async def test_each_request_gets_its_own_slice_of_a_merged_flush() -> None:
     finally:
         await queues.stop()
     assert len(sink.sent) == 1 and sink.sent[0][0] == [b"a", b"b", b"c", b"d", b"e"]
-    assert [g.positions() for g in got] == [[(0, 100), (1, 200), (0, 101)],
-                                            [(1, 201), (0, 102)]]
+    assert [g.positions() for g in got] == [[(0, 100), (1, 200), (0, 101)], [(1, 201), (0, 102)]]
 
 
 async def test_each_run_of_lines_gets_its_own_slice_of_a_merged_flush() -> None:
@@ -85,12 +91,10 @@ async def test_each_run_of_lines_gets_its_own_slice_of_a_merged_flush() -> None:
     finally:
         await queues.stop()
     assert sink.lines_sent == 1 and sink.sent[0][0] == [b"a", b"b", b"c", b"d", b"e"]
-    assert [g.positions() for g in got] == [[(0, 100), (1, 200), (0, 101)],
-                                            [(1, 201), (0, 102)]]
+    assert [g.positions() for g in got] == [[(0, 100), (1, 200), (0, 101)], [(1, 201), (0, 102)]]
 
 
-async def _one_flush(*entries: Entry
-                     ) -> tuple[list[bytes], list[bytes] | None, RecordMeta | None]:
+async def _one_flush(*entries: Entry) -> tuple[list[bytes], list[bytes] | None, RecordMeta | None]:
     """Offer `entries` to one stream's queue, wait until they are settled, and return what the
     sink was handed in its first send (values, keys, meta)."""
     sink = LandingSink()
@@ -120,8 +124,14 @@ async def test_an_entrys_shared_headers_follow_each_records_own() -> None:
     their own headers, and plain rows of the same flush get it alone."""
     version = [("schema-version", b"3")]
     plain = Entry([b"p1"], None, 2, asyncio.get_running_loop().create_future(), headers=version)
-    placed = Entry([b"x1", b"x2"], None, 4, asyncio.get_running_loop().create_future(),
-                   headers=version, meta=RecordMeta([b"k", None], [2, -1], [[("h", b"v")], []]))
+    placed = Entry(
+        [b"x1", b"x2"],
+        None,
+        4,
+        asyncio.get_running_loop().create_future(),
+        headers=version,
+        meta=RecordMeta([b"k", None], [2, -1], [[("h", b"v")], []]),
+    )
     meta = (await _one_flush(plain, placed))[2]
     assert meta is not None
     assert meta.headers == [version, [("h", b"v"), *version], version]

@@ -18,14 +18,29 @@ from gateway.ingest import quarantine
 from gateway.ingest.quarantine import KeptChunks, quarantine_values, split_rows
 from gateway.ingest.schema import CompiledSchema
 
-STREAM = Stream(name="q", topic="ingest.q", columns=[
-    Column("id", "string"), Column("n", "int32"),
-    Column("at", "datetime64(3)", default="'2024-01-01T00:00:00Z'"),
-    Column("tags", "array(string)", default="[]")])
+STREAM = Stream(
+    name="q",
+    topic="ingest.q",
+    columns=[
+        Column("id", "string"),
+        Column("n", "int32"),
+        Column("at", "datetime64(3)", default="'2024-01-01T00:00:00Z'"),
+        Column("tags", "array(string)", default="[]"),
+    ],
+)
 SCHEMA = CompiledSchema(STREAM)
 GOOD = [{"id": "a", "n": 1}, {"id": "b", "n": -7, "tags": ["x"]}, {"id": "c", "n": 3, "at": 1.7e9}]
-BAD = [{"id": "a", "n": "x"}, {"id": "a"}, {"id": "a", "n": 2**31}, {"id": 5, "n": 1},
-       {"id": "a", "n": 1, "at": 1e30}, 42, [1, 2], "text", None]
+BAD = [
+    {"id": "a", "n": "x"},
+    {"id": "a"},
+    {"id": "a", "n": 2**31},
+    {"id": 5, "n": 1},
+    {"id": "a", "n": 1, "at": 1e30},
+    42,
+    [1, 2],
+    "text",
+    None,
+]
 
 
 def oracle(objects: list[Any]) -> tuple[list[Any], list[int]]:
@@ -44,8 +59,11 @@ def as_json(rows: list[Any]) -> list[Any]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.sampled_from(GOOD), st.sampled_from(BAD)), max_size=60),
-       st.sampled_from(["\n", "\r\n", "", "\n\n"]), st.booleans())
+@given(
+    st.lists(st.one_of(st.sampled_from(GOOD), st.sampled_from(BAD)), max_size=60),
+    st.sampled_from(["\n", "\r\n", "", "\n\n"]),
+    st.booleans(),
+)
 def test_same_split_as_one_object_at_a_time(objects: list[Any], sep: str, indent: bool) -> None:
     if sep == "" and not all(isinstance(o, dict | list | str) for o in objects):
         sep = " "  # scalars need a separator to be told apart
@@ -68,8 +86,14 @@ def test_row_and_column_of_each_error() -> None:
     assert "Expected `int`, got `str`" in split.bad[0].message
 
 
-@pytest.mark.parametrize("body", [b'{"id": "a", "n": 1}\n{"id": "b", "n": ', b'{"id": "a"} nope',
-                                  b'{"id": "a", "n": 1}\n{"id": "b", "n": 2,}\n'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "a", "n": 1}\n{"id": "b", "n": ',
+        b'{"id": "a"} nope',
+        b'{"id": "a", "n": 1}\n{"id": "b", "n": 2,}\n',
+    ],
+)
 def test_body_that_is_not_json_is_still_malformed(body: bytes) -> None:
     with pytest.raises(MalformedBody):
         split_rows(SCHEMA, body)
@@ -92,6 +116,7 @@ def test_few_bad_rows_take_few_decode_calls(monkeypatch: pytest.MonkeyPatch) -> 
     def counting(self: CompiledSchema, data: bytes | memoryview, first_row: int) -> list[Any]:
         calls.append(first_row)
         return real(self, data, first_row)
+
     monkeypatch.setattr(CompiledSchema, "decode_ndjson", counting)
     split = split_rows(SCHEMA, "\n".join(json.dumps(o) for o in objects).encode())
     assert [b.row for b in split.bad] == [7, 9_000, 19_999]
@@ -107,8 +132,11 @@ def test_quarantine_records() -> None:
     assert record["stream"] == "q" and record["request_id"] == "r1"
     assert record["schema_version"] == 3
     assert record["row_text"] == '{"id": "é", "n": "x"}'
-    assert record["error"] == {"row": 1, "column": "n",
-                               "message": "row 1, column 'n': Expected `int`, got `str`"}
+    assert record["error"] == {
+        "row": 1,
+        "column": "n",
+        "message": "row 1, column 'n': Expected `int`, got `str`",
+    }
     assert record["time"].endswith("Z") and "T" in record["time"]
 
 
@@ -121,4 +149,5 @@ def test_kept_chunks_give_back_the_whole_body() -> None:
         kept = KeptChunks(chunks())
         first = await anext(kept)
         return first, await kept.whole()
+
     assert asyncio.run(run()) == (b"ab", b"abcdef")

@@ -62,27 +62,42 @@ class FakeSink:
     async def delete_topic(self, stream: Stream) -> None:
         pass
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   headers: list[Headers] | None = None, on_batch: OnBatch | None = None
-                   ) -> asyncio.Future[None]:
+    async def send(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        headers: list[Headers] | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[None]:
         if self.raise_next:
             raise self.raise_next.pop(0)
-        send = Send(topic, list(values), None if keys is None else list(keys),
-                    asyncio.get_running_loop().create_future(), headers)
+        send = Send(
+            topic,
+            list(values),
+            None if keys is None else list(keys),
+            asyncio.get_running_loop().create_future(),
+            headers,
+        )
         self.history.append(send)
         self.calls.put_nowait(send)
         return send.future
 
-    async def send_lines(self, topic: str, lines: Lines, on_batch: OnBatch | None = None
-                         ) -> asyncio.Future[None]:
+    async def send_lines(
+        self, topic: str, lines: Lines, on_batch: OnBatch | None = None
+    ) -> asyncio.Future[None]:
         """Recorded as a `send` of the same records, one value and header list each."""
         values = [v for run in lines.runs for v in lines_of(run)]
         assert len(values) == lines.rows
         self.lines_sent += 1
         if lines.headers is None:
             return await self.send(topic, values, None)
-        return await self.send(topic, values, None, [h or [] for run, h in zip(
-            lines.runs, lines.headers, strict=True) for _ in lines_of(run)])
+        return await self.send(
+            topic,
+            values,
+            None,
+            [h or [] for run, h in zip(lines.runs, lines.headers, strict=True) for _ in lines_of(run)],
+        )
 
     async def next_send(self) -> Send:
         async with asyncio.timeout(GUARD):
@@ -90,8 +105,14 @@ class FakeSink:
 
 
 def limits(**kw: float) -> Limits:
-    base = {"max_rows": 100, "max_bytes": 10_000, "memory_cap": 100_000, "batch_max_bytes": 1000,
-            "linger_s": 0, "max_in_flight": 1}
+    base = {
+        "max_rows": 100,
+        "max_bytes": 10_000,
+        "memory_cap": 100_000,
+        "batch_max_bytes": 1000,
+        "linger_s": 0,
+        "max_in_flight": 1,
+    }
     base.update(kw)
     return Limits(**base)  # type: ignore[arg-type]
 
@@ -216,7 +237,8 @@ async def test_offer_after_stop_is_refused(sink: FakeSink) -> None:
 
 # ---- delivery -----------------------------------------------------------------------------------
 async def test_entries_reach_the_sink_in_order_and_waiters_follow_acks(
-        sink: FakeSink, queues: Queues) -> None:
+    sink: FakeSink, queues: Queues
+) -> None:
     q = queues.queue("s", "topic.s")
     e1, e2 = entry(b"1a", b"1b"), entry(b"2a")
     q.offer(e1)
@@ -261,8 +283,7 @@ async def test_entries_without_waiters_are_delivered(sink: FakeSink, queues: Que
     assert_empty(q)
 
 
-async def test_failed_flush_is_resent_and_waiters_resolve_after_retry(
-        sink: FakeSink, queues: Queues) -> None:
+async def test_failed_flush_is_resent_and_waiters_resolve_after_retry(sink: FakeSink, queues: Queues) -> None:
     q = queues.queue("s", "t")
     e1 = entry(b"a", b"b")
     q.offer(e1)
@@ -287,8 +308,7 @@ async def test_failed_flush_is_resent_and_waiters_resolve_after_retry(
 
 
 @pytest.mark.parametrize("exc", [SinkUnavailable("x"), RuntimeError("boom"), TimeoutError()])
-async def test_any_failed_future_is_retried(sink: FakeSink, queues: Queues,
-                                            exc: BaseException) -> None:
+async def test_any_failed_future_is_retried(sink: FakeSink, queues: Queues, exc: BaseException) -> None:
     q = queues.queue("s", "t")
     e = entry(b"v")
     q.offer(e)
@@ -357,8 +377,7 @@ async def test_drain_true_once_delivered(sink: FakeSink, queues: Queues) -> None
     assert await queues.drain(0.01) is True
 
 
-async def test_drain_false_when_the_sink_never_acknowledges(sink: FakeSink,
-                                                            queues: Queues) -> None:
+async def test_drain_false_when_the_sink_never_acknowledges(sink: FakeSink, queues: Queues) -> None:
     q = queues.queue("s", "t")
     q.offer(entry(b"x"))
     send = await sink.next_send()
@@ -397,19 +416,21 @@ async def test_an_entry_bigger_than_the_budget_is_sent_alone(sink: FakeSink) -> 
     await qs.stop()
 
 
-async def test_keyed_entries_keep_keys_aligned_when_combined(sink: FakeSink, queues: Queues
-                                                             ) -> None:
+async def test_keyed_entries_keep_keys_aligned_when_combined(sink: FakeSink, queues: Queues) -> None:
     q = queues.queue("kv", "t")
-    entries = [entry(b'{"v":1}', b'{"v":2}', keys=[b"k1", b"k2"]),
-               entry(b'{"v":3}', keys=[b"k3"]),
-               entry(b'{"v":4}', b'{"v":5}', b'{"v":6}', keys=[b"k4", b"k5", b"k6"])]
+    entries = [
+        entry(b'{"v":1}', b'{"v":2}', keys=[b"k1", b"k2"]),
+        entry(b'{"v":3}', keys=[b"k3"]),
+        entry(b'{"v":4}', b'{"v":5}', b'{"v":6}', keys=[b"k4", b"k5", b"k6"]),
+    ]
     for e in entries:
         q.offer(e)
     send = await sink.next_send()
     assert send.keys is not None
     assert len(send.keys) == len(send.values) == 6
     assert [(k[1:], v[5:6]) for k, v in zip(send.keys, send.values, strict=True)] == [
-        (str(i).encode(), str(i).encode()) for i in range(1, 7)]
+        (str(i).encode(), str(i).encode()) for i in range(1, 7)
+    ]
     send.ack()
     await asyncio.gather(*(e.done for e in entries))  # type: ignore[misc]
 
@@ -423,7 +444,7 @@ async def test_keyed_retry_keeps_keys_aligned(sink: FakeSink, queues: Queues) ->
     retry = await sink.next_send()
     assert retry.keys is not None
     pairs = list(zip(retry.keys, retry.values, strict=True))
-    assert pairs == [(b"k1", b"v1"), (b"k2", b"v2")][:len(pairs)]
+    assert pairs == [(b"k1", b"v1"), (b"k2", b"v2")][: len(pairs)]
 
 
 # ---- Queues -------------------------------------------------------------------------------------
@@ -447,7 +468,8 @@ async def test_queues_registry(sink: FakeSink, queues: Queues) -> None:
 
 
 async def test_check_room_refuses_before_decoding_when_a_request_like_the_last_would_not_fit(
-        sink: FakeSink) -> None:
+    sink: FakeSink,
+) -> None:
     qs = Queues(_check_protocol(sink), limits(max_rows=10, max_bytes=10_000))
     try:
         q = qs.queue("s", "t")
@@ -472,9 +494,14 @@ class StuckSink(FakeSink):
         self.release = asyncio.Event()
         self.entered = asyncio.Event()
 
-    async def send(self, topic: str, values: list[bytes], keys: list[bytes] | None,
-                   headers: list[Headers] | None = None, on_batch: OnBatch | None = None
-                   ) -> asyncio.Future[None]:
+    async def send(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes] | None,
+        headers: list[Headers] | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> asyncio.Future[None]:
         self.entered.set()
         await self.release.wait()
         return await super().send(topic, values, keys)
@@ -543,8 +570,7 @@ async def test_entries_as_runs_of_lines_go_to_the_sink_as_runs(sink: FakeSink, f
     q = qs.queue("s", "t")
     v1, v2 = [("schema-version", b"1")], [("schema-version", b"2")]
     third = Entry(b"c\n", None, 2, headers=v2) if form == "lines" else Entry([b"c"], None, 1)
-    qs.offer_all([(q, Entry(b"a\nb\n", None, 4, headers=v1)), (q, Entry(b"", None, 0)),
-                  (q, third)])
+    qs.offer_all([(q, Entry(b"a\nb\n", None, 4, headers=v1)), (q, Entry(b"", None, 0)), (q, third)])
     assert q.rows == 3
     q.flush_now()
     send = await sink.next_send()
@@ -570,7 +596,8 @@ def _sample(name: str, stream: str) -> float:
 
 
 async def test_queue_gauges_read_the_queue_and_accepted_counters_follow_each_flush(
-        sink: FakeSink, queues: Queues) -> None:
+    sink: FakeSink, queues: Queues
+) -> None:
     """One process: the queue gauges read the queue when scraped (nothing set per request); the
     accepted counters take what `tally` counted once per flush, or when asked (before a scrape)."""
     q = queues.queue("gauged", "t")

@@ -148,5 +148,6 @@ def test_announces_what_was_let_in_each_interval() -> None:
         task.cancel()
         await share.close()
         return bus.sent
+
     sent = asyncio.run(run())
     assert [msgspec.json.decode(m)["usage"] for m in sent] == [[["k", 5.0, 2]]]

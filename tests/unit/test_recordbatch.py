@@ -20,9 +20,16 @@ from gateway.sinks.base import Headers
 from gateway.sinks.recordbatch import Encoder
 
 HAVE_COMPILER = any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
-ENCODERS = [pytest.param(recordbatch.PURE, id="pure-python"),
-            pytest.param(recordbatch.NATIVE, id="native", marks=pytest.mark.skipif(
-                recordbatch.NATIVE is None and not HAVE_COMPILER, reason="no C compiler here"))]
+ENCODERS = [
+    pytest.param(recordbatch.PURE, id="pure-python"),
+    pytest.param(
+        recordbatch.NATIVE,
+        id="native",
+        marks=pytest.mark.skipif(
+            recordbatch.NATIVE is None and not HAVE_COMPILER, reason="no C compiler here"
+        ),
+    ),
+]
 
 
 @dataclass
@@ -42,8 +49,7 @@ def names() -> st.SearchStrategy[str]:
 
 
 def header_lists() -> st.SearchStrategy[Headers]:
-    return st.lists(st.tuples(names(), st.one_of(st.none(), st.binary(max_size=40))),
-                    max_size=3)
+    return st.lists(st.tuples(names(), st.one_of(st.none(), st.binary(max_size=40))), max_size=3)
 
 
 def sizes() -> st.SearchStrategy[bytes]:
@@ -57,15 +63,16 @@ def sizes() -> st.SearchStrategy[bytes]:
 def flushes(draw: st.DrawFn) -> Flush:
     n = draw(st.integers(1, 150))  # offset deltas past 63 (2-byte varints)
     values = draw(st.lists(sizes(), min_size=n, max_size=n))
-    keys = draw(st.one_of(st.none(), st.lists(st.one_of(st.none(), st.binary(max_size=20)),
-                                              min_size=n, max_size=n)))
+    keys = draw(
+        st.one_of(st.none(), st.lists(st.one_of(st.none(), st.binary(max_size=20)), min_size=n, max_size=n))
+    )
     headers = None
     if draw(st.booleans()):  # a flush shares a few header lists between its records, as the queues do
         pool = draw(st.lists(header_lists(), min_size=1, max_size=3))
         headers = [pool[draw(st.integers(0, len(pool) - 1))] for _ in range(n)]
     order = None
     if draw(st.booleans()):
-        order = draw(st.permutations(list(range(n))))[:draw(st.integers(1, n))]
+        order = draw(st.permutations(list(range(n))))[: draw(st.integers(1, n))]
     start = draw(st.integers(0, (len(order) if order is not None else n) - 1))
     total = sum(len(v) + 30 for v in values)
     # from "one record only" through "the limit cuts somewhere" to "everything fits"
@@ -77,14 +84,28 @@ def flushes(draw: st.DrawFn) -> Flush:
 
 def aiokafka_batch(f: Flush) -> tuple[bytes, int]:
     """What aiokafka's builder (the C one the producer uses) writes for the flush."""
-    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
-                                        producer_id=-1, producer_epoch=-1, base_sequence=0,
-                                        batch_size=f.batch_size)
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=0,
+        batch_size=f.batch_size,
+    )
     indices = f.order if f.order is not None else list(range(len(f.values)))
     count = 0
-    for i in indices[f.start:]:
-        if builder.append(count, timestamp=f.timestamp, key=f.keys[i] if f.keys else None,
-                          value=f.values[i], headers=f.headers[i] if f.headers else []) is None:
+    for i in indices[f.start :]:
+        if (
+            builder.append(
+                count,
+                timestamp=f.timestamp,
+                key=f.keys[i] if f.keys else None,
+                value=f.values[i],
+                headers=f.headers[i] if f.headers else [],
+            )
+            is None
+        ):
             break
         count += 1
     builder.set_producer_state(*f.state)
@@ -115,8 +136,8 @@ def test_aiokafka_reads_them_back_with_a_valid_crc(encoder: Encoder, flush: Flus
     batch = DefaultRecordBatch(data)
     assert batch.validate_crc()
     assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == flush.state
-    indices = (flush.order if flush.order is not None else list(range(len(flush.values))))
-    indices = indices[flush.start:flush.start + count]
+    indices = flush.order if flush.order is not None else list(range(len(flush.values)))
+    indices = indices[flush.start : flush.start + count]
     records = list(batch)
     assert [r.offset for r in records] == list(range(count))
     assert [r.value for r in records] == [flush.values[i] for i in indices]
@@ -126,18 +147,24 @@ def test_aiokafka_reads_them_back_with_a_valid_crc(encoder: Encoder, flush: Flus
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
-@pytest.mark.parametrize("bad", [
-    {"values": ["text"]}, {"keys": [1]}, {"headers": [[("h", "text")]]}, {"headers": [[(1, b"v")]]},
-    {"headers": [("h", b"v")]}, {"order": [5]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"values": ["text"]},
+        {"keys": [1]},
+        {"headers": [[("h", "text")]]},
+        {"headers": [[(1, b"v")]]},
+        {"headers": [("h", b"v")]},
+        {"order": [5]},
+    ],
+)
 def test_bad_records_are_refused(encoder: Encoder, bad: dict[str, list[object]]) -> None:
     """Both refuse them (the sink never passes them); the exception may differ."""
     assert encoder is not None
     args: dict[str, object] = {"values": [b"v"], "keys": None, "headers": None, "order": None}
     args |= bad
     with pytest.raises((TypeError, IndexError, ValueError, AttributeError)):
-        encoder.encode(args["values"], args["keys"], args["headers"], args["order"],
-                       0, 1 << 20)
+        encoder.encode(args["values"], args["keys"], args["headers"], args["order"], 0, 1 << 20)
 
 
 def test_the_native_crc_is_crc32c() -> None:
@@ -154,12 +181,18 @@ def test_the_choice_is_logged_once(caplog: pytest.LogCaptureFixture, monkeypatch
         recordbatch.announce()
         recordbatch.announce()
     assert [r.getMessage() for r in caplog.records] == [
-        f"Kafka record batches are encoded by the {recordbatch.CHOICE} encoder"]
+        f"Kafka record batches are encoded by the {recordbatch.CHOICE} encoder"
+    ]
 
 
 @pytest.mark.parametrize(("force", "pure"), [("1", True), ("0", recordbatch.NATIVE is None)])
 def test_an_environment_variable_forces_the_pure_python_encoder(force: str, pure: bool) -> None:
     code = "from gateway.sinks import recordbatch as r; print(r.ENCODER is r.PURE, r.CHOICE)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, recordbatch.FORCE_PURE_ENV: force}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, recordbatch.FORCE_PURE_ENV: force},
+    ).stdout
     assert out.startswith(f"{pure} "), out

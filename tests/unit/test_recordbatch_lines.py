@@ -28,8 +28,11 @@ class Runs:
 
     def records(self) -> list[tuple[bytes, Headers]]:
         """Every record with its headers, in order."""
-        return [(v, (self.headers[k] if self.headers is not None else None) or [])
-                for k, run in enumerate(self.runs) for v in lines_of(run)]
+        return [
+            (v, (self.headers[k] if self.headers is not None else None) or [])
+            for k, run in enumerate(self.runs)
+            for v in lines_of(run)
+        ]
 
     def cursor(self, record: int) -> tuple[int, int]:
         """Where record number `record` starts, as (run, offset); (len(runs), 0) past the last."""
@@ -55,8 +58,7 @@ def run_lists(draw: st.DrawFn) -> Runs:
     runs = [b"".join(v + b"\n" for v in run) for run in rows]
     headers = None
     if draw(st.booleans()):  # each run its own headers (a request's schema version), some none
-        headers = draw(st.lists(st.one_of(st.none(), header_lists()), min_size=len(runs),
-                                max_size=len(runs)))
+        headers = draw(st.lists(st.one_of(st.none(), header_lists()), min_size=len(runs), max_size=len(runs)))
     total = sum(len(r) + 30 * len(v) for r, v in zip(runs, rows, strict=True))
     batch_size = draw(st.integers(61, total + 200))  # one record per batch … all in one
     first = draw(st.integers(0, sum(map(len, rows))))
@@ -64,9 +66,15 @@ def run_lists(draw: st.DrawFn) -> Runs:
 
 
 def aiokafka_batch(records: list[tuple[bytes, Headers]], batch_size: int) -> tuple[bytes, int]:
-    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
-                                        producer_id=-1, producer_epoch=-1, base_sequence=0,
-                                        batch_size=batch_size)
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=0,
+        batch_size=batch_size,
+    )
     count = 0
     for value, headers in records:
         if builder.append(count, timestamp=TIMESTAMP, key=None, value=value, headers=headers) is None:
@@ -81,8 +89,7 @@ def batches(encoder: Encoder, r: Runs) -> list[tuple[bytes, int, tuple[int, int]
     run, offset = r.cursor(r.first)
     out = []
     while run < len(r.runs):
-        buffer, count, run, offset = encoder.encode_lines(r.runs, r.headers, run, offset,
-                                                          r.batch_size)
+        buffer, count, run, offset = encoder.encode_lines(r.runs, r.headers, run, offset, r.batch_size)
         encoder.finish(buffer, count, TIMESTAMP, *STATE, 0)
         out.append((bytes(buffer), count, (run, offset)))
     return out
@@ -114,21 +121,30 @@ def test_aiokafka_reads_batches_from_runs_back(encoder: Encoder, r: Runs) -> Non
         batch = DefaultRecordBatch(data)
         assert batch.validate_crc()
         read += [(rec.value, rec.key, rec.headers) for rec in batch]
-    assert read == [(v, None, h) for v, h in r.records()[r.first:]]
+    assert read == [(v, None, h) for v, h in r.records()[r.first :]]
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
-@pytest.mark.parametrize(("runs", "headers", "run", "offset", "error"), [
-    (["text\n"], None, 0, 0, TypeError),
-    ([bytearray(b"a\n")], None, 0, 0, TypeError),
-    ([b"a\nb"], None, 0, 0, ValueError),  # the last record has no newline
-    ([b"a\n", b"b\n"], [None], 0, 0, IndexError),  # fewer header lists than runs
-    ([b"a\n"], [[("h", "text")]], 0, 0, TypeError),
-    ([b"a\n"], None, -1, 0, ValueError),
-    ([b"a\n"], None, 0, 3, ValueError),  # past the end of the run
-])
-def test_bad_runs_are_refused(encoder: Encoder, runs: list[bytes], headers: list[Headers | None] | None,
-                              run: int, offset: int, error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("runs", "headers", "run", "offset", "error"),
+    [
+        (["text\n"], None, 0, 0, TypeError),
+        ([bytearray(b"a\n")], None, 0, 0, TypeError),
+        ([b"a\nb"], None, 0, 0, ValueError),  # the last record has no newline
+        ([b"a\n", b"b\n"], [None], 0, 0, IndexError),  # fewer header lists than runs
+        ([b"a\n"], [[("h", "text")]], 0, 0, TypeError),
+        ([b"a\n"], None, -1, 0, ValueError),
+        ([b"a\n"], None, 0, 3, ValueError),  # past the end of the run
+    ],
+)
+def test_bad_runs_are_refused(
+    encoder: Encoder,
+    runs: list[bytes],
+    headers: list[Headers | None] | None,
+    run: int,
+    offset: int,
+    error: type[Exception],
+) -> None:
     assert encoder is not None
     with pytest.raises(error):
         encoder.encode_lines(runs, headers, run, offset, 1 << 20)

@@ -25,10 +25,12 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_a_refusal_names_stream_cause_and_request(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "gateway.refused")
-    RefusalLog(Clock()).refused("POST", "/v0/events", 429, "rate_limited", "foo",
-                                "key rate limit exceeded", "rid1")
-    assert lines(caplog) == ["refused POST /v0/events -> 429 rate_limited, stream foo: key rate "
-                             "limit exceeded (request rid1)"]
+    RefusalLog(Clock()).refused(
+        "POST", "/v0/events", 429, "rate_limited", "foo", "key rate limit exceeded", "rid1"
+    )
+    assert lines(caplog) == [
+        "refused POST /v0/events -> 429 rate_limited, stream foo: key rate limit exceeded (request rid1)"
+    ]
     (record,) = [r for r in caplog.records if r.name == "gateway.refused"]
     assert (record.stream, record.cause, record.status) == ("foo", "rate_limited", 429)
 
@@ -47,11 +49,13 @@ def test_a_flood_is_cut_per_cause_and_stream(caplog: pytest.LogCaptureFixture) -
     assert lines(caplog)[-2:] == [
         f"suppressed {2 * (1000 - LINES_PER_S)} similar refused-request lines (by cause: "
         f"overloaded {1000 - LINES_PER_S}, rate_limited {1000 - LINES_PER_S})",
-        "refused POST /p -> 429 rate_limited, stream a: m (request next)"]
+        "refused POST /p -> 429 rate_limited, stream a: m (request next)",
+    ]
 
 
-def test_many_streams_cannot_flood_either(caplog: pytest.LogCaptureFixture,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_streams_cannot_flood_either(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.INFO, "gateway.refused")
     log = RefusalLog(Clock())
     for i in range(10_000):  # a stream name per request (it comes from the request)
@@ -68,13 +72,11 @@ async def test_other_refusals_are_each_logged(caplog: pytest.LogCaptureFixture) 
     assert len(lines(caplog)) == 100
 
 
-async def test_the_count_is_reported_when_the_flood_stops(caplog: pytest.LogCaptureFixture
-                                                          ) -> None:
+async def test_the_count_is_reported_when_the_flood_stops(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "gateway.refused")
     log = RefusalLog(Clock())  # the clock never moves: only the timer can report
     for i in range(LINES_PER_S + 3):
         log.refused("POST", "/p", 503, "unavailable", "a", "m", f"r{i}")
     assert log._timer is not None
     log._timer._run()  # what the loop runs a second later
-    assert lines(caplog)[-1] == ("suppressed 3 similar refused-request lines "
-                                 "(by cause: unavailable 3)")
+    assert lines(caplog)[-1] == ("suppressed 3 similar refused-request lines (by cause: unavailable 3)")

@@ -27,14 +27,17 @@ from gateway.errors import (
 from gateway.limiters.retry_after import retry_after_header
 from tests.unit.test_dialect_errors import _started
 
-RENDERERS: list[ErrorRenderer] = [timeplus.render_error, tinybird.render_error,
-                                  restproxy.render_error, datasources.render_error]
+RENDERERS: list[ErrorRenderer] = [
+    timeplus.render_error,
+    tinybird.render_error,
+    restproxy.render_error,
+    datasources.render_error,
+]
 FLOODS: list[GatewayError] = [
-    TooManyRequests("the queue of stream 'a' is full (stream_rows); nothing was written",
-                    retry_after=2.4),
+    TooManyRequests("the queue of stream 'a' is full (stream_rows); nothing was written", retry_after=2.4),
     Overloaded("decoding 8 requests at once", retry_after=1.0),
     Unavailable("the gateway is shutting down", retry_after=1.0),
-    TooManyRequests("the queue of stream \"q\\u00e9\" is full", retry_after=75.0),
+    TooManyRequests('the queue of stream "q\\u00e9" is full', retry_after=75.0),
 ]
 
 
@@ -56,8 +59,7 @@ def test_cached_refusals_are_the_dialects_reply_with_each_request_id() -> None:
     for render in RENDERERS:
         for err in FLOODS:
             for request_id in ("0123456789abcdef0123456789abcdef", "req-1", "a.b:c_d-e"):
-                _same(refusals.error_reply(render, err, request_id),
-                      _per_request(render, err, request_id))
+                _same(refusals.error_reply(render, err, request_id), _per_request(render, err, request_id))
 
 
 def test_retry_after_is_whole_seconds_bounded_and_keys_the_cache() -> None:
@@ -70,14 +72,19 @@ def test_retry_after_is_whole_seconds_bounded_and_keys_the_cache() -> None:
 
 
 def test_errors_with_their_own_headers_or_rows_are_rendered_per_request() -> None:
-    limited = RateLimited("over the key's rate", retry_after=1.0,
-                          headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5"})
+    limited = RateLimited(
+        "over the key's rate",
+        retry_after=1.0,
+        headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5"},
+    )
     reply = refusals.error_reply(tinybird.render_error, limited, "rid")
     _same(reply, _per_request(tinybird.render_error, limited, "rid"))
     assert reply.headers["X-RateLimit-Limit"] == "5"
     bad = BadRequest("row 3 is bad", row=3)
-    _same(refusals.error_reply(timeplus.render_error, bad, "rid"),
-          _per_request(timeplus.render_error, bad, "rid"))
+    _same(
+        refusals.error_reply(timeplus.render_error, bad, "rid"),
+        _per_request(timeplus.render_error, bad, "rid"),
+    )
 
 
 def test_a_reply_may_be_changed_without_changing_the_cached_one() -> None:
@@ -94,14 +101,16 @@ def test_a_reply_may_be_changed_without_changing_the_cached_one() -> None:
 ADMIN = "unit-admin-key"
 
 
-async def test_a_full_queues_refusals_carry_each_requests_id(tmp_path: Path,
-                                                             aiohttp_client: Any) -> None:
+async def test_a_full_queues_refusals_carry_each_requests_id(tmp_path: Path, aiohttp_client: Any) -> None:
     app = build_app(Settings(data_dir=tmp_path, cors_allow_origins="https://app.example"), ADMIN)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     await _started(app)
     key = {"X-Api-Key": ADMIN}
-    reply = await client.post("/api/v1beta2/streams", headers=key, json={
-        "name": "full", "columns": [{"name": "id", "type": "string"}]})
+    reply = await client.post(
+        "/api/v1beta2/streams",
+        headers=key,
+        json={"name": "full", "columns": [{"name": "id", "type": "string"}]},
+    )
     assert reply.status == 201, await reply.text()
     gw = app[GATEWAY]
     stream = gw.catalog.stream("full")
@@ -110,15 +119,16 @@ async def test_a_full_queues_refusals_carry_each_requests_id(tmp_path: Path,
     queue.rows = queue.limits.max_rows + 1  # held over its bound: nothing can be queued
     seen = set()
     for origin in (None, "https://app.example", None):
-        headers = {**key, "Content-Type": "application/x-ndjson",
-                   **({"Origin": origin} if origin else {})}
-        reply = await client.post("/api/v1beta2/streams/full/ingest", headers=headers,
-                                  data=b'{"id": "a"}\n')
+        headers = {**key, "Content-Type": "application/x-ndjson", **({"Origin": origin} if origin else {})}
+        reply = await client.post("/api/v1beta2/streams/full/ingest", headers=headers, data=b'{"id": "a"}\n')
         body = await reply.json()
         assert reply.status == 429 and 1 <= int(reply.headers["Retry-After"]) <= 60
-        assert body == {"code": 429, "error": "queue_full", "request_id": body["request_id"],
-                        "message": "the queue of stream 'full' is full (stream_rows); nothing "
-                                   "was written, retry later"}
+        assert body == {
+            "code": 429,
+            "error": "queue_full",
+            "request_id": body["request_id"],
+            "message": "the queue of stream 'full' is full (stream_rows); nothing was written, retry later",
+        }
         assert body["request_id"] == reply.headers["X-Request-ID"]
         seen.add(body["request_id"])
         if origin:
@@ -127,6 +137,9 @@ async def test_a_full_queues_refusals_carry_each_requests_id(tmp_path: Path,
             assert "Access-Control-Allow-Origin" not in reply.headers
     assert len(seen) == 3
     queue.rows = 0
-    reply = await client.post("/api/v1beta2/streams/full/ingest", headers={
-        **key, "Content-Type": "application/x-ndjson"}, data=b'{"id": "a"}\n')
+    reply = await client.post(
+        "/api/v1beta2/streams/full/ingest",
+        headers={**key, "Content-Type": "application/x-ndjson"},
+        data=b'{"id": "a"}\n',
+    )
     assert reply.status == 202, await reply.text()

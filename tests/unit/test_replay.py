@@ -36,9 +36,17 @@ class HeldPipeline:
         self.queued = asyncio.Event()
         self.written: list[tuple[Any, list[tuple[str, bytes]]]] = []
 
-    async def admit(self, stream: Stream, rows: list[Any], *, wait: bool,
-                    quarantine: list[bytes] | None = None, meta: RecordMeta | None = None,
-                    quarantine_meta: RecordMeta | None = None, patient: bool = False) -> None:
+    async def admit(
+        self,
+        stream: Stream,
+        rows: list[Any],
+        *,
+        wait: bool,
+        quarantine: list[bytes] | None = None,
+        meta: RecordMeta | None = None,
+        quarantine_meta: RecordMeta | None = None,
+        patient: bool = False,
+    ) -> None:
         assert wait and patient and meta is not None
         self.written += zip(rows, meta.headers, strict=True)
         self.queued.set()
@@ -53,8 +61,7 @@ class HeaderLog(FileQuarantineLog):
         self.pipeline = pipeline
         self.scans = 0
 
-    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]
-                      ) -> Scan:
+    async def written(self, stream: Stream, mark: ReplayMark, wanted: set[tuple[int, int]]) -> Scan:
         self.scans += 1
         found = {replayed_position(h, mark.token.encode()) for _, h in self.pipeline.written}
         return Scan({p for p in found if p in wanted}, True)
@@ -66,8 +73,10 @@ async def setup(tmp_path: Path) -> Any:
     await catalog.start()
     stream = Stream("s", [Column("id", "string"), Column("n", "int64", default="0")], "t")
     assert await catalog.put_stream(stream, create=True)
-    lines = [json.dumps({"stream": "s", "error": {"message": "missing"},
-                         "row_text": json.dumps({"id": f"r{i}"})}) for i in range(ROWS)]
+    lines = [
+        json.dumps({"stream": "s", "error": {"message": "missing"}, "row_text": json.dumps({"id": f"r{i}"})})
+        for i in range(ROWS)
+    ]
     (tmp_path / "t-quarantine.ndjson").write_text("".join(f"{line}\n" for line in lines))
     pipeline = HeldPipeline()
     log = HeaderLog(tmp_path, pipeline)
@@ -75,8 +84,7 @@ async def setup(tmp_path: Path) -> Any:
     await catalog.close()
 
 
-def replayer(catalog: Catalog, pipeline: HeldPipeline, log: HeaderLog,
-             claim_s: float = 15.0) -> Replayer:
+def replayer(catalog: Catalog, pipeline: HeldPipeline, log: HeaderLog, claim_s: float = 15.0) -> Replayer:
     return Replayer(catalog, SchemaCache(), pipeline, log, claim_s=claim_s)  # type: ignore[arg-type]
 
 
@@ -84,8 +92,7 @@ def test_a_replayed_position_counts_only_with_its_page_token() -> None:
     headers = replay_headers(1, 42, "abc")
     assert replayed_position(headers, b"abc") == (1, 42)
     assert replayed_position(headers, b"abd") is None  # forged, or another page's
-    assert replayed_position([("quarantine-position", b"1:x"), ("replay-page", b"abc")],
-                             b"abc") is None
+    assert replayed_position([("quarantine-position", b"1:x"), ("replay-page", b"abc")], b"abc") is None
     assert replayed_position([], b"abc") is None
 
 
@@ -99,6 +106,7 @@ async def test_the_claim_is_renewed_while_a_page_waits(setup: Any) -> None:
             claims.append(after.replay_claim)
             if len(claims) >= 5:
                 renewed.set()
+
     catalog.watch_streams(watch)
     claim_s = 0.3
     page = asyncio.create_task(replayer(catalog, pipeline, log, claim_s).replay("s", 100))
@@ -133,7 +141,8 @@ async def test_a_page_outliving_its_request_saves_its_position_itself(setup: Any
 
 
 async def test_a_page_whose_position_was_not_saved_is_not_written_again(
-        setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalog, pipeline, log = setup
     pipeline.ack.set()
     put = catalog.put_stream
@@ -142,6 +151,7 @@ async def test_a_page_whose_position_was_not_saved_is_not_written_again(
         if not stream.replay_claim:  # the change that saves the position
             raise Conflict("the catalog change failed")
         return await put(stream, create=create)
+
     monkeypatch.setattr(catalog, "put_stream", advance_fails)
     replay = replayer(catalog, pipeline, log)
     with pytest.raises(Conflict):

@@ -30,8 +30,7 @@ def _reply(request: web.Request, fast: bool) -> web.StreamResponse:
     return web.Response(body=body, status=status, headers=own, content_type="application/json")
 
 
-def _app(seen: list[web.StreamResponse], *, touch: bool = False,
-         signal: bool = False) -> web.Application:
+def _app(seen: list[web.StreamResponse], *, touch: bool = False, signal: bool = False) -> web.Application:
     """/fast and /slow answer the same reply; the middleware adds what the gateway's adds."""
 
     @web.middleware
@@ -60,8 +59,10 @@ def _app(seen: list[web.StreamResponse], *, touch: bool = False,
     app.router.add_route("*", "/fast", fast)
     app.router.add_route("*", "/slow", slow)
     if signal:
+
         async def add(request: web.Request, response: web.StreamResponse) -> None:
             response.headers["X-Signal"] = "yes"
+
         app.on_response_prepare.append(add)
     return app
 
@@ -108,8 +109,7 @@ async def test_same_bytes_as_web_response(touch: bool, signal: bool) -> None:
         for method, query, version, extra in CASES:
             replies = []
             for path in ("/fast", "/slow"):
-                head = (f"{method} {path}{query} HTTP/{version}\r\nHost: x\r\n"
-                        f"Content-Length: 0\r\n{extra}\r\n")
+                head = f"{method} {path}{query} HTTP/{version}\r\nHost: x\r\nContent-Length: 0\r\n{extra}\r\n"
                 replies.append(await _exchange(server.port, head))
             assert replies[0] == replies[1], (method, query, version, extra)
             assert b"X-Request-ID: rid-1\r\nX-Gateway-Worker: 0\r\nVary: Origin\r\n" in replies[0][0]
@@ -126,8 +126,12 @@ def test_headers_show_everything_stamped() -> None:
     reply = fast_json({"a": 1}, 202, {"X-RateLimit-Limit": "5"})
     reply.stamp("rid-2", FRAME)
     assert list(reply.headers.items()) == [
-        ("X-RateLimit-Limit", "5"), ("Content-Type", "application/json"),
-        ("X-Request-ID", "rid-2"), ("X-Gateway-Worker", "0"), ("Vary", "Origin")]
+        ("X-RateLimit-Limit", "5"),
+        ("Content-Type", "application/json"),
+        ("X-Request-ID", "rid-2"),
+        ("X-Gateway-Worker", "0"),
+        ("Vary", "Origin"),
+    ]
     assert reply.content_type == "application/json" and reply.status == 202
     assert reply.body == b'{"a":1}'
 

@@ -28,10 +28,19 @@ from gateway.ingest.schema import CompiledSchema
 
 ROWS = CompiledSchema(Stream("r", [Column("id", "string"), Column("n", "int32")], "t", shards=3))
 TEXT = CompiledSchema(Stream("x", [Column("message", "string")], "tx", shards=2))
-KEYED = CompiledSchema(Stream("k", [Column("id", "string"), Column("n", "int32")], "tk",
-                              mode="changelog_kv", primary_key="id", shards=1))
-PROPS = settings(max_examples=150, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow])
+KEYED = CompiledSchema(
+    Stream(
+        "k",
+        [Column("id", "string"), Column("n", "int32")],
+        "tk",
+        mode="changelog_kv",
+        primary_key="id",
+        shards=1,
+    )
+)
+PROPS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def b64(data: str) -> str:
@@ -42,12 +51,14 @@ async def _chunks(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def validate(body: bytes, schema: CompiledSchema, *, v3: bool = False,
-             embedded: str = "json", quarantine: bool = False) -> tuple[ProxyPayload, Split]:
+def validate(
+    body: bytes, schema: CompiledSchema, *, v3: bool = False, embedded: str = "json", quarantine: bool = False
+) -> tuple[ProxyPayload, Split]:
     def parse(data: bytes) -> list[ProxyRecord]:
         if v3:
             return [v3_record(o) for o in split_objects(data)]
         return v2_records(data, "json" if embedded == "json" else "binary")
+
     payload = ProxyPayload(_chunks(body), parse, each=v3, quarantine=quarantine)
     split = asyncio.run(payload.rows(schema, lambda n: None))
     return payload, split
@@ -62,9 +73,15 @@ def v2(*records: dict[str, Any]) -> bytes:
 
 
 def test_json_records_keys_partitions_headers() -> None:
-    body = v2({"key": {"b": 1, "a": [1, 2]}, "value": {"id": "x", "n": 1}, "partition": 2,
-               "headers": [{"name": "h", "value": b64("v")}, {"name": "e", "value": None}]},
-              {"value": {"id": "y", "n": 2}})
+    body = v2(
+        {
+            "key": {"b": 1, "a": [1, 2]},
+            "value": {"id": "x", "n": 1},
+            "partition": 2,
+            "headers": [{"name": "h", "value": b64("v")}, {"name": "e", "value": None}],
+        },
+        {"value": {"id": "y", "n": 2}},
+    )
     payload, split = validate(body, ROWS)
     assert as_json(ROWS, split.rows) == [{"id": "x", "n": 1}, {"id": "y", "n": 2}]
     assert split.meta is not None
@@ -80,13 +97,15 @@ def test_records_without_details_leave_placement_to_the_sink() -> None:
 
 
 def test_quarantine_sets_invalid_values_aside() -> None:
-    body = v2({"value": {"id": "a", "n": 1}}, {"value": {"id": "b", "n": "x"}, "key": "k"},
-              {"value": {"id": "c", "n": 3}, "partition": 1})
+    body = v2(
+        {"value": {"id": "a", "n": 1}},
+        {"value": {"id": "b", "n": "x"}, "key": "k"},
+        {"value": {"id": "c", "n": 3}, "partition": 1},
+    )
     payload, split = validate(body, ROWS, quarantine=True)
     assert payload.written == [0, 2]
     assert [r["id"] for r in as_json(ROWS, split.rows)] == ["a", "c"]
-    assert [(b.row, b.column, json.loads(b.text)) for b in split.bad] == \
-        [(1, "n", {"id": "b", "n": "x"})]
+    assert [(b.row, b.column, json.loads(b.text)) for b in split.bad] == [(1, "n", {"id": "b", "n": "x"})]
     assert split.meta is not None and split.meta.partitions == [-1, 1]
     error = payload.records[1].error
     assert error is not None and error.error_code == 42205
@@ -104,25 +123,34 @@ def test_binary_records_need_one_string_column() -> None:
     assert err.value.error_code == 42206
 
 
-@pytest.mark.parametrize(("body", "schema", "embedded", "status", "code"), [
-    (v2({"value": {"id": "x", "n": "no"}}), ROWS, "json", 400, None),  # InvalidRow: 42205
-    (v2({"value": {"id": "x", "n": 1}, "partition": 3}), ROWS, "json", 404, 40402),
-    (v2({"value": {"id": "x", "n": 1}, "partition": -2}), ROWS, "json", 404, 40402),
-    (v2({"value": {"id": "x", "n": 1}, "key": "k"}), KEYED, "json", 422, 42206),
-    (v2({"value": "not base64!"}), TEXT, "binary", 422, 42206),
-    (v2({"value": base64.b64encode(b"\xff\xfe").decode()}), TEXT, "binary", 422, 42206),
-    (v2({"value": None}), TEXT, "binary", 422, 42206),
-    (v2({"value": 5}), TEXT, "binary", 422, 42206),
-    (v2({"value": {"id": "x", "n": 1}, "headers": [{"name": "h", "value": "%%"}]}), ROWS,
-     "json", 422, 42206),
-    (v2(), ROWS, "json", 422, 422),
-    (b'{"records": [], "extra": 1}', ROWS, "json", 422, 422),
-    (b'{"records": [{"value": {"id": "x", "n": 1}, "offset": 3}]}', ROWS, "json", 422, 422),
-    (b'{"records": {}}', ROWS, "json", 422, 422),
-    (b"not json", ROWS, "json", 400, None),
-])
-def test_v2_refusals(body: bytes, schema: CompiledSchema, embedded: str, status: int,
-                     code: int | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "schema", "embedded", "status", "code"),
+    [
+        (v2({"value": {"id": "x", "n": "no"}}), ROWS, "json", 400, None),  # InvalidRow: 42205
+        (v2({"value": {"id": "x", "n": 1}, "partition": 3}), ROWS, "json", 404, 40402),
+        (v2({"value": {"id": "x", "n": 1}, "partition": -2}), ROWS, "json", 404, 40402),
+        (v2({"value": {"id": "x", "n": 1}, "key": "k"}), KEYED, "json", 422, 42206),
+        (v2({"value": "not base64!"}), TEXT, "binary", 422, 42206),
+        (v2({"value": base64.b64encode(b"\xff\xfe").decode()}), TEXT, "binary", 422, 42206),
+        (v2({"value": None}), TEXT, "binary", 422, 42206),
+        (v2({"value": 5}), TEXT, "binary", 422, 42206),
+        (
+            v2({"value": {"id": "x", "n": 1}, "headers": [{"name": "h", "value": "%%"}]}),
+            ROWS,
+            "json",
+            422,
+            42206,
+        ),
+        (v2(), ROWS, "json", 422, 422),
+        (b'{"records": [], "extra": 1}', ROWS, "json", 422, 422),
+        (b'{"records": [{"value": {"id": "x", "n": 1}, "offset": 3}]}', ROWS, "json", 422, 422),
+        (b'{"records": {}}', ROWS, "json", 422, 422),
+        (b"not json", ROWS, "json", 400, None),
+    ],
+)
+def test_v2_refusals(
+    body: bytes, schema: CompiledSchema, embedded: str, status: int, code: int | None
+) -> None:
     with pytest.raises(GatewayError) as err:
         validate(body, schema, embedded=embedded)
     assert err.value.status == status
@@ -139,8 +167,11 @@ def test_v3_records_stand_alone() -> None:
         {"partition_id": 9, "value": {"type": "JSON", "data": {"id": "c", "n": 3}}},
         {"key": {"type": "STRING", "data": "s"}, "value": {"type": "BINARY", "data": b64("t")}},
         {"bogus": 1},
-        {"key": {"type": "BINARY", "data": b64("kk")}, "partition_id": 1,
-         "value": {"type": "JSON", "data": {"id": "d", "n": 4}}},
+        {
+            "key": {"type": "BINARY", "data": b64("kk")},
+            "partition_id": 1,
+            "value": {"type": "JSON", "data": {"id": "d", "n": 4}},
+        },
     ]
     body = "\n".join(json.dumps(o) for o in objects).encode()
     payload, split = validate(body, ROWS, v3=True)
@@ -162,20 +193,51 @@ def _outcome(body: bytes, schema: CompiledSchema, v3: bool, embedded: str) -> Sp
 
 
 record_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=12)
     | st.sampled_from([b64("ok"), "@@", {"id": "x", "n": 1}, {"id": 1}]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["id", "n", "key", "value", "partition", "headers", "type", "data",
-                         "name", "partition_id", "x"]), inner, max_size=4),
-    max_leaves=10)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "n",
+                    "key",
+                    "value",
+                    "partition",
+                    "headers",
+                    "type",
+                    "data",
+                    "name",
+                    "partition_id",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
 
 
 @PROPS
-@given(st.lists(st.dictionaries(st.sampled_from(["key", "value", "partition", "headers", "x"]),
-                                record_values, max_size=4), max_size=5),
-       st.sampled_from([ROWS, TEXT, KEYED]), st.sampled_from(["json", "binary"]))
-def test_any_v2_records_give_rows_or_4xx(records: list[dict[str, Any]], schema: CompiledSchema,
-                                         embedded: str) -> None:
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["key", "value", "partition", "headers", "x"]), record_values, max_size=4
+        ),
+        max_size=5,
+    ),
+    st.sampled_from([ROWS, TEXT, KEYED]),
+    st.sampled_from(["json", "binary"]),
+)
+def test_any_v2_records_give_rows_or_4xx(
+    records: list[dict[str, Any]], schema: CompiledSchema, embedded: str
+) -> None:
     split = _outcome(json.dumps({"records": records}).encode(), schema, False, embedded)
     if split is not None:
         assert len(split.rows) == len(records)

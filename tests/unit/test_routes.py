@@ -19,7 +19,8 @@ ADMIN_KEY = "unit-admin-key"
 
 def test_sample_paths() -> None:
     assert sample_path("/{workspace}/api/{version}/streams/{name}/ingest") == (
-        "/x/api/v1beta2/streams/x/ingest")
+        "/x/api/v1beta2/streams/x/ingest"
+    )
     assert sample_path("/v0/events") == "/v0/events"
 
 
@@ -35,8 +36,7 @@ def test_every_route_is_classified_as_its_paths_are(tmp_path: Path) -> None:
     assert kinds["/{workspace}/api/{version}/streams/{name}/ingest"] == INGEST
     assert kinds["/api/{version}/streams/{name}"] == MANAGE
     assert kinds["/healthz"] == kinds["/metrics"] == OPS
-    assert {k for k, v in kinds.items() if v == INGEST} == {
-        k for k in kinds if is_ingest(sample_path(k))}
+    assert {k for k, v in kinds.items() if v == INGEST} == {k for k in kinds if is_ingest(sample_path(k))}
     unmatched = routes.of(None, "/api/v1beta2/streams/s/ingest")  # e.g. OPTIONS: a 405
     assert (unmatched.name, unmatched.kind) == (UNMATCHED, INGEST)
     assert routes.of(None, "/nope").kind == MANAGE and kind_of("/readyz") == OPS
@@ -47,19 +47,26 @@ async def test_one_middleware_sets_every_header(tmp_path: Path, aiohttp_client: 
     assert len(app.middlewares) == 1 and not app.on_response_prepare
     client: TestClient[Any, Any] = await aiohttp_client(app)
     await app[GATEWAY].lifecycle.wait_catalog()
-    reply = await client.post("/api/v1beta2/streams", headers={"X-Api-Key": ADMIN_KEY}, json={
-        "name": "s", "columns": [{"name": "n", "type": "int64"}]})
+    reply = await client.post(
+        "/api/v1beta2/streams",
+        headers={"X-Api-Key": ADMIN_KEY},
+        json={"name": "s", "columns": [{"name": "n", "type": "int64"}]},
+    )
     assert reply.status == 201, await reply.text()
     assert "Access-Control-Allow-Origin" not in reply.headers  # management: no CORS headers
-    plain = await client.post("/api/v1beta2/streams/s/ingest", data=b'{"n": 1}\n',
-                              headers={"X-Api-Key": ADMIN_KEY,
-                                       "Content-Type": "application/x-ndjson"})
+    plain = await client.post(
+        "/api/v1beta2/streams/s/ingest",
+        data=b'{"n": 1}\n',
+        headers={"X-Api-Key": ADMIN_KEY, "Content-Type": "application/x-ndjson"},
+    )
     assert plain.status == 202, await plain.text()
     assert plain.headers["Access-Control-Allow-Origin"] == "*"
     assert "retry-after" in plain.headers["Access-Control-Expose-Headers"].lower()
     assert len(plain.headers["X-Request-ID"]) == 32 and plain.headers["X-Gateway-Worker"] == "0"
-    expect = await client.post("/api/v1beta2/streams/s/ingest", data=b'{"n": 1}\n',
-                               headers={"X-Api-Key": ADMIN_KEY, "Expect": "something-else",
-                                        "Origin": "http://page.example"})
+    expect = await client.post(
+        "/api/v1beta2/streams/s/ingest",
+        data=b'{"n": 1}\n',
+        headers={"X-Api-Key": ADMIN_KEY, "Expect": "something-else", "Origin": "http://page.example"},
+    )
     assert expect.status == 417  # made before the middleware: CORS headers all the same
     assert expect.headers["Access-Control-Allow-Origin"] == "*"

@@ -53,23 +53,24 @@ def ndjson_error(schema: CompiledSchema, body: bytes, first_row: int = 0) -> Inv
     return info.value
 
 
-def compact_error(schema: CompiledSchema, columns: list[str], data: bytes,
-                  kind: type[BadRequest] = InvalidRow) -> BadRequest:
+def compact_error(
+    schema: CompiledSchema, columns: list[str], data: bytes, kind: type[BadRequest] = InvalidRow
+) -> BadRequest:
     with pytest.raises(kind) as info:
         schema.decode_compact_data(columns, data)
     return info.value
 
 
 # ---- values -------------------------------------------------------------------------------------
-def test_ndjson_values_have_every_column_defaults_and_normalised_types(
-        events: CompiledSchema) -> None:
-    body = (b'{"id":1,"score":2,"ts":0}\n'
-            b'{"id":2,"name":"x","ts":"2024-01-02T03:04:05.5Z","ip":"1.2.3.4","tags":[1,-2],'
-            b'"meta":{"a" : [1, 2.50]},"score":-1.5}\n'
-            b'{"id":3,"ts":1700000000.5}\n')
+def test_ndjson_values_have_every_column_defaults_and_normalised_types(events: CompiledSchema) -> None:
+    body = (
+        b'{"id":1,"score":2,"ts":0}\n'
+        b'{"id":2,"name":"x","ts":"2024-01-02T03:04:05.5Z","ip":"1.2.3.4","tags":[1,-2],'
+        b'"meta":{"a" : [1, 2.50]},"score":-1.5}\n'
+        b'{"id":3,"ts":1700000000.5}\n'
+    )
     assert ndjson_values(events, body) == [
-        b'{"id":1,"name":"anon","score":2.0,"ts":"1970-01-01T00:00:00Z","ip":null,"tags":[],'
-        b'"meta":{}}',
+        b'{"id":1,"name":"anon","score":2.0,"ts":"1970-01-01T00:00:00Z","ip":null,"tags":[],"meta":{}}',
         b'{"id":2,"name":"x","score":-1.5,"ts":"2024-01-02T03:04:05.500000Z","ip":"1.2.3.4",'
         b'"tags":[1,-2],"meta":{"a" : [1, 2.50]}}',
         b'{"id":3,"name":"anon","score":0.0,"ts":"2023-11-14T22:13:20.500000Z","ip":null,'
@@ -84,8 +85,9 @@ def test_encode_reports_total_bytes(events: CompiledSchema) -> None:
 
 
 def test_nested_floats_are_normalised() -> None:
-    schema = compile_(Column("a", "array(float64)"), Column("m", "map(string, float32)"),
-                      Column("n", "nullable(float64)"))
+    schema = compile_(
+        Column("a", "array(float64)"), Column("m", "map(string, float32)"), Column("n", "nullable(float64)")
+    )
     assert ndjson_values(schema, b'{"a":[1,2.5],"m":{"k":3},"n":4}') == [
         b'{"a":[1.0,2.5],"m":{"k":3.0},"n":4.0}'
     ]
@@ -134,8 +136,9 @@ def test_mutable_defaults_are_not_shared_between_rows() -> None:
     assert tags[0] is not tags[1]
 
 
-@pytest.mark.parametrize("type_name", ["nullable(string)", "LowCardinality(Nullable(String))",
-                                       "low_cardinality(nullable(int32))"])
+@pytest.mark.parametrize(
+    "type_name", ["nullable(string)", "LowCardinality(Nullable(String))", "low_cardinality(nullable(int32))"]
+)
 def test_missing_nullable_column_defaults_to_null(type_name: str) -> None:
     schema = compile_(Column("id", "int8"), Column("x", type_name))
     assert ndjson_values(schema, b'{"id":1}') == [b'{"id":1,"x":null}']
@@ -212,7 +215,8 @@ def test_row_that_is_not_an_object(events: CompiledSchema) -> None:
 
 def test_unknown_field_ignored_by_default(events: CompiledSchema) -> None:
     assert ndjson_values(events, b'{"id":1,"zzz":[1,{"a":2}],"ts":0}') == ndjson_values(
-        events, b'{"id":1,"ts":0}')
+        events, b'{"id":1,"ts":0}'
+    )
 
 
 def test_unknown_field_rejected_with_forbid_unknown() -> None:
@@ -241,11 +245,12 @@ def test_row_error_without_path_names_the_body(events: CompiledSchema) -> None:
 
 # ---- compact ------------------------------------------------------------------------------------
 def test_compact_values_match_ndjson(events: CompiledSchema) -> None:
-    rows = events.decode_compact_data(["id", "score", "ts"], b'[[1,2,0],[2,-1.5,0]]')
+    rows = events.decode_compact_data(["id", "score", "ts"], b"[[1,2,0],[2,-1.5,0]]")
     values = events.encode(rows).values
     assert b'"score":2.0' in values[0]
-    assert parsed(values) == parsed(ndjson_values(
-        events, b'{"id":1,"score":2,"ts":0}\n{"id":2,"score":-1.5,"ts":0}\n'))
+    assert parsed(values) == parsed(
+        ndjson_values(events, b'{"id":1,"score":2,"ts":0}\n{"id":2,"score":-1.5,"ts":0}\n')
+    )
 
 
 def test_compact_too_few_values(events: CompiledSchema) -> None:
@@ -291,13 +296,13 @@ def test_compact_unknown_column_ignored_by_default(events: CompiledSchema) -> No
 
 def test_compact_unknown_column_next_to_single_known_column() -> None:
     schema = compile_(Column("id", "int8"))
-    rows = schema.decode_compact_data(["zz", "id"], b'[[1,1],[2,2]]')
+    rows = schema.decode_compact_data(["zz", "id"], b"[[1,1],[2,2]]")
     assert schema.encode(rows).values == [b'{"id":1}', b'{"id":2}']
 
 
 def test_compact_only_unknown_columns_with_all_defaults() -> None:
     schema = compile_(Column("a", "int8", default="1"), Column("b", "string", default="'x'"))
-    rows = schema.decode_compact_data(["zz"], b'[[5],[6]]')
+    rows = schema.decode_compact_data(["zz"], b"[[5],[6]]")
     assert schema.encode(rows).values == [b'{"a":1,"b":"x"}', b'{"a":1,"b":"x"}']
 
 
@@ -338,26 +343,32 @@ def test_a_json_value_with_newlines_stays_one_record(events: CompiledSchema, for
 
 # ---- keys ---------------------------------------------------------------------------------------
 def test_keyed_stream_with_composite_key_gives_json_array_keys() -> None:
-    schema = compile_(Column("timestamp", "datetime64(3)"), Column("name", "string"),
-                      Column("v", "float64"), mode="versioned_kv", primary_key="timestamp, name")
-    enc = schema.encode(schema.decode_ndjson(
-        '{"timestamp":"2024-01-02T03:04:05Z","name":"a","v":1}\n'
-        '{"timestamp":1700000000.5,"name":"é","v":2.5}\n'.encode(), 0))
-    assert enc.keys == [b'["2024-01-02T03:04:05Z","a"]',
-                        '["2023-11-14T22:13:20.500000Z","é"]'.encode()]
-    assert enc.values[1] == ('{"timestamp":"2023-11-14T22:13:20.500000Z","name":"é","v":2.5}'
-                             .encode())
-    compact = schema.encode(schema.decode_compact_data(
-        ["name", "timestamp", "v"], b'[["a","2024-01-02T03:04:05Z",1]]'))
+    schema = compile_(
+        Column("timestamp", "datetime64(3)"),
+        Column("name", "string"),
+        Column("v", "float64"),
+        mode="versioned_kv",
+        primary_key="timestamp, name",
+    )
+    enc = schema.encode(
+        schema.decode_ndjson(
+            '{"timestamp":"2024-01-02T03:04:05Z","name":"a","v":1}\n'
+            '{"timestamp":1700000000.5,"name":"é","v":2.5}\n'.encode(),
+            0,
+        )
+    )
+    assert enc.keys == [b'["2024-01-02T03:04:05Z","a"]', '["2023-11-14T22:13:20.500000Z","é"]'.encode()]
+    assert enc.values[1] == ('{"timestamp":"2023-11-14T22:13:20.500000Z","name":"é","v":2.5}'.encode())
+    compact = schema.encode(
+        schema.decode_compact_data(["name", "timestamp", "v"], b'[["a","2024-01-02T03:04:05Z",1]]')
+    )
     assert compact.keys == [b'["2024-01-02T03:04:05Z","a"]']
 
 
 @pytest.mark.parametrize("mode", ["versioned_kv", "changelog_kv"])
 def test_single_string_primary_key_is_raw_utf8(mode: str) -> None:
-    schema = compile_(Column("v", "int8"), Column("name", "string"), mode=mode,
-                      primary_key=" name ")
-    enc = schema.encode(schema.decode_ndjson('{"name":"é \\"q\\"","v":1}\n{"name":"","v":2}'
-                                             .encode(), 0))
+    schema = compile_(Column("v", "int8"), Column("name", "string"), mode=mode, primary_key=" name ")
+    enc = schema.encode(schema.decode_ndjson('{"name":"é \\"q\\"","v":1}\n{"name":"","v":2}'.encode(), 0))
     assert enc.keys == ['é "q"'.encode(), b""]
 
 
@@ -382,31 +393,37 @@ def test_keyed_mode_without_primary_key_raises() -> None:
 
 
 # ---- schema errors ------------------------------------------------------------------------------
-@pytest.mark.parametrize("column", [
-    Column("a", "int8", default="300"),
-    Column("a", "int8", default="x"),
-    Column("a", "bool", default="1"),
-    Column("a", "date", default="'2024-99-01'"),
-    Column("a", "array(int8)", default="[1,'a']"),
-    Column("a", "datetime", default="yesterday"),
-    Column("a", "ipv4", default="1.2.3.999"),
-    Column("a", "uuid", default="nope"),
-    Column("a", "fixed_string(2)", default="'abc'"),
-    Column("a", "map(string, int8)", default="[]"),
-])
+@pytest.mark.parametrize(
+    "column",
+    [
+        Column("a", "int8", default="300"),
+        Column("a", "int8", default="x"),
+        Column("a", "bool", default="1"),
+        Column("a", "date", default="'2024-99-01'"),
+        Column("a", "array(int8)", default="[1,'a']"),
+        Column("a", "datetime", default="yesterday"),
+        Column("a", "ipv4", default="1.2.3.999"),
+        Column("a", "uuid", default="nope"),
+        Column("a", "fixed_string(2)", default="'abc'"),
+        Column("a", "map(string, int8)", default="[]"),
+    ],
+)
 def test_invalid_defaults_raise(column: Column) -> None:
     with pytest.raises(SchemaError, match="'a'"):
         compile_(column)
 
 
-@pytest.mark.parametrize("columns", [
-    [],
-    [Column("a", "int8"), Column("a", "string")],
-    [Column("", "int8")],
-    [Column("x" * 256, "int8")],
-    [Column("a", "frobnicate")],
-    [Column("a", "map(int8, int8)")],
-])
+@pytest.mark.parametrize(
+    "columns",
+    [
+        [],
+        [Column("a", "int8"), Column("a", "string")],
+        [Column("", "int8")],
+        [Column("x" * 256, "int8")],
+        [Column("a", "frobnicate")],
+        [Column("a", "map(int8, int8)")],
+    ],
+)
 def test_invalid_columns_raise(columns: list[Column]) -> None:
     with pytest.raises(SchemaError):
         check_columns(stream(*columns))
@@ -452,15 +469,18 @@ def test_schema_cache_passes_forbid_unknown() -> None:
 def test_epoch_datetimes_take_the_lenient_path_only_when_present() -> None:
     """Rows with ISO datetimes decode with plain datetime types; one epoch number anywhere in the
     body switches to the lenient decoder, and every row still comes out as an ISO UTC string."""
-    schema = CompiledSchema(Stream(name="e", topic="t", columns=[
-        Column("t", "datetime64(3)"), Column("u", "nullable(datetime)")]))
+    schema = CompiledSchema(
+        Stream(name="e", topic="t", columns=[Column("t", "datetime64(3)"), Column("u", "nullable(datetime)")])
+    )
     iso = schema.encode(schema.decode_ndjson(b'{"t":"2024-01-01T00:00:00Z","u":null}\n', 0))
     assert iso.values == [b'{"t":"2024-01-01T00:00:00Z","u":null}']
-    mixed = schema.decode_ndjson(b'{"t":"2024-01-01T00:00:00Z","u":null}\n'
-                                 b'{"t":1700000000,"u":1700000000.5}\n', 0)
+    mixed = schema.decode_ndjson(
+        b'{"t":"2024-01-01T00:00:00Z","u":null}\n{"t":1700000000,"u":1700000000.5}\n', 0
+    )
     assert schema.encode(mixed).values == [
         b'{"t":"2024-01-01T00:00:00Z","u":null}',
-        b'{"t":"2023-11-14T22:13:20Z","u":"2023-11-14T22:13:20.500000Z"}']
+        b'{"t":"2023-11-14T22:13:20Z","u":"2023-11-14T22:13:20.500000Z"}',
+    ]
     compact = schema.decode_compact_data(["t", "u"], b'[["2024-01-01T00:00:00Z",null],[0,1]]')
     assert schema.encode(compact).values[1] == b'{"t":"1970-01-01T00:00:00Z","u":"1970-01-01T00:00:01Z"}'
     with pytest.raises(InvalidRow) as err:

@@ -28,6 +28,7 @@ async def replayed(directory: Path) -> tuple[Spool, list[SpoolRecord]]:
     async def take(rec: SpoolRecord, pos: int) -> bool:
         got.append(rec)
         return True
+
     await spool.replay(take)
     return spool, got
 
@@ -90,8 +91,9 @@ async def test_torn_and_corrupt_tails_are_skipped(tmp_path: Path) -> None:
     # a flipped byte inside the second record: replay keeps the first record only
     data = segment.read_bytes()
     first_len = int.from_bytes(data[:4], "little") + 8
-    segment.write_bytes(data[:first_len + 12] + bytes([data[first_len + 12] ^ 0xFF])
-                        + data[first_len + 13:])
+    segment.write_bytes(
+        data[: first_len + 12] + bytes([data[first_len + 12] ^ 0xFF]) + data[first_len + 13 :]
+    )
     for other in tmp_path.glob("*.wal"):
         if other != segment:
             other.unlink()
@@ -108,6 +110,7 @@ async def test_refused_records_are_released(tmp_path: Path) -> None:
 
     async def refuse(rec: SpoolRecord, pos: int) -> bool:
         return False  # e.g. the stream was deleted meanwhile
+
     assert await spool2.replay(refuse) == 0
     await spool2.close()
     assert not list(tmp_path.glob("*.wal"))
@@ -124,7 +127,8 @@ async def test_record_headers_survive_a_crash_and_old_records_still_read(tmp_pat
     # a record written before headers existed (four fields) reads back without them
     old = msgspec.msgpack.encode([1, "s", "t", rows("old"), None])
     assert msgspec.msgpack.decode(old, type=SpoolRecord | AckMarker) == SpoolRecord(
-        "s", "t", rows("old"), None)
+        "s", "t", rows("old"), None
+    )
 
 
 async def test_records_own_keys_partitions_and_headers_survive_a_crash(tmp_path: Path) -> None:
@@ -151,10 +155,14 @@ def test_segments_no_process_would_replay_are_found(tmp_path: Path) -> None:
         (folder / "seg-0000000000000001.wal").write_bytes(b"")
     names = lambda paths: sorted(str(p.relative_to(tmp_path)) for p in paths)  # noqa: E731
     assert names(stranded_segments(tmp_path, 1)) == [
-        "worker-0/seg-0000000000000001.wal", "worker-1/seg-0000000000000001.wal",
-        "worker-2/seg-0000000000000001.wal"]
+        "worker-0/seg-0000000000000001.wal",
+        "worker-1/seg-0000000000000001.wal",
+        "worker-2/seg-0000000000000001.wal",
+    ]
     assert names(stranded_segments(tmp_path, 2)) == [
-        "seg-0000000000000001.wal", "worker-2/seg-0000000000000001.wal"]
+        "seg-0000000000000001.wal",
+        "worker-2/seg-0000000000000001.wal",
+    ]
     assert names(stranded_segments(tmp_path, 3)) == ["seg-0000000000000001.wal"]
     assert stranded_segments(tmp_path / "missing", 2) == []
 
@@ -172,14 +180,16 @@ def test_a_second_process_cannot_open_a_spool_in_use(tmp_path: Path) -> None:
         "        print(exc)\n"
         "        return 7\n"
         "    return 0\n"
-        "sys.exit(asyncio.run(main()))\n")
+        "sys.exit(asyncio.run(main()))\n"
+    )
 
     async def run() -> tuple[int, str]:
         spool = Spool(tmp_path, segment_bytes=1 << 20)
         await spool.open()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", script, str(tmp_path), stdout=asyncio.subprocess.PIPE)
+                sys.executable, "-c", script, str(tmp_path), stdout=asyncio.subprocess.PIPE
+            )
             out, _ = await proc.communicate()
             assert proc.returncode is not None
             return proc.returncode, out.decode()
@@ -194,14 +204,26 @@ def test_a_second_process_cannot_open_a_spool_in_use(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_to_start_over_stranded_segments(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A single process's segments are not replayed by workers: starting would leave them unsent."""
     from gateway import cli
 
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / "seg-0000000000000001.wal").write_bytes(b"")
-    code = cli.main(["serve", "--workers", "2", "--spool-dir", str(spool), "--data-dir",
-                     str(tmp_path / "data"), "--kafka-bootstrap", "127.0.0.1:9"])
+    code = cli.main(
+        [
+            "serve",
+            "--workers",
+            "2",
+            "--spool-dir",
+            str(spool),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--kafka-bootstrap",
+            "127.0.0.1:9",
+        ]
+    )
     assert code == 2
     assert "would not be replayed with --workers 2" in capsys.readouterr().err

@@ -39,8 +39,7 @@ async def test_every_stream_is_primed_rounds_times_one_request_at_a_time() -> No
     server, seen, most_at_once = await _server()
     try:
         paths = [f"/s/{i}" for i in range(20)]
-        await prime(Priming(str(server.make_url("")).rstrip("/"), paths, {}, b"{}\n", rounds=6,
-                            parallel=4))
+        await prime(Priming(str(server.make_url("")).rstrip("/"), paths, {}, b"{}\n", rounds=6, parallel=4))
     finally:
         await server.close()
     assert seen == {p: 6 for p in paths}

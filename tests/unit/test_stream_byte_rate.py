@@ -24,10 +24,10 @@ def test_a_burst_of_one_seconds_worth_then_refused_until_paid_back() -> None:
     assert limit.take("s", 1) is None
 
 
-@pytest.mark.parametrize(("request_bytes", "every_s"), [(1_000, 0.001), (50_000, 0.01),
-                                                        (400_000, 0.1), (7_777, 0.0)])
-def test_accepted_bytes_never_exceed_the_rate_plus_one_burst(request_bytes: int,
-                                                              every_s: float) -> None:
+@pytest.mark.parametrize(
+    ("request_bytes", "every_s"), [(1_000, 0.001), (50_000, 0.01), (400_000, 0.1), (7_777, 0.0)]
+)
+def test_accepted_bytes_never_exceed_the_rate_plus_one_burst(request_bytes: int, every_s: float) -> None:
     """A client sending faster than the rate for 30 s gets at most RATE · (1 s + 30 s) bytes
     accepted, plus the one request that may overdraw the bucket."""
     clock = Clock()

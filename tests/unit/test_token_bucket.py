@@ -21,8 +21,12 @@ def test_burst_of_rate_then_refused_with_headers() -> None:
     assert [d.remaining for d in allowed if d] == [4, 3, 2, 1, 0]
     refused = limiter.check("k", 5)
     assert refused is not None and not refused.allowed
-    assert refused.headers() == {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
-                                 "X-RateLimit-Reset": "1", "Retry-After": "1"}
+    assert refused.headers() == {
+        "X-RateLimit-Limit": "5",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "1",
+        "Retry-After": "1",
+    }
     assert abs(refused.retry_after_s - 0.2) < 1e-9
 
 
@@ -45,8 +49,11 @@ def test_refills_continuously() -> None:
 def test_keys_are_independent_and_default_applies() -> None:
     clock = Clock()
     limiter = KeyRateLimiter(2, clock=clock)
-    assert [d.allowed for d in (limiter.check("a"), limiter.check("a"), limiter.check("a")) if d] \
-        == [True, True, False]
+    assert [d.allowed for d in (limiter.check("a"), limiter.check("a"), limiter.check("a")) if d] == [
+        True,
+        True,
+        False,
+    ]
     b = limiter.check("b")
     assert b is not None and b.allowed and b.headers()["X-RateLimit-Limit"] == "2"
     assert "Retry-After" not in b.headers()

@@ -133,9 +133,20 @@ def test_date(name: str) -> None:
     rejects(name, b"20240101")
 
 
-@pytest.mark.parametrize("name", ["datetime", "DateTime", "DATETIME", "datetime64", "datetime64(3)",
-                                  "DateTime64(3)", "DateTime64(3,'UTC')", "datetime64(3, 'UTC')",
-                                  "DateTime('Europe/Berlin')"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "datetime",
+        "DateTime",
+        "DATETIME",
+        "datetime64",
+        "datetime64(3)",
+        "DateTime64(3)",
+        "DateTime64(3,'UTC')",
+        "datetime64(3, 'UTC')",
+        "DateTime('Europe/Berlin')",
+    ],
+)
 def test_datetime_spellings(name: str) -> None:
     ctype = parse_type(name)
     assert ctype.is_datetime
@@ -168,8 +179,23 @@ def test_ipv4_valid(ip: str) -> None:
     assert decode("ipv4", f'"{ip}"'.encode()) == ip
 
 
-@pytest.mark.parametrize("ip", ["256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.-4", "a.b.c.d",
-                                "1.2.3.4 ", " 1.2.3.4", "", "1..2.3", "::1", "1.2.3.4\n"])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "256.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "01.2.3.4",
+        "1.2.3.-4",
+        "a.b.c.d",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "",
+        "1..2.3",
+        "::1",
+        "1.2.3.4\n",
+    ],
+)
 def test_ipv4_invalid(ip: str) -> None:
     rejects("ipv4", msgspec.json.encode(ip))
 
@@ -178,46 +204,77 @@ def test_ipv4_must_be_a_string() -> None:
     rejects("ipv4", b"16909060")
 
 
-@pytest.mark.parametrize("ip", [
-    "2001:0db8:0000:0000:0000:ff00:0042:8329",   # full
-    "2001:db8:0:0:0:ff00:42:8329",               # full, short groups
-    "2001:db8::ff00:42:8329",                    # compressed
-    "::1",
-    "::",
-    "fe80::",
-    "1:2:3:4:5:6:7::",
-    "::2:3:4:5:6:7:8",
-    "FE80::ABCD",                                # upper case
-    "::ffff:1.2.3.4",                            # IPv4-mapped
-    "::ffff:0:1.2.3.4",                          # IPv4-translated
-    "64:ff9b::1.2.3.4",                          # NAT64 well-known prefix
-])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "2001:0db8:0000:0000:0000:ff00:0042:8329",  # full
+        "2001:db8:0:0:0:ff00:42:8329",  # full, short groups
+        "2001:db8::ff00:42:8329",  # compressed
+        "::1",
+        "::",
+        "fe80::",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "FE80::ABCD",  # upper case
+        "::ffff:1.2.3.4",  # IPv4-mapped
+        "::ffff:0:1.2.3.4",  # IPv4-translated
+        "64:ff9b::1.2.3.4",  # NAT64 well-known prefix
+    ],
+)
 def test_ipv6_valid(ip: str) -> None:
     assert decode("ipv6", f'"{ip}"'.encode()) == ip
 
 
-@pytest.mark.parametrize("ip", [
-    "1:2:3:4:5:6:1.2.3.4",    # RFC 4291 §2.2 form 3: x:x:x:x:x:x:d.d.d.d
-    "1:2:3:4:5::1.2.3.4",     # same, compressed after five groups
-])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "1:2:3:4:5:6:1.2.3.4",  # RFC 4291 §2.2 form 3: x:x:x:x:x:x:d.d.d.d
+        "1:2:3:4:5::1.2.3.4",  # same, compressed after five groups
+    ],
+)
 def test_ipv6_valid_with_embedded_ipv4_after_many_groups(ip: str) -> None:
     assert decode("ipv6", f'"{ip}"'.encode()) == ip
 
 
-@pytest.mark.parametrize("ip", [
-    "1::2::3", ":::", "12345::", "g::1", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7", "1.2.3.4",
-    "::ffff:256.1.1.1", "::ffff:01.2.3.4", "", " ::1", "::1 ", "fe80::1%eth0", "1:2:3:4::5:6:7:8",
-    "::1\n", "::ffff:1.2.3.4\n",
-])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "1::2::3",
+        ":::",
+        "12345::",
+        "g::1",
+        "1:2:3:4:5:6:7:8:9",
+        "1:2:3:4:5:6:7",
+        "1.2.3.4",
+        "::ffff:256.1.1.1",
+        "::ffff:01.2.3.4",
+        "",
+        " ::1",
+        "::1 ",
+        "fe80::1%eth0",
+        "1:2:3:4::5:6:7:8",
+        "::1\n",
+        "::ffff:1.2.3.4\n",
+    ],
+)
 def test_ipv6_invalid(ip: str) -> None:
     rejects("ipv6", msgspec.json.encode(ip))
 
 
 # ---- json ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw", [
-    b'{"a" : [1, 2.50, {"b": null}] , "c":"\\u00e9"}', b"[ ]", b"1.50", b"-0", b'"x"', b"true",
-    b"null", b"1e400",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a" : [1, 2.50, {"b": null}] , "c":"\\u00e9"}',
+        b"[ ]",
+        b"1.50",
+        b"-0",
+        b'"x"',
+        b"true",
+        b"null",
+        b"1e400",
+    ],
+)
 def test_json_passes_any_value_through_byte_exact(raw: bytes) -> None:
     value = decode("json", raw)
     assert isinstance(value, msgspec.Raw)
@@ -242,8 +299,10 @@ def test_map() -> None:
     rejects("map(string, int32)", b"[]")
 
 
-@pytest.mark.parametrize("name", ["map(int32, string)", "map(uuid, string)", "map(array(string), int8)",
-                                  "map(nullable(string), int8)"])
+@pytest.mark.parametrize(
+    "name",
+    ["map(int32, string)", "map(uuid, string)", "map(array(string), int8)", "map(nullable(string), int8)"],
+)
 def test_map_keys_must_be_strings(name: str) -> None:
     with pytest.raises(TypeError_, match="map keys must be string"):
         parse_type(name)
@@ -260,8 +319,9 @@ def test_nullable() -> None:
     assert not parse_type("array(nullable(string))").nullable
 
 
-@pytest.mark.parametrize("name", ["low_cardinality(string)", "LowCardinality(String)",
-                                  "lowcardinality(string)"])
+@pytest.mark.parametrize(
+    "name", ["low_cardinality(string)", "LowCardinality(String)", "lowcardinality(string)"]
+)
 def test_low_cardinality_is_transparent(name: str) -> None:
     ctype = parse_type(name)
     assert not ctype.nullable
@@ -270,9 +330,14 @@ def test_low_cardinality_is_transparent(name: str) -> None:
     rejects(name, b"null")
 
 
-@pytest.mark.parametrize("name", ["low_cardinality(nullable(string))",
-                                  "LowCardinality(Nullable(String))",
-                                  "nullable(low_cardinality(string))"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "low_cardinality(nullable(string))",
+        "LowCardinality(Nullable(String))",
+        "nullable(low_cardinality(string))",
+    ],
+)
 def test_low_cardinality_of_nullable_is_nullable(name: str) -> None:
     """ClickHouse spells it LowCardinality(Nullable(String)); the column accepts null, so it is
     nullable (and a missing value defaults to null, as for Nullable(String))."""
@@ -294,12 +359,32 @@ def test_decimal(name: str) -> None:
     rejects(name, b'"abc"')
 
 
-@pytest.mark.parametrize("name", [
-    "foo", "", "int128", "array", "array()", "array(int8", "array(int8)x", "int8)",
-    "array(int8, int8)", "map(string)", "map(string, int8, int8)", "nullable(foo)",
-    "nullable(int8, int8)", "fixed_string(x)", "fixed_string()", "fixed_string(3, 4)",
-    "decimal(a, b)", "decimal(1, 2, 3)", "decimal()", "array(foo)", "map(string, foo)",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "foo",
+        "",
+        "int128",
+        "array",
+        "array()",
+        "array(int8",
+        "array(int8)x",
+        "int8)",
+        "array(int8, int8)",
+        "map(string)",
+        "map(string, int8, int8)",
+        "nullable(foo)",
+        "nullable(int8, int8)",
+        "fixed_string(x)",
+        "fixed_string()",
+        "fixed_string(3, 4)",
+        "decimal(a, b)",
+        "decimal(1, 2, 3)",
+        "decimal()",
+        "array(foo)",
+        "map(string, foo)",
+    ],
+)
 def test_unknown_types_raise(name: str) -> None:
     with pytest.raises(TypeError_):
         parse_type(name)

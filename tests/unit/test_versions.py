@@ -19,10 +19,12 @@ def test_a_compatible_change_makes_the_next_version_and_keeps_the_old_one() -> N
     s = stream()
     new = [*COLS, Column("extra", "string", nullable=True)]
     s2 = evolve(s, new, None, mode="backward", by="bob", now="now")
-    s3 = evolve(s2, [COLS[0], Column("n", "int64"), new[2]], None, mode="backward", by="carol",
-                now="later")
+    s3 = evolve(s2, [COLS[0], Column("n", "int64"), new[2]], None, mode="backward", by="carol", now="later")
     assert [(v.version, len(v.columns), v.created_by, v.created_at) for v in versions(s3)] == [
-        (1, 2, "alice", "then"), (2, 3, "bob", "now"), (3, 3, "carol", "later")]
+        (1, 2, "alice", "then"),
+        (2, 3, "bob", "now"),
+        (3, 3, "carol", "later"),
+    ]
     assert version(s3, 2).columns == new and s3.schema_version == 3
     assert s.schema_version == 1 and s.schemas == []  # the old record is not changed
     with pytest.raises(NotFound):
@@ -38,11 +40,12 @@ def test_the_same_columns_make_no_new_version() -> None:
 def test_a_refusal_lists_every_reason_and_changes_nothing() -> None:
     s = stream(mode="versioned_kv", primary_key="id")
     with pytest.raises(Incompatible) as err:
-        evolve(s, [Column("n", "int16"), Column("id", "string")], "n", mode="backward",
-               by="bob", now="now")
+        evolve(s, [Column("n", "int16"), Column("id", "string")], "n", mode="backward", by="bob", now="now")
     assert err.value.status == 409
     assert {(r.column, r.old_type, r.new_type) for r in err.value.reasons} == {
-        ("", "id", "n"), ("n", "int32", "int16")}
+        ("", "id", "n"),
+        ("n", "int32", "int16"),
+    }
     assert "primary key" in err.value.message and "narrowing" in err.value.message
 
 
