@@ -27,6 +27,10 @@ from gateway import metrics
 from gateway.sinks.base import SinkUnavailable
 
 log = logging.getLogger("gateway.sinks.kafka")
+# The probe asks on connections of its own: a broker answers one connection's requests in order, so
+# a Metadata request behind a Produce waiting for acks=all (while a dead follower is still in the
+# ISR) would wait as long as it, and a live cluster would look silent ("no reply").
+PROBE_CONNECTIONS = ConnectionGroup.COORDINATION
 DOWN_AFTER = 2  # bad rounds in a row before Kafka is called unavailable
 UP_AFTER = 2  # good rounds (or delivered batches) in a row before it is available again
 CONNECT_S = 0.5  # a TCP connect to a broker the producer holds no connection to
@@ -205,7 +209,8 @@ class KafkaHealth:
         pending: dict[asyncio.Task[Any], Any] = {}
         try:
             for i, node in enumerate(order):
-                pending[asyncio.create_task(client.send(node, MetadataRequest(topics, False)))] = node
+                ask = client.send(node, MetadataRequest(topics, False), group=PROBE_CONNECTIONS)
+                pending[asyncio.create_task(ask)] = node
                 last = i == len(order) - 1
                 while pending:
                     wait = deadline - loop.time() if last else min(HEDGE_S, deadline - loop.time())

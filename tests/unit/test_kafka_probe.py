@@ -74,9 +74,11 @@ class FakeClient:
         self.cluster = Cluster([BrokerMeta(n, "127.0.0.1", free_port()) for n in up])
         self._conns = {(n, ConnectionGroup.DEFAULT): Conn(ok) for n, ok in up.items()}
         self.asked: list[int] = []
+        self.groups: list[Any] = []
 
-    async def send(self, node: int, request: Any) -> Any:
+    async def send(self, node: int, request: Any, *, group: Any = ConnectionGroup.DEFAULT) -> Any:
         self.asked.append(node)
+        self.groups.append(group)
         step = self.steps[self.probes]
         self.probes += 1
         if self.probes == len(self.steps):
@@ -167,7 +169,7 @@ async def test_one_node_refusing_while_the_others_are_slow_is_no_outage() -> Non
 
     health, client = healthy([], {1: False, 2: True, 3: True})
     health.round_s = 0.05
-    client.send = lambda node, request: slow()  # type: ignore[method-assign]
+    client.send = lambda node, request, group=None: slow()  # type: ignore[method-assign]
     for _ in range(3):
         found = await health.probe(client, ["t"])
         assert not found.answered and found.refused and not found.everyone_refused
@@ -270,7 +272,7 @@ async def test_a_frozen_broker_delays_a_round_by_the_hedge_only() -> None:
     health, client = healthy([], {1: True, 2: True})
     health._prefer = 1
 
-    async def send(node: int, request: Any) -> Any:
+    async def send(node: int, request: Any, *, group: Any = ConnectionGroup.DEFAULT) -> Any:
         client.asked.append(node)
         if node == 1:
             await asyncio.sleep(3600)
@@ -281,3 +283,14 @@ async def test_a_frozen_broker_delays_a_round_by_the_hedge_only() -> None:
     found = await asyncio.wait_for(health.probe(client, ["t"]), 60)  # a failure guard
     assert found.good and client.asked == [1, 2]
     assert health._prefer == 2
+
+
+async def test_the_probe_asks_on_connections_of_its_own() -> None:
+    """A broker answers one connection's requests in order: on the producer's connections a
+    Metadata request would wait behind a Produce held for acks=all (a dead follower still in the
+    ISR), and a live cluster would look silent."""
+    health, client = healthy([], {1: True, 2: True})
+    client.steps = [lambda: reply([1, 2], (1, [1, 2], [1, 2]), (2, [1, 2], [1, 2]))]
+    found = await asyncio.wait_for(health.probe(client, ["t"]), 60)  # a failure guard
+    assert found.good
+    assert client.groups == [ConnectionGroup.COORDINATION]
