@@ -80,6 +80,8 @@ class StreamedBody:
             return Split(await decode(fmt, self._counted(kept, hold), schema), [])
         except InvalidRow:
             pass
+        async for _ in self._counted(kept, hold):  # the rest, held like what came before it
+            pass
         body = await kept.whole()
         self.nbytes = len(body)
         return split_rows(schema, body)

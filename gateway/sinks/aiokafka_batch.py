@@ -16,10 +16,12 @@ so (`MessageAccumulator.fail_all`) has no public wrapper either. `holds_queued` 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode, zstd_encode
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
 from gateway.sinks.base import Headers
@@ -157,3 +159,17 @@ def holds_queued(producer: Any, topic: str, partition: int) -> bool:
     `send_batch` would then wait until the sender takes it, i.e. until the batch in flight before
     it is acknowledged."""
     return bool(producer._message_accumulator._batches.get(TopicPartition(topic, partition)))
+
+
+async def wait_taken(producer: Any, topic: str, partition: int) -> None:
+    """Return once the sender has taken every batch `producer` holds queued for the partition, so
+    that `send_batch` takes the next one at once: the caller decides just before whether it is
+    still to be sent. KafkaTimeoutError after the producer's request timeout, as `send_batch`'s
+    own wait gives; a failed batch's error, as that wait does."""
+    tp = TopicPartition(topic, partition)
+    deadline = time.monotonic() + producer._request_timeout_ms / 1000
+    while pending := producer._message_accumulator._batches.get(tp):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaTimeoutError()
+        await pending[-1].wait_drain(timeout=left)

@@ -295,14 +295,22 @@ class KafkaSink:
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return self._delivered(producer, shipped, started, on_batch)
+        return self._delivered(producer, shipped, started, on_batch, topic=topic)
 
     def _delivered(
-        self, producer: Any, shipped: list[Shipped], started: float, on_batch: OnBatch | None = None
+        self,
+        producer: Any,
+        shipped: list[Shipped],
+        started: float,
+        on_batch: OnBatch | None = None,
+        *,
+        topic: str = "",
     ) -> asyncio.Future[Landed | None]:
         """A future of the flush: where its batches landed once all are acknowledged, or the
         first failure. Done callbacks instead of a task gathering them: with many quiet streams
-        every request is a flush of its own, and a task plus `gather` per flush cost more."""
+        every request is a flush of its own, and a task plus `gather` per flush cost more. On a
+        failure the flush's batches still waiting in `topic`'s lanes are abandoned (never sent):
+        its rows are queued again."""
         out: asyncio.Future[Landed | None] = asyncio.get_running_loop().create_future()
         pending = len(shipped)
 
@@ -323,15 +331,23 @@ class KafkaSink:
                     failure.__cause__ = exc
                     exc = failure
                 out.set_exception(exc)
+                self.lanes.abandon(topic, [f for f, _ in shipped])
                 return
             pending -= 1
             if not pending:
                 out.set_result(self._landed(shipped, started))
 
         def told(indices: Sequence[int], fut: asyncio.Future[Any]) -> None:
-            if on_batch is not None and not out.done() and not fut.cancelled() and fut.exception() is None:
-                on_batch(fut.result().partition, fut.result().offset, indices)
-            settled(fut)
+            try:
+                if (
+                    on_batch is not None
+                    and not out.done()
+                    and not fut.cancelled()
+                    and fut.exception() is None
+                ):
+                    on_batch(fut.result().partition, fut.result().offset, indices)
+            finally:  # the flush settles even if reporting a batch failed
+                settled(fut)
 
         if not shipped:
             out.set_result(self._landed(shipped, started))

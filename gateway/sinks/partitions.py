@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import metrics
-from gateway.sinks.aiokafka_batch import RecordBatch, holds_queued
+from gateway.sinks.aiokafka_batch import RecordBatch, holds_queued, wait_taken
 
 
 class Waiting:
@@ -224,10 +224,17 @@ class Lanes:
         try:
             while lane.waiting:
                 w = lane.waiting[0]
+                if w.out.done():  # its flush failed meanwhile (`abandon`): its rows go again
+                    lane.waiting.popleft()
+                    continue
                 while self.unsettled_bytes and self.unsettled_bytes + w.size > self.max_unsettled_bytes:
                     self._room.clear()
                     await self._room.wait()
                 try:
+                    await wait_taken(w.producer, lane.topic, lane.partition)
+                    if w.out.done():  # abandoned while it waited: never handed over
+                        lane.waiting.popleft()
+                        continue
                     fut = await w.producer.send_batch(w.batch, lane.topic, partition=lane.partition)
                 except Exception as exc:  # e.g. KafkaTimeoutError, or a replaced producer's error
                     lane.waiting.popleft()
@@ -241,6 +248,18 @@ class Lanes:
             lane.pump = None
             while lane.waiting:  # cancelled (the sink closes): their flushes are retried
                 lane.waiting.popleft().out.cancel()
+
+    def abandon(self, topic: str, futs: list[asyncio.Future[Any]]) -> None:
+        """A flush failed and its rows will be queued again: its batches still waiting in lanes
+        are never handed over (sent later, they would land beside the new copy)."""
+        lanes = self._topics.get(topic)
+        if lanes is None:
+            return
+        ids = {id(f) for f in futs}
+        for lane in lanes.lanes:
+            for w in lane.waiting:
+                if id(w.out) in ids and not w.out.done():
+                    w.out.cancel()  # `_settled` releases its bytes; the pump drops it
 
     def held_back(self, topic: str, keyed: bool) -> int | None:
         """A partition of `topic` stalled while holding more than `max_held_bytes`, or None.

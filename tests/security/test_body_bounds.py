@@ -168,3 +168,34 @@ def test_many_empty_members_are_refused(gw: Gateway, stream: str, encoding: str)
             headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
         )
         assert reply.status == 200 and reply.json()["rows"] == 10, reply.body
+
+
+def test_the_rest_of_a_quarantined_body_is_held_against_the_keys_share(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Once a row is invalid, the quarantine path reads the rest of the body to split it: those
+    bytes count against the memory cap and the key's share like the ones before them (they did
+    not: a bad first row let a key hold any body up to the decompressed limit, uncounted)."""
+    small = start_embedded(
+        Path(tmp_path_factory.mktemp("quarantine-share")), ["--memory-cap-bytes", str(8 * MiB)]
+    )
+    try:
+        name = unique_name("qshare")
+        small.create_stream(name, COLUMNS)
+        key = small.request(
+            "POST", "/api/v1beta2/apikeys", {"name": "edge", "permissions": [f"DATASOURCE:APPEND:{name}"]}
+        ).json()["api_key"]
+        # a bad first row, then 3 MiB of good rows: more than the key's share (0.25 of 8 MiB)
+        row = b'{"id": "r", "n": 1}\n'
+        body = b'{"id": "bad", "n": "x"}\n' + row * (3 * MiB // len(row))
+        reply = small.request(
+            "POST",
+            f"/v0/events?name={name}",
+            body,
+            key=None,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"},
+        )
+        assert reply.status == 413, (reply.status, reply.body[:300])
+        assert b"--key-share" in reply.body, reply.body[:300]
+    finally:
+        assert small.stop() == 0, small.log()[-3000:]

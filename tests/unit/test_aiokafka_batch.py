@@ -3,6 +3,7 @@ an aiokafka upgrade changes what its accumulator and sender call on a batch buil
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from aiokafka.producer.sender import SendProduceReqHandler
 from aiokafka.protocol.produce import ProduceRequest_v7
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from gateway.sinks.aiokafka_batch import RecordBatch, abandon, holds_queued
+from gateway.sinks.aiokafka_batch import RecordBatch, abandon, holds_queued, wait_taken
 from gateway.sinks.recordbatch import PURE
 
 TS = 1_700_000_000_000
@@ -134,3 +135,24 @@ async def test_holds_queued_while_the_sender_has_not_taken_the_partitions_batch(
     accumulator._pop_batch(tp)  # the sender took it (in flight now)
     assert not holds_queued(producer, "t", 1)
     assert tp not in accumulator._batches  # asking did not add an empty queue
+
+
+async def test_wait_taken_returns_once_the_sender_took_the_partitions_batches(
+    producer: AIOKafkaProducer,
+) -> None:
+    """The lanes wait with it before `send_batch`, to decide at the last moment whether a batch
+    is still to be sent."""
+    tp = TopicPartition("t", 1)
+    accumulator = producer._message_accumulator
+    await wait_taken(producer, "t", 1)  # nothing queued: at once
+    await accumulator.add_batch(aiokafka_builder(producer, 0), tp, 1.0)
+    waiting = asyncio.ensure_future(wait_taken(producer, "t", 1))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    accumulator._pop_batch(tp)  # the sender took it (drained)
+    await asyncio.wait_for(waiting, 5)  # a failure guard
+    assert tp not in accumulator._batches
+    await accumulator.add_batch(aiokafka_builder(producer, 0), tp, 1.0)
+    producer._request_timeout_ms = 10
+    with pytest.raises(KafkaTimeoutError):
+        await wait_taken(producer, "t", 1)

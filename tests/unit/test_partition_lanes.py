@@ -32,6 +32,7 @@ class Producer:
 
     def __init__(self) -> None:
         self._message_accumulator = MessageAccumulator(ClusterMetadata(), 1 << 20, 0, 30.0)
+        self._request_timeout_ms = 30000  # what `send_batch` and the lanes wait at most
         self.in_flight: dict[int, MessageBatch] = {}
         self.offsets: defaultdict[int, int] = defaultdict(int)
 
@@ -179,3 +180,34 @@ def test_held_back_names_a_stalled_partition_over_the_bound() -> None:
     lanes._release(topic, topic.lanes[0], 4500)  # progress, and under the bound
     assert lanes.held_back(TOPIC, keyed=True) is None
     assert topic.full == 0
+
+
+async def test_a_failed_flushs_batches_still_waiting_in_a_lane_are_never_sent(
+    sink: tuple[KafkaSink, Producer],
+) -> None:
+    """Its rows are queued again whole: a batch of it handed over later would land beside them."""
+    from aiokafka.errors import RequestTimedOutError
+
+    kafka, producer = sink
+    k0, k1 = keys_for(0), keys_for(1)
+    futs = []
+    for n in range(3):  # as above: the third flush's batch for partition 0 waits in its lane
+        async with asyncio.timeout(GUARD):
+            futs.append(await kafka.send(TOPIC, [b"a%d" % n, b"b%d" % n], [next(k0), next(k1)]))
+        producer.step(0, ack=False)
+    lane = kafka.lanes.of(TOPIC, 3).lanes[0]
+    assert len(lane.waiting) == 1
+    async with asyncio.timeout(GUARD):  # partition 1 acknowledges two batches; its third flies
+        while not (producer.offsets[1] == 2 and 1 in producer.in_flight):
+            producer.step(1)
+            await asyncio.sleep(0)
+    producer.in_flight.pop(1).failure(RequestTimedOutError())  # the third flush's other batch
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(Exception, match="RequestTimedOut"):
+            await futs[2]
+    await until(lambda: futs[0].done() and futs[1].done() and not lane.waiting, producer, [0])
+    for _ in range(3):  # the sender's rounds go on: nothing more arrives for partition 0
+        producer.step(0)
+        await asyncio.sleep(0)
+    assert producer.offsets[0] == 2  # the first two flushes' rows, not the failed one's
+    assert kafka.lanes.of(TOPIC, 3).busy == 0
