@@ -110,6 +110,8 @@ def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gatewa
         settings, lambda topic: next((s for s in catalog.streams() if s.topic == topic), None)
     )
     sink = parts.sink
+    if isinstance(sink, KafkaSink):  # before the catalog loads: it tells each stream's partitioner
+        catalog.watch_streams(sink.stream_changed)
     spool = (
         Spool(
             spool_directory(Path(settings.spool_dir), worker, settings.worker_count),

@@ -10,7 +10,14 @@ from typing import Any
 
 import msgspec
 
-from gateway.catalog.model import COMPATIBILITY_MODES, MODES, ON_ERROR, Stream, valid_stream_name
+from gateway.catalog.model import (
+    COMPATIBILITY_MODES,
+    MODES,
+    ON_ERROR,
+    PARTITIONERS,
+    Stream,
+    valid_stream_name,
+)
 from gateway.catalog.store import Catalog
 from gateway.errors import BadRequest, Conflict, NotFound, Unprocessable, failed
 from gateway.evolution.versions import evolve
@@ -61,6 +68,15 @@ def check_bounds(stream: Stream, d: StreamDefaults, *, record: bool = True) -> N
         raise BadRequest(
             f"the stream's definition (every schema version included) would be "
             f"{size} bytes, over {d.max_record_bytes} (--max-stream-record-bytes)"
+        )
+
+
+def check_partitioner(name: object) -> None:
+    """400 naming the partitioners when `name` is not one of them."""
+    if name not in PARTITIONERS:
+        raise BadRequest(
+            f"invalid partitioner {name!r}; one of {', '.join(PARTITIONERS)} (murmur2: Java "
+            "clients and Confluent REST Proxy; consistent_random: librdkafka clients and Karapace)"
         )
 
 
@@ -130,6 +146,7 @@ class StreamService:
             )
         if stream.mode not in MODES:
             raise BadRequest(f"invalid mode {stream.mode!r}; one of {', '.join(MODES)}")
+        check_partitioner(stream.partitioner)
         stream = msgspec.structs.replace(
             stream,
             topic=self.defaults.topic_prefix + stream.name,
@@ -189,6 +206,7 @@ class StreamService:
             "archived",
             "compatibility",
             "on_error",
+            "partitioner",
             "columns",
             "primary_key",
         }
@@ -203,6 +221,8 @@ class StreamService:
             raise BadRequest(
                 f"invalid compatibility {changes['compatibility']!r}; one of {', '.join(COMPATIBILITY_MODES)}"
             )
+        if "partitioner" in changes:
+            check_partitioner(changes["partitioner"])
         schema: dict[str, object] = {k: changes.pop(k) for k in ("columns", "primary_key") if k in changes}
         async with self._update_lock:
             stream = self.get(name)

@@ -30,6 +30,10 @@ class Column(msgspec.Struct, omit_defaults=False):
 
 COMPATIBILITY_MODES = ("backward", "forward", "full", "none")
 ON_ERROR = ("reject", "quarantine")
+# How keys choose their partition (gateway.sinks.key_partitions): Java's murmur2 (the default, as
+# Confluent REST Proxy) or librdkafka's default CRC-32 (as Karapace and librdkafka clients)
+DEFAULT_PARTITIONER = "murmur2"
+PARTITIONERS = (DEFAULT_PARTITIONER, "consistent_random")
 
 
 class SchemaVersion(msgspec.Struct):
@@ -86,6 +90,7 @@ class Stream(msgspec.Struct):
     schemas: list[SchemaVersion] = msgspec.field(default_factory=list)
     compatibility: str = "backward"
     on_error: str = "reject"
+    partitioner: str = DEFAULT_PARTITIONER  # one of PARTITIONERS; absent in older catalogs
     quarantine_replayed: dict[int, int] = msgspec.field(default_factory=dict)
     replay_claim: str = ""  # "<replica> <until epoch s>" while a replica replays the quarantine
     replay_mark: ReplayMark | None = None  # set while a replay page is not known to be finished

@@ -11,7 +11,7 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.app import make_catalog_backend as backend_of
-from gateway.catalog.model import CatalogState
+from gateway.catalog.model import PARTITIONERS, CatalogState
 from gateway.catalog.store import Catalog
 from gateway.config import Settings
 from gateway.sinks.kafka_topics import create_topics
@@ -45,6 +45,12 @@ async def import_catalog(settings: Settings, data: bytes) -> Imported:
         state = msgspec.json.decode(data, type=CatalogState)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not a catalog export: {exc}") from None
+    for name, stream in sorted(state.streams.items()):
+        if stream.partitioner not in PARTITIONERS:
+            raise ValueError(
+                f"stream {name!r}: unknown partitioner {stream.partitioner!r}; "
+                f"one of {', '.join(PARTITIONERS)}"
+            )
     done = Imported()
     catalog = Catalog(backend_of(settings))
     await catalog.start()

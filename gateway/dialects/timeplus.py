@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.auth import new_key
 from gateway.catalog.model import (
+    DEFAULT_PARTITIONER,
     DEFAULT_RETENTION_BYTES,
     DEFAULT_RETENTION_MS,
     ON_ERROR,
@@ -81,6 +82,7 @@ class CreateStreamIn(msgspec.Struct):
     event_time_column: str | None = None
     event_time_timezone: str | None = None
     ttl_expression: str | None = None
+    partitioner: str | None = None  # murmur2 (default) or consistent_random: where keys go
 
 
 class UpdateStreamIn(msgspec.Struct):
@@ -96,6 +98,7 @@ class UpdateStreamIn(msgspec.Struct):
     primary_key: str | None = None
     compatibility: str | None = None  # backward (default), forward, full, none
     on_error: str | None = None  # reject (default) or quarantine: what ingest does with bad rows
+    partitioner: str | None = None  # murmur2 or consistent_random: where keys go from now on
 
 
 class CreateKeyIn(msgspec.Struct):
@@ -144,6 +147,7 @@ def stream_from_request(req: CreateStreamIn) -> Stream:
         event_time_column=req.event_time_column or "",
         event_time_timezone=req.event_time_timezone or "",
         ttl_expression=req.ttl_expression or "",
+        partitioner=req.partitioner or DEFAULT_PARTITIONER,
     )
 
 

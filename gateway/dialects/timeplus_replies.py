@@ -60,6 +60,7 @@ class StreamOut(Doc):
     schema_version: int
     compatibility: str
     on_error: str
+    partitioner: str
 
 
 class ApiKeyOut(Doc):
@@ -169,6 +170,7 @@ def stream_body(s: Stream) -> StreamOut:
         schema_version=s.schema_version,
         compatibility=s.compatibility,
         on_error=s.on_error,
+        partitioner=s.partitioner,
     )
 
 

@@ -20,15 +20,15 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
-from aiokafka.partitioner import murmur2
 
 from gateway import metrics
-from gateway.catalog.model import Stream
+from gateway.catalog.model import DEFAULT_PARTITIONER, Stream
 from gateway.sinks import recordbatch
 from gateway.sinks.aiokafka_batch import RecordBatch, abandon, forget_producer_topics
 from gateway.sinks.base import Headers, Landed, Lines, OnBatch, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_health import KafkaHealth, check_replication
 from gateway.sinks.kafka_topics import create_topics
+from gateway.sinks.key_partitions import KeyPartitioner, partition_for_key, partitioner_named
 from gateway.sinks.malloc_tuning import keep_request_buffers
 from gateway.sinks.partitions import Lanes
 
@@ -50,9 +50,7 @@ class ProducerReplaced(KafkaError):  # type: ignore[misc]
 Shipped = tuple["asyncio.Future[Any]", Sequence[int]]  # a batch's future, the records it holds
 
 
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition Java's default partitioner picks: murmur2 of the key, made positive, mod n."""
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+__all__ = ["KafkaSink", "partition_for_key"]
 
 
 class KafkaSink:
@@ -105,6 +103,8 @@ class KafkaSink:
             max_held_bytes=partition_max_bytes,
         )
         self._renewal: asyncio.Task[None] | None = None
+        # topic → its stream's key partitioner, for streams not on the default (murmur2)
+        self._partitioners: dict[str, KeyPartitioner] = {}
         self.encoder = recordbatch.ENCODER  # native or pure Python: the same bytes
 
     def _new_producer(self) -> Any:
@@ -183,8 +183,18 @@ class KafkaSink:
         self.lanes.forget(topics)
         for topic in topics:
             self._repaired_at.pop(topic, None)
+            self._partitioners.pop(topic, None)
         if self._producer is not None:
             forget_producer_topics(self._producer, topics)
+
+    def stream_changed(self, name: str, before: Stream | None, after: Stream | None) -> None:
+        """Follow the catalog (a stream watcher): the partitioner of each stream's keys."""
+        if after is None:
+            return  # forget_topics drops it once the stream's queues are gone
+        if after.partitioner == DEFAULT_PARTITIONER:
+            self._partitioners.pop(after.topic, None)
+        else:
+            self._partitioners[after.topic] = partitioner_named(after.partitioner, name)
 
     # ---- health ----------------------------------------------------------------------------
     def available(self) -> bool:
@@ -253,9 +263,9 @@ class KafkaSink:
         headers: list[Headers] | None = None,
         on_batch: OnBatch | None = None,
     ) -> asyncio.Future[Landed | None]:
-        """Pack records into batches (sticky partition for unkeyed rows, murmur2 for keyed ones,
-        or each record's own key, partition and headers when `meta` is given); `headers`, when
-        given without `meta`, holds each record's headers."""
+        """Pack records into batches (sticky partition for unkeyed rows, the stream's partitioner
+        for keyed ones, or each record's own key, partition and headers when `meta` is given);
+        `headers`, when given without `meta`, holds each record's headers."""
 
         async def route(producer: Any, n: int) -> list[Shipped]:
             if meta is not None:
@@ -474,8 +484,19 @@ class KafkaSink:
         headers: list[Headers] | None = None,
     ) -> list[Shipped]:
         by_partition: dict[int, list[int]] = {}
-        for i, key in enumerate(keys):
-            by_partition.setdefault(partition_for_key(key, n), []).append(i)
+        choose = self._partitioners.get(topic)
+        if choose is None:  # murmur2, the default: every key chooses its partition
+            for i, key in enumerate(keys):
+                by_partition.setdefault(partition_for_key(key, n), []).append(i)
+        else:
+            sticky = -1
+            for i, key in enumerate(keys):
+                partition = choose(key, n)
+                if partition < 0:  # a key that chooses none (librdkafka: an empty one)
+                    if sticky < 0:
+                        sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
+                    partition = sticky
+                by_partition.setdefault(partition, []).append(i)
         return await self._send_grouped(producer, topic, values, keys, headers, by_partition)
 
     async def _send_placed(
@@ -483,11 +504,14 @@ class KafkaSink:
     ) -> list[Shipped]:
         """Records with their own partition (or key, or neither: one sticky partition for those)."""
         sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
+        choose = self._partitioners.get(topic, partition_for_key)
         by_partition: dict[int, list[int]] = {}
         missing = -1
         for i, (key, partition) in enumerate(zip(meta.keys, meta.partitions, strict=True)):
             if partition < 0:
-                partition = partition_for_key(key, n) if key is not None else sticky
+                partition = choose(key, n) if key is not None else -1
+                if partition < 0:  # no key, or one that chooses none
+                    partition = sticky
             elif partition >= n:
                 # The dialect checked it against the stream's shards, so the topic has fewer
                 # partitions than the catalog says (changed behind the gateway's back). Refusing
