@@ -28,7 +28,7 @@ from gateway.sinks.aiokafka_batch import RecordBatch, abandon, forget_producer_t
 from gateway.sinks.base import Headers, Landed, Lines, OnBatch, RecordMeta, SinkUnavailable
 from gateway.sinks.kafka_health import KafkaHealth, check_replication
 from gateway.sinks.kafka_topics import create_topics
-from gateway.sinks.key_partitions import KeyPartitioner, partition_for_key, partitioner_named
+from gateway.sinks.key_partitions import KeyPartitioner, or_sticky, partition_for_key, partitioner_named
 from gateway.sinks.malloc_tuning import keep_request_buffers
 from gateway.sinks.partitions import Lanes
 
@@ -484,34 +484,33 @@ class KafkaSink:
         headers: list[Headers] | None = None,
     ) -> list[Shipped]:
         by_partition: dict[int, list[int]] = {}
-        choose = self._partitioners.get(topic)
-        if choose is None:  # murmur2, the default: every key chooses its partition
-            for i, key in enumerate(keys):
-                by_partition.setdefault(partition_for_key(key, n), []).append(i)
-        else:
-            sticky = -1
-            for i, key in enumerate(keys):
-                partition = choose(key, n)
-                if partition < 0:  # a key that chooses none (librdkafka: an empty one)
-                    if sticky < 0:
-                        sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
-                    partition = sticky
-                by_partition.setdefault(partition, []).append(i)
+        place = self._key_placer(topic, n)
+        for i, key in enumerate(keys):
+            by_partition.setdefault(place(key, n), []).append(i)
         return await self._send_grouped(producer, topic, values, keys, headers, by_partition)
+
+    def _key_placer(self, topic: str, n: int, sticky: int = -1) -> KeyPartitioner:
+        """The topic's key partitioner; a key that chooses none (librdkafka's empty key) goes to
+        the sticky partition (`sticky`, or the lanes' next). The default is murmur2 itself: the
+        keyed paths cost per record what they did before partitioners were per stream."""
+        choose = self._partitioners.get(topic)
+        if choose is None:
+            return partition_for_key
+        if sticky < 0:
+            sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
+        return or_sticky(choose, sticky)
 
     async def _send_placed(
         self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
     ) -> list[Shipped]:
         """Records with their own partition (or key, or neither: one sticky partition for those)."""
         sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
-        choose = self._partitioners.get(topic, partition_for_key)
+        place = self._key_placer(topic, n, sticky)
         by_partition: dict[int, list[int]] = {}
         missing = -1
         for i, (key, partition) in enumerate(zip(meta.keys, meta.partitions, strict=True)):
             if partition < 0:
-                partition = choose(key, n) if key is not None else -1
-                if partition < 0:  # no key, or one that chooses none
-                    partition = sticky
+                partition = place(key, n) if key is not None else sticky
             elif partition >= n:
                 # The dialect checked it against the stream's shards, so the topic has fewer
                 # partitions than the catalog says (changed behind the gateway's back). Refusing

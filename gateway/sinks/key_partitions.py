@@ -36,6 +36,16 @@ PARTITIONERS: dict[str, KeyPartitioner] = {
 }
 
 
+def or_sticky(choose: KeyPartitioner, sticky: int) -> KeyPartitioner:
+    """`choose`, with `sticky` for the keys that choose no partition."""
+
+    def place(key: bytes, partitions: int) -> int:
+        partition = choose(key, partitions)
+        return partition if partition >= 0 else sticky
+
+    return place
+
+
 def partitioner_named(name: str, stream: str) -> KeyPartitioner:
     """The partitioner called `name`; Java's for a name this version does not know (a catalog
     record written by a newer replica), said in the log."""
