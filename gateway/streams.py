@@ -196,8 +196,9 @@ class StreamService:
         self._quarantine_ready.add(stream.topic)
 
     async def update(self, name: str, changes: dict[str, object], updated_by: str) -> Stream:
-        """Change description, retention, TTL or `archived`; retention changes reach the topics
-        before the catalog. Other fields cannot be changed (400)."""
+        """Change description, retention, TTL, `archived`, compatibility, on_error, partitioner or
+        the schema; retention changes reach the topics before the catalog. Other fields cannot be
+        changed (400)."""
         allowed = {
             "description",
             "logstore_retention_ms",

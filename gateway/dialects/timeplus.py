@@ -366,7 +366,7 @@ async def get_stream(request: web.Request) -> web.Response:
 )
 async def update_stream(request: web.Request) -> web.Response:
     """PATCH (or PUT) …/streams/{name}: description, retention (also on the topic), TTL, archived,
-    compatibility, on_error, and columns (a new schema version when compatible)."""
+    compatibility, on_error, partitioner, and columns (a new schema version when compatible)."""
     gw = gateway_of(request)
     who = principal(request)
     who.require_manage()
