@@ -152,6 +152,9 @@ async def test_keyed_stream_follows_its_partitioner_across_replicas(
         reply = b.ingest(name, rows, content_type="application/x-ndjson")
         assert reply.status == 200, reply.body
 
+    wait_until(
+        lambda: b.request("GET", stream_path(name)).status == 200, GUARD_S, "replica b to read the stream"
+    )
     send(1)
     first = by_key(await read_topic(kafka, made["topic"]))
     assert len(first) == len(ids) and all(len(p) == 1 for p in first.values())
