@@ -96,6 +96,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--primary-key", help="primary key columns (for *_kv modes), e.g. 'a, b'")
     c.add_argument("--shards", type=int, help="partitions of the stream's topic")
     c.add_argument("--description")
+    c.add_argument(
+        "--partitioner",
+        help="where keys go: murmur2 (default; Java clients, Confluent REST Proxy) or "
+        "consistent_random (librdkafka clients, Karapace)",
+    )
     c.add_argument("--from-json", metavar="FILE", help="the create request as JSON ('-': stdin)")
     keys = sub.add_parser("keys", help="list, create and delete API keys")
     kt = keys.add_subparsers(dest="action", required=True)
@@ -195,6 +200,7 @@ def _create_body(args: argparse.Namespace) -> dict[str, object]:
         primary_key=args.primary_key,
         shards=args.shards,
         description=args.description,
+        partitioner=args.partitioner,
     )
 
 

@@ -43,10 +43,17 @@ def stream_definition(
     primary_key: str | None = None,
     shards: int | None = None,
     description: str | None = None,
+    partitioner: str | None = None,
 ) -> dict[str, Any]:
     """The create-stream body for the CLI's flags."""
     body: dict[str, Any] = {"name": name, "columns": [parse_column(c) for c in columns]}
-    optional = {"mode": mode, "primary_key": primary_key, "shards": shards, "description": description}
+    optional = {
+        "mode": mode,
+        "primary_key": primary_key,
+        "shards": shards,
+        "description": description,
+        "partitioner": partitioner,
+    }
     body.update({k: v for k, v in optional.items() if v is not None})
     return body
 

@@ -65,9 +65,12 @@ async def test_streams_create_list_get_delete(gateway: Gateway, kafka: str, tmp_
             "2",
             "--description",
             "from the cli",
+            "--partitioner",
+            "consistent_random",
         )
     )
     assert made["name"] == name and made["shards"] == 2 and made["description"] == "from the cli"
+    assert made["partitioner"] == "consistent_random"
     assert [(c["name"], c["type"], c["default"]) for c in made["columns"]] == [
         ("id", "string", ""),
         ("n", "int64", "0"),
