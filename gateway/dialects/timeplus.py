@@ -81,6 +81,8 @@ class CreateStreamIn(msgspec.Struct):
     event_time_column: str | None = None
     event_time_timezone: str | None = None
     ttl_expression: str | None = None
+    passthrough: bool | None = None  # values stored as sent, never validated (REST proxy only)
+    compacted: bool | None = None  # topic with cleanup.policy=compact (pass-through streams)
 
 
 class UpdateStreamIn(msgspec.Struct):
@@ -144,6 +146,8 @@ def stream_from_request(req: CreateStreamIn) -> Stream:
         event_time_column=req.event_time_column or "",
         event_time_timezone=req.event_time_timezone or "",
         ttl_expression=req.ttl_expression or "",
+        passthrough=bool(req.passthrough),
+        compacted=bool(req.compacted),
     )
 
 

@@ -60,6 +60,8 @@ class StreamOut(Doc):
     schema_version: int
     compatibility: str
     on_error: str
+    passthrough: bool
+    compacted: bool
 
 
 class ApiKeyOut(Doc):
@@ -169,6 +171,8 @@ def stream_body(s: Stream) -> StreamOut:
         schema_version=s.schema_version,
         compatibility=s.compatibility,
         on_error=s.on_error,
+        passthrough=s.passthrough,
+        compacted=s.compacted,
     )
 
 
