@@ -156,14 +156,17 @@ async def test_null_refused_where_no_tombstone_belongs(gateway: Gateway, kafka: 
     assert [r.value for r in await read_topic(kafka, plain)] == [b'{"ok":1}']
 
 
-def test_other_dialects_refuse_a_passthrough_stream(gateway: Gateway) -> None:
+async def test_other_dialects_refuse_a_passthrough_stream(gateway: Gateway, kafka: str) -> None:
     name = unique_name("ptd")
-    gateway.create_stream(name, TEXT, passthrough=True)
+    topic = gateway.create_stream(name, TEXT, passthrough=True)["topic"]
     reply = gateway.request(
         "POST", f"/api/v1beta2/streams/{name}/ingest?format=streaming", '{"message":"a"}\n'
     )
     assert reply.status == 409, reply.body
     assert "pass-through" in reply.json()["message"]
+    reply = gateway.request("POST", f"/v0/events?name={name}", '{"message":"a"}\n')  # Tinybird
+    assert reply.status == 409, reply.body
+    assert await _count(kafka, topic) == 0
     # a definition that cannot be a pass-through stream is a 400
     bad = [
         {
