@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from gateway import metrics
 from gateway.admission import Admission
@@ -18,10 +18,11 @@ from gateway.catalog.model import Stream
 from gateway.catalog.store import Catalog
 from gateway.deadlines import Deadlines
 from gateway.errors import NotConfirmed, NotDurable, NotFound, PayloadTooLarge
-from gateway.ingest.schema import CompiledSchema, SchemaCache
+from gateway.ingest.as_sent import AsSent
+from gateway.ingest.schema import CompiledSchema, Encoded, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
-from gateway.sinks.base import RecordMeta, RowPositions, lines_of
+from gateway.sinks.base import RecordMeta, RowPositions
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,23 @@ class Pipeline:
                 raise NotFound(
                     f"stream {stream.name!r} was deleted while the request was read; nothing was written"
                 )
-        schema: CompiledSchema = self.schemas.get(stream)
-        encoded = schema.encode(rows)
+        encoded: Encoded | AsSent
+        values: list[bytes] | bytes
+        if stream.passthrough:  # values as sent, no schema version (nothing was validated)
+            encoded, headers = AsSent(cast(list[bytes | None], rows)), None
+            # tombstones ride as None: the record-batch encoders write None as a null value
+            values = cast(list[bytes], encoded.values)
+        else:
+            schema: CompiledSchema = self.schemas.get(stream)
+            encoded, headers = schema.encode(rows), version_headers(stream)
+            # unkeyed rows stay one run of lines (the common path); others get a bytes object each
+            values = encoded.lines
         del rows
         if encoded.nbytes > self.max_record_bytes:
-            self._check_sizes(encoded.lines)
-        # unkeyed rows stay one run of lines (the common path); others get a bytes object each
-        values: list[bytes] | bytes = encoded.lines
+            self._check_sizes(encoded.values)
         if encoded.keys is not None or meta is not None:
-            values = listed = encoded.values
+            listed = encoded.values
+            values = cast(list[bytes], listed)  # a pass-through stream's tombstones are None
             if meta is not None:
                 if encoded.keys is not None:  # keyed streams: the key comes from the primary key
                     meta.keys = list(encoded.keys)
@@ -127,7 +136,7 @@ class Pipeline:
             encoded.keys,
             encoded.nbytes,
             done,
-            headers=version_headers(stream),
+            headers=headers,
             meta=meta,
             rows=encoded.rows,
         )
@@ -166,21 +175,20 @@ class Pipeline:
             accepted.positions = entry.done.result()
         return accepted
 
-    def _check_sizes(self, lines: bytes) -> None:
+    def _check_sizes(self, values: list[bytes] | list[bytes | None]) -> None:
         """Every record must fit a batch (413 otherwise)."""
-        values = lines_of(lines)
-        if max(map(len, values)) > self.max_record_bytes:
-            big = next(i for i, v in enumerate(values) if len(v) > self.max_record_bytes)
+        sizes = [len(v or b"") for v in values]
+        if max(sizes) > self.max_record_bytes:
+            big = next(i for i, n in enumerate(sizes) if n > self.max_record_bytes)
             raise PayloadTooLarge(
-                f"row {big} is {len(values[big])} bytes as JSON; the largest row "
-                f"is {self.max_record_bytes} bytes",
+                f"row {big} is {sizes[big]} bytes as JSON; the largest row is {self.max_record_bytes} bytes",
                 row=big,
             )
 
-    def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
+    def _check_extras(self, values: list[bytes] | list[bytes | None], meta: RecordMeta) -> None:
         """A record with its own key and headers must still fit a batch (413 otherwise)."""
         for i, value in enumerate(values):
-            if len(value) + meta.extra_bytes(i) > self.max_record_bytes:
+            if len(value or b"") + meta.extra_bytes(i) > self.max_record_bytes:
                 raise PayloadTooLarge(
                     f"record {i} is larger than {self.max_record_bytes} bytes with its key and headers", row=i
                 )
@@ -221,9 +229,9 @@ class Pipeline:
                     return False
                 key = (rec.topic, rec.topic)
             entry = Entry(
-                rec.values,
+                cast(list[bytes], rec.values),  # None: a tombstone, which the encoders take
                 rec.keys,
-                sum(map(len, rec.values)) + len(rec.values),
+                sum(len(v or b"") for v in rec.values) + len(rec.values),
                 None,
                 pos,
                 rec.headers,

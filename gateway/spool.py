@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import msgspec
 
@@ -62,7 +63,7 @@ class SpoolRecord(msgspec.Struct, array_like=True, tag=1):
 
     stream: str
     topic: str
-    values: list[bytes]
+    values: list[bytes | None]  # None: a tombstone (pass-through streams)
     keys: list[bytes] | None
     headers: list[tuple[str, bytes]] | None = None  # of every record (schema version)
     # each record's own key, partition and headers (RecordMeta's fields; None: none set)
@@ -245,10 +246,11 @@ class Spool:
             if seg.unwritten == 0:  # else the writer seals it after its last write
                 self._seal(seg)
             seg = self._active = self._new_segment(seg.seq + 1)
+        listed = cast(list[bytes | None], values)  # a pass-through stream's tombstones are None
         data = encode_record(
-            SpoolRecord(stream, topic, values, keys, headers)
+            SpoolRecord(stream, topic, listed, keys, headers)
             if meta is None
-            else SpoolRecord(stream, topic, values, keys, headers, meta.keys, meta.partitions, meta.headers)
+            else SpoolRecord(stream, topic, listed, keys, headers, meta.keys, meta.partitions, meta.headers)
         )
         pos = position(seg.seq, seg.records)
         seg.records += 1

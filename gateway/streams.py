@@ -80,6 +80,19 @@ def check_partitioner(name: object) -> None:
         )
 
 
+def check_passthrough(stream: Stream) -> None:
+    """400 for a pass-through or compacted stream of a shape that cannot be one: a pass-through
+    stream's Kafka keys are its clients', so it has no `*_kv` mode; only a pass-through stream is
+    `compacted` (other streams' records are unkeyed, or compacted by their `*_kv` mode)."""
+    if stream.passthrough and stream.keyed:
+        raise BadRequest(
+            f"a pass-through stream takes its Kafka keys from its clients: mode {stream.mode!r} "
+            "(which keys records by the primary key) cannot be one"
+        )
+    if stream.compacted and not stream.passthrough:
+        raise BadRequest("compacted: only a pass-through stream (passthrough: true) can be compacted")
+
+
 class StreamService:
     """Validates stream definitions, manages their topics, and keeps the catalog in step."""
 
@@ -147,6 +160,7 @@ class StreamService:
         if stream.mode not in MODES:
             raise BadRequest(f"invalid mode {stream.mode!r}; one of {', '.join(MODES)}")
         check_partitioner(stream.partitioner)
+        check_passthrough(stream)
         stream = msgspec.structs.replace(
             stream,
             topic=self.defaults.topic_prefix + stream.name,

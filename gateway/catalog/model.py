@@ -94,6 +94,11 @@ class Stream(msgspec.Struct):
     quarantine_replayed: dict[int, int] = msgspec.field(default_factory=dict)
     replay_claim: str = ""  # "<replica> <until epoch s>" while a replica replays the quarantine
     replay_mark: ReplayMark | None = None  # set while a replay page is not known to be finished
+    # pass-through: values are stored as the client sent them, never validated as rows (REST
+    # proxy only; see gateway.dialects.restproxy_raw). `compacted`: its topic is created with
+    # cleanup.policy=compact, every record keyed, and a null value is a tombstone.
+    passthrough: bool = False
+    compacted: bool = False
 
     @property
     def keyed(self) -> bool:

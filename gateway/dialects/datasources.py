@@ -135,6 +135,8 @@ class EnvelopeBody:
         self._records = msgspec.Raw()
         self.nbytes = 0
 
+    as_sent = False  # rows only: the data-source upsert has no pass-through form
+
     async def _more(self, hold: Callable[[int], None]) -> bool:
         """Read and hold the next chunk; False at the end of the body."""
         chunk = await anext(self._chunks, b"")

@@ -26,9 +26,8 @@ from gateway.dialects.restproxy_records import (
     ProxyError,
     ProxyPayload,
     ProxyRecord,
-    split_objects,
     v2_records,
-    v3_record,
+    v3_records,
 )
 from gateway.errors import (
     Forbidden,
@@ -262,7 +261,9 @@ async def produce_v2(request: web.Request) -> web.Response:
     who = principal(request, ingest=True)
     embedded = _embedded(request)
     payload = ProxyPayload(
-        body_chunks(request), lambda body: v2_records(body, embedded), quarantine=flag(request, "quarantine")
+        body_chunks(request),
+        lambda body, raw=False: v2_records(body, embedded, raw),
+        quarantine=flag(request, "quarantine"),
     )
     done = await _produce(request, request.match_info["topic"], payload, who)
     written = iter(_positions(done, [payload.records[i] for i in payload.written]))
@@ -420,10 +421,6 @@ async def get_cluster(request: web.Request) -> web.Response:
     return json_reply(_cluster(request))
 
 
-def _v3_records(body: bytes) -> list[ProxyRecord]:
-    return [v3_record(o) for o in split_objects(body)]
-
-
 @operation(
     "Produce records (Kafka REST Proxy v3)",
     tags=("restproxy",),
@@ -446,7 +443,7 @@ async def produce_v3(request: web.Request) -> web.StreamResponse:
     """POST /v3/clusters/{cluster_id}/topics/{topic}/records: a result object per record."""
     who = principal(request, ingest=True)
     _check_cluster(request)
-    payload = ProxyPayload(body_chunks(request), _v3_records, each=True)
+    payload = ProxyPayload(body_chunks(request), v3_records, each=True)
     done = await _produce(request, request.match_info["topic"], payload, who)
     topic = (_stream_of(request, request.match_info["topic"]) or Stream("", [], "")).topic
     written = iter(_positions(done, [payload.records[i] for i in payload.written]))

@@ -4,6 +4,10 @@ into one normalised `ProxyRecord` list, and the `Payload` that validates them ag
 Values are either JSON (the `json` embedded format, v3 `JSON`) — validated as rows of the stream —
 or bytes (`binary` base64, v3 `BINARY`/`STRING`), accepted only by streams whose schema is one
 string column. Keys, explicit partitions and headers travel to Kafka as a `RecordMeta`.
+
+A pass-through stream (`Stream.passthrough`) is not validated: each value is kept as sent — a
+JSON value's exact bytes, a binary value's decoded bytes, a v3 STRING's UTF-8 — and a null (or
+absent v3) value is a tombstone, taken only by a compacted stream for a keyed record.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 import binascii
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
+from gateway.catalog.model import Stream
 from gateway.errors import GatewayError, InvalidRow, MalformedBody, detach
 from gateway.ingest.quarantine import BadRow, Split
 from gateway.ingest.schema import CompiledSchema
@@ -107,6 +112,7 @@ class ProxyRecord:
     headers: list[Header] = field(default_factory=list)
     json: bytes | None = None  # the value as JSON text (validated as a row)
     text: str | None = None  # the value as text (for a one-string-column stream)
+    raw: bytes | None = None  # a pass-through stream's value as sent (None: a tombstone)
     error: ProxyError | None = None  # set when the record is refused (v3 answers it alone)
     key_type: str = "BINARY"  # v3: the type the key and value were sent as, and their sizes
     key_size: int = 0
@@ -163,8 +169,9 @@ def _base64_string(raw: msgspec.Raw, what: str) -> bytes | None:
     return _b64(value, what)
 
 
-def v2_records(body: bytes, embedded: Embedded) -> list[ProxyRecord]:
-    """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong)."""
+def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[ProxyRecord]:
+    """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong); `raw`: for a
+    pass-through stream (values kept as sent, in `ProxyRecord.raw`)."""
     try:
         parsed = _v2_decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -181,11 +188,17 @@ def v2_records(body: bytes, embedded: Embedded) -> list[ProxyRecord]:
         try:
             if embedded == "json":
                 rec.key = None if bytes(r.key) == b"null" else _compact(r.key)
-                rec.json = bytes(r.value)
+                if raw:
+                    rec.raw = None if bytes(r.value) == b"null" else bytes(r.value)
+                else:
+                    rec.json = bytes(r.value)
             else:
                 rec.key = _base64_string(r.key, f"the key of record {i}")
                 value = _base64_string(r.value, f"the value of record {i}")
-                rec.text = None if value is None else _text_of(value, f"the value of record {i}")
+                if raw:
+                    rec.raw = value
+                else:
+                    rec.text = None if value is None else _text_of(value, f"the value of record {i}")
         except ProxyError as exc:
             exc.row = i
             raise
@@ -193,11 +206,12 @@ def v2_records(body: bytes, embedded: Embedded) -> list[ProxyRecord]:
     return out
 
 
-def v3_record(raw: bytes) -> ProxyRecord:
+def v3_record(text: bytes, raw: bool = False) -> ProxyRecord:
     """One v3 record object; a record that does not parse carries its error (v3 answers each
-    record on its own)."""
+    record on its own). `raw`: for a pass-through stream (the value as sent, in `raw`; an absent
+    or null value is a tombstone)."""
     try:
-        r = _v3_decoder.decode(raw)
+        r = _v3_decoder.decode(text)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         return ProxyRecord(error=ProxyError(400, 400, f"invalid record: {exc}"))
     rec = ProxyRecord(partition=-1 if r.partition_id is None else r.partition_id)
@@ -208,6 +222,9 @@ def v3_record(raw: bytes) -> ProxyRecord:
         if r.key is not None:
             rec.key = _v3_bytes(r.key, "the key")
             rec.key_type, rec.key_size = r.key.type, len(rec.key or b"")
+        if raw:
+            _v3_raw_value(rec, r.value)
+            return rec
         if r.value is None:
             raise invalid_payload("a record needs a value")
         rec.value_type = r.value.type
@@ -221,6 +238,18 @@ def v3_record(raw: bytes) -> ProxyRecord:
     except ProxyError as exc:
         rec.error = detach(exc)  # kept on the record: no traceback back to this frame (a cycle)
     return rec
+
+
+def _v3_raw_value(rec: ProxyRecord, value: V3Data | None) -> None:
+    """A pass-through stream's v3 value as sent: JSON's bytes, BINARY decoded, STRING as UTF-8."""
+    if value is None:
+        return  # a tombstone
+    rec.value_type = value.type
+    if value.type == "JSON":
+        rec.raw = None if bytes(value.data) == b"null" else bytes(value.data)
+    else:
+        rec.raw = _v3_bytes(value, "the value")
+    rec.value_size = len(rec.raw or b"")
 
 
 def _v3_bytes(data: V3Data, what: str) -> bytes | None:
@@ -270,18 +299,26 @@ def _check_placement(schema: CompiledSchema, rec: ProxyRecord, i: int) -> None:
         )
 
 
+class Parse(Protocol):
+    """Makes a body's records; `raw`: for a pass-through stream (values kept as sent)."""
+
+    def __call__(self, body: bytes, raw: bool = False, /) -> list[ProxyRecord]: ...
+
+
 class ProxyPayload:
     """The records of a produce request, read after admission and validated against the stream.
 
     v2 (default): one invalid record refuses the whole request (422, nothing written), as both
     proxies do for data that does not fit a schema; with `quarantine`, records whose JSON value
     does not fit go to the stream's quarantine topic instead, each keeping its error. v3
-    (`each`): each record stands alone; refused ones keep their error, the others are written."""
+    (`each`): each record stands alone; refused ones keep their error, the others are written.
+    `parse(body, raw)` makes the records; `raw` for a pass-through stream, whose values are
+    not rows: they are written as sent (see `_as_sent`), `quarantine` has nothing to do."""
 
     def __init__(
         self,
         chunks: AsyncIterable[bytes],
-        parse: Callable[[bytes], list[ProxyRecord]],
+        parse: Parse,
         *,
         each: bool = False,
         quarantine: bool = False,
@@ -294,12 +331,17 @@ class ProxyPayload:
         self.records: list[ProxyRecord] = []
         self.written: list[int] = []  # indices of the records that were queued, in order
 
+    as_sent = True  # writes a pass-through stream's values as sent
+
     async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
         parts = []
         async for chunk in self._chunks:
             self.nbytes += len(chunk)
             hold(len(chunk))  # the whole body is buffered: counted against the memory cap
             parts.append(chunk)
+        if schema.stream.passthrough:
+            self.records = self._parse(b"".join(parts), True)
+            return self._as_sent(schema.stream)
         self.records = self._parse(b"".join(parts))
         rows: list[Any] | None = None
         bad: list[BadRow] = []
@@ -346,3 +388,50 @@ class ProxyPayload:
                 continue
             self.written.append(i)
         return rows
+
+    def _as_sent(self, stream: Stream) -> Split:
+        """A pass-through stream's records: each value as sent (None: a tombstone), checked only
+        for what Kafka needs (see `_check_as_sent`), every record's own details in the meta."""
+        values: list[bytes | None] = []
+        meta = RecordMeta([], [], [])
+        for i, rec in enumerate(self.records):
+            if rec.error is not None:
+                continue
+            try:
+                _check_as_sent(stream, rec, i)
+            except ProxyError as err:
+                if not self.each:
+                    raise
+                rec.error = detach(err)
+                continue
+            self.written.append(i)
+            values.append(rec.raw)
+            meta.keys.append(rec.key)
+            meta.partitions.append(rec.partition)
+            meta.headers.append(rec.headers)
+        return Split(values, [], meta)
+
+
+def _check_as_sent(stream: Stream, rec: ProxyRecord, i: int) -> None:
+    """A pass-through record Kafka takes: a partition the topic has; on a compacted topic a key
+    (Kafka refuses unkeyed records there); a tombstone only there (elsewhere a null value would
+    be a record with no value, which no consumer of the proxies' topics expects)."""
+    if rec.partition >= stream.shards:
+        raise partition_not_found()
+    if rec.raw is None and not stream.compacted:
+        raise invalid_payload(
+            f"record {i} has a null value (a tombstone), but stream {stream.name!r} is not "
+            "compacted: only a compacted pass-through stream takes tombstones",
+            row=i,
+        )
+    if rec.key is None and stream.compacted:
+        raise invalid_payload(
+            f"record {i} has no key, but stream {stream.name!r} is compacted: Kafka keeps only "
+            "keyed records in a compacted topic",
+            row=i,
+        )
+
+
+def v3_records(body: bytes, raw: bool = False) -> list[ProxyRecord]:
+    """The records of a v3 produce stream, each parsed alone (see `v3_record`)."""
+    return [v3_record(o, raw) for o in split_objects(body)]

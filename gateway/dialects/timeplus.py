@@ -83,6 +83,8 @@ class CreateStreamIn(msgspec.Struct):
     event_time_timezone: str | None = None
     ttl_expression: str | None = None
     partitioner: str | None = None  # murmur2 (default) or consistent_random: where keys go
+    passthrough: bool | None = None  # values stored as sent, never validated (REST proxy only)
+    compacted: bool | None = None  # topic with cleanup.policy=compact (pass-through streams)
 
 
 class UpdateStreamIn(msgspec.Struct):
@@ -148,6 +150,8 @@ def stream_from_request(req: CreateStreamIn) -> Stream:
         event_time_timezone=req.event_time_timezone or "",
         ttl_expression=req.ttl_expression or "",
         partitioner=req.partitioner or DEFAULT_PARTITIONER,
+        passthrough=bool(req.passthrough),
+        compacted=bool(req.compacted),
     )
 
 

@@ -61,6 +61,8 @@ class StreamOut(Doc):
     compatibility: str
     on_error: str
     partitioner: str
+    passthrough: bool
+    compacted: bool
 
 
 class ApiKeyOut(Doc):
@@ -171,6 +173,8 @@ def stream_body(s: Stream) -> StreamOut:
         compatibility=s.compatibility,
         on_error=s.on_error,
         partitioner=s.partitioner,
+        passthrough=s.passthrough,
+        compacted=s.compacted,
     )
 
 

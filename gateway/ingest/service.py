@@ -36,6 +36,8 @@ class Payload(Protocol):
     """A request body the entry point decodes once the stream is known and admitted."""
 
     nbytes: int  # body bytes read so far: counted as rejected when the request fails
+    # True for a payload that can write a pass-through stream's values as sent (REST proxy)
+    as_sent: bool
 
     async def rows(self, schema: CompiledSchema, hold: Callable[[int], None]) -> Split:
         """The body's rows validated against `schema` (invalid ones in `bad` when quarantining;
@@ -62,6 +64,8 @@ class StreamedBody:
         self.quarantine = quarantine
         self._chunks = chunks
         self.nbytes = 0
+
+    as_sent = False  # rows only: a pass-through stream is refused (see IngestService._admitted)
 
     async def _counted(
         self, chunks: AsyncIterable[bytes], hold: Callable[[int], None]
@@ -181,7 +185,8 @@ class IngestService:
     def _admitted(self, req: IngestRequest, name: str) -> Stream:
         """The stream `name`, if the key may append to it (checked before the lookup: a stream
         outside the scope gets the dialect's one answer whether it exists or not; 403 for one it
-        may only read), it exists, passes the dialect's check and is not archived."""
+        may only read), it exists, passes the dialect's check, is not archived, and is not a
+        pass-through stream unless the payload writes values as sent."""
         if not req.who.may_append(name):
             # A key that may read the stream sees it anyway: it is told it may not write there.
             raise _forbidden(name) if req.who.may_read(name) else req.wording.hidden(name)
@@ -192,6 +197,11 @@ class IngestService:
             req.check(stream)
         if stream.archived:
             raise Conflict(req.wording.archived(name))
+        if stream.passthrough and not req.payload.as_sent:
+            raise Conflict(
+                f"stream {name!r} is a pass-through stream: its values are written as sent "
+                "through the Kafka REST proxy API (POST /topics/{topic}), not as rows"
+            )
         return stream
 
     async def _decode(self, stream: Stream, payload: Payload, held: BodyHold) -> Split:

@@ -34,15 +34,16 @@ def refused(name: str, code: int, message: str | None) -> Exception:
 
 
 def topic_configs(stream: Stream, min_insync: int = 0) -> dict[str, str]:
-    """The topic settings a stream implies: retention, compaction for `*_kv` modes, and
-    `min_insync` (capped at the stream's replication; 0: the broker's default) in-sync replicas."""
+    """The topic settings a stream implies: retention, compaction for `*_kv` modes and compacted
+    streams, and `min_insync` (capped at the stream's replication; 0: the broker's default)
+    in-sync replicas."""
     cfg = {
         "retention.ms": str(stream.logstore_retention_ms if stream.logstore_retention_ms > 0 else -1),
         "retention.bytes": str(
             stream.logstore_retention_bytes if stream.logstore_retention_bytes > 0 else -1
         ),
     }
-    if stream.keyed:
+    if stream.keyed or stream.compacted:
         cfg["cleanup.policy"] = "compact"
     if min_insync > 0:
         cfg["min.insync.replicas"] = str(min(min_insync, stream.replication_factor))

@@ -107,8 +107,9 @@ class LocalSink:
         headers: list[Headers] | None = None,
         on_batch: OnBatch | None = None,
     ) -> asyncio.Future[Landed | None]:
-        """Append the values, one per line (an NDJSON file has no place for keys or headers)."""
-        data = b"\n".join(values) + b"\n"
+        """Append the values, one per line (an NDJSON file has no place for keys or headers; a
+        pass-through stream's tombstone, a None value, is written as `null`)."""
+        data = b"\n".join(b"null" if v is None else v for v in values) + b"\n"
         return asyncio.wrap_future(self._pool.submit(self._append, topic, data))
 
     async def send_lines(
