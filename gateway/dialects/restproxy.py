@@ -1,8 +1,8 @@
 """The Kafka REST Proxy dialect (Confluent REST Proxy / Karapace produce API).
 
-v2: `POST /topics/{topic}` with `{"records": [...]}` (json or base64 binary values), replying with
-the partition and offset Kafka gave each record; `GET /topics`, `/topics/{topic}`,
-`/topics/{topic}/partitions` from the catalog. v3: `POST /v3/clusters/{id}/topics/{topic}/records`
+v2: `POST /topics/{topic}[/partitions/{p}]` with `{"records": [...]}` (json or base64 values),
+replying with the partition and offset Kafka gave each record; `GET /topics` (the other reads:
+restproxy_reads) from the catalog. v3: `POST /v3/clusters/{id}/topics/{topic}/records`
 (a stream of record objects, one result object per record) and `GET /v3/clusters[/{id}]`.
 `{topic}` is a stream's Kafka topic or its name. Every request waits for Kafka's acknowledgement.
 Errors: `{"error_code": 40401, "message": "Topic not found."}` with the proxies' codes.
