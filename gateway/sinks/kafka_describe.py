@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 from gateway.sinks.base import SinkUnavailable
 
 DESCRIBE_WAIT_S = 5.0
+UNKNOWN_TOPIC = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +52,10 @@ def _partition(p: dict[str, Any]) -> PartitionInfo:
 async def describe_topic(admin: Any, topic: str) -> TopicInfo | None:
     """The topic's partitions and configuration; None when Kafka has no such topic."""
     (meta,) = await _asked(admin.describe_topics([topic]), f"topic {topic}")
-    if meta["error_code"] != 0 or not meta["partitions"]:
+    if meta["error_code"] == UNKNOWN_TOPIC:
         return None
+    if meta["error_code"] != 0 or not meta["partitions"]:  # e.g. no leader yet: retry later
+        raise SinkUnavailable(f"Kafka did not describe topic {topic}: error {meta['error_code']}")
     parts = tuple(sorted((_partition(p) for p in meta["partitions"]), key=lambda p: p.partition))
     responses = await _asked(
         admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]), f"topic {topic}"
@@ -60,8 +63,10 @@ async def describe_topic(admin: Any, topic: str) -> TopicInfo | None:
     configs: dict[str, str] = {}
     for resp in responses:
         for code, _message, _kind, _name, entries in resp.resources:
-            if code != 0:
+            if code == UNKNOWN_TOPIC:
                 return None
+            if code != 0:
+                raise SinkUnavailable(f"Kafka did not describe the configs of topic {topic}: error {code}")
             configs.update({e[0]: e[1] for e in entries if e[1] is not None})
     return TopicInfo(parts, configs)
 
