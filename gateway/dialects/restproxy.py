@@ -304,7 +304,9 @@ async def produce_v2_to(request: web.Request, partition: str | None) -> web.Resp
     ids = payload.records if isinstance(payload.records, V2Records) else V2Records()
     reply = ProduceOut(offsets, ids.key_schema_id, ids.value_schema_id)
     # as Karapace: 422 when a record was not written (its own entry says why); the others were
-    missed = any(rec.error is not None and rec.error.error_code == 2 for rec in payload.records)
+    missed = len(payload.written) < len(payload.records) and any(
+        rec.error is not None and rec.error.error_code == 2 for rec in payload.records
+    )
     return fast_json(reply, status=422 if missed else 200, headers=done.headers, content_type=V2_JSON)
 
 

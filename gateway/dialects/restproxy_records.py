@@ -34,9 +34,12 @@ class ProxyError(GatewayError):
         self.code = f"restproxy_{error_code}"
 
 
+PARTITION_NOT_FOUND = 40402
+
+
 def partition_not_found() -> ProxyError:
     """Confluent's and Karapace's 404 for a partition the topic does not have."""
-    return ProxyError(404, 40402, "Partition not found.")
+    return ProxyError(404, PARTITION_NOT_FOUND, "Partition not found.")
 
 
 def invalid_format(detail: str) -> ProxyError:
@@ -343,7 +346,7 @@ def _value_row(schema: CompiledSchema, rec: ProxyRecord, i: int) -> Any:
 
 
 def _check_placement(schema: CompiledSchema, rec: ProxyRecord, i: int) -> None:
-    if rec.partition >= schema.stream.shards:
+    if not -1 <= rec.partition < schema.stream.shards:
         raise partition_not_found()
     if rec.key is not None and schema.stream.keyed:
         raise invalid_payload(
@@ -388,14 +391,7 @@ class ProxyPayload:
         self.records = self._parse(b"".join(parts))
         rows: list[Any] | None = None
         bad: list[BadRow] = []
-        if not self.each:  # v2: a record whose partition does not exist is answered alone
-            shards = schema.stream.shards
-            for i, rec in enumerate(self.records):
-                if not -1 <= rec.partition < shards:
-                    rec.error = unknown_partition(i, rec.partition, shards)
-        if not self.each and all(r.json is not None and r.error is None for r in self.records):
-            for i, rec in enumerate(self.records):
-                _check_placement(schema, rec, i)
+        if not self.each and all(r.json is not None for r in self.records) and self._placed(schema):
             try:  # the common case: every value fits, one C call decodes them all
                 rows = schema.decode_ndjson(b"\n".join(r.json or b"" for r in self.records), 0)
                 self.written = list(range(len(self.records)))
@@ -409,6 +405,18 @@ class ProxyPayload:
             return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
         meta = RecordMeta([r.key for r in kept], [r.partition for r in kept], [r.headers for r in kept])
         return Split(rows, bad, meta)
+
+    def _placed(self, schema: CompiledSchema) -> bool:
+        """Check every record's placement; False when one names a missing partition (v2 answers
+        it on its own: `_one_by_one`)."""
+        try:
+            for i, rec in enumerate(self.records):
+                _check_placement(schema, rec, i)
+        except ProxyError as err:
+            if err.error_code != PARTITION_NOT_FOUND:
+                raise
+            return False
+        return True
 
     def _one_by_one(self, schema: CompiledSchema, bad: list[BadRow]) -> list[Any]:
         """Validate each record alone: a refused one keeps its error (v3), an invalid JSON value
@@ -430,9 +438,12 @@ class ProxyPayload:
                     raise
                 continue
             except ProxyError as err:
-                if not self.each:
+                if self.each:
+                    rec.error = detach(err)
+                elif err.error_code == PARTITION_NOT_FOUND:  # v2: answered alone (Karapace)
+                    rec.error = unknown_partition(i, rec.partition, schema.stream.shards)
+                else:
                     raise
-                rec.error = detach(err)
                 continue
             self.written.append(i)
         return rows
