@@ -184,7 +184,8 @@ def _base64_string(raw: msgspec.Raw, what: str) -> bytes | None:
 
 
 class V2Records(list[ProxyRecord]):
-    """The records of a v2 produce body, with the schema ids it named (echoed in the reply)."""
+    """The records of a v2 produce body that named schema ids (echoed in the reply); without
+    them a plain list (indexing a subclass of list costs more, on the hot path)."""
 
     key_schema_id: int | None = None
     value_schema_id: int | None = None
@@ -220,7 +221,7 @@ def _reshaped(body: bytes, exc: msgspec.ValidationError) -> V2Body:
         raise invalid_format(str(exc)) from None
 
 
-def v2_records(body: bytes, embedded: Embedded) -> V2Records:
+def v2_records(body: bytes, embedded: Embedded) -> list[ProxyRecord]:
     """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong)."""
     try:
         try:
@@ -231,8 +232,7 @@ def v2_records(body: bytes, embedded: Embedded) -> V2Records:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
     if not parsed.records:
         raise invalid_format("`records` is empty")
-    out = V2Records()
-    out.key_schema_id, out.value_schema_id = parsed.key_schema_id, parsed.value_schema_id
+    out: list[ProxyRecord] = []
     for i, r in enumerate(parsed.records):
         # -1 (or none): any partition, as librdkafka's UA partition; other missing ones are
         # answered per record once the stream's partition count is known (ProxyPayload)
@@ -249,7 +249,11 @@ def v2_records(body: bytes, embedded: Embedded) -> V2Records:
             exc.row = i
             raise
         out.append(rec)
-    return out
+    if parsed.key_schema_id is None and parsed.value_schema_id is None:
+        return out
+    named = V2Records(out)
+    named.key_schema_id, named.value_schema_id = parsed.key_schema_id, parsed.value_schema_id
+    return named
 
 
 SCHEMA_FORMATS = ("avro", "jsonschema", "protobuf")  # embedded formats that need a registry
