@@ -1,12 +1,13 @@
 """Cross-origin requests from web pages (CORS, per the Fetch standard).
 
-Only the ingest routes of every dialect may be used cross-origin: an `OPTIONS` preflight there is
-answered (204) for an allowed origin, and every reply to an allowed origin, errors and 429/503
-included, carries `Access-Control-Allow-Origin` so the page can read the status. A request whose
-`Origin` is not allowed is refused (403) before it is read, so a browser's simple requests (forms,
-`sendBeacon`) from another site write nothing. The management API (streams, keys) is never callable
-cross-origin: a preflight or a request there with a foreign `Origin` is refused, with no CORS
-headers. No credentials mode: keys travel in headers or the query, never in cookies.
+Only the ingest routes of every dialect (and the REST proxy's reads) may be used cross-origin:
+a preflight there is answered (204) for an allowed origin, and every reply to an allowed origin,
+errors and 429/503 included, carries `Access-Control-Allow-Origin` so the page can read the
+status. A request whose `Origin` is not allowed is refused (403) before it is read, so a
+browser's simple requests (forms, `sendBeacon`) from another site write nothing. The management
+API (streams, keys) is never callable cross-origin: a preflight or a request there with a
+foreign `Origin` is refused, with no CORS headers. No credentials mode: keys travel in headers or
+the query, never in cookies.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ _INGEST = re.compile(
     r"|(?:/[A-Za-z0-9_-]{1,128})?/api/v1beta[12]/streams/[^/]+/ingest"
     r"|/topics/[^/]+|/v3/clusters/[^/]+/topics/[^/]+/records"
 )
-OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")  # no CORS rules, never draining
+# The REST proxy's reads, which its browser clients make first (and its produce to a partition):
+# cross-origin as the ingest routes, with the same key and scopes as from any other client.
+_PROXY = re.compile(r"/topics|/topics/[^/]+/partitions(?:/[^/]+)?|/brokers")
+OPS_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/")  # no CORS rules, never draining
 _ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 
 
@@ -134,7 +138,7 @@ def kind_of(path: str) -> str:
     (never cross-origin)."""
     if path in OPS_PATHS:
         return OPS
-    return INGEST if is_ingest(path) else MANAGE
+    return INGEST if is_ingest(path) or _PROXY.fullmatch(path) is not None else MANAGE
 
 
 def _refused(origin: str, method: str) -> Forbidden:

@@ -1,8 +1,8 @@
 """The Kafka REST Proxy dialect (Confluent REST Proxy / Karapace produce API).
 
-v2: `POST /topics/{topic}` with `{"records": [...]}` (json or base64 binary values), replying with
-the partition and offset Kafka gave each record; `GET /topics`, `/topics/{topic}`,
-`/topics/{topic}/partitions` from the catalog. v3: `POST /v3/clusters/{id}/topics/{topic}/records`
+v2: `POST /topics/{topic}[/partitions/{p}]` with `{"records": [...]}` (json or base64 values),
+replying with the partition and offset Kafka gave each record; `GET /topics` (the other reads:
+restproxy_reads) from the catalog. v3: `POST /v3/clusters/{id}/topics/{topic}/records`
 (a stream of record objects, one result object per record) and `GET /v3/clusters[/{id}]`.
 `{topic}` is a stream's Kafka topic or its name. Every request waits for Kafka's acknowledgement.
 Errors: `{"error_code": 40401, "message": "Topic not found."}` with the proxies' codes.
@@ -11,7 +11,9 @@ Errors: `{"error_code": 40401, "message": "Topic not found."}` with the proxies'
 from __future__ import annotations
 
 import base64
+import functools
 import re
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
@@ -22,10 +24,15 @@ from gateway.context import gateway_of, request_id_of
 from gateway.dialects.common import authenticate, body_chunks, flag, json_reply
 from gateway.dialects.contract import Route
 from gateway.dialects.restproxy_records import (
+    SCHEMA_FORMATS,
     Embedded,
+    Parse,
     ProxyError,
     ProxyPayload,
     ProxyRecord,
+    V2Records,
+    partition_not_found,
+    schema_format_refusal,
     v2_records,
     v3_records,
 )
@@ -44,7 +51,6 @@ from gateway.ingest.service import IngestRequest, Wording
 from gateway.openapi import API_KEY, Doc, Param, Reply, operation
 from gateway.pipeline import Outcome
 from gateway.replies import FastReply, fast_json
-from gateway.sinks.kafka_topics import topic_configs
 
 CLUSTER_ID = "ingest-gateway"  # the one cluster the gateway fronts, as v3 names it
 V2_JSON = "application/vnd.kafka.v2+json"
@@ -137,8 +143,24 @@ def _visible(request: web.Request, who: Principal, topic: str) -> Stream:
     return stream
 
 
-def _embedded(request: web.Request) -> Embedded:
-    media = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+# Karapace's rule for the `Accept` of its v2 routes: any vnd.kafka type, json or a wildcard
+_ACCEPT = re.compile(
+    r"(application|\*)/((vnd\.kafka(\.(avro|json|protobuf|binary|jsonschema))?(\.v[12])?\+json)|json|\*)"
+)
+
+
+def check_accept(request: web.Request) -> None:
+    """406 (error_code 406) when `Accept` names nothing a v2 reply is (e.g. `text/html` alone)."""
+    accept = request.headers.get("Accept")
+    if accept is not None and _ACCEPT.search(accept) is None:
+        raise ProxyError(406, 406, "HTTP 406 Not Acceptable")
+
+
+def _embedded(request: web.Request) -> Embedded | str:
+    """The embedded format of a v2 produce body: json or binary; a schema format's name (avro,
+    jsonschema, protobuf: refused once the body is read). No Content-Type: application/json,
+    which means binary (Karapace's defaults)."""
+    media = request.headers.get("Content-Type", "application/json").partition(";")[0].strip().lower()
     m = _MEDIA.fullmatch(media)
     if m is None:
         raise ProxyError(
@@ -149,17 +171,29 @@ def _embedded(request: web.Request) -> Embedded:
             "application/vnd.kafka.binary.v2+json",
         )
     fmt = m.group("fmt") or "binary"
-    if fmt not in ("json", "binary"):
-        raise ProxyError(
-            415,
-            415,
-            f"the {fmt} embedded format needs a schema registry, which "
-            "the gateway does not have: send json or binary",
-        )
-    return "json" if fmt == "json" else "binary"
+    if fmt not in ("json", "binary", *SCHEMA_FORMATS):
+        raise ProxyError(415, 415, f"unknown embedded format {fmt!r}: send json or binary")
+    return "json" if fmt == "json" else "binary" if fmt == "binary" else fmt
 
 
-async def _produce(request: web.Request, topic: str, payload: ProxyPayload, who: Principal) -> Outcome:
+def _parser(embedded: Embedded | str) -> Parse:
+    fmt: Embedded = "json" if embedded == "json" else "binary"
+
+    def parse(body: bytes, raw: bool = False) -> list[ProxyRecord]:
+        if embedded in SCHEMA_FORMATS:
+            return schema_format_refusal(body, embedded)
+        return v2_records(body, fmt, raw)
+
+    return parse
+
+
+async def _produce(
+    request: web.Request,
+    topic: str,
+    payload: ProxyPayload,
+    who: Principal,
+    check: Callable[[Stream], None] | None = None,
+) -> Outcome:
     stream = _stream_of(request, topic)
     return await gateway_of(request).ingest.ingest(
         IngestRequest(
@@ -169,7 +203,9 @@ async def _produce(request: web.Request, topic: str, payload: ProxyPayload, who:
             wait=True,
             request_id=request_id_of(request),
             wording=WORDING,
-            allow_empty=payload.each,
+            allow_empty=True,  # v2 refuses empty `records` itself; a v2 request whose records
+            # all named missing partitions is answered record by record (422)
+            check=check,
         )
     )
 
@@ -199,26 +235,15 @@ class ProduceOut(Doc):
     value_schema_id: int | None = None
 
 
-class PartitionOut(Doc):
-    """A partition as v2 lists it (the gateway does not report brokers: leader -1)."""
-
-    partition: int
-    leader: int = -1
-    replicas: list[dict[str, int | bool]] = msgspec.field(default_factory=list)
-
-
-class TopicOut(Doc):
-    """A topic as v2 describes it."""
-
-    name: str
-    configs: dict[str, str]
-    partitions: list[PartitionOut]
-
-
-def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> web.Response:
+def v2_reply(body: object, status: int = 200) -> web.Response:
     reply = json_reply(body, status=status)
     reply.content_type = V2_JSON
     return reply
+
+
+_PRODUCED = {
+    200: Reply("Acknowledged by Kafka: each record's partition and offset.", ProduceOut, media_type=V2_JSON)
+}
 
 
 @operation(
@@ -236,21 +261,20 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
             bool,
         )
     ],
-    replies={
-        200: Reply(
-            "Acknowledged by Kafka: each record's partition and offset.", ProduceOut, media_type=V2_JSON
-        )
-    },
+    replies=_PRODUCED,
     errors={
         400: "The body is not JSON.",
         401: "No or unknown key.",
         403: "Not allowed.",
         404: "Topic (40401) or partition (40402) not found.",
         413: "Body or record too large.",
-        415: "Unsupported Content-Type (avro, protobuf, jsonschema).",
+        406: "`Accept` names no JSON type (406).",
+        415: "Unsupported Content-Type (avro, protobuf, jsonschema with their schemas).",
         422: "Not a produce request (422), a value that does not fit the stream's schema "
-        "(42205, record named), or a value or key the stream cannot take (42206); "
-        "nothing was written.",
+        "(42205, record named), a value or key the stream cannot take (42206), a schema "
+        "format without its schema (42201 key, 42202 value): nothing was written. Or a "
+        "record naming a partition the topic does not have: its `offsets` entry has "
+        "error_code 2, the others were written.",
         429: "Rate limit or queue full; nothing was written.",
         503: "Kafka unreachable or draining (50003); nothing was written.",
         504: "Kafka did not acknowledge in time (50002); the records stay queued.",
@@ -258,14 +282,23 @@ def _v2_reply(body: Doc | list[str] | list[PartitionOut], status: int = 200) -> 
 )
 async def produce_v2(request: web.Request) -> web.Response:
     """POST /topics/{topic}: the records' partitions and offsets once Kafka acknowledged them."""
+    return await produce_v2_to(request, None)
+
+
+async def produce_v2_to(request: web.Request, partition: str | None) -> web.Response:
+    """A v2 produce, to the topic (`partition` None) or to one partition of it: records without
+    a partition of their own go there (404/40402 when the topic has no such partition)."""
     who = principal(request, ingest=True)
     embedded = _embedded(request)
-    payload = ProxyPayload(
-        body_chunks(request),
-        lambda body, raw=False: v2_records(body, embedded, raw),
-        quarantine=flag(request, "quarantine"),
-    )
-    done = await _produce(request, request.match_info["topic"], payload, who)
+    check_accept(request)
+    parse = _parser(embedded)
+    check = None
+    if partition is not None:
+        default = partition_number(partition)
+        parse = _defaulting(parse, default)
+        check = functools.partial(check_partition, default)
+    payload = ProxyPayload(body_chunks(request), parse, quarantine=flag(request, "quarantine"))
+    done = await _produce(request, request.match_info["topic"], payload, who, check)
     written = iter(_positions(done, [payload.records[i] for i in payload.written]))
     offsets = [
         OffsetOut(None, None, rec.error.error_code, rec.error.message)
@@ -273,7 +306,55 @@ async def produce_v2(request: web.Request) -> web.Response:
         else OffsetOut(*next(written))
         for rec in payload.records
     ]
-    return fast_json(ProduceOut(offsets), headers=done.headers, content_type=V2_JSON)
+    ids = payload.records if isinstance(payload.records, V2Records) else V2Records()
+    reply = ProduceOut(offsets, ids.key_schema_id, ids.value_schema_id)
+    # as Karapace: 422 when a record was not written (its own entry says why); the others were
+    missed = len(payload.written) < len(payload.records) and any(
+        rec.error is not None and rec.error.error_code == 2 for rec in payload.records
+    )
+    return fast_json(reply, status=422 if missed else 200, headers=done.headers, content_type=V2_JSON)
+
+
+def _defaulting(parse: Parse, partition: int) -> Parse:
+    def parse_to(body: bytes, raw: bool = False) -> list[ProxyRecord]:
+        records = parse(body, raw)
+        for rec in records:
+            if rec.partition == -1:
+                rec.partition = partition
+        return records
+
+    return parse_to
+
+
+def partition_number(text: str) -> int:
+    """A partition id from a path; 404 (error_code 404) when it is not a number, as Karapace."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ProxyError(404, 404, "Partition not found.") from None
+
+
+def check_partition(partition: int, stream: Stream) -> None:
+    """404/40402 when the stream's topic has no partition `partition`."""
+    if not 0 <= partition < stream.shards:
+        raise partition_not_found()
+
+
+@operation(
+    "Produce records to one partition (Kafka REST Proxy v2)",
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    request={"application/vnd.kafka.json.v2+json": dict, "application/vnd.kafka.binary.v2+json": dict},
+    security=SECURITY,
+    replies=_PRODUCED,
+    errors={
+        404: "Topic (40401) or partition (40402; 404 when not a number) not found.",
+        422: "As POST /topics/{topic}.",
+    },
+)
+async def produce_partition_v2(request: web.Request) -> web.Response:
+    """POST /topics/{topic}/partitions/{partition}: as POST /topics/{topic}, to one partition."""
+    return await produce_v2_to(request, request.match_info["partition"])
 
 
 @operation(
@@ -286,40 +367,9 @@ async def produce_v2(request: web.Request) -> web.Response:
 async def list_topics(request: web.Request) -> web.Response:
     """GET /topics: the topics of the streams this key may write to."""
     who = principal(request)
+    check_accept(request)
     streams = gateway_of(request).catalog.streams()
-    return _v2_reply(sorted(s.topic for s in streams if not s.archived and _may_see(who, s)))
-
-
-def _partitions(stream: Stream) -> list[PartitionOut]:
-    return [PartitionOut(p) for p in range(stream.shards)]
-
-
-@operation(
-    "Describe a topic (Kafka REST Proxy v2)",
-    tags=("restproxy",),
-    error_body=ProxyErrorOut,
-    security=SECURITY,
-    replies={200: Reply("The topic's settings and partitions.", TopicOut, media_type=V2_JSON)},
-    errors={404: "Topic not found (40401)."},
-)
-async def get_topic(request: web.Request) -> web.Response:
-    """GET /topics/{topic}: its settings and partitions (from the catalog)."""
-    stream = _visible(request, principal(request), request.match_info["topic"])
-    return _v2_reply(TopicOut(stream.topic, topic_configs(stream), _partitions(stream)))
-
-
-@operation(
-    "List a topic's partitions (Kafka REST Proxy v2)",
-    tags=("restproxy",),
-    error_body=ProxyErrorOut,
-    security=SECURITY,
-    replies={200: Reply("The topic's partitions.", list[PartitionOut], media_type=V2_JSON)},
-    errors={404: "Topic not found (40401)."},
-)
-async def get_partitions(request: web.Request) -> web.Response:
-    """GET /topics/{topic}/partitions."""
-    stream = _visible(request, principal(request), request.match_info["topic"])
-    return _v2_reply(_partitions(stream))
+    return v2_reply(sorted(s.topic for s in streams if not s.archived and _may_see(who, s)))
 
 
 # ---- v3 -----------------------------------------------------------------------------------
@@ -473,9 +523,8 @@ def routes() -> list[Route]:
     """(method, path, handler) of the REST proxy produce API and the reads clients make first."""
     return [
         ("POST", "/topics/{topic}", produce_v2),
+        ("POST", "/topics/{topic}/partitions/{partition}", produce_partition_v2),
         ("GET", "/topics", list_topics),
-        ("GET", "/topics/{topic}", get_topic),
-        ("GET", "/topics/{topic}/partitions", get_partitions),
         ("GET", "/v3/clusters", list_clusters),
         ("GET", "/v3/clusters/{cluster_id}", get_cluster),
         ("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records", produce_v3),

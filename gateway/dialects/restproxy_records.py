@@ -39,9 +39,12 @@ class ProxyError(GatewayError):
         self.code = f"restproxy_{error_code}"
 
 
+PARTITION_NOT_FOUND = 40402
+
+
 def partition_not_found() -> ProxyError:
     """Confluent's and Karapace's 404 for a partition the topic does not have."""
-    return ProxyError(404, 40402, "Partition not found.")
+    return ProxyError(404, PARTITION_NOT_FOUND, "Partition not found.")
 
 
 def invalid_format(detail: str) -> ProxyError:
@@ -52,6 +55,19 @@ def invalid_format(detail: str) -> ProxyError:
 def invalid_payload(detail: str, row: int | None = None) -> ProxyError:
     """Confluent's 42206 ("Payload error.") for a value or key the stream cannot take."""
     return ProxyError(422, 42206, f"Payload error. {detail}", row=row)
+
+
+def bad_request(detail: str, row: int | None = None) -> ProxyError:
+    """Karapace's 400 (error_code 400) for a body it cannot read as a v2 produce request."""
+    return ProxyError(400, 400, detail, row=row)
+
+
+def unknown_partition(i: int, partition: int, shards: int) -> ProxyError:
+    """One v2 record's own result when its partition does not exist: Karapace writes the other
+    records and answers this one with error_code 2 (Kafka's retriable UNKNOWN_TOPIC_OR_PARTITION)."""
+    return ProxyError(
+        422, 2, f"record {i}: partition {partition} does not exist (the topic has {shards})", row=i
+    )
 
 
 # ---- wire shapes -------------------------------------------------------------------------------
@@ -161,30 +177,73 @@ def _text_of(data: bytes, what: str) -> str:
 
 
 def _base64_string(raw: msgspec.Raw, what: str) -> bytes | None:
+    """A v2 binary key or value; Karapace answers 400 (error_code 400) when it is not base64."""
     value = msgspec.json.decode(raw)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise invalid_payload(f"{what} must be a base64 string")
-    return _b64(value, what)
+        raise bad_request(f"{what} is not a base64 string")
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{what} is not a base64 string") from None
+
+
+class V2Records(list[ProxyRecord]):
+    """The records of a v2 produce body that named schema ids (echoed in the reply); without
+    them a plain list (indexing a subclass of list costs more, on the hot path)."""
+
+    key_schema_id: int | None = None
+    value_schema_id: int | None = None
+
+
+def _int_or_keep(value: Any) -> Any:
+    """A decimal string as its int (Karapace converts `partition` and schema ids so)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def _reshaped(body: bytes, exc: msgspec.ValidationError) -> V2Body:
+    """A body that did not decode as a V2Body: Karapace's 400s for the wrong JSON types, its
+    422 for the wrong fields, and numbers sent as strings converted (error path only)."""
+    data = msgspec.json.decode(body)
+    if not isinstance(data, dict):
+        raise bad_request("Malformed request: the body must be a JSON object")
+    records = data.get("records")
+    if records is not None and not isinstance(records, list):
+        raise bad_request("'records' must be an array")
+    for i, r in enumerate(records or ()):
+        if not isinstance(r, dict):
+            raise bad_request(f"Produce record must be an object (record {i})", row=i)
+        if "partition" in r:
+            r["partition"] = _int_or_keep(r["partition"])
+    for k in ("key_schema_id", "value_schema_id"):
+        if k in data:
+            data[k] = _int_or_keep(data[k])
+    try:
+        return _v2_decoder.decode(msgspec.json.encode(data))
+    except msgspec.ValidationError:
+        raise invalid_format(str(exc)) from None
 
 
 def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[ProxyRecord]:
     """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong); `raw`: for a
     pass-through stream (values kept as sent, in `ProxyRecord.raw`)."""
     try:
-        parsed = _v2_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise invalid_format(str(exc)) from None
+        try:
+            parsed = _v2_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            parsed = _reshaped(body, exc)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
     if not parsed.records:
         raise invalid_format("`records` is empty")
     out: list[ProxyRecord] = []
     for i, r in enumerate(parsed.records):
+        # -1 (or none): any partition, as librdkafka's UA partition; other missing ones are
+        # answered per record once the stream's partition count is known (ProxyPayload)
         rec = ProxyRecord(partition=-1 if r.partition is None else r.partition, headers=_headers(r.headers))
-        if r.partition is not None and r.partition < 0:
-            raise partition_not_found()
         try:
             if embedded == "json":
                 rec.key = None if bytes(r.key) == b"null" else _compact(r.key)
@@ -203,7 +262,38 @@ def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[Proxy
             exc.row = i
             raise
         out.append(rec)
-    return out
+    if parsed.key_schema_id is None and parsed.value_schema_id is None:
+        return out
+    named = V2Records(out)
+    named.key_schema_id, named.value_schema_id = parsed.key_schema_id, parsed.value_schema_id
+    return named
+
+
+SCHEMA_FORMATS = ("avro", "jsonschema", "protobuf")  # embedded formats that need a registry
+
+
+def schema_format_refusal(body: bytes, fmt: str) -> list[ProxyRecord]:
+    """A v2 body in a schema format (avro, jsonschema, protobuf): Karapace's 422 (42201 keys,
+    42202 values) when keys or values come without their schema or schema id; else 415, as the
+    gateway has no schema registry. Raises always (after the body's shape checks)."""
+    v2_records(body, "json")  # the shape errors first, as Karapace
+    data = msgspec.json.decode(body)
+    for part, code in (("key", 42201), ("value", 42202)):
+        if all(r.get(part) is None for r in data["records"]):
+            continue
+        if not (data.get(f"{part}_schema") or data.get(f"{part}_schema_id")):
+            raise ProxyError(
+                422,
+                code,
+                f"Request includes {part}s and uses a format that requires schemas but does "
+                f"not include the {part}_schema or {part}_schema_id fields",
+            )
+    raise ProxyError(
+        415,
+        415,
+        f"the {fmt} embedded format needs a schema registry, which the gateway does not have: "
+        "send json or binary",
+    )
 
 
 def v3_record(text: bytes, raw: bool = False) -> ProxyRecord:
@@ -289,7 +379,7 @@ def _value_row(schema: CompiledSchema, rec: ProxyRecord, i: int) -> Any:
 
 
 def _check_placement(schema: CompiledSchema, rec: ProxyRecord, i: int) -> None:
-    if rec.partition >= schema.stream.shards:
+    if not -1 <= rec.partition < schema.stream.shards:
         raise partition_not_found()
     if rec.key is not None and schema.stream.keyed:
         raise invalid_payload(
@@ -309,11 +399,13 @@ class ProxyPayload:
     """The records of a produce request, read after admission and validated against the stream.
 
     v2 (default): one invalid record refuses the whole request (422, nothing written), as both
-    proxies do for data that does not fit a schema; with `quarantine`, records whose JSON value
-    does not fit go to the stream's quarantine topic instead, each keeping its error. v3
-    (`each`): each record stands alone; refused ones keep their error, the others are written.
-    `parse(body, raw)` makes the records; `raw` for a pass-through stream, whose values are
-    not rows: they are written as sent (see `_as_sent`), `quarantine` has nothing to do."""
+    proxies do for data that does not fit a schema, except a record naming a partition the topic
+    does not have: it keeps its error and the others are written (as Karapace); with
+    `quarantine`, records whose JSON value does not fit go to the stream's quarantine topic
+    instead, each keeping its error. v3 (`each`): each record stands alone; refused ones keep
+    their error, the others are written. `parse(body, raw)` makes the records; `raw` for a
+    pass-through stream, whose values are not rows: they are written as sent (see `_as_sent`),
+    `quarantine` has nothing to do."""
 
     def __init__(
         self,
@@ -345,9 +437,7 @@ class ProxyPayload:
         self.records = self._parse(b"".join(parts))
         rows: list[Any] | None = None
         bad: list[BadRow] = []
-        if not self.each and all(r.json is not None for r in self.records):
-            for i, rec in enumerate(self.records):
-                _check_placement(schema, rec, i)
+        if not self.each and all(r.json is not None for r in self.records) and self._placed(schema):
             try:  # the common case: every value fits, one C call decodes them all
                 rows = schema.decode_ndjson(b"\n".join(r.json or b"" for r in self.records), 0)
                 self.written = list(range(len(self.records)))
@@ -361,6 +451,18 @@ class ProxyPayload:
             return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
         meta = RecordMeta([r.key for r in kept], [r.partition for r in kept], [r.headers for r in kept])
         return Split(rows, bad, meta)
+
+    def _placed(self, schema: CompiledSchema) -> bool:
+        """Check every record's placement; False when one names a missing partition (v2 answers
+        it on its own: `_one_by_one`)."""
+        try:
+            for i, rec in enumerate(self.records):
+                _check_placement(schema, rec, i)
+        except ProxyError as err:
+            if err.error_code != PARTITION_NOT_FOUND:
+                raise
+            return False
+        return True
 
     def _one_by_one(self, schema: CompiledSchema, bad: list[BadRow]) -> list[Any]:
         """Validate each record alone: a refused one keeps its error (v3), an invalid JSON value
@@ -382,9 +484,12 @@ class ProxyPayload:
                     raise
                 continue
             except ProxyError as err:
-                if not self.each:
+                if self.each:
+                    rec.error = detach(err)
+                elif err.error_code == PARTITION_NOT_FOUND:  # v2: answered alone (Karapace)
+                    rec.error = unknown_partition(i, rec.partition, schema.stream.shards)
+                else:
                     raise
-                rec.error = detach(err)
                 continue
             self.written.append(i)
         return rows

@@ -18,6 +18,8 @@ from gateway.dialects.restproxy_records import (
     ProxyError,
     ProxyPayload,
     ProxyRecord,
+    V2Records,
+    schema_format_refusal,
     split_objects,
     v2_records,
     v3_record,
@@ -109,8 +111,65 @@ def test_quarantine_sets_invalid_values_aside() -> None:
     assert split.meta is not None and split.meta.partitions == [-1, 1]
     error = payload.records[1].error
     assert error is not None and error.error_code == 42205
-    with pytest.raises(ProxyError):  # not a data error: still refuses the whole request
-        validate(v2({"value": {"id": "a", "n": 1}, "partition": 5}), ROWS, quarantine=True)
+    payload, split = validate(v2({"value": {"id": "a", "n": 1}, "partition": 5}), ROWS, quarantine=True)
+    assert split.rows == [] and payload.written == []  # a missing partition: answered alone
+    error = payload.records[0].error
+    assert error is not None and error.error_code == 2
+
+
+def test_v2_missing_partitions_are_answered_per_record() -> None:
+    body = v2(
+        {"value": {"id": "a", "n": 1}},
+        {"value": {"id": "b", "n": 2}, "partition": 99},
+        {"value": {"id": "c", "n": 3}, "partition": -1},  # -1: any partition (librdkafka's UA)
+        {"value": {"id": "d", "n": 4}, "partition": -2},
+        {"value": {"id": "e", "n": 5}, "partition": "1"},  # a number as a string: Karapace's int()
+    )
+    payload, split = validate(body, ROWS)
+    assert payload.written == [0, 2, 4]
+    assert [r["id"] for r in as_json(ROWS, split.rows)] == ["a", "c", "e"]
+    assert split.meta is not None and split.meta.partitions == [-1, -1, 1]
+    errors = [r.error for r in payload.records]
+    assert [(e.status, e.error_code, e.row) if e else None for e in errors] == [
+        None,
+        (422, 2, 1),
+        None,
+        (422, 2, 3),
+        None,
+    ]
+    assert errors[1] is not None and "partition 99" in errors[1].message
+    # binary records too; an invalid value still refuses the whole request
+    payload, split = validate(
+        v2({"value": b64("x"), "partition": 7}, {"value": b64("y")}), TEXT, embedded="binary"
+    )
+    assert payload.written == [1] and as_json(TEXT, split.rows) == [{"message": "y"}]
+    with pytest.raises(InvalidRow):
+        validate(v2({"value": {"id": "a", "n": "x"}}, {"value": {"id": "b", "n": 1}, "partition": 9}), ROWS)
+
+
+def test_v2_schema_ids_are_kept_for_the_reply() -> None:
+    records = v2_records(b'{"records": [{"value": 1}], "value_schema_id": "7", "key_schema_id": 3}', "json")
+    assert isinstance(records, V2Records)
+    assert (records.key_schema_id, records.value_schema_id) == (3, 7)
+    assert type(v2_records(v2({"value": 1}), "json")) is list  # none named: a plain list
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (v2({"value": {"name": "x"}}), 42202),
+        (v2({"key": 1, "value": {"name": "x"}}), 42201),
+        (b'{"records": [{"key": 1, "value": 2}], "key_schema_id": 1}', 42202),
+        (b'{"records": [{"value": 2}], "value_schema": "\\"int\\""}', 415),
+        (b'{"records": [{"value": 2}], "value_schema_id": 4}', 415),
+        (b'{"records": {}}', 400),
+    ],
+)
+def test_schema_formats_need_their_schema_then_a_registry(body: bytes, code: int) -> None:
+    with pytest.raises(GatewayError) as err:
+        schema_format_refusal(body, "avro")
+    assert isinstance(err.value, ProxyError) and err.value.error_code == code
+    assert err.value.status == {42201: 422, 42202: 422}.get(code, code)
 
 
 def test_binary_records_need_one_string_column() -> None:
@@ -127,13 +186,13 @@ def test_binary_records_need_one_string_column() -> None:
     ("body", "schema", "embedded", "status", "code"),
     [
         (v2({"value": {"id": "x", "n": "no"}}), ROWS, "json", 400, None),  # InvalidRow: 42205
-        (v2({"value": {"id": "x", "n": 1}, "partition": 3}), ROWS, "json", 404, 40402),
-        (v2({"value": {"id": "x", "n": 1}, "partition": -2}), ROWS, "json", 404, 40402),
         (v2({"value": {"id": "x", "n": 1}, "key": "k"}), KEYED, "json", 422, 42206),
-        (v2({"value": "not base64!"}), TEXT, "binary", 422, 42206),
+        (v2({"value": "not base64!"}), TEXT, "binary", 400, 400),  # Karapace: 400
         (v2({"value": base64.b64encode(b"\xff\xfe").decode()}), TEXT, "binary", 422, 42206),
         (v2({"value": None}), TEXT, "binary", 422, 42206),
-        (v2({"value": 5}), TEXT, "binary", 422, 42206),
+        (v2({"value": 5}), TEXT, "binary", 400, 400),
+        (v2({"value": {"id": "x"}}), TEXT, "binary", 400, 400),  # no Content-Type: binary
+        (v2({"key": "%%", "value": b64("x")}), TEXT, "binary", 400, 400),
         (
             v2({"value": {"id": "x", "n": 1}, "headers": [{"name": "h", "value": "%%"}]}),
             ROWS,
@@ -144,7 +203,11 @@ def test_binary_records_need_one_string_column() -> None:
         (v2(), ROWS, "json", 422, 422),
         (b'{"records": [], "extra": 1}', ROWS, "json", 422, 422),
         (b'{"records": [{"value": {"id": "x", "n": 1}, "offset": 3}]}', ROWS, "json", 422, 422),
-        (b'{"records": {}}', ROWS, "json", 422, 422),
+        (b'{"records": {}}', ROWS, "json", 400, 400),  # Karapace: 'records' must be an array
+        (b'[{"records": []}]', ROWS, "json", 400, 400),  # a JSON array: "Malformed request"
+        (b'{"records": [1]}', ROWS, "json", 400, 400),  # "Produce record must be an object"
+        (b'{"records": [{"value": 1}, "x"]}', ROWS, "json", 400, 400),
+        (v2({"value": {"id": "x", "n": 1}, "partition": "one"}), ROWS, "json", 422, 422),
         (b"not json", ROWS, "json", 400, None),
     ],
 )
@@ -240,7 +303,7 @@ def test_any_v2_records_give_rows_or_4xx(
 ) -> None:
     split = _outcome(json.dumps({"records": records}).encode(), schema, False, embedded)
     if split is not None:
-        assert len(split.rows) == len(records)
+        assert len(split.rows) <= len(records)
         if split.meta is not None:
             assert len(split.meta.keys) == len(split.rows)
             assert all(0 <= p < schema.stream.shards or p == -1 for p in split.meta.partitions)
