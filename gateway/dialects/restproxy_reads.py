@@ -6,6 +6,7 @@ sink (no Kafka) there are no brokers: the settings the stream implies, leader -1
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -77,6 +78,9 @@ def _admin(request: web.Request) -> Any | None:
     return admin
 
 
+UNKNOWN_TOPIC_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between asking Kafka again
+
+
 def _seen(request: web.Request, code: int) -> Stream:
     """The stream the key may see whose topic (or name) the path names; 404 with `code` else."""
     who = principal(request)
@@ -93,13 +97,18 @@ async def _described(request: web.Request, stream: Stream, code: int) -> TopicIn
     if admin is None:
         parts = tuple(PartitionInfo(p, -1, (), frozenset()) for p in range(stream.shards))
         return TopicInfo(parts, topic_configs(stream))
-    try:
-        info = await describe_topic(admin, stream.topic)
-    except SinkUnavailable as exc:
-        raise Unavailable(str(exc), retry_after=1.0) from None
-    if info is None:
-        raise ProxyError(404, code, "Topic not found.")
-    return info
+    # The catalog knows the stream, so a topic Kafka does not know yet is most likely one just
+    # created: a broker applies CreateTopics from the metadata log a moment after it returns.
+    for pause in (*UNKNOWN_TOPIC_RETRIES, None):
+        try:
+            info = await describe_topic(admin, stream.topic)
+        except SinkUnavailable as exc:
+            raise Unavailable(str(exc), retry_after=1.0) from None
+        if info is not None:
+            return info
+        if pause is not None:
+            await asyncio.sleep(pause)
+    raise ProxyError(404, code, "Topic not found.")
 
 
 def _partitions(info: TopicInfo) -> list[PartitionOut]:
