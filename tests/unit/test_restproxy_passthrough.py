@@ -178,3 +178,15 @@ async def test_a_value_larger_than_a_record_is_413_and_a_tombstone_counts_nothin
     with pytest.raises(PayloadTooLarge) as refused:
         await pipeline.admit(stream, [None, b"\xff" * 98, b"\x00" * 101], wait=False, meta=meta)
     assert refused.value.row == 2
+
+
+async def test_local_sink_writes_a_tombstone_as_null(tmp_path: Path) -> None:
+    from gateway.sinks.local import LocalSink
+
+    sink = LocalSink(tmp_path)
+    await sink.start()
+    try:
+        await (await sink.send("t", [b"{ }", None], None))  # type: ignore[list-item]
+        assert sink.path_of("t").read_bytes() == b"{ }\nnull\n"
+    finally:
+        await sink.close()
