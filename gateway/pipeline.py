@@ -22,7 +22,7 @@ from gateway.ingest.as_sent import AsSent
 from gateway.ingest.schema import CompiledSchema, Encoded, SchemaCache
 from gateway.queues import Discarded, Entry, QueueFull, Queues, StreamQueue
 from gateway.rates import WriteRates
-from gateway.sinks.base import RecordMeta, RowPositions
+from gateway.sinks.base import RecordMeta, RowPositions, lines_of
 from gateway.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger(__name__)
@@ -112,23 +112,24 @@ class Pipeline:
         values: list[bytes] | bytes
         if stream.passthrough:  # values as sent, no schema version (nothing was validated)
             encoded, headers = AsSent(cast(list[bytes | None], rows)), None
+            meta = meta or RecordMeta.plain(encoded.rows, None)
+            self._check_extras([v or b"" for v in encoded.values], meta)
             # tombstones ride as None: the record-batch encoders write None as a null value
             values = cast(list[bytes], encoded.values)
         else:
             schema: CompiledSchema = self.schemas.get(stream)
             encoded, headers = schema.encode(rows), version_headers(stream)
+            if encoded.nbytes > self.max_record_bytes:
+                self._check_sizes(encoded.lines)
             # unkeyed rows stay one run of lines (the common path); others get a bytes object each
             values = encoded.lines
+            if encoded.keys is not None or meta is not None:
+                values = listed = encoded.values
+                if meta is not None:
+                    if encoded.keys is not None:  # keyed streams: the key comes from the primary key
+                        meta.keys = list(encoded.keys)
+                    self._check_extras(listed, meta)
         del rows
-        if encoded.nbytes > self.max_record_bytes:
-            self._check_sizes(encoded.values)
-        if encoded.keys is not None or meta is not None:
-            listed = encoded.values
-            values = cast(list[bytes], listed)  # a pass-through stream's tombstones are None
-            if meta is not None:
-                if encoded.keys is not None:  # keyed streams: the key comes from the primary key
-                    meta.keys = list(encoded.keys)
-                self._check_extras(listed, meta)
         self.admission.charge(stream, encoded.rows, encoded.nbytes)
         done: asyncio.Future[Any] | None = asyncio.get_running_loop().create_future() if wait else None
         entry = Entry(
@@ -175,20 +176,21 @@ class Pipeline:
             accepted.positions = entry.done.result()
         return accepted
 
-    def _check_sizes(self, values: list[bytes] | list[bytes | None]) -> None:
+    def _check_sizes(self, lines: bytes) -> None:
         """Every record must fit a batch (413 otherwise)."""
-        sizes = [len(v or b"") for v in values]
-        if max(sizes) > self.max_record_bytes:
-            big = next(i for i, n in enumerate(sizes) if n > self.max_record_bytes)
+        values = lines_of(lines)
+        if max(map(len, values)) > self.max_record_bytes:
+            big = next(i for i, v in enumerate(values) if len(v) > self.max_record_bytes)
             raise PayloadTooLarge(
-                f"row {big} is {sizes[big]} bytes as JSON; the largest row is {self.max_record_bytes} bytes",
+                f"row {big} is {len(values[big])} bytes as JSON; the largest row "
+                f"is {self.max_record_bytes} bytes",
                 row=big,
             )
 
-    def _check_extras(self, values: list[bytes] | list[bytes | None], meta: RecordMeta) -> None:
+    def _check_extras(self, values: list[bytes], meta: RecordMeta) -> None:
         """A record with its own key and headers must still fit a batch (413 otherwise)."""
         for i, value in enumerate(values):
-            if len(value or b"") + meta.extra_bytes(i) > self.max_record_bytes:
+            if len(value) + meta.extra_bytes(i) > self.max_record_bytes:
                 raise PayloadTooLarge(
                     f"record {i} is larger than {self.max_record_bytes} bytes with its key and headers", row=i
                 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 
@@ -128,12 +128,18 @@ class ProxyRecord:
     headers: list[Header] = field(default_factory=list)
     json: bytes | None = None  # the value as JSON text (validated as a row)
     text: str | None = None  # the value as text (for a one-string-column stream)
-    raw: bytes | None = None  # a pass-through stream's value as sent (None: a tombstone)
     error: ProxyError | None = None  # set when the record is refused (v3 answers it alone)
     key_type: str = "BINARY"  # v3: the type the key and value were sent as, and their sizes
     key_size: int = 0
     value_type: str = "JSON"
     value_size: int = 0
+
+
+@dataclass(slots=True)
+class RawRecord(ProxyRecord):
+    """A pass-through stream's record (a subclass: validated records carry no field of its own)."""
+
+    raw: bytes | None = None  # the value as sent (None: a tombstone)
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -227,9 +233,7 @@ def _reshaped(body: bytes, exc: msgspec.ValidationError) -> V2Body:
         raise invalid_format(str(exc)) from None
 
 
-def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[ProxyRecord]:
-    """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong); `raw`: for a
-    pass-through stream (values kept as sent, in `ProxyRecord.raw`)."""
+def _v2_body(body: bytes) -> V2Body:
     try:
         try:
             parsed = _v2_decoder.decode(body)
@@ -239,6 +243,15 @@ def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[Proxy
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
     if not parsed.records:
         raise invalid_format("`records` is empty")
+    return parsed
+
+
+def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[ProxyRecord]:
+    """The records of a v2 produce body (a 4xx ProxyError when its shape is wrong); `raw`: for a
+    pass-through stream (`RawRecord`s, values kept as sent)."""
+    parsed = _v2_body(body)
+    if raw:
+        return _v2_as_sent(parsed, embedded)
     out: list[ProxyRecord] = []
     for i, r in enumerate(parsed.records):
         # -1 (or none): any partition, as librdkafka's UA partition; other missing ones are
@@ -247,17 +260,32 @@ def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[Proxy
         try:
             if embedded == "json":
                 rec.key = None if bytes(r.key) == b"null" else _compact(r.key)
-                if raw:
-                    rec.raw = None if bytes(r.value) == b"null" else bytes(r.value)
-                else:
-                    rec.json = bytes(r.value)
+                rec.json = bytes(r.value)
             else:
                 rec.key = _base64_string(r.key, f"the key of record {i}")
                 value = _base64_string(r.value, f"the value of record {i}")
-                if raw:
-                    rec.raw = value
-                else:
-                    rec.text = None if value is None else _text_of(value, f"the value of record {i}")
+                rec.text = None if value is None else _text_of(value, f"the value of record {i}")
+        except ProxyError as exc:
+            exc.row = i
+            raise
+        out.append(rec)
+    return out
+
+
+def _v2_as_sent(parsed: V2Body, embedded: Embedded) -> list[ProxyRecord]:
+    """A pass-through stream's v2 records: a JSON value's bytes as sent, a binary one decoded."""
+    out: list[ProxyRecord] = []
+    for i, r in enumerate(parsed.records):
+        rec = RawRecord(partition=-1 if r.partition is None else r.partition, headers=_headers(r.headers))
+        if r.partition is not None and r.partition < 0:
+            raise partition_not_found()
+        try:
+            if embedded == "json":
+                rec.key = None if bytes(r.key) == b"null" else _compact(r.key)
+                rec.raw = None if bytes(r.value) == b"null" else bytes(r.value)
+            else:
+                rec.key = _base64_string(r.key, f"the key of record {i}")
+                rec.raw = _base64_string(r.value, f"the value of record {i}")
         except ProxyError as exc:
             exc.row = i
             raise
@@ -304,7 +332,8 @@ def v3_record(text: bytes, raw: bool = False) -> ProxyRecord:
         r = _v3_decoder.decode(text)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         return ProxyRecord(error=ProxyError(400, 400, f"invalid record: {exc}"))
-    rec = ProxyRecord(partition=-1 if r.partition_id is None else r.partition_id)
+    partition = -1 if r.partition_id is None else r.partition_id
+    rec = RawRecord(partition=partition) if raw else ProxyRecord(partition=partition)
     try:
         if r.partition_id is not None and r.partition_id < 0:
             raise partition_not_found()
@@ -312,7 +341,7 @@ def v3_record(text: bytes, raw: bool = False) -> ProxyRecord:
         if r.key is not None:
             rec.key = _v3_bytes(r.key, "the key")
             rec.key_type, rec.key_size = r.key.type, len(rec.key or b"")
-        if raw:
+        if isinstance(rec, RawRecord):
             _v3_raw_value(rec, r.value)
             return rec
         if r.value is None:
@@ -330,7 +359,7 @@ def v3_record(text: bytes, raw: bool = False) -> ProxyRecord:
     return rec
 
 
-def _v3_raw_value(rec: ProxyRecord, value: V3Data | None) -> None:
+def _v3_raw_value(rec: RawRecord, value: V3Data | None) -> None:
     """A pass-through stream's v3 value as sent: JSON's bytes, BINARY decoded, STRING as UTF-8."""
     if value is None:
         return  # a tombstone
@@ -499,7 +528,8 @@ class ProxyPayload:
         for what Kafka needs (see `_check_as_sent`), every record's own details in the meta."""
         values: list[bytes | None] = []
         meta = RecordMeta([], [], [])
-        for i, rec in enumerate(self.records):
+        # the parser was told `raw`: every record is a RawRecord
+        for i, rec in enumerate(cast(list[RawRecord], self.records)):
             if rec.error is not None:
                 continue
             try:
@@ -517,7 +547,7 @@ class ProxyPayload:
         return Split(values, [], meta)
 
 
-def _check_as_sent(stream: Stream, rec: ProxyRecord, i: int) -> None:
+def _check_as_sent(stream: Stream, rec: RawRecord, i: int) -> None:
     """A pass-through record Kafka takes: a partition the topic has; on a compacted topic a key
     (Kafka refuses unkeyed records there); a tombstone only there (elsewhere a null value would
     be a record with no value, which no consumer of the proxies' topics expects)."""

@@ -180,3 +180,35 @@ async def test_other_dialects_refuse_a_passthrough_stream(gateway: Gateway, kafk
     ]
     for body in bad:
         assert gateway.request("POST", "/api/v1beta2/streams", body).status == 400
+
+
+def _metric(gateway: Gateway, name: str, stream: str) -> float:
+    text = gateway.request("GET", "/metrics", key=None).body.decode()
+    prefix = f'{name}{{stream="{stream}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_scopes_and_metrics_apply(gateway: Gateway, kafka: str) -> None:
+    mine, other = unique_name("pts"), unique_name("pto")
+    mine_topic = gateway.create_stream(mine, TEXT, passthrough=True)["topic"]
+    other_topic = gateway.create_stream(other, TEXT, passthrough=True)["topic"]
+    made = gateway.request(
+        "POST",
+        "/api/v1beta2/apikeys",
+        {"name": unique_name("k"), "permissions": [f"DATASOURCE:APPEND:{mine}"]},
+    )
+    assert made.status == 201, made.body
+    key = made.json()["api_key"]
+    body = b'{"records":[{"value":{"any" : "thing"}}, {"value":[1]}]}'
+    headers = {"X-Api-Key": key, "Content-Type": JSON_V2}
+    refused = gateway.request("POST", f"/topics/{other_topic}", body, key=None, headers=headers)
+    assert refused.status == 404 and refused.json()["error_code"] == 40401, refused.body
+    assert await _count(kafka, other_topic) == 0
+    written = gateway.request("POST", f"/topics/{mine_topic}", body, key=None, headers=headers)
+    assert written.status == 200, written.body
+    assert [r.value for r in await read_topic(kafka, mine_topic)] in (
+        [b'{"any" : "thing"}', b"[1]"],
+        [b"[1]", b'{"any" : "thing"}'],  # one request's records may land on two partitions
+    )
+    assert _metric(gateway, "gateway_rows_accepted_total", mine) == 2
+    assert _metric(gateway, "gateway_rows_delivered_total", mine) == 2

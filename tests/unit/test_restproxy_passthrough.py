@@ -160,3 +160,33 @@ async def test_spool_keeps_tombstones_and_binary_values(tmp_path: Path) -> None:
     await again.close()
     [rec] = got
     assert rec.values == values and rec.meta() == meta and rec.headers is None
+
+
+class _OpenGate:
+    def gate(self, *, wait: bool) -> None:
+        pass
+
+
+async def test_a_value_larger_than_a_record_is_413_and_a_tombstone_counts_nothing() -> None:
+    from gateway.errors import PayloadTooLarge
+    from gateway.ingest.schema import SchemaCache
+    from gateway.pipeline import Pipeline
+
+    stream = Stream("s", COLUMNS, "ingest.s", passthrough=True, compacted=True)
+    pipeline = Pipeline(None, SchemaCache(), _OpenGate(), wait_timeout_s=1.0, max_record_bytes=100)  # type: ignore[arg-type]
+    meta = RecordMeta([b"k", b"k", b"k"], [-1, -1, -1], [[], [], []])
+    with pytest.raises(PayloadTooLarge) as refused:
+        await pipeline.admit(stream, [None, b"\xff" * 98, b"\x00" * 101], wait=False, meta=meta)
+    assert refused.value.row == 2
+
+
+async def test_local_sink_writes_a_tombstone_as_null(tmp_path: Path) -> None:
+    from gateway.sinks.local import LocalSink
+
+    sink = LocalSink(tmp_path)
+    await sink.start()
+    try:
+        await (await sink.send("t", [b"{ }", None], None))  # type: ignore[list-item]
+        assert sink.path_of("t").read_bytes() == b"{ }\nnull\n"
+    finally:
+        await sink.close()
