@@ -68,8 +68,12 @@ CASES: list[Case] = [
     _produce("json_three", {"records": ROWS}),
     _produce("json_keyed", {"records": [{"key": "k1", "value": ROW}, {"key": "k2", "value": ROW}]}),
     _produce("json_key_object", {"records": [{"key": {"user": 7}, "value": ROW}]}),
-    _produce("json_partitioned", {"records": [{"partition": 2, "value": ROW}, {"partition": 0, "value": ROW}]}),
-    _produce("json_headers", {"records": [{"value": ROW, "headers": [{"name": "trace", "value": b64("t-1")}]}]}),
+    _produce(
+        "json_partitioned", {"records": [{"partition": 2, "value": ROW}, {"partition": 0, "value": ROW}]}
+    ),
+    _produce(
+        "json_headers", {"records": [{"value": ROW, "headers": [{"name": "trace", "value": b64("t-1")}]}]}
+    ),
     _produce("json_schema_ids_ignored", {"records": [{"value": ROW}], "value_schema_id": 1}),
     _produce("json_partition_99", {"records": [{"value": ROW}, {"partition": 99, "value": ROW}]}),
     _produce("json_partition_string", {"records": [{"partition": "1", "value": ROW}]}),
@@ -91,15 +95,23 @@ CASES: list[Case] = [
     _bin("binary_value_null", [{"key": b64("k1"), "value": None}]),
     # ---- media types
     _produce("ctype_v2_no_format", {"records": [{"value": b64("hello")}]}, V2, BINARY_TOPIC),
-    _produce("ctype_application_json", {"records": [{"value": b64("hello")}]}, "application/json", BINARY_TOPIC),
+    _produce(
+        "ctype_application_json", {"records": [{"value": b64("hello")}]}, "application/json", BINARY_TOPIC
+    ),
     _produce("ctype_json_v1", {"records": [{"value": ROW}]}, "application/vnd.kafka.json.v1+json"),
     _produce("ctype_json_charset", {"records": [{"value": ROW}]}, JSON_V2 + "; charset=utf-8"),
     _produce("ctype_missing", {"records": [{"value": ROW}]}, None),
     _produce("ctype_text_plain", {"records": [{"value": ROW}]}, "text/plain"),
     _produce("ctype_octet_stream", {"records": [{"value": ROW}]}, "application/octet-stream"),
     _produce("ctype_avro_no_schema", {"records": [{"value": ROW}]}, "application/vnd.kafka.avro.v2+json"),
-    _produce("ctype_protobuf_no_schema", {"records": [{"value": ROW}]}, "application/vnd.kafka.protobuf.v2+json"),
-    _produce("ctype_jsonschema_no_schema", {"records": [{"value": ROW}]}, "application/vnd.kafka.jsonschema.v2+json"),
+    _produce(
+        "ctype_protobuf_no_schema", {"records": [{"value": ROW}]}, "application/vnd.kafka.protobuf.v2+json"
+    ),
+    _produce(
+        "ctype_jsonschema_no_schema",
+        {"records": [{"value": ROW}]},
+        "application/vnd.kafka.jsonschema.v2+json",
+    ),
     _produce("accept_text_html_produce", {"records": [{"value": ROW}]}, headers={"Accept": "text/html"}),
     _produce("accept_v2_produce", {"records": [{"value": ROW}]}, headers={"Accept": V2}),
     # ---- malformed bodies
@@ -115,16 +127,41 @@ CASES: list[Case] = [
     _produce("body_record_null", {"records": [None]}),
     # ---- topics that do not exist, and partition produce
     _produce("produce_missing_topic", {"records": [{"value": ROW}]}, topic=MISSING),
-    Case("partition_produce_json", "POST", f"/topics/{JSON_TOPIC}/partitions/1", {"Content-Type": JSON_V2},
-         {"records": [{"value": ROW}]}),
-    Case("partition_produce_binary", "POST", f"/topics/{BINARY_TOPIC}/partitions/0", {"Content-Type": BINARY_V2},
-         {"records": [{"value": b64("hello")}]}),
-    Case("partition_produce_99", "POST", f"/topics/{JSON_TOPIC}/partitions/99", {"Content-Type": JSON_V2},
-         {"records": [{"value": ROW}]}),
-    Case("partition_produce_not_a_number", "POST", f"/topics/{JSON_TOPIC}/partitions/x",
-         {"Content-Type": JSON_V2}, {"records": [{"value": ROW}]}),
-    Case("partition_produce_missing_topic", "POST", f"/topics/{MISSING}/partitions/0", {"Content-Type": JSON_V2},
-         {"records": [{"value": ROW}]}),
+    Case(
+        "partition_produce_json",
+        "POST",
+        f"/topics/{JSON_TOPIC}/partitions/1",
+        {"Content-Type": JSON_V2},
+        {"records": [{"value": ROW}]},
+    ),
+    Case(
+        "partition_produce_binary",
+        "POST",
+        f"/topics/{BINARY_TOPIC}/partitions/0",
+        {"Content-Type": BINARY_V2},
+        {"records": [{"value": b64("hello")}]},
+    ),
+    Case(
+        "partition_produce_99",
+        "POST",
+        f"/topics/{JSON_TOPIC}/partitions/99",
+        {"Content-Type": JSON_V2},
+        {"records": [{"value": ROW}]},
+    ),
+    Case(
+        "partition_produce_not_a_number",
+        "POST",
+        f"/topics/{JSON_TOPIC}/partitions/x",
+        {"Content-Type": JSON_V2},
+        {"records": [{"value": ROW}]},
+    ),
+    Case(
+        "partition_produce_missing_topic",
+        "POST",
+        f"/topics/{MISSING}/partitions/0",
+        {"Content-Type": JSON_V2},
+        {"records": [{"value": ROW}]},
+    ),
     # ---- reads
     Case("root", "GET", "/"),
     Case("brokers", "GET", "/brokers"),
@@ -142,24 +179,50 @@ CASES: list[Case] = [
     Case("topics_accept_text_html", "GET", "/topics", {"Accept": "text/html"}),
     Case("topics_accept_v1", "GET", "/topics", {"Accept": "application/vnd.kafka.v1+json"}),
     Case("topic_delete", "DELETE", f"/topics/{JSON_TOPIC}"),
-    Case("consumer_create", "POST", "/consumers/corpus_group", {"Content-Type": V2},
-         {"name": "c1", "format": "json", "auto.offset.reset": "earliest"}),
+    Case(
+        "consumer_create",
+        "POST",
+        "/consumers/corpus_group",
+        {"Content-Type": V2},
+        {"name": "c1", "format": "json", "auto.offset.reset": "earliest"},
+    ),
     # ---- v3
     Case("v3_clusters", "GET", "/v3/clusters"),
     Case("v3_cluster", "GET", f"/v3/clusters/{CLUSTER}"),
     Case("v3_topics", "GET", f"/v3/clusters/{CLUSTER}/topics"),
     Case("v3_topic", "GET", f"/v3/clusters/{CLUSTER}/topics/{JSON_TOPIC}"),
     Case("v3_partitions", "GET", f"/v3/clusters/{CLUSTER}/topics/{JSON_TOPIC}/partitions"),
-    Case("v3_records_one", "POST", f"/v3/clusters/{CLUSTER}/topics/{JSON_TOPIC}/records",
-         {"Content-Type": "application/json"}, {"value": {"type": "JSON", "data": ROW}}),
-    Case("v3_records_empty", "POST", f"/v3/clusters/{CLUSTER}/topics/{JSON_TOPIC}/records",
-         {"Content-Type": "application/json"}, raw=""),
+    Case(
+        "v3_records_one",
+        "POST",
+        f"/v3/clusters/{CLUSTER}/topics/{JSON_TOPIC}/records",
+        {"Content-Type": "application/json"},
+        {"value": {"type": "JSON", "data": ROW}},
+    ),
+    Case(
+        "v3_records_empty",
+        "POST",
+        f"/v3/clusters/{CLUSTER}/topics/{JSON_TOPIC}/records",
+        {"Content-Type": "application/json"},
+        raw="",
+    ),
     # ---- CORS
-    Case("cors_preflight_topics", "OPTIONS", "/topics",
-         {"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}),
-    Case("cors_preflight_produce", "OPTIONS", f"/topics/{JSON_TOPIC}",
-         {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-          "Access-Control-Request-Headers": "content-type"}),
+    Case(
+        "cors_preflight_topics",
+        "OPTIONS",
+        "/topics",
+        {"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+    ),
+    Case(
+        "cors_preflight_produce",
+        "OPTIONS",
+        f"/topics/{JSON_TOPIC}",
+        {
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    ),
     Case("cors_get_topics", "GET", "/topics", {"Origin": ORIGIN}),
     # ---- credentials: Karapace's default is none
     _produce("no_credentials_produce", {"records": [{"value": ROW}]}, auth=False),
@@ -206,7 +269,15 @@ def summary(case: Case, status: int, headers: dict[str, str], body: bytes) -> di
 def compare(recorded: dict[str, Any], got: dict[str, Any]) -> list[str]:
     """The aspects of `got` that differ from `recorded`, one line each (empty: the same)."""
     lines = []
-    for aspect in ("status", "content_type", "error_code", "record_error_codes", "shape", "body", "cors_headers"):
+    for aspect in (
+        "status",
+        "content_type",
+        "error_code",
+        "record_error_codes",
+        "shape",
+        "body",
+        "cors_headers",
+    ):
         want, have = recorded.get(aspect), got.get(aspect)
         if want != have:
             lines.append(f"{aspect}: karapace {json.dumps(want)} | gateway {json.dumps(have)}")

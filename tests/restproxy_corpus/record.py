@@ -12,7 +12,15 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.restproxy_corpus.corpus import BINARY_TOPIC, CASES, JSON_TOPIC, PARTITIONS, RECORDING, Case, summary
+from tests.restproxy_corpus.corpus import (
+    BINARY_TOPIC,
+    CASES,
+    JSON_TOPIC,
+    PARTITIONS,
+    RECORDING,
+    Case,
+    summary,
+)
 
 
 def send(url: str, case: Case, cluster: str) -> tuple[int, dict[str, str], bytes]:
