@@ -9,16 +9,17 @@ import base64
 import json
 from typing import Any
 
-from tests.integration.harness import ADMIN_KEY, Gateway, http
+from tests.integration.harness import ADMIN_KEY, Gateway
 from tests.restproxy_corpus.corpus import (
     BINARY_TOPIC,
     CASES,
-    CLUSTER,
     DIFFERENCES,
     JSON_TOPIC,
     RECORDING,
     Case,
+    cluster_id,
     compare,
+    send,
     summary,
 )
 
@@ -29,12 +30,7 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(f"client:{ADMIN_KEY}".enco
 
 
 def replay(gateway: Gateway, case: Case, cluster: str) -> dict[str, Any]:
-    headers = case.headers | (BASIC if case.auth else {})
-    data = case.data()
-    if data is None and case.method in ("POST", "PUT"):
-        data = b""
-    reply = http(case.method, gateway.url + case.path.replace(CLUSTER, cluster), data, headers=headers)
-    return summary(case, reply.status, reply.headers, reply.body)
+    return summary(case, *send(gateway.url, case, cluster, BASIC if case.auth else None))
 
 
 def listed() -> dict[str, tuple[str, list[str], str]]:
@@ -57,8 +53,7 @@ def test_gateway_answers_like_karapace_except_listed(gateway: Gateway) -> None:
     assert set(expected) <= set(recorded), sorted(set(expected) - set(recorded))
     gateway.create_stream(JSON_TOPIC, COLUMNS)
     gateway.create_stream(BINARY_TOPIC, TEXT)
-    clusters = http("GET", gateway.url + "/v3/clusters", headers=BASIC)
-    cluster = clusters.json()["data"][0]["cluster_id"] if clusters.status == 200 else "ingest-gateway"
+    cluster = cluster_id(gateway.url, BASIC)
 
     unlisted, vanished, changed = [], [], []
     for case in CASES:

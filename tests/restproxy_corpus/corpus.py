@@ -4,7 +4,9 @@ to what the two proxies are compared on: status, media type, error codes and the
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,33 @@ CASES: list[Case] = [
     _produce("no_credentials_produce", {"records": [{"value": ROW}]}, auth=False),
     Case("no_credentials_topics", "GET", "/topics", auth=False),
 ]
+
+
+def send(
+    base_url: str, case: Case, cluster: str, extra: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Send `case` exactly as listed: http.client adds only Host, Accept-Encoding and Content-Length
+    (urllib would add a form Content-Type to a body without one, hiding the "no Content-Type" case)."""
+    url = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
+    try:
+        data = case.data()
+        if data is None and case.method in ("POST", "PUT"):
+            data = b""
+        conn.request(case.method, case.path.replace(CLUSTER, cluster), data, case.headers | (extra or {}))
+        reply = conn.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        conn.close()
+
+
+def cluster_id(base_url: str, auth: dict[str, str] | None) -> str:
+    """The cluster id the proxy names first in GET /v3/clusters, else the gateway's fixed one."""
+    status, _, body = send(base_url, Case("v3", "GET", "/v3/clusters"), "", auth)
+    try:
+        return str(json.loads(body)["data"][0]["cluster_id"]) if status == 200 else "ingest-gateway"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "ingest-gateway"
 
 
 def shape(value: Any) -> Any:

@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,30 +17,10 @@ from tests.restproxy_corpus.corpus import (
     PARTITIONS,
     RECORDING,
     Case,
+    cluster_id,
+    send,
     summary,
 )
-
-
-def send(url: str, case: Case, cluster: str) -> tuple[int, dict[str, str], bytes]:
-    """One request over plain urllib (no credentials: Karapace runs without auth)."""
-    path = case.path.replace("{cluster}", cluster)
-    req = urllib.request.Request(url + path, data=case.data(), method=case.method, headers=case.headers)
-    if case.data() is None and case.method in ("POST", "PUT"):
-        req.data = b""
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
-
-
-def cluster_id(url: str) -> str:
-    """The cluster id the proxy names in GET /v3/clusters, or the gateway's fixed one."""
-    status, _, body = send(url, Case("", "GET", "/v3/clusters"), "")
-    try:
-        return str(json.loads(body)["data"][0]["cluster_id"]) if status == 200 else "ingest-gateway"
-    except (ValueError, KeyError, IndexError, TypeError):
-        return "ingest-gateway"
 
 
 async def create_topics(bootstrap: str) -> None:
@@ -58,7 +36,7 @@ def wait_up(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            status, _, _ = send(url, Case("", "GET", "/topics"), "")
+            status, _, _ = send(url, Case("up", "GET", "/topics"), "")
             if status == 200:
                 return
         except OSError:
@@ -75,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     asyncio.run(create_topics(args.bootstrap))
     wait_up(args.url)
-    cluster = cluster_id(args.url)
+    cluster = cluster_id(args.url, None)
     recorded: dict[str, Any] = {}
     for case in CASES:
         recorded[case.name] = summary(case, *send(args.url, case, cluster))
