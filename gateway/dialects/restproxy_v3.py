@@ -1,4 +1,6 @@
-"""Kafka REST Proxy v3 produce, full duplex: `POST /v3/clusters/{id}/topics/{topic}/records`.
+"""Kafka REST Proxy v3: produce, full duplex (`POST /v3/clusters/{id}/topics/{topic}/records`),
+and the topic reads (`GET …/topics[/{topic}[/partitions[/{p}]]]`, as the v2 reads: a key sees the
+topics of the streams it may append to; any other is not found).
 
 The body is a stream of JSON record objects. It is read as it arrives; each run of whole records
 already received goes through the ingest path on its own (gate, the key's rate, scope, decoding
@@ -22,18 +24,23 @@ from aiohttp import web
 from gateway.auth import Principal
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
-from gateway.dialects.common import body_chunks
+from gateway.dialects.common import body_chunks, json_reply
 from gateway.dialects.contract import Route
 from gateway.dialects.restproxy import (
     CLUSTER_ID,
     SECURITY,
     WORDING,
+    ClusterListMeta,
+    Meta,
     ProxyErrorOut,
     RecordOut,
     SizeOut,
+    _base,
+    _check_cluster,
     _codes,
     _positions,
     _stream_of,
+    _visible,
     principal,
     render_error,
 )
@@ -42,13 +49,14 @@ from gateway.dialects.restproxy_records import (
     ProxyRecord,
     _check_placement,
     _value_row,
+    partition_not_found,
     v3_record,
 )
 from gateway.errors import GatewayError, InvalidRow, MalformedBody, NotConfirmed, Unavailable, detach
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest
-from gateway.openapi import Reply, operation
+from gateway.openapi import Doc, Reply, operation
 from gateway.sinks.base import RecordMeta
 
 _SPACE = re.compile(rb"[ \t\r\n]*")
@@ -326,9 +334,176 @@ async def produce_v3_stream(request: web.Request) -> web.StreamResponse:
     return reply
 
 
+# ---- v3 topic reads -------------------------------------------------------------------------
+class Related(Doc):
+    """A v3 link to a related resource."""
+
+    related: str
+
+
+class TopicV3(Doc):
+    """A topic as v3 describes it (`authorized_operations` empty: the gateway does not say)."""
+
+    kind: str
+    metadata: Meta
+    cluster_id: str
+    topic_name: str
+    is_internal: bool
+    replication_factor: int
+    partitions_count: int
+    partitions: Related
+    configs: Related
+    partition_reassignments: Related
+    authorized_operations: list[str]
+
+
+class PartitionV3(Doc):
+    """A partition as v3 describes it (no leader: the catalog does not know brokers)."""
+
+    kind: str
+    metadata: Meta
+    cluster_id: str
+    topic_name: str
+    partition_id: int
+    leader: Related | None
+    replicas: Related
+    reassignment: Related
+
+
+class TopicListV3(Doc):
+    """`GET /v3/clusters/{id}/topics`."""
+
+    kind: str
+    metadata: ClusterListMeta
+    data: list[TopicV3]
+
+
+class PartitionListV3(Doc):
+    """`GET /v3/clusters/{id}/topics/{topic}/partitions`."""
+
+    kind: str
+    metadata: ClusterListMeta
+    data: list[PartitionV3]
+
+
+def _topics_url(request: web.Request) -> str:
+    return f"{_base(request)}/v3/clusters/{CLUSTER_ID}/topics"
+
+
+def _topic_v3(request: web.Request, stream: Stream) -> TopicV3:
+    url = f"{_topics_url(request)}/{stream.topic}"
+    return TopicV3(
+        "KafkaTopic",
+        Meta(url, f"crn:///kafka={CLUSTER_ID}/topic={stream.topic}"),
+        CLUSTER_ID,
+        stream.topic,
+        False,
+        stream.replication_factor,
+        stream.shards,
+        Related(f"{url}/partitions"),
+        Related(f"{url}/configs"),
+        Related(f"{url}/partitions/-/reassignment"),
+        [],
+    )
+
+
+def _partition_v3(request: web.Request, stream: Stream, partition: int) -> PartitionV3:
+    url = f"{_topics_url(request)}/{stream.topic}/partitions/{partition}"
+    return PartitionV3(
+        "KafkaPartition",
+        Meta(url, f"crn:///kafka={CLUSTER_ID}/topic={stream.topic}/partition={partition}"),
+        CLUSTER_ID,
+        stream.topic,
+        partition,
+        None,
+        Related(f"{url}/replicas"),
+        Related(f"{url}/reassignment"),
+    )
+
+
+def _v3_topic(request: web.Request) -> Stream:
+    who = principal(request)
+    _check_cluster(request)
+    return _visible(request, who, request.match_info["topic"])
+
+
+@operation(
+    "List topics (Kafka REST Proxy v3)",
+    replies={200: Reply("The topics of the streams the key may see.", TopicListV3)},
+    errors={404: "No cluster with this id."},
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+)
+async def list_topics_v3(request: web.Request) -> web.Response:
+    """GET /v3/clusters/{cluster_id}/topics: the topics of the streams this key may write to."""
+    who = principal(request)
+    _check_cluster(request)
+    streams = sorted(
+        (s for s in gateway_of(request).catalog.streams() if not s.archived and who.may_append(s.name)),
+        key=lambda s: s.topic,
+    )
+    data = [_topic_v3(request, s) for s in streams]
+    return json_reply(TopicListV3("KafkaTopicList", ClusterListMeta(_topics_url(request)), data))
+
+
+@operation(
+    "Describe a topic (Kafka REST Proxy v3)",
+    replies={200: Reply("The topic.", TopicV3)},
+    errors={404: "Cluster (404) or topic (40401) not found."},
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+)
+async def get_topic_v3(request: web.Request) -> web.Response:
+    """GET /v3/clusters/{cluster_id}/topics/{topic}."""
+    return json_reply(_topic_v3(request, _v3_topic(request)))
+
+
+@operation(
+    "List a topic's partitions (Kafka REST Proxy v3)",
+    replies={200: Reply("The topic's partitions.", PartitionListV3)},
+    errors={404: "Cluster or topic not found."},
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+)
+async def list_partitions_v3(request: web.Request) -> web.Response:
+    """GET /v3/clusters/{cluster_id}/topics/{topic}/partitions."""
+    stream = _v3_topic(request)
+    data = [_partition_v3(request, stream, p) for p in range(stream.shards)]
+    url = f"{_topics_url(request)}/{stream.topic}/partitions"
+    return json_reply(PartitionListV3("KafkaPartitionList", ClusterListMeta(url), data))
+
+
+@operation(
+    "Describe a partition (Kafka REST Proxy v3)",
+    replies={200: Reply("The partition.", PartitionV3)},
+    errors={404: "Cluster, topic or partition not found."},
+    tags=("restproxy",),
+    error_body=ProxyErrorOut,
+    security=SECURITY,
+)
+async def get_partition_v3(request: web.Request) -> web.Response:
+    """GET /v3/clusters/{cluster_id}/topics/{topic}/partitions/{partition_id}."""
+    stream = _v3_topic(request)
+    text = request.match_info["partition_id"]
+    partition = int(text) if text.isdigit() and len(text) < 10 else -1
+    if not 0 <= partition < stream.shards:
+        raise partition_not_found()
+    return json_reply(_partition_v3(request, stream, partition))
+
+
 __all__ = ["render_error", "routes"]
 
 
 def routes() -> list[Route]:
     """The v3 produce route (its errors render as the REST proxy dialect's)."""
-    return [("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records", produce_v3_stream)]
+    topics = "/v3/clusters/{cluster_id}/topics"
+    return [
+        ("POST", topics + "/{topic}/records", produce_v3_stream),
+        ("GET", topics, list_topics_v3),
+        ("GET", topics + "/{topic}", get_topic_v3),
+        ("GET", topics + "/{topic}/partitions", list_partitions_v3),
+        ("GET", topics + "/{topic}/partitions/{partition_id}", get_partition_v3),
+    ]

@@ -159,3 +159,51 @@ async def test_malformed_after_records_ends_the_stream(gateway: Gateway, kafka: 
     results = [json.loads(line) for line in reply.body.splitlines()]
     assert [r["error_code"] for r in results] == [200, 200, 400], results
     assert len(await read_topic(kafka, topic)) == 2
+
+
+async def test_v3_topic_reads_shapes_and_visibility(gateway: Gateway, kafka: str) -> None:
+    """v3 topic, topic list, partition list and partition in Confluent's shapes, links included;
+    a key sees only the topics of the streams it may append to (others: not found)."""
+    mine, other = unique_name("v3r"), unique_name("v3o")
+    topic = gateway.create_stream(mine, COLUMNS)["topic"]
+    other_topic = gateway.create_stream(other, COLUMNS)["topic"]
+    permissions = [f"DATASOURCE:APPEND:{mine}"]
+    made = gateway.request(
+        "POST", "/api/v1beta2/apikeys", {"name": unique_name("k"), "permissions": permissions}
+    )
+    auth = basic(made.json()["api_key"])
+    base = f"/v3/clusters/{CLUSTER}/topics"
+
+    def get(path: str, headers: dict[str, str] = auth) -> Any:
+        reply = gateway.request("GET", path, key=None, headers=headers)
+        assert reply.status == 200, (path, reply.status, reply.body)
+        assert reply.headers["Content-Type"].startswith("application/json")
+        return reply.json()
+
+    listed = get(base)
+    assert listed["kind"] == "KafkaTopicList" and listed["metadata"]["self"] == base
+    assert [t["topic_name"] for t in listed["data"]] == [topic]
+    assert other_topic in [t["topic_name"] for t in get(base, basic())["data"]]
+    one = get(f"{base}/{topic}")
+    assert one == listed["data"][0]
+    assert one["kind"] == "KafkaTopic" and one["cluster_id"] == CLUSTER and one["is_internal"] is False
+    assert one["partitions_count"] == 3 and one["replication_factor"] >= 1
+    assert one["metadata"] == {
+        "self": f"{base}/{topic}",
+        "resource_name": f"crn:///kafka={CLUSTER}/topic={topic}",
+    }
+    assert one["partitions"] == {"related": f"{base}/{topic}/partitions"}
+    parts = get(one["partitions"]["related"])
+    assert parts["kind"] == "KafkaPartitionList"
+    assert [p["partition_id"] for p in parts["data"]] == [0, 1, 2]
+    p2 = get(f"{base}/{topic}/partitions/2")
+    assert p2 == parts["data"][2] and p2["kind"] == "KafkaPartition" and p2["topic_name"] == topic
+    assert p2["replicas"] == {"related": f"{base}/{topic}/partitions/2/replicas"}
+    for path in (f"{base}/{other_topic}", f"{base}/{other_topic}/partitions", f"{base}/nope/partitions/0"):
+        assert_error(gateway.request("GET", path, key=None, headers=auth), 404, 40401)
+    for bad in ("3", "-1", "x", "99999999999"):
+        assert_error(
+            gateway.request("GET", f"{base}/{topic}/partitions/{bad}", key=None, headers=auth), 404, 40402
+        )
+    assert_error(gateway.request("GET", "/v3/clusters/other/topics", key=None, headers=auth), 404, 404)
+    assert gateway.request("GET", base, key=None, headers={}).status == 401
