@@ -311,7 +311,26 @@ async def produce_v3_stream(request: web.Request) -> web.StreamResponse:
     reply.content_type = "application/json"
     reply.enable_chunked_encoding()
     await reply.prepare(request)
-    payload, count = first, 0
+    try:
+        await _stream(request, reply, (name, topic, who), source, first, (result, ok))
+        await reply.write_eof()
+    except ConnectionResetError:  # the client left: what Kafka acknowledged stays written
+        pass
+    return reply
+
+
+async def _stream(
+    request: web.Request,
+    reply: web.StreamResponse,
+    target: tuple[str, str, Principal],
+    source: RecordSource,
+    payload: RunPayload,
+    run: tuple[Any, bool],
+) -> None:
+    """Write the run's receipts, then produce and answer each next run until the body ends."""
+    name, topic, who = target
+    result, ok = run
+    count = 0
     while True:
         if ok:
             written = _positions(result, [payload.records[j] for j in payload.written])
@@ -322,16 +341,14 @@ async def produce_v3_stream(request: web.Request) -> web.StreamResponse:
             await reply.write(msgspec.json.encode(receipt) + b"\n")  # one chunk per receipt
         count += len(payload.objects or ())
         if not ok and isinstance(result, Unavailable | NotConfirmed | MalformedBody):
-            break
+            return
         await source.fill()
         if not source.pending:
             if source.error is not None:
                 await reply.write(msgspec.json.encode(_error_out(source.error)) + b"\n")
-            break
+            return
         payload = RunPayload(source, count, source.take())
         result, ok = await _run(request, name, who, payload)
-    await reply.write_eof()
-    return reply
 
 
 # ---- v3 topic reads -------------------------------------------------------------------------

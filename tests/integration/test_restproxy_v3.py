@@ -207,3 +207,40 @@ async def test_v3_topic_reads_shapes_and_visibility(gateway: Gateway, kafka: str
         )
     assert_error(gateway.request("GET", "/v3/clusters/other/topics", key=None, headers=auth), 404, 404)
     assert gateway.request("GET", base, key=None, headers={}).status == 401
+
+
+async def test_client_leaving_mid_stream(gateway: Gateway, kafka: str) -> None:
+    """A client that hangs up after its first receipt: that record stays written, the gateway
+    logs no traceback and keeps answering."""
+    topic = gateway.create_stream(unique_name("v3l"), COLUMNS)["topic"]
+    auth = basic()["Authorization"]
+
+    async def client() -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        data = json.dumps(_record(7)).encode()
+        writer.write(
+            (
+                f"POST {_path(topic)} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+            + b"%x\r\n%s\r\n" % (len(data), data)
+        )
+        body = ChunkedReader(reader)
+        assert (await body.head())[0] == 200
+        receipt: dict[str, Any] = json.loads(await body.chunk())
+        writer.transport.abort()  # gone mid-body, without the final chunk
+        return receipt
+
+    receipt = await asyncio.wait_for(client(), GUARD_S)
+    assert receipt["error_code"] == 200
+    got = by_position(await read_topic(kafka, topic))
+    assert got[(receipt["partition_id"], receipt["offset"])].json() == {"id": "r7", "n": 7}
+    again = gateway.request(
+        "POST",
+        _path(topic),
+        json.dumps(_record(8)),
+        key=None,
+        headers=basic() | {"Content-Type": "application/json"},
+    )
+    assert again.status == 200 and json.loads(again.body)["error_code"] == 200
+    assert "Traceback" not in gateway.log()
