@@ -34,7 +34,6 @@ from gateway.dialects.restproxy_records import (
     partition_not_found,
     schema_format_refusal,
     v2_records,
-    v3_records,
 )
 from gateway.errors import (
     Forbidden,
@@ -50,7 +49,7 @@ from gateway.errors import (
 from gateway.ingest.service import IngestRequest, Wording
 from gateway.openapi import API_KEY, Doc, Param, Reply, operation
 from gateway.pipeline import Outcome
-from gateway.replies import FastReply, fast_json
+from gateway.replies import fast_json
 
 CLUSTER_ID = "ingest-gateway"  # the one cluster the gateway fronts, as v3 names it
 V2_JSON = "application/vnd.kafka.v2+json"
@@ -471,54 +470,6 @@ async def get_cluster(request: web.Request) -> web.Response:
     return json_reply(_cluster(request))
 
 
-@operation(
-    "Produce records (Kafka REST Proxy v3)",
-    tags=("restproxy",),
-    error_body=ProxyErrorOut,
-    request={"application/json": dict},
-    security=SECURITY,
-    replies={200: Reply("One result object per record (error_code 200 when written).", RecordOut)},
-    errors={
-        400: "The body is not a stream of JSON objects.",
-        401: "No or unknown key.",
-        403: "Not allowed.",
-        404: "Cluster or topic not found.",
-        413: "Body too large.",
-        429: "Rate limit or queue full; nothing was written.",
-        503: "Kafka unreachable or draining; nothing was written.",
-        504: "Kafka did not acknowledge in time; the records stay queued.",
-    },
-)
-async def produce_v3(request: web.Request) -> web.StreamResponse:
-    """POST /v3/clusters/{cluster_id}/topics/{topic}/records: a result object per record."""
-    who = principal(request, ingest=True)
-    _check_cluster(request)
-    payload = ProxyPayload(body_chunks(request), v3_records, each=True)
-    done = await _produce(request, request.match_info["topic"], payload, who)
-    topic = (_stream_of(request, request.match_info["topic"]) or Stream("", [], "")).topic
-    written = iter(_positions(done, [payload.records[i] for i in payload.written]))
-    results: list[RecordOut] = []
-    for rec in payload.records:
-        if rec.error is not None:
-            _, code = _codes(rec.error)
-            results.append(RecordOut(error_code=code, message=rec.error.message))
-            continue
-        partition, offset = next(written)
-        results.append(
-            RecordOut(
-                error_code=200,
-                cluster_id=CLUSTER_ID,
-                topic_name=topic,
-                partition_id=partition,
-                offset=offset,
-                key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
-                value=SizeOut(rec.value_type, rec.value_size),
-            )
-        )
-    body = b"".join(msgspec.json.encode(r) + b"\n" for r in results)
-    return FastReply(body, content_type="application/json", headers=done.headers)
-
-
 def routes() -> list[Route]:
     """(method, path, handler) of the REST proxy produce API and the reads clients make first."""
     return [
@@ -527,5 +478,4 @@ def routes() -> list[Route]:
         ("GET", "/topics", list_topics),
         ("GET", "/v3/clusters", list_clusters),
         ("GET", "/v3/clusters/{cluster_id}", get_cluster),
-        ("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records", produce_v3),
     ]

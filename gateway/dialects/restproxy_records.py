@@ -524,27 +524,35 @@ class ProxyPayload:
         return rows
 
     def _as_sent(self, stream: Stream) -> Split:
-        """A pass-through stream's records: each value as sent (None: a tombstone), checked only
-        for what Kafka needs (see `_check_as_sent`), every record's own details in the meta."""
-        values: list[bytes | None] = []
-        meta = RecordMeta([], [], [])
-        # the parser was told `raw`: every record is a RawRecord
-        for i, rec in enumerate(cast(list[RawRecord], self.records)):
-            if rec.error is not None:
-                continue
-            try:
-                _check_as_sent(stream, rec, i)
-            except ProxyError as err:
-                if not self.each:
-                    raise
-                rec.error = detach(err)
-                continue
-            self.written.append(i)
-            values.append(rec.raw)
-            meta.keys.append(rec.key)
-            meta.partitions.append(rec.partition)
-            meta.headers.append(rec.headers)
-        return Split(values, [], meta)
+        return as_sent_split(stream, self.records, self.written, each=self.each)
+
+
+def as_sent_split(
+    stream: Stream, records: list[ProxyRecord], written: list[int], *, each: bool, first: int = 0
+) -> Split:
+    """A pass-through stream's records (parsed `raw`): each value as sent (None: a tombstone),
+    checked only for what Kafka needs (see `_check_as_sent`), every record's own details in the
+    meta; the indices of those written go to `written`. `each`: a refused record keeps its error
+    (v3) instead of failing the request; `first`: the first record's place in the request."""
+    values: list[bytes | None] = []
+    meta = RecordMeta([], [], [])
+    # the parser was told `raw`: every record is a RawRecord
+    for i, rec in enumerate(cast(list[RawRecord], records)):
+        if rec.error is not None:
+            continue
+        try:
+            _check_as_sent(stream, rec, first + i)
+        except ProxyError as err:
+            if not each:
+                raise
+            rec.error = detach(err)
+            continue
+        written.append(i)
+        values.append(rec.raw)
+        meta.keys.append(rec.key)
+        meta.partitions.append(rec.partition)
+        meta.headers.append(rec.headers)
+    return Split(values, [], meta)
 
 
 def _check_as_sent(stream: Stream, rec: RawRecord, i: int) -> None:
