@@ -269,7 +269,16 @@ def v2_records(body: bytes, embedded: Embedded, raw: bool = False) -> list[Proxy
             exc.row = i
             raise
         out.append(rec)
-    return out
+    return _named(out, parsed)
+
+
+def _named(out: list[ProxyRecord], parsed: V2Body) -> list[ProxyRecord]:
+    """The records, carrying the body's schema ids when it names any (echoed in the reply)."""
+    if parsed.key_schema_id is None and parsed.value_schema_id is None:
+        return out
+    named = V2Records(out)
+    named.key_schema_id, named.value_schema_id = parsed.key_schema_id, parsed.value_schema_id
+    return named
 
 
 def _v2_as_sent(parsed: V2Body, embedded: Embedded) -> list[ProxyRecord]:
@@ -277,7 +286,7 @@ def _v2_as_sent(parsed: V2Body, embedded: Embedded) -> list[ProxyRecord]:
     out: list[ProxyRecord] = []
     for i, r in enumerate(parsed.records):
         rec = RawRecord(partition=-1 if r.partition is None else r.partition, headers=_headers(r.headers))
-        if r.partition is not None and r.partition < 0:
+        if r.partition is not None and r.partition < -1:  # -1: any partition, as validated
             raise partition_not_found()
         try:
             if embedded == "json":
@@ -290,11 +299,7 @@ def _v2_as_sent(parsed: V2Body, embedded: Embedded) -> list[ProxyRecord]:
             exc.row = i
             raise
         out.append(rec)
-    if parsed.key_schema_id is None and parsed.value_schema_id is None:
-        return out
-    named = V2Records(out)
-    named.key_schema_id, named.value_schema_id = parsed.key_schema_id, parsed.value_schema_id
-    return named
+    return _named(out, parsed)
 
 
 SCHEMA_FORMATS = ("avro", "jsonschema", "protobuf")  # embedded formats that need a registry
