@@ -231,8 +231,22 @@ async def decode_compact(chunks: AsyncIterable[bytes], schema: CompiledSchema) -
     first = await anext(it, b"")
     second = await anext(it, b"")
     if not second:
-        return _compact_whole(bytes(first[len(BOM) :]) if first.startswith(BOM) else first, schema)
+        body = bytes(first[len(BOM) :]) if first.startswith(BOM) else first
+        try:
+            return _compact_whole(body, schema)
+        except MalformedBody as malformed:
+            # The error path: a row before the malformed bytes may be invalid, which a body read
+            # in pieces answers first (its rows are decoded in order); answer the same here.
+            try:
+                return await _CompactFramer(schema).feed(body, b"", _nothing())
+            except MalformedBody:
+                raise malformed from None
     return await _CompactFramer(schema).feed(first, second, it)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
 
 
 def _compact_whole(body: bytes | bytearray, schema: CompiledSchema) -> list[Any]:
@@ -268,8 +282,13 @@ class _CompactFramer:
     async def feed(self, first: bytes, second: bytes, rest: AsyncIterator[bytes]) -> list[Any]:
         buf = self.buf
         buf += first
-        _strip_bom(buf, final=True)
         buf += second
+        while not _strip_bom(buf, final=False):  # a BOM split across the first chunks
+            more = await anext(rest, None)
+            if more is None:
+                _strip_bom(buf, final=True)
+                break
+            buf += more
         limit = self.schema.max_row_bytes
         if not self._head():
             async for chunk in rest:

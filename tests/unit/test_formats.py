@@ -359,6 +359,22 @@ def test_compact_arbitrary_bytes_give_rows_or_4xx(body: bytes, cuts: list[int]) 
     assert outcome(decode_compact(feed(split(body, cuts)), SCHEMA)) == at_once
 
 
+def test_compact_answers_the_first_error_in_row_order_whole_or_in_pieces() -> None:
+    """An invalid row before malformed bytes: a body in pieces decodes its rows in order and
+    answers the invalid row; a body read whole answered MalformedBody until both agreed."""
+    body = b'{"columns":["ts"],"data":[["not a time"],[{"a"}]]}'
+    assert outcome(decode_compact(feed([body]), SCHEMA)) == ("InvalidRow", None)
+    assert outcome(decode_compact(feed(split(body, [30, 40])), SCHEMA)) == ("InvalidRow", None)
+
+
+def test_compact_bom_split_across_the_first_chunks() -> None:
+    body = BOM + b'{"columns":["id"],"data":[[1],[2]]}'
+    whole = outcome(decode_compact(feed([body]), SCHEMA))
+    assert whole[0] == "rows"
+    for cuts in ([1], [2], [1, 2], [2, 3]):
+        assert outcome(decode_compact(feed(split(body, cuts)), SCHEMA)) == whole, cuts
+
+
 # ---- compact ------------------------------------------------------------------------------------
 def compact(body: bytes, schema: CompiledSchema = SCHEMA, chunks: int = 1) -> list[bytes]:
     step = max(1, len(body) // chunks)
