@@ -3,7 +3,8 @@ is served as the one principal "anonymous", with exactly the configured scopes a
 
 Off by default. A request that carries any credential (an `Authorization` or `X-Api-Key` header,
 or a `token` query parameter), however malformed, is never downgraded to anonymous: it is checked
-as a key and gets 401 when the check fails."""
+as a key and gets 401 when the check fails. Neither is a request from a web page (see
+`may_be_anonymous`)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,10 @@ def anonymous_principal(scopes_text: str, rate_limit: int) -> Principal | None:
 def carries_credentials(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
     """True when the request sends any credential, even an empty or malformed one."""
     return "Authorization" in headers or "X-Api-Key" in headers or "token" in query
+
+
+def may_be_anonymous(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """True for a request that may be served as anonymous: no credentials at all, and not sent
+    by a web page (no `Origin`): any page on the internet could otherwise make the browser of
+    someone on the internal network write through it."""
+    return "Origin" not in headers and not carries_credentials(headers, query)

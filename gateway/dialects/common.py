@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.admission import MANAGE, BodyHold
-from gateway.anonymous import carries_credentials
+from gateway.anonymous import may_be_anonymous
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.cors import origin_of
@@ -137,10 +137,9 @@ def authenticate(request: web.Request, key: str | None, *, ingest: bool = False)
 
 
 def _anonymous_ok(request: web.Request) -> bool:
-    """True when anonymous requests are on and this one carries no credentials at all."""
-    return gateway_of(request).auth.anonymous is not None and not carries_credentials(
-        request.headers, request.query
-    )
+    """True when anonymous requests are on and this one may be served as anonymous (no
+    credentials at all, not from a web page: gateway.anonymous.may_be_anonymous)."""
+    return gateway_of(request).auth.anonymous is not None and may_be_anonymous(request.headers, request.query)
 
 
 class BodyChunks:

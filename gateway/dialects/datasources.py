@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, Callable
 import msgspec
 from aiohttp import web
 
-from gateway.anonymous import carries_credentials
+from gateway.anonymous import may_be_anonymous
 from gateway.auth import Principal, key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
@@ -193,7 +193,7 @@ def _principal(request: web.Request) -> Principal:
     auth = gateway_of(request).auth
     key = key_from_headers(request.headers)
     if not key:
-        if auth.anonymous is None or carries_credentials(request.headers, request.query):
+        if auth.anonymous is None or not may_be_anonymous(request.headers, request.query):
             raise Unauthenticated("Missing access token.")
         return auth.anonymous
     try:

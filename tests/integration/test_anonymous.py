@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import ADMIN_KEY, Gateway, Reply, http, read_topic, unique_name, wait_until
+from tests.integration.harness import Gateway, Reply, http, read_topic, unique_name, wait_until
 from tests.reliability.rawhttp import connect, read_reply, request_bytes
 
 OPEN = unique_name("anon")  # anonymous requests may append to (and so read) this stream only
@@ -167,9 +167,12 @@ def test_outside_the_scopes_the_dialects_usual_refusal(anon: Gateway, kafka: str
         {"Authorization": "Basic !!!not-base64"},
         {"Authorization": "Basic " + base64.b64encode(b"user:wrong").decode()},
         {"Authorization": "Digest username=x"},
+        {"Origin": "https://page.example"},  # no credentials, but from a web page: never anonymous
     ],
 )
-def test_wrong_credentials_stay_401_with_the_feature_on(anon: Gateway, headers: dict[str, str]) -> None:
+def test_wrong_credentials_and_web_pages_get_401_with_the_feature_on(
+    anon: Gateway, headers: dict[str, str]
+) -> None:
     topic = topic_of(anon, OPEN)
     assert timeplus(anon, OPEN, '{"id": "w", "n": 0}\n', headers).status == 401
     assert restproxy(anon, topic, [{"value": {"id": "w", "n": 0}}], headers).status == 401

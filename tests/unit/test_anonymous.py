@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from gateway.anonymous import ANONYMOUS, anonymous_principal, carries_credentials, parse_anonymous_scopes
+from gateway.anonymous import (
+    ANONYMOUS,
+    anonymous_principal,
+    carries_credentials,
+    may_be_anonymous,
+    parse_anonymous_scopes,
+)
 from gateway.auth import Authenticator
 from gateway.catalog.store import Catalog
 from gateway.config import Settings, from_sources
@@ -98,6 +104,12 @@ def test_exactly_the_configured_scopes() -> None:
 )
 def test_what_counts_as_credentials(headers: dict[str, str], query: dict[str, str], carries: bool) -> None:
     assert carries_credentials(CIMultiDict(headers), query) is carries
+    assert may_be_anonymous(CIMultiDict(headers), query) is not carries
+
+
+def test_web_pages_are_never_anonymous() -> None:
+    assert not may_be_anonymous(CIMultiDict({"Origin": "https://evil.example"}), {})
+    assert not may_be_anonymous(CIMultiDict({"origin": "null"}), {})
 
 
 async def test_authenticator_serves_anonymous_only_without_credentials(catalog: Catalog) -> None:
