@@ -164,12 +164,12 @@ class Authenticator:
         self._admin = Principal("admin", "admin", frozenset({ADMIN}))
         self._known: dict[str, tuple[ApiKey | None, Principal]] = {}  # key -> (record, principal)
 
-    def authenticate(self, key: str | None, *, no_credentials: bool = False) -> Principal:
+    def authenticate(self, key: str | None, *, may_be_anonymous: bool = False) -> Principal:
         """The principal of a key; 401 when it is missing, unknown, expired or revoked. A request
-        that carries no credentials at all (`no_credentials`) gets the anonymous principal when
-        one is configured (gateway.anonymous)."""
+        that `may_be_anonymous` (no credentials at all, not from a web page) gets the anonymous
+        principal when one is configured (gateway.anonymous)."""
         if not key:
-            if no_credentials and self.anonymous is not None:
+            if may_be_anonymous and self.anonymous is not None:
                 return self.anonymous
             raise Unauthenticated("missing API key: send `X-Api-Key: KEY` or `Authorization: ApiKey KEY`")
         known = self._known.get(key)

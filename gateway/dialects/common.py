@@ -129,7 +129,7 @@ def authenticate(request: web.Request, key: str | None, *, ingest: bool = False)
     management rate here (429); an ingest request against its ingest rate by the ingest path.
     A request with no credentials at all is the anonymous principal when that is on."""
     gw = gateway_of(request)
-    who = gw.auth.authenticate(key, no_credentials=not key and _anonymous_ok(request))
+    who = gw.auth.authenticate(key, may_be_anonymous=not key and _anonymous_ok(request))
     who.require_origin(origin_of(request))
     if not ingest:
         gw.ingest.admission.key_rate(who, MANAGE)

@@ -115,18 +115,18 @@ def test_web_pages_are_never_anonymous() -> None:
 async def test_authenticator_serves_anonymous_only_without_credentials(catalog: Catalog) -> None:
     anon = anonymous_principal("DATASOURCE:APPEND:events", 10)
     auth = Authenticator(catalog, ADMIN_KEY, anon)
-    assert auth.authenticate(None, no_credentials=True) is anon
-    assert auth.authenticate("", no_credentials=True) is anon
+    assert auth.authenticate(None, may_be_anonymous=True) is anon
+    assert auth.authenticate("", may_be_anonymous=True) is anon
     for key in (None, ""):  # credentials were sent but held no key: never downgraded
         with pytest.raises(Unauthenticated):
             auth.authenticate(key)
     with pytest.raises(Unauthenticated):
         auth.authenticate("wrong-key-0123456789")
     key, record = await stored_key(catalog, scopes=["DATASOURCE:APPEND"])
-    assert auth.authenticate(key, no_credentials=True).key_id == record.id  # a key is a key
+    assert auth.authenticate(key, may_be_anonymous=True).key_id == record.id  # a key is a key
 
 
 async def test_authenticator_without_anonymous_is_401(catalog: Catalog) -> None:
     auth = Authenticator(catalog, ADMIN_KEY)
     with pytest.raises(Unauthenticated, match="missing API key"):
-        auth.authenticate(None, no_credentials=True)
+        auth.authenticate(None, may_be_anonymous=True)
