@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from gateway import __version__, cors, metrics
 from gateway.admission import Admission
+from gateway.anonymous import anonymous_principal
 from gateway.auth import Authenticator
 from gateway.catalog.file import FileBackend
 from gateway.catalog.kafka_log import KafkaLog
@@ -195,7 +196,11 @@ def build_gateway(settings: Settings, admin_key: str, worker: int = 0) -> Gatewa
         queues,
         pipeline,
         streams,
-        Authenticator(catalog, admin_key),
+        Authenticator(
+            catalog,
+            admin_key,
+            anonymous_principal(settings.anonymous_scopes, settings.anonymous_rate_limit),
+        ),
         ingest,
         lifecycle,
         parts.stats,

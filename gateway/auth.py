@@ -155,17 +155,22 @@ class Authenticator:
     catalog again, and a deleted, replaced or reloaded record is another object (or none), which
     sends the key through the full check again. Keys that fail are never remembered."""
 
-    def __init__(self, catalog: Catalog, admin_key: str) -> None:
+    def __init__(self, catalog: Catalog, admin_key: str, anonymous: Principal | None = None) -> None:
         self._catalog = catalog
+        self.anonymous = anonymous  # what requests without credentials get (None: 401)
         self._admin_salt = secrets.token_hex(16)
         self._admin_digest = _digest(self._admin_salt, admin_key)
         register_secret(admin_key)  # the admin key has no fixed shape: the log masks it by value
         self._admin = Principal("admin", "admin", frozenset({ADMIN}))
         self._known: dict[str, tuple[ApiKey | None, Principal]] = {}  # key -> (record, principal)
 
-    def authenticate(self, key: str | None) -> Principal:
-        """The principal of a key; 401 when it is missing, unknown, expired or revoked."""
+    def authenticate(self, key: str | None, *, may_be_anonymous: bool = False) -> Principal:
+        """The principal of a key; 401 when it is missing, unknown, expired or revoked. A request
+        that `may_be_anonymous` (no credentials at all, not from a web page) gets the anonymous
+        principal when one is configured (gateway.anonymous)."""
         if not key:
+            if may_be_anonymous and self.anonymous is not None:
+                return self.anonymous
             raise Unauthenticated("missing API key: send `X-Api-Key: KEY` or `Authorization: ApiKey KEY`")
         known = self._known.get(key)
         if known is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.anonymous import parse_anonymous_scopes
 from gateway.cors import parse_origins
 from gateway.limiters.address_share import parse_networks
 
@@ -276,6 +277,22 @@ class Settings:
             "replicas of one catalog share it)"
         },
     )
+    anonymous_scopes: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated scopes (the API keys' grammar, admin "
+            "excepted) that requests carrying no credentials at all get, "
+            "as the one principal `anonymous`; empty = off (401). For "
+            "internal networks only: see README, Security"
+        },
+    )
+    anonymous_rate_limit: int = field(
+        default=100,
+        metadata={
+            "help": "requests per second all anonymous requests together may make, "
+            "across all replicas (--anonymous-scopes)"
+        },
+    )
     cors_allow_origins: str = field(
         default="*",
         metadata={
@@ -533,6 +550,12 @@ def _check(s: Settings) -> None:
         raise ValueError(f"log_format must be text or json, got {s.log_format!r}")
     if not 0 < s.access_log_sample <= 1:
         raise ValueError(f"access_log_sample must be in (0, 1], got {s.access_log_sample}")
+    try:
+        parse_anonymous_scopes(s.anonymous_scopes)
+    except ValueError as exc:
+        raise ValueError(f"anonymous_scopes: {exc}") from None
+    if s.anonymous_rate_limit < 1:
+        raise ValueError(f"anonymous_rate_limit must be positive, got {s.anonymous_rate_limit}")
     try:
         parse_origins(s.cors_allow_origins)
     except ValueError as exc:

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.admission import MANAGE, BodyHold
+from gateway.anonymous import may_be_anonymous
 from gateway.auth import Principal, key_from_headers
 from gateway.context import gateway_of
 from gateway.cors import origin_of
@@ -117,7 +118,7 @@ def principal(request: web.Request, *, allow_query_token: bool = False, ingest: 
     """The authenticated caller; 401 when the key is missing or invalid (see `authenticate`). A
     route that takes `?token=` (Tinybird's) names its own ways of sending one when it is missing."""
     key = key_from_headers(request.headers, request.query if allow_query_token else None)
-    if not key and allow_query_token:
+    if not key and allow_query_token and not _anonymous_ok(request):
         raise Unauthenticated("missing token: send `Authorization: Bearer TOKEN` or `?token=TOKEN`")
     return authenticate(request, key, ingest=ingest)
 
@@ -125,13 +126,20 @@ def principal(request: web.Request, *, allow_query_token: bool = False, ingest: 
 def authenticate(request: web.Request, key: str | None, *, ingest: bool = False) -> Principal:
     """The caller owning `key` (401 when missing or invalid), if the key may be used from the
     request's origin (403). A management call (not `ingest`) is counted against the key's
-    management rate here (429); an ingest request against its ingest rate by the ingest path."""
+    management rate here (429); an ingest request against its ingest rate by the ingest path.
+    A request with no credentials at all is the anonymous principal when that is on."""
     gw = gateway_of(request)
-    who = gw.auth.authenticate(key)
+    who = gw.auth.authenticate(key, may_be_anonymous=not key and _anonymous_ok(request))
     who.require_origin(origin_of(request))
     if not ingest:
         gw.ingest.admission.key_rate(who, MANAGE)
     return who
+
+
+def _anonymous_ok(request: web.Request) -> bool:
+    """True when anonymous requests are on and this one may be served as anonymous (no
+    credentials at all, not from a web page: gateway.anonymous.may_be_anonymous)."""
+    return gateway_of(request).auth.anonymous is not None and may_be_anonymous(request.headers, request.query)
 
 
 class BodyChunks:

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterable, Callable
 import msgspec
 from aiohttp import web
 
-from gateway.auth import key_from_headers
+from gateway.anonymous import may_be_anonymous
+from gateway.auth import Principal, key_from_headers
 from gateway.catalog.model import Stream
 from gateway.context import gateway_of, request_id_of
 from gateway.cors import origin_of
@@ -189,11 +190,18 @@ class EnvelopeBody:
             raise MalformedBody(f"records: not valid JSON: {exc or 'nested too deeply'}") from None
 
 
-def _principal_key(request: web.Request) -> str:
+def _principal(request: web.Request) -> Principal:
+    """The caller (the anonymous principal for a request without credentials, when that is on)."""
+    auth = gateway_of(request).auth
     key = key_from_headers(request.headers)
     if not key:
-        raise Unauthenticated("Missing access token.")
-    return key
+        if auth.anonymous is None or not may_be_anonymous(request.headers, request.query):
+            raise Unauthenticated("Missing access token.")
+        return auth.anonymous
+    try:
+        return auth.authenticate(key)
+    except Unauthenticated:
+        raise Unauthenticated("Invalid access token.") from None
 
 
 @operation(
@@ -219,11 +227,7 @@ def _principal_key(request: web.Request) -> str:
 async def ingest(request: web.Request) -> web.Response:
     """POST /v1/data_sources/ingest: 204 once every record is acknowledged by Kafka."""
     gw = gateway_of(request)
-    key = _principal_key(request)
-    try:
-        who = gw.auth.authenticate(key)
-    except Unauthenticated:
-        raise Unauthenticated("Invalid access token.") from None
+    who = _principal(request)
     who.require_origin(origin_of(request))
     body = EnvelopeBody(body_chunks(request))
     done = await gw.ingest.ingest(
