@@ -19,7 +19,7 @@ class Landing:
     The flush numbers its records across its entries in order (entry k holds records
     starts[k] .. starts[k] + rows); a batch reports the record numbers it holds, ascending."""
 
-    __slots__ = ("batches", "entries", "left", "live", "on_landed", "released", "starts")
+    __slots__ = ("batches", "entries", "left", "live", "on_landed", "released", "starts", "times")
 
     def __init__(self, entries: list[Entry], on_landed: Callable[[Landing, list[int]], None]) -> None:
         self.entries = entries
@@ -30,6 +30,7 @@ class Landing:
         self.left: list[int] = []  # records not acknowledged yet, per entry
         self.released: list[bool] = []  # settled through `landed` already
         self.batches: list[tuple[int, int, Sequence[int]]] = []  # landed so far
+        self.times: list[int] = []  # each landed batch's record timestamp
 
     def _start(self) -> None:
         n = 0
@@ -39,13 +40,15 @@ class Landing:
         self.left = [e.rows for e in self.entries]
         self.released = [False] * len(self.entries)
 
-    def landed(self, partition: int, offset: int, indices: Sequence[int]) -> None:
-        """A batch of the flush landed at `partition`, `offset` (the sink's `on_batch`)."""
+    def landed(self, partition: int, offset: int, indices: Sequence[int], timestamp: int = -1) -> None:
+        """A batch of the flush landed at `partition`, `offset`, its records stamped `timestamp`
+        (the sink's `on_batch`)."""
         if not self.live or not indices:
             return
         if not self.batches:
             self._start()
         self.batches.append((partition, offset, indices))
+        self.times.append(timestamp)
         starts, left, entries = self.starts, self.left, self.entries
         first = bisect.bisect_right(starts, indices[0]) - 1
         last = bisect.bisect_right(starts, indices[-1]) - 1

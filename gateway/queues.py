@@ -411,7 +411,7 @@ class StreamQueue:
         """Entries of a flush in flight whose records all landed: acknowledged now."""
         entries = [landing.entries[k] for k in done]
         self._release(entries)
-        landed = Landed(list(landing.batches))
+        landed = Landed(list(landing.batches), list(landing.times))
         for k, e in zip(done, entries, strict=True):
             if e.done is not None and not e.done.done():
                 start = landing.starts[k]

@@ -418,6 +418,7 @@ class RecordOut(Doc, kw_only=True):
     topic_name: str | msgspec.UnsetType = msgspec.UNSET
     partition_id: int | msgspec.UnsetType = msgspec.UNSET
     offset: int | msgspec.UnsetType = msgspec.UNSET
+    timestamp: str | msgspec.UnsetType = msgspec.UNSET  # ISO 8601, UTC, milliseconds
     key: SizeOut | msgspec.UnsetType | None = msgspec.UNSET
     value: SizeOut | msgspec.UnsetType | None = msgspec.UNSET
 

@@ -15,6 +15,7 @@ its error object.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ from gateway.dialects.restproxy import (
 from gateway.dialects.restproxy_records import (
     ProxyError,
     ProxyRecord,
+    RawRecord,
     _check_placement,
     _value_row,
     as_sent_split,
@@ -58,6 +60,7 @@ from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest
 from gateway.openapi import Doc, Reply, operation
+from gateway.pipeline import Outcome
 from gateway.sinks.base import RecordMeta
 
 _SPACE = re.compile(rb"[ \t\r\n]*")
@@ -231,15 +234,33 @@ def _error_out(err: GatewayError) -> RecordOut:
     return RecordOut(error_code=_codes(err)[1], message=err.message)
 
 
-def _receipts(payload: RunPayload, written: list[tuple[int, int]], topic: str) -> list[RecordOut]:
-    """One receipt per record of the run, in order."""
-    places = iter(written)
+def iso_ms(ms: int) -> str:
+    """A Kafka timestamp (ms since the epoch) as v3 writes it: `2026-12-08T03:00:00.123Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _times(done: Outcome, count: int) -> list[int]:
+    """The timestamp Kafka stored for each written record; where the sink does not tell (the
+    embedded development sink, which stores none), the time the run was acknowledged."""
+    times = None if done.positions is None else done.positions.timestamps()
+    return times if times is not None else [int(time.time() * 1000)] * count
+
+
+def _receipts(payload: RunPayload, done: Outcome, topic: str) -> list[RecordOut]:
+    """One receipt per record of the run, in order (a tombstone's value is null, as Confluent)."""
+    kept = [payload.records[j] for j in payload.written]
+    places = iter(zip(_positions(done, kept), _times(done, len(kept)), strict=True))
+    stamps: dict[int, str] = {}  # a run's records mostly share one timestamp
     out: list[RecordOut] = []
     for rec in payload.records:
         if rec.error is not None:
             out.append(_error_out(rec.error))
             continue
-        partition, offset = next(places)
+        (partition, offset), ms = next(places)
+        stamp = stamps.get(ms)
+        if stamp is None:
+            stamp = stamps[ms] = iso_ms(ms)
+        tombstone = isinstance(rec, RawRecord) and rec.raw is None
         out.append(
             RecordOut(
                 error_code=200,
@@ -247,8 +268,9 @@ def _receipts(payload: RunPayload, written: list[tuple[int, int]], topic: str) -
                 topic_name=topic,
                 partition_id=partition,
                 offset=offset,
+                timestamp=stamp,
                 key=None if rec.key is None else SizeOut(rec.key_type, rec.key_size),
-                value=SizeOut(rec.value_type, rec.value_size),
+                value=None if tombstone else SizeOut(rec.value_type, rec.value_size),
             )
         )
     return out
@@ -339,8 +361,7 @@ async def _stream(
     count = 0
     while True:
         if ok:
-            written = _positions(result, [payload.records[j] for j in payload.written])
-            receipts = _receipts(payload, written, topic)
+            receipts = _receipts(payload, result, topic)
         else:
             receipts = [_error_out(result)] * len(payload.objects or ())
         for receipt in receipts:

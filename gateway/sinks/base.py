@@ -12,8 +12,9 @@ from gateway.catalog.model import Stream
 Header = tuple[str, bytes]
 Headers = list[Header]  # a Kafka record's headers
 # told of each batch of a flush as it lands: its partition, base offset and record numbers (as in
-# `Landed.batches`), before the flush's future settles
-OnBatch = Callable[[int, int, Sequence[int]], None]
+# `Landed.batches`) and its records' timestamp (as in `Landed.times`), before the flush's future
+# settles
+OnBatch = Callable[[int, int, Sequence[int], int], None]
 
 
 class SinkUnavailable(Exception):
@@ -79,9 +80,12 @@ def lines_of(run: bytes) -> list[bytes]:
 @dataclass(slots=True)
 class Landed:
     """Where a flush's records landed: per batch, its partition, base offset and the indices
-    (into the flush's records) it holds. Per-record positions are only computed when asked."""
+    (into the flush's records) it holds, and (`times`, one per batch, empty when the sink cannot
+    tell) the timestamp in ms Kafka stores for its records. Per-record positions are only
+    computed when asked."""
 
     batches: list[tuple[int, int, Sequence[int]]]
+    times: list[int] = field(default_factory=list)
     _positions: list[tuple[int, int]] | None = field(default=None, repr=False)
 
     def positions(self) -> list[tuple[int, int]]:
@@ -102,6 +106,17 @@ class Landed:
             self._positions = out
         return self._positions
 
+    def timestamps(self) -> list[int] | None:
+        """The stored timestamp of every record of the flush, in the order they were handed over
+        (-1 for records of batches not landed yet); None when the sink does not tell."""
+        if not self.times:
+            return None
+        out = [-1] * len(self.positions())
+        for (_, _, indices), ts in zip(self.batches, self.times, strict=True):
+            for i in indices:
+                out[i] = ts
+        return out
+
 
 @dataclass(slots=True)
 class RowPositions:
@@ -114,6 +129,11 @@ class RowPositions:
     def positions(self) -> list[tuple[int, int]]:
         """(partition, offset) of each of the request's records, in order."""
         return self.landed.positions()[self.start : self.stop]
+
+    def timestamps(self) -> list[int] | None:
+        """The stored timestamp (ms) of each of the request's records, or None (not told)."""
+        times = self.landed.timestamps()
+        return None if times is None else times[self.start : self.stop]
 
 
 class Sink(Protocol):

@@ -53,6 +53,12 @@ Shipped = tuple["asyncio.Future[Any]", Sequence[int]]  # a batch's future, the r
 __all__ = ["KafkaSink", "partition_for_key"]
 
 
+def stored_time(log_append_time: int | None, create_time: int) -> int:
+    """The timestamp Kafka stores for a batch's records: the broker's LogAppendTime when the
+    topic uses it (the produce response carries it), else the CreateTime the gateway set."""
+    return create_time if log_append_time is None or log_append_time < 0 else log_append_time
+
+
 class KafkaSink:
     """Produces flushes as record batches with an idempotent, acks=all producer."""
 
@@ -267,12 +273,12 @@ class KafkaSink:
         for keyed ones, or each record's own key, partition and headers when `meta` is given);
         `headers`, when given without `meta`, holds each record's headers."""
 
-        async def route(producer: Any, n: int) -> list[Shipped]:
+        async def route(producer: Any, n: int, ts: int) -> list[Shipped]:
             if meta is not None:
-                return await self._send_placed(producer, topic, values, meta, n)
+                return await self._send_placed(producer, topic, values, meta, n, ts)
             if keys is None:
-                return await self._send_spread(producer, topic, self._value_batches(values, headers), n)
-            return await self._send_keyed(producer, topic, values, keys, n, headers)
+                return await self._send_spread(producer, topic, self._value_batches(values, headers, ts), n)
+            return await self._send_keyed(producer, topic, values, keys, n, ts, headers)
 
         return await self._produce(topic, route, on_batch)
 
@@ -281,31 +287,33 @@ class KafkaSink:
     ) -> asyncio.Future[Landed | None]:
         """Pack unkeyed records given as runs of lines into batches, partitions as `send`."""
 
-        async def route(producer: Any, n: int) -> list[Shipped]:
-            return await self._send_spread(producer, topic, self._line_batches(lines), n)
+        async def route(producer: Any, n: int, ts: int) -> list[Shipped]:
+            return await self._send_spread(producer, topic, self._line_batches(lines, ts), n)
 
         return await self._produce(topic, route, on_batch)
 
     async def _produce(
         self,
         topic: str,
-        route: Callable[[Any, int], Awaitable[list[Shipped]]],
+        route: Callable[[Any, int, int], Awaitable[list[Shipped]]],
         on_batch: OnBatch | None = None,
     ) -> asyncio.Future[Landed | None]:
         """Ship a flush's batches (`route` builds and ships them, given the producer and the
-        topic's partition count) through one producer; the future settles once all did."""
+        topic's partition count, and the records' timestamp) through one producer; the future
+        settles once all did. Every record of the flush gets the same CreateTime."""
         if self._producer is None:
             raise SinkUnavailable("Kafka producer is not connected")
         started = time.perf_counter()
         producer = self._producer  # a whole flush goes through one producer
+        ts = int(time.time() * 1000)
         try:
             n = await self.partition_count(topic)
             self.lanes.of(topic, n)
-            shipped = await route(producer, n)
+            shipped = await route(producer, n, ts)
         except KafkaError as exc:
             self._failed(producer, exc)
             raise SinkUnavailable(str(exc)) from exc
-        return self._delivered(producer, shipped, started, on_batch, topic=topic)
+        return self._delivered(producer, shipped, started, on_batch, topic=topic, ts=ts)
 
     def _delivered(
         self,
@@ -315,12 +323,13 @@ class KafkaSink:
         on_batch: OnBatch | None = None,
         *,
         topic: str = "",
+        ts: int = -1,
     ) -> asyncio.Future[Landed | None]:
         """A future of the flush: where its batches landed once all are acknowledged, or the
         first failure. Done callbacks instead of a task gathering them: with many quiet streams
         every request is a flush of its own, and a task plus `gather` per flush cost more. On a
         failure the flush's batches still waiting in `topic`'s lanes are abandoned (never sent):
-        its rows are queued again."""
+        its rows are queued again. `ts`: the CreateTime the flush's records carry."""
         out: asyncio.Future[Landed | None] = asyncio.get_running_loop().create_future()
         pending = len(shipped)
 
@@ -345,7 +354,7 @@ class KafkaSink:
                 return
             pending -= 1
             if not pending:
-                out.set_result(self._landed(shipped, started))
+                out.set_result(self._landed(shipped, started, ts))
 
         def told(indices: Sequence[int], fut: asyncio.Future[Any]) -> None:
             try:
@@ -355,21 +364,27 @@ class KafkaSink:
                     and not fut.cancelled()
                     and fut.exception() is None
                 ):
-                    on_batch(fut.result().partition, fut.result().offset, indices)
+                    md = fut.result()
+                    on_batch(md.partition, md.offset, indices, stored_time(md.timestamp, ts))
             finally:  # the flush settles even if reporting a batch failed
                 settled(fut)
 
         if not shipped:
-            out.set_result(self._landed(shipped, started))
+            out.set_result(self._landed(shipped, started, ts))
         for fut, indices in shipped:
             fut.add_done_callback(settled if on_batch is None else functools.partial(told, indices))
         return out
 
-    def _landed(self, shipped: list[Shipped], started: float) -> Landed:
+    def _landed(self, shipped: list[Shipped], started: float, ts: int) -> Landed:
         self.health.delivered()
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         # the batch future's metadata carries the batch's base offset (aiokafka MessageBatch.done)
-        return Landed([(fut.result().partition, fut.result().offset, indices) for fut, indices in shipped])
+        # and the broker's LogAppendTime (-1 under CreateTime)
+        mds = [fut.result() for fut, _ in shipped]
+        return Landed(
+            [(md.partition, md.offset, indices) for md, (_, indices) in zip(mds, shipped, strict=True)],
+            [stored_time(md.timestamp, ts) for md in mds],
+        )
 
     def _failed(self, producer: Any, exc: KafkaError) -> None:
         """Count a failed send; unless Kafka answered (sequence errors) or the producer was
@@ -439,8 +454,9 @@ class KafkaSink:
             start += count
         return shipped
 
-    def _value_batches(self, values: list[bytes], headers: list[Headers] | None) -> Iterator[RecordBatch]:
-        ts = int(time.time() * 1000)
+    def _value_batches(
+        self, values: list[bytes], headers: list[Headers] | None, ts: int
+    ) -> Iterator[RecordBatch]:
         start = 0
         while start < len(values):
             batch = RecordBatch.fill(
@@ -457,8 +473,7 @@ class KafkaSink:
             start += batch.record_count()
             yield batch
 
-    def _line_batches(self, lines: Lines) -> Iterator[RecordBatch]:
-        ts = int(time.time() * 1000)
+    def _line_batches(self, lines: Lines, ts: int) -> Iterator[RecordBatch]:
         run = offset = 0
         while run < len(lines.runs):
             batch, run, offset = RecordBatch.fill_lines(
@@ -481,13 +496,14 @@ class KafkaSink:
         values: list[bytes],
         keys: list[bytes],
         n: int,
+        ts: int,
         headers: list[Headers] | None = None,
     ) -> list[Shipped]:
         by_partition: dict[int, list[int]] = {}
         place = self._key_placer(topic, n)
         for i, key in enumerate(keys):
             by_partition.setdefault(place(key, n), []).append(i)
-        return await self._send_grouped(producer, topic, values, keys, headers, by_partition)
+        return await self._send_grouped(producer, topic, values, keys, headers, by_partition, ts)
 
     def _key_placer(self, topic: str, n: int, sticky: int = -1) -> KeyPartitioner:
         """The topic's key partitioner; a key that chooses none (librdkafka's empty key) goes to
@@ -501,7 +517,7 @@ class KafkaSink:
         return or_sticky(choose, sticky)
 
     async def _send_placed(
-        self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int
+        self, producer: Any, topic: str, values: list[bytes], meta: RecordMeta, n: int, ts: int
     ) -> list[Shipped]:
         """Records with their own partition (or key, or neither: one sticky partition for those)."""
         sticky = self.lanes.next_partition(self.lanes.of(topic, n), n)
@@ -528,7 +544,7 @@ class KafkaSink:
                 n,
             )
             metrics.SINK_ERRORS.labels(kind="partition_missing").inc()
-        return await self._send_grouped(producer, topic, values, meta.keys, meta.headers, by_partition)
+        return await self._send_grouped(producer, topic, values, meta.keys, meta.headers, by_partition, ts)
 
     async def _send_grouped(
         self,
@@ -538,9 +554,9 @@ class KafkaSink:
         keys: recordbatch.Keys | None,
         headers: list[Headers] | None,
         by_partition: dict[int, list[int]],
+        ts: int,
     ) -> list[Shipped]:
         shipped: list[Shipped] = []
-        ts = int(time.time() * 1000)
         for partition, indices in by_partition.items():
             start = 0
             while start < len(indices):

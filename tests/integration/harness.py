@@ -223,6 +223,7 @@ class Record:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)  # in order, as Kafka holds them
+    timestamp: int = -1  # ms, as Kafka stores it
 
     def header(self, name: str) -> bytes | None:
         """The last value of header `name` (as Kafka clients' lastHeader), or None."""
@@ -286,7 +287,9 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
             for tp, msgs in batch.items():
                 for m in msgs:
                     if m.offset < ends[tp]:
-                        out.append(Record(tp.partition, m.offset, m.key, m.value, list(m.headers or ())))
+                        out.append(
+                            Record(tp.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
+                        )
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

@@ -31,10 +31,10 @@ async def test_landed_once_every_batch_is_acknowledged() -> None:
     sink, failed = _sink()
     shipped = _batches(2)
     flush = sink._delivered(None, shipped, 0.0)
-    shipped[1][0].set_result(types.SimpleNamespace(partition=2, offset=70))
+    shipped[1][0].set_result(types.SimpleNamespace(partition=2, offset=70, timestamp=-1))
     await asyncio.sleep(0)
     assert not flush.done()
-    shipped[0][0].set_result(types.SimpleNamespace(partition=1, offset=40))
+    shipped[0][0].set_result(types.SimpleNamespace(partition=1, offset=40, timestamp=-1))
     landed = await flush
     assert landed is not None
     assert landed.batches == [(1, 40, range(0, 10)), (2, 70, range(10, 20))]
@@ -54,7 +54,7 @@ async def test_the_first_failure_wins_and_is_counted_once(caplog: pytest.LogCapt
     first = OutOfOrderSequenceNumber()
     shipped[1][0].set_exception(first)
     shipped[0][0].set_exception(KafkaConnectionError())
-    shipped[2][0].set_result(types.SimpleNamespace(partition=0, offset=0))
+    shipped[2][0].set_result(types.SimpleNamespace(partition=0, offset=0, timestamp=-1))
     with pytest.raises(SinkUnavailable) as raised:
         await flush
     assert raised.value.__cause__ is first

@@ -92,7 +92,7 @@ async def test_a_stuck_partition_holds_back_only_its_own_batches(sink: tuple[Kaf
                 TOPIC,
                 [b"a%d" % n, b"b%d" % n],
                 [next(k0), next(k1)],
-                on_batch=lambda p, o, ix, told=told: told.append((p, o, ix)),
+                on_batch=lambda p, o, ix, _ts, told=told: told.append((p, o, ix)),
             )
         flushes.append((fut, told))
         producer.step(0, ack=False)  # partition 0's first batch goes in flight and stays there
