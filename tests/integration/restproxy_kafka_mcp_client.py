@@ -26,6 +26,8 @@ async def main(topic: str) -> None:
     calls: list[tuple[str, Any]] = [
         ("list_clusters", lambda: asyncio.to_thread(get_client().list_clusters)),
         ("list_topics", lambda: asyncio.to_thread(get_client().list_topics)),
+        ("describe_topic", lambda: tool("kafka_topics", "describe", {"topic": topic})),
+        ("topic_configs", lambda: tool("kafka_topics", "configs", {"topic": topic})),
         ("list_partitions", lambda: tool("kafka_partitions", "list", {"topic": topic})),
         ("get_partition", lambda: tool("kafka_partitions", "get", {"topic": topic, "partition_id": 1})),
         (

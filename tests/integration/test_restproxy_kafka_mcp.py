@@ -1,7 +1,7 @@
 """PyPI `kafka-mcp` 2.4.4 (pinned: deploy/dev/python-clients, its own Python 3.12 venv) runs its
-REST-proxy topic, partition and produce tools against the gateway over real HTTP with an API key
-(its KAFKA_TOKEN, sent as `Authorization: Bearer`); every record it produced is read back from
-Kafka at the partition and offset the gateway answered."""
+REST-proxy topic (list, describe, configs), partition and produce tools against the gateway over
+real HTTP with an API key (its KAFKA_TOKEN, sent as `Authorization: Bearer`); every record it
+produced is read back from Kafka at the partition and offset the gateway answered."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import ADMIN_KEY, Gateway, read_topic, unique_name
-from tests.integration.test_restproxy import SHARDS, TEXT
+from tests.integration.test_restproxy import SHARDS, TEXT, basic
 
 CLUSTER = "ingest-gateway"
 # what each produce call of the driver sends: (value, key, partition or None for any)
@@ -48,22 +48,20 @@ async def test_kafka_mcp_topic_and_produce_tools(gateway: Gateway, kafka: str) -
     topic = gateway.create_stream(unique_name("mcp"), TEXT)["topic"]
     calls = run_client(gateway, topic)
     ok = {name: call["result"] for name, call in calls.items() if call["error"] is None}
-    assert (
-        set(ok)
-        == set(calls)
-        == set(PRODUCED)
-        | {
-            "list_clusters",
-            "list_topics",
-            "list_partitions",
-            "get_partition",
-        }
-    ), calls
+    tools = {"list_clusters", "list_topics", "describe_topic", "topic_configs", "list_partitions"}
+    assert set(ok) == set(calls) == set(PRODUCED) | tools | {"get_partition"}, calls
     # topic tools: what the gateway answers over HTTP, as the client got it
     v3 = f"/v3/clusters/{CLUSTER}/topics"
     assert [c["cluster_id"] for c in ok["list_clusters"]["data"]] == [CLUSTER]
     listed = {t["topic_name"]: t for t in ok["list_topics"]["data"]}
     assert listed[topic]["partitions_count"] == SHARDS
+    assert ok["describe_topic"] == listed[topic] == _get(gateway, f"{v3}/{topic}")
+    configs = {c["name"]: c["value"] for c in ok["topic_configs"]["data"]}
+    # the settings the v2 topic read describes (what the gateway created the topic with)
+    v2 = gateway.request("GET", f"/topics/{topic}", key=None, headers=basic())
+    assert configs == v2.json()["configs"] and "retention.ms" in configs
+    sources = {c["name"]: c["source"] for c in ok["topic_configs"]["data"]}
+    assert sources["retention.ms"] == "DYNAMIC_TOPIC_CONFIG" != sources["compression.type"]
     partitions = ok["list_partitions"]["data"]
     assert [p["partition_id"] for p in partitions] == list(range(SHARDS))
     assert ok["list_partitions"] == _get(gateway, f"{v3}/{topic}/partitions")
