@@ -60,6 +60,7 @@ async def test_kafka_mcp_topic_and_produce_tools(gateway: Gateway, kafka: str) -
     # the settings the v2 topic read describes (what the gateway created the topic with)
     v2 = gateway.request("GET", f"/topics/{topic}", key=None, headers=basic())
     assert configs == v2.json()["configs"] and "retention.ms" in configs
+    assert gateway.request("GET", f"{v3}/{topic}/configs", key=None).status == 401
     sources = {c["name"]: c["source"] for c in ok["topic_configs"]["data"]}
     assert sources["retention.ms"] == "DYNAMIC_TOPIC_CONFIG" != sources["compression.type"]
     partitions = ok["list_partitions"]["data"]
