@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from gateway.dialects import datasources, restproxy, restproxy_reads, restproxy_v3, timeplus, tinybird
+from gateway.dialects import (
+    datasources,
+    restproxy,
+    restproxy_reads,
+    restproxy_v3,
+    restproxy_v3_configs,
+    timeplus,
+    tinybird,
+)
 from gateway.dialects.contract import Dialect
 
-DIALECTS: tuple[Dialect, ...] = (timeplus, tinybird, datasources, restproxy, restproxy_reads, restproxy_v3)
+DIALECTS: tuple[Dialect, ...] = (
+    timeplus,
+    tinybird,
+    datasources,
+    restproxy,
+    restproxy_reads,
+    restproxy_v3,
+    restproxy_v3_configs,
+)
