@@ -129,7 +129,11 @@ async def root(request: web.Request) -> web.Response:
     tags=("restproxy",),
     error_body=ProxyErrorOut,
     security=SECURITY,
-    replies={200: Reply("The ids of Kafka's brokers (none with the embedded sink).", BrokersOut)},
+    replies={
+        200: Reply(
+            "The ids of Kafka's brokers (none with the embedded sink).", BrokersOut, media_type=V2_JSON
+        )
+    },
     errors={503: "Kafka did not answer."},
 )
 async def list_brokers(request: web.Request) -> web.Response:
