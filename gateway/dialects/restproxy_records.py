@@ -480,11 +480,7 @@ class ProxyPayload:
                     raise
         if rows is None:
             rows = self._one_by_one(schema, bad)
-        kept = [self.records[i] for i in self.written]
-        if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
-            return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
-        meta = RecordMeta([r.key for r in kept], [r.partition for r in kept], [r.headers for r in kept])
-        return Split(rows, bad, meta)
+        return placed_split(rows, bad, self.records, self.written)
 
     def _placed(self, schema: CompiledSchema) -> bool:
         """Check every record's placement; False when one names a missing partition (v2 answers
@@ -501,6 +497,8 @@ class ProxyPayload:
     def _one_by_one(self, schema: CompiledSchema, bad: list[BadRow]) -> list[Any]:
         """Validate each record alone: a refused one keeps its error (v3), an invalid JSON value
         is quarantined (v2 with quarantine); otherwise the first refusal fails the request."""
+        if self.each:
+            return each_alone(schema, self.records, self.written)
         rows: list[Any] = []
         for i, rec in enumerate(self.records):
             if rec.error is not None:
@@ -512,15 +510,11 @@ class ProxyPayload:
                 if self.quarantine and rec.json is not None:
                     bad.append(BadRow(i, err.column, err.message, rec.json))
                     rec.error = ProxyError(422, 42205, err.message, row=i)
-                elif self.each:
-                    rec.error = ProxyError(400, 400, err.message, row=i)
                 else:
                     raise
                 continue
             except ProxyError as err:
-                if self.each:
-                    rec.error = detach(err)
-                elif err.error_code == PARTITION_NOT_FOUND:  # v2: answered alone (Karapace)
+                if err.error_code == PARTITION_NOT_FOUND:  # v2: answered alone (Karapace)
                     rec.error = unknown_partition(i, rec.partition, schema.stream.shards)
                 else:
                     raise
@@ -530,6 +524,39 @@ class ProxyPayload:
 
     def _as_sent(self, stream: Stream) -> Split:
         return as_sent_split(stream, self.records, self.written, each=self.each)
+
+
+def each_alone(
+    schema: CompiledSchema, records: list[ProxyRecord], written: list[int], first: int = 0
+) -> list[Any]:
+    """v3: validate each record alone; a refused one keeps its error (400 for a value that does
+    not fit), the others' rows are returned and their indices appended to `written`. `first`: the
+    first record's place in the request (rows are numbered from it)."""
+    rows: list[Any] = []
+    for j, rec in enumerate(records):
+        if rec.error is not None:
+            continue
+        i = first + j
+        try:
+            _check_placement(schema, rec, i)
+            rows.append(_value_row(schema, rec, i))
+        except InvalidRow as err:
+            rec.error = ProxyError(400, 400, err.message, row=i)
+            continue
+        except ProxyError as err:
+            rec.error = detach(err)
+            continue
+        written.append(j)
+    return rows
+
+
+def placed_split(rows: list[Any], bad: list[BadRow], records: list[ProxyRecord], written: list[int]) -> Split:
+    """The rows, with every written record's key, partition and headers when one has any."""
+    kept = [records[i] for i in written]
+    if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
+        return Split(rows, bad)  # nothing of their own: the sink's fast paths place them
+    meta = RecordMeta([r.key for r in kept], [r.partition for r in kept], [r.headers for r in kept])
+    return Split(rows, bad, meta)
 
 
 def as_sent_split(

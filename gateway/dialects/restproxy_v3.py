@@ -49,19 +49,18 @@ from gateway.dialects.restproxy_records import (
     ProxyError,
     ProxyRecord,
     RawRecord,
-    _check_placement,
-    _value_row,
     as_sent_split,
+    each_alone,
     partition_not_found,
+    placed_split,
     v3_record,
 )
-from gateway.errors import GatewayError, InvalidRow, MalformedBody, NotConfirmed, Unavailable, detach
+from gateway.errors import GatewayError, MalformedBody, NotConfirmed, Unavailable, detach
 from gateway.ingest.quarantine import Split
 from gateway.ingest.schema import CompiledSchema
 from gateway.ingest.service import IngestRequest
 from gateway.openapi import Doc, Reply, operation
 from gateway.pipeline import Outcome
-from gateway.sinks.base import RecordMeta
 
 _SPACE = re.compile(rb"[ \t\r\n]*")
 _STRUCTURE = re.compile(rb'[{}\[\]"]')
@@ -208,26 +207,8 @@ class RunPayload:
             self.records = [v3_record(o, True) for o in objects]
             return as_sent_split(schema.stream, self.records, self.written, each=True, first=self.first)
         self.records = [v3_record(o) for o in objects]
-        rows: list[Any] = []
-        for j, rec in enumerate(self.records):
-            if rec.error is not None:
-                continue
-            i = self.first + j
-            try:
-                _check_placement(schema, rec, i)
-                rows.append(_value_row(schema, rec, i))
-            except InvalidRow as err:
-                rec.error = ProxyError(400, 400, err.message, row=i)
-                continue
-            except ProxyError as err:
-                rec.error = detach(err)
-                continue
-            self.written.append(j)
-        kept = [self.records[j] for j in self.written]
-        if not any(r.key is not None or r.partition >= 0 or r.headers for r in kept):
-            return Split(rows, [])
-        meta = RecordMeta([r.key for r in kept], [r.partition for r in kept], [r.headers for r in kept])
-        return Split(rows, [], meta)
+        rows = each_alone(schema, self.records, self.written, self.first)
+        return placed_split(rows, [], self.records, self.written)
 
 
 def _error_out(err: GatewayError) -> RecordOut:
